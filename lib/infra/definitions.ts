@@ -1,0 +1,83 @@
+/**
+ * Resource definitions shared by the CDK stack (cdk/) and the emulator-mode provisioner
+ * (lib/adapters/aws/provision.ts), so local runs use the same queues, tables and settings as a
+ * deployment. Plain data: no AWS SDK, no CDK imports.
+ */
+import { STAGES, type StageName } from '../ports/index.js';
+
+export interface StageDefinition {
+  stage: StageName;
+  /** Handler entry, relative to the project root. */
+  entry: string;
+  /** Queue the stage reads. */
+  queue: string;
+  dlq: string;
+  timeoutSeconds: number;
+  memoryMb: number;
+  batchSize: number;
+  maxBatchingWindowSeconds: number;
+  maxReceiveCount: number;
+}
+
+/** Lambda visibility rule of thumb: at least six times the function timeout. */
+export const VISIBILITY_FACTOR = 6;
+
+const defaults = {
+  timeoutSeconds: 30,
+  memoryMb: 1024,
+  batchSize: 10,
+  maxBatchingWindowSeconds: 1,
+  maxReceiveCount: 5,
+};
+
+export const STAGE_DEFINITIONS: Readonly<Record<StageName, StageDefinition>> = Object.freeze(
+  Object.fromEntries(
+    STAGES.map((stage) => [
+      stage,
+      {
+        stage,
+        entry: `functions/${stage}.ts`,
+        queue: `itk3-${stage}`,
+        dlq: `itk3-${stage}-dlq`,
+        ...defaults,
+        // Decrypt does one KMS call per record: a longer timeout absorbs KMS latency spikes.
+        ...(stage === 'decrypt' ? { timeoutSeconds: 60 } : {}),
+      },
+    ]),
+  ) as Record<StageName, StageDefinition>,
+);
+
+export const INGEST_ENTRY = 'functions/ingest.ts';
+
+/** DynamoDB once-store: jti replay and duplicate ids. */
+export const ONCE_TABLE = {
+  name: 'itk3-once',
+  partitionKey: 'k',
+  valueAttribute: 'v',
+  ttlAttribute: 'expiresAt',
+} as const;
+
+/** DynamoDB audit trail: one item per event, ordered within a trace. */
+export const AUDIT_TABLE = {
+  name: 'itk3-audit',
+  partitionKey: 'traceId',
+  sortKey: 'sk',
+  ttlAttribute: 'expiresAt',
+  retentionDays: 400,
+} as const;
+
+/** S3 bucket for claim-check payloads (and deliveries/responses where configured). */
+export const BLOB_BUCKET = { name: 'itk3-blobs', claimCheckPrefix: 'claim-check/', expireDays: 30 } as const;
+
+/** Environment variables the AWS composition root reads. */
+export const ENV = {
+  queueUrl: (stage: StageName) => `ITK3_QUEUE_URL_${stage.toUpperCase()}`,
+  onceTable: 'ITK3_ONCE_TABLE',
+  auditTable: 'ITK3_AUDIT_TABLE',
+  blobBucket: 'ITK3_BLOB_BUCKET',
+  /** JSON object: key id (kid) → KMS key id or ARN. */
+  kmsKeys: 'ITK3_KMS_KEYS',
+  /** JSON configuration document (emulator mode / tests); deployments bundle it instead. */
+  configJson: 'ITK3_CONFIG_JSON',
+  configFile: 'ITK3_CONFIG_FILE',
+} as const;

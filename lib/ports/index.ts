@@ -1,0 +1,117 @@
+/**
+ * Ports: what the stages need from the outside world. Each has a local adapter
+ * (lib/adapters/local) and an AWS adapter (lib/adapters/aws). Stages import only these types.
+ */
+
+/** Stage names, in pipeline order. `ingest` is the HTTP front door. */
+export const STAGES = ['authenticate', 'authorise', 'decrypt', 'verify', 'deliver'] as const;
+export type StageName = (typeof STAGES)[number];
+export type QueueName = StageName;
+
+/** Private-key operations. In AWS the keys never leave KMS. */
+export interface KeyService {
+  /**
+   * Unwrap a JWE content-encryption key with the recipient key `kid`
+   * (RSAES_OAEP_SHA_256). Throws {@link import('../errors.js').TransientError} on throttling or
+   * unavailability; any other failure (bad ciphertext, unknown key) is reported as
+   * `{ ok: false }` so the caller can continue with a random CEK (RFC 7516 §11.5).
+   */
+  unwrapKey(kid: string, encryptedKey: Uint8Array): Promise<{ ok: true; cek: Uint8Array } | { ok: false }>;
+  /**
+   * Sign `signingInput` (the ASCII of `base64url(header).base64url(payload)`) with the
+   * response-signing key `kid` using ES256. Returns the 64-byte JOSE `r‖s` signature.
+   */
+  signEs256(kid: string, signingInput: Uint8Array): Promise<Uint8Array>;
+  /** Public key of `kid` as SPKI DER (for JWKS publication and self-tests). */
+  publicKeySpki(kid: string): Promise<Uint8Array>;
+}
+
+/** Queue sending. Receiving is the job of the event source (Lambda or the embedded runtime). */
+export interface QueueSender {
+  /**
+   * Send bodies to a stage's queue, batching as the transport allows. Returns the indexes of the
+   * entries that failed (the caller reports their source records as batch item failures).
+   */
+  sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }>;
+}
+
+/** Conditional single-write store: jti replay, duplicate message and document ids. */
+export interface OnceStore {
+  /**
+   * Write `key` → `value` unless `key` exists. Returns the stored value when it already existed
+   * (the caller decides whether it is its own redelivery or a real duplicate).
+   * `ttlSeconds` bounds how long the key is remembered.
+   */
+  putIfAbsent(
+    key: string,
+    value: string,
+    ttlSeconds: number,
+  ): Promise<{ created: true } | { created: false; existing: string }>;
+}
+
+/** Large artefacts outside the queue record (claim check). */
+export interface BlobStore {
+  put(key: string, bytes: Uint8Array): Promise<void>;
+  get(key: string): Promise<Uint8Array>;
+}
+
+/** Where a verified message goes for one recipient, and where responses go. */
+export interface Deliverer {
+  /**
+   * Write `bytes` to `target` under `name`. Idempotent: writing the same name twice has one effect.
+   * Returns a human-readable location.
+   */
+  deliver(target: DeliveryTarget, name: string, bytes: Uint8Array, contentType: string): Promise<string>;
+}
+
+export type DeliveryTarget =
+  | { type: 'folder'; path: string }
+  | { type: 's3'; bucket: string; prefix: string }
+  | { type: 'sqs'; queueUrl: string };
+
+/** One audit event. Never message bytes, tokens, keys or patient data. */
+export interface AuditEntry {
+  traceId: string;
+  at: string; // ISO time of the event
+  stage: StageName | 'ingest' | 'operator';
+  event:
+    | 'received'
+    | 'forwarded'
+    | 'rejected'
+    | 'delivered'
+    | 'response-sent'
+    | 'transient-failure'
+    | 'dead-lettered'
+    | 'redriven';
+  code?: string; // error code
+  itk3Code?: string;
+  messageId?: string; // MessageHeader id (after verify) or itk.id (claimed, before)
+  sender?: string; // ODS
+  recipient?: string; // ODS
+  ruleId?: string;
+  detail?: string; // short, non-sensitive
+}
+
+export interface AuditLog {
+  append(entry: AuditEntry): Promise<void>;
+  /** Entries for one trace, oldest first. */
+  byTrace(traceId: string): Promise<AuditEntry[]>;
+}
+
+/** Wall clock, injectable so tests and the embedded runtime can move time. */
+export interface Clock {
+  now(): number; // ms since epoch
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** Everything a stage handler needs, assembled by a composition root. */
+export interface Ports {
+  keys: KeyService;
+  queues: QueueSender;
+  once: OnceStore;
+  blobs: BlobStore;
+  deliverer: Deliverer;
+  audit: AuditLog;
+  clock: Clock;
+}

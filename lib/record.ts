@@ -1,0 +1,123 @@
+/**
+ * The small JSON record that travels between stages on the queues (ARCHITECTURE.md §3).
+ *
+ * Artefacts are carried inline or, above the claim-check threshold, as a reference into the blob
+ * store. The record grows as it passes through the stages; a rejection turns it into a response
+ * job for the deliver stage, which is the only stage that signs responses.
+ */
+import { z } from 'zod';
+import { RejectionError } from './errors.js';
+import type { StageName } from './ports/index.js';
+
+export const RECORD_VERSION = 1;
+
+/** The routing header `itk` carried in both the JWE and JWS protected headers. */
+export const ItkRoutingSchema = z
+  .object({
+    from: z.string().min(1).max(64),
+    to: z.string().min(1).max(64),
+    event: z.string().min(1).max(64),
+    id: z.string().min(1).max(128),
+  })
+  .strict();
+export type ItkRouting = z.infer<typeof ItkRoutingSchema>;
+
+export const ArtefactSchema = z.union([
+  z.object({ inline: z.string() }).strict(),
+  z
+    .object({ ref: z.object({ key: z.string(), bytes: z.number().int().nonnegative(), sha256: z.string() }) })
+    .strict(),
+]);
+export type Artefact = z.infer<typeof ArtefactSchema>;
+
+export const PrincipalSchema = z.object({
+  issuer: z.string(), // configured issuer id (not the raw iss)
+  iss: z.string(),
+  subject: z.string(),
+  organisation: z.string(), // ODS code the message is sent for
+  actors: z.array(z.string()), // act chain, outermost (current actor) first; empty when not delegated
+  roles: z.array(z.string()),
+  jti: z.string(),
+});
+export type Principal = z.infer<typeof PrincipalSchema>;
+
+export const DecisionSchema = z.object({
+  ruleId: z.string(),
+  delegationId: z.string().optional(),
+  recipient: z.string(),
+  kid: z.string(),
+});
+export type Decision = z.infer<typeof DecisionSchema>;
+
+/** What verify hands to deliver. */
+export const VerifiedMessageSchema = z.object({
+  messageId: z.string(),
+  documentId: z.string().optional(),
+  event: z.string(),
+  sender: z.string(),
+  recipient: z.string(),
+  format: z.enum(['xml', 'json']),
+  sha256: z.string(),
+  infAckRequested: z.boolean(),
+  busAckRequested: z.boolean(),
+  senderReference: z.string().optional(),
+  bundle: ArtefactSchema,
+});
+export type VerifiedMessage = z.infer<typeof VerifiedMessageSchema>;
+
+export const RejectionSchema = z.object({
+  stage: z.enum(['ingest', 'authenticate', 'authorise', 'decrypt', 'verify', 'deliver']),
+  code: z.string(),
+  itk3Code: z.string(),
+  /** The party the response goes to, when it was authenticated; absent otherwise. */
+  respondTo: z.string().optional(),
+  /** Original MessageHeader id when known from a verified source; else the §5.2 literal is used. */
+  originalMessageId: z.string().optional(),
+  format: z.enum(['xml', 'json']).optional(),
+  senderReference: z.string().optional(),
+});
+export type Rejection = z.infer<typeof RejectionSchema>;
+
+export const PipelineRecordSchema = z.object({
+  v: z.literal(RECORD_VERSION),
+  traceId: z.string().min(1).max(128),
+  receivedAt: z.number().int().nonnegative(), // ms epoch, receipt time at ingress
+  source: z.enum(['http', 'sqs', 'cli']),
+  credential: z.string().optional(), // dropped after authenticate
+  sealed: ArtefactSchema.optional(), // the JWE; dropped after decrypt
+  principal: PrincipalSchema.optional(),
+  routing: ItkRoutingSchema.optional(), // the JWE itk header (unauthenticated until verify)
+  decision: DecisionSchema.optional(),
+  signed: ArtefactSchema.optional(), // the inner JWS; dropped after verify
+  message: VerifiedMessageSchema.optional(),
+  rejection: RejectionSchema.optional(),
+});
+export type PipelineRecord = z.infer<typeof PipelineRecordSchema>;
+
+/** Parse a queue body into a record; a body that is not one is a permanent failure. */
+export function parseRecord(body: string): PipelineRecord {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch (cause) {
+    throw new RejectionError('RECORD_MALFORMED', 'queue body is not JSON', { cause });
+  }
+  const parsed = PipelineRecordSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new RejectionError('RECORD_MALFORMED', 'queue body is not a pipeline record');
+  }
+  return parsed.data;
+}
+
+export function serialiseRecord(record: PipelineRecord): string {
+  return JSON.stringify(record);
+}
+
+/** The stage that reads each queue, and the queue each stage forwards to. */
+export const NEXT_STAGE: Record<StageName, StageName | undefined> = {
+  authenticate: 'authorise',
+  authorise: 'decrypt',
+  decrypt: 'verify',
+  verify: 'deliver',
+  deliver: undefined,
+};
