@@ -128,12 +128,21 @@ export class RejectionError extends PipelineError {
   override readonly code: RejectionCode;
   readonly permanent = true;
   readonly itk3Code: Itk3ResponseCode;
+  /** What the stage knew about the message when it failed, for the ITK3 response. */
+  responseHints?: ResponseHints;
 
   constructor(code: RejectionCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
     this.itk3Code = ERROR_CATALOGUE[code];
   }
+}
+
+/** Facts a stage learnt before rejecting, used to address and format the ITK3 response. */
+export interface ResponseHints {
+  originalMessageId?: string;
+  format?: 'xml' | 'json';
+  senderReference?: string;
 }
 
 /** Credential problems (authenticate). */

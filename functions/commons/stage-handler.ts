@@ -1,0 +1,50 @@
+/**
+ * The shared shape of the five stage handlers: middy with the Powertools logger and metrics
+ * middlewares (in that order, as middy documents), the runtime binding, and the batch processor
+ * from lib/. No pipeline logic lives here.
+ */
+
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { StageName } from '../../lib/ports/index.js';
+import { bindingFor } from '../../lib/runtime/binding.js';
+import { processStageBatch, type StageObserver } from '../../lib/stages/batch.js';
+import { logger, metrics } from './powertools.js';
+
+const METRIC_BY_RESULT = {
+  forwarded: 'MessagesForwarded',
+  rejected: 'MessagesRejected',
+  delivered: 'MessagesDelivered',
+  responded: 'ResponsesSent',
+  transient: 'TransientFailures',
+} as const;
+
+const observer: StageObserver = {
+  record({ stage, traceId, result, code, itk3Code, receiveCount }) {
+    // Codes and ids only: never tokens, message bytes or patient data.
+    const fields = { stage, traceId, result, code, itk3Code, receiveCount };
+    if (result === 'transient') logger.warn('record will be retried', fields);
+    else if (result === 'rejected') logger.info('record rejected', fields);
+    else logger.debug('record processed', fields);
+    if (result === 'rejected' && itk3Code) {
+      const single = metrics.singleMetric();
+      single.addDimensions({ stage, itk3Code });
+      single.addMetric(METRIC_BY_RESULT.rejected, MetricUnit.Count, 1);
+    }
+    metrics.addMetric(METRIC_BY_RESULT[result], MetricUnit.Count, 1);
+  },
+};
+
+export function createStageHandler(stage: StageName) {
+  const lambdaHandler = async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> => {
+    const { ports, config } = await bindingFor(context);
+    metrics.setDefaultDimensions({ stage });
+    return processStageBatch(stage, event, { ports, config }, observer, context);
+  };
+  return middy(lambdaHandler)
+    .use(injectLambdaContext(logger, { resetKeys: true }))
+    .use(logMetrics(metrics));
+}

@@ -1,0 +1,102 @@
+/**
+ * In-process adapters for the embedded runtime: once-store, blob store and audit log.
+ * Each keeps state in memory and, where a path is given, mirrors it to disk so `itk3 serve`
+ * and `itk3 trace` can look at a run after the fact.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore } from '../../ports/index.js';
+import { systemClock } from '../../ports/index.js';
+
+/** Conditional writes with expiry, judged on the injected clock. */
+export class MemoryOnceStore implements OnceStore {
+  readonly #items = new Map<string, { value: string; expiresAt: number }>();
+  readonly #clock: Clock;
+
+  constructor(clock: Clock = systemClock) {
+    this.#clock = clock;
+  }
+
+  async putIfAbsent(
+    key: string,
+    value: string,
+    ttlSeconds: number,
+  ): Promise<{ created: true } | { created: false; existing: string }> {
+    const now = this.#clock.now();
+    const existing = this.#items.get(key);
+    if (existing && existing.expiresAt > now) return { created: false, existing: existing.value };
+    this.#items.set(key, { value, expiresAt: now + ttlSeconds * 1000 });
+    return { created: true };
+  }
+
+  get size(): number {
+    return this.#items.size;
+  }
+}
+
+/** Claim-check payloads in memory. */
+export class MemoryBlobStore implements BlobStore {
+  readonly #blobs = new Map<string, Uint8Array>();
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    this.#blobs.set(key, bytes.slice());
+  }
+
+  async get(key: string): Promise<Uint8Array> {
+    const bytes = this.#blobs.get(key);
+    if (!bytes) throw new Error(`blob ${key} not found`);
+    return bytes;
+  }
+
+  get size(): number {
+    return this.#blobs.size;
+  }
+}
+
+/** Audit trail in memory, optionally appended to a JSON-lines file. */
+export class MemoryAuditLog implements AuditLog {
+  readonly #byTrace = new Map<string, AuditEntry[]>();
+  readonly #file: string | undefined;
+  #count = 0;
+
+  constructor(opts: { file?: string } = {}) {
+    this.#file = opts.file;
+    if (this.#file) {
+      mkdirSync(dirname(this.#file), { recursive: true });
+      if (existsSync(this.#file)) {
+        for (const line of readFileSync(this.#file, 'utf8').split('\n')) {
+          if (line.trim()) this.#remember(JSON.parse(line) as AuditEntry);
+        }
+      }
+    }
+  }
+
+  async append(entry: AuditEntry): Promise<void> {
+    this.#remember(entry);
+    if (this.#file) appendFileSync(this.#file, `${JSON.stringify(entry)}\n`);
+  }
+
+  async byTrace(traceId: string): Promise<AuditEntry[]> {
+    return [...(this.#byTrace.get(traceId) ?? [])];
+  }
+
+  /** Every entry, in append order per trace. */
+  all(): AuditEntry[] {
+    return [...this.#byTrace.values()].flat();
+  }
+
+  traces(): string[] {
+    return [...this.#byTrace.keys()];
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+
+  #remember(entry: AuditEntry): void {
+    this.#count += 1;
+    const list = this.#byTrace.get(entry.traceId);
+    if (list) list.push(entry);
+    else this.#byTrace.set(entry.traceId, [entry]);
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * The front door: accept a credential and a sealed message, answer with a tracking id, and queue a
+ * record for the authenticate stage. Only cheap structural checks happen here (size, charset,
+ * presence); every security decision is the pipeline's. Used by the HTTP ingest function and by
+ * `itk3 serve`.
+ */
+import { randomUUID } from 'node:crypto';
+import type { LoadedConfig } from './config/load.js';
+import type { Ports } from './ports/index.js';
+import { type PipelineRecord, RECORD_VERSION, serialiseRecord } from './record.js';
+import { artefactKey, storeArtefact } from './stages/context.js';
+
+export interface Submission {
+  authorization: string | undefined;
+  body: string;
+  receivedAt: number;
+  source: PipelineRecord['source'];
+}
+
+export type IngestResult =
+  | { status: 202; trackingId: string }
+  | { status: 400 | 401 | 413 | 503; error: string; message: string };
+
+const COMPACT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
+const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
+
+export async function ingest(
+  submission: Submission,
+  ports: Ports,
+  config: LoadedConfig,
+): Promise<IngestResult> {
+  const { limits } = config.doc;
+  const token = BEARER.exec(submission.authorization ?? '')?.[1];
+  if (!token) {
+    return {
+      status: 401,
+      error: 'TOKEN_MISSING',
+      message: 'send the credential as Authorization: Bearer <jwt>',
+    };
+  }
+  if (token.length > limits.maxTokenBytes) {
+    return { status: 401, error: 'TOKEN_TOO_LARGE', message: 'credential exceeds the size limit' };
+  }
+  const body = submission.body.trim();
+  if (Buffer.byteLength(body, 'utf8') > limits.maxSealedBytes) {
+    return { status: 413, error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' };
+  }
+  if (!COMPACT.test(body)) {
+    return {
+      status: 400,
+      error: 'ENVELOPE_MALFORMED',
+      message: 'body must be a compact JWE (five base64url segments)',
+    };
+  }
+  const traceId = randomUUID();
+  try {
+    const ctx = { ports, config };
+    const record: PipelineRecord = {
+      v: RECORD_VERSION,
+      traceId,
+      receivedAt: submission.receivedAt,
+      source: submission.source,
+      credential: token,
+      sealed: await storeArtefact(ctx, artefactKey(traceId, 'sealed.jwe'), body),
+    };
+    const { failed } = await ports.queues.sendBatch('authenticate', [serialiseRecord(record)]);
+    if (failed.length > 0) throw new Error('queue send failed');
+  } catch {
+    return { status: 503, error: 'QUEUE_UNAVAILABLE', message: 'try again later' };
+  }
+  return { status: 202, trackingId: traceId };
+}

@@ -1,0 +1,115 @@
+/**
+ * Authorisation: deny by default. A message is allowed only when one rule matches
+ * (sender organisation, client, event, recipient) and, for a delegated credential, every actor in
+ * the chain holds an unexpired grant for that organisation and event. The decision names the rule
+ * (and grant) that matched, for the audit trail.
+ *
+ * Only the verified principal and the JWE's routing header are known here; the routing header is
+ * unauthenticated until the verify stage re-checks it against the signed JWS and the MessageHeader.
+ */
+import type { LoadedConfig } from '../config/load.js';
+import type { DelegationGrant, PolicyRule } from '../config/schema.js';
+import { AuthorisationError, EnvelopeError } from '../errors.js';
+import type { Decision, ItkRouting, Principal } from '../record.js';
+
+export interface AuthoriseInput {
+  principal: Principal;
+  routing: ItkRouting;
+  /** Recipient key id named by the JWE header. */
+  kid: string;
+  receivedAt: number;
+}
+
+/** Decide whether a message may proceed to decryption. Throws the specific rejection otherwise. */
+export function authorise(input: AuthoriseInput, config: LoadedConfig): Decision {
+  const { principal, routing, kid, receivedAt } = input;
+
+  // The envelope must be sent for the organisation the credential speaks for.
+  if (routing.from !== principal.organisation) {
+    throw new AuthorisationError(
+      'ROUTING_SENDER_MISMATCH',
+      'routing sender differs from the credential organisation',
+    );
+  }
+  const sender = config.sendersByOds.get(routing.from);
+  if (!sender) throw new AuthorisationError('SENDER_UNKNOWN', 'sender organisation is not registered');
+  if (!sender.clients.includes(principal.subject)) {
+    throw new AuthorisationError(
+      'POLICY_DENIED',
+      'credential subject is not a client of the sender organisation',
+    );
+  }
+
+  const recipient = config.recipientsByOds.get(routing.to);
+  if (!recipient)
+    throw new AuthorisationError('RECIPIENT_UNKNOWN', 'recipient organisation is not served here');
+  if (config.recipientByKid.get(kid) !== recipient.ods) {
+    throw new EnvelopeError('ENVELOPE_KEY_UNKNOWN', 'the envelope key id is not a key of the recipient');
+  }
+
+  const delegation = checkDelegation(principal, routing, receivedAt, config.doc.delegations);
+
+  const rule = config.doc.rules.find((r) => ruleMatches(r, principal, routing));
+  if (!rule)
+    throw new AuthorisationError('POLICY_DENIED', 'no policy rule allows this sender, event and recipient');
+
+  return {
+    ruleId: rule.id,
+    recipient: recipient.ods,
+    kid,
+    ...(delegation ? { delegationId: delegation } : {}),
+  };
+}
+
+/** A rule by id (the verify stage re-applies its content constraints). */
+export function ruleById(config: LoadedConfig, id: string): PolicyRule | undefined {
+  return config.doc.rules.find((r) => r.id === id);
+}
+
+function ruleMatches(rule: PolicyRule, principal: Principal, routing: ItkRouting): boolean {
+  return (
+    rule.sender.ods === routing.from &&
+    rule.event === routing.event &&
+    rule.recipients.includes(routing.to) &&
+    (rule.sender.clients === undefined || rule.sender.clients.includes(principal.subject))
+  );
+}
+
+/**
+ * Every actor in the chain must hold a grant covering the organisation and event, valid at
+ * receipt time. Returns the id of the current actor's grant, or undefined when not delegated.
+ */
+function checkDelegation(
+  principal: Principal,
+  routing: ItkRouting,
+  receivedAt: number,
+  grants: readonly DelegationGrant[],
+): string | undefined {
+  if (principal.actors.length === 0) return undefined;
+  let currentGrant: string | undefined;
+  for (const [depth, actor] of principal.actors.entries()) {
+    const candidates = grants.filter(
+      (g) => g.actor === actor && g.onBehalfOf.includes(routing.from) && g.events.includes(routing.event),
+    );
+    if (candidates.length === 0) {
+      throw new AuthorisationError(
+        'DELEGATION_NOT_GRANTED',
+        `actor at depth ${depth} holds no grant for this sender and event`,
+      );
+    }
+    const valid = candidates.find((g) => grantExpiry(g) > receivedAt);
+    if (!valid)
+      throw new AuthorisationError(
+        'DELEGATION_GRANT_EXPIRED',
+        `grant for actor at depth ${depth} has expired`,
+      );
+    if (depth === 0) currentGrant = valid.id;
+  }
+  return currentGrant;
+}
+
+/** A date-only expiry means "valid through that day, UTC"; a date-time is exact. */
+export function grantExpiry(grant: DelegationGrant): number {
+  if (grant.expires.length === 10) return Date.parse(`${grant.expires}T00:00:00Z`) + 86_400_000;
+  return Date.parse(grant.expires);
+}

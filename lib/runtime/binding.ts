@@ -1,0 +1,38 @@
+/**
+ * Composition: which ports and configuration a handler invocation uses.
+ *
+ * The embedded runtime passes its in-process ports on the Lambda context object under a symbol,
+ * so it can invoke the very handler exports that Lambda runs. Without it, the handler is in AWS
+ * (or emulator mode): the configuration comes from the bundle or environment and the AWS adapters
+ * are loaded once per container.
+ */
+import type { Context } from 'aws-lambda';
+import type { LoadedConfig } from '../config/load.js';
+import { configFromEnvironment } from '../config/source.js';
+import type { Ports } from '../ports/index.js';
+
+export const EMBEDDED_BINDING = Symbol.for('itk3.embedded-binding');
+
+export interface RuntimeBinding {
+  ports: Ports;
+  config: LoadedConfig;
+}
+
+export type EmbeddedContext = Context & { [EMBEDDED_BINDING]?: RuntimeBinding };
+
+let awsBinding: Promise<RuntimeBinding> | undefined;
+
+export function bindingFor(context: Context): Promise<RuntimeBinding> {
+  const embedded = (context as EmbeddedContext)[EMBEDDED_BINDING];
+  if (embedded) return Promise.resolve(embedded);
+  awsBinding ??= (async () => {
+    const config = configFromEnvironment();
+    const { awsPortsFromEnv } = await import('../adapters/aws/clients.js');
+    return { config, ports: awsPortsFromEnv(config) };
+  })();
+  // A failed cold start must not poison the container forever.
+  awsBinding.catch(() => {
+    awsBinding = undefined;
+  });
+  return awsBinding;
+}

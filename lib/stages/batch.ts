@@ -1,0 +1,276 @@
+/**
+ * One SQS batch through one stage: the code every stage handler shares (deployed and embedded).
+ *
+ * Records are processed concurrently (Powertools BatchProcessor). Each record ends in exactly one
+ * of three ways: forwarded to the next stage, turned into a rejection for the deliver stage (a
+ * permanent failure: audited, answered with its ITK3 code), or reported as a batch item failure
+ * (transient: SQS retries it and, after maxReceiveCount, dead-letters it). Forwarding is one
+ * SendMessageBatch per destination for the whole batch; a record whose forward failed is reported
+ * as failed too, so nothing is lost between queues.
+ */
+import { BatchProcessor, EventType } from '@aws-lambda-powertools/batch';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { classify, RejectionError } from '../errors.js';
+import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
+import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
+import { authenticate } from './authenticate.js';
+import { authoriseStage } from './authorise.js';
+import type { StageContext } from './context.js';
+import { decryptStage } from './decrypt.js';
+import { deliverStage } from './deliver.js';
+import { verifyStage } from './verify.js';
+
+export type RecordResult = 'forwarded' | 'rejected' | 'delivered' | 'responded' | 'transient';
+
+/** Told about every record's result; the handler turns these into metrics and log lines. */
+export interface StageObserver {
+  record(event: {
+    stage: StageName;
+    traceId: string;
+    result: RecordResult;
+    code?: string;
+    itk3Code?: string;
+    receiveCount: number;
+  }): void;
+}
+
+interface Output {
+  queue: QueueName;
+  body: string;
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
+
+/** Process one SQS event for `stage`, returning the partial batch response. */
+export async function processStageBatch(
+  stage: StageName,
+  event: SQSEvent,
+  ctx: StageContext,
+  observer: StageObserver,
+  lambdaContext?: Context,
+): Promise<SQSBatchResponse> {
+  const processor = new BatchProcessor(EventType.SQS);
+  const outputs = new Map<string, Output>();
+  processor.register(
+    event.Records,
+    async (sqsRecord: SQSRecord) => {
+      const output = await processRecord(stage, sqsRecord, ctx, observer);
+      if (output) outputs.set(sqsRecord.messageId, output);
+    },
+    { throwOnFullBatchFailure: false, ...(lambdaContext ? { context: lambdaContext } : {}) },
+  );
+  const processed = await processor.process();
+
+  const failed = new Set<string>();
+  for (const [status, , record] of processed) {
+    if (status === 'fail') failed.add((record as SQSRecord).messageId);
+  }
+
+  // One batched send per destination queue.
+  const byQueue = new Map<QueueName, { ids: string[]; bodies: string[] }>();
+  for (const [messageId, output] of outputs) {
+    const group = byQueue.get(output.queue) ?? { ids: [], bodies: [] };
+    group.ids.push(messageId);
+    group.bodies.push(output.body);
+    byQueue.set(output.queue, group);
+  }
+  for (const [queue, group] of byQueue) {
+    try {
+      const { failed: failedIndexes } = await ctx.ports.queues.sendBatch(queue, group.bodies);
+      for (const i of failedIndexes) failed.add(group.ids[i]!);
+    } catch {
+      for (const id of group.ids) failed.add(id);
+    }
+  }
+
+  return { batchItemFailures: [...failed].map((itemIdentifier) => ({ itemIdentifier })) };
+}
+
+async function processRecord(
+  stage: StageName,
+  sqsRecord: SQSRecord,
+  ctx: StageContext,
+  observer: StageObserver,
+): Promise<Output | undefined> {
+  const receiveCount = Number(sqsRecord.attributes?.ApproximateReceiveCount ?? '1');
+  let record: PipelineRecord | undefined;
+  try {
+    record = stage === 'authenticate' ? recordFromIngress(sqsRecord) : parseRecord(sqsRecord.body);
+    if (stage === 'authenticate' && receiveCount === 1) {
+      await audit(ctx, { traceId: record.traceId, stage, event: 'received' });
+    }
+    const result = await runStage(stage, record, sqsRecord.messageId, ctx);
+    if (result.kind === 'forward') {
+      observer.record({ stage, traceId: record.traceId, result: 'forwarded', receiveCount });
+      return { queue: NEXT_STAGE[stage]!, body: serialiseRecord(result.record) };
+    }
+    observer.record({ stage, traceId: record.traceId, result: result.kind, receiveCount });
+    return undefined;
+  } catch (error) {
+    const classified = classify(error);
+    const traceId = record?.traceId ?? sqsRecord.messageId;
+    if (classified instanceof RejectionError && stage !== 'deliver') {
+      const rejected = rejectionRecord(stage, record, sqsRecord, classified);
+      await audit(ctx, {
+        traceId,
+        stage,
+        event: 'rejected',
+        code: classified.code,
+        itk3Code: classified.itk3Code,
+        ...(rejected.rejection?.originalMessageId ? { messageId: rejected.rejection.originalMessageId } : {}),
+        ...(record?.principal ? { sender: record.principal.organisation } : {}),
+        ...(record?.decision ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId } : {}),
+      });
+      observer.record({
+        stage,
+        traceId,
+        result: 'rejected',
+        code: classified.code,
+        itk3Code: classified.itk3Code,
+        receiveCount,
+      });
+      return { queue: 'deliver', body: serialiseRecord(rejected) };
+    }
+    // Transient (or a permanent failure inside deliver, which has nowhere else to go): retry, then DLQ.
+    observer.record({ stage, traceId, result: 'transient', code: classified.code, receiveCount });
+    await audit(ctx, {
+      traceId,
+      stage,
+      event: 'transient-failure',
+      code: classified.code,
+      detail: `attempt ${receiveCount}`,
+    }).catch(() => undefined);
+    throw classified;
+  }
+}
+
+type StageResult =
+  | { kind: 'forward'; record: PipelineRecord }
+  | { kind: 'delivered' }
+  | { kind: 'responded' };
+
+async function runStage(
+  stage: StageName,
+  record: PipelineRecord,
+  inboundMessageId: string,
+  ctx: StageContext,
+): Promise<StageResult> {
+  switch (stage) {
+    case 'authenticate':
+      return { kind: 'forward', record: await authenticate({ record, inboundMessageId }, ctx) };
+    case 'authorise':
+      return { kind: 'forward', record: await authoriseStage(record, ctx) };
+    case 'decrypt':
+      return { kind: 'forward', record: await decryptStage(record, ctx) };
+    case 'verify':
+      return { kind: 'forward', record: await verifyStage(record, ctx) };
+    case 'deliver': {
+      const outcome = await deliverStage(record, ctx);
+      if (outcome.kind === 'delivered') {
+        const m = record.message!;
+        await audit(ctx, {
+          traceId: record.traceId,
+          stage,
+          event: 'delivered',
+          messageId: m.messageId,
+          sender: m.sender,
+          recipient: m.recipient,
+          ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
+        });
+        if (outcome.response) {
+          await audit(ctx, {
+            traceId: record.traceId,
+            stage,
+            event: 'response-sent',
+            itk3Code: '20013',
+            messageId: m.messageId,
+          });
+        }
+        return { kind: 'delivered' };
+      }
+      await audit(ctx, {
+        traceId: record.traceId,
+        stage,
+        event: 'response-sent',
+        code: record.rejection!.code,
+        itk3Code: record.rejection!.itk3Code,
+        ...(record.rejection!.respondTo ? { sender: record.rejection!.respondTo } : {}),
+      });
+      return { kind: 'responded' };
+    }
+  }
+}
+
+/**
+ * The inbound queue takes either a record written by the ingest function, or a raw message:
+ * body = JWE compact, message attribute `Authorization` = `Bearer <jwt>` (direct SQS ingestion).
+ * Only the ingress facts are taken from a record: anything else in it is ignored.
+ */
+export function recordFromIngress(sqsRecord: SQSRecord): PipelineRecord {
+  const sentAt = Number(sqsRecord.attributes?.SentTimestamp ?? Date.now());
+  if (sqsRecord.body.startsWith('{')) {
+    const r = parseRecord(sqsRecord.body);
+    // A receipt time far before the queue's own timestamp would let an old token through.
+    const receivedAt =
+      r.receivedAt >= sentAt - 60_000 && r.receivedAt <= sentAt + 5_000 ? r.receivedAt : sentAt;
+    return {
+      v: RECORD_VERSION,
+      traceId: r.traceId,
+      receivedAt,
+      source: r.source,
+      ...(r.credential ? { credential: r.credential } : {}),
+      ...(r.sealed ? { sealed: r.sealed } : {}),
+    };
+  }
+  const header = sqsRecord.messageAttributes?.Authorization?.stringValue ?? '';
+  const credential = BEARER.exec(header)?.[1];
+  return {
+    v: RECORD_VERSION,
+    traceId: sqsRecord.messageId,
+    receivedAt: sentAt,
+    source: 'sqs',
+    ...(credential ? { credential } : {}),
+    sealed: { inline: sqsRecord.body },
+  };
+}
+
+function rejectionRecord(
+  stage: StageName,
+  record: PipelineRecord | undefined,
+  sqsRecord: SQSRecord,
+  error: RejectionError,
+): PipelineRecord {
+  const base: PipelineRecord = record ?? {
+    v: RECORD_VERSION,
+    traceId: sqsRecord.messageId,
+    receivedAt: Number(sqsRecord.attributes?.SentTimestamp ?? Date.now()),
+    source: 'sqs',
+  };
+  // Only an authenticated sender gets a response addressed to it; detail never leaves the audit.
+  const respondTo = base.principal?.organisation;
+  const hints = error.responseHints ?? {};
+  const claimedId = respondTo ? base.routing?.id : undefined;
+  const originalMessageId = hints.originalMessageId ?? claimedId;
+  return {
+    v: RECORD_VERSION,
+    traceId: base.traceId,
+    receivedAt: base.receivedAt,
+    source: base.source,
+    ...(base.principal ? { principal: base.principal } : {}),
+    ...(base.routing ? { routing: base.routing } : {}),
+    ...(base.decision ? { decision: base.decision } : {}),
+    rejection: {
+      stage,
+      code: error.code,
+      itk3Code: error.itk3Code,
+      ...(respondTo ? { respondTo } : {}),
+      ...(originalMessageId ? { originalMessageId } : {}),
+      ...(hints.format ? { format: hints.format } : {}),
+      ...(hints.senderReference ? { senderReference: hints.senderReference } : {}),
+    },
+  };
+}
+
+async function audit(ctx: StageContext, entry: Omit<AuditEntry, 'at'>): Promise<void> {
+  await ctx.ports.audit.append({ ...entry, at: new Date(ctx.ports.clock.now()).toISOString() });
+}

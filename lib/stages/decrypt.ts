@@ -1,0 +1,32 @@
+/**
+ * Stage 3 — decrypt. The CEK is unwrapped by the key service (KMS in AWS); every failure other than
+ * an unavailable key service surfaces as the one uniform DECRYPT_FAILED.
+ */
+import { decryptSealed, parseSealed } from '../envelope/jwe.js';
+import { AuthenticationError, EnvelopeError } from '../errors.js';
+import type { PipelineRecord } from '../record.js';
+import { artefactKey, loadArtefact, type StageContext, storeArtefact } from './context.js';
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export async function decryptStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+  if (!record.principal || !record.decision || !record.sealed || !record.routing) {
+    throw new AuthenticationError('TOKEN_MISSING', 'record reached decrypt without authorisation');
+  }
+  const compact = await loadArtefact(ctx, record.sealed);
+  const parsed = parseSealed(compact, ctx.config.doc.limits);
+  // The decision was made for this key id; a record whose envelope changed since is not trusted.
+  if (parsed.kid !== record.decision.kid) {
+    throw new EnvelopeError('ENVELOPE_KEY_UNKNOWN', 'envelope key id differs from the authorised one');
+  }
+  const plaintext = await decryptSealed(parsed, ctx.ports.keys);
+  let signed: string;
+  try {
+    signed = decoder.decode(plaintext);
+  } catch {
+    // Not text: cannot be a compact JWS. Same outward answer as any other unreadable content.
+    throw new EnvelopeError('ENVELOPE_MALFORMED', 'decrypted content is not a compact JWS');
+  }
+  const { sealed: _dropped, ...rest } = record;
+  return { ...rest, signed: await storeArtefact(ctx, artefactKey(record.traceId, 'signed.jws'), signed) };
+}

@@ -1,0 +1,210 @@
+/**
+ * Stage 4 — verify the inner signature with a key registered to the authenticated sender, then
+ * hold every binding of ARCHITECTURE.md §2: token organisation = JWE itk.from = JWS itk.from =
+ * MessageHeader sender; JWE itk = JWS itk; MessageHeader id and event = itk.id and itk.event; the
+ * recipient is served here. Then ITK3 header rules, the matched rule's content constraints, and
+ * duplicate message (20007) / document (20008) detection.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { parseSigned, verifySigned } from '../envelope/jws.js';
+import {
+  AuthenticationError,
+  Itk3ValidationError,
+  type RejectionError,
+  SignatureError,
+  TransientError,
+} from '../errors.js';
+import { type Itk3Message, parseBundle, validateItk3 } from '../itk3/index.js';
+import { ruleById } from '../policy/index.js';
+import type { PipelineRecord, VerifiedMessage } from '../record.js';
+import { artefactKey, loadArtefact, type StageContext, sha256Hex, storeArtefact } from './context.js';
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export async function verifyStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+  const { principal, routing, decision } = record;
+  if (!principal || !routing || !decision || !record.signed) {
+    throw new AuthenticationError('TOKEN_MISSING', 'record reached verify without decryption');
+  }
+  const { config } = ctx;
+  const limits = config.doc.limits;
+
+  const compact = await loadArtefact(ctx, record.signed);
+  const parsed = parseSigned(compact, limits);
+  const verified = await verifySigned(parsed, principal.organisation, config);
+
+  // The signed routing header is the authenticated one; the JWE copy must agree with it exactly.
+  if (!isDeepStrictEqual({ ...verified.routing }, { ...routing })) {
+    throw new SignatureError(
+      'BINDING_MISMATCH',
+      'signed routing header differs from the envelope routing header',
+    );
+  }
+  if (verified.routing.from !== principal.organisation) {
+    throw new SignatureError('BINDING_MISMATCH', 'signed sender differs from the credential organisation');
+  }
+  if (!config.recipientsByOds.has(verified.routing.to)) {
+    throw new SignatureError('RECIPIENT_NOT_SERVED', 'signed recipient is not served here');
+  }
+
+  const rule = ruleById(config, decision.ruleId);
+  const maxBytes = Math.min(limits.maxBundleBytes, rule?.maxBytes ?? Number.POSITIVE_INFINITY);
+  if (verified.payload.byteLength > maxBytes) {
+    throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
+  }
+
+  const msg = withHints(() => parseBundle(verified.payload, verified.format), { format: verified.format });
+  const hints = {
+    originalMessageId: msg.header.id,
+    format: verified.format,
+    ...(msg.header.handling.senderReference ? { senderReference: msg.header.handling.senderReference } : {}),
+  };
+  withHints(() => {
+    validateItk3(msg);
+    checkHeaderBindings(msg, verified.routing, config.sendersByOds.get(principal.organisation)?.meshMailbox);
+    if (rule) checkRuleConstraints(msg, rule);
+  }, hints);
+
+  const sha256 = sha256Hex(verified.payload);
+  await withHintsAsync(() => checkDuplicates(ctx, record.traceId, msg, sha256), hints);
+
+  const bundleText = decoder.decode(verified.payload);
+  const message: VerifiedMessage = {
+    messageId: msg.header.id,
+    ...(msg.documentId ? { documentId: msg.documentId } : {}),
+    event: msg.header.event.code,
+    sender: verified.routing.from,
+    recipient: verified.routing.to,
+    format: verified.format,
+    sha256,
+    infAckRequested: msg.header.handling.infAckRequested === true,
+    busAckRequested: msg.header.handling.busAckRequested === true,
+    ...(hints.senderReference ? { senderReference: hints.senderReference } : {}),
+    bundle: await storeArtefact(ctx, artefactKey(record.traceId, `bundle.${verified.format}`), bundleText),
+  };
+  const { signed: _dropped, ...rest } = record;
+  return { ...rest, message };
+}
+
+function checkHeaderBindings(
+  msg: Itk3Message,
+  routing: { from: string; to: string; event: string; id: string },
+  meshMailbox: string | undefined,
+): void {
+  // The envelope is consistent and signed: a MessageHeader that contradicts it is a header failure.
+  const contradict = (what: string) =>
+    new Itk3ValidationError(
+      'HEADER_CONTRADICTS_ENVELOPE',
+      `MessageHeader ${what} differs from the signed routing header`,
+    );
+  if (msg.header.senderOds !== routing.from) throw contradict('sender');
+  if (msg.header.id !== routing.id) throw contradict('id');
+  if (msg.header.event.code !== routing.event) throw contradict('event');
+  if (msg.header.receiverOds !== undefined && msg.header.receiverOds !== routing.to)
+    throw contradict('receiver');
+  if (meshMailbox !== undefined && msg.header.sourceEndpoint !== meshMailbox)
+    throw contradict('source endpoint');
+}
+
+function checkRuleConstraints(msg: Itk3Message, rule: NonNullable<ReturnType<typeof ruleById>>): void {
+  const h = msg.header.handling;
+  if (
+    rule.messageDefinition &&
+    !rule.messageDefinition.some((d) => sameDefinition(d, msg.messageDefinitionName))
+  ) {
+    throw new Itk3ValidationError(
+      'MESSAGE_DEFINITION_UNSUPPORTED',
+      'MessageDefinition is not accepted for this event',
+    );
+  }
+  if (rule.recipientType && !rule.recipientType.includes(h.recipientType as 'FA' | 'FI')) {
+    throw new Itk3ValidationError('RECIPIENT_TYPE_INVALID', 'RecipientType is not accepted for this event');
+  }
+  if (rule.acks?.inf !== undefined && h.infAckRequested !== rule.acks.inf) {
+    throw new Itk3ValidationError('INF_ACK_INVALID', 'InfAckRequested does not match the agreed pattern');
+  }
+  if (rule.acks?.bus !== undefined && h.busAckRequested !== rule.acks.bus) {
+    throw new Itk3ValidationError('BUS_ACK_INVALID', 'BusAckRequested does not match the agreed pattern');
+  }
+  if (!rule.receiverAllowed && msg.header.receiverOds !== undefined) {
+    throw new Itk3ValidationError(
+      'ITK3_HEADER_INVALID',
+      'MessageHeader.receiver is not allowed for this use case',
+    );
+  }
+}
+
+/** `ITK-X-MessageDefinition-1` and the older `ITK-X-MessageDefinition-Instance-1` are one definition. */
+function sameDefinition(allowed: string, actual: string | undefined): boolean {
+  if (!actual) return false;
+  const norm = (s: string) => s.replace('-MessageDefinition-Instance-', '-MessageDefinition-');
+  return norm(allowed) === norm(actual);
+}
+
+/**
+ * 20007 on a MessageHeader id, 20008 on a document id, seen before under another trace.
+ * The same trace seeing its own id again is an SQS redelivery, not a duplicate.
+ */
+async function checkDuplicates(
+  ctx: StageContext,
+  traceId: string,
+  msg: Itk3Message,
+  sha256: string,
+): Promise<void> {
+  const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
+  const value = JSON.stringify({ traceId, sha256 });
+  const put = async (key: string) => {
+    try {
+      return await ctx.ports.once.putIfAbsent(key, value, ttl);
+    } catch (cause) {
+      throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
+    }
+  };
+  const seenBy = (existing: string): { traceId?: string; sha256?: string } => {
+    try {
+      return JSON.parse(existing) as { traceId?: string; sha256?: string };
+    } catch {
+      return {};
+    }
+  };
+  const m = await put(`msg#${msg.header.id}`);
+  if (!m.created && seenBy(m.existing).traceId !== traceId) {
+    const same = seenBy(m.existing).sha256 === sha256;
+    throw new Itk3ValidationError(
+      'DUPLICATE_MESSAGE',
+      same
+        ? 'MessageHeader id already processed'
+        : 'MessageHeader id already processed with different content',
+    );
+  }
+  if (msg.documentId) {
+    const d = await put(`doc#${msg.documentId}`);
+    if (!d.created && seenBy(d.existing).traceId !== traceId) {
+      throw new Itk3ValidationError('DUPLICATE_DOCUMENT', 'document id already processed');
+    }
+  }
+}
+
+function withHints<T>(fn: () => T, hints: RejectionError['responseHints']): T {
+  try {
+    return fn();
+  } catch (error) {
+    attachHints(error, hints);
+    throw error;
+  }
+}
+
+async function withHintsAsync<T>(fn: () => Promise<T>, hints: RejectionError['responseHints']): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    attachHints(error, hints);
+    throw error;
+  }
+}
+
+function attachHints(error: unknown, hints: RejectionError['responseHints']): void {
+  if (error && typeof error === 'object' && 'itk3Code' in error) {
+    (error as RejectionError).responseHints = { ...hints, ...(error as RejectionError).responseHints };
+  }
+}
