@@ -1,0 +1,163 @@
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { TransientError } from '../../errors.js';
+import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
+import { countCall } from './calls.js';
+import { awsErrorName } from './errors.js';
+
+/** Prefix, in the pipeline's blob bucket, of deliveries whose configured target is a folder. */
+export const FOLDER_DELIVERY_PREFIX = 'deliveries/';
+
+const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
+
+/**
+ * {@link Deliverer} for the AWS runtimes.
+ *
+ * - `folder` → object `deliveries/<path>/<name>` in the pipeline's blob bucket, so the same
+ *   configuration document works embedded (a real folder) and deployed (a bucket "folder").
+ * - `s3` → object `<prefix>/<name>` in the named bucket.
+ * - `sqs` → `SendMessage` with the bytes as the body; bytes that are not valid UTF-8, or that hold
+ *   characters SQS refuses, are sent base64-encoded with the attribute `contentEncoding=base64`.
+ *
+ * Idempotent by name: S3 writes are conditional (`If-None-Match: *`), so a redelivery finds the
+ * object and reports the same location without a second write (no second version, no second event
+ * notification). FIFO queues get a deduplication id derived from the name; standard queues cannot
+ * deduplicate, so every message carries the name in the `name` attribute for the consumer to do so.
+ *
+ * @example
+ * ```ts
+ * const deliverer = new AwsDeliverer({ s3, sqs, blobBucket: 'itk3-blobs' });
+ * await deliverer.deliver({ type: 's3', bucket: 'rx-inbox', prefix: 'itk3/' }, 'msg-1.xml', bytes, 'application/fhir+xml');
+ * ```
+ */
+export class AwsDeliverer implements Deliverer {
+  readonly #s3: S3Client;
+  readonly #sqs: SQSClient;
+  readonly #blobBucket: string;
+
+  constructor(opts: { s3: S3Client; sqs: SQSClient; blobBucket: string }) {
+    this.#s3 = opts.s3;
+    this.#sqs = opts.sqs;
+    this.#blobBucket = opts.blobBucket;
+  }
+
+  async deliver(
+    target: DeliveryTarget,
+    name: string,
+    bytes: Uint8Array,
+    contentType: string,
+  ): Promise<string> {
+    if (!SAFE_NAME.test(name)) throw new Error('unsafe delivery name');
+    switch (target.type) {
+      case 'folder':
+        return this.#putObject(this.#blobBucket, folderKey(target.path, name), bytes, contentType);
+      case 's3':
+        return this.#putObject(target.bucket, joinPrefix(target.prefix, name), bytes, contentType);
+      case 'sqs':
+        return this.#sendMessage(target.queueUrl, name, bytes, contentType);
+    }
+  }
+
+  async #putObject(bucket: string, key: string, bytes: Uint8Array, contentType: string): Promise<string> {
+    const location = `s3://${bucket}/${key}`;
+    countCall('s3', 'PutObject');
+    try {
+      await this.#s3.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: key,
+          Body: bytes,
+          ContentLength: bytes.byteLength,
+          ContentType: contentType,
+          IfNoneMatch: '*',
+        }),
+      );
+    } catch (error) {
+      // 412: the object exists, i.e. this name was delivered before. 409: a concurrent write of the
+      // same name is in flight; either way the delivery has (or will have) happened once.
+      const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      const name = awsErrorName(error);
+      if (status === 412 || name === 'PreconditionFailed' || name === 'ConditionalRequestConflict') {
+        return location;
+      }
+      throw deliveryError('S3 PutObject', error);
+    }
+    return location;
+  }
+
+  async #sendMessage(
+    queueUrl: string,
+    name: string,
+    bytes: Uint8Array,
+    contentType: string,
+  ): Promise<string> {
+    const text = sqsSafeText(bytes);
+    const attributes: Record<string, MessageAttributeValue> = {
+      name: { DataType: 'String', StringValue: name },
+      contentType: { DataType: 'String', StringValue: contentType },
+    };
+    if (text === undefined) attributes.contentEncoding = { DataType: 'String', StringValue: 'base64' };
+    const fifo = queueUrl.endsWith('.fifo');
+    countCall('sqs', 'SendMessage');
+    try {
+      const out = await this.#sqs.send(
+        new SendMessageCommand({
+          QueueUrl: queueUrl,
+          MessageBody: text ?? Buffer.from(bytes).toString('base64'),
+          MessageAttributes: attributes,
+          ...(fifo
+            ? {
+                // SQS deduplicates a FIFO id for five minutes: covers the pipeline's own retries.
+                MessageDeduplicationId: createHash('sha256').update(name).digest('hex').slice(0, 128),
+                MessageGroupId: 'itk3',
+              }
+            : {}),
+        }),
+      );
+      return `${queueUrl}#${out.MessageId ?? name}`;
+    } catch (error) {
+      throw deliveryError('SQS SendMessage', error);
+    }
+  }
+}
+
+/** `deliveries/<path>/<name>`, with `path` made relative and free of `..` (a key, not a file). */
+export function folderKey(path: string, name: string): string {
+  const normal = posix
+    .normalize(`/${path.replaceAll('\\', '/')}`)
+    .replace(/^\/+/, '')
+    .replace(/\/+$/, '');
+  return `${FOLDER_DELIVERY_PREFIX}${normal ? `${normal}/` : ''}${name}`;
+}
+
+function joinPrefix(prefix: string, name: string): string {
+  if (!prefix) return name;
+  return prefix.endsWith('/') ? `${prefix}${name}` : `${prefix}/${name}`;
+}
+
+/**
+ * The bytes as text if SQS can carry them as they are: valid UTF-8 and only the characters the SQS
+ * message body allows (#x9, #xA, #xD, #x20–#xD7FF, #xE000–#xFFFD, #x10000–#x10FFFF).
+ */
+export function sqsSafeText(bytes: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: these are exactly the characters SQS refuses
+  return /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/.test(text) ? undefined : text;
+}
+
+function deliveryError(operation: string, error: unknown): TransientError {
+  return new TransientError(
+    'DELIVERY_UNAVAILABLE',
+    `${operation} failed (${awsErrorName(error) ?? 'unknown error'})`,
+    {
+      cause: error,
+    },
+  );
+}

@@ -1,0 +1,80 @@
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { TransientError } from '../../errors.js';
+import { BLOB_BUCKET } from '../../infra/definitions.js';
+import type { BlobStore } from '../../ports/index.js';
+import { countCall } from './calls.js';
+import { awsErrorName } from './errors.js';
+
+/**
+ * {@link BlobStore} on S3 (claim check). Keys are stored under `prefix` (default
+ * `BLOB_BUCKET.claimCheckPrefix`) so the bucket's expiry rule covers them and they never collide
+ * with deliveries in the same bucket. Encryption is the bucket's default (SSE-KMS in the stack), so
+ * no per-request SSE headers: one policy, set once, in CDK.
+ *
+ * @example
+ * ```ts
+ * const blobs = new S3BlobStore(new S3Client({}), process.env.ITK3_BLOB_BUCKET!);
+ * await blobs.put(`${traceId}/jwe`, bytes);
+ * ```
+ */
+export class S3BlobStore implements BlobStore {
+  readonly #client: S3Client;
+  readonly #bucket: string;
+  readonly #prefix: string;
+
+  constructor(
+    client: S3Client,
+    bucket: string = BLOB_BUCKET.name,
+    prefix: string = BLOB_BUCKET.claimCheckPrefix,
+  ) {
+    this.#client = client;
+    this.#bucket = bucket;
+    this.#prefix = prefix;
+  }
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    countCall('s3', 'PutObject');
+    try {
+      await this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.#bucket,
+          Key: this.#prefix + key,
+          Body: bytes,
+          ContentLength: bytes.byteLength,
+          ContentType: 'application/octet-stream',
+        }),
+      );
+    } catch (error) {
+      throw blobError('PutObject', error);
+    }
+  }
+
+  async get(key: string): Promise<Uint8Array> {
+    countCall('s3', 'GetObject');
+    try {
+      const out = await this.#client.send(
+        new GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }),
+      );
+      if (!out.Body) throw new Error('GetObject returned no body');
+      // Streams the response body into one buffer (the SDK's stream mixin).
+      return await out.Body.transformToByteArray();
+    } catch (error) {
+      throw blobError('GetObject', error);
+    }
+  }
+}
+
+/**
+ * Every blob failure is transient for the pipeline: a throttled or unreachable bucket recovers, and
+ * a missing claim-check object (expired, or a record redriven after the expiry) is an operator matter
+ * for the DLQ, not a reason to send the sender an ITK3 rejection.
+ */
+function blobError(operation: string, error: unknown): TransientError {
+  return new TransientError(
+    'BLOB_STORE_UNAVAILABLE',
+    `S3 ${operation} failed (${awsErrorName(error) ?? 'unknown error'})`,
+    {
+      cause: error,
+    },
+  );
+}

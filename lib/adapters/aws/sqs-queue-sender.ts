@@ -1,0 +1,124 @@
+import {
+  SendMessageBatchCommand,
+  type SendMessageBatchRequestEntry,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
+import { ConfigError, TransientError } from '../../errors.js';
+import { ENV } from '../../infra/definitions.js';
+import type { QueueName, QueueSender } from '../../ports/index.js';
+import { countCall } from './calls.js';
+import { awsErrorName, isTransientAwsError } from './errors.js';
+
+/** `SendMessageBatch` limits (PERFORMANCE.md §4): 10 entries, and the sum of bodies ≤ 1 MiB. */
+export const SQS_BATCH_MAX_ENTRIES = 10;
+export const SQS_BATCH_MAX_BYTES = 1_048_576;
+
+/**
+ * Split bodies into `SendMessageBatch` requests: at most {@link SQS_BATCH_MAX_ENTRIES} entries and
+ * {@link SQS_BATCH_MAX_BYTES} of UTF-8 body per request, in input order. A single body over the
+ * byte limit gets a request of its own (SQS then rejects it, and it is reported as failed).
+ *
+ * @returns lists of input indexes, one list per request
+ * @example
+ * ```ts
+ * chunkForBatch(['a', 'b']); // [[0, 1]]
+ * ```
+ */
+export function chunkForBatch(
+  bodies: readonly string[],
+  maxEntries = SQS_BATCH_MAX_ENTRIES,
+  maxBytes = SQS_BATCH_MAX_BYTES,
+): number[][] {
+  const chunks: number[][] = [];
+  let current: number[] = [];
+  let bytes = 0;
+  for (const [index, body] of bodies.entries()) {
+    const size = Buffer.byteLength(body, 'utf8');
+    if (current.length > 0 && (current.length >= maxEntries || bytes + size > maxBytes)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(index);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
+/**
+ * {@link QueueSender} over SQS `SendMessageBatch`.
+ *
+ * Entries are batched within the API limits and the requests sent concurrently. The result lists
+ * the input indexes that were not accepted: per-entry failures from the response, every entry of a
+ * request that failed transiently (throttling, 5xx, network), and any entry the response forgot to
+ * mention. A request that fails for a non-transient reason (a missing queue, a malformed request)
+ * throws `TransientError('QUEUE_UNAVAILABLE')`: it is a deployment problem, not one record's, so the
+ * whole source batch goes back to its queue and dead-letters if the problem persists.
+ *
+ * @example
+ * ```ts
+ * const sender = new SqsQueueSender(new SQSClient({}), { authorise: process.env.ITK3_QUEUE_URL_AUTHORISE! });
+ * const { failed } = await sender.sendBatch('authorise', [JSON.stringify(record)]);
+ * ```
+ */
+export class SqsQueueSender implements QueueSender {
+  readonly #client: SQSClient;
+  readonly #queueUrls: Readonly<Partial<Record<QueueName, string>>>;
+
+  /**
+   * @param client the SQS client
+   * @param queueUrls stage → queue URL. Only the queues this process sends to are needed; sending to
+   *   a queue without a URL is a configuration error.
+   */
+  constructor(client: SQSClient, queueUrls: Readonly<Partial<Record<QueueName, string>>>) {
+    this.#client = client;
+    this.#queueUrls = { ...queueUrls };
+  }
+
+  async sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }> {
+    const queueUrl = this.#queueUrls[queue];
+    if (!queueUrl) throw new ConfigError([`${ENV.queueUrl(queue)}: no queue URL for stage ${queue}`]);
+    if (bodies.length === 0) return { failed: [] };
+
+    const chunks = chunkForBatch(bodies);
+    const results = await Promise.allSettled(chunks.map((chunk) => this.#sendChunk(queueUrl, bodies, chunk)));
+    const failed: number[] = [];
+    for (const [i, result] of results.entries()) {
+      if (result.status === 'fulfilled') {
+        failed.push(...result.value);
+        continue;
+      }
+      if (!isTransientAwsError(result.reason)) {
+        throw new TransientError(
+          'QUEUE_UNAVAILABLE',
+          `SQS SendMessageBatch failed (${label(result.reason)})`,
+          {
+            cause: result.reason,
+          },
+        );
+      }
+      failed.push(...(chunks[i] ?? []));
+    }
+    return { failed: failed.sort((a, b) => a - b) };
+  }
+
+  /** Send one request; resolve to the indexes SQS did not accept. */
+  async #sendChunk(queueUrl: string, bodies: readonly string[], chunk: readonly number[]): Promise<number[]> {
+    // The entry id is the input index: unique within the request, and maps failures back directly.
+    const entries: SendMessageBatchRequestEntry[] = chunk.map((index) => ({
+      Id: String(index),
+      MessageBody: bodies[index],
+    }));
+    countCall('sqs', 'SendMessageBatch');
+    const out = await this.#client.send(
+      new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }),
+    );
+    const accepted = new Set((out.Successful ?? []).map((entry) => entry.Id));
+    return chunk.filter((index) => !accepted.has(String(index)));
+  }
+}
+
+function label(error: unknown): string {
+  return awsErrorName(error) ?? 'unknown error';
+}
