@@ -5,6 +5,7 @@
  */
 
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
@@ -12,7 +13,7 @@ import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import type { StageName } from '../../lib/ports/index.js';
 import { bindingFor } from '../../lib/runtime/binding.js';
 import { processStageBatch, type StageObserver } from '../../lib/stages/batch.js';
-import { logger, metrics } from './powertools.js';
+import { logger, stageMetrics } from './powertools.js';
 
 const METRIC_BY_RESULT = {
   forwarded: 'MessagesForwarded',
@@ -22,26 +23,29 @@ const METRIC_BY_RESULT = {
   transient: 'TransientFailures',
 } as const;
 
-const observer: StageObserver = {
-  record({ stage, traceId, result, code, itk3Code, receiveCount }) {
-    // Codes and ids only: never tokens, message bytes or patient data.
-    const fields = { stage, traceId, result, code, itk3Code, receiveCount };
-    if (result === 'transient') logger.warn('record will be retried', fields);
-    else if (result === 'rejected') logger.info('record rejected', fields);
-    else logger.debug('record processed', fields);
-    if (result === 'rejected' && itk3Code) {
-      const single = metrics.singleMetric();
-      single.addDimensions({ stage, itk3Code });
-      single.addMetric(METRIC_BY_RESULT.rejected, MetricUnit.Count, 1);
-    }
-    metrics.addMetric(METRIC_BY_RESULT[result], MetricUnit.Count, 1);
-  },
-};
+function observerFor(metrics: Metrics): StageObserver {
+  return {
+    record({ stage, traceId, result, code, itk3Code, receiveCount }) {
+      // Codes and ids only: never tokens, message bytes or patient data.
+      const fields = { stage, traceId, result, code, itk3Code, receiveCount };
+      if (result === 'transient') logger.warn('record will be retried', fields);
+      else if (result === 'rejected') logger.info('record rejected', fields);
+      else logger.debug('record processed', fields);
+      if (result === 'rejected' && itk3Code) {
+        const single = metrics.singleMetric();
+        single.addDimension('itk3Code', itk3Code);
+        single.addMetric(METRIC_BY_RESULT.rejected, MetricUnit.Count, 1);
+      }
+      metrics.addMetric(METRIC_BY_RESULT[result], MetricUnit.Count, 1);
+    },
+  };
+}
 
 export function createStageHandler(stage: StageName) {
+  const metrics = stageMetrics(stage);
+  const observer = observerFor(metrics);
   const lambdaHandler = async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> => {
     const { ports, config } = await bindingFor(context);
-    metrics.setDefaultDimensions({ stage });
     return processStageBatch(stage, event, { ports, config }, observer, context);
   };
   return middy(lambdaHandler)

@@ -25,6 +25,8 @@ export interface QueueSettings {
   /** Redrive: after this many receives, the next receive moves the message to `dlq`. */
   maxReceiveCount?: number;
   dlq?: MemoryQueue;
+  /** Told about each message moved to the DLQ (the runtime audits it). */
+  onDeadLetter?: (message: QueuedMessage) => void;
 }
 
 export class MemoryQueue {
@@ -69,10 +71,10 @@ export class MemoryQueue {
     for (const message of this.#messages.values()) {
       if (out.length >= max) break;
       if (message.visibleAt > now) continue;
-      const { maxReceiveCount, dlq } = this.settings;
+      const { maxReceiveCount, dlq, onDeadLetter } = this.settings;
       if (dlq && maxReceiveCount !== undefined && message.receiveCount >= maxReceiveCount) {
         this.#messages.delete(message.messageId);
-        dlq.enqueue({
+        const dead: QueuedMessage = {
           ...message,
           receiveCount: 0,
           visibleAt: now,
@@ -82,7 +84,9 @@ export class MemoryQueue {
             reason: this.#reasons.get(message.messageId) ?? 'unknown',
             at: now,
           },
-        });
+        };
+        dlq.enqueue(dead);
+        onDeadLetter?.(dead);
         this.#reasons.delete(message.messageId);
         continue;
       }

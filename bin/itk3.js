@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// The itk3 command. Runs the TypeScript sources through tsx, so a fresh clone needs no build step.
+// Stage handlers log through Powertools: quiet by default on the command line, metrics off (no CloudWatch here).
+process.env.POWERTOOLS_LOG_LEVEL ??= process.env.ITK3_LOG_LEVEL ?? 'SILENT';
+process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
+process.env.POWERTOOLS_SERVICE_NAME ??= 'itk3-pipeline';
+
+const { register } = await import('tsx/esm/api');
+register();
+const { main } = await import('../lib/cli/main.ts');
+process.exitCode = await main(process.argv.slice(2));

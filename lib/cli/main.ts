@@ -1,0 +1,458 @@
+/**
+ * `itk3` — the command line: keys, credentials, sealing, running messages through the embedded
+ * pipeline, an HTTP front door, and the demo. Every bad argument or unreadable file ends with a
+ * clear message and a non-zero exit.
+ */
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import {
+  createKeystore,
+  findKey,
+  generateKey,
+  KEY_ALGS,
+  KEY_PURPOSES,
+  type KeyAlg,
+  type KeyPurpose,
+  publicJwk,
+  publicJwks,
+  readKeystore,
+  writeKeystore,
+} from '../adapters/local/keystore.js';
+import { SoftwareKeyService } from '../adapters/local/software-keys.js';
+import { configJsonSchema, loadConfigFile } from '../config/load.js';
+import { isSigningAlg } from '../envelope/contract.js';
+import { sealMessage } from '../envelope/seal.js';
+import { mintToken } from '../envelope/token.js';
+import { ConfigError, PipelineError, UsageError } from '../errors.js';
+import { parseBundle } from '../itk3/index.js';
+import { EmbeddedPipeline } from '../runtime/embedded.js';
+import { runDemo } from './demo.js';
+import { startServer } from './serve.js';
+
+const HELP = `itk3 — ITK3 secure pipeline
+
+Usage: itk3 <command> [options]
+
+Commands:
+  demo [--out DIR] [--fast]                 run the samples and hostile messages through the embedded pipeline
+  keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--modulus N]
+                                            create a keystore (recipient + response-signing keys), print public JWKS
+  keys add --purpose P --alg A --owner O [--kid K] [--keystore F]
+                                            add a key (purposes: ${KEY_PURPOSES.join(', ')})
+  keys public [--keystore F]                print the public JWKS of every key
+  token --kid ISSUER_KID --iss ISS --sub SUB --aud AUD --org ODS [--org-claim C] [--act ACTOR]... [--lifetime S] [--keystore F]
+                                            mint a sender credential with an issuer key from the keystore
+  seal FILE --signer-kid KID --to ODS [--recipient-kid KID | --recipient-jwks F] [--keystore F] [--out F]
+                                            sign then encrypt an ITK3 Bundle (XML or JSON) for a recipient
+  process PATH... --config F [--keystore F] [--out DIR]
+                                            run sealed messages (NAME.jwe with its credential NAME.jwt) through
+                                            the embedded pipeline; one JSON line per message
+  serve --config F [--keystore F] [--port N] [--out DIR]
+                                            HTTP POST /messages on 127.0.0.1 into the embedded pipeline
+  config validate F                         validate a configuration document, listing every problem
+  config schema                             print the configuration's JSON Schema
+
+Defaults: --keystore .itk3/keystore.json, --out .itk3/run
+Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, default SILENT)
+`;
+
+type Write = (line: string) => void;
+
+export async function main(
+  argv: readonly string[],
+  write: Write = (l) => process.stdout.write(`${l}\n`),
+): Promise<number> {
+  const err = (l: string) => process.stderr.write(`${l}\n`);
+  try {
+    const [command, ...rest] = argv;
+    switch (command) {
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        write(HELP);
+        return command === undefined ? 2 : 0;
+      case 'demo':
+        return await demoCommand(rest, write);
+      case 'keys':
+        return await keysCommand(rest, write);
+      case 'token':
+        return await tokenCommand(rest, write);
+      case 'seal':
+        return await sealCommand(rest, write);
+      case 'process':
+        return await processCommand(rest, write);
+      case 'serve':
+        return await serveCommand(rest, write);
+      case 'config':
+        return configCommand(rest, write);
+      default:
+        throw new UsageError(`unknown command "${command}" (try: itk3 help)`);
+    }
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      err(`error: ${error.message}`);
+      return 2;
+    }
+    if (error instanceof UsageError) {
+      err(`error: ${error.message}`);
+      return 2;
+    }
+    if (error instanceof PipelineError) {
+      err(`error: ${error.code}: ${error.message}`);
+      return 1;
+    }
+    if (
+      error instanceof Error &&
+      String((error as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS')
+    ) {
+      err(`error: ${error.message}`);
+      return 2;
+    }
+    err(`error: ${(error as Error).message ?? String(error)}`);
+    return 1;
+  }
+}
+
+function args<const O extends NonNullable<ParseArgsConfig['options']>>(
+  argv: readonly string[],
+  options: O,
+  positionals = false,
+) {
+  return parseArgs({ args: [...argv], options, allowPositionals: positionals, strict: true });
+}
+
+async function demoCommand(argv: readonly string[], write: Write): Promise<number> {
+  const { values } = args(argv, { out: { type: 'string' }, fast: { type: 'boolean' } });
+  const result = await runDemo({
+    write,
+    ...(values.out ? { out: values.out } : {}),
+    ...(values.fast ? { recipientModulus: 2048 } : {}),
+  });
+  return result.allAsExpected ? 0 : 1;
+}
+
+async function keysCommand(argv: readonly string[], write: Write): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'init') {
+    const { values } = args(rest, {
+      keystore: { type: 'string', default: '.itk3/keystore.json' },
+      recipient: { type: 'string', multiple: true },
+      gateway: { type: 'string', default: 'ITK3GW' },
+      modulus: { type: 'string', default: '4096' },
+      force: { type: 'boolean' },
+    });
+    if (existsSync(values.keystore) && !values.force) {
+      throw new UsageError(
+        `${values.keystore} exists; pass --force to replace it (its private keys would be lost)`,
+      );
+    }
+    const modulusLength = Number(values.modulus);
+    if (![2048, 3072, 4096].includes(modulusLength))
+      throw new UsageError('--modulus must be 2048, 3072 or 4096');
+    const recipients = values.recipient ?? [];
+    if (recipients.length === 0) throw new UsageError('name at least one recipient: --recipient ODS');
+    const month = new Date().toISOString().slice(0, 7).replace('-', '');
+    for (const ods of [...recipients, values.gateway]) {
+      if (!/^[A-Z0-9]{3,10}$/.test(ods))
+        throw new UsageError(`"${ods}" is not an ODS code (3–10 upper-case letters or digits)`);
+    }
+    const entries = await Promise.all([
+      ...recipients.map((ods) =>
+        generateKey('recipient-decrypt', 'RSA-OAEP-256', `${ods.toLowerCase()}-enc-${month}`, ods, {
+          modulusLength,
+        }),
+      ),
+      generateKey(
+        'response-sign',
+        'ES256',
+        `${values.gateway.toLowerCase()}-response-${month}`,
+        values.gateway,
+      ),
+    ]);
+    const ks = createKeystore(entries);
+    writeKeystore(values.keystore, ks);
+    process.stderr.write(`keystore written to ${values.keystore} (mode 0600); public JWKS follows\n`);
+    write(JSON.stringify(publicJwks(ks), null, 2));
+    return 0;
+  }
+  if (sub === 'add') {
+    const { values } = args(rest, {
+      keystore: { type: 'string', default: '.itk3/keystore.json' },
+      purpose: { type: 'string' },
+      alg: { type: 'string' },
+      owner: { type: 'string' },
+      kid: { type: 'string' },
+      modulus: { type: 'string' },
+    });
+    const purpose = values.purpose as KeyPurpose;
+    const alg = values.alg as KeyAlg;
+    if (!KEY_PURPOSES.includes(purpose))
+      throw new UsageError(`--purpose must be one of ${KEY_PURPOSES.join(', ')}`);
+    if (!KEY_ALGS.includes(alg)) throw new UsageError(`--alg must be one of ${KEY_ALGS.join(', ')}`);
+    if (!values.owner) throw new UsageError('--owner is required (issuer id or ODS code)');
+    const ks = existsSync(values.keystore) ? readKeystore(values.keystore) : createKeystore([]);
+    const kid = values.kid ?? `${values.owner.toLowerCase()}-${purpose}-${Date.now().toString(36)}`;
+    if (findKey(ks, kid)) throw new UsageError(`kid ${kid} already exists in ${values.keystore}`);
+    const entry = await generateKey(
+      purpose,
+      alg,
+      kid,
+      values.owner,
+      values.modulus ? { modulusLength: Number(values.modulus) } : {},
+    );
+    writeKeystore(values.keystore, createKeystore([...ks.keys, entry]));
+    write(JSON.stringify(publicJwk(entry), null, 2));
+    return 0;
+  }
+  if (sub === 'public') {
+    const { values } = args(rest, { keystore: { type: 'string', default: '.itk3/keystore.json' } });
+    write(JSON.stringify(publicJwks(readKeystore(values.keystore)), null, 2));
+    return 0;
+  }
+  throw new UsageError('usage: itk3 keys init|add|public [options]');
+}
+
+async function tokenCommand(argv: readonly string[], write: Write): Promise<number> {
+  const { values } = args(argv, {
+    keystore: { type: 'string', default: '.itk3/keystore.json' },
+    kid: { type: 'string' },
+    iss: { type: 'string' },
+    sub: { type: 'string' },
+    aud: { type: 'string' },
+    org: { type: 'string' },
+    'org-claim': { type: 'string', default: 'ods' },
+    act: { type: 'string', multiple: true },
+    lifetime: { type: 'string', default: '300' },
+  });
+  for (const name of ['kid', 'iss', 'sub', 'aud', 'org'] as const) {
+    if (!values[name]) throw new UsageError(`--${name} is required`);
+  }
+  const entry = findKey(readKeystore(values.keystore), values.kid!);
+  if (!entry) throw new UsageError(`no key ${values.kid} in ${values.keystore}`);
+  if (entry.purpose !== 'issuer-sign' || !isSigningAlg(entry.alg)) {
+    throw new UsageError(`key ${values.kid} is a ${entry.purpose} key, not an issuer signing key`);
+  }
+  const lifetime = Number(values.lifetime);
+  if (!Number.isInteger(lifetime) || lifetime <= 0 || lifetime > 300)
+    throw new UsageError('--lifetime must be 1–300 seconds');
+  write(
+    await mintToken({
+      key: entry.privateJwk,
+      kid: entry.kid,
+      alg: entry.alg,
+      iss: values.iss!,
+      sub: values.sub!,
+      aud: values.aud!,
+      organisation: values.org!,
+      organisationClaim: values['org-claim'],
+      lifetimeSeconds: lifetime,
+      ...(values.act ? { actors: values.act } : {}),
+    }),
+  );
+  return 0;
+}
+
+async function sealCommand(argv: readonly string[], write: Write): Promise<number> {
+  const { values, positionals } = args(
+    argv,
+    {
+      keystore: { type: 'string', default: '.itk3/keystore.json' },
+      'signer-kid': { type: 'string' },
+      'recipient-kid': { type: 'string' },
+      'recipient-jwks': { type: 'string' },
+      to: { type: 'string' },
+      out: { type: 'string' },
+    },
+    true,
+  );
+  if (positionals.length !== 1) throw new UsageError('usage: itk3 seal FILE --signer-kid KID --to ODS …');
+  const file = positionals[0]!;
+  if (!values['signer-kid']) throw new UsageError('--signer-kid is required');
+  if (!values.to) throw new UsageError('--to is required (the recipient ODS code)');
+  const bytes = readInput(file);
+  const format = sniffFormat(bytes, file);
+  const msg = parseBundle(bytes, format);
+  const ks = readKeystore(values.keystore);
+  const signer = findKey(ks, values['signer-kid']);
+  if (signer?.purpose !== 'sender-sign' || !isSigningAlg(signer.alg)) {
+    throw new UsageError(`no sender signing key ${values['signer-kid']} in ${values.keystore}`);
+  }
+  const recipient = recipientKey(values['recipient-jwks'], values['recipient-kid'], ks);
+  const sealed = await sealMessage({
+    bundle: bytes,
+    format,
+    routing: {
+      from: msg.header.senderOds ?? signer.owner,
+      to: values.to,
+      event: msg.header.event.code,
+      id: msg.header.id,
+    },
+    signer: { key: signer.privateJwk, kid: signer.kid, alg: signer.alg },
+    recipient,
+  });
+  if (values.out) writeFileSync(values.out, `${sealed}\n`);
+  else write(sealed);
+  return 0;
+}
+
+function recipientKey(
+  jwksFile: string | undefined,
+  kid: string | undefined,
+  ks: ReturnType<typeof readKeystore>,
+) {
+  if (jwksFile) {
+    const jwks = JSON.parse(readInput(jwksFile).toString()) as {
+      keys?: { kid?: string; use?: string; kty?: string }[];
+    };
+    const keys = (jwks.keys ?? []).filter((k) => k.kty === 'RSA' && (kid === undefined || k.kid === kid));
+    if (keys.length !== 1)
+      throw new UsageError('--recipient-jwks must hold exactly one matching RSA key (add --recipient-kid)');
+    const key = keys[0]!;
+    return { key: key as Record<string, string>, kid: key.kid! };
+  }
+  if (!kid) throw new UsageError('give --recipient-kid (a key in the keystore) or --recipient-jwks FILE');
+  const entry = findKey(ks, kid);
+  if (entry?.purpose !== 'recipient-decrypt')
+    throw new UsageError(`no recipient key ${kid} in the keystore`);
+  return { key: publicJwk(entry) as Record<string, string>, kid };
+}
+
+async function processCommand(argv: readonly string[], write: Write): Promise<number> {
+  const { values, positionals } = args(
+    argv,
+    {
+      config: { type: 'string' },
+      keystore: { type: 'string', default: '.itk3/keystore.json' },
+      out: { type: 'string', default: '.itk3/run' },
+    },
+    true,
+  );
+  if (!values.config) throw new UsageError('--config is required');
+  if (positionals.length === 0) throw new UsageError('usage: itk3 process FILE_OR_FOLDER… --config F');
+  const config = loadConfigFile(values.config);
+  const keys = new SoftwareKeyService(readKeystore(values.keystore));
+  const files = positionals.flatMap(listSealed);
+  if (files.length === 0) throw new UsageError('no .jwe files found');
+  const pipeline = new EmbeddedPipeline({
+    config,
+    keys,
+    baseDir: resolve(values.out),
+    auditFile: join(resolve(values.out), 'audit.jsonl'),
+  });
+  const traces: { file: string; traceId: string }[] = [];
+  for (const file of files) {
+    const sealed = readInput(file).toString('utf8').trim();
+    const tokenFile = file.replace(/\.jwe$/, '.jwt');
+    const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
+    const traceId = credential
+      ? await pipeline.submit(credential, sealed).then((r) => (r.status === 202 ? r.trackingId : undefined))
+      : pipeline.submitRaw(sealed);
+    if (!traceId) {
+      write(
+        JSON.stringify({ file, status: 'refused', stage: 'ingest', itk3Code: null, error: 'INGEST_REFUSED' }),
+      );
+      continue;
+    }
+    traces.push({ file, traceId });
+  }
+  await pipeline.drain();
+  let failures = 0;
+  for (const { file, traceId } of traces) {
+    const o = await pipeline.outcome(traceId);
+    if (o.status !== 'delivered') failures += 1;
+    write(
+      JSON.stringify({
+        file: basename(file),
+        trackingId: traceId,
+        messageId: o.messageId ?? null,
+        status: o.status,
+        stage: o.stage ?? null,
+        itk3Code: o.itk3Code ?? null,
+        error: o.code ?? null,
+      }),
+    );
+  }
+  return failures === 0 ? 0 : 1;
+}
+
+async function serveCommand(argv: readonly string[], write: Write): Promise<number> {
+  const { values } = args(argv, {
+    config: { type: 'string' },
+    keystore: { type: 'string', default: '.itk3/keystore.json' },
+    port: { type: 'string', default: '8080' },
+    out: { type: 'string', default: '.itk3/run' },
+  });
+  if (!values.config) throw new UsageError('--config is required');
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0–65535');
+  const server = await startServer({
+    config: loadConfigFile(values.config),
+    keys: new SoftwareKeyService(readKeystore(values.keystore)),
+    baseDir: resolve(values.out),
+    port,
+  });
+  write(
+    `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
+  );
+  await new Promise<void>((done) => {
+    const stop = () => server.close().then(done);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  return 0;
+}
+
+function configCommand(argv: readonly string[], write: Write): number {
+  const [sub, file] = argv;
+  if (sub === 'schema') {
+    write(JSON.stringify(configJsonSchema(), null, 2));
+    return 0;
+  }
+  if (sub === 'validate' && file) {
+    const config = loadConfigFile(file);
+    write(
+      `valid: ${config.doc.issuers.length} issuers, ${config.doc.senders.length} senders, ` +
+        `${config.doc.recipients.length} recipients, ${config.doc.rules.length} rules, ${config.doc.delegations.length} delegation grants`,
+    );
+    return 0;
+  }
+  throw new UsageError('usage: itk3 config validate FILE | itk3 config schema');
+}
+
+function readInput(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (cause) {
+    throw new UsageError(`cannot read ${path}: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+}
+
+function sniffFormat(bytes: Buffer, file: string): 'xml' | 'json' {
+  const first = bytes
+    .toString('utf8', 0, Math.min(bytes.length, 512))
+    .replace(/^\uFEFF/, '')
+    .trimStart()[0];
+  if (first === '<') return 'xml';
+  if (first === '{') return 'json';
+  throw new UsageError(`${file} is neither XML nor JSON`);
+}
+
+function listSealed(path: string): string[] {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new UsageError(`cannot read ${path}: no such file or folder`);
+  }
+  if (st.isDirectory()) {
+    return readdirSync(path)
+      .filter((f) => f.endsWith('.jwe'))
+      .sort()
+      .map((f) => join(path, f));
+  }
+  if (!path.endsWith('.jwe'))
+    throw new UsageError(`${path}: sealed messages must be NAME.jwe (credential in NAME.jwt)`);
+  return [path];
+}

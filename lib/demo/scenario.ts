@@ -1,0 +1,412 @@
+/**
+ * The demo scenario: every ITK3 sample sealed by its real sender, plus a set of hostile messages,
+ * each with the outcome a correct pipeline must give it. Used by `itk3 demo`, the end-to-end tests
+ * and the load benchmark, so all three exercise the same messages.
+ */
+import { randomUUID } from 'node:crypto';
+import { generateKey } from '../adapters/local/keystore.js';
+import { encryptSigned, sealMessage, signBundle } from '../envelope/seal.js';
+import { mintToken } from '../envelope/token.js';
+import { buildItk3Message, type Itk3Message, loadSamples, parseBundle } from '../itk3/index.js';
+import type { ItkRouting } from '../record.js';
+import type { DemoSender, DemoWorld } from './world.js';
+
+export interface Expected {
+  status: 'delivered' | 'rejected';
+  stage?: string;
+  itk3Code?: string;
+  code?: string;
+}
+
+export interface ScenarioMessage {
+  name: string;
+  kind: 'sample' | 'hostile';
+  description: string;
+  credential?: string;
+  sealed: string;
+  /** Send straight onto the inbound queue (SQS ingestion) instead of through the front door. */
+  direct?: boolean;
+  /** Sent after every earlier phase has finished (a replay comes after the original). @default 1 */
+  phase?: number;
+  expected: Expected;
+}
+
+const TOKEN_CLOCK_SKEW_MS = 0;
+
+/** Mint a credential for `sender` through its issuer, as a partner's token service would. */
+export async function tokenFor(
+  world: DemoWorld,
+  sender: DemoSender,
+  now: number,
+  opts: {
+    actors?: string[];
+    iat?: number;
+    exp?: number;
+    jti?: string;
+    claims?: Record<string, unknown>;
+  } = {},
+): Promise<string> {
+  const issuer = sender.issuer;
+  return mintToken({
+    key: issuer.key.privateJwk,
+    kid: issuer.key.kid,
+    alg: issuer.key.alg as 'ES256' | 'PS256' | 'RS512',
+    iss: issuer.iss,
+    sub: sender.client,
+    aud: world.config.doc.audience,
+    organisation: sender.ods,
+    organisationClaim: issuer.organisationClaim,
+    ...(issuer.rolesClaim ? { rolesClaim: issuer.rolesClaim, roles: ['itk3-sender'] } : {}),
+    nowMs: now + TOKEN_CLOCK_SKEW_MS,
+    ...(opts.actors ? { actors: opts.actors } : {}),
+    ...(opts.iat !== undefined ? { iat: opts.iat } : {}),
+    ...(opts.exp !== undefined ? { exp: opts.exp } : {}),
+    ...(opts.jti ? { jti: opts.jti } : {}),
+    ...(opts.claims ? { claims: opts.claims } : {}),
+  });
+}
+
+/** Sign and encrypt `bundle` from `sender` to the recipient named in `routing.to`. */
+export async function sealFor(
+  world: DemoWorld,
+  sender: DemoSender,
+  bundle: Uint8Array,
+  format: 'xml' | 'json',
+  routing: ItkRouting,
+): Promise<string> {
+  const recipient = world.recipients[routing.to as keyof DemoWorld['recipients']] ?? world.recipients.A83627;
+  return sealMessage({
+    bundle,
+    format,
+    routing,
+    signer: {
+      key: sender.key.privateJwk,
+      kid: sender.key.kid,
+      alg: sender.key.alg as 'ES256' | 'PS256' | 'RS512',
+    },
+    recipient: { key: recipientPublic(recipient.key.privateJwk), kid: recipient.key.kid },
+  });
+}
+
+/** The routing header a sender derives from its own message. */
+export function routingFor(msg: Itk3Message, defaultRecipient: string): ItkRouting {
+  return {
+    from: msg.header.senderOds ?? 'UNKNOWN',
+    to: msg.header.receiverOds ?? defaultRecipient,
+    event: msg.header.event.code,
+    id: msg.header.id,
+  };
+}
+
+/**
+ * All sample messages (fixtures when `../shared` is there, built equivalents otherwise) followed by
+ * the hostile set. The legacy ITK 2.x files are sealed by a real sender and must come back 10009.
+ */
+export async function buildScenario(world: DemoWorld, now: number): Promise<ScenarioMessage[]> {
+  const out: ScenarioMessage[] = [];
+  const samples = loadSamples();
+  const seenIds = new Set<string>();
+
+  for (const sample of samples) {
+    if (sample.kind === 'legacy-itk2') {
+      const sender = world.senders.GP0001;
+      const routing = { from: sender.ods, to: 'A83627', event: 'ITK007C', id: randomUUID() };
+      out.push({
+        name: sample.name,
+        kind: 'sample',
+        description: 'legacy ITK 2.x message sealed by a registered sender',
+        credential: await tokenFor(world, sender, now),
+        sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
+        expected: { status: 'rejected', stage: 'verify', itk3Code: '10009', code: 'BUNDLE_NOT_ITK3' },
+      });
+      continue;
+    }
+    const msg = parseBundle(sample.bytes, sample.format);
+    const sender = world.senders[msg.header.senderOds as keyof DemoWorld['senders']];
+    if (!sender) throw new Error(`sample ${sample.name} has a sender the demo world does not know`);
+    const rule = world.config.doc.rules.find(
+      (r) => r.sender.ods === sender.ods && r.event === msg.header.event.code,
+    );
+    const routing = routingFor(msg, rule?.recipients[0] ?? 'A83627');
+    const duplicate = seenIds.has(msg.header.id);
+    seenIds.add(msg.header.id);
+    out.push({
+      name: sample.name,
+      kind: 'sample',
+      description: duplicate
+        ? `${msg.header.event.code} reusing an earlier MessageHeader id`
+        : `${msg.header.event.code} ${sender.ods} → ${routing.to}`,
+      credential: await tokenFor(world, sender, now),
+      sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
+      expected: duplicate
+        ? { status: 'rejected', stage: 'verify', itk3Code: '20007', code: 'DUPLICATE_MESSAGE' }
+        : { status: 'delivered' },
+    });
+  }
+
+  out.push(...(await hostileMessages(world, now)));
+  return out;
+}
+
+/** A fresh, valid X26 → A83627 immunisation message (built, so ids never collide). */
+export function freshImmunisation(
+  opts: { messageId?: string; format?: 'xml' | 'json'; attachmentBytes?: number } = {},
+): {
+  bytes: Uint8Array;
+  routing: ItkRouting;
+  format: 'xml' | 'json';
+} {
+  const messageId = opts.messageId ?? randomUUID();
+  const format = opts.format ?? 'xml';
+  const bytes = buildItk3Message({
+    format,
+    event: 'ITK009D',
+    senderOds: 'X26',
+    receiverOds: 'A83627',
+    meshMailbox: 'NOROT003',
+    messageId,
+    bundleId: randomUUID(),
+    documentId: randomUUID(),
+    acks: { inf: true, bus: true },
+    recipientType: 'FA',
+    messageDefinition: 'ITK-DM-Immunization-MessageDefinition-1',
+    timestamp: new Date().toISOString(),
+    ...(opts.attachmentBytes ? { attachmentBytes: opts.attachmentBytes } : {}),
+  });
+  return { bytes, format, routing: { from: 'X26', to: 'A83627', event: 'ITK009D', id: messageId } };
+}
+
+/** The hostile set of the demo: one per attack class named in the core issue, and a few more. */
+export async function hostileMessages(world: DemoWorld, now: number): Promise<ScenarioMessage[]> {
+  const x26 = world.senders.X26;
+  const fq = world.senders.FQ123;
+  const out: ScenarioMessage[] = [];
+  const add = (m: ScenarioMessage) => out.push(m);
+  const signer = (s: DemoSender) => ({
+    key: s.key.privateJwk,
+    kid: s.key.kid,
+    alg: s.key.alg as 'ES256' | 'PS256' | 'RS512',
+  });
+  const a836 = world.recipients.A83627.key;
+  const recipient = { key: recipientPublic(a836.privateJwk), kid: a836.kid };
+
+  // A valid delegated message: the hub holds an unexpired grant for X26 / ITK009D.
+  {
+    const m = freshImmunisation();
+    add({
+      name: 'delegated-by-granted-hub',
+      kind: 'hostile',
+      description: 'pharmacy hub acting for X26 with a valid grant (allowed)',
+      credential: await tokenFor(world, x26, now, { actors: [world.hubs.granted] }),
+      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      expected: { status: 'delivered' },
+    });
+  }
+  // Bad signature: the JWS is signed by an attacker's key under the sender's kid.
+  {
+    const m = freshImmunisation();
+    const attacker = await generateKey('sender-sign', 'RS512', x26.key.kid, 'X26');
+    const jws = await signBundle({
+      bundle: m.bytes,
+      format: m.format,
+      routing: m.routing,
+      signer: signer({ ...x26, key: attacker }),
+    });
+    add({
+      name: 'bad-signature',
+      kind: 'hostile',
+      description: 'inner JWS signed by a key that is not the sender’s',
+      credential: await tokenFor(world, x26, now),
+      sealed: await encryptSigned({ plaintext: jws, routing: m.routing, recipient }),
+      expected: { status: 'rejected', stage: 'verify', itk3Code: '20012', code: 'SIGNATURE_INVALID' },
+    });
+  }
+  // Wrong recipient: routed to an organisation this gateway does not serve.
+  {
+    const m = freshImmunisation();
+    const routing = { ...m.routing, to: 'B99999' };
+    const jws = await signBundle({ bundle: m.bytes, format: m.format, routing, signer: signer(x26) });
+    add({
+      name: 'wrong-recipient',
+      kind: 'hostile',
+      description: 'addressed to an organisation not served here',
+      credential: await tokenFor(world, x26, now),
+      sealed: await encryptSigned({ plaintext: jws, routing, recipient }),
+      expected: { status: 'rejected', stage: 'authorise', itk3Code: '20002', code: 'RECIPIENT_UNKNOWN' },
+    });
+  }
+  // Replayed token: the credential of an accepted message presented again with another message.
+  {
+    const first = freshImmunisation();
+    const second = freshImmunisation();
+    const token = await tokenFor(world, x26, now);
+    add({
+      name: 'replay-original',
+      kind: 'hostile',
+      description: 'first use of a credential (allowed)',
+      credential: token,
+      sealed: await sealFor(world, x26, first.bytes, first.format, first.routing),
+      expected: { status: 'delivered' },
+    });
+    add({
+      name: 'replayed-token',
+      kind: 'hostile',
+      description: 'the same credential (same jti) presented again',
+      credential: token,
+      sealed: await sealFor(world, x26, second.bytes, second.format, second.routing),
+      phase: 2,
+      expected: { status: 'rejected', stage: 'authenticate', itk3Code: '20012', code: 'TOKEN_REPLAYED' },
+    });
+  }
+  // Expired token.
+  {
+    const m = freshImmunisation();
+    const iat = Math.floor(now / 1000) - 900;
+    add({
+      name: 'expired-token',
+      kind: 'hostile',
+      description: 'credential expired ten minutes before receipt',
+      credential: await tokenFor(world, x26, now, { iat, exp: iat + 300 }),
+      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      expected: { status: 'rejected', stage: 'authenticate', itk3Code: '20012', code: 'TOKEN_EXPIRED' },
+    });
+  }
+  // Unauthorised sender: authenticated, but no rule lets X26 send ITK013D to A8797979.
+  {
+    const id = randomUUID();
+    const bytes = buildItk3Message({
+      format: 'xml',
+      event: 'ITK013D',
+      senderOds: 'X26',
+      receiverOds: 'A8797979',
+      meshMailbox: 'NOROT003',
+      messageId: id,
+      bundleId: randomUUID(),
+      documentId: randomUUID(),
+      acks: { inf: true, bus: true },
+      recipientType: 'FA',
+      messageDefinition: 'ITK-DM-MIRC-MessageDefinition-1',
+      timestamp: new Date(now).toISOString(),
+    });
+    const routing = { from: 'X26', to: 'A8797979', event: 'ITK013D', id };
+    add({
+      name: 'unauthorised-sender',
+      kind: 'hostile',
+      description: 'X26 sending an event no rule allows it',
+      credential: await tokenFor(world, x26, now),
+      sealed: await sealFor(world, x26, bytes, 'xml', routing),
+      expected: { status: 'rejected', stage: 'authorise', itk3Code: '20012', code: 'POLICY_DENIED' },
+    });
+  }
+  // Delegation without a grant.
+  {
+    const m = freshImmunisation();
+    add({
+      name: 'delegation-without-grant',
+      kind: 'hostile',
+      description: 'a hub with no grant acting for X26',
+      credential: await tokenFor(world, x26, now, { actors: [world.hubs.ungranted] }),
+      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      expected: { status: 'rejected', stage: 'authorise', itk3Code: '20012', code: 'DELEGATION_NOT_GRANTED' },
+    });
+  }
+  // Delegation under an expired grant.
+  {
+    const m = freshImmunisation();
+    add({
+      name: 'delegation-expired-grant',
+      kind: 'hostile',
+      description: 'a hub whose grant expired ten days ago',
+      credential: await tokenFor(world, x26, now, { actors: [world.hubs.expired] }),
+      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      expected: {
+        status: 'rejected',
+        stage: 'authorise',
+        itk3Code: '20012',
+        code: 'DELEGATION_GRANT_EXPIRED',
+      },
+    });
+  }
+  // Tampered ciphertext: one base64url character of the ciphertext changed.
+  {
+    const m = freshImmunisation();
+    const sealed = await sealFor(world, x26, m.bytes, m.format, m.routing);
+    const parts = sealed.split('.');
+    const ct = parts[3]!;
+    const i = Math.floor(ct.length / 2);
+    parts[3] = `${ct.slice(0, i)}${ct[i] === 'A' ? 'B' : 'A'}${ct.slice(i + 1)}`;
+    add({
+      name: 'tampered-ciphertext',
+      kind: 'hostile',
+      description: 'one character of the JWE ciphertext changed in transit',
+      credential: await tokenFor(world, x26, now),
+      sealed: parts.join('.'),
+      expected: { status: 'rejected', stage: 'decrypt', itk3Code: '10009', code: 'DECRYPT_FAILED' },
+    });
+  }
+  // Swapped routing header: the JWE claims another message id than the signed JWS.
+  {
+    const m = freshImmunisation();
+    const jws = await signBundle({
+      bundle: m.bytes,
+      format: m.format,
+      routing: m.routing,
+      signer: signer(x26),
+    });
+    add({
+      name: 'swapped-routing-header',
+      kind: 'hostile',
+      description: 'JWE routing header differs from the signed one',
+      credential: await tokenFor(world, x26, now),
+      sealed: await encryptSigned({ plaintext: jws, routing: { ...m.routing, id: randomUUID() }, recipient }),
+      expected: { status: 'rejected', stage: 'verify', itk3Code: '20012', code: 'BINDING_MISMATCH' },
+    });
+  }
+  // Signature stripping: encrypt-only content to our public key, no inner JWS.
+  {
+    const m = freshImmunisation();
+    add({
+      name: 'signature-stripped',
+      kind: 'hostile',
+      description: 'Bundle encrypted to our public key with no inner signature',
+      credential: await tokenFor(world, x26, now),
+      sealed: await encryptSigned({ plaintext: m.bytes, routing: m.routing, recipient }),
+      expected: { status: 'rejected', stage: 'verify', itk3Code: '20012', code: 'SIGNATURE_MALFORMED' },
+    });
+  }
+  // Cross-organisation: FQ123's credential used to send a message routed as from X26.
+  {
+    const m = freshImmunisation();
+    add({
+      name: 'credential-for-another-org',
+      kind: 'hostile',
+      description: 'FQ123 credential presenting a message routed from X26',
+      credential: await tokenFor(world, fq, now),
+      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      expected: {
+        status: 'rejected',
+        stage: 'authorise',
+        itk3Code: '20012',
+        code: 'ROUTING_SENDER_MISMATCH',
+      },
+    });
+  }
+  // No credential at all, sent straight onto the inbound queue.
+  {
+    const m = freshImmunisation();
+    add({
+      name: 'no-credential',
+      kind: 'hostile',
+      description: 'sealed message on the inbound queue without a credential',
+      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      direct: true,
+      expected: { status: 'rejected', stage: 'authenticate', itk3Code: '20012', code: 'TOKEN_MISSING' },
+    });
+  }
+  return out;
+}
+
+/** The public half of an RSA private JWK. */
+function recipientPublic(jwk: { kty?: string; n?: string; e?: string }) {
+  return { kty: 'RSA', n: jwk.n!, e: jwk.e! };
+}
