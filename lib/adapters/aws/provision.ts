@@ -12,7 +12,12 @@ import {
   type KeySpec,
   type KeyUsageType,
 } from '@aws-sdk/client-kms';
-import { CreateBucketCommand, PutBucketLifecycleConfigurationCommand } from '@aws-sdk/client-s3';
+import {
+  type BucketLocationConstraint,
+  CreateBucketCommand,
+  HeadBucketCommand,
+  PutBucketLifecycleConfigurationCommand,
+} from '@aws-sdk/client-s3';
 import {
   CreateQueueCommand,
   GetQueueAttributesCommand,
@@ -41,6 +46,12 @@ export interface ProvisionOptions {
   prefix?: string;
   /** Upper bound on waiting for a table to become ACTIVE. Default 30 s. */
   tableWaitMs?: number;
+  /**
+   * Create the DynamoDB tables. Default true. False for an emulator without DynamoDB (LocalStack
+   * host mode) when the once-store and audit log stay on local adapters; the result then still names
+   * the tables, which do not exist.
+   */
+  tables?: boolean;
 }
 
 /** What exists after {@link provisionEmulator}: everything the AWS ports need to find it. */
@@ -125,26 +136,28 @@ export async function provisionEmulator(
 
   const waitMs = opts.tableWaitMs ?? 30_000;
   const onceTable = prefix + ONCE_TABLE.name;
-  await ensureTable(
-    clients,
-    onceTable,
-    [{ AttributeName: ONCE_TABLE.partitionKey, KeyType: 'HASH' }],
-    waitMs,
-    created,
-  );
-  await ensureTtl(clients, onceTable, ONCE_TABLE.ttlAttribute, created);
   const auditTable = prefix + AUDIT_TABLE.name;
-  await ensureTable(
-    clients,
-    auditTable,
-    [
-      { AttributeName: AUDIT_TABLE.partitionKey, KeyType: 'HASH' },
-      { AttributeName: AUDIT_TABLE.sortKey, KeyType: 'RANGE' },
-    ],
-    waitMs,
-    created,
-  );
-  await ensureTtl(clients, auditTable, AUDIT_TABLE.ttlAttribute, created);
+  if (opts.tables ?? true) {
+    await ensureTable(
+      clients,
+      onceTable,
+      [{ AttributeName: ONCE_TABLE.partitionKey, KeyType: 'HASH' }],
+      waitMs,
+      created,
+    );
+    await ensureTtl(clients, onceTable, ONCE_TABLE.ttlAttribute, created);
+    await ensureTable(
+      clients,
+      auditTable,
+      [
+        { AttributeName: AUDIT_TABLE.partitionKey, KeyType: 'HASH' },
+        { AttributeName: AUDIT_TABLE.sortKey, KeyType: 'RANGE' },
+      ],
+      waitMs,
+      created,
+    );
+    await ensureTtl(clients, auditTable, AUDIT_TABLE.ttlAttribute, created);
+  }
 
   const blobBucket = prefix + BLOB_BUCKET.name;
   await ensureBucket(clients, blobBucket, region, created);
@@ -305,20 +318,30 @@ async function ensureBucket(
   region: string,
   created: string[],
 ): Promise<void> {
+  // Look first: in us-east-1 CreateBucket of a bucket you own succeeds again, so it cannot tell.
+  let exists = true;
   try {
-    await clients.s3.send(
-      new CreateBucketCommand({
-        Bucket: bucket,
-        // us-east-1 is the one region that refuses an explicit location constraint.
-        ...(region === 'us-east-1'
-          ? {}
-          : { CreateBucketConfiguration: { LocationConstraint: region as never } }),
-      }),
-    );
-    created.push(bucket);
+    await clients.s3.send(new HeadBucketCommand({ Bucket: bucket }));
   } catch (error) {
-    const name = awsErrorName(error);
-    if (name !== 'BucketAlreadyOwnedByYou' && name !== 'BucketAlreadyExists') throw error;
+    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status !== 404 && awsErrorName(error) !== 'NotFound') throw error;
+    exists = false;
+  }
+  if (!exists) {
+    try {
+      await clients.s3.send(
+        new CreateBucketCommand({
+          Bucket: bucket,
+          // us-east-1 is the one region that refuses an explicit location constraint.
+          ...(region === 'us-east-1'
+            ? {}
+            : { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } }),
+        }),
+      );
+      created.push(bucket);
+    } catch (error) {
+      if (awsErrorName(error) !== 'BucketAlreadyOwnedByYou') throw error;
+    }
   }
   // Claim-check payloads are transient copies: expire them as the stack does (BLOB_BUCKET.expireDays).
   await clients.s3.send(

@@ -51,8 +51,8 @@ export function chunkForBatch(
  *
  * Entries are batched within the API limits and the requests sent concurrently. The result lists
  * the input indexes that were not accepted: per-entry failures from the response, every entry of a
- * request that failed transiently (throttling, 5xx, network), and any entry the response forgot to
- * mention. A request that fails for a non-transient reason (a missing queue, a malformed request)
+ * request that failed transiently (throttling, 5xx, network), any entry the response forgot to
+ * mention, and any body over 1 MiB by itself (never sent). A request that fails for a non-transient reason (a missing queue, a malformed request)
  * throws `TransientError('QUEUE_UNAVAILABLE')`: it is a deployment problem, not one record's, so the
  * whole source batch goes back to its queue and dead-letters if the problem persists.
  *
@@ -81,9 +81,19 @@ export class SqsQueueSender implements QueueSender {
     if (!queueUrl) throw new ConfigError([`${ENV.queueUrl(queue)}: no queue URL for stage ${queue}`]);
     if (bodies.length === 0) return { failed: [] };
 
-    const chunks = chunkForBatch(bodies);
-    const results = await Promise.allSettled(chunks.map((chunk) => this.#sendChunk(queueUrl, bodies, chunk)));
     const failed: number[] = [];
+    // A body over the limit on its own can never be sent: fail just that entry (the caller's claim
+    // check should have caught it), instead of letting SQS reject the whole request.
+    const oversize = new Set<number>();
+    for (const [index, body] of bodies.entries()) {
+      if (Buffer.byteLength(body, 'utf8') > SQS_BATCH_MAX_BYTES) oversize.add(index);
+    }
+    failed.push(...oversize);
+    const sendable = [...bodies.keys()].filter((index) => !oversize.has(index));
+    const chunks = chunkForBatch(sendable.map((index) => bodies[index] ?? '')).map((chunk) =>
+      chunk.map((i) => sendable[i] as number),
+    );
+    const results = await Promise.allSettled(chunks.map((chunk) => this.#sendChunk(queueUrl, bodies, chunk)));
     for (const [i, result] of results.entries()) {
       if (result.status === 'fulfilled') {
         failed.push(...result.value);
