@@ -26,8 +26,11 @@ import { sealMessage } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { ConfigError, PipelineError, UsageError } from '../errors.js';
 import { parseBundle } from '../itk3/index.js';
+import { saveDeadLetters } from '../ops/dead-letters.js';
+import { STAGES, type StageName } from '../ports/index.js';
 import { EmbeddedPipeline } from '../runtime/embedded.js';
 import { runDemo } from './demo.js';
+import { dlqList, dlqRedrive, dlqShow, runFiles, trace } from './ops.js';
 import { startServer } from './serve.js';
 
 const HELP = `itk3 — ITK3 secure pipeline
@@ -50,6 +53,11 @@ Commands:
                                             the embedded pipeline; one JSON line per message
   serve --config F [--keystore F] [--port N] [--out DIR]
                                             HTTP POST /messages on 127.0.0.1 into the embedded pipeline
+  dlq list [--out DIR] [--stage S] [--json]  dead letters an embedded run left (never their bodies)
+  dlq show MESSAGE_ID [--out DIR]           one dead letter: stage, reason, attempts and its audit trail
+  dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
+                                            send dead letters back to their queue and run them again
+  trace TRACKING_ID [--out DIR]             a message's path through the audit trail
   config validate F                         validate a configuration document, listing every problem
   config schema                             print the configuration's JSON Schema
 
@@ -87,6 +95,13 @@ export async function main(
         return await serveCommand(rest, write);
       case 'config':
         return configCommand(rest, write);
+      case 'dlq':
+        return await dlqCommand(rest, write);
+      case 'trace': {
+        const { values, positionals } = args(rest, { out: { type: 'string', default: '.itk3/run' } }, true);
+        if (positionals.length !== 1) throw new UsageError('usage: itk3 trace TRACKING_ID [--out DIR]');
+        return await trace(values.out, positionals[0]!, write);
+      }
       default:
         throw new UsageError(`unknown command "${command}" (try: itk3 help)`);
     }
@@ -314,8 +329,7 @@ function recipientKey(
   }
   if (!kid) throw new UsageError('give --recipient-kid (a key in the keystore) or --recipient-jwks FILE');
   const entry = findKey(ks, kid);
-  if (entry?.purpose !== 'recipient-decrypt')
-    throw new UsageError(`no recipient key ${kid} in the keystore`);
+  if (entry?.purpose !== 'recipient-decrypt') throw new UsageError(`no recipient key ${kid} in the keystore`);
   return { key: publicJwk(entry) as Record<string, string>, kid };
 }
 
@@ -333,16 +347,18 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
   if (positionals.length === 0) throw new UsageError('usage: itk3 process FILE_OR_FOLDER… --config F');
   const config = loadConfigFile(values.config);
   const keys = new SoftwareKeyService(readKeystore(values.keystore));
-  const files = positionals.flatMap(listSealed);
-  if (files.length === 0) throw new UsageError('no .jwe files found');
+  const sealedFiles = positionals.flatMap(listSealed);
+  if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
+  const files = runFiles(values.out);
   const pipeline = new EmbeddedPipeline({
     config,
     keys,
-    baseDir: resolve(values.out),
-    auditFile: join(resolve(values.out), 'audit.jsonl'),
+    baseDir: files.dir,
+    auditFile: files.audit,
+    onceFile: files.once,
   });
   const traces: { file: string; traceId: string }[] = [];
-  for (const file of files) {
+  for (const file of sealedFiles) {
     const sealed = readInput(file).toString('utf8').trim();
     const tokenFile = file.replace(/\.jwe$/, '.jwt');
     const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
@@ -358,6 +374,7 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
     traces.push({ file, traceId });
   }
   await pipeline.drain();
+  saveDeadLetters(files.dir, pipeline);
   let failures = 0;
   for (const { file, traceId } of traces) {
     const o = await pipeline.outcome(traceId);
@@ -402,6 +419,39 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     process.once('SIGTERM', stop);
   });
   return 0;
+}
+
+async function dlqCommand(argv: readonly string[], write: Write): Promise<number> {
+  const [sub, ...rest] = argv;
+  const { values, positionals } = args(
+    rest,
+    {
+      out: { type: 'string', default: '.itk3/run' },
+      stage: { type: 'string' },
+      json: { type: 'boolean' },
+      config: { type: 'string' },
+      keystore: { type: 'string', default: '.itk3/keystore.json' },
+    },
+    true,
+  );
+  if (sub === 'list') {
+    if (values.stage && !(STAGES as readonly string[]).includes(values.stage)) {
+      throw new UsageError(`--stage must be one of ${STAGES.join(', ')}`);
+    }
+    return dlqList(values.out, values.stage as StageName | undefined, values.json === true, write);
+  }
+  if (sub === 'show' && positionals.length === 1) return dlqShow(values.out, positionals[0]!, write);
+  if (sub === 'redrive' && positionals.length === 1) {
+    if (!values.config) throw new UsageError('--config is required to run the redriven messages');
+    return dlqRedrive(
+      values.out,
+      positionals[0]!,
+      loadConfigFile(values.config),
+      new SoftwareKeyService(readKeystore(values.keystore)),
+      write,
+    );
+  }
+  throw new UsageError('usage: itk3 dlq list|show MESSAGE_ID|redrive STAGE|all|MESSAGE_ID [--out DIR]');
 }
 
 function configCommand(argv: readonly string[], write: Write): number {

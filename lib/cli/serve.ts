@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import { ingest } from '../ingest.js';
+import { saveDeadLetters } from '../ops/dead-letters.js';
 import type { KeyService } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
 import { EmbeddedPipeline } from '../runtime/embedded.js';
@@ -35,6 +36,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     baseDir: opts.baseDir,
     clock: systemClock,
     auditFile: join(opts.baseDir, 'audit.jsonl'),
+    onceFile: join(opts.baseDir, 'once.jsonl'),
   });
   // One drain at a time; a submission during a drain schedules another.
   let draining: Promise<void> = Promise.resolve();
@@ -50,6 +52,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       do {
         again = false;
         await pipeline.drain();
+        saveDeadLetters(opts.baseDir, pipeline);
       } while (again);
       running = false;
     })();

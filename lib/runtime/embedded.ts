@@ -29,10 +29,7 @@ import { STAGES } from '../ports/index.js';
 import { EMBEDDED_BINDING, type EmbeddedContext } from './binding.js';
 import { MemoryQueue, type QueuedMessage } from './memory-queue.js';
 
-export type StageHandler = (
-  event: SQSEvent,
-  context: Context,
-) => Promise<SQSBatchResponse | undefined>;
+export type StageHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
 
 /** A clock that only moves when told to. */
 export class VirtualClock implements Clock {
@@ -66,6 +63,8 @@ export interface EmbeddedOptions {
   clock?: Clock & { advanceTo?(t: number): void };
   /** Mirror the audit trail to this JSON-lines file. */
   auditFile?: string;
+  /** Persist the once-store (jti, message and document ids) to this JSON-lines file. */
+  onceFile?: string;
   /** Per-stage overrides of the shared definitions (lib/infra/definitions.ts). */
   stages?: Partial<Record<StageName, Partial<StageSettings>>>;
   /** Replace individual ports (fault-injection tests wrap the local adapters). */
@@ -104,7 +103,7 @@ export class EmbeddedPipeline {
     this.config = opts.config;
     this.clock = opts.clock ?? new VirtualClock();
     this.audit = new MemoryAuditLog(opts.auditFile ? { file: opts.auditFile } : {});
-    this.once = new MemoryOnceStore(this.clock);
+    this.once = new MemoryOnceStore(this.clock, opts.onceFile ? { file: opts.onceFile } : {});
     this.blobs = new MemoryBlobStore();
 
     const settings = {} as Record<StageName, StageSettings>;

@@ -8,13 +8,29 @@ import { dirname } from 'node:path';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore } from '../../ports/index.js';
 import { systemClock } from '../../ports/index.js';
 
-/** Conditional writes with expiry, judged on the injected clock. */
+/**
+ * Conditional writes with expiry, judged on the injected clock. With a file, every write is
+ * appended to it and read back at start, so replays and duplicates are caught across runs of the
+ * command line, not only within one process.
+ */
 export class MemoryOnceStore implements OnceStore {
   readonly #items = new Map<string, { value: string; expiresAt: number }>();
   readonly #clock: Clock;
+  readonly #file: string | undefined;
 
-  constructor(clock: Clock = systemClock) {
+  constructor(clock: Clock = systemClock, opts: { file?: string } = {}) {
     this.#clock = clock;
+    this.#file = opts.file;
+    if (this.#file) {
+      mkdirSync(dirname(this.#file), { recursive: true });
+      if (existsSync(this.#file)) {
+        for (const line of readFileSync(this.#file, 'utf8').split('\n')) {
+          if (!line.trim()) continue;
+          const { k, v, e } = JSON.parse(line) as { k: string; v: string; e: number };
+          if (!this.#items.has(k)) this.#items.set(k, { value: v, expiresAt: e });
+        }
+      }
+    }
   }
 
   async putIfAbsent(
@@ -25,7 +41,10 @@ export class MemoryOnceStore implements OnceStore {
     const now = this.#clock.now();
     const existing = this.#items.get(key);
     if (existing && existing.expiresAt > now) return { created: false, existing: existing.value };
-    this.#items.set(key, { value, expiresAt: now + ttlSeconds * 1000 });
+    const expiresAt = now + ttlSeconds * 1000;
+    this.#items.set(key, { value, expiresAt });
+    if (this.#file)
+      appendFileSync(this.#file, `${JSON.stringify({ k: key, v: value, e: expiresAt })}\n`, { mode: 0o600 });
     return { created: true };
   }
 
