@@ -1,0 +1,183 @@
+/**
+ * The inner message signature (verify stage): structural parsing, then `compactVerify` with the key
+ * registered to the **authenticated** sender organisation (SECURITY-CORPUS.md §3, rule 6).
+ *
+ * Decryption proves nothing about who wrote the content — anyone holding our public key can
+ * encrypt to us (A18) — so the JWS is always verified, with a key chosen from configuration by
+ * `kid` and then required to belong to the sender the credential authenticated.
+ */
+import { type CryptoKey, compactVerify, errors } from 'jose';
+import type { LoadedConfig } from '../config/load.js';
+import type { Limits, PublicJwk } from '../config/schema.js';
+import { EnvelopeError, type RejectionCode, SignatureError } from '../errors.js';
+import { type ItkRouting, ItkRoutingSchema } from '../record.js';
+import { type GuardErrorFactory, type JsonObject, parseCompact } from './compact.js';
+import {
+  type BundleFormat,
+  CTY_BY_FORMAT,
+  FORBIDDEN_JWS_HEADERS,
+  hasAnyMember,
+  isSigningAlg,
+  KID_PATTERN,
+  type SigningAlg,
+} from './contract.js';
+import { PublicKeyCache } from './key-cache.js';
+
+/** Header members the contract defines; `typ` is tolerated because some JOSE libraries add it. */
+const KNOWN_JWS_HEADERS = new Set(['alg', 'kid', 'cty', 'itk', 'typ']);
+
+const FORMAT_BY_CTY: ReadonlyMap<string, BundleFormat> = new Map([
+  [CTY_BY_FORMAT.xml, 'xml'],
+  [CTY_BY_FORMAT.json, 'json'],
+]);
+
+/** The allow-listed JWS protected header. */
+export interface SignedHeader {
+  alg: SigningAlg;
+  kid: string;
+  cty: (typeof CTY_BY_FORMAT)[BundleFormat];
+  itk: ItkRouting;
+  typ?: string;
+}
+
+/** A structurally valid inner JWS. Nothing in it is authenticated yet. */
+export interface ParsedSigned {
+  /** The compact JWS as received, for `compactVerify`. */
+  compact: string;
+  header: SignedHeader;
+  alg: SigningAlg;
+  kid: string;
+  format: BundleFormat;
+  /** The signed `itk` routing header, authenticated only once {@link verifySigned} succeeds. */
+  routing: ItkRouting;
+}
+
+/** What a verified signature establishes. */
+export interface VerifiedSigned {
+  /** The exact Bundle bytes the sender signed. */
+  payload: Uint8Array;
+  format: BundleFormat;
+  routing: ItkRouting;
+}
+
+/**
+ * Parse and allow-list the decrypted inner JWS.
+ *
+ * Throws {@link SignatureError}: `SIGNATURE_MALFORMED` for anything structural (including
+ * plaintext that is not a JWS at all — signature stripping, A18), `SIGNATURE_ALG_NOT_ALLOWED`,
+ * `SIGNATURE_HEADER_NOT_ALLOWED` for `b64`, `crit`, key-carrying or unknown parameters; and
+ * {@link EnvelopeError} `MESSAGE_TOO_LARGE` over `limits.maxSealedBytes`.
+ *
+ * @example
+ * ```ts
+ * const parsed = parseSigned(await decryptSealed(sealed, keys), config.doc.limits);
+ * ```
+ */
+export function parseSigned(
+  compact: string | Uint8Array,
+  limits: Pick<Limits, 'maxSealedBytes'>,
+): ParsedSigned {
+  if (typeof compact !== 'string') {
+    if (compact.length > limits.maxSealedBytes) throw signedGuardError('too-large', 'over the size limit');
+    // latin1 maps each byte to one char, so non-ASCII bytes survive to fail the alphabet check.
+    compact = Buffer.from(compact.buffer, compact.byteOffset, compact.byteLength).toString('latin1');
+  }
+  const { segments, header } = parseCompact(compact, {
+    maxBytes: limits.maxSealedBytes,
+    segments: 3,
+    fail: signedGuardError,
+  });
+  if (segments[1] === '') malformed('payload is empty');
+  if (segments[2] === '') malformed('signature is missing');
+
+  const checked = checkHeader(header);
+  const format = FORMAT_BY_CTY.get(checked.cty) as BundleFormat;
+  return { compact, header: checked, alg: checked.alg, kid: checked.kid, format, routing: checked.itk };
+}
+
+function checkHeader(header: JsonObject): SignedHeader {
+  if (hasAnyMember(header, FORBIDDEN_JWS_HEADERS)) {
+    fail('SIGNATURE_HEADER_NOT_ALLOWED', 'message signature header carries a parameter that is not accepted');
+  }
+  for (const name of Object.keys(header)) {
+    if (!KNOWN_JWS_HEADERS.has(name)) {
+      fail('SIGNATURE_HEADER_NOT_ALLOWED', 'message signature header carries an unknown parameter');
+    }
+  }
+  const { alg, kid, cty, itk, typ } = header;
+  if (typeof alg !== 'string') malformed('alg is required');
+  if (!isSigningAlg(alg)) fail('SIGNATURE_ALG_NOT_ALLOWED', 'message signature alg is not allowed');
+  if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) malformed('kid is missing or not a valid key id');
+  if (typeof cty !== 'string') malformed('cty is required');
+  // Exact match, no case folding or `application/` prefix games (A29).
+  if (!FORMAT_BY_CTY.has(cty)) {
+    fail('SIGNATURE_HEADER_NOT_ALLOWED', 'message signature cty must be fhir+xml or fhir+json');
+  }
+  if (typ !== undefined && typeof typ !== 'string') malformed('typ must be a string');
+  const routing = ItkRoutingSchema.safeParse(itk);
+  if (!routing.success) malformed('itk routing header is missing or invalid');
+  const checked: SignedHeader = { alg, kid, cty: cty as SignedHeader['cty'], itk: routing.data };
+  if (typ !== undefined) checked.typ = typ;
+  return checked;
+}
+
+/**
+ * Verify the inner JWS with the key registered under its `kid`, which must belong to
+ * `expectedSenderOds` (the organisation the credential authenticated, or that its actor acts for).
+ * The JWS header `alg` must equal the registered key's `alg`; `jose` is told that one algorithm.
+ *
+ * Bindings between this routing, the JWE routing, the credential and the MessageHeader are the
+ * verify stage's job; this function only proves who signed which bytes.
+ *
+ * @example
+ * ```ts
+ * const { payload, format, routing } = await verifySigned(parsed, principal.organisation, config);
+ * ```
+ */
+export async function verifySigned(
+  parsed: ParsedSigned,
+  expectedSenderOds: string,
+  config: LoadedConfig,
+): Promise<VerifiedSigned> {
+  const entry = config.senderKeyByKid.get(parsed.kid);
+  if (!entry) fail('SIGNATURE_KEY_UNKNOWN', 'message signature key is not registered');
+  if (entry.ods !== expectedSenderOds) {
+    fail('SIGNATURE_KEY_NOT_SENDERS', 'message signature key belongs to another organisation');
+  }
+  if (parsed.alg !== entry.jwk.alg) {
+    fail('SIGNATURE_ALG_NOT_ALLOWED', 'message signature alg does not match the registered key');
+  }
+  const key = await senderKey(entry.ods, entry.jwk);
+  let payload: Uint8Array;
+  try {
+    ({ payload } = await compactVerify(parsed.compact, key, { algorithms: [entry.jwk.alg] }));
+  } catch (error) {
+    const code =
+      error instanceof errors.JOSEAlgNotAllowed || error instanceof errors.JOSENotSupported
+        ? 'SIGNATURE_ALG_NOT_ALLOWED'
+        : 'SIGNATURE_INVALID';
+    const joseCode = error instanceof errors.JOSEError ? error.code : 'TypeError';
+    throw new SignatureError(code, 'message signature is invalid', { cause: { joseCode } });
+  }
+  return { payload, format: parsed.format, routing: parsed.routing };
+}
+
+/** Imported sender keys per (sender ODS, kid). */
+const senderKeys = new PublicKeyCache();
+
+function senderKey(ods: string, jwk: PublicJwk): Promise<CryptoKey> {
+  return senderKeys.get(`${ods}\u0000${jwk.kid}`, jwk);
+}
+
+const signedGuardError: GuardErrorFactory = (failure, message) =>
+  failure === 'too-large'
+    ? new EnvelopeError('MESSAGE_TOO_LARGE', `message signature: ${message}`)
+    : new SignatureError('SIGNATURE_MALFORMED', `message signature: ${message}`);
+
+function fail(code: RejectionCode, message: string): never {
+  throw new SignatureError(code, message);
+}
+
+function malformed(message: string): never {
+  fail('SIGNATURE_MALFORMED', `message signature: ${message}`);
+}
