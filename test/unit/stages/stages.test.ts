@@ -1,0 +1,530 @@
+/**
+ * The five stages called directly, with real crypto and the real local adapters (software keys,
+ * in-memory once-store, blob store and audit log, folder delivery, a recording queue sender).
+ * Every rejection class the end-to-end scenario does not already cover is asserted by its class,
+ * its catalogue code and its ITK3 code.
+ */
+import '../../support/env.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LoadedConfig } from '../../../lib/config/load.js';
+import { type DemoWorld, GATEWAY_ODS, worldPaths } from '../../../lib/demo/world.js';
+import {
+  AuthenticationError,
+  AuthorisationError,
+  DecryptionError,
+  EnvelopeError,
+  Itk3ValidationError,
+  type RejectionCode,
+  RejectionError,
+  SignatureError,
+  TransientError,
+} from '../../../lib/errors.js';
+import { UNREADABLE_ID, validateItk3 } from '../../../lib/itk3/index.js';
+import { type PipelineRecord, parseRecord, serialiseRecord } from '../../../lib/record.js';
+import { authenticate } from '../../../lib/stages/authenticate.js';
+import { authoriseStage } from '../../../lib/stages/authorise.js';
+import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
+import { decryptStage } from '../../../lib/stages/decrypt.js';
+import { deliverStage } from '../../../lib/stages/deliver.js';
+import { verifyStage } from '../../../lib/stages/verify.js';
+import {
+  ingressRecord,
+  sqsEvent,
+  sqsRecord,
+  stageContext,
+  type TestStageContext,
+} from '../../support/records.js';
+import {
+  type BuiltMessage,
+  buildMessage,
+  configWith,
+  configWithLimits,
+  credentialFor,
+  filesIn,
+  keyService,
+  makeTempDir,
+  removeTempDirs,
+  type SenderOds,
+  sealAs,
+  sealCustom,
+  testWorld,
+  verifyResponse,
+} from '../../support/world.js';
+
+let world: DemoWorld;
+
+beforeAll(async () => {
+  world = await testWorld();
+});
+afterAll(removeTempDirs);
+
+function context(
+  opts: { config?: LoadedConfig; keys?: TestStageContext['ports']['keys'] } = {},
+): TestStageContext & { paths: ReturnType<typeof worldPaths> } {
+  const baseDir = makeTempDir();
+  return Object.assign(stageContext(world, { baseDir, ...opts }), { paths: worldPaths(baseDir) });
+}
+
+/** The front door's record for `msg` sealed by `sender` (or `sealed`), with `sender`'s credential. */
+async function recordFor(
+  ctx: TestStageContext,
+  sender: SenderOds,
+  msg: BuiltMessage,
+  opts: { sealed?: string; credential?: string } = {},
+): Promise<PipelineRecord> {
+  return ingressRecord({
+    credential: opts.credential ?? (await credentialFor(world, sender, ctx.clock.now())),
+    sealed: opts.sealed ?? (await sealAs(world, sender, msg)),
+    receivedAt: ctx.clock.now(),
+  });
+}
+
+type Upto = 'authenticate' | 'authorise' | 'decrypt' | 'verify';
+
+/** Run a record through the stages up to and including `upto`, as the queues would. */
+async function through(ctx: TestStageContext, record: PipelineRecord, upto: Upto): Promise<PipelineRecord> {
+  let r = await authenticate({ record, inboundMessageId: record.traceId }, ctx);
+  if (upto === 'authenticate') return r;
+  r = await authoriseStage(r, ctx);
+  if (upto === 'authorise') return r;
+  r = await decryptStage(r, ctx);
+  if (upto === 'decrypt') return r;
+  return verifyStage(r, ctx);
+}
+
+async function rejection(promise: Promise<unknown>): Promise<RejectionError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error, 'expected the stage to reject').toBeInstanceOf(RejectionError);
+  return error as RejectionError;
+}
+
+async function expectRejected(
+  promise: Promise<unknown>,
+  type: typeof RejectionError,
+  code: RejectionCode,
+  itk3Code: string,
+): Promise<RejectionError> {
+  const error = await rejection(promise);
+  expect(error).toBeInstanceOf(type);
+  expect({ code: error.code, itk3Code: error.itk3Code }).toEqual({ code, itk3Code });
+  return error;
+}
+
+const silentObserver: StageObserver = { record: () => undefined };
+
+describe('authenticate', () => {
+  it('turns a valid credential into a principal and drops the credential', async () => {
+    const ctx = context();
+    const record = await recordFor(ctx, 'X26', buildMessage('X26'));
+    const out = await authenticate({ record, inboundMessageId: 'sqs-1' }, ctx);
+    expect(out.credential).toBeUndefined();
+    expect(out.sealed).toEqual(record.sealed);
+    expect(out.principal).toMatchObject({
+      issuer: 'pharmacy-federation',
+      organisation: 'X26',
+      subject: 'x26-pharmacy-pms',
+      actors: [],
+      roles: ['itk3-sender'],
+    });
+  });
+
+  it('rejects a record with no credential: TOKEN_MISSING', async () => {
+    const ctx = context();
+    const record = ingressRecord({ sealed: await sealAs(world, 'X26', buildMessage('X26')) });
+    await expectRejected(
+      authenticate({ record, inboundMessageId: 'sqs-1' }, ctx),
+      AuthenticationError,
+      'TOKEN_MISSING',
+      '20012',
+    );
+  });
+
+  it('rejects a record with no sealed message: TOKEN_MISSING', async () => {
+    const ctx = context();
+    const record = ingressRecord({ credential: await credentialFor(world, 'X26', ctx.clock.now()) });
+    await expectRejected(
+      authenticate({ record, inboundMessageId: 'sqs-1' }, ctx),
+      AuthenticationError,
+      'TOKEN_MISSING',
+      '20012',
+    );
+  });
+
+  it('the same inbound message redelivered is not a replay', async () => {
+    const ctx = context();
+    const record = await recordFor(ctx, 'X26', buildMessage('X26'));
+    const first = await authenticate({ record, inboundMessageId: 'sqs-1' }, ctx);
+    const again = await authenticate({ record, inboundMessageId: 'sqs-1' }, ctx);
+    expect(again.principal).toEqual(first.principal);
+  });
+
+  it('the same credential on another inbound message is TOKEN_REPLAYED', async () => {
+    const ctx = context();
+    const credential = await credentialFor(world, 'X26', ctx.clock.now());
+    const first = await recordFor(ctx, 'X26', buildMessage('X26'), { credential });
+    const second = await recordFor(ctx, 'X26', buildMessage('X26'), { credential });
+    await authenticate({ record: first, inboundMessageId: 'sqs-1' }, ctx);
+    await expectRejected(
+      authenticate({ record: second, inboundMessageId: 'sqs-2' }, ctx),
+      AuthenticationError,
+      'TOKEN_REPLAYED',
+      '20012',
+    );
+  });
+});
+
+describe('authorise', () => {
+  it('decides on the principal and the JWE header alone, with no key-service call', async () => {
+    const calls: string[] = [];
+    const ctx = context({ keys: keyService(world, { beforeCall: (op) => void calls.push(op) }) });
+    const msg = buildMessage('X26');
+    const out = await through(ctx, await recordFor(ctx, 'X26', msg), 'authorise');
+    expect(out.decision).toEqual({
+      ruleId: 'x26-immunisation-to-gp',
+      recipient: 'A83627',
+      kid: world.recipients.A83627.key.kid,
+    });
+    expect(out.routing).toEqual(msg.routing);
+    expect(calls).toEqual([]);
+  });
+
+  it('rejects an organisation that is not a registered sender: SENDER_UNKNOWN 20003', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    // A trusted issuer vouches for ZZ999, which is not configured as a sender here.
+    const credential = await credentialFor(world, 'X26', ctx.clock.now(), {
+      claims: { organisation: { ods_code: 'ZZ999' } },
+    });
+    const sealed = await sealCustom(world, msg, {
+      signer: 'X26',
+      recipientKey: 'A83627',
+      jweRouting: { ...msg.routing, from: 'ZZ999' },
+    });
+    const record = await through(
+      ctx,
+      await recordFor(ctx, 'X26', msg, { credential, sealed }),
+      'authenticate',
+    );
+    expect(record.principal?.organisation).toBe('ZZ999');
+    await expectRejected(authoriseStage(record, ctx), AuthorisationError, 'SENDER_UNKNOWN', '20003');
+  });
+
+  it('rejects an envelope key id of another recipient: ENVELOPE_KEY_UNKNOWN 10009', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    const sealed = await sealCustom(world, msg, {
+      signer: 'X26',
+      recipientKey: 'A8797979',
+      kid: world.recipients.A8797979.key.kid,
+    });
+    const record = await through(ctx, await recordFor(ctx, 'X26', msg, { sealed }), 'authenticate');
+    await expectRejected(authoriseStage(record, ctx), EnvelopeError, 'ENVELOPE_KEY_UNKNOWN', '10009');
+  });
+
+  it('rejects a client the matching rule does not list: POLICY_DENIED', async () => {
+    const doc = structuredClone(world.configDoc);
+    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'];
+    const ctx = context({ config: configWith(world, { senders: doc.senders }) });
+    const msg = buildMessage('GP0001');
+    const credential = await credentialFor(world, 'GP0001', ctx.clock.now(), {
+      claims: { sub: 'gp0001-portal' },
+    });
+    const record = await through(ctx, await recordFor(ctx, 'GP0001', msg, { credential }), 'authenticate');
+    expect(record.principal?.subject).toBe('gp0001-portal');
+    await expectRejected(authoriseStage(record, ctx), AuthorisationError, 'POLICY_DENIED', '20012');
+  });
+});
+
+describe('decrypt', () => {
+  it('yields the inner JWS and drops the sealed message', async () => {
+    const ctx = context();
+    const out = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'decrypt');
+    expect(out.sealed).toBeUndefined();
+    expect(out.signed && 'inline' in out.signed && out.signed.inline.split('.')).toHaveLength(3);
+  });
+
+  it('ciphertext for another recipient’s key under this kid: DECRYPT_FAILED 10009', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    // Claims A83627's key id but the CEK is wrapped for A8797979's key.
+    const sealed = await sealCustom(world, msg, {
+      signer: 'X26',
+      recipientKey: 'A8797979',
+      kid: world.recipients.A83627.key.kid,
+    });
+    const record = await through(ctx, await recordFor(ctx, 'X26', msg, { sealed }), 'authorise');
+    const error = await expectRejected(decryptStage(record, ctx), DecryptionError, 'DECRYPT_FAILED', '10009');
+    expect(error.cause).toBeUndefined();
+  });
+
+  it('a TransientError from the key service propagates unchanged, never as DECRYPT_FAILED', async () => {
+    const fault = new TransientError('KEY_SERVICE_UNAVAILABLE', 'throttled');
+    const ctx = context({
+      keys: keyService(world, {
+        beforeCall: (op) => {
+          if (op === 'unwrapKey') throw fault;
+        },
+      }),
+    });
+    const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'authorise');
+    const error = await decryptStage(record, ctx).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBe(fault);
+    expect(error).not.toBeInstanceOf(RejectionError);
+  });
+
+  it('a decision made for another key id than the envelope’s: ENVELOPE_KEY_UNKNOWN 10009', async () => {
+    const ctx = context();
+    const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'authorise');
+    const tampered: PipelineRecord = {
+      ...record,
+      decision: { ...record.decision!, kid: world.recipients.A8797979.key.kid },
+    };
+    await expectRejected(decryptStage(tampered, ctx), EnvelopeError, 'ENVELOPE_KEY_UNKNOWN', '10009');
+  });
+});
+
+describe('verify', () => {
+  /** Run `msg` (sealed as given) up to decrypt, then verify it. */
+  async function verifyOf(
+    ctx: TestStageContext,
+    sender: SenderOds,
+    msg: BuiltMessage,
+    opts: { sealed?: string } = {},
+  ): Promise<PipelineRecord> {
+    const record = await through(ctx, await recordFor(ctx, sender, msg, opts), 'decrypt');
+    return verifyStage(record, ctx);
+  }
+
+  it('hands deliver a verified message and drops the inner JWS', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26', { senderReference: 'ref-123' });
+    const out = await verifyOf(ctx, 'X26', msg);
+    expect(out.signed).toBeUndefined();
+    expect(out.message).toMatchObject({
+      messageId: msg.messageId,
+      documentId: msg.documentId,
+      event: 'ITK009D',
+      sender: 'X26',
+      recipient: 'A83627',
+      format: 'xml',
+      infAckRequested: true,
+      busAckRequested: true,
+      senderReference: 'ref-123',
+    });
+  });
+
+  it('a JWS signed with FQ123’s key for a message sent by X26: SIGNATURE_KEY_NOT_SENDERS', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    const sealed = await sealCustom(world, msg, { signer: 'FQ123', recipientKey: 'A83627' });
+    await expectRejected(
+      verifyOf(ctx, 'X26', msg, { sealed }),
+      SignatureError,
+      'SIGNATURE_KEY_NOT_SENDERS',
+      '20012',
+    );
+  });
+
+  it('a consistently signed envelope whose MessageHeader sender differs: HEADER_CONTRADICTS_ENVELOPE 20006', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26', { senderOds: 'FQ123' });
+    const error = await expectRejected(
+      verifyOf(ctx, 'X26', msg),
+      Itk3ValidationError,
+      'HEADER_CONTRADICTS_ENVELOPE',
+      '20006',
+    );
+    expect(error.responseHints).toMatchObject({ originalMessageId: msg.messageId, format: 'xml' });
+  });
+
+  it('a MessageDefinition the rule does not accept: MESSAGE_DEFINITION_UNSUPPORTED 10004', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26', { messageDefinition: 'ITK-DM-MIRC-MessageDefinition-1' });
+    await expectRejected(
+      verifyOf(ctx, 'X26', msg),
+      Itk3ValidationError,
+      'MESSAGE_DEFINITION_UNSUPPORTED',
+      '10004',
+    );
+  });
+
+  it('FI where the rule requires FA: RECIPIENT_TYPE_INVALID 10010', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26', { recipientType: 'FI' });
+    await expectRejected(verifyOf(ctx, 'X26', msg), Itk3ValidationError, 'RECIPIENT_TYPE_INVALID', '10010');
+  });
+
+  it('GP0001 with InfAckRequested false where the rule requires true: INF_ACK_INVALID 10002', async () => {
+    const ctx = context();
+    const msg = buildMessage('GP0001', { acks: { inf: false, bus: true } });
+    await expectRejected(verifyOf(ctx, 'GP0001', msg), Itk3ValidationError, 'INF_ACK_INVALID', '10002');
+  });
+
+  it('GP0001 with a receiver where the rule forbids one: ITK3_HEADER_INVALID 20006', async () => {
+    const ctx = context();
+    const msg = buildMessage('GP0001', { receiverOds: 'A83627' });
+    await expectRejected(verifyOf(ctx, 'GP0001', msg), Itk3ValidationError, 'ITK3_HEADER_INVALID', '20006');
+  });
+
+  it('a Bundle over limits.maxBundleBytes: MESSAGE_TOO_LARGE 20015', async () => {
+    const ctx = context({ config: configWithLimits(world, { maxBundleBytes: 16 * 1024 }) });
+    const small = buildMessage('X26');
+    expect(small.bytes.byteLength).toBeLessThan(16 * 1024);
+    await expect(verifyOf(ctx, 'X26', small)).resolves.toHaveProperty('message');
+
+    const large = buildMessage('X26', { attachmentBytes: 32 * 1024 });
+    await expectRejected(verifyOf(ctx, 'X26', large), Itk3ValidationError, 'MESSAGE_TOO_LARGE', '20015');
+  });
+
+  it('a Bundle over the matched rule’s maxBytes: MESSAGE_TOO_LARGE 20015', async () => {
+    const doc = structuredClone(world.configDoc);
+    doc.rules.find((r) => r.id === 'x26-immunisation-to-gp')!.maxBytes = 16 * 1024;
+    const ctx = context({ config: configWith(world, { rules: doc.rules }) });
+    const large = buildMessage('X26', { attachmentBytes: 32 * 1024 });
+    await expectRejected(verifyOf(ctx, 'X26', large), Itk3ValidationError, 'MESSAGE_TOO_LARGE', '20015');
+  });
+
+  it('a new message id reusing a document id: DUPLICATE_DOCUMENT 20008', async () => {
+    const ctx = context();
+    const first = buildMessage('X26');
+    const second = buildMessage('X26', { documentId: first.documentId });
+    await verifyOf(ctx, 'X26', first);
+    await expectRejected(verifyOf(ctx, 'X26', second), Itk3ValidationError, 'DUPLICATE_DOCUMENT', '20008');
+  });
+
+  it('a message id seen under another trace: DUPLICATE_MESSAGE 20007', async () => {
+    const ctx = context();
+    const first = buildMessage('X26');
+    const again = buildMessage('X26', { messageId: first.messageId });
+    await verifyOf(ctx, 'X26', first);
+    await expectRejected(verifyOf(ctx, 'X26', again), Itk3ValidationError, 'DUPLICATE_MESSAGE', '20007');
+  });
+
+  it('the same trace verifying the same message again (a redelivery) is not a duplicate', async () => {
+    const ctx = context();
+    const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'decrypt');
+    const first = await verifyStage(record, ctx);
+    const again = await verifyStage(record, ctx);
+    expect(again.message).toEqual(first.message);
+  });
+});
+
+describe('deliver', () => {
+  async function verified(ctx: TestStageContext, sender: SenderOds, msg: BuiltMessage) {
+    return through(ctx, await recordFor(ctx, sender, msg), 'verify');
+  }
+
+  for (const format of ['xml', 'json'] as const) {
+    it(`delivers the ${format.toUpperCase()} Bundle byte for byte, once however often it is delivered`, async () => {
+      const ctx = context();
+      const msg = buildMessage('X26', { format });
+      const record = await verified(ctx, 'X26', msg);
+      const outcome = await deliverStage(record, ctx);
+      await deliverStage(record, ctx);
+
+      expect(outcome.kind).toBe('delivered');
+      expect(outcome.location).toBe(join(ctx.paths.delivered('A83627'), `${msg.messageId}.${format}`));
+      expect(filesIn(ctx.paths.delivered('A83627'))).toEqual([`${msg.messageId}.${format}`]);
+      expect(Buffer.compare(readFileSync(outcome.location), Buffer.from(msg.bytes))).toBe(0);
+    });
+  }
+
+  it('writes a signed ITK008M 20013 response when InfAckRequested', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26', { senderReference: 'sender-ref-42' });
+    const record = await verified(ctx, 'X26', msg);
+    const outcome = await deliverStage(record, ctx);
+    if (outcome.kind !== 'delivered') throw new Error('expected a delivery');
+    expect(outcome.response).toBe(join(ctx.paths.responses('X26'), `${record.traceId}-20013.jws`));
+
+    const { message, header } = await verifyResponse(world, readFileSync(outcome.response!, 'utf8'));
+    expect(header).toMatchObject({ alg: 'ES256', kid: world.responseSigningKid, cty: 'fhir+xml' });
+    expect(header.itk).toMatchObject({ from: GATEWAY_ODS, to: 'X26', event: 'ITK008M' });
+    expect(message.header.event.code).toBe('ITK008M');
+    expect(message.header.response).toMatchObject({
+      identifier: msg.messageId,
+      code: 'ok',
+      itkCode: '20013',
+    });
+    expect(message.header.senderOds).toBe(GATEWAY_ODS);
+    expect(message.header.receiverOds).toBe('X26');
+    expect(message.header.handling.senderReference).toBe('sender-ref-42');
+    expect(() => validateItk3(message)).not.toThrow();
+  });
+
+  it('writes no response when InfAckRequested is false', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26', { acks: { inf: false, bus: false } });
+    const record = await verified(ctx, 'X26', msg);
+    const outcome = await deliverStage(record, ctx);
+    expect(outcome).toMatchObject({ kind: 'delivered' });
+    expect(outcome.kind === 'delivered' && outcome.response).toBeUndefined();
+    expect(filesIn(ctx.paths.responses('X26'))).toEqual([]);
+  });
+
+  it('answers a rejection of an authenticated sender in that sender’s folder, with the rejection code', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    const sealed = await sealCustom(world, msg, { signer: 'FQ123', recipientKey: 'A83627' });
+    const decrypted = await through(ctx, await recordFor(ctx, 'X26', msg, { sealed }), 'decrypt');
+
+    // The verify batch turns the rejection into a response job for deliver.
+    const response = await processStageBatch(
+      'verify',
+      sqsEvent([sqsRecord(serialiseRecord(decrypted))]),
+      ctx,
+      silentObserver,
+    );
+    expect(response.batchItemFailures).toEqual([]);
+    expect(ctx.queues.sent.map((s) => s.queue)).toEqual(['deliver']);
+    const job = parseRecord(ctx.queues.sent[0]!.body);
+    expect(job.rejection).toMatchObject({
+      stage: 'verify',
+      code: 'SIGNATURE_KEY_NOT_SENDERS',
+      itk3Code: '20012',
+      respondTo: 'X26',
+    });
+
+    const outcome = await deliverStage(job, ctx);
+    expect(outcome.kind).toBe('responded');
+    expect(outcome.location).toBe(join(ctx.paths.responses('X26'), `${job.traceId}-20012.jws`));
+    const { message, header } = await verifyResponse(world, readFileSync(outcome.location, 'utf8'));
+    expect(header.itk).toMatchObject({ to: 'X26', event: 'ITK008M' });
+    expect(message.header.response).toMatchObject({ code: 'fatal-error', itkCode: '20012' });
+    expect(message.header.receiverOds).toBe('X26');
+    // The claimed id is echoed to the authenticated sender.
+    expect(message.header.response?.identifier).toBe(msg.messageId);
+  });
+
+  it('answers a rejection with no authenticated principal in the unauthenticated folder', async () => {
+    const ctx = context();
+    const sealed = await sealAs(world, 'X26', buildMessage('X26'));
+    // Raw SQS ingestion with no Authorization attribute.
+    const response = await processStageBatch(
+      'authenticate',
+      sqsEvent([sqsRecord(sealed, { sentAt: ctx.clock.now() })]),
+      ctx,
+      silentObserver,
+    );
+    expect(response.batchItemFailures).toEqual([]);
+    const job = parseRecord(ctx.queues.sent[0]!.body);
+    expect(job.rejection).toMatchObject({ stage: 'authenticate', code: 'TOKEN_MISSING', itk3Code: '20012' });
+    expect(job.rejection?.respondTo).toBeUndefined();
+
+    const outcome = await deliverStage(job, ctx);
+    expect(outcome.location).toBe(join(ctx.paths.unauthenticated, `${job.traceId}-20012.jws`));
+    expect(filesIn(ctx.paths.responses('X26'))).toEqual([]);
+    const { message, header } = await verifyResponse(world, readFileSync(outcome.location, 'utf8'));
+    expect(header.itk).toMatchObject({ to: 'UNKNOWN' });
+    expect(message.header.response).toMatchObject({ itkCode: '20012', identifier: UNREADABLE_ID });
+    expect(message.header.receiverOds).toBeUndefined();
+  });
+});
