@@ -1,0 +1,131 @@
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { mockClient } from 'aws-sdk-client-mock';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { AwsDeliverer, folderKey, sqsSafeText } from '../../../lib/adapters/aws/aws-deliverer.js';
+import { S3BlobStore } from '../../../lib/adapters/aws/s3-blob-store.js';
+import { TransientError } from '../../../lib/errors.js';
+import { serviceError } from './faults.js';
+
+const s3 = mockClient(S3Client);
+const sqs = mockClient(SQSClient);
+const deliverer = () =>
+  new AwsDeliverer({
+    s3: new S3Client({ region: 'eu-west-2' }),
+    sqs: new SQSClient({ region: 'eu-west-2' }),
+    blobBucket: 'itk3-blobs',
+  });
+
+beforeEach(() => {
+  s3.reset();
+  sqs.reset();
+});
+
+describe('folderKey', () => {
+  it.each([
+    ['out/RCP01', 'deliveries/out/RCP01/m.xml'],
+    ['./out/RCP01/', 'deliveries/out/RCP01/m.xml'],
+    ['/var/itk3/out', 'deliveries/var/itk3/out/m.xml'],
+    ['../../etc', 'deliveries/etc/m.xml'],
+    ['a/../../b', 'deliveries/b/m.xml'],
+    ['win\\dir', 'deliveries/win/dir/m.xml'],
+    ['', 'deliveries/m.xml'],
+  ])('maps folder %j to %s', (path, key) => {
+    expect(folderKey(path, 'm.xml')).toBe(key);
+  });
+});
+
+describe('sqsSafeText', () => {
+  it('keeps UTF-8 text, tabs and newlines', () => {
+    expect(sqsSafeText(new TextEncoder().encode('<a>é\t\r\n€😀</a>'))).toBe('<a>é\t\r\n€😀</a>');
+  });
+
+  it.each([
+    ['invalid UTF-8', Uint8Array.from([0xc3, 0x28])],
+    ['a NUL', new TextEncoder().encode('a\u0000b')],
+    ['a control character', new TextEncoder().encode('a\u0001b')],
+    ['U+FFFE', new TextEncoder().encode('a\ufffeb')],
+  ])('refuses %s', (_name, bytes) => {
+    expect(sqsSafeText(bytes)).toBeUndefined();
+  });
+});
+
+describe('AwsDeliverer', () => {
+  it('writes conditionally (If-None-Match) with the content type', async () => {
+    s3.on(PutObjectCommand).resolves({});
+
+    const location = await deliverer().deliver(
+      { type: 's3', bucket: 'rx', prefix: 'in/' },
+      'm.xml',
+      new Uint8Array([60]),
+      'application/fhir+xml',
+    );
+
+    expect(location).toBe('s3://rx/in/m.xml');
+    expect(s3.commandCalls(PutObjectCommand)[0]?.args[0].input).toMatchObject({
+      Bucket: 'rx',
+      Key: 'in/m.xml',
+      IfNoneMatch: '*',
+      ContentType: 'application/fhir+xml',
+    });
+  });
+
+  it.each([
+    ['PreconditionFailed', 412],
+    ['ConditionalRequestConflict', 409],
+  ])('treats %s as already delivered', async (name, status) => {
+    s3.on(PutObjectCommand).rejects(serviceError(name, status));
+    expect(
+      await deliverer().deliver({ type: 'folder', path: 'x' }, 'm.xml', new Uint8Array(), 'text/xml'),
+    ).toBe('s3://itk3-blobs/deliveries/x/m.xml');
+  });
+
+  it('throws DELIVERY_UNAVAILABLE on S3 throttling or a missing bucket', async () => {
+    s3.on(PutObjectCommand)
+      .rejectsOnce(serviceError('SlowDown', 503))
+      .rejectsOnce(serviceError('NoSuchBucket', 404));
+    for (let i = 0; i < 2; i += 1) {
+      const thrown = await deliverer()
+        .deliver({ type: 's3', bucket: 'rx', prefix: '' }, 'm', new Uint8Array(), 'x')
+        .catch((e: unknown) => e);
+      expect((thrown as TransientError).code).toBe('DELIVERY_UNAVAILABLE');
+    }
+  });
+
+  it('gives FIFO queues a deduplication id derived from the name', async () => {
+    sqs.on(SendMessageCommand).resolves({ MessageId: 'mid' });
+    const target = { type: 'sqs' as const, queueUrl: 'https://sqs.eu-west-2.amazonaws.com/1/rx.fifo' };
+
+    await deliverer().deliver(target, 'm.xml', new TextEncoder().encode('x'), 'text/xml');
+    await deliverer().deliver(target, 'm.xml', new TextEncoder().encode('x'), 'text/xml');
+
+    const [a, b] = sqs.commandCalls(SendMessageCommand).map((c) => c.args[0].input);
+    expect(a?.MessageDeduplicationId).toMatch(/^[0-9a-f]{64}$/);
+    expect(a?.MessageDeduplicationId).toBe(b?.MessageDeduplicationId);
+    expect(a?.MessageGroupId).toBe('itk3');
+  });
+
+  it('refuses a name that could escape its folder or prefix', async () => {
+    await expect(
+      deliverer().deliver({ type: 'folder', path: 'x' }, '../m.xml', new Uint8Array(), 'text/xml'),
+    ).rejects.toThrow('unsafe delivery name');
+  });
+});
+
+describe('S3BlobStore', () => {
+  it('stores under the claim-check prefix and throws BLOB_STORE_UNAVAILABLE on failure', async () => {
+    s3.on(PutObjectCommand).resolves({});
+    s3.on(GetObjectCommand).rejects(serviceError('SlowDown', 503));
+    const blobs = new S3BlobStore(new S3Client({ region: 'eu-west-2' }), 'b');
+
+    await blobs.put('t/1', new Uint8Array([1]));
+    const thrown = await blobs.get('t/1').catch((e: unknown) => e);
+
+    expect(s3.commandCalls(PutObjectCommand)[0]?.args[0].input).toMatchObject({
+      Bucket: 'b',
+      Key: 'claim-check/t/1',
+    });
+    expect(thrown).toBeInstanceOf(TransientError);
+    expect((thrown as TransientError).code).toBe('BLOB_STORE_UNAVAILABLE');
+  });
+});
