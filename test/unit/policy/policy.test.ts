@@ -64,7 +64,7 @@ function expectRefused(
   fn: () => unknown,
   code: RejectionCode,
   itk3Code: string,
-  type: typeof RejectionError = AuthorisationError,
+  type: new (...args: never[]) => RejectionError = AuthorisationError,
 ) {
   const error = refusal(fn);
   expect(error).toBeInstanceOf(type);

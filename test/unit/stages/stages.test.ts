@@ -105,7 +105,7 @@ async function rejection(promise: Promise<unknown>): Promise<RejectionError> {
 
 async function expectRejected(
   promise: Promise<unknown>,
-  type: typeof RejectionError,
+  type: new (...args: never[]) => RejectionError,
   code: RejectionCode,
   itk3Code: string,
 ): Promise<RejectionError> {
