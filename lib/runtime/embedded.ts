@@ -26,7 +26,7 @@ import type {
   StageName,
 } from '../ports/index.js';
 import { STAGES } from '../ports/index.js';
-import { EMBEDDED_BINDING, type EmbeddedContext } from './binding.js';
+import { lambdaContext } from './binding.js';
 import { MemoryQueue, type QueuedMessage } from './memory-queue.js';
 
 export type StageHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
@@ -349,25 +349,6 @@ function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQSRecord
     eventSource: 'aws:sqs',
     eventSourceARN: `arn:aws:sqs:local:000000000000:${STAGE_DEFINITIONS[stage].queue}`,
     awsRegion: 'local',
-  };
-}
-
-function lambdaContext(stage: StageName, binding: EmbeddedContext[typeof EMBEDDED_BINDING]): EmbeddedContext {
-  const deadline = Date.now() + STAGE_DEFINITIONS[stage].timeoutSeconds * 1000;
-  return {
-    callbackWaitsForEmptyEventLoop: false,
-    functionName: `itk3-${stage}`,
-    functionVersion: '$LATEST',
-    invokedFunctionArn: `arn:aws:lambda:local:000000000000:function:itk3-${stage}`,
-    memoryLimitInMB: String(STAGE_DEFINITIONS[stage].memoryMb),
-    awsRequestId: randomUUID(),
-    logGroupName: `/aws/lambda/itk3-${stage}`,
-    logStreamName: 'embedded',
-    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
-    done: () => undefined,
-    fail: () => undefined,
-    succeed: () => undefined,
-    [EMBEDDED_BINDING]: binding,
   };
 }
 

@@ -9,6 +9,7 @@ import {
   GetQueueAttributesCommand,
   type Message,
   ReceiveMessageCommand,
+  SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
@@ -116,4 +117,27 @@ export class SqsEventSource {
       awsRegion: this.#opts.queueArn.split(':')[3] ?? 'us-east-1',
     };
   }
+}
+
+/**
+ * Direct SQS ingestion as a sender does it: the JWE as the body and the credential as the
+ * `Authorization` message attribute. Returns the SQS message id (the trace id of a raw message).
+ */
+export async function sendDirect(
+  sqs: SQSClient,
+  queueUrl: string,
+  sealed: string,
+  authorization?: string,
+): Promise<string> {
+  countCall('sqs', 'SendMessage');
+  const out = await sqs.send(
+    new SendMessageCommand({
+      QueueUrl: queueUrl,
+      MessageBody: sealed,
+      ...(authorization
+        ? { MessageAttributes: { Authorization: { DataType: 'String', StringValue: authorization } } }
+        : {}),
+    }),
+  );
+  return out.MessageId!;
 }

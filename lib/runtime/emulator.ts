@@ -1,0 +1,152 @@
+/**
+ * Emulator mode: the same handler exports, driven by a Lambda-style SQS event source, against the
+ * real SQS, KMS, DynamoDB and S3 APIs of an emulator (ministack, or LocalStack 4.14.0 with the
+ * once-store and audit trail kept local because it has no DynamoDB offline). The queues, tables,
+ * bucket and keys are created from the same definitions the CDK stack uses (lib/infra/definitions.ts).
+ *
+ * Recipient keys live in the emulator's KMS: senders seal to the public keys `publicJwks()` returns,
+ * and the decrypt stage unwraps with KMS `Decrypt`, exactly as deployed.
+ */
+import { createPublicKey } from 'node:crypto';
+import type { JWK } from 'jose';
+import { type AwsClients, awsPortsFromEnv, createAwsClients } from '../adapters/aws/clients.js';
+import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../adapters/aws/provision.js';
+import { SqsEventSource, sendDirect } from '../adapters/aws/sqs-event-source.js';
+import { MemoryAuditLog, MemoryOnceStore } from '../adapters/local/memory-stores.js';
+import type { LoadedConfig } from '../config/load.js';
+import { STAGE_DEFINITIONS } from '../infra/definitions.js';
+import { type IngestResult, ingest } from '../ingest.js';
+import { type Ports, STAGES, type StageName } from '../ports/index.js';
+import { lambdaContext } from './binding.js';
+import { type MessageOutcome, outcomeFromAudit, type StageHandler } from './embedded.js';
+
+export interface EmulatorOptions {
+  config: LoadedConfig;
+  /** The emulator, e.g. http://127.0.0.1:4566. */
+  endpoint: string;
+  /** Resource name prefix, so runs and tests do not share queues. */
+  prefix: string;
+  /** Keep the once-store and audit trail in process (LocalStack has no DynamoDB offline). */
+  localState?: boolean;
+  /**
+   * Queue visibility timeout. Default: as deployed (6 × function timeout); tests shorten it so
+   * a retried record comes back in seconds, not minutes.
+   */
+  visibilityTimeoutSeconds?: number;
+  /** Handlers to invoke; defaults to the deployed handler exports. */
+  handlers?: Record<StageName, StageHandler>;
+}
+
+export class EmulatorPipeline {
+  readonly config: LoadedConfig;
+  readonly clients: AwsClients;
+  readonly resources: ProvisionResult;
+  readonly ports: Ports;
+  readonly #sources: Record<StageName, SqsEventSource>;
+  readonly #handlers: Record<StageName, StageHandler>;
+
+  private constructor(
+    config: LoadedConfig,
+    clients: AwsClients,
+    resources: ProvisionResult,
+    ports: Ports,
+    handlers: Record<StageName, StageHandler>,
+  ) {
+    this.config = config;
+    this.clients = clients;
+    this.resources = resources;
+    this.ports = ports;
+    this.#handlers = handlers;
+    this.#sources = Object.fromEntries(
+      STAGES.map((stage) => [
+        stage,
+        new SqsEventSource(clients.sqs, {
+          stage,
+          queueUrl: resources.queueUrls[stage],
+          queueArn: resources.queueArns[stage],
+          batchSize: STAGE_DEFINITIONS[stage].batchSize,
+        }),
+      ]),
+    ) as Record<StageName, SqsEventSource>;
+  }
+
+  /** Provision (idempotently) and connect. */
+  static async start(opts: EmulatorOptions): Promise<EmulatorPipeline> {
+    const clients = createAwsClients({
+      endpoint: opts.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    const resources = await provisionEmulator(clients, opts.config, {
+      prefix: opts.prefix,
+      tables: !opts.localState,
+      ...(opts.visibilityTimeoutSeconds !== undefined
+        ? { visibilityTimeoutSeconds: opts.visibilityTimeoutSeconds }
+        : {}),
+    });
+    const aws = awsPortsFromEnv(opts.config, { env: provisionedEnv(resources), clients });
+    const ports: Ports = opts.localState
+      ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() }
+      : aws;
+    const handlers = opts.handlers ?? (await import('./handlers.js')).deployedHandlers;
+    return new EmulatorPipeline(opts.config, clients, resources, ports, handlers);
+  }
+
+  /** The recipients' public keys, read from the emulator's KMS (what the gateway publishes). */
+  async publicJwks(): Promise<Record<string, JWK>> {
+    const out: Record<string, JWK> = {};
+    for (const recipient of this.config.doc.recipients) {
+      for (const { kid } of recipient.keys) {
+        const spki = await this.ports.keys.publicKeySpki(kid);
+        const jwk = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }).export({
+          format: 'jwk',
+        });
+        out[kid] = { ...jwk, kid, alg: 'RSA-OAEP-256', use: 'enc' };
+      }
+    }
+    return out;
+  }
+
+  /** Through the front door (as the HTTP ingest function does). */
+  submit(credential: string, sealed: string): Promise<IngestResult> {
+    return ingest(
+      { authorization: `Bearer ${credential}`, body: sealed, receivedAt: Date.now(), source: 'cli' },
+      this.ports,
+      this.config,
+    );
+  }
+
+  /** Direct SQS ingestion: the JWE as the body, the credential as the `Authorization` attribute. */
+  submitRaw(sealed: string, authorization?: string): Promise<string> {
+    return sendDirect(this.clients.sqs, this.resources.queueUrls.authenticate, sealed, authorization);
+  }
+
+  /**
+   * Poll every stage until all five queues are empty (visible and in flight), or `timeoutMs`.
+   * Returns the number of handler invocations.
+   */
+  async drain(opts: { timeoutMs?: number } = {}): Promise<number> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
+    let invocations = 0;
+    while (Date.now() < deadline) {
+      let received = 0;
+      for (const stage of [...STAGES].reverse()) {
+        const n = await this.#sources[stage].pollOnce((event) =>
+          this.#handlers[stage](event, lambdaContext(stage, { ports: this.ports, config: this.config })),
+        );
+        if (n > 0) invocations += 1;
+        received += n;
+      }
+      if (received > 0) continue;
+      const depths = await Promise.all(STAGES.map((s) => this.#sources[s].depth()));
+      if (depths.every((d) => d === 0)) return invocations;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`emulator pipeline did not drain within ${opts.timeoutMs ?? 120_000} ms`);
+  }
+
+  /** Where a trace stands, from the audit trail (DynamoDB, or local with LocalStack). */
+  async outcome(traceId: string): Promise<MessageOutcome> {
+    return outcomeFromAudit(traceId, await this.ports.audit.byTrace(traceId));
+  }
+}
