@@ -52,7 +52,7 @@ function deliveryFailingFor(
   ods: string,
   broken: () => boolean = () => true,
 ): Deliverer & { attempts: number } {
-  const real = new FolderDeliverer(baseDir);
+  const real: Deliverer = new FolderDeliverer(baseDir);
   const wrapper = {
     attempts: 0,
     async deliver(target: DeliveryTarget, name: string, bytes: Uint8Array, contentType: string) {
