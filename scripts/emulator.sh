@@ -55,8 +55,8 @@ case "$NAME" in
 esac
 
 PID_FILE="$EMU_DIR/$NAME.pid"
+PORT_FILE="$EMU_DIR/$NAME.port" # the port the running process was started on
 LOG_FILE="$EMU_DIR/$NAME.log"
-ENDPOINT="http://127.0.0.1:$PORT"
 STAMP="$VENV/.itk3-pin" # what was installed, so a changed pin reinstalls and an unchanged one is reused
 
 log() { echo "[emulator:$NAME] $*"; }
@@ -71,6 +71,17 @@ running_pid() {
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$VENV" || return 1
   echo "$pid"
 }
+
+# A running emulator keeps the port it was started on, whatever the environment says now.
+if [[ -f "$PORT_FILE" && -f "$PID_FILE" ]] && running_pid >/dev/null; then
+  RUNNING_PORT="$(cat "$PORT_FILE")"
+  if [[ "$ACTION" == start && "$RUNNING_PORT" != "$PORT" ]]; then
+    echo "[emulator:$NAME] already running on port $RUNNING_PORT (pid $(cat "$PID_FILE")); stop it before using port $PORT" >&2
+    exit 1
+  fi
+  PORT="$RUNNING_PORT"
+fi
+ENDPOINT="http://127.0.0.1:$PORT"
 
 healthy() {
   case "$NAME" in
@@ -158,6 +169,7 @@ start_process() {
       ;;
   esac
   echo $! >"$PID_FILE"
+  echo "$PORT" >"$PORT_FILE"
 }
 
 # Resident memory of the emulator's process group (it may fork workers).
@@ -175,19 +187,33 @@ run_smoke() {
   local flags=()
   # LocalStack host mode downloads Java and DynamoDB Local on first DynamoDB use: no DynamoDB offline.
   [[ "$NAME" == localstack ]] && flags+=(--no-dynamodb)
-  (cd "$ROOT" && npx tsx scripts/emulator-smoke.ts "$ENDPOINT" "${flags[@]}")
+  # The SDK warns once per process that its 2027 releases need Node 22: known, and noise here.
+  (cd "$ROOT" && AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true npx tsx scripts/emulator-smoke.ts "$ENDPOINT" "${flags[@]}")
+}
+
+# Poll health until it answers, the process dies, or the bound passes. Returns 0 healthy, 1 died,
+# 2 timed out.
+wait_healthy() {
+  local pid="$1" deadline=$(($(date +%s) + HEALTH_SECONDS))
+  until healthy; do
+    kill -0 "$pid" 2>/dev/null || return 1
+    (($(date +%s) < deadline)) || return 2
+    sleep 0.25
+  done
 }
 
 cmd_start() {
   local pid
   if pid="$(running_pid)"; then
-    if healthy; then
+    # Never kill a running emulator from start: it may be busy serving someone's tests.
+    if wait_healthy "$pid"; then
       log "already running (pid $pid) at $ENDPOINT"
       run_smoke
       return
     fi
-    log "pid $pid is running but not healthy; stopping it first"
-    cmd_stop
+    echo "[emulator:$NAME] pid $pid is running but not healthy at $ENDPOINT; log tail follows. Stop it first." >&2
+    tail -n 40 "$LOG_FILE" >&2
+    exit 1
   fi
   if port_busy; then
     echo "[emulator:$NAME] port $PORT on 127.0.0.1 is taken by another process; set ITK3_${NAME^^}_PORT" >&2
@@ -199,22 +225,19 @@ cmd_start() {
   start_process
   pid="$(cat "$PID_FILE")"
   log "started pid $pid, waiting up to ${HEALTH_SECONDS} s for $ENDPOINT$HEALTH_PATH"
-  local deadline=$(($(date +%s) + HEALTH_SECONDS))
-  until healthy; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "[emulator:$NAME] process $pid exited before becoming healthy; log follows" >&2
-      cat "$LOG_FILE" >&2
-      rm -f "$PID_FILE"
-      exit 1
-    fi
-    if (($(date +%s) >= deadline)); then
-      echo "[emulator:$NAME] not healthy after ${HEALTH_SECONDS} s; log follows" >&2
-      cat "$LOG_FILE" >&2
-      cmd_stop
-      exit 1
-    fi
-    sleep 0.25
-  done
+  local outcome=0
+  wait_healthy "$pid" || outcome=$?
+  if ((outcome == 1)); then
+    echo "[emulator:$NAME] process $pid exited before becoming healthy; log follows" >&2
+    cat "$LOG_FILE" >&2
+    rm -f "$PID_FILE" "$PORT_FILE"
+    exit 1
+  elif ((outcome == 2)); then
+    echo "[emulator:$NAME] not healthy after ${HEALTH_SECONDS} s; log follows" >&2
+    cat "$LOG_FILE" >&2
+    cmd_stop
+    exit 1
+  fi
   log "healthy after $(($(date +%s%3N) - started_ms)) ms, $(memory_mb "$pid") MB resident"
   run_smoke
 }
@@ -223,7 +246,7 @@ cmd_stop() {
   local pid
   if ! pid="$(running_pid)"; then
     log "not running"
-    rm -f "$PID_FILE"
+    rm -f "$PID_FILE" "$PORT_FILE"
     return
   fi
   # setsid made the emulator a process-group leader: the group is exactly what start launched
@@ -237,7 +260,7 @@ cmd_stop() {
     log "pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$PID_FILE"
+  rm -f "$PID_FILE" "$PORT_FILE"
   log "stopped pid $pid"
 }
 
