@@ -1,0 +1,372 @@
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Annotations, Arn, Aspects, Aws, type Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import { Construct } from 'constructs';
+import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
+import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
+import type { PipelineConfigInput } from '../../lib/config/schema.js';
+import { ConfigError } from '../../lib/errors.js';
+import { BLOB_BUCKET, ENV, INGEST_ENTRY, STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
+import { type DeliveryTarget, STAGES, type StageName } from '../../lib/ports/index.js';
+import { NEXT_STAGE } from '../../lib/record.js';
+import { type IngestionSettings, PipelineIngestion } from './ingestion.js';
+import { PipelineKeys } from './keys.js';
+import { PipelineObservability, pascal } from './observability.js';
+import type { PowertoolsLogLevel } from './observability-names.js';
+import type { PipelineFunction } from './pipeline-function.js';
+import { PipelineStage, type StageSettings } from './stage.js';
+import { PipelineState } from './state.js';
+import { WildcardJustifications } from './wildcard-justifications.js';
+
+/** The repository root, found from this file, so synth works from any working directory. */
+const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Properties of {@link Itk3SecurePipeline}. */
+export interface Itk3SecurePipelineProps {
+  /**
+   * The pipeline configuration document (issuers, senders, recipients, policy, grants, limits).
+   * Validated at construction with `loadConfig`: an invalid document throws a `ConfigError` that
+   * lists every problem, so `cdk synth` fails instead of a function at 3 a.m. The validated document
+   * is bundled into every function.
+   */
+  readonly config: PipelineConfigInput;
+  /**
+   * Per-stage tuning: receive count, batch size and window, concurrency, memory, timeout.
+   * @default - the values in `STAGE_DEFINITIONS` (lib/infra/definitions.ts)
+   */
+  readonly stages?: Partial<Record<StageName, StageSettings>>;
+  /**
+   * HTTP API throttling and ingest function sizing.
+   * @default - 50 requests/s, burst 100, 1 024 MB
+   */
+  readonly ingestion?: IngestionSettings;
+  /**
+   * What happens to keys, tables, buckets and log groups when they leave the stack. Keep RETAIN for
+   * anything holding real messages; DESTROY is for demos and emulators (KMS keys then enter their
+   * deletion waiting period, and buckets must be emptied first: no auto-delete custom resource).
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+  /**
+   * Name queues and tables exactly as lib/infra/definitions.ts (`itk3-authenticate`, `itk3-once`, …)
+   * and the blob bucket `itk3-blobs-<account>-<region>`, for operators who look resources up by
+   * name. Allows one such pipeline per account and Region.
+   * @default false - CloudFormation generates names; the stack outputs give them
+   */
+  readonly physicalNames?: boolean;
+  /**
+   * Retention of every function log group and the API access log group.
+   * @default logs.RetentionDays.THREE_MONTHS
+   */
+  readonly logRetention?: logs.RetentionDays;
+  /**
+   * Powertools log level of every function.
+   * @default 'INFO'
+   */
+  readonly logLevel?: PowertoolsLogLevel;
+  /**
+   * SNS topic for alarm and OK notifications. If it is encrypted, its key policy must let
+   * CloudWatch (`cloudwatch.amazonaws.com`) use the key.
+   * @default - alarms without actions
+   */
+  readonly alarmTopic?: sns.ITopic;
+  /**
+   * Age of the oldest message in a source queue above which its alarm fires.
+   * @default Duration.minutes(5)
+   */
+  readonly oldestMessageAgeThreshold?: Duration;
+  /**
+   * Principals allowed to put messages straight on the inbound (authenticate) queue, typically
+   * roles in sender accounts. Same-account principals can equally be granted through IAM.
+   * @default - none
+   */
+  readonly directIngestionPrincipals?: readonly iam.IPrincipal[];
+  /**
+   * Claim-check object lifetime.
+   * @default - `BLOB_BUCKET.expireDays` (30 days)
+   */
+  readonly claimCheckExpiry?: Duration;
+  /**
+   * Handler source files, relative to {@link projectRoot}.
+   * @default - `functions/<stage>.ts` and `functions/ingest.ts` (lib/infra/definitions.ts)
+   */
+  readonly entries?: Partial<Record<StageName | 'ingest', string>>;
+  /**
+   * Directory holding `package-lock.json` and the handler sources.
+   * @default - the root of this repository
+   */
+  readonly projectRoot?: string;
+}
+
+/**
+ * The ITK3 secure pipeline as one construct: five queue-chained stage functions, the HTTP ingest
+ * front door, KMS keys, tables, buckets, alarms and a dashboard, secure by default.
+ *
+ * Permissions are the least each function needs, given through grant helpers:
+ * - decrypt alone may `kms:Decrypt` with the recipient keys; deliver alone may `kms:Sign` with the
+ *   response-signing key (both also named in the keys' own policies);
+ * - a function may send only to the queues it forwards to (the next stage, and deliver for
+ *   rejections; ingest to authenticate);
+ * - authenticate, verify and deliver use the once-store; every function appends to the audit table
+ *   and reads and writes claim-check objects; deliver writes to the configured delivery targets.
+ *
+ * @example
+ * ```ts
+ * new Itk3SecurePipeline(stack, 'Pipeline', {
+ *   config: JSON.parse(readFileSync('docs/config.example.json', 'utf8')),
+ *   stages: { decrypt: { maxConcurrency: 50 } },
+ * });
+ * ```
+ */
+export class Itk3SecurePipeline extends Construct {
+  /** The validated configuration. */
+  readonly config: LoadedConfig;
+  /** KMS keys. */
+  readonly keys: PipelineKeys;
+  /** Tables and buckets. */
+  readonly state: PipelineState;
+  /** The five stages, by name. */
+  readonly stages: Readonly<Record<StageName, PipelineStage>>;
+  /** HTTP API and ingest function. */
+  readonly ingestion: PipelineIngestion;
+  /** Alarms and dashboard. */
+  readonly observability: PipelineObservability;
+  /** The inbound queue: the authenticate stage's source queue, for direct SQS ingestion. */
+  readonly inboundQueue: PipelineStage['queue'];
+
+  readonly #wildcards = new WildcardJustifications();
+
+  constructor(scope: Construct, id: string, props: Itk3SecurePipelineProps) {
+    super(scope, id);
+    this.config = loadConfig(props.config);
+    const doc = this.config.doc;
+    const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+    const projectRoot = props.projectRoot ?? PROJECT_ROOT;
+    const entry = (name: StageName | 'ingest') =>
+      resolve(
+        projectRoot,
+        props.entries?.[name] ?? (name === 'ingest' ? INGEST_ENTRY : STAGE_DEFINITIONS[name].entry),
+      );
+
+    this.keys = new PipelineKeys(this, 'Keys', { config: doc, removalPolicy });
+    this.state = new PipelineState(this, 'State', {
+      dataKey: this.keys.dataKey,
+      removalPolicy,
+      physicalNames: props.physicalNames,
+      claimCheckExpiry: props.claimCheckExpiry,
+    });
+    // Before any function is built (and bundled), so a bad target fails fast.
+    const deliveryTargets = this.deliveryTargetArns();
+
+    const functionDefaults = {
+      projectRoot,
+      configJson: JSON.stringify(doc),
+      logRetention: props.logRetention ?? logs.RetentionDays.THREE_MONTHS,
+      logEncryptionKey: this.keys.dataKey,
+      logLevel: props.logLevel ?? 'INFO',
+      removalPolicy,
+      environment: {
+        [ENV.onceTable]: this.state.onceTable.tableName,
+        [ENV.auditTable]: this.state.auditTable.tableName,
+        [ENV.blobBucket]: this.state.blobBucket.bucketName,
+        [ENV.kmsKeys]: '{}',
+      },
+    } as const;
+
+    const stages = {} as Record<StageName, PipelineStage>;
+    for (const stage of STAGES) {
+      stages[stage] = new PipelineStage(this, pascal(stage), {
+        ...functionDefaults,
+        definition: STAGE_DEFINITIONS[stage],
+        entry: entry(stage),
+        settings: props.stages?.[stage],
+        queueKey: this.keys.dataKey,
+        physicalNames: props.physicalNames,
+      });
+    }
+    this.stages = stages;
+    this.inboundQueue = stages.authenticate.queue;
+
+    this.ingestion = new PipelineIngestion(this, 'Ingestion', {
+      ...functionDefaults,
+      entry: entry('ingest'),
+      settings: props.ingestion,
+      accessLogKey: this.keys.dataKey,
+    });
+
+    // Who sends where: ingest → authenticate; each stage → its next stage and deliver (rejections).
+    this.grantSend(this.ingestion.fn, 'authenticate');
+    for (const stage of STAGES) {
+      const next = NEXT_STAGE[stage];
+      if (next) this.grantSend(stages[stage].fn, next);
+      if (stage !== 'deliver') this.grantSend(stages[stage].fn, 'deliver');
+    }
+    for (const principal of props.directIngestionPrincipals ?? []) {
+      // Explicit actions: `grantSendMessages` would add kms:ReEncrypt* and kms:GenerateDataKey*.
+      this.inboundQueue.grant(principal, 'sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl');
+      this.keys.dataKey.grant(principal, 'kms:GenerateDataKey', 'kms:Decrypt');
+    }
+
+    const allFunctions = [this.ingestion.fn, ...STAGES.map((s) => stages[s].fn)];
+    for (const fn of allFunctions) {
+      this.grantDataKeyThroughServices(fn);
+      this.state.auditTable.grant(fn, 'dynamodb:PutItem');
+      this.grantClaimChecks(fn);
+    }
+    for (const stage of ['authenticate', 'verify', 'deliver'] as const) {
+      this.state.onceTable.grant(stages[stage].fn, 'dynamodb:PutItem', 'dynamodb:GetItem');
+    }
+
+    this.keys.grantUnwrap(stages.decrypt.fn.executionRole);
+    stages.decrypt.fn.addEnvironment(ENV.kmsKeys, Stack.of(this).toJsonString(this.keys.recipientKeyArns()));
+    this.keys.grantResponseSigning(stages.deliver.fn.executionRole);
+    stages.deliver.fn.addEnvironment(
+      ENV.kmsKeys,
+      Stack.of(this).toJsonString({ [this.keys.signingKey.kid]: this.keys.signingKey.key.keyArn }),
+    );
+    this.grantDeliveryTargets(stages.deliver.fn, deliveryTargets);
+
+    this.observability = new PipelineObservability(this, 'Observability', {
+      stages: STAGES.map((stage) => ({
+        stage,
+        fn: stages[stage].fn,
+        queue: stages[stage].queue,
+        deadLetterQueue: stages[stage].deadLetterQueue,
+      })),
+      ingestFunction: this.ingestion.fn,
+      api: this.ingestion.api,
+      alarmTopic: props.alarmTopic,
+      oldestMessageAgeThreshold: props.oldestMessageAgeThreshold,
+    });
+
+    this.#wildcards.allow(
+      '*',
+      ['xray:PutTraceSegments', 'xray:PutTelemetryRecords'],
+      'Active tracing: X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions.',
+    );
+    Aspects.of(this).add(this.#wildcards);
+  }
+
+  /** Let `fn` send to `stage`'s queue, and tell it the URL. */
+  private grantSend(fn: PipelineFunction, stage: StageName): void {
+    const queue = this.stages[stage].queue;
+    queue.grant(fn, 'sqs:SendMessage');
+    fn.addEnvironment(ENV.queueUrl(stage), queue.queueUrl);
+  }
+
+  /**
+   * The data key, only as SQS, DynamoDB and S3 use it on the function's behalf (SSE-KMS). Explicit
+   * actions instead of the `grant*` defaults, which carry `kms:ReEncrypt*` and `kms:GenerateDataKey*`.
+   */
+  private grantDataKeyThroughServices(fn: PipelineFunction): void {
+    const key: kms.IKey = this.keys.dataKey;
+    iam.Grant.addToPrincipal({
+      grantee: fn,
+      actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'],
+      resourceArns: [key.keyArn],
+      conditions: {
+        StringEquals: {
+          'kms:ViaService': ['sqs', 'dynamodb', 's3'].map(
+            (service) => `${service}.${Aws.REGION}.amazonaws.com`,
+          ),
+        },
+      },
+    });
+  }
+
+  /** Claim-check objects (`claim-check/…` in the blob bucket): read and write, nothing else. */
+  private grantClaimChecks(fn: PipelineFunction): void {
+    const resource = this.state.blobBucket.arnForObjects(`${BLOB_BUCKET.claimCheckPrefix}*`);
+    const actions = ['s3:GetObject', 's3:PutObject'];
+    iam.Grant.addToPrincipal({ grantee: fn, actions, resourceArns: [resource] });
+    this.#wildcards.allow(
+      resource,
+      actions,
+      'Claim-check object keys are made per message at run time; access is limited to the claim-check prefix of the pipeline bucket.',
+    );
+  }
+
+  /**
+   * Where deliver writes messages and ITK3 responses: folder targets become objects under
+   * `deliveries/<path>/` in the blob bucket, S3 targets objects under their prefix, SQS targets
+   * messages on their queue. Throws a `ConfigError` listing every target it cannot turn into an ARN.
+   */
+  private deliveryTargetArns(): { objects: string[]; queues: string[] } {
+    const doc = this.config.doc;
+    const targets: { where: string; target: DeliveryTarget }[] = [
+      { where: 'unauthenticatedResponseTarget', target: doc.unauthenticatedResponseTarget },
+      ...doc.senders.map((s, i) => ({ where: `senders.${i}.responseTarget`, target: s.responseTarget })),
+      ...doc.recipients.map((r, i) => ({ where: `recipients.${i}.target`, target: r.target })),
+    ];
+    const problems: string[] = [];
+    const objects = new Set<string>();
+    const queues = new Set<string>();
+    for (const { where, target } of targets) {
+      switch (target.type) {
+        case 'folder':
+          objects.add(this.state.blobBucket.arnForObjects(folderKey(target.path, '*')));
+          break;
+        case 's3': {
+          const prefix = target.prefix ? `${target.prefix.replace(/\/+$/, '')}/` : '';
+          objects.add(`arn:${Aws.PARTITION}:s3:::${target.bucket}/${prefix}*`);
+          break;
+        }
+        case 'sqs': {
+          const arn = queueArnFromUrl(target.queueUrl);
+          if (arn) queues.add(arn);
+          else problems.push(`${where}.queueUrl: "${target.queueUrl}" is not an SQS queue URL`);
+          break;
+        }
+      }
+    }
+    if (problems.length > 0) throw new ConfigError(problems);
+    return { objects: [...objects], queues: [...queues] };
+  }
+
+  /** Deliver alone may put objects on the delivery prefixes and send to the delivery queues. */
+  private grantDeliveryTargets(fn: PipelineFunction, targets: { objects: string[]; queues: string[] }): void {
+    if (targets.objects.length > 0) {
+      iam.Grant.addToPrincipal({ grantee: fn, actions: ['s3:PutObject'], resourceArns: targets.objects });
+      for (const arn of targets.objects) {
+        this.#wildcards.allow(
+          arn,
+          ['s3:PutObject'],
+          'Delivered messages and ITK3 responses are objects named per message under a configured delivery prefix; deliver may only put objects there.',
+        );
+      }
+    }
+    if (targets.queues.length > 0) {
+      iam.Grant.addToPrincipal({ grantee: fn, actions: ['sqs:SendMessage'], resourceArns: targets.queues });
+      Annotations.of(this).addInfo(
+        'SQS delivery targets: if a target queue uses SSE-KMS with its own key, that key must let the deliver role call kms:GenerateDataKey.',
+      );
+    }
+  }
+}
+
+/**
+ * `arn:…:sqs:<region>:<account>:<name>` from a queue URL: `https://sqs.<region>.amazonaws.com/<account>/<name>`,
+ * the legacy `https://<region>.queue.amazonaws.com/…`, or an emulator URL ending in `/<account>/<name>`
+ * (then the stack's Region).
+ */
+export function queueArnFromUrl(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined;
+  }
+  const parts = parsed.pathname.split('/').filter(Boolean);
+  const name = parts.at(-1);
+  const account = parts.at(-2);
+  if (!name || !account || !/^\d{12}$/.test(account)) return undefined;
+  const region =
+    /^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$/.exec(parsed.hostname)?.[1] ??
+    /^([a-z0-9-]+)\.queue\.amazonaws\.com(\.cn)?$/.exec(parsed.hostname)?.[1] ??
+    Aws.REGION;
+  return Arn.format({ partition: Aws.PARTITION, service: 'sqs', region, account, resource: name });
+}

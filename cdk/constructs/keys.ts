@@ -1,0 +1,247 @@
+import { Arn, ArnFormat, type RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import { Construct } from 'constructs';
+import type { PipelineConfig } from '../../lib/config/schema.js';
+import { ConfigError } from '../../lib/errors.js';
+
+/**
+ * Key-policy actions the account keeps on the private keys the pipeline creates: administration
+ * only, listed one by one. No `kms:Decrypt`, `kms:Sign` or `kms:CreateGrant` here, so the account
+ * cannot hand itself the private-key operations through IAM: the key policy names the one role that
+ * may use each key. (An administrator can still rewrite the key policy — visibly, in CloudTrail.)
+ */
+export const KEY_ADMIN_ACTIONS = [
+  'kms:DescribeKey',
+  'kms:GetKeyPolicy',
+  'kms:PutKeyPolicy',
+  'kms:GetKeyRotationStatus',
+  'kms:GetPublicKey',
+  'kms:ListKeyPolicies',
+  'kms:ListResourceTags',
+  'kms:ListGrants',
+  'kms:RevokeGrant',
+  'kms:TagResource',
+  'kms:UntagResource',
+  'kms:UpdateKeyDescription',
+  'kms:EnableKey',
+  'kms:DisableKey',
+  'kms:ScheduleKeyDeletion',
+  'kms:CancelKeyDeletion',
+  'kms:CreateAlias',
+  'kms:UpdateAlias',
+  'kms:DeleteAlias',
+] as const;
+
+/** A private key the pipeline uses, by its JOSE key id. */
+export interface PipelineKey {
+  /** The JOSE `kid` senders and recipients use. */
+  readonly kid: string;
+  /** The KMS key. */
+  readonly key: kms.IKey;
+  /** True when this stack created the key (and so controls its key policy). */
+  readonly owned: boolean;
+}
+
+/** Properties of {@link PipelineKeys}. */
+export interface PipelineKeysProps {
+  /** The validated configuration: recipient key ids and the response-signing key id. */
+  readonly config: PipelineConfig;
+  /** What happens to created keys when they leave the stack (DESTROY schedules deletion). */
+  readonly removalPolicy: RemovalPolicy;
+}
+
+/**
+ * Every key of the pipeline:
+ * - one `RSA_4096` `ENCRYPT_DECRYPT` key per recipient key id (`recipients[].keys[].kid`), so
+ *   several kids can be live during a rotation; a key entry with `kmsKeyId` references that
+ *   existing key instead of creating one;
+ * - the `ECC_NIST_P256` `SIGN_VERIFY` key that signs ITK3 responses (`responseSigning.kid`);
+ * - a symmetric customer-managed key with yearly rotation for queues, tables, buckets and logs.
+ *
+ * Created private keys get a key policy that lets the account administer them and nothing more;
+ * {@link grantUnwrap} and {@link grantResponseSigning} add the one role that may use them, in the
+ * key policy and (scoped to the key ARNs) in the role's own policy.
+ */
+export class PipelineKeys extends Construct {
+  /** Customer-managed key for data at rest: queues, tables, buckets, log groups. */
+  readonly dataKey: kms.Key;
+  /** Recipient decryption keys by kid, in configuration order. */
+  readonly recipientKeys: readonly PipelineKey[];
+  /** The response-signing key. */
+  readonly signingKey: PipelineKey;
+
+  constructor(scope: Construct, id: string, props: PipelineKeysProps) {
+    super(scope, id);
+    const { config, removalPolicy } = props;
+    const problems: string[] = [];
+
+    this.dataKey = new kms.Key(this, 'DataKey', {
+      description: 'ITK3 pipeline: encryption at rest of queues, tables, buckets and logs',
+      enableKeyRotation: true,
+      removalPolicy,
+    });
+    this.allowLogsService(this.dataKey);
+
+    const recipientKeys: PipelineKey[] = [];
+    for (const [r, recipient] of config.recipients.entries()) {
+      for (const [k, entry] of recipient.keys.entries()) {
+        const id = `Recipient${safeId(entry.kid)}`;
+        if (entry.kmsKeyId) {
+          const key = this.existingKey(id, entry.kmsKeyId, `recipients.${r}.keys.${k}.kmsKeyId`, problems);
+          if (key) recipientKeys.push({ kid: entry.kid, key, owned: false });
+          continue;
+        }
+        const key = new kms.Key(this, id, {
+          description: `ITK3 recipient ${recipient.ods} decryption key, kid ${entry.kid}`,
+          keySpec: kms.KeySpec.RSA_4096,
+          keyUsage: kms.KeyUsage.ENCRYPT_DECRYPT,
+          policy: adminOnlyPolicy(),
+          removalPolicy,
+        });
+        recipientKeys.push({ kid: entry.kid, key, owned: true });
+      }
+    }
+    this.recipientKeys = recipientKeys;
+
+    const signing = config.responseSigning;
+    const existingSigning = signing.kmsKeyId
+      ? this.existingKey('ResponseSigningKey', signing.kmsKeyId, 'responseSigning.kmsKeyId', problems)
+      : undefined;
+    this.signingKey = existingSigning
+      ? { kid: signing.kid, key: existingSigning, owned: false }
+      : {
+          kid: signing.kid,
+          owned: true,
+          key: new kms.Key(this, 'ResponseSigningKey', {
+            description: `ITK3 response-signing key, kid ${signing.kid}`,
+            keySpec: kms.KeySpec.ECC_NIST_P256,
+            keyUsage: kms.KeyUsage.SIGN_VERIFY,
+            policy: adminOnlyPolicy(),
+            removalPolicy,
+          }),
+        };
+
+    if (problems.length > 0) throw new ConfigError(problems);
+  }
+
+  /** kid → key ARN for the recipient keys (what the decrypt function gets as `ITK3_KMS_KEYS`). */
+  recipientKeyArns(): Record<string, string> {
+    return Object.fromEntries(this.recipientKeys.map((k) => [k.kid, k.key.keyArn]));
+  }
+
+  /**
+   * Let `role` unwrap content keys with every recipient key: `kms:Decrypt`, nothing else. Call it
+   * for the decrypt stage only.
+   */
+  grantUnwrap(role: iam.IRole): void {
+    for (const k of this.recipientKeys) grantExclusive(k, role, ['kms:Decrypt']);
+  }
+
+  /** Let `role` sign ITK3 responses and read the public key. Call it for the deliver stage only. */
+  grantResponseSigning(role: iam.IRole): void {
+    grantExclusive(this.signingKey, role, ['kms:Sign', 'kms:GetPublicKey']);
+  }
+
+  /**
+   * CloudWatch Logs encrypts log groups with the data key itself, so the key policy must name the
+   * service; the condition keeps it to this account's log groups in this Region.
+   */
+  private allowLogsService(key: kms.Key): void {
+    const stack = Stack.of(this);
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowCloudWatchLogsOfThisAccount',
+        principals: [new iam.ServicePrincipal(`logs.${stack.region}.amazonaws.com`)],
+        actions: [
+          'kms:Encrypt',
+          'kms:Decrypt',
+          'kms:ReEncryptFrom',
+          'kms:ReEncryptTo',
+          'kms:GenerateDataKey',
+          'kms:DescribeKey',
+        ],
+        resources: ['*'],
+        conditions: {
+          ArnLike: {
+            'kms:EncryptionContext:aws:logs:arn': stack.formatArn({
+              service: 'logs',
+              resource: 'log-group',
+              resourceName: '*',
+              arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+            }),
+          },
+        },
+      }),
+    );
+  }
+
+  /**
+   * An existing key named by ARN or key id. Aliases are refused: IAM cannot scope a grant to the
+   * key behind an alias without a wildcard resource.
+   */
+  private existingKey(id: string, keyId: string, where: string, problems: string[]): kms.IKey | undefined {
+    if (Token.isUnresolved(keyId)) return kms.Key.fromKeyArn(this, id, keyId);
+    if (keyId.startsWith('alias/') || /^arn:[^:]+:kms:[^:]*:[^:]*:alias\//.test(keyId)) {
+      problems.push(`${where}: "${keyId}" is an alias; give the key ARN or key id so grants name the key`);
+      return undefined;
+    }
+    if (keyId.startsWith('arn:')) {
+      const parts = Arn.split(keyId, ArnFormat.SLASH_RESOURCE_NAME);
+      if (parts.service !== 'kms' || parts.resource !== 'key' || !parts.resourceName) {
+        problems.push(`${where}: "${keyId}" is not a KMS key ARN`);
+        return undefined;
+      }
+      return kms.Key.fromKeyArn(this, id, keyId);
+    }
+    if (!/^(mrk-)?[0-9a-f-]{32,36}$/.test(keyId)) {
+      problems.push(`${where}: "${keyId}" is neither a KMS key ARN nor a key id`);
+      return undefined;
+    }
+    return kms.Key.fromKeyArn(
+      this,
+      id,
+      Stack.of(this).formatArn({ service: 'kms', resource: 'key', resourceName: keyId }),
+    );
+  }
+}
+
+/** Key policy of a created private key: account administration only (see {@link KEY_ADMIN_ACTIONS}). */
+function adminOnlyPolicy(): iam.PolicyDocument {
+  return new iam.PolicyDocument({
+    statements: [
+      new iam.PolicyStatement({
+        sid: 'AccountAdministersButDoesNotUse',
+        principals: [new iam.AccountRootPrincipal()],
+        actions: [...KEY_ADMIN_ACTIONS],
+        resources: ['*'],
+      }),
+    ],
+  });
+}
+
+/**
+ * Grant `actions` on `k` to `role`: in the role's policy, scoped to the key ARN (the grant helper),
+ * and — for keys this stack owns — in the key policy, which is what makes the role the only user.
+ */
+function grantExclusive(k: PipelineKey, role: iam.IRole, actions: string[]): void {
+  k.key.grant(role, ...actions);
+  if (k.owned) {
+    k.key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: `Allow${actions.map((a) => a.replace('kms:', '')).join('')}ToPipelineRole`,
+        principals: [role],
+        actions,
+        resources: ['*'],
+      }),
+    );
+  }
+}
+
+/**
+ * A construct id from a kid (kids may hold `.`, `_`, `-`). Injective, so two kids never share a
+ * logical id, and stable, so reordering the configuration never replaces a key.
+ */
+function safeId(kid: string): string {
+  return kid.replace(/[^A-Za-z0-9]/g, (c) => `_${c.charCodeAt(0).toString(16)}`);
+}

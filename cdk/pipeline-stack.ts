@@ -1,0 +1,60 @@
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type { Construct } from 'constructs';
+import { Itk3SecurePipeline, type Itk3SecurePipelineProps } from './constructs/itk3-secure-pipeline.js';
+
+/** Properties of {@link Itk3PipelineStack}: the stack's own plus everything the pipeline takes. */
+export interface Itk3PipelineStackProps extends StackProps, Itk3SecurePipelineProps {}
+
+/**
+ * The deployable unit: one {@link Itk3SecurePipeline} and the outputs an operator or a sender needs
+ * (ingestion endpoints, state names, key ARNs for publishing public keys).
+ */
+export class Itk3PipelineStack extends Stack {
+  /** The pipeline. */
+  readonly pipeline: Itk3SecurePipeline;
+
+  constructor(scope: Construct, id: string, props: Itk3PipelineStackProps) {
+    super(scope, id, props);
+    const p = new Itk3SecurePipeline(this, 'Pipeline', props);
+    this.pipeline = p;
+
+    const output = (id: string, value: string, description: string) =>
+      new CfnOutput(this, id, { value, description });
+    output(
+      'HttpApiUrl',
+      `${p.ingestion.url}messages`,
+      'POST sealed messages here (Authorization: Bearer <jwt>)',
+    );
+    output(
+      'InboundQueueUrl',
+      p.inboundQueue.queueUrl,
+      'Direct SQS ingestion: body = JWE compact, message attribute Authorization = "Bearer <jwt>"',
+    );
+    output('InboundQueueArn', p.inboundQueue.queueArn, 'ARN of the inbound (authenticate) queue');
+    output(
+      'BlobBucketName',
+      p.state.blobBucket.bucketName,
+      'Claim-check payloads and folder-type deliveries',
+    );
+    output('OnceTableName', p.state.onceTable.tableName, 'Once-store: jti replay, duplicate ids');
+    output('AuditTableName', p.state.auditTable.tableName, 'Audit trail');
+    output(
+      'RecipientKeyArns',
+      this.toJsonString(p.keys.recipientKeyArns()),
+      'kid → KMS key ARN of the recipient decryption keys (publish their public keys to senders)',
+    );
+    output(
+      'ResponseSigningKeyArn',
+      p.keys.signingKey.key.keyArn,
+      `KMS key ARN of the response-signing key, kid ${p.keys.signingKey.kid}`,
+    );
+    output(
+      'DeadLetterQueueUrls',
+      this.toJsonString(
+        Object.fromEntries(Object.entries(p.stages).map(([stage, s]) => [stage, s.deadLetterQueue.queueUrl])),
+      ),
+      'stage → dead-letter queue URL',
+    );
+    output('DashboardName', p.observability.dashboard.dashboardName, 'CloudWatch dashboard');
+  }
+}
