@@ -1,0 +1,425 @@
+/**
+ * The `itk3` command line through `main(argv, write)`: help, usage errors with clear messages and
+ * exit code 2, unreadable files, configuration validation, key generation, a full token → seal →
+ * process flow over a demo world written to disk, and the HTTP front door of `serve`.
+ */
+import '../../support/env.js';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
+import { main } from '../../../lib/cli/main.js';
+import { type RunningServer, startServer } from '../../../lib/cli/serve.js';
+import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/demo/world.js';
+import { loadSamples } from '../../../lib/itk3/index.js';
+import {
+  buildMessage,
+  configWithLimits,
+  credentialFor,
+  filesIn,
+  keyService,
+  makeTempDir,
+  removeTempDirs,
+  sealAs,
+  testWorld,
+} from '../../support/world.js';
+
+let world: DemoWorld;
+
+beforeAll(async () => {
+  world = await testWorld();
+});
+afterAll(removeTempDirs);
+
+/** Run the CLI, capturing its output lines and everything written to stderr. */
+async function cli(...argv: string[]): Promise<{ code: number; out: string[]; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    err.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+    return true;
+  });
+  try {
+    const code = await main(argv, (line) => out.push(line));
+    return { code, out, err: err.join('') };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+/** The world's keystore and configuration written where the CLI can read them. */
+function worldOnDisk(): { dir: string; keystore: string; config: string } {
+  const dir = makeTempDir('itk3-cli-');
+  const keystore = join(dir, 'keystore.json');
+  const config = join(dir, 'config.json');
+  writeKeystore(keystore, world.keystore);
+  writeFileSync(config, `${JSON.stringify(world.configDoc, null, 2)}\n`);
+  return { dir, keystore, config };
+}
+
+describe('itk3: help and usage errors', () => {
+  it('help prints the usage and exits 0', async () => {
+    const { code, out } = await cli('help');
+    expect(code).toBe(0);
+    expect(out.join('\n')).toMatch(/Usage: itk3 <command>/);
+    for (const command of ['demo', 'keys init', 'token', 'seal', 'process', 'serve', 'config validate']) {
+      expect(out.join('\n')).toContain(command);
+    }
+  });
+
+  it('no command prints the usage and exits 2', async () => {
+    const { code, out } = await cli();
+    expect(code).toBe(2);
+    expect(out.join('\n')).toMatch(/Usage:/);
+  });
+
+  it('an unknown command exits 2 with a clear message', async () => {
+    const { code, err } = await cli('frobnicate');
+    expect(code).toBe(2);
+    expect(err).toMatch(/error: unknown command "frobnicate"/);
+  });
+
+  it.each([
+    [['token', '--iss', 'x'], /--kid is required/],
+    [['process', 'somewhere'], /--config is required/],
+    [['serve'], /--config is required/],
+    [['seal', '--to', 'A83627'], /usage: itk3 seal FILE/],
+    [['seal', 'bundle.xml', '--to', 'A83627'], /--signer-kid is required/],
+    [['keys', 'init', '--keystore', '/tmp/itk3-never-written/ks.json'], /name at least one recipient/],
+    [['keys', 'frob'], /usage: itk3 keys init\|add\|public/],
+    [['config', 'validate'], /usage: itk3 config validate FILE/],
+    [['token', '--bogus'], /error: .*bogus/],
+  ])('%j exits 2 with a clear message', async (argv, message) => {
+    const { code, err } = await cli(...argv);
+    expect(code).toBe(2);
+    expect(err).toMatch(message);
+    expect(err.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a bad option value exits 2', async () => {
+    const { config } = worldOnDisk();
+    const port = await cli('serve', '--config', config, '--port', '70000');
+    expect(port.code).toBe(2);
+    expect(port.err).toMatch(/--port must be 0–65535/);
+    const modulus = await cli(
+      'keys',
+      'init',
+      '--keystore',
+      join(makeTempDir(), 'ks.json'),
+      '--recipient',
+      'RX1',
+      '--modulus',
+      '1024',
+    );
+    expect(modulus.code).toBe(2);
+    expect(modulus.err).toMatch(/--modulus must be 2048, 3072 or 4096/);
+  });
+});
+
+describe('itk3: unreadable files', () => {
+  it.each([
+    [
+      ['seal', '/nonexistent/bundle.xml', '--signer-kid', 'k', '--to', 'A83627'],
+      /cannot read \/nonexistent\/bundle\.xml/,
+    ],
+    [['config', 'validate', '/nonexistent/config.json'], /cannot read configuration file/],
+    [['keys', 'public', '--keystore', '/nonexistent/keystore.json'], /cannot read keystore file/],
+  ])('%j exits non-zero naming the file', async (argv, message) => {
+    const { code, err } = await cli(...argv);
+    expect(code).not.toBe(0);
+    expect(err).toMatch(message);
+  });
+
+  it('process of a missing path exits non-zero', async () => {
+    const { config, keystore } = worldOnDisk();
+    const { code, err } = await cli(
+      'process',
+      '/nonexistent/messages',
+      '--config',
+      config,
+      '--keystore',
+      keystore,
+    );
+    expect(code).not.toBe(0);
+    expect(err).toMatch(/cannot read \/nonexistent\/messages/);
+  });
+
+  it('seal of a file that is neither XML nor JSON exits non-zero', async () => {
+    const dir = makeTempDir();
+    const file = join(dir, 'notes.txt');
+    writeFileSync(file, 'plain text');
+    const { code, err } = await cli('seal', file, '--signer-kid', 'k', '--to', 'A83627');
+    expect(code).not.toBe(0);
+    expect(err).toMatch(/neither XML nor JSON/);
+  });
+
+  it('a keystore that is not JSON is refused without quoting its content', async () => {
+    const file = join(makeTempDir(), 'keystore.json');
+    writeFileSync(file, '{"d": "SECRET-PRIVATE-MATERIAL", broken');
+    const { code, err } = await cli('keys', 'public', '--keystore', file);
+    expect(code).not.toBe(0);
+    expect(err).toMatch(/is not valid JSON/);
+    expect(err).not.toContain('SECRET-PRIVATE-MATERIAL');
+  });
+});
+
+describe('itk3 config', () => {
+  it('validate lists every problem of a bad file', async () => {
+    const doc = structuredClone(world.configDoc);
+    doc.rules[0]!.sender = { ods: 'ZZ999' };
+    doc.rules[1]!.recipients = ['B99999'];
+    doc.delegations = [
+      { id: 'g', actor: 'hub', onBehalfOf: ['QQ777'], events: ['ITK009D'], expires: '2030-01-01' },
+    ];
+    const file = join(makeTempDir(), 'bad.json');
+    writeFileSync(file, JSON.stringify(doc));
+
+    const { code, err } = await cli('config', 'validate', file);
+    expect(code).toBe(2);
+    expect(err).toMatch(/configuration is invalid \(3 problems\)/);
+    expect(err).toContain('rules.0.sender.ods: "ZZ999" is not a configured sender');
+    expect(err).toContain('rules.1.recipients: "B99999" is not a configured recipient');
+    expect(err).toContain('delegations.0.onBehalfOf: "QQ777" is not a configured sender');
+  });
+
+  it('validate accepts a good file and summarises it', async () => {
+    const { config } = worldOnDisk();
+    const { code, out } = await cli('config', 'validate', config);
+    expect(code).toBe(0);
+    expect(out.join('\n')).toMatch(/valid: 2 issuers, 3 senders, 2 recipients, 3 rules, 2 delegation grants/);
+  });
+
+  it('schema prints a JSON Schema', async () => {
+    const { code, out } = await cli('config', 'schema');
+    expect(code).toBe(0);
+    expect(JSON.parse(out.join('\n'))).toMatchObject({ type: 'object' });
+  });
+});
+
+describe('itk3 keys', () => {
+  it('init writes a 0600 keystore and prints its public JWKS', async () => {
+    const keystore = join(makeTempDir(), 'nested', 'keystore.json');
+    const { code, out, err } = await cli(
+      'keys',
+      'init',
+      '--keystore',
+      keystore,
+      '--recipient',
+      'RX1',
+      '--modulus',
+      '2048',
+    );
+    expect(code).toBe(0);
+    expect(err).toMatch(/mode 0600/);
+    expect(statSync(keystore).mode & 0o777).toBe(0o600);
+
+    const jwks = JSON.parse(out.join('\n')) as { keys: Record<string, unknown>[] };
+    expect(jwks.keys.map((k) => [k.kty, k.alg, k.use])).toEqual([
+      ['RSA', 'RSA-OAEP-256', 'enc'],
+      ['EC', 'ES256', 'sig'],
+    ]);
+    for (const key of jwks.keys) {
+      for (const member of ['d', 'p', 'q', 'dp', 'dq', 'qi']) expect(key).not.toHaveProperty(member);
+    }
+    const stored = readKeystore(keystore);
+    expect(stored.keys.map((k) => k.kid)).toEqual(jwks.keys.map((k) => k.kid));
+    expect(stored.keys.map((k) => k.purpose)).toEqual(['recipient-decrypt', 'response-sign']);
+
+    const again = await cli(
+      'keys',
+      'init',
+      '--keystore',
+      keystore,
+      '--recipient',
+      'RX1',
+      '--modulus',
+      '2048',
+    );
+    expect(again.code).toBe(2);
+    expect(again.err).toMatch(/exists; pass --force/);
+  });
+});
+
+describe('itk3 token → seal → process', () => {
+  it('a message sealed and credentialled through the CLI is delivered by process', async () => {
+    const { dir, keystore, config } = worldOnDisk();
+    const sample = loadSamples().find((s) => s.name === 'engage_hettie_winters_imms.xml')!;
+    const bundle = join(dir, 'hettie.xml');
+    writeFileSync(bundle, sample.bytes);
+    const messages = join(dir, 'messages');
+    mkdirSync(messages);
+
+    const x26 = world.senders.X26;
+    const token = await cli(
+      'token',
+      '--keystore',
+      keystore,
+      '--kid',
+      x26.issuer.key.kid,
+      '--iss',
+      x26.issuer.iss,
+      '--sub',
+      x26.client,
+      '--aud',
+      DEMO_AUDIENCE,
+      '--org',
+      'X26',
+      '--org-claim',
+      x26.issuer.organisationClaim,
+    );
+    expect(token.code).toBe(0);
+    // Counts, not values: a failure must never print the credential.
+    expect(token.out.length).toBe(1);
+    expect(token.out[0]!.split('.').length).toBe(3);
+    writeFileSync(join(messages, 'hettie.jwt'), `${token.out[0]}\n`);
+
+    const seal = await cli(
+      'seal',
+      bundle,
+      '--keystore',
+      keystore,
+      '--signer-kid',
+      x26.key.kid,
+      '--to',
+      'A83627',
+      '--recipient-kid',
+      world.recipients.A83627.key.kid,
+      '--out',
+      join(messages, 'hettie.jwe'),
+    );
+    expect(seal.code).toBe(0);
+    expect(readFileSync(join(messages, 'hettie.jwe'), 'utf8').trim().split('.').length).toBe(5);
+
+    const out = join(dir, 'run');
+    const processed = await cli(
+      'process',
+      messages,
+      '--config',
+      config,
+      '--keystore',
+      keystore,
+      '--out',
+      out,
+    );
+    expect(processed.code).toBe(0);
+    expect(processed.out).toHaveLength(1);
+    const line = JSON.parse(processed.out[0]!);
+    expect(line).toMatchObject({
+      file: 'hettie.jwe',
+      messageId: 'cd836dc4-2e34-11eb-adc1-0242ac120002',
+      status: 'delivered',
+      stage: 'deliver',
+      itk3Code: '20013',
+      error: null,
+    });
+    const delivered = join(worldPaths(out).delivered('A83627'), `${line.messageId}.xml`);
+    expect(Buffer.compare(readFileSync(delivered), Buffer.from(sample.bytes))).toBe(0);
+    expect(filesIn(out)).toContain('audit.jsonl');
+  });
+
+  it('process reports a rejection as a JSON line and exits 1', async () => {
+    const { dir, keystore, config } = worldOnDisk();
+    const messages = join(dir, 'messages');
+    mkdirSync(messages);
+    // A sealed message with no credential file beside it goes straight onto the inbound queue.
+    writeFileSync(join(messages, 'anonymous.jwe'), await sealAs(world, 'X26', buildMessage('X26')));
+
+    const processed = await cli(
+      'process',
+      messages,
+      '--config',
+      config,
+      '--keystore',
+      keystore,
+      '--out',
+      join(dir, 'run'),
+    );
+    expect(processed.code).toBe(1);
+    expect(JSON.parse(processed.out[0]!)).toMatchObject({
+      file: 'anonymous.jwe',
+      status: 'rejected',
+      stage: 'authenticate',
+      itk3Code: '20012',
+      error: 'TOKEN_MISSING',
+    });
+  });
+});
+
+describe('itk3 serve', () => {
+  const MAX_SEALED = 256 * 1024;
+  let server: RunningServer | undefined;
+  let base: string;
+  let baseDir: string;
+
+  beforeAll(async () => {
+    baseDir = makeTempDir('itk3-serve-');
+    server = await startServer({
+      config: configWithLimits(world, { maxSealedBytes: MAX_SEALED }),
+      keys: keyService(world),
+      baseDir,
+      port: 0,
+    });
+    base = `http://127.0.0.1:${server.port}`;
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('accepts a sealed message with 202 and a tracking id, then reports it delivered', async () => {
+    const msg = buildMessage('X26');
+    const response = await fetch(`${base}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await credentialFor(world, 'X26', Date.now())}` },
+      body: await sealAs(world, 'X26', msg),
+    });
+    expect(response.status).toBe(202);
+    const { trackingId } = (await response.json()) as { trackingId: string };
+    expect(trackingId).toMatch(/^[0-9a-f-]{36}$/);
+
+    await server!.idle();
+    const status = await fetch(`${base}/messages/${trackingId}`);
+    expect(status.status).toBe(200);
+    expect(await status.json()).toMatchObject({
+      traceId: trackingId,
+      status: 'delivered',
+      messageId: msg.messageId,
+      itk3Code: '20013',
+    });
+    expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toContain(`${msg.messageId}.xml`);
+  });
+
+  it('refuses a request without Authorization with 401', async () => {
+    const response = await fetch(`${base}/messages`, {
+      method: 'POST',
+      body: await sealAs(world, 'X26', buildMessage('X26')),
+    });
+    expect(response.status).toBe(401);
+    expect(await response.json()).toMatchObject({ error: 'TOKEN_MISSING' });
+  });
+
+  it('refuses an oversized body with 413', async () => {
+    const response = await fetch(`${base}/messages`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer a.b.c' },
+      body: 'A'.repeat(MAX_SEALED + 1024),
+    });
+    expect(response.status).toBe(413);
+    expect(await response.json()).toMatchObject({ error: 'MESSAGE_TOO_LARGE' });
+  });
+
+  it('refuses a body that is not a compact JWE with 400', async () => {
+    const response = await fetch(`${base}/messages`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer a.b.c' },
+      body: 'not a jwe',
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: 'ENVELOPE_MALFORMED' });
+  });
+
+  it('answers 404 for an unknown tracking id or path', async () => {
+    expect((await fetch(`${base}/messages/00000000-0000-4000-8000-000000000000`)).status).toBe(404);
+    expect((await fetch(`${base}/elsewhere`)).status).toBe(404);
+  });
+});
