@@ -441,6 +441,44 @@ describe('deliver', () => {
     });
   }
 
+  it('carries artefacts over the claim-check threshold through the blob store, delivered byte for byte', async () => {
+    const ctx = context({ config: configWithLimits(world, { claimCheckBytes: 8 * 1024 }) });
+    const msg = buildMessage('X26', { attachmentBytes: 64 * 1024 });
+    const sealed = await sealAs(world, 'X26', msg);
+    const record = ingressRecord({
+      credential: await credentialFor(world, 'X26', ctx.clock.now()),
+      sealed,
+      receivedAt: ctx.clock.now(),
+    });
+    const decrypted = await through(ctx, record, 'decrypt');
+    expect(decrypted.signed && 'ref' in decrypted.signed).toBe(true);
+    const verifiedRecord = await verifyStage(decrypted, ctx);
+    expect(verifiedRecord.message && 'ref' in verifiedRecord.message.bundle).toBe(true);
+    expect(ctx.blobs.size).toBe(2);
+    // Records stay small: the queue body holds a reference, not the Bundle.
+    expect(serialiseRecord(verifiedRecord).length).toBeLessThan(8 * 1024);
+
+    const outcome = await deliverStage(verifiedRecord, ctx);
+    expect(Buffer.compare(readFileSync(outcome.location), Buffer.from(msg.bytes))).toBe(0);
+  });
+
+  it('a claim-check payload changed after it was stored is a transient failure, never delivered', async () => {
+    const ctx = context({ config: configWithLimits(world, { claimCheckBytes: 8 * 1024 }) });
+    const msg = buildMessage('X26', { attachmentBytes: 64 * 1024 });
+    const verifiedRecord = await verified(ctx, 'X26', msg);
+    const bundle = verifiedRecord.message!.bundle;
+    if (!('ref' in bundle)) throw new Error('expected a claim-check reference');
+    await ctx.blobs.put(bundle.ref.key, new TextEncoder().encode('<Bundle>tampered</Bundle>'));
+
+    const error = await deliverStage(verifiedRecord, ctx).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(TransientError);
+    expect((error as TransientError).code).toBe('BLOB_STORE_UNAVAILABLE');
+    expect(filesIn(ctx.paths.delivered('A83627'))).toEqual([]);
+  });
+
   it('writes a signed ITK008M 20013 response when InfAckRequested', async () => {
     const ctx = context();
     const msg = buildMessage('X26', { senderReference: 'sender-ref-42' });
