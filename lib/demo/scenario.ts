@@ -4,6 +4,7 @@
  * and the load benchmark, so all three exercise the same messages.
  */
 import { randomUUID } from 'node:crypto';
+import type { JWK } from 'jose';
 import { generateKey } from '../adapters/local/keystore.js';
 import { encryptSigned, sealMessage, signBundle } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
@@ -74,7 +75,7 @@ export async function sealFor(
   format: 'xml' | 'json',
   routing: ItkRouting,
 ): Promise<string> {
-  const recipient = world.recipients[routing.to as keyof DemoWorld['recipients']] ?? world.recipients.A83627;
+  const recipient = recipientKeyFor(world, routing.to);
   return sealMessage({
     bundle,
     format,
@@ -84,7 +85,7 @@ export async function sealFor(
       kid: sender.key.kid,
       alg: sender.key.alg as 'ES256' | 'PS256' | 'RS512',
     },
-    recipient: { key: recipientPublic(recipient.key.privateJwk), kid: recipient.key.kid },
+    recipient,
   });
 }
 
@@ -187,8 +188,7 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
     kid: s.key.kid,
     alg: s.key.alg as 'ES256' | 'PS256' | 'RS512',
   });
-  const a836 = world.recipients.A83627.key;
-  const recipient = { key: recipientPublic(a836.privateJwk), kid: a836.kid };
+  const recipient = recipientKeyFor(world, 'A83627');
 
   // A valid delegated message: the hub holds an unexpired grant for X26 / ITK009D.
   {
@@ -406,7 +406,14 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
   return out;
 }
 
-/** The public half of an RSA private JWK. */
-function recipientPublic(jwk: { kty?: string; n?: string; e?: string }) {
-  return { kty: 'RSA', n: jwk.n!, e: jwk.e! };
+/**
+ * The key a sender encrypts to for `ods`: the world's published key, or the local keystore's
+ * (embedded mode). Unknown recipients get A83627's key, as a misaddressed sender would.
+ */
+export function recipientKeyFor(world: DemoWorld, ods: string): { key: JWK; kid: string } {
+  const published = world.publishedRecipientKeys?.[ods] ?? world.publishedRecipientKeys?.A83627;
+  if (published) return published;
+  const entry = (world.recipients[ods as keyof DemoWorld['recipients']] ?? world.recipients.A83627).key;
+  const { kty, n, e } = entry.privateJwk as { kty: string; n: string; e: string };
+  return { key: { kty, n, e }, kid: entry.kid };
 }

@@ -53,6 +53,11 @@ export interface DemoWorld {
   /** The delegated hub with a valid grant for X26 / ITK009D, and one whose grant has expired. */
   hubs: { granted: string; expired: string; ungranted: string };
   responseSigningKid: string;
+  /**
+   * Recipient public keys as the gateway publishes them, when the private halves are not in the
+   * local keystore (emulator and deployed modes: they are in KMS). Keyed by recipient ODS.
+   */
+  publishedRecipientKeys?: Record<string, { key: JWK; kid: string }>;
 }
 
 export interface WorldOptions {

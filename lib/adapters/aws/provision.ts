@@ -52,6 +52,11 @@ export interface ProvisionOptions {
    * the tables, which do not exist.
    */
   tables?: boolean;
+  /**
+   * Visibility timeout of the stage queues. Default: as deployed, `VISIBILITY_FACTOR` × the function
+   * timeout. Emulator-mode tests shorten it so a retried record comes back in seconds.
+   */
+  visibilityTimeoutSeconds?: number;
 }
 
 /** What exists after {@link provisionEmulator}: everything the AWS ports need to find it. */
@@ -123,7 +128,7 @@ export async function provisionEmulator(
       clients,
       prefix + def.queue,
       {
-        VisibilityTimeout: String(VISIBILITY_FACTOR * def.timeoutSeconds),
+        VisibilityTimeout: String(opts.visibilityTimeoutSeconds ?? VISIBILITY_FACTOR * def.timeoutSeconds),
         RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlq.arn, maxReceiveCount: def.maxReceiveCount }),
       },
       created,
