@@ -105,15 +105,18 @@ export class PipelineKeys extends Construct {
     this.recipientKeys = recipientKeys;
 
     const signing = config.responseSigning;
+    // Named after the kid like the recipient keys: a new kid is a new key, which is what a
+    // signing-key rotation needs (KMS never rotates asymmetric key material itself).
+    const signingId = `ResponseSigning${safeId(signing.kid)}`;
     const existingSigning = signing.kmsKeyId
-      ? this.existingKey('ResponseSigningKey', signing.kmsKeyId, 'responseSigning.kmsKeyId', problems)
+      ? this.existingKey(signingId, signing.kmsKeyId, 'responseSigning.kmsKeyId', problems)
       : undefined;
     this.signingKey = existingSigning
       ? { kid: signing.kid, key: existingSigning, owned: false }
       : {
           kid: signing.kid,
           owned: true,
-          key: new kms.Key(this, 'ResponseSigningKey', {
+          key: new kms.Key(this, signingId, {
             description: `ITK3 response-signing key, kid ${signing.kid}`,
             keySpec: kms.KeySpec.ECC_NIST_P256,
             keyUsage: kms.KeyUsage.SIGN_VERIFY,
