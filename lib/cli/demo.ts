@@ -9,6 +9,7 @@ import { writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { buildScenario, type ScenarioMessage } from '../demo/scenario.js';
 import { createWorld } from '../demo/world.js';
+import type { IngestResult } from '../ingest.js';
 import { fixturesDir } from '../itk3/index.js';
 import { EmbeddedPipeline, type MessageOutcome } from '../runtime/embedded.js';
 import { renderTable } from './table.js';
@@ -16,7 +17,17 @@ import { renderTable } from './table.js';
 export interface DemoOptions {
   out?: string;
   recipientModulus?: number;
+  /** Run against an emulator's real SQS/KMS/DynamoDB/S3 instead of in-process (emulator mode). */
+  emulator?: { endpoint: string; localState: boolean };
   write: (line: string) => void;
+}
+
+/** What the demo needs of a runtime: the embedded one and the emulator one both provide it. */
+export interface DemoRuntime {
+  submit(credential: string, sealed: string): Promise<IngestResult>;
+  submitRaw(sealed: string, authorization?: string): string | Promise<string>;
+  drain(opts?: { onProgress?: (n: number) => void }): Promise<number>;
+  outcome(traceId: string): Promise<MessageOutcome>;
 }
 
 export interface DemoResult {
@@ -47,18 +58,44 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   writeFileSync(join(baseDir, 'config.json'), `${JSON.stringify(world.configDoc, null, 2)}\n`);
   write(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s; keystore.json and config.json written`);
 
+  let pipeline: DemoRuntime;
+  if (opts.emulator) {
+    const { EmulatorPipeline } = await import('../runtime/emulator.js');
+    write(
+      `emulator mode: ${opts.emulator.endpoint}${opts.emulator.localState ? ' (once-store and audit in process)' : ''}`,
+    );
+    const emulated = await EmulatorPipeline.start({
+      config: world.config,
+      endpoint: opts.emulator.endpoint,
+      prefix: `demo-${Date.now().toString(36)}`,
+      localState: opts.emulator.localState,
+      visibilityTimeoutSeconds: 5,
+    });
+    const published = await emulated.publicJwks();
+    world.publishedRecipientKeys = Object.fromEntries(
+      world.config.doc.recipients.map((r) => [
+        r.ods,
+        { key: published[r.keys[0]!.kid]!, kid: r.keys[0]!.kid },
+      ]),
+    );
+    write(
+      `  provisioned queues, tables, bucket ${emulated.resources.blobBucket} and KMS keys from the CDK definitions`,
+    );
+    pipeline = emulated;
+  } else {
+    pipeline = new EmbeddedPipeline({
+      config: world.config,
+      keys: new SoftwareKeyService(world.keystore),
+      baseDir,
+      auditFile: join(baseDir, 'audit.jsonl'),
+    });
+  }
+
   const now = Date.now();
   const scenario = await buildScenario(world, now);
   write(
     `sealing done: ${scenario.filter((m) => m.kind === 'sample').length} samples, ${scenario.filter((m) => m.kind === 'hostile').length} hostile or edge-case messages`,
   );
-
-  const pipeline = new EmbeddedPipeline({
-    config: world.config,
-    keys: new SoftwareKeyService(world.keystore),
-    baseDir,
-    auditFile: join(baseDir, 'audit.jsonl'),
-  });
 
   const traces: string[] = new Array(scenario.length);
   let lastShown = 0;
@@ -114,8 +151,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     `${rows.length} messages: ${count('delivered')} delivered, ${count('rejected')} rejected with an ITK3 response, ` +
       `${count('dead-lettered')} dead-lettered, ${count('in-flight')} in flight.`,
   );
-  write(`deliveries: ${join(baseDir, 'delivered')}   signed ITK3 responses: ${join(baseDir, 'responses')}`);
-  write(`audit trail: ${join(baseDir, 'audit.jsonl')}`);
+  if (opts.emulator) {
+    write(
+      'deliveries and signed ITK3 responses: in the emulator bucket under deliveries/; audit trail in its table',
+    );
+  } else {
+    write(`deliveries: ${join(baseDir, 'delivered')}   signed ITK3 responses: ${join(baseDir, 'responses')}`);
+    write(`audit trail: ${join(baseDir, 'audit.jsonl')}`);
+  }
   write(
     allAsExpected
       ? 'Every message ended as a correct pipeline must end it.'
@@ -126,7 +169,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
 
 /** Submit one scenario message the way it is meant to arrive (front door or straight onto SQS). */
 export async function submitScenarioMessage(
-  pipeline: EmbeddedPipeline,
+  pipeline: DemoRuntime,
   message: ScenarioMessage,
 ): Promise<string> {
   if (message.direct) {

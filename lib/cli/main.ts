@@ -38,7 +38,9 @@ const HELP = `itk3 — ITK3 secure pipeline
 Usage: itk3 <command> [options]
 
 Commands:
-  demo [--out DIR] [--fast]                 run the samples and hostile messages through the embedded pipeline
+  demo [--out DIR] [--fast] [--emulator URL [--local-state]]
+                                            run the samples and hostile messages through the embedded pipeline
+                                            (or, with --emulator, against an emulator's real SQS/KMS/DynamoDB/S3)
   keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--modulus N]
                                             create a keystore (recipient + response-signing keys), print public JWKS
   keys add --purpose P --alg A --owner O [--kid K] [--keystore F]
@@ -139,9 +141,20 @@ function args<const O extends NonNullable<ParseArgsConfig['options']>>(
 }
 
 async function demoCommand(argv: readonly string[], write: Write): Promise<number> {
-  const { values } = args(argv, { out: { type: 'string' }, fast: { type: 'boolean' } });
+  const { values } = args(argv, {
+    out: { type: 'string' },
+    fast: { type: 'boolean' },
+    emulator: { type: 'string' },
+    'local-state': { type: 'boolean' },
+  });
+  if (values.emulator && !/^http:\/\/127\.0\.0\.1:\d{2,5}$/.test(values.emulator)) {
+    throw new UsageError('--emulator must be a loopback endpoint such as http://127.0.0.1:4566');
+  }
   const result = await runDemo({
     write,
+    ...(values.emulator
+      ? { emulator: { endpoint: values.emulator, localState: values['local-state'] === true } }
+      : {}),
     ...(values.out ? { out: values.out } : {}),
     ...(values.fast ? { recipientModulus: 2048 } : {}),
   });

@@ -125,7 +125,9 @@ export class EmulatorPipeline {
    * Poll every stage until all five queues are empty (visible and in flight), or `timeoutMs`.
    * Returns the number of handler invocations.
    */
-  async drain(opts: { timeoutMs?: number } = {}): Promise<number> {
+  async drain(
+    opts: { timeoutMs?: number; onProgress?: (invocations: number) => void } = {},
+  ): Promise<number> {
     const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
     let invocations = 0;
     while (Date.now() < deadline) {
@@ -134,7 +136,10 @@ export class EmulatorPipeline {
         const n = await this.#sources[stage].pollOnce((event) =>
           this.#handlers[stage](event, lambdaContext(stage, { ports: this.ports, config: this.config })),
         );
-        if (n > 0) invocations += 1;
+        if (n > 0) {
+          invocations += 1;
+          opts.onProgress?.(invocations);
+        }
         received += n;
       }
       if (received > 0) continue;
