@@ -9,7 +9,6 @@
  * Time can be virtual: when nothing is visible, a virtual clock jumps to the next visibility
  * timeout instead of sleeping, so retries and dead-lettering run instantly in tests and the demo.
  */
-import { randomUUID } from 'node:crypto';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
 import { MemoryAuditLog, MemoryBlobStore, MemoryOnceStore } from '../adapters/local/memory-stores.js';
