@@ -111,8 +111,9 @@ export interface Itk3SecurePipelineProps {
  *   response-signing key (both also named in the keys' own policies);
  * - a function may send only to the queues it forwards to (the next stage, and deliver for
  *   rejections; ingest to authenticate);
- * - authenticate, verify and deliver use the once-store; every function appends to the audit table
- *   and reads and writes claim-check objects; deliver writes to the configured delivery targets.
+ * - authenticate and verify use the once-store; every stage appends to the audit table and reads
+ *   and writes claim-check objects; deliver writes to the configured delivery targets; ingest only
+ *   sends to the inbound queue.
  *
  * @example
  * ```ts
@@ -211,13 +212,17 @@ export class Itk3SecurePipeline extends Construct {
       this.keys.dataKey.grant(principal, 'kms:GenerateDataKey', 'kms:Decrypt');
     }
 
-    const allFunctions = [this.ingestion.fn, ...STAGES.map((s) => stages[s].fn)];
-    for (const fn of allFunctions) {
+    // State access follows the ports each function uses in lib/: every stage audits (stages/batch.ts)
+    // and may meet claim checks (stages/context.ts); authenticate (jti) and verify (duplicate ids)
+    // use the once-store; ingest only sends. A port used elsewhere later needs its grant here.
+    this.grantDataKeyThroughServices(this.ingestion.fn);
+    for (const stage of STAGES) {
+      const fn = stages[stage].fn;
       this.grantDataKeyThroughServices(fn);
       this.state.auditTable.grant(fn, 'dynamodb:PutItem');
       this.grantClaimChecks(fn);
     }
-    for (const stage of ['authenticate', 'verify', 'deliver'] as const) {
+    for (const stage of ['authenticate', 'verify'] as const) {
       this.state.onceTable.grant(stages[stage].fn, 'dynamodb:PutItem', 'dynamodb:GetItem');
     }
 

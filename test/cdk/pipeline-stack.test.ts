@@ -464,16 +464,27 @@ describe('state', () => {
     }
   });
 
-  it('gives the once-store only to authenticate, verify and deliver', () => {
+  it('gives the once-store only to authenticate and verify', () => {
     const once = getAtt(logicalId(stack.pipeline.state.onceTable));
     const roles = iamStatements()
       .filter(({ statement }) =>
         arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(once)),
       )
       .flatMap(({ roles }) => roles);
-    expect(new Set(roles)).toEqual(
-      new Set(['authenticate', 'verify', 'deliver'].map((s) => roleId(s as StageName))),
-    );
+    expect(new Set(roles)).toEqual(new Set([roleId('authenticate'), roleId('verify')]));
+  });
+
+  it('gives the audit table and claim checks to the five stages, and ingest no state at all', () => {
+    const audit = getAtt(logicalId(stack.pipeline.state.auditTable));
+    const auditRoles = iamStatements()
+      .filter(({ statement }) =>
+        arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(audit)),
+      )
+      .flatMap(({ roles }) => roles);
+    expect(new Set(auditRoles)).toEqual(new Set(STAGES.map(roleId)));
+    const ingest = iamStatements().filter(({ roles }) => roles.includes(roleId('ingest')));
+    const ingestActions = ingest.flatMap(({ statement }) => arr(statement.Action));
+    expect(ingestActions.filter((a) => a.startsWith('dynamodb:') || a.startsWith('s3:'))).toEqual([]);
   });
 
   it('lets only deliver write to the configured delivery targets', () => {
