@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { LoadedConfig } from './config/load.js';
 import type { Ports } from './ports/index.js';
-import { type PipelineRecord, RECORD_VERSION, serialiseRecord } from './record.js';
+import type { PipelineRecord } from './record.js';
 import { artefactKey, storeArtefact } from './stages/context.js';
 
 export interface Submission {
@@ -52,21 +52,26 @@ export async function ingest(
       message: 'body must be a compact JWE (five base64url segments)',
     };
   }
-  const traceId = randomUUID();
+  let trackingId: string;
   try {
-    const ctx = { ports, config };
-    const record: PipelineRecord = {
-      v: RECORD_VERSION,
-      traceId,
-      receivedAt: submission.receivedAt,
-      source: submission.source,
-      credential: token,
-      sealed: await storeArtefact(ctx, artefactKey(traceId, 'sealed.jwe'), body),
-    };
-    const { failed } = await ports.queues.sendBatch('authenticate', [serialiseRecord(record)]);
-    if (failed.length > 0) throw new Error('queue send failed');
+    // Small envelopes travel as the queue body itself; large ones go to the blob store and the
+    // body is a claim-check reference. The credential is a message attribute either way, exactly
+    // as for direct SQS ingestion: the inbound queue has one format, whoever writes to it.
+    let queueBody = body;
+    if (Buffer.byteLength(body, 'utf8') > limits.claimCheckBytes) {
+      const artefact = await storeArtefact(
+        { ports, config },
+        artefactKey(`ingest-${randomUUID()}`, 'sealed.jwe'),
+        body,
+      );
+      if ('ref' in artefact) queueBody = JSON.stringify({ claimCheck: artefact.ref });
+    }
+    trackingId = await ports.queues.sendInbound(queueBody, {
+      Authorization: `Bearer ${token}`,
+      Ingress: submission.source,
+    });
   } catch {
     return { status: 503, error: 'QUEUE_UNAVAILABLE', message: 'try again later' };
   }
-  return { status: 202, trackingId: traceId };
+  return { status: 202, trackingId };
 }

@@ -33,6 +33,12 @@ export interface QueueSender {
    * entries that failed (the caller reports their source records as batch item failures).
    */
   sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }>;
+  /**
+   * Put one submission on the inbound (authenticate) queue with its message attributes, as a
+   * sender using direct SQS ingestion would. Returns the transport's message id, which becomes the
+   * trace id: the queue assigns it, so no writer can choose or reuse one.
+   */
+  sendInbound(body: string, attributes: Readonly<Record<string, string>>): Promise<string>;
 }
 
 /** Conditional single-write store: jti replay, duplicate message and document ids. */

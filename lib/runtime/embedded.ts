@@ -139,6 +139,8 @@ export class EmbeddedPipeline {
         for (const body of bodies) this.queues[queue].send(body);
         return { failed: [] };
       },
+      sendInbound: async (body: string, attributes: Readonly<Record<string, string>>) =>
+        this.queues.authenticate.send(body, { ...attributes }),
     };
     this.ports = {
       keys: opts.keys,

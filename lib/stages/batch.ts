@@ -10,6 +10,7 @@
  */
 import { BatchProcessor, EventType } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { z } from 'zod';
 import { classify, RejectionError } from '../errors.js';
 import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
 import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
@@ -201,37 +202,65 @@ async function runStage(
   }
 }
 
+/** The only JSON body the inbound queue accepts: a claim-check reference to a large envelope. */
+const InboundClaimCheckSchema = z
+  .object({
+    claimCheck: z
+      .object({
+        key: z.string().regex(/^claim-check\/[A-Za-z0-9._/-]{1,200}$/),
+        bytes: z.number().int().positive(),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      })
+      .strict(),
+  })
+  .strict();
+
 /**
- * The inbound queue takes either a record written by the ingest function, or a raw message:
- * body = JWE compact, message attribute `Authorization` = `Bearer <jwt>` (direct SQS ingestion).
- * Only the ingress facts are taken from a record: anything else in it is ignored.
+ * The inbound queue has one format, whoever writes to it (the ingest function or a sender using
+ * direct SQS ingestion): the body is the compact JWE, or a claim-check reference to it; the
+ * credential is the `Authorization` message attribute (`Bearer <jwt>`). The trace id is the SQS
+ * message id and the receipt time the queue's SentTimestamp — facts the queue assigns, so no writer
+ * can choose a trace id, reuse another message's, or backdate its receipt.
  */
 export function recordFromIngress(sqsRecord: SQSRecord): PipelineRecord {
-  const sentAt = Number(sqsRecord.attributes?.SentTimestamp ?? Date.now());
-  if (sqsRecord.body.startsWith('{')) {
-    const r = parseRecord(sqsRecord.body);
-    // A receipt time far before the queue's own timestamp would let an old token through.
-    const receivedAt =
-      r.receivedAt >= sentAt - 60_000 && r.receivedAt <= sentAt + 5_000 ? r.receivedAt : sentAt;
-    return {
-      v: RECORD_VERSION,
-      traceId: r.traceId,
-      receivedAt,
-      source: r.source,
-      ...(r.credential ? { credential: r.credential } : {}),
-      ...(r.sealed ? { sealed: r.sealed } : {}),
-    };
-  }
-  const header = sqsRecord.messageAttributes?.Authorization?.stringValue ?? '';
-  const credential = BEARER.exec(header)?.[1];
-  return {
+  const base = {
     v: RECORD_VERSION,
     traceId: sqsRecord.messageId,
-    receivedAt: sentAt,
-    source: 'sqs',
-    ...(credential ? { credential } : {}),
-    sealed: { inline: sqsRecord.body },
-  };
+    receivedAt: Number(sqsRecord.attributes?.SentTimestamp ?? Date.now()),
+    source: ingressOf(sqsRecord),
+  } satisfies Partial<PipelineRecord>;
+  const header = sqsRecord.messageAttributes?.Authorization?.stringValue ?? '';
+  const credential = BEARER.exec(header)?.[1];
+  let sealed: PipelineRecord['sealed'];
+  if (sqsRecord.body.startsWith('{')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(sqsRecord.body);
+    } catch (cause) {
+      throw new RejectionError(
+        'ENVELOPE_MALFORMED',
+        'inbound body is neither a compact JWE nor a claim check',
+        { cause },
+      );
+    }
+    const parsed = InboundClaimCheckSchema.safeParse(json);
+    if (!parsed.success) {
+      throw new RejectionError(
+        'ENVELOPE_MALFORMED',
+        'inbound body is neither a compact JWE nor a claim check',
+      );
+    }
+    sealed = { ref: parsed.data.claimCheck };
+  } else {
+    sealed = { inline: sqsRecord.body };
+  }
+  return { ...base, ...(credential ? { credential } : {}), sealed };
+}
+
+/** Informational only (an attribute any writer can set): never used for a decision. */
+function ingressOf(sqsRecord: SQSRecord): PipelineRecord['source'] {
+  const value = sqsRecord.messageAttributes?.Ingress?.stringValue;
+  return value === 'http' || value === 'cli' ? value : 'sqs';
 }
 
 function rejectionRecord(

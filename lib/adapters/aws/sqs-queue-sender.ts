@@ -1,6 +1,7 @@
 import {
   SendMessageBatchCommand,
   type SendMessageBatchRequestEntry,
+  SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { ConfigError, TransientError } from '../../errors.js';
@@ -111,6 +112,28 @@ export class SqsQueueSender implements QueueSender {
       failed.push(...(chunks[i] ?? []));
     }
     return { failed: failed.sort((a, b) => a - b) };
+  }
+
+  async sendInbound(body: string, attributes: Readonly<Record<string, string>>): Promise<string> {
+    const queueUrl = this.#queueUrls.authenticate;
+    if (!queueUrl)
+      throw new ConfigError([`${ENV.queueUrl('authenticate')}: no queue URL for the inbound queue`]);
+    countCall('sqs', 'SendMessage');
+    try {
+      const out = await this.#client.send(
+        new SendMessageCommand({
+          QueueUrl: queueUrl,
+          MessageBody: body,
+          MessageAttributes: Object.fromEntries(
+            Object.entries(attributes).map(([k, v]) => [k, { DataType: 'String', StringValue: v }]),
+          ),
+        }),
+      );
+      if (!out.MessageId) throw new Error('SendMessage returned no MessageId');
+      return out.MessageId;
+    } catch (cause) {
+      throw new TransientError('QUEUE_UNAVAILABLE', `SQS SendMessage failed (${label(cause)})`, { cause });
+    }
   }
 
   /** Send one request; resolve to the indexes SQS did not accept. */
