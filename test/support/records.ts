@@ -18,11 +18,23 @@ import { keyService } from './world.js';
 
 /** A queue sender that keeps every body it is given. */
 export class RecordingQueueSender implements QueueSender {
-  readonly sent: { queue: QueueName; body: string }[] = [];
+  readonly sent: {
+    queue: QueueName;
+    body: string;
+    attributes?: Record<string, string>;
+    messageId?: string;
+  }[] = [];
 
   async sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }> {
     for (const body of bodies) this.sent.push({ queue, body });
     return { failed: [] };
+  }
+
+  /** Direct ingestion onto the inbound queue: the transport assigns the message id. */
+  async sendInbound(body: string, attributes: Readonly<Record<string, string>>): Promise<string> {
+    const messageId = randomUUID();
+    this.sent.push({ queue: 'authenticate', body, attributes: { ...attributes }, messageId });
+    return messageId;
   }
 }
 

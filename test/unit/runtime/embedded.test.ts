@@ -18,7 +18,7 @@ import type {
   AuditEntry,
   Deliverer,
   DeliveryTarget,
-  QueueName,
+  QueueSender,
   StageName,
 } from '../../../lib/ports/index.js';
 import { STAGES } from '../../../lib/ports/index.js';
@@ -85,6 +85,19 @@ function recordingHandlers(overrides: Partial<Record<StageName, StageHandler>> =
     ]),
   ) as Record<StageName, StageHandler>;
   return { handlers, batches };
+}
+
+/**
+ * Wrap the runtime's own queue sender (the real local adapter over its in-memory queues). The
+ * runtime builds that sender around its queues, so it exists only once the pipeline does; the
+ * wrapper replaces `sendBatch` on the very ports object the handlers and the front door use.
+ */
+function wrapQueueSender(
+  pipeline: EmbeddedPipeline,
+  wrap: (real: QueueSender['sendBatch']) => QueueSender['sendBatch'],
+): void {
+  const real = pipeline.ports.queues;
+  pipeline.ports.queues = { ...real, sendBatch: wrap((queue, bodies) => real.sendBatch(queue, bodies)) };
 }
 
 async function entries(pipeline: EmbeddedPipeline, traceId: string): Promise<AuditEntry[]> {
@@ -224,24 +237,15 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
   for (const failingQueue of ['authorise', 'decrypt', 'verify', 'deliver'] as const) {
     it(`a forward to ${failingQueue} that fails for one entry mid-batch loses nothing and doubles nothing`, async () => {
       const baseDir = makeTempDir();
+      const pipeline = embeddedPipeline(world, { baseDir });
       let failedOnce = false;
-      let pipeline: EmbeddedPipeline | undefined;
-      // The runtime's own sender puts bodies on its in-memory queues; this one fails entry 1 once.
-      const queues = {
-        async sendBatch(queue: QueueName, bodies: readonly string[]) {
-          const failed: number[] = [];
-          for (const [i, body] of bodies.entries()) {
-            if (!failedOnce && queue === failingQueue && bodies.length > 1 && i === 1) {
-              failedOnce = true;
-              failed.push(i);
-              continue;
-            }
-            pipeline!.queues[queue].send(body);
-          }
-          return { failed };
-        },
-      };
-      pipeline = embeddedPipeline(world, { baseDir, ports: { queues } });
+      // Entry 1 of the first multi-entry send to the queue is reported failed (and not sent), once.
+      wrapQueueSender(pipeline, (real) => async (queue, bodies) => {
+        if (failedOnce || queue !== failingQueue || bodies.length < 2) return real(queue, bodies);
+        failedOnce = true;
+        const { failed } = await real(queue, [bodies[0]!, ...bodies.slice(2)]);
+        return { failed: [1, ...failed.map((i) => (i === 0 ? 0 : i + 1))] };
+      });
 
       const good = [buildMessage('X26'), buildMessage('X26'), buildMessage('FQ123'), buildMessage('GP0001')];
       const traces = await submitAll(pipeline, [
@@ -380,9 +384,9 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
   it.todo(
     'a message dead-lettered at authenticate (once-store down for all 5 receives) and redriven once the ' +
       'store is back is delivered — observed: rejected TOKEN_EXPIRED 20012. EmbeddedPipeline.redrive ' +
-      '(lib/runtime/embedded.ts:217) re-sends the body with MemoryQueue.send, which stamps a new sentAt; ' +
-      'recordFromIngress (lib/stages/batch.ts:210-215) then finds the record receivedAt more than 60 s ' +
-      'before SentTimestamp (dead-lettering takes >= 5 x 180 s) and judges the credential at redrive time',
+      '(lib/runtime/embedded.ts) re-sends the body with MemoryQueue.send, which stamps a new sentAt, and ' +
+      'recordFromIngress (lib/stages/batch.ts) takes the receipt time from SentTimestamp, so the ' +
+      'credential is judged at redrive time (dead-lettering alone takes >= 5 x 180 s of queue time)',
   );
 
   it.todo(
