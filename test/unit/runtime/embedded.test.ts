@@ -391,7 +391,7 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
 
   it.todo(
     'a rejection whose forward to the deliver queue fails once is audited "rejected" once — observed: ' +
-      'twice. lib/stages/batch.ts:114 appends the rejected audit entry (and the MessagesRejected metric) ' +
+      'twice. processRecord in lib/stages/batch.ts appends the rejected audit entry (and the metric) ' +
       'before the batched send; when sendBatch reports that entry failed the record is retried, rejected ' +
       'again and audited again (one response is still sent). Seen with three RECIPIENT_UNKNOWN messages in ' +
       'one authorise batch and entry 1 of the deliver send failed once',
