@@ -5,8 +5,9 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import type { LoadedConfig } from '../../config/load.js';
 import { ConfigError } from '../../errors.js';
 import { AUDIT_TABLE, BLOB_BUCKET, ENV, ONCE_TABLE } from '../../infra/definitions.js';
-import { type Ports, type QueueName, STAGES, systemClock } from '../../ports/index.js';
+import { type KeyService, type Ports, type QueueName, STAGES, systemClock } from '../../ports/index.js';
 import { AwsDeliverer } from './aws-deliverer.js';
+import { CachedKeyService } from './cached-key-service.js';
 import { DynamoAuditLog } from './dynamo-audit-log.js';
 import { DynamoOnceStore } from './dynamo-once-store.js';
 import { KmsKeyService } from './kms-key-service.js';
@@ -163,7 +164,7 @@ export function awsPortsFromEnv(
   }
   const blobBucket = nonEmpty(env[ENV.blobBucket]) ?? BLOB_BUCKET.name;
   return {
-    keys: new KmsKeyService(clients.kms, kmsKeyMap(config, env)),
+    keys: keyServiceFromEnv(config, clients.kms, env),
     queues: new SqsQueueSender(clients.sqs, queueUrls),
     once: new DynamoOnceStore(clients.dynamodb, nonEmpty(env[ENV.onceTable]) ?? ONCE_TABLE.name),
     blobs: new S3BlobStore(clients.s3, blobBucket),
@@ -171,6 +172,89 @@ export function awsPortsFromEnv(
     audit: new DynamoAuditLog(clients.dynamodb, nonEmpty(env[ENV.auditTable]) ?? AUDIT_TABLE.name),
     clock: systemClock,
   };
+}
+
+/**
+ * Key-mode variables (docs/PERFORMANCE.md, "Key modes"). Named here rather than in `ENV` because
+ * only this composition root reads them.
+ */
+export const KEY_MODE_ENV = {
+  /** `direct` (default): one KMS `Decrypt` (RSA) per message. `cached`: {@link CachedKeyService}. */
+  mode: 'ITK3_KEY_MODE',
+  /** Cached mode: JSON object kid → base64 KMS ciphertext blob of the recipient private key. */
+  wrappedKeys: 'ITK3_WRAPPED_KEYS',
+  /** Cached mode, optional: the symmetric KMS key the blobs must be wrapped under. */
+  wrappingKeyId: 'ITK3_WRAPPING_KEY_ID',
+  /** Cached mode, optional: seconds an unwrapped key is used (default 300). */
+  ttlSeconds: 'ITK3_KEY_CACHE_TTL_SECONDS',
+} as const;
+
+export type KeyMode = 'direct' | 'cached';
+
+/**
+ * The {@link KeyService} of the AWS runtimes, by `ITK3_KEY_MODE`: `direct` (the default, also when
+ * unset) keeps every private-key operation in KMS; `cached` unwraps each recipient key of
+ * `ITK3_WRAPPED_KEYS` once per container and TTL and opens content keys locally.
+ *
+ * @throws {ConfigError} for an unknown mode, or a cached mode without valid wrapped keys or TTL
+ *
+ * @example
+ * ```ts
+ * const keys = keyServiceFromEnv(config, new KMSClient({}), {
+ *   ITK3_KEY_MODE: 'cached', ITK3_WRAPPED_KEYS: '{"rx-2025":"AQIDAHh…"}',
+ * });
+ * ```
+ */
+export function keyServiceFromEnv(
+  config: LoadedConfig,
+  kms: KMSClient,
+  env: NodeJS.ProcessEnv = process.env,
+): KeyService {
+  const mode = nonEmpty(env[KEY_MODE_ENV.mode]) ?? 'direct';
+  const keyIds = kmsKeyMap(config, env);
+  if (mode === 'direct') return new KmsKeyService(kms, keyIds);
+  if (mode !== 'cached') {
+    throw new ConfigError([`${KEY_MODE_ENV.mode}: must be "direct" or "cached", not "${mode}"`]);
+  }
+  const wrappedKeys = wrappedKeysFromEnv(env);
+  const ttlRaw = nonEmpty(env[KEY_MODE_ENV.ttlSeconds]);
+  const ttlSeconds = ttlRaw === undefined ? undefined : Number(ttlRaw);
+  if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0 && ttlSeconds <= 86_400)) {
+    throw new ConfigError([`${KEY_MODE_ENV.ttlSeconds}: a whole number of seconds, 1–86400`]);
+  }
+  const wrappingKeyId = nonEmpty(env[KEY_MODE_ENV.wrappingKeyId]);
+  return new CachedKeyService(kms, {
+    wrappedKeys,
+    kmsKeyIds: keyIds,
+    ...(wrappingKeyId ? { wrappingKeyId } : {}),
+    ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+  });
+}
+
+/** `ITK3_WRAPPED_KEYS`: a non-empty JSON object of kid → base64 ciphertext blob. */
+function wrappedKeysFromEnv(env: NodeJS.ProcessEnv): Record<string, Uint8Array> {
+  const name = KEY_MODE_ENV.wrappedKeys;
+  const raw = nonEmpty(env[name]);
+  if (raw === undefined) throw new ConfigError([`${name}: required when ${KEY_MODE_ENV.mode}=cached`]);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError([`${name}: not valid JSON`]);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError([`${name}: must be a JSON object of kid → base64 KMS ciphertext blob`]);
+  }
+  const out: Record<string, Uint8Array> = {};
+  const problems: string[] = [];
+  for (const [kid, blob] of Object.entries(parsed)) {
+    if (typeof blob === 'string' && /^[A-Za-z0-9+/]+={0,2}$/.test(blob))
+      out[kid] = Buffer.from(blob, 'base64');
+    else problems.push(`${name}.${kid}: must be a base64 string`);
+  }
+  if (Object.keys(out).length === 0 && problems.length === 0) problems.push(`${name}: names no key`);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return out;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

@@ -1,0 +1,262 @@
+/**
+ * The "cached" key-unwrap mode (docs/PERFORMANCE.md, "Key modes"): the recipient RSA private key is
+ * kept **wrapped by a symmetric KMS key** (a KMS ciphertext blob, e.g. the `PrivateKeyCiphertextBlob`
+ * of `GenerateDataKeyPairWithoutPlaintext`), unwrapped with **one symmetric KMS `Decrypt` per
+ * container and TTL**, and then every JWE content key is unwrapped locally with `node:crypto`
+ * RSA-OAEP-SHA-256. This removes the one asymmetric KMS call per message of the direct mode
+ * ({@link KmsKeyService}) at the price of a plaintext private key in the function's memory for the
+ * TTL. The direct mode stays the default; the trade-off is written down in docs/PERFORMANCE.md.
+ *
+ * Everything else stays on KMS: `signEs256` (response signing) and, for kids without a wrapped key,
+ * `unwrapKey` and `publicKeySpki` go to the wrapped {@link KmsKeyService}.
+ */
+import { constants, createPrivateKey, createPublicKey, type KeyObject, privateDecrypt } from 'node:crypto';
+import {
+  DecryptCommand,
+  EncryptCommand,
+  GenerateDataKeyPairWithoutPlaintextCommand,
+  type KMSClient,
+} from '@aws-sdk/client-kms';
+import { TransientError } from '../../errors.js';
+import type { KeyService } from '../../ports/index.js';
+import { countCall } from './calls.js';
+import { awsErrorName } from './errors.js';
+import { KmsKeyService } from './kms-key-service.js';
+
+/** How long an unwrapped private key is used before KMS is asked again (revocation lag). */
+export const DEFAULT_KEY_CACHE_TTL_SECONDS = 300;
+
+/** Shortest RSA modulus accepted from a wrapped blob: anything smaller is a configuration mistake. */
+const MIN_MODULUS_BITS = 2048;
+
+/**
+ * Encryption context every wrapped recipient key is bound to. KMS refuses `Decrypt` with any other
+ * context, so a blob cannot be replayed under another kid; CloudTrail records the context, so the
+ * audit trail names the kid; and a key policy can allow `kms:Decrypt` only with
+ * `kms:EncryptionContext:itk3:purpose = recipient-decrypt`.
+ */
+export function wrappedKeyContext(kid: string): Record<string, string> {
+  return { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': kid };
+}
+
+/** Options of {@link CachedKeyService}. */
+export interface CachedKeyServiceOptions {
+  /** kid → KMS ciphertext blob of the recipient's RSA private key (PKCS#8 DER). */
+  wrappedKeys: Readonly<Record<string, Uint8Array>>;
+  /** kid → KMS key id for what stays on KMS (response signing, kids without a wrapped key). */
+  kmsKeyIds: Readonly<Record<string, string>>;
+  /**
+   * The symmetric KMS key the blobs are wrapped under. When set, `Decrypt` names it, so a blob
+   * wrapped under any other key (someone else's) is refused.
+   * @default - KMS takes the key from the blob
+   */
+  wrappingKeyId?: string;
+  /** @default DEFAULT_KEY_CACHE_TTL_SECONDS */
+  ttlSeconds?: number;
+  /** Clock for the TTL, ms since epoch. @default Date.now */
+  now?: () => number;
+}
+
+interface CacheEntry {
+  key: Promise<KeyObject>;
+  expiresAt: number;
+}
+
+/**
+ * {@link KeyService} with recipient private keys unwrapped once per container and TTL.
+ *
+ * Failure semantics match {@link KmsKeyService}: a CEK that does not decrypt (tampered, another
+ * key's, garbage) is `{ ok: false }`, so the decrypt stage fails at the tag like any tampering.
+ * Failing to obtain the private key itself is never the message's fault: throttling, 5xx, network,
+ * and also a permanent refusal (disabled key, wrong context, a blob that is not an RSA key) throw
+ * `TransientError('KEY_SERVICE_UNAVAILABLE')`, so records are retried and dead-lettered with an
+ * alarm, and can be redriven once the operator has fixed the key — instead of being rejected.
+ * A failed load is not cached: the next record tries KMS again (concurrent records share one call).
+ *
+ * @example
+ * ```ts
+ * const keys = new CachedKeyService(new KMSClient({}), {
+ *   wrappedKeys: { 'rx-2025': blob },
+ *   kmsKeyIds: { 'itk3gw-response-2025': 'alias/itk3/itk3gw-response-2025' },
+ * });
+ * const result = await keys.unwrapKey('rx-2025', encryptedKey);
+ * ```
+ */
+export class CachedKeyService implements KeyService {
+  readonly #client: KMSClient;
+  readonly #direct: KmsKeyService;
+  readonly #wrapped: ReadonlyMap<string, Uint8Array>;
+  readonly #wrappingKeyId: string | undefined;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  readonly #cache = new Map<string, CacheEntry>();
+
+  constructor(client: KMSClient, options: CachedKeyServiceOptions) {
+    this.#client = client;
+    this.#direct = new KmsKeyService(client, options.kmsKeyIds);
+    this.#wrapped = new Map(Object.entries(options.wrappedKeys));
+    this.#wrappingKeyId = options.wrappingKeyId;
+    const ttlSeconds = options.ttlSeconds ?? DEFAULT_KEY_CACHE_TTL_SECONDS;
+    if (!(ttlSeconds > 0)) throw new RangeError('ttlSeconds must be positive');
+    this.#ttlMs = ttlSeconds * 1000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The kids this service unwraps locally. */
+  get wrappedKids(): string[] {
+    return [...this.#wrapped.keys()];
+  }
+
+  async unwrapKey(
+    kid: string,
+    encryptedKey: Uint8Array,
+  ): Promise<{ ok: true; cek: Uint8Array } | { ok: false }> {
+    if (encryptedKey.length === 0) return { ok: false };
+    // A kid with no wrapped key (e.g. an older key during rotation) stays on direct KMS.
+    if (!this.#wrapped.has(kid)) return this.#direct.unwrapKey(kid, encryptedKey);
+    const key = await this.#privateKey(kid);
+    try {
+      const cek = privateDecrypt(
+        { key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+        encryptedKey,
+      );
+      return { ok: true, cek };
+    } catch {
+      // No reason is given: the caller continues with a random CEK (RFC 7516 §11.5).
+      return { ok: false };
+    }
+  }
+
+  /** Response signing stays on KMS: responses need one `Sign` each, the key never leaves KMS. */
+  signEs256(kid: string, signingInput: Uint8Array): Promise<Uint8Array> {
+    return this.#direct.signEs256(kid, signingInput);
+  }
+
+  /** SPKI of a wrapped key comes from the unwrapped private key; any other kid from KMS. */
+  async publicKeySpki(kid: string): Promise<Uint8Array> {
+    if (!this.#wrapped.has(kid)) return this.#direct.publicKeySpki(kid);
+    const key = await this.#privateKey(kid);
+    return createPublicKey(key).export({ format: 'der', type: 'spki' });
+  }
+
+  /** Forget every unwrapped key now (tests; an operator hook after a revocation). */
+  clear(): void {
+    this.#cache.clear();
+  }
+
+  #privateKey(kid: string): Promise<KeyObject> {
+    const now = this.#now();
+    const cached = this.#cache.get(kid);
+    if (cached && now < cached.expiresAt) return cached.key;
+    // One load per kid at a time: the records of a batch share it (single flight).
+    const key = this.#load(kid);
+    this.#cache.set(kid, { key, expiresAt: now + this.#ttlMs });
+    key.catch(() => {
+      if (this.#cache.get(kid)?.key === key) this.#cache.delete(kid);
+    });
+    return key;
+  }
+
+  async #load(kid: string): Promise<KeyObject> {
+    const blob = this.#wrapped.get(kid) as Uint8Array;
+    countCall('kms', 'Decrypt');
+    let plaintext: Uint8Array | undefined;
+    try {
+      const out = await this.#client.send(
+        new DecryptCommand({
+          CiphertextBlob: blob,
+          EncryptionContext: wrappedKeyContext(kid),
+          ...(this.#wrappingKeyId ? { KeyId: this.#wrappingKeyId } : {}),
+        }),
+      );
+      plaintext = out.Plaintext;
+    } catch (error) {
+      throw new TransientError(
+        'KEY_SERVICE_UNAVAILABLE',
+        `KMS Decrypt of the wrapped key failed (${awsErrorName(error) ?? 'unknown error'})`,
+        { cause: error },
+      );
+    }
+    if (!plaintext) throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'KMS Decrypt returned no key');
+    try {
+      const key = createPrivateKey({ key: Buffer.from(plaintext), format: 'der', type: 'pkcs8' });
+      const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+      if (key.asymmetricKeyType !== 'rsa' || bits < MIN_MODULUS_BITS) {
+        throw new Error('not an RSA private key of at least 2048 bits');
+      }
+      return key;
+    } catch (cause) {
+      // The blob is configuration, not the message: dead-letter and alarm, never reject.
+      throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'wrapped key is not a usable RSA private key', {
+        cause,
+      });
+    } finally {
+      // The DER copy in the SDK's buffer is no longer needed: OpenSSL holds the key now.
+      plaintext.fill(0);
+    }
+  }
+}
+
+/** A recipient key made for the cached mode: what to configure and what to publish. */
+export interface WrappedRecipientKey {
+  kid: string;
+  /** KMS ciphertext blob of the PKCS#8 private key: the value for `ITK3_WRAPPED_KEYS`. */
+  ciphertextBlob: Uint8Array;
+  /** SPKI DER of the public key senders encrypt to. */
+  publicKeySpki: Uint8Array;
+}
+
+/**
+ * Make a new recipient key pair inside KMS and get its private key only in wrapped form:
+ * `GenerateDataKeyPairWithoutPlaintext` under the symmetric `wrappingKeyId`, bound to
+ * {@link wrappedKeyContext}. Nobody, this process included, sees the plaintext private key until a
+ * function unwraps it. Operator tooling and tests use this; the pipeline never calls it.
+ */
+export async function generateWrappedRecipientKey(
+  kms: KMSClient,
+  wrappingKeyId: string,
+  kid: string,
+  keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' = 'RSA_4096',
+): Promise<WrappedRecipientKey> {
+  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
+  const out = await kms.send(
+    new GenerateDataKeyPairWithoutPlaintextCommand({
+      KeyId: wrappingKeyId,
+      KeyPairSpec: keyPairSpec,
+      EncryptionContext: wrappedKeyContext(kid),
+    }),
+  );
+  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
+    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
+  }
+  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+}
+
+/**
+ * Wrap an existing RSA private key (PKCS#8 DER, at most 4 096 bytes: RSA-4096 is ≈ 2 400) with KMS
+ * `Encrypt` under `wrappingKeyId` and {@link wrappedKeyContext}: for emulators without
+ * `GenerateDataKeyPair`, and for moving an existing key into the cached mode.
+ */
+export async function wrapRecipientKey(
+  kms: KMSClient,
+  wrappingKeyId: string,
+  kid: string,
+  pkcs8Der: Uint8Array,
+): Promise<WrappedRecipientKey> {
+  const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
+  if (key.asymmetricKeyType !== 'rsa') throw new TypeError('an RSA private key is expected');
+  countCall('kms', 'Encrypt');
+  const out = await kms.send(
+    new EncryptCommand({
+      KeyId: wrappingKeyId,
+      Plaintext: pkcs8Der,
+      EncryptionContext: wrappedKeyContext(kid),
+    }),
+  );
+  if (!out.CiphertextBlob) throw new Error('KMS Encrypt returned no ciphertext');
+  return {
+    kid,
+    ciphertextBlob: out.CiphertextBlob,
+    publicKeySpki: createPublicKey(key).export({ format: 'der', type: 'spki' }),
+  };
+}
