@@ -29,6 +29,10 @@ export interface ScenarioMessage {
   direct?: boolean;
   /** Sent after every earlier phase has finished (a replay comes after the original). @default 1 */
   phase?: number;
+  /** The routing header the envelope carries (unauthenticated until verify). */
+  routing?: ItkRouting;
+  /** The Bundle bytes a correct pipeline delivers, for messages expected to be delivered. */
+  bundle?: Uint8Array;
   expected: Expected;
 }
 
@@ -118,6 +122,7 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
         description: 'legacy ITK 2.x message sealed by a registered sender',
         credential: await tokenFor(world, sender, now),
         sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
+        routing,
         expected: { status: 'rejected', stage: 'verify', itk3Code: '10009', code: 'BUNDLE_NOT_ITK3' },
       });
       continue;
@@ -139,6 +144,8 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
         : `${msg.header.event.code} ${sender.ods} → ${routing.to}`,
       credential: await tokenFor(world, sender, now),
       sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
+      routing,
+      ...(duplicate ? {} : { bundle: sample.bytes }),
       expected: duplicate
         ? { status: 'rejected', stage: 'verify', itk3Code: '20007', code: 'DUPLICATE_MESSAGE' }
         : { status: 'delivered' },
@@ -199,6 +206,8 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
       description: 'pharmacy hub acting for X26 with a valid grant (allowed)',
       credential: await tokenFor(world, x26, now, { actors: [world.hubs.granted] }),
       sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
+      routing: m.routing,
+      bundle: m.bytes,
       expected: { status: 'delivered' },
     });
   }
@@ -246,6 +255,8 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
       description: 'first use of a credential (allowed)',
       credential: token,
       sealed: await sealFor(world, x26, first.bytes, first.format, first.routing),
+      routing: first.routing,
+      bundle: first.bytes,
       expected: { status: 'delivered' },
     });
     add({
