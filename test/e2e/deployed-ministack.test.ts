@@ -228,7 +228,7 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
         o.status === 'rejected' && (o.stage === 'authenticate' || !sender)
           ? world.config.doc.unauthenticatedResponseTarget
           : world.config.sendersByOds.get(sender!)?.responseTarget;
-      if (!folder || folder.type !== 'folder') continue;
+      if (folder?.type !== 'folder') continue;
       const obj = await clients.s3
         .send(
           new GetObjectCommand({
