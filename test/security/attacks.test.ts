@@ -2042,7 +2042,7 @@ describe('A19–A24 encryption: algorithms, bombs, oracles, GCM games', () => {
 });
 
 describe('A25 JSON serialisation instead of compact', () => {
-  it('a flattened JSON JWE: 400 at the HTTP door; on SQS a "{" body is read as a record and refused', async () => {
+  it('a flattened JSON JWE: 400 at the HTTP door; on SQS a "{" body that is not a claim check is refused', async () => {
     const { msg, jws } = await validInner();
     const flattened = await new FlattenedEncrypt(new TextEncoder().encode(jws))
       .setProtectedHeader(jweHeader(msg.routing))
@@ -2059,7 +2059,7 @@ describe('A25 JSON serialisation instead of compact', () => {
       'A25.jwe.json.sqs',
       'flattened JSON JWE (direct SQS)',
       { credential, sealed: body, via: 'sqs' },
-      rejected('authenticate', 'RECORD_MALFORMED'),
+      rejected('authenticate', 'ENVELOPE_MALFORMED'),
     );
   });
 
@@ -2333,82 +2333,95 @@ function deflateZeros(size: number, prefix: string): Promise<Buffer> {
 }
 
 /**
- * Findings (lib is not ours to change): the inbound queue accepts a record-shaped body (`{`…) from
- * any writer, and `recordFromIngress` (lib/stages/batch.ts) takes its `traceId` and `receivedAt`
- * (within 60 s before the queue's timestamp) from it. Direct SQS ingestion is a documented transport
- * for senders (docs/WIRE-FORMAT.md), so a sender — or anyone who can write to that queue — chooses
- * both. The `it.todo`s state the correct behaviour; the probe records what happens today so the
- * report shows it. See docs/SECURITY.md "Open findings".
+ * Findings F1–F3 (reported by this suite, fixed in fa88428): the inbound queue used to accept a
+ * record-shaped body from any writer and take its `traceId` and `receivedAt` from it. Direct SQS
+ * ingestion is a documented transport for senders, so a sender could replay its own message past
+ * duplicate detection (F1), backdate receipt time by up to 60 s (F2) or reuse another message's
+ * trace id (F3). The inbound queue now has one format — a compact JWE or a claim-check reference —
+ * and the trace id and receipt time come from SQS. These are the regression tests.
  */
-describe('open findings: record-shaped bodies on the inbound queue', () => {
-  it.todo(
-    'F1: a delivered message replayed as a record body reusing its tracking id as traceId is DUPLICATE_MESSAGE (today: delivered again, second 20013)',
-  );
-  it.todo(
-    'F2: a record body cannot backdate receipt time: a credential expired 50 s beyond the skew is TOKEN_EXPIRED (today: accepted with receivedAt = queue time − 59 s)',
-  );
-  it.todo(
-    "F3: a record body cannot reuse another message's traceId: the victim's trace stays delivered (today: outcome/trace show the attacker's rejection)",
-  );
+describe('findings F1–F3: the inbound queue takes no trace id or receipt time from the body', () => {
+  const recordBody = (traceId: string, credential: string, sealed: string, receivedAt = h.now()) =>
+    JSON.stringify({ v: 1, traceId, receivedAt, source: 'http', credential, sealed: { inline: sealed } });
 
-  it('probe: records the observed behaviour of F1–F3 for the report (asserts nothing about correctness)', async () => {
-    const recordBody = (traceId: string, credential: string, sealed: string, receivedAt = h.now()) =>
-      JSON.stringify({ v: 1, traceId, receivedAt, source: 'http', credential, sealed: { inline: sealed } });
-
-    // F1: replay with the original tracking id.
+  it('F1: a delivered message replayed as a record body reusing its trace id is refused, delivered once', async () => {
     const v = await valid();
     const first = await h.run(v);
     expect(first.outcome.status).toBe('delivered');
     const traceId = first.traceId ?? '';
-    h.pipeline.submitRaw(recordBody(traceId, await token('X26'), v.sealed));
-    await h.pipeline.drain();
-    const entries = await h.pipeline.audit.byTrace(traceId);
-    const deliveredTwice = entries.filter((e) => e.event === 'delivered').length;
-    results.add({
-      id: 'F1.replay-same-trace',
-      attack: 'FINDING: delivered message replayed as a record body with its own traceId (expected 20007)',
-      stage: 'deliver',
-      outcome: deliveredTwice > 1 ? `delivered ×${deliveredTwice}` : 'rejected',
-      itk3Code: deliveredTwice > 1 ? '20013' : '20007',
-      code: deliveredTwice > 1 ? null : 'DUPLICATE_MESSAGE',
-    });
-
-    // F2: receipt time backdated by 59 s lets a credential expired 50 s beyond the skew through.
-    const receipt = Math.floor(h.now() / 1000);
-    const iat = receipt - 380;
-    const v2 = await valid();
-    const stale = await token('X26', { iat, exp: iat + 300 });
-    const f2Trace = randomUUID();
-    h.pipeline.submitRaw(recordBody(f2Trace, stale, v2.sealed, h.now() - 59_000));
-    await h.pipeline.drain();
-    const f2 = await h.pipeline.outcome(f2Trace);
-    results.add({
-      id: 'F2.backdated-receipt',
-      attack:
-        'FINDING: record body backdates receivedAt by 59 s; credential expired 50 s past skew (expected TOKEN_EXPIRED)',
-      stage: f2.stage ?? '-',
-      outcome: f2.status,
-      itk3Code: f2.itk3Code ?? null,
-      code: f2.code ?? null,
-    });
-
-    // F3: an unauthenticated writer reuses an in-flight victim's trace id.
-    const victim = await valid();
-    const submitted = await h.pipeline.submit(victim.credential, victim.sealed);
-    if (submitted.status !== 202) throw new Error('front door refused the victim');
-    h.pipeline.submitRaw(recordBody(submitted.trackingId, 'not.a.token', 'a.b.c.d.e'));
-    await h.pipeline.drain();
-    const f3 = await h.pipeline.outcome(submitted.trackingId);
-    const victimDelivered = (await h.pipeline.audit.byTrace(submitted.trackingId)).some(
-      (e) => e.event === 'delivered',
+    await check(
+      'F1.replay-same-trace',
+      'record-shaped body reusing a delivered trace id (direct SQS)',
+      {
+        sealed: recordBody(traceId, await token('X26'), v.sealed),
+        via: 'sqs',
+        authorization: `Bearer ${await token('X26')}`,
+      },
+      rejected('authenticate', 'ENVELOPE_MALFORMED'),
     );
+    const entries = await h.pipeline.audit.byTrace(traceId);
+    expect(entries.filter((e) => e.event === 'delivered')).toHaveLength(1);
+  });
+
+  it('F2: a record body cannot backdate receipt time for a stale credential', async () => {
+    const iat = Math.floor(h.now() / 1000) - 380;
+    const v = await valid();
+    const stale = await token('X26', { iat, exp: iat + 300 });
+    await check(
+      'F2.backdated-receipt',
+      'record-shaped body backdating receivedAt by 59 s (direct SQS)',
+      {
+        sealed: recordBody(randomUUID(), stale, v.sealed, h.now() - 59_000),
+        via: 'sqs',
+        authorization: `Bearer ${stale}`,
+      },
+      rejected('authenticate', 'ENVELOPE_MALFORMED'),
+    );
+    // The same stale credential on the proper path is judged at the queue's own receipt time.
+    await check(
+      'F2.stale-credential',
+      'credential expired 50 s beyond the skew (direct SQS)',
+      { credential: stale, sealed: v.sealed, via: 'sqs' },
+      rejected('authenticate', 'TOKEN_EXPIRED'),
+    );
+  });
+
+  it("F3: a record body reusing a victim's trace id leaves the victim's outcome alone", async () => {
+    const victim = await valid();
+    const delivered = await h.run(victim);
+    expect(delivered.outcome.status).toBe('delivered');
+    const traceId = delivered.traceId ?? '';
+    h.pipeline.submitRaw(recordBody(traceId, 'not.a.token', 'a.b.c.d.e'));
+    await h.pipeline.drain();
+    expect(await h.pipeline.outcome(traceId)).toMatchObject({ status: 'delivered' });
     results.add({
       id: 'F3.trace-hijack',
-      attack: `FINDING: attacker record reuses a victim's traceId (victim ${victimDelivered ? 'was delivered' : 'not delivered'}; expected outcome delivered)`,
-      stage: f3.stage ?? '-',
-      outcome: f3.status,
-      itk3Code: f3.itk3Code ?? null,
-      code: f3.code ?? null,
+      attack: "record-shaped body reusing a victim's trace id: victim outcome after the attempt",
+      stage: 'deliver',
+      outcome: (await h.pipeline.outcome(traceId)).status,
+      itk3Code: '20013',
+      code: null,
     });
+  });
+
+  it('a claim-check body that names no stored artefact is dead-lettered at authorise, never decrypted', async () => {
+    // Only an authenticated sender gets this far; the dangling reference is retried (blob stores
+    // can lag) and then dead-lettered with its reason, making no key-service call.
+    const body = JSON.stringify({
+      claimCheck: { key: `claim-check/${randomUUID()}/sealed.jwe`, bytes: 1000, sha256: '0'.repeat(64) },
+    });
+    const before = h.keys.unwraps;
+    const r = await h.run({ credential: await token('X26'), sealed: body, via: 'sqs' });
+    results.add(
+      rowFrom('claim-check.dangling', 'claim-check body naming no stored artefact (direct SQS)', r),
+    );
+    expect(r.outcome).toMatchObject({
+      status: 'dead-lettered',
+      stage: 'authorise',
+      code: 'BLOB_STORE_UNAVAILABLE',
+    });
+    expect(h.keys.unwraps - before).toBe(0);
+    // Leave the DLQ empty for the other cases.
+    h.pipeline.dlqs.authorise.take(r.traceId ?? '');
   });
 });
