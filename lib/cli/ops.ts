@@ -46,7 +46,7 @@ export async function dlqShow(out: string, messageId: string, write: Write): Pro
   const letter = findDeadLetter(files.dir, messageId);
   if (!letter) throw new UsageError(`no dead letter ${messageId} in ${files.dir}`);
   // Never the body: it holds the credential and message content.
-  const { body, attributes: _a, ...summary } = letter;
+  const { body, attributes: _a, sentAt: _s, ...summary } = letter;
   write(JSON.stringify({ ...summary, bodyBytes: Buffer.byteLength(body, 'utf8') }, null, 2));
   return trace(out, letter.traceId, write);
 }
@@ -74,7 +74,7 @@ export async function dlqRedrive(
     onceFile: files.once,
   });
   for (const letter of letters) {
-    pipeline.queues[letter.stage].send(letter.body, letter.attributes, letter.messageId);
+    pipeline.queues[letter.stage].send(letter.body, letter.attributes, letter.messageId, letter.sentAt);
     removeDeadLetter(files.dir, letter);
     await pipeline.audit.append({
       traceId: letter.traceId,

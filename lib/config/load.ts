@@ -29,14 +29,66 @@ export interface LoadedConfig {
 export function loadConfig(input: unknown): LoadedConfig {
   const parsed = ConfigSchema.safeParse(input);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map(formatIssue));
+    // Report cross-reference problems too, over the parts that are well-formed on their own, so a
+    // broken document is fixed in one round rather than two.
+    const problems = parsed.error.issues.map(formatIssue);
+    problems.push(...crossReference(bestEffortSections(input)).problems);
+    throw new ConfigError(problems);
   }
   const doc = parsed.data;
+  const indexed = <T>(items: readonly T[]): [number, T][] => items.map((item, i) => [i, item]);
+  const { problems, ...indexes } = crossReference({
+    issuers: indexed(doc.issuers),
+    senders: indexed(doc.senders),
+    recipients: indexed(doc.recipients),
+    rules: indexed(doc.rules),
+    delegations: indexed(doc.delegations),
+    responseSigningKid: doc.responseSigning.kid,
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze({ doc, ...indexes });
+}
+
+/** Each section as [index in the document, element] pairs, so messages name the right element. */
+interface Sections {
+  issuers: [number, IssuerConfig][];
+  senders: [number, SenderConfig][];
+  recipients: [number, RecipientConfig][];
+  rules: [number, PipelineConfig['rules'][number]][];
+  delegations: [number, PipelineConfig['delegations'][number]][];
+  responseSigningKid: string | undefined;
+}
+
+/** The elements of a schema-invalid document that are valid on their own. */
+function bestEffortSections(input: unknown): Sections {
+  const raw = (input && typeof input === 'object' ? input : {}) as Record<string, unknown>;
+  const shape = ConfigSchema.shape;
+  const valid = <T>(key: string, schema: z.ZodType<T>): [number, T][] => {
+    const list = raw[key];
+    if (!Array.isArray(list)) return [];
+    return list.flatMap((item, i) => {
+      const r = schema.safeParse(item);
+      return r.success ? [[i, r.data] as [number, T]] : [];
+    });
+  };
+  const signing = shape.responseSigning.safeParse(raw.responseSigning);
+  return {
+    issuers: valid('issuers', shape.issuers.element),
+    senders: valid('senders', shape.senders.element),
+    recipients: valid('recipients', shape.recipients.element),
+    rules: valid('rules', shape.rules.element),
+    delegations: valid('delegations', shape.delegations.unwrap().element),
+    responseSigningKid: signing.success ? signing.data.kid : undefined,
+  };
+}
+
+/** Uniqueness and cross-references between sections; builds the look-up indexes on the way. */
+function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { problems: string[] } {
   const problems: string[] = [];
 
   const issuersByIss = new Map<string, IssuerConfig>();
   const issuerIds = new Set<string>();
-  for (const [i, issuer] of doc.issuers.entries()) {
+  for (const [i, issuer] of sections.issuers) {
     if (issuersByIss.has(issuer.issuer))
       problems.push(`issuers.${i}.issuer: "${issuer.issuer}" is listed twice`);
     if (issuerIds.has(issuer.id)) problems.push(`issuers.${i}.id: "${issuer.id}" is listed twice`);
@@ -47,7 +99,7 @@ export function loadConfig(input: unknown): LoadedConfig {
 
   const sendersByOds = new Map<string, SenderConfig>();
   const senderKeyByKid = new Map<string, { ods: string; jwk: PublicJwk }>();
-  for (const [i, sender] of doc.senders.entries()) {
+  for (const [i, sender] of sections.senders) {
     if (sendersByOds.has(sender.ods)) problems.push(`senders.${i}.ods: "${sender.ods}" is listed twice`);
     sendersByOds.set(sender.ods, sender);
     for (const [k, jwk] of sender.signingKeys.entries()) {
@@ -60,7 +112,7 @@ export function loadConfig(input: unknown): LoadedConfig {
 
   const recipientsByOds = new Map<string, RecipientConfig>();
   const recipientByKid = new Map<string, string>();
-  for (const [i, recipient] of doc.recipients.entries()) {
+  for (const [i, recipient] of sections.recipients) {
     if (recipientsByOds.has(recipient.ods))
       problems.push(`recipients.${i}.ods: "${recipient.ods}" is listed twice`);
     recipientsByOds.set(recipient.ods, recipient);
@@ -70,12 +122,12 @@ export function loadConfig(input: unknown): LoadedConfig {
       recipientByKid.set(key.kid, recipient.ods);
     }
   }
-  if (recipientByKid.has(doc.responseSigning.kid)) {
+  if (sections.responseSigningKid !== undefined && recipientByKid.has(sections.responseSigningKid)) {
     problems.push('responseSigning.kid: must differ from every recipient key id');
   }
 
   const ruleIds = new Set<string>();
-  for (const [i, rule] of doc.rules.entries()) {
+  for (const [i, rule] of sections.rules) {
     if (ruleIds.has(rule.id)) problems.push(`rules.${i}.id: "${rule.id}" is listed twice`);
     ruleIds.add(rule.id);
     const sender = sendersByOds.get(rule.sender.ods);
@@ -92,7 +144,7 @@ export function loadConfig(input: unknown): LoadedConfig {
   }
 
   const grantIds = new Set<string>();
-  for (const [i, grant] of doc.delegations.entries()) {
+  for (const [i, grant] of sections.delegations) {
     if (grantIds.has(grant.id)) problems.push(`delegations.${i}.id: "${grant.id}" is listed twice`);
     grantIds.add(grant.id);
     for (const org of grant.onBehalfOf) {
@@ -101,9 +153,7 @@ export function loadConfig(input: unknown): LoadedConfig {
     }
   }
 
-  if (problems.length > 0) throw new ConfigError(problems);
-
-  return deepFreeze({ doc, issuersByIss, sendersByOds, recipientsByOds, recipientByKid, senderKeyByKid });
+  return { problems, issuersByIss, sendersByOds, recipientsByOds, recipientByKid, senderKeyByKid };
 }
 
 /** Read and validate a JSON configuration file. */

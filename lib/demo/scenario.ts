@@ -145,7 +145,9 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
       credential: await tokenFor(world, sender, now),
       sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
       routing,
-      ...(duplicate ? {} : { bundle: sample.bytes }),
+      // A duplicate arrives after its original has been processed, never in the same batch: two
+      // copies racing through one batch would make "which one is the duplicate" a coin toss.
+      ...(duplicate ? { phase: 2 } : { bundle: sample.bytes }),
       expected: duplicate
         ? { status: 'rejected', stage: 'verify', itk3Code: '20007', code: 'DUPLICATE_MESSAGE' }
         : { status: 'delivered' },

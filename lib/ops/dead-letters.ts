@@ -16,11 +16,13 @@ export interface DeadLetter {
   traceId: string;
   reason: string;
   deadLetteredAt: string;
+  /** When the queue first received it (ms): a redrive keeps it, so credentials are judged at receipt. */
+  sentAt?: number;
   body: string;
   attributes: Record<string, string>;
 }
 
-export type DeadLetterSummary = Omit<DeadLetter, 'body' | 'attributes'>;
+export type DeadLetterSummary = Omit<DeadLetter, 'body' | 'attributes' | 'sentAt'>;
 
 const SAFE_ID = /^[A-Za-z0-9-]{1,128}$/;
 
@@ -37,6 +39,7 @@ export function saveDeadLetters(dir: string, pipeline: EmbeddedPipeline): number
       traceId: traceIdOf(message.body, message.messageId),
       reason: message.deadLetter?.reason ?? 'unknown',
       deadLetteredAt: new Date(message.deadLetter?.at ?? Date.now()).toISOString(),
+      sentAt: message.sentAt,
       body: message.body,
       attributes: message.attributes,
     };
@@ -55,7 +58,7 @@ export function listDeadLetters(dir: string, stage?: StageName): DeadLetterSumma
     const folder = join(dir, 'dlq', s);
     if (!existsSync(folder)) continue;
     for (const f of readdirSync(folder).filter((x) => x.endsWith('.json'))) {
-      const { body: _b, attributes: _a, ...summary } = readLetter(join(folder, f));
+      const { body: _b, attributes: _a, sentAt: _s, ...summary } = readLetter(join(folder, f));
       out.push(summary);
     }
   }

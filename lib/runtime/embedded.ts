@@ -215,7 +215,9 @@ export class EmbeddedPipeline {
     for (const id of ids) {
       const m = this.dlqs[stage].take(id);
       if (!m) continue;
-      this.queues[stage].send(m.body, m.attributes, m.messageId);
+      // Keep the original send time: the authenticate stage judges credentials at receipt time, and a
+      // redrive is not a new receipt.
+      this.queues[stage].send(m.body, m.attributes, m.messageId, m.sentAt);
       moved += 1;
       await this.audit.append({
         traceId: traceIdOf(m),
@@ -233,18 +235,18 @@ export class EmbeddedPipeline {
     const event: SQSEvent = { Records: batch.map((m) => toSqsRecord(stage, m, this.clock.now())) };
     const context = lambdaContext(stage, { ports: this.ports, config: this.config });
     let failed: Set<string>;
+    let handlerError: string | undefined;
     try {
       const response = await handler(event, context);
       failed = new Set((response?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
     } catch (error) {
       // A handler that throws fails the whole batch, as in Lambda.
       failed = new Set(batch.map((m) => m.messageId));
-      for (const m of batch)
-        this.queues[stage].noteFailure(m.messageId, `handler error: ${(error as Error).name}`);
+      handlerError = `handler error: ${(error as Error).name}`;
     }
     for (const m of batch) {
       if (failed.has(m.messageId)) {
-        this.queues[stage].noteFailure(m.messageId, await this.#lastFailure(m, stage));
+        this.queues[stage].noteFailure(m.messageId, handlerError ?? (await this.#lastFailure(m, stage)));
       } else {
         this.queues[stage].delete(m.messageId, m.receiptHandle!);
       }

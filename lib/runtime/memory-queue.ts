@@ -43,13 +43,18 @@ export class MemoryQueue {
     this.#clock = clock;
   }
 
-  send(body: string, attributes: Record<string, string> = {}, messageId: string = randomUUID()): string {
+  send(
+    body: string,
+    attributes: Record<string, string> = {},
+    messageId: string = randomUUID(),
+    sentAt?: number,
+  ): string {
     const now = this.#clock.now();
     this.#messages.set(messageId, {
       messageId,
       body,
       attributes,
-      sentAt: now,
+      sentAt: sentAt ?? now,
       receiveCount: 0,
       visibleAt: now,
     });

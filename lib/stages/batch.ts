@@ -38,6 +38,8 @@ export interface StageObserver {
 interface Output {
   queue: QueueName;
   body: string;
+  /** Runs once the forward succeeded (a rejection is audited and counted once, not per attempt). */
+  afterForward?: () => Promise<void>;
 }
 
 const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
@@ -83,6 +85,16 @@ export async function processStageBatch(
       for (const id of group.ids) failed.add(id);
     }
   }
+  for (const [messageId, output] of outputs) {
+    if (!output.afterForward || failed.has(messageId)) continue;
+    try {
+      await output.afterForward();
+    } catch {
+      // The rejection is on its way to deliver but not yet audited: retry the record (deliver's
+      // response names are idempotent, so a second forward has one effect).
+      failed.add(messageId);
+    }
+  }
 
   return { batchItemFailures: [...failed].map((itemIdentifier) => ({ itemIdentifier })) };
 }
@@ -112,25 +124,31 @@ async function processRecord(
     const traceId = record?.traceId ?? sqsRecord.messageId;
     if (classified instanceof RejectionError && stage !== 'deliver') {
       const rejected = rejectionRecord(stage, record, sqsRecord, classified);
-      await audit(ctx, {
-        traceId,
-        stage,
-        event: 'rejected',
-        code: classified.code,
-        itk3Code: classified.itk3Code,
-        ...(rejected.rejection?.originalMessageId ? { messageId: rejected.rejection.originalMessageId } : {}),
-        ...(record?.principal ? { sender: record.principal.organisation } : {}),
-        ...(record?.decision ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId } : {}),
-      });
-      observer.record({
-        stage,
-        traceId,
-        result: 'rejected',
-        code: classified.code,
-        itk3Code: classified.itk3Code,
-        receiveCount,
-      });
-      return { queue: 'deliver', body: serialiseRecord(rejected) };
+      const afterForward = async () => {
+        await audit(ctx, {
+          traceId,
+          stage,
+          event: 'rejected',
+          code: classified.code,
+          itk3Code: classified.itk3Code,
+          ...(rejected.rejection?.originalMessageId
+            ? { messageId: rejected.rejection.originalMessageId }
+            : {}),
+          ...(record?.principal ? { sender: record.principal.organisation } : {}),
+          ...(record?.decision
+            ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
+            : {}),
+        });
+        observer.record({
+          stage,
+          traceId,
+          result: 'rejected',
+          code: classified.code,
+          itk3Code: classified.itk3Code,
+          receiveCount,
+        });
+      };
+      return { queue: 'deliver', body: serialiseRecord(rejected), afterForward };
     }
     // Transient (or a permanent failure inside deliver, which has nowhere else to go): retry, then DLQ.
     observer.record({ stage, traceId, result: 'transient', code: classified.code, receiveCount });
