@@ -345,6 +345,89 @@ describe('itk3 token → seal → process', () => {
   });
 });
 
+describe('itk3 dlq', () => {
+  it('redrive of a message dead-lettered at deliver, with the target fixed, delivers it; list empties and trace shows it', async () => {
+    const { dir, keystore, config } = worldOnDisk();
+    // The same world, but A83627's delivery target is an S3 bucket, which embedded mode cannot reach.
+    const brokenDoc = structuredClone(world.configDoc);
+    const a83627 = brokenDoc.recipients.find((r) => r.ods === 'A83627')!;
+    a83627.target = { type: 's3', bucket: 'itk3-unreachable-bucket', prefix: '' };
+    const broken = join(dir, 'broken-config.json');
+    writeFileSync(broken, JSON.stringify(brokenDoc));
+
+    const messages = join(dir, 'messages');
+    mkdirSync(messages);
+    const msg = buildMessage('X26');
+    writeFileSync(join(messages, 'imms.jwe'), `${await sealAs(world, 'X26', msg)}\n`);
+    writeFileSync(join(messages, 'imms.jwt'), `${await credentialFor(world, 'X26', Date.now())}\n`);
+    const out = join(dir, 'run');
+
+    const processed = await cli(
+      'process',
+      messages,
+      '--config',
+      broken,
+      '--keystore',
+      keystore,
+      '--out',
+      out,
+    );
+    expect(processed.code).toBe(1);
+    const line = JSON.parse(processed.out[0]!);
+    expect(line).toMatchObject({ file: 'imms.jwe', status: 'dead-lettered', stage: 'deliver' });
+    const trackingId = line.trackingId as string;
+
+    const listed = await cli('dlq', 'list', '--out', out, '--json');
+    expect(listed.code).toBe(0);
+    expect(listed.out.map((l) => JSON.parse(l))).toEqual([
+      expect.objectContaining({ stage: 'deliver', traceId: trackingId, reason: 'DELIVERY_UNAVAILABLE' }),
+    ]);
+
+    const redriven = await cli(
+      'dlq',
+      'redrive',
+      'deliver',
+      '--config',
+      config,
+      '--keystore',
+      keystore,
+      '--out',
+      out,
+    );
+    expect(redriven.code).toBe(0);
+    expect(redriven.out.map((l) => JSON.parse(l))).toEqual([
+      expect.objectContaining({
+        traceId: trackingId,
+        status: 'delivered',
+        stage: 'deliver',
+        itk3Code: '20013',
+        error: null,
+      }),
+    ]);
+    const delivered = join(worldPaths(out).delivered('A83627'), `${msg.messageId}.xml`);
+    expect(Buffer.compare(readFileSync(delivered), Buffer.from(msg.bytes))).toBe(0);
+
+    const empty = await cli('dlq', 'list', '--out', out);
+    expect(empty.code).toBe(0);
+    expect(empty.out.join('\n')).toMatch(/^no dead letters in /);
+    expect((await cli('dlq', 'list', '--out', out, '--json')).out).toEqual([]);
+
+    const traced = await cli('trace', trackingId, '--out', out);
+    expect(traced.code).toBe(0);
+    const rows = traced.out.join('\n').split('\n');
+    const row = (stage: string, event: string) =>
+      rows.findIndex((r) => new RegExp(`^\\S+\\s+${stage}\\s+${event}(\\s|$)`).test(r));
+    const deadLettered = row('deliver', 'dead-lettered');
+    const redrive = row('operator', 'redriven');
+    const deliveredRow = row('deliver', 'delivered');
+    expect(deadLettered).toBeGreaterThan(0);
+    expect(redrive).toBeGreaterThan(deadLettered);
+    expect(deliveredRow).toBeGreaterThan(redrive);
+    expect(rows.filter((r) => /^\S+\s+deliver\s+delivered(\s|$)/.test(r))).toHaveLength(1);
+    expect(rows.at(-1)).toBe('outcome: delivered at deliver, ITK3 20013');
+  });
+});
+
 describe('itk3 serve', () => {
   const MAX_SEALED = 256 * 1024;
   let server: RunningServer | undefined;

@@ -104,11 +104,29 @@ describe('configuration: problems are all reported at once', () => {
     expect(configError(bad).issues.some((i) => i.startsWith('senders.0.signingKeys.0'))).toBe(true);
   });
 
-  it.todo(
-    'lists schema problems and cross-reference problems together (lib/config/load.ts:30-33 returns ' +
-      'after the schema step, so a document with gatewayOds "bad ods" and a rule naming sender ZZZ999 ' +
-      'reports only the gatewayOds problem; the rule problem appears only after the first is fixed)',
-  );
+  it('lists schema problems and cross-reference problems together', () => {
+    const bad = doc() as Record<string, unknown> & PipelineConfigInput;
+    // Schema problems: a malformed gateway ODS code and a malformed rule event.
+    bad.gatewayOds = 'bad ods';
+    bad.rules[1]!.event = 'ITK7C';
+    // Cross-reference problems in elements that are well-formed on their own.
+    bad.rules[0]!.sender = { ods: 'ZZZ999' };
+    bad.rules[2]!.recipients = ['B99999'];
+
+    const error = configError(bad);
+    expect(error.code).toBe('CONFIG_INVALID');
+    const paths = error.issues.map((i) => i.slice(0, i.indexOf(':')));
+    expect(paths).toEqual(expect.arrayContaining(['gatewayOds', 'rules.1.event']));
+    // Reported in the same round, naming each element by its index in the document.
+    expect(error.issues).toEqual(
+      expect.arrayContaining([
+        'rules.0.sender.ods: "ZZZ999" is not a configured sender',
+        'rules.2.recipients: "B99999" is not a configured recipient',
+      ]),
+    );
+    expect(error.issues).toHaveLength(4);
+    expect(error.message).toContain('4 problems');
+  });
 });
 
 describe('configuration: valid documents', () => {

@@ -346,12 +346,36 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
     expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toEqual([]);
   });
 
-  it.todo(
-    'a handler that always throws dead-letters with reason "handler error: Error" — lib/runtime/embedded.ts ' +
-      '#invoke notes that reason in its catch block (line 242), then the loop below it (line 246) overwrites ' +
-      'it with #lastFailure(), which finds no transient-failure audit entry and returns "unknown"; observed ' +
-      'DLQ deadLetter.reason and dead-lettered audit code "unknown", expected "handler error: Error"',
-  );
+  it('a handler that always throws dead-letters with reason "handler error: Error", not "unknown"', async () => {
+    const baseDir = makeTempDir();
+    const { handlers } = recordingHandlers({
+      verify: async () => {
+        throw new Error('verify function crashed');
+      },
+    });
+    const pipeline = embeddedPipeline(world, { baseDir, handlers });
+    const [trace] = await submitAll(pipeline, [{ sender: 'X26', msg: buildMessage('X26') }]);
+    await pipeline.drain();
+
+    // The reason the runtime noted in its catch block survives to the DLQ and the audit trail (it
+    // was overwritten by the last transient-failure audit entry, of which a crash leaves none).
+    const dead = pipeline.deadLetters();
+    expect(dead).toHaveLength(1);
+    expect(dead[0]!.stage).toBe('verify');
+    expect(dead[0]!.message.deadLetter).toMatchObject({
+      sourceQueue: 'itk3-verify',
+      reason: 'handler error: Error',
+    });
+    const trail = await entries(pipeline, trace!);
+    expect(trail.filter((e) => e.event === 'dead-lettered')).toEqual([
+      expect.objectContaining({ stage: 'verify', code: 'handler error: Error' }),
+    ]);
+    expect(await pipeline.outcome(trace!)).toMatchObject({
+      status: 'dead-lettered',
+      stage: 'verify',
+      code: 'handler error: Error',
+    });
+  });
 
   it('redrive puts a dead-lettered message back and, once the fault is gone, it is delivered', async () => {
     const baseDir = makeTempDir();
@@ -381,21 +405,100 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
     expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
   });
 
-  it.todo(
-    'a message dead-lettered at authenticate (once-store down for all 5 receives) and redriven once the ' +
-      'store is back is delivered — observed: rejected TOKEN_EXPIRED 20012. EmbeddedPipeline.redrive ' +
-      '(lib/runtime/embedded.ts) re-sends the body with MemoryQueue.send, which stamps a new sentAt, and ' +
-      'recordFromIngress (lib/stages/batch.ts) takes the receipt time from SentTimestamp, so the ' +
-      'credential is judged at redrive time (dead-lettering alone takes >= 5 x 180 s of queue time)',
-  );
+  it('a message dead-lettered at authenticate and redriven once the once-store is back is delivered (credential judged at receipt)', async () => {
+    const baseDir = makeTempDir();
+    const pipeline = embeddedPipeline(world, { baseDir });
+    let storeDown = true;
+    let puts = 0;
+    const realOnce = pipeline.ports.once;
+    pipeline.ports.once = {
+      putIfAbsent: (key, value, ttlSeconds) => {
+        puts += 1;
+        if (storeDown) return Promise.reject(new Error('once-store unreachable'));
+        return realOnce.putIfAbsent(key, value, ttlSeconds);
+      },
+    };
+    const msg = buildMessage('X26');
+    const receivedAt = pipeline.clock.now();
+    const [trace] = await submitAll(pipeline, [{ sender: 'X26', msg }]);
+    await pipeline.drain();
 
-  it.todo(
-    'a rejection whose forward to the deliver queue fails once is audited "rejected" once — observed: ' +
-      'twice. processRecord in lib/stages/batch.ts appends the rejected audit entry (and the metric) ' +
-      'before the batched send; when sendBatch reports that entry failed the record is retried, rejected ' +
-      'again and audited again (one response is still sent). Seen with three RECIPIENT_UNKNOWN messages in ' +
-      'one authorise batch and entry 1 of the deliver send failed once',
-  );
+    // Down for every receive: dead-lettered at authenticate, long after the credential expired.
+    expect(puts).toBe(pipeline.settings.authenticate.maxReceiveCount);
+    expect(await pipeline.outcome(trace!)).toMatchObject({
+      status: 'dead-lettered',
+      stage: 'authenticate',
+      code: 'STORE_UNAVAILABLE',
+    });
+    const [dead] = pipeline.dlqs.authenticate.peekAll();
+    expect(dead!.messageId).toBe(trace);
+    expect(dead!.sentAt).toBe(receivedAt);
+    // Five receives, each a visibility timeout apart: the 300 s credential is long expired by now.
+    expect(pipeline.clock.now() - receivedAt).toBeGreaterThan(300_000);
+
+    storeDown = false;
+    expect(await pipeline.redrive('authenticate')).toBe(1);
+    // The redriven message keeps its original receipt time (SentTimestamp), not the redrive time.
+    const [redriven] = pipeline.queues.authenticate.peekAll();
+    expect(redriven).toMatchObject({ messageId: trace, sentAt: receivedAt });
+    await pipeline.drain();
+
+    const trail = await entries(pipeline, trace!);
+    expect(trail.some((e) => e.code === 'TOKEN_EXPIRED')).toBe(false);
+    expect(count(trail, 'rejected')).toBe(0);
+    expect(trail.filter((e) => e.event === 'redriven')).toEqual([
+      expect.objectContaining({ stage: 'operator', detail: 'back to authenticate' }),
+    ]);
+    expect(terminals(trail)).toEqual({ delivered: 1, rejected: 0, deadLettered: 0 });
+    expect(await pipeline.outcome(trace!)).toMatchObject({
+      status: 'delivered',
+      messageId: msg.messageId,
+      itk3Code: '20013',
+    });
+    expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toEqual([`${msg.messageId}.xml`]);
+    expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
+  });
+
+  it('a rejection whose forward to the deliver queue fails once is audited "rejected" once', async () => {
+    const baseDir = makeTempDir();
+    const { handlers, batches } = recordingHandlers();
+    const pipeline = embeddedPipeline(world, { baseDir, handlers });
+    let failedOnce = false;
+    // Entry 1 of the first multi-entry send to deliver is reported failed (and not sent), once.
+    wrapQueueSender(pipeline, (real) => async (queue, bodies) => {
+      if (failedOnce || queue !== 'deliver' || bodies.length < 2) return real(queue, bodies);
+      failedOnce = true;
+      const { failed } = await real(queue, [bodies[0]!, ...bodies.slice(2)]);
+      return { failed: [1, ...failed.map((i) => (i === 0 ? 0 : i + 1))] };
+    });
+
+    // Three messages to an organisation not served here: rejected together in one authorise batch.
+    const traces = await submitAll(
+      pipeline,
+      [0, 1, 2].map(() => ({ sender: 'X26' as const, msg: buildMessage('X26', { to: 'B99999' }) })),
+    );
+    await pipeline.drain();
+
+    expect(failedOnce).toBe(true);
+    const authorise = batches.filter((b) => b.stage === 'authorise');
+    expect(authorise[0]!.records).toHaveLength(3);
+    // The record whose forward failed went round authorise a second time.
+    expect(authorise.slice(1).map((b) => b.records.map((r) => r.receiveCount))).toEqual([[2]]);
+
+    for (const trace of traces) {
+      const trail = await entries(pipeline, trace);
+      expect(terminals(trail), `trace ${trace}`).toEqual({ delivered: 0, rejected: 1, deadLettered: 0 });
+      expect(count(trail, 'response-sent')).toBe(1);
+      expect(await pipeline.outcome(trace)).toMatchObject({
+        status: 'rejected',
+        stage: 'authorise',
+        code: 'RECIPIENT_UNKNOWN',
+        itk3Code: '20002',
+      });
+    }
+    expect(filesIn(worldPaths(baseDir).responses('X26'))).toEqual(traces.map((t) => `${t}-20002.jws`).sort());
+    expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
+  });
 
   it('redrive of an unknown message id moves nothing', async () => {
     const pipeline = embeddedPipeline(world, { baseDir: makeTempDir() });
