@@ -55,6 +55,13 @@ export class Itk3PipelineStack extends Stack {
       ),
       'stage → dead-letter queue URL',
     );
+    output(
+      'QueueUrls',
+      this.toJsonString(
+        Object.fromEntries(Object.entries(p.stages).map(([stage, s]) => [stage, s.queue.queueUrl])),
+      ),
+      'stage → source queue URL (where a DLQ redrive sends messages back)',
+    );
     output('DashboardName', p.observability.dashboard.dashboardName, 'CloudWatch dashboard');
   }
 }

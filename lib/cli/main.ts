@@ -30,7 +30,18 @@ import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
 import { EmbeddedPipeline } from '../runtime/embedded.js';
 import { runDemo } from './demo.js';
-import { dlqList, dlqRedrive, dlqShow, runFiles, trace } from './ops.js';
+import {
+  awsDlqList,
+  awsDlqRedrive,
+  awsDlqShow,
+  awsTrace,
+  commandLinePipeline,
+  dlqList,
+  dlqRedrive,
+  dlqShow,
+  runFiles,
+  trace,
+} from './ops.js';
 import { startServer } from './serve.js';
 
 const HELP = `itk3 — ITK3 secure pipeline
@@ -60,6 +71,8 @@ Commands:
   dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
                                             send dead letters back to their queue and run them again
   trace TRACKING_ID [--out DIR]             a message's path through the audit trail
+                                            (dlq and trace: --aws-outputs F works on a deployed stack, F being
+                                            the cdk deploy --outputs-file JSON)
   config validate F                         validate a configuration document, listing every problem
   config schema                             print the configuration's JSON Schema
 
@@ -100,8 +113,14 @@ export async function main(
       case 'dlq':
         return await dlqCommand(rest, write);
       case 'trace': {
-        const { values, positionals } = args(rest, { out: { type: 'string', default: '.itk3/run' } }, true);
-        if (positionals.length !== 1) throw new UsageError('usage: itk3 trace TRACKING_ID [--out DIR]');
+        const { values, positionals } = args(
+          rest,
+          { out: { type: 'string', default: '.itk3/run' }, 'aws-outputs': { type: 'string' } },
+          true,
+        );
+        if (positionals.length !== 1)
+          throw new UsageError('usage: itk3 trace TRACKING_ID [--out DIR | --aws-outputs F]');
+        if (values['aws-outputs']) return await awsTrace(values['aws-outputs'], positionals[0]!, write);
         return await trace(values.out, positionals[0]!, write);
       }
       default:
@@ -363,13 +382,7 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
   const sealedFiles = positionals.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
   const files = runFiles(values.out);
-  const pipeline = new EmbeddedPipeline({
-    config,
-    keys,
-    baseDir: files.dir,
-    auditFile: files.audit,
-    onceFile: files.once,
-  });
+  const pipeline = commandLinePipeline(config, keys, values.out);
   const traces: { file: string; traceId: string }[] = [];
   for (const file of sealedFiles) {
     const sealed = readInput(file).toString('utf8').trim();
@@ -444,16 +457,22 @@ async function dlqCommand(argv: readonly string[], write: Write): Promise<number
       json: { type: 'boolean' },
       config: { type: 'string' },
       keystore: { type: 'string', default: '.itk3/keystore.json' },
+      'aws-outputs': { type: 'string' },
     },
     true,
   );
+  const aws = values['aws-outputs'];
   if (sub === 'list') {
     if (values.stage && !(STAGES as readonly string[]).includes(values.stage)) {
       throw new UsageError(`--stage must be one of ${STAGES.join(', ')}`);
     }
+    if (aws) return awsDlqList(aws, values.stage as StageName | undefined, values.json === true, write);
     return dlqList(values.out, values.stage as StageName | undefined, values.json === true, write);
   }
-  if (sub === 'show' && positionals.length === 1) return dlqShow(values.out, positionals[0]!, write);
+  if (sub === 'show' && positionals.length === 1) {
+    return aws ? awsDlqShow(aws, positionals[0]!, write) : dlqShow(values.out, positionals[0]!, write);
+  }
+  if (sub === 'redrive' && positionals.length === 1 && aws) return awsDlqRedrive(aws, positionals[0]!, write);
   if (sub === 'redrive' && positionals.length === 1) {
     if (!values.config) throw new UsageError('--config is required to run the redriven messages');
     return dlqRedrive(

@@ -9,7 +9,7 @@ import { MemoryAuditLog } from '../adapters/local/memory-stores.js';
 import type { LoadedConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import { findDeadLetter, listDeadLetters, removeDeadLetter, saveDeadLetters } from '../ops/dead-letters.js';
-import { type KeyService, STAGES, type StageName } from '../ports/index.js';
+import { type AuditEntry, type KeyService, STAGES, type StageName, systemClock } from '../ports/index.js';
 import { EmbeddedPipeline, outcomeFromAudit } from '../runtime/embedded.js';
 import { renderTable } from './table.js';
 
@@ -19,6 +19,27 @@ type Write = (line: string) => void;
 export function runFiles(out: string) {
   const dir = resolve(out);
   return { dir, audit: join(dir, 'audit.jsonl'), once: join(dir, 'once.jsonl') };
+}
+
+/** Visibility timeout of embedded command-line runs: a failed record is retried after this long. */
+const CLI_VISIBILITY_SECONDS = 1;
+
+/**
+ * The embedded pipeline of `process` and `dlq redrive`: state kept in the output folder, real time
+ * (so the audit trail's timestamps are true), and retries after a short visibility timeout instead
+ * of the deployed 6 × function timeout.
+ */
+export function commandLinePipeline(config: LoadedConfig, keys: KeyService, out: string): EmbeddedPipeline {
+  const files = runFiles(out);
+  return new EmbeddedPipeline({
+    config,
+    keys,
+    baseDir: files.dir,
+    auditFile: files.audit,
+    onceFile: files.once,
+    clock: systemClock,
+    stages: Object.fromEntries(STAGES.map((s) => [s, { visibilityTimeoutSeconds: CLI_VISIBILITY_SECONDS }])),
+  });
 }
 
 export function dlqList(out: string, stage: StageName | undefined, json: boolean, write: Write): number {
@@ -66,13 +87,7 @@ export async function dlqRedrive(
       : [findDeadLetter(files.dir, target)].filter((l) => l !== undefined);
   if (letters.length === 0) throw new UsageError(`nothing to redrive for "${target}" in ${files.dir}`);
 
-  const pipeline = new EmbeddedPipeline({
-    config,
-    keys,
-    baseDir: files.dir,
-    auditFile: files.audit,
-    onceFile: files.once,
-  });
+  const pipeline = commandLinePipeline(config, keys, out);
   for (const letter of letters) {
     pipeline.queues[letter.stage].send(letter.body, letter.attributes, letter.messageId, letter.sentAt);
     removeDeadLetter(files.dir, letter);
@@ -107,6 +122,115 @@ export async function trace(out: string, traceId: string, write: Write): Promise
   if (!existsSync(files.audit)) throw new UsageError(`no audit trail at ${files.audit}`);
   const entries = await new MemoryAuditLog({ file: files.audit }).byTrace(traceId);
   if (entries.length === 0) throw new UsageError(`no trace ${traceId} in ${files.audit}`);
+  writeTrace(traceId, entries, write);
+  return 0;
+}
+
+/**
+ * AWS mode: the same operations on a deployed stack (or one deployed to an emulator), located by
+ * the `cdk deploy --outputs-file` JSON. Credentials, region and endpoint come from the usual AWS
+ * environment (`AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`).
+ */
+export async function awsOps(outputsFile: string) {
+  const { readFileSync } = await import('node:fs');
+  const { createAwsClients } = await import('../adapters/aws/clients.js');
+  const { AwsDeadLetters } = await import('../adapters/aws/dead-letters.js');
+  const { DynamoAuditLog } = await import('../adapters/aws/dynamo-audit-log.js');
+  let all: Record<string, Record<string, string>>;
+  try {
+    all = JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Record<string, string>>;
+  } catch {
+    throw new UsageError(`cannot read the cdk outputs file ${outputsFile}`);
+  }
+  const outputs = Object.values(all).find((o) => o.DeadLetterQueueUrls && o.AuditTableName);
+  if (!outputs) throw new UsageError(`${outputsFile} holds no ITK3 pipeline stack outputs`);
+  const loopback = (u: string) => u.replace('//localhost:', '//127.0.0.1:');
+  const urls = (json: string | undefined) =>
+    Object.fromEntries(
+      Object.entries(JSON.parse(json ?? '{}') as Record<string, string>).map(([k, v]) => [k, loopback(v)]),
+    );
+  const clients = createAwsClients();
+  return {
+    deadLetters: new AwsDeadLetters(clients.sqs, {
+      dlq: urls(outputs.DeadLetterQueueUrls),
+      source: urls(outputs.QueueUrls),
+    }),
+    audit: new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName!),
+  };
+}
+
+export async function awsDlqList(
+  outputsFile: string,
+  stage: StageName | undefined,
+  json: boolean,
+  write: Write,
+): Promise<number> {
+  const { deadLetters } = await awsOps(outputsFile);
+  const letters = await deadLetters.list(stage);
+  if (json) {
+    for (const l of letters) write(JSON.stringify(l));
+    return 0;
+  }
+  if (letters.length === 0) {
+    write('no dead letters');
+    return 0;
+  }
+  write(
+    renderTable(
+      ['stage', 'message id', 'trace id', 'receives', 'first sent'],
+      letters.map((l) => [
+        l.stage,
+        l.messageId,
+        l.traceId,
+        String(l.receiveCount),
+        new Date(l.sentAt).toISOString(),
+      ]),
+      64,
+    ),
+  );
+  return 0;
+}
+
+export async function awsDlqShow(outputsFile: string, messageId: string, write: Write): Promise<number> {
+  const { deadLetters, audit } = await awsOps(outputsFile);
+  const letter = (await deadLetters.list()).find((l) => l.messageId === messageId);
+  if (!letter) throw new UsageError(`no dead letter ${messageId}`);
+  const entries = await audit.byTrace(letter.traceId);
+  const reason = entries.filter((e) => e.event === 'transient-failure').at(-1)?.code ?? 'unknown';
+  write(JSON.stringify({ ...letter, reason }, null, 2));
+  writeTrace(letter.traceId, entries, write);
+  return 0;
+}
+
+export async function awsDlqRedrive(outputsFile: string, target: string, write: Write): Promise<number> {
+  const { deadLetters, audit } = await awsOps(outputsFile);
+  const stage = (STAGES as readonly string[]).includes(target) ? (target as StageName) : undefined;
+  const moved = await deadLetters.redrive(
+    target === 'all' || stage ? (stage ? { stage } : {}) : { messageId: target },
+  );
+  if (moved.length === 0) throw new UsageError(`nothing to redrive for "${target}"`);
+  for (const m of moved) {
+    await audit.append({
+      traceId: m.traceId,
+      at: new Date().toISOString(),
+      stage: 'operator',
+      event: 'redriven',
+      detail: `back to ${m.stage}`,
+    });
+    write(JSON.stringify({ redriven: m.messageId, stage: m.stage, traceId: m.traceId }));
+  }
+  return 0;
+}
+
+export async function awsTrace(outputsFile: string, traceId: string, write: Write): Promise<number> {
+  const { audit } = await awsOps(outputsFile);
+  const entries = await audit.byTrace(traceId);
+  if (entries.length === 0) throw new UsageError(`no trace ${traceId} in the audit table`);
+  writeTrace(traceId, entries, write);
+  return 0;
+}
+
+function writeTrace(traceId: string, entries: readonly AuditEntry[], write: Write): void {
   write(
     renderTable(
       ['at', 'stage', 'event', 'code', 'ITK3', 'message id', 'sender', 'recipient', 'rule', 'detail'],
@@ -129,5 +253,4 @@ export async function trace(out: string, traceId: string, write: Write): Promise
   write(
     `outcome: ${o.status}${o.stage ? ` at ${o.stage}` : ''}${o.itk3Code ? `, ITK3 ${o.itk3Code}` : ''}${o.code ? `, ${o.code}` : ''}`,
   );
-  return 0;
 }

@@ -35,6 +35,8 @@ export interface EmulatorOptions {
   visibilityTimeoutSeconds?: number;
   /** Handlers to invoke; defaults to the deployed handler exports. */
   handlers?: Record<StageName, StageHandler>;
+  /** Wrap individual ports (fault-injection tests). */
+  wrapPorts?: (ports: Ports) => Ports;
 }
 
 export class EmulatorPipeline {
@@ -85,9 +87,8 @@ export class EmulatorPipeline {
         : {}),
     });
     const aws = awsPortsFromEnv(opts.config, { env: provisionedEnv(resources), clients });
-    const ports: Ports = opts.localState
-      ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() }
-      : aws;
+    const base: Ports = opts.localState ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() } : aws;
+    const ports = opts.wrapPorts ? opts.wrapPorts(base) : base;
     const handlers = opts.handlers ?? (await import('./handlers.js')).deployedHandlers;
     return new EmulatorPipeline(opts.config, clients, resources, ports, handlers);
   }

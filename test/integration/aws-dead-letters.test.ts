@@ -1,0 +1,71 @@
+/**
+ * Operations on real SQS dead-letter queues: a message whose delivery keeps failing dead-letters
+ * through the emulator queue's own redrive policy, `AwsDeadLetters` lists it (without consuming it)
+ * and redrives it, and once the fault is gone it is delivered — the same calls `itk3 dlq --aws-outputs`
+ * makes against a deployed stack.
+ */
+import { beforeAll, expect, it } from 'vitest';
+import { AwsDeadLetters } from '../../lib/adapters/aws/dead-letters.js';
+import { freshImmunisation, sealFor, tokenFor } from '../../lib/demo/scenario.js';
+import { createWorld, type DemoWorld } from '../../lib/demo/world.js';
+import { TransientError } from '../../lib/errors.js';
+import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
+import { describeEachEmulator } from './support/emulators.js';
+
+describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => {
+  let world: DemoWorld;
+  let pipeline: EmulatorPipeline;
+  let dlqs: AwsDeadLetters;
+  let deliveryBroken = true;
+
+  beforeAll(async () => {
+    world = await createWorld({ recipientModulus: 2048 });
+    pipeline = await EmulatorPipeline.start({
+      config: world.config,
+      endpoint,
+      prefix: unique('dlq').replace('itk3-it-', '').slice(0, 20),
+      localState: emulator.gaps.dynamodb !== undefined,
+      visibilityTimeoutSeconds: 1,
+      wrapPorts: (ports) => ({
+        ...ports,
+        deliverer: {
+          deliver: async (target, name, bytes, type) => {
+            if (deliveryBroken) throw new TransientError('DELIVERY_UNAVAILABLE', 'target down (injected)');
+            return ports.deliverer.deliver(target, name, bytes, type);
+          },
+        },
+      }),
+    });
+    const published = await pipeline.publicJwks();
+    world.publishedRecipientKeys = Object.fromEntries(
+      world.config.doc.recipients.map((r) => [r.ods, { key: published[r.keys[0]!.kid]!, kid: r.keys[0]!.kid }]),
+    );
+    dlqs = new AwsDeadLetters(pipeline.clients.sqs, {
+      dlq: pipeline.resources.dlqUrls,
+      source: pipeline.resources.queueUrls,
+    });
+  }, 120_000);
+
+  it('dead-letters after maxReceiveCount, lists without consuming, redrives to delivered', async () => {
+    const m = freshImmunisation();
+    const sealed = await sealFor(world, world.senders.X26, m.bytes, m.format, m.routing);
+    const submitted = await pipeline.submit(await tokenFor(world, world.senders.X26, Date.now()), sealed);
+    expect(submitted.status).toBe(202);
+    const traceId = submitted.status === 202 ? submitted.trackingId : '';
+
+    await pipeline.drain({ timeoutMs: 120_000 });
+    const listed = await dlqs.list('deliver');
+    expect(listed.map((l) => l.traceId)).toEqual([traceId]);
+    expect(await dlqs.list('deliver')).toHaveLength(1); // listing did not consume it
+    const failures = (await pipeline.ports.audit.byTrace(traceId)).filter((e) => e.event === 'transient-failure');
+    expect(failures.length).toBeGreaterThanOrEqual(5);
+    expect(failures.every((e) => e.code === 'DELIVERY_UNAVAILABLE')).toBe(true);
+
+    deliveryBroken = false;
+    const moved = await dlqs.redrive({ messageId: listed[0]!.messageId });
+    expect(moved).toHaveLength(1);
+    await pipeline.drain({ timeoutMs: 60_000 });
+    expect(await dlqs.list('deliver')).toHaveLength(0);
+    expect((await pipeline.outcome(traceId)).status).toBe('delivered');
+  }, 240_000);
+});
