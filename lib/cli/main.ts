@@ -28,7 +28,6 @@ import { ConfigError, PipelineError, UsageError } from '../errors.js';
 import { parseBundle } from '../itk3/index.js';
 import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
-import { EmbeddedPipeline } from '../runtime/embedded.js';
 import { runDemo } from './demo.js';
 import {
   awsDlqList,

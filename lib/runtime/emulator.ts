@@ -87,7 +87,9 @@ export class EmulatorPipeline {
         : {}),
     });
     const aws = awsPortsFromEnv(opts.config, { env: provisionedEnv(resources), clients });
-    const base: Ports = opts.localState ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() } : aws;
+    const base: Ports = opts.localState
+      ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() }
+      : aws;
     const ports = opts.wrapPorts ? opts.wrapPorts(base) : base;
     const handlers = opts.handlers ?? (await import('./handlers.js')).deployedHandlers;
     return new EmulatorPipeline(opts.config, clients, resources, ports, handlers);

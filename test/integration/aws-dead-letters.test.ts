@@ -38,7 +38,10 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
     });
     const published = await pipeline.publicJwks();
     world.publishedRecipientKeys = Object.fromEntries(
-      world.config.doc.recipients.map((r) => [r.ods, { key: published[r.keys[0]!.kid]!, kid: r.keys[0]!.kid }]),
+      world.config.doc.recipients.map((r) => [
+        r.ods,
+        { key: published[r.keys[0]!.kid]!, kid: r.keys[0]!.kid },
+      ]),
     );
     dlqs = new AwsDeadLetters(pipeline.clients.sqs, {
       dlq: pipeline.resources.dlqUrls,
@@ -57,7 +60,9 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
     const listed = await dlqs.list('deliver');
     expect(listed.map((l) => l.traceId)).toEqual([traceId]);
     expect(await dlqs.list('deliver')).toHaveLength(1); // listing did not consume it
-    const failures = (await pipeline.ports.audit.byTrace(traceId)).filter((e) => e.event === 'transient-failure');
+    const failures = (await pipeline.ports.audit.byTrace(traceId)).filter(
+      (e) => e.event === 'transient-failure',
+    );
     expect(failures.length).toBeGreaterThanOrEqual(5);
     expect(failures.every((e) => e.code === 'DELIVERY_UNAVAILABLE')).toBe(true);
 
