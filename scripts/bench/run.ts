@@ -8,6 +8,7 @@
  *   npm run bench -- --quick                   CI-sized run (≈ 1–2 min)
  *   npm run bench -- --emulator http://127.0.0.1:4566   (or ITK3_MINISTACK_ENDPOINT)
  *   npm run bench -- --skip bundles,emulator   leave parts out
+ *   npm run bench -- --sizes small             only some size classes
  *
  * Every figure is a median over repeated runs with its spread; compare ratios, not absolute times:
  * the host is shared and noisy (±15 %, PERFORMANCE.md).
@@ -36,6 +37,8 @@ interface Args {
   quick: boolean;
   emulator: string | undefined;
   skip: Set<string>;
+  /** Size classes to run (default: all). */
+  sizes: Set<string> | undefined;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -50,9 +53,10 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--emulator') args.emulator = argv[++i];
     else if (a?.startsWith('--emulator=')) args.emulator = a.slice('--emulator='.length);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) args.skip.add(s.trim());
+    else if (a === '--sizes') args.sizes = new Set((argv[++i] ?? '').split(',').map((x) => x.trim()));
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,emulator,bundles]',
+        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,emulator,bundles] [--sizes small,1MB,5MB]',
       );
       process.exit(0);
     } else {
@@ -158,7 +162,7 @@ async function main(): Promise<void> {
 
   const embedded: EmbeddedSizeResult[] = [];
   if (!args.skip.has('embedded')) {
-    for (const size of SIZE_CLASSES) {
+    for (const size of SIZE_CLASSES.filter((x) => !args.sizes || args.sizes.has(x.label))) {
       const counts = plan.embedded[size.label];
       log(`embedded ${size.label}: sealing ${counts.backlog + counts.paced} messages (not timed)…`);
       const backlog = await prepareMessages(world, size, counts.backlog, { now, infAck: true });
