@@ -12,7 +12,7 @@ import type { Limits } from '../config/schema.js';
 import { DecryptionError, EnvelopeError, type RejectionCode, TransientError } from '../errors.js';
 import type { KeyService } from '../ports/index.js';
 import { type ItkRouting, ItkRoutingSchema } from '../record.js';
-import { decodeSegment, type GuardErrorFactory, type JsonObject, parseCompact } from './compact.js';
+import { type GuardErrorFactory, type JsonObject, parseCompact } from './compact.js';
 import { FORBIDDEN_JWE_HEADERS, hasAnyMember, JWE_ALG, JWE_CTY, JWE_ENC, KID_PATTERN } from './contract.js';
 
 const IV_BYTES = 12;
@@ -75,11 +75,13 @@ export function parseSealed(compact: string, limits: Pick<Limits, 'maxSealedByte
   const checked = checkHeader(header);
   const [encodedProtectedHeader = '', encKey = '', ivSeg = '', ctSeg = '', tagSeg = ''] = segments;
 
-  // parseCompact has checked the alphabet and canonical form: these decodes cannot fail.
-  const encryptedKey = decodeSegment(encKey) ?? Buffer.alloc(0);
-  const iv = decodeSegment(ivSeg) ?? Buffer.alloc(0);
-  const ciphertext = decodeSegment(ctSeg) ?? Buffer.alloc(0);
-  const tag = decodeSegment(tagSeg) ?? Buffer.alloc(0);
+  // parseCompact has checked the alphabet and canonical form of every segment, so decode directly:
+  // checking again (decodeSegment) ran the alphabet regex over the whole ciphertext a second time,
+  // ≈ 40 % of parseSealed on large messages (scripts/bench).
+  const encryptedKey = Buffer.from(encKey, 'base64url');
+  const iv = Buffer.from(ivSeg, 'base64url');
+  const ciphertext = Buffer.from(ctSeg, 'base64url');
+  const tag = Buffer.from(tagSeg, 'base64url');
   if (encryptedKey.length === 0 || encryptedKey.length > MAX_ENCRYPTED_KEY_BYTES) {
     malformed('encrypted key has an impossible length');
   }
