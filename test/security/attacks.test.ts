@@ -207,9 +207,10 @@ function rawInner(
   });
 }
 
-/** Encrypt any inner content to A83627 with jose (real RSA-OAEP-256 + A256GCM). */
+/** Encrypt any inner content with jose (real RSA-OAEP-256 + A256GCM) to the routed recipient (A83627 if not served). */
 function seal(plaintext: string | Uint8Array, routing: ItkRouting, header: Record<string, unknown> = {}) {
-  return encryptSigned({ plaintext, routing, recipient: recipientOf(world, 'A83627'), header });
+  const to = routing.to === 'A8797979' ? 'A8797979' : 'A83627';
+  return encryptSigned({ plaintext, routing, recipient: recipientOf(world, to), header });
 }
 
 /** The contract JWE header for A83627. */
@@ -1578,6 +1579,40 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
       'credential for an unregistered organisation',
       { credential, sealed: await seal(jws, routing) },
       rejected('authorise', 'SENDER_UNKNOWN'),
+    );
+  });
+});
+
+describe('compromised partner keys', () => {
+  it("a compromised issuer key vouching for another issuer's organisation is stopped by the message signature", async () => {
+    // Issuers are not scoped to organisations: the federation issuer can vouch for GP0001 (whose
+    // clients use the NHS issuer). Without GP0001's signing key the message still fails at verify.
+    const msg = buildMessage('GP0001');
+    const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jws = rawInner('GP0001', msg, { key: attacker.privateKey });
+    const credential = await token('X26', {
+      claims: { sub: 'gp0001-ehr', organisation: { ods_code: 'GP0001' } },
+    });
+    await check(
+      'keys.issuer-vouches-other-org',
+      "federation issuer credential for GP0001, message signed by an attacker key under GP0001's kid",
+      { credential, sealed: await seal(jws, msg.routing) },
+      rejected('verify', 'SIGNATURE_INVALID'),
+    );
+  });
+
+  it("a compromised sender signing key without that sender's credential", async () => {
+    // FQ123's credential, message signed with X26's (stolen) key and routed as FQ123.
+    const msg = buildMessage('FQ123');
+    const jws = rawInner('FQ123', msg, {
+      header: { alg: 'RS512', kid: senderOf('X26').key.kid, cty: 'fhir+xml', itk: msg.routing },
+      key: privateKeyOf(senderOf('X26').key),
+    });
+    await check(
+      'keys.stolen-sender-key',
+      "FQ123 credential, message signed with X26's key",
+      { credential: await token('FQ123'), sealed: await seal(jws, msg.routing) },
+      rejected('verify', 'SIGNATURE_KEY_NOT_SENDERS'),
     );
   });
 });
