@@ -10,18 +10,13 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { METRIC } from '../../lib/infra/definitions.js';
 import type { StageName } from '../../lib/ports/index.js';
 import { bindingFor } from '../../lib/runtime/binding.js';
 import { processStageBatch, type StageObserver } from '../../lib/stages/batch.js';
 import { logger, stageMetrics } from './powertools.js';
 
-const METRIC_BY_RESULT = {
-  forwarded: 'MessagesForwarded',
-  rejected: 'MessagesRejected',
-  delivered: 'MessagesDelivered',
-  responded: 'ResponsesSent',
-  transient: 'TransientFailures',
-} as const;
+const METRIC_BY_RESULT = METRIC;
 
 function observerFor(metrics: Metrics): StageObserver {
   return {

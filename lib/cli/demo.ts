@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { buildScenario, type ScenarioMessage } from '../demo/scenario.js';
-import { createWorld } from '../demo/world.js';
+import { createWorld, publishRecipientKeys } from '../demo/world.js';
 import type { IngestResult } from '../ingest.js';
 import { fixturesDir } from '../itk3/index.js';
 import { EmbeddedPipeline, type MessageOutcome } from '../runtime/embedded.js';
@@ -72,12 +72,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       visibilityTimeoutSeconds: 5,
     });
     const published = await emulated.publicJwks();
-    world.publishedRecipientKeys = Object.fromEntries(
-      world.config.doc.recipients.map((r) => [
-        r.ods,
-        { key: published[r.keys[0]!.kid]!, kid: r.keys[0]!.kid },
-      ]),
-    );
+    publishRecipientKeys(world, published);
     write(
       `  provisioned queues, tables, bucket ${emulated.resources.blobBucket} and KMS keys from the CDK definitions`,
     );

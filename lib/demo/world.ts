@@ -235,3 +235,19 @@ function asConfigJwk(jwk: JWK): PublicJwk {
   const { use: _use, ...rest } = jwk;
   return { ...rest, use: 'sig' } as PublicJwk;
 }
+
+/**
+ * Make senders encrypt to the gateway's published recipient keys (emulator and deployed modes,
+ * where the private halves live in KMS) instead of the local keystore's. `jwksByKid` maps each
+ * recipient key id to its public JWK; each recipient's first configured key is the one senders use.
+ */
+export function publishRecipientKeys(world: DemoWorld, jwksByKid: Readonly<Record<string, JWK>>): void {
+  world.publishedRecipientKeys = Object.fromEntries(
+    world.config.doc.recipients.map((r) => {
+      const kid = r.keys[0]!.kid;
+      const key = jwksByKid[kid];
+      if (!key) throw new Error(`no published key for recipient key id ${kid}`);
+      return [r.ods, { key, kid }];
+    }),
+  );
+}

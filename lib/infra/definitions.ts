@@ -81,3 +81,24 @@ export const ENV = {
   configJson: 'ITK3_CONFIG_JSON',
   configFile: 'ITK3_CONFIG_FILE',
 } as const;
+
+/** CloudWatch namespace of the pipeline's own metrics (`POWERTOOLS_METRICS_NAMESPACE`). */
+export const METRICS_NAMESPACE = 'ITK3Pipeline';
+
+/**
+ * `POWERTOOLS_SERVICE_NAME` of every function. One service for the whole pipeline: the handlers add
+ * a `stage` dimension, so per-stage series differ by `stage`, not by service.
+ */
+export const SERVICE_NAME = 'itk3-pipeline';
+
+/**
+ * Metric names the stage handlers emit (dimensions `service`, `stage`; rejections also `itk3Code`),
+ * by record result — the dashboard and alarms draw these same names.
+ */
+export const METRIC = {
+  forwarded: 'MessagesForwarded',
+  rejected: 'MessagesRejected',
+  delivered: 'MessagesDelivered',
+  responded: 'ResponsesSent',
+  transient: 'TransientFailures',
+} as const;

@@ -14,14 +14,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { compactVerify, importSPKI } from 'jose';
+import { compactVerify, importSPKI, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
 import { type AwsClients, createAwsClients } from '../../lib/adapters/aws/clients.js';
 import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
 import { sendDirect } from '../../lib/adapters/aws/sqs-event-source.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld } from '../../lib/demo/world.js';
+import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { parseBundle } from '../../lib/itk3/index.js';
 import { type MessageOutcome, outcomeFromAudit } from '../../lib/runtime/embedded.js';
 
@@ -105,16 +105,14 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
 
     // Senders encrypt to the public halves of the stack's KMS recipient keys.
     const keyArns = JSON.parse(outputs.RecipientKeyArns) as Record<string, string>;
-    const published: NonNullable<DemoWorld['publishedRecipientKeys']> = {};
-    for (const r of world.config.doc.recipients) {
-      const kid = r.keys[0]!.kid;
-      const { PublicKey } = await clients.kms.send(new GetPublicKeyCommand({ KeyId: keyArns[kid] }));
-      const jwk = createPublicKey({ key: Buffer.from(PublicKey!), format: 'der', type: 'spki' }).export({
+    const published: Record<string, JWK> = {};
+    for (const [kid, arn] of Object.entries(keyArns)) {
+      const { PublicKey } = await clients.kms.send(new GetPublicKeyCommand({ KeyId: arn }));
+      published[kid] = createPublicKey({ key: Buffer.from(PublicKey!), format: 'der', type: 'spki' }).export({
         format: 'jwk',
       });
-      published[r.ods] = { key: jwk, kid };
     }
-    world.publishedRecipientKeys = published;
+    publishRecipientKeys(world, published);
 
     scenario = await buildScenario(world, Date.now());
     const queueUrl = loopback(outputs.InboundQueueUrl);

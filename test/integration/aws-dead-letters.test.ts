@@ -7,7 +7,7 @@
 import { beforeAll, expect, it } from 'vitest';
 import { AwsDeadLetters } from '../../lib/adapters/aws/dead-letters.js';
 import { freshImmunisation, sealFor, tokenFor } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld } from '../../lib/demo/world.js';
+import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { TransientError } from '../../lib/errors.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
 import { describeEachEmulator } from './support/emulators.js';
@@ -37,12 +37,7 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
       }),
     });
     const published = await pipeline.publicJwks();
-    world.publishedRecipientKeys = Object.fromEntries(
-      world.config.doc.recipients.map((r) => [
-        r.ods,
-        { key: published[r.keys[0]!.kid]!, kid: r.keys[0]!.kid },
-      ]),
-    );
+    publishRecipientKeys(world, published);
     dlqs = new AwsDeadLetters(pipeline.clients.sqs, {
       dlq: pipeline.resources.dlqUrls,
       source: pipeline.resources.queueUrls,

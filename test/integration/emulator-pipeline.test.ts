@@ -8,7 +8,7 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { beforeAll, expect, it } from 'vitest';
 import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld } from '../../lib/demo/world.js';
+import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
 import { describeEachEmulator } from './support/emulators.js';
 
@@ -29,12 +29,7 @@ describeEachEmulator('emulator-mode pipeline', ({ emulator, endpoint, unique }) 
       visibilityTimeoutSeconds: 2,
     });
     const published = await pipeline.publicJwks();
-    world.publishedRecipientKeys = Object.fromEntries(
-      world.config.doc.recipients.map((r) => {
-        const kid = r.keys[0]!.kid;
-        return [r.ods, { key: published[kid]!, kid }];
-      }),
-    );
+    publishRecipientKeys(world, published);
     scenario = await buildScenario(world, Date.now());
     for (const phase of [1, 2]) {
       for (const [i, m] of scenario.entries()) {
