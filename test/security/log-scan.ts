@@ -63,7 +63,9 @@ export interface Leak {
 
 const WINDOW = 41; // "no substring of any Bundle longer than 40 chars"
 const B64URL_RUN = /[A-Za-z0-9_-]{40,}/g;
-const TEN_DIGITS = /(?<![0-9])([0-9]{10}|[0-9]{3} [0-9]{3} [0-9]{4})(?![0-9])/g;
+// Not next to letters either: a 10-digit run inside a UUID's hex group would pass the modulus-11
+// check about one time in eleven and make the scan flaky.
+const TEN_DIGITS = /(?<![0-9A-Za-z])([0-9]{10}|[0-9]{3} [0-9]{3} [0-9]{4})(?![0-9A-Za-z])/g;
 
 /** NHS number check digit (modulus 11, weights 10..2). */
 export function isNhsNumber(candidate: string): boolean {
