@@ -15,7 +15,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DemoWorld } from '../../lib/demo/world.js';
 import { decryptSealed, parseSealed } from '../../lib/envelope/jwe.js';
 import { parseSigned, verifySigned } from '../../lib/envelope/jws.js';
@@ -29,6 +29,7 @@ import {
   credentialFor,
   keyService,
   makeTempDir,
+  removeTempDirs,
   type SenderOds,
   sealAs,
   signerOf,
@@ -41,6 +42,10 @@ const limits = { maxSealedBytes: 9 * 1024 * 1024 };
 
 beforeAll(async () => {
   world = await testWorld();
+});
+
+afterAll(() => {
+  removeTempDirs();
 });
 
 /** Run `fn`; true when it returned, false when it threw a PipelineError; anything else fails. */
