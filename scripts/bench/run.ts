@@ -46,6 +46,7 @@ function parseArgs(argv: readonly string[]): Args {
     quick: false,
     emulator: process.env.ITK3_MINISTACK_ENDPOINT || undefined,
     skip: new Set(),
+    sizes: undefined,
   };
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i];
