@@ -39,4 +39,5 @@ function json(statusCode: number, body: unknown): APIGatewayProxyResultV2 {
   return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
 }
 
-export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { resetKeys: true }));
+// logEvent pinned off: an event holds credentials and sealed messages, whatever POWERTOOLS_LOGGER_LOG_EVENT says.
+export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }));

@@ -44,6 +44,8 @@ export function createStageHandler(stage: StageName) {
     return processStageBatch(stage, event, { ports, config }, observer, context);
   };
   return middy(lambdaHandler)
-    .use(injectLambdaContext(logger, { resetKeys: true }))
+    // logEvent pinned off: an SQS event holds credentials and sealed messages, whatever
+    // POWERTOOLS_LOGGER_LOG_EVENT says.
+    .use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }))
     .use(logMetrics(metrics));
 }

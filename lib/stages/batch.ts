@@ -11,7 +11,7 @@
 import { BatchProcessor, EventType } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { z } from 'zod';
-import { classify, RejectionError } from '../errors.js';
+import { classify, RejectionError, TransientError } from '../errors.js';
 import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
 import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
 import { authenticate } from './authenticate.js';
@@ -117,7 +117,10 @@ async function processRecord(
       observer.record({ stage, traceId: record.traceId, result: 'forwarded', receiveCount });
       return { queue: NEXT_STAGE[stage]!, body: serialiseRecord(result.record) };
     }
-    observer.record({ stage, traceId: record.traceId, result: result.kind, receiveCount });
+    // A reprocessed record's outcome was counted when it first happened.
+    if (result.kind !== 'reprocessed') {
+      observer.record({ stage, traceId: record.traceId, result: result.kind, receiveCount });
+    }
     return undefined;
   } catch (error) {
     const classified = classify(error);
@@ -125,20 +128,23 @@ async function processRecord(
     if (classified instanceof RejectionError && stage !== 'deliver') {
       const rejected = rejectionRecord(stage, record, sqsRecord, classified);
       const afterForward = async () => {
-        await audit(ctx, {
-          traceId,
-          stage,
-          event: 'rejected',
-          code: classified.code,
-          itk3Code: classified.itk3Code,
-          ...(rejected.rejection?.originalMessageId
-            ? { messageId: rejected.rejection.originalMessageId }
-            : {}),
-          ...(record?.principal ? { sender: record.principal.organisation } : {}),
-          ...(record?.decision
-            ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
-            : {}),
-        });
+        const first = await auditOnce(ctx, [
+          {
+            traceId,
+            stage,
+            event: 'rejected',
+            code: classified.code,
+            itk3Code: classified.itk3Code,
+            ...(rejected.rejection?.originalMessageId
+              ? { messageId: rejected.rejection.originalMessageId }
+              : {}),
+            ...(record?.principal ? { sender: record.principal.organisation } : {}),
+            ...(record?.decision
+              ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
+              : {}),
+          },
+        ]);
+        if (!first) return;
         observer.record({
           stage,
           traceId,
@@ -166,7 +172,9 @@ async function processRecord(
 type StageResult =
   | { kind: 'forward'; record: PipelineRecord }
   | { kind: 'delivered' }
-  | { kind: 'responded' };
+  | { kind: 'responded' }
+  /** The outcome was already recorded by an earlier run of the same record. */
+  | { kind: 'reprocessed' };
 
 async function runStage(
   stage: StageName,
@@ -187,37 +195,68 @@ async function runStage(
       const outcome = await deliverStage(record, ctx);
       if (outcome.kind === 'delivered') {
         const m = record.message!;
-        await audit(ctx, {
-          traceId: record.traceId,
-          stage,
-          event: 'delivered',
-          messageId: m.messageId,
-          sender: m.sender,
-          recipient: m.recipient,
-          ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
-        });
-        if (outcome.response) {
-          await audit(ctx, {
+        const first = await auditOnce(ctx, [
+          {
             traceId: record.traceId,
             stage,
-            event: 'response-sent',
-            itk3Code: '20013',
+            event: 'delivered',
             messageId: m.messageId,
-          });
-        }
-        return { kind: 'delivered' };
+            sender: m.sender,
+            recipient: m.recipient,
+            ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
+          },
+          ...(outcome.response
+            ? [
+                {
+                  traceId: record.traceId,
+                  stage,
+                  event: 'response-sent' as const,
+                  itk3Code: '20013',
+                  messageId: m.messageId,
+                },
+              ]
+            : []),
+        ]);
+        return { kind: first ? 'delivered' : 'reprocessed' };
       }
-      await audit(ctx, {
-        traceId: record.traceId,
-        stage,
-        event: 'response-sent',
-        code: record.rejection!.code,
-        itk3Code: record.rejection!.itk3Code,
-        ...(record.rejection!.respondTo ? { sender: record.rejection!.respondTo } : {}),
-      });
-      return { kind: 'responded' };
+      const first = await auditOnce(ctx, [
+        {
+          traceId: record.traceId,
+          stage,
+          event: 'response-sent',
+          code: record.rejection!.code,
+          itk3Code: record.rejection!.itk3Code,
+          ...(record.rejection!.respondTo ? { sender: record.rejection!.respondTo } : {}),
+        },
+      ]);
+      return { kind: first ? 'responded' : 'reprocessed' };
     }
   }
+}
+
+/**
+ * Append a stage's outcome events once per trace, however often SQS hands the record over (a crash
+ * between forward and delete, a visibility timeout overrun): one once-store marker per outcome
+ * decides. A reprocessing that finds the marker but not the events (the first run died between
+ * the writes) writes the missing ones. Returns whether this call was the first to record it.
+ */
+async function auditOnce(ctx: StageContext, entries: readonly Omit<AuditEntry, 'at'>[]): Promise<boolean> {
+  const head = entries[0]!;
+  const marker = `audit#${head.traceId}#${head.stage}#${head.event}`;
+  let created: boolean;
+  try {
+    const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
+    created = (await ctx.ports.once.putIfAbsent(marker, head.traceId, ttl)).created;
+  } catch (cause) {
+    throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
+  }
+  const existing = created ? [] : await ctx.ports.audit.byTrace(head.traceId);
+  const written = (e: Omit<AuditEntry, 'at'>) =>
+    existing.some(
+      (x) => x.stage === e.stage && x.event === e.event && (x.itk3Code ?? '') === (e.itk3Code ?? ''),
+    );
+  for (const entry of entries) if (!written(entry)) await audit(ctx, entry);
+  return created;
 }
 
 /** The only JSON body the inbound queue accepts: a claim-check reference to a large envelope. */

@@ -481,10 +481,9 @@ function carriesWork(stage: StageName, event: SQSEvent): boolean {
 
 /**
  * Redelivery makes a stage run a record twice. Files are named from the message id, so the
- * delivery itself happens once; but every downstream stage runs again and deliver appends a second
- * `delivered` audit event (open finding F4, it.todo below). These scenarios therefore assert
- * no lost message, every valid message delivered, and no duplicate file; they record the audit
- * duplicates in the results instead of failing on them.
+ * delivery itself happens once, and the outcome events are recorded once per trace behind a
+ * once-store marker (finding F4, fixed): no lost message, every valid message delivered, no
+ * duplicate file and no duplicate `delivered` event.
  */
 async function redeliveryScenario(fault: string, run: FaultRun, disturbed: () => number): Promise<void> {
   const acc = await scenario(
@@ -495,6 +494,7 @@ async function redeliveryScenario(fault: string, run: FaultRun, disturbed: () =>
   );
   expect(disturbed(), `${fault}: the fault never fired`).toBeGreaterThan(0);
   expect(acc.duplicateFiles).toBe(0);
+  expect(acc.duplicateAuditEvents).toBe(0);
 }
 
 describe('redelivery: crash between forwarding and deleting', () => {
@@ -553,8 +553,3 @@ describe('redelivery: a stage slower than its visibility timeout', () => {
   }
 });
 
-describe('open findings', () => {
-  it.todo(
-    'F4: a record processed twice (crash after forwarding at any stage, or a visibility-timeout overrun) yields one `delivered` audit event per message id (today: two — the file is written once under the same name, but the audit trail, the MessagesDelivered metric and a standard-queue sqs target see it twice)',
-  );
-});
