@@ -19,6 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/cached-key-service.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import { createWorld } from '../../lib/demo/world.js';
 import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
@@ -405,6 +406,24 @@ async function main(): Promise<void> {
     }
     const kms = (variant: string) =>
       emulator?.variants.find((v) => v.variant === variant)?.calls?.stages.kms?.total ?? 0;
+    // Cached mode: each run is a cold container, so its one key load is spread over only the run's
+    // messages. Steady state is one load per kid per TTL: at this variant's throughput, a container
+    // handles throughput × TTL messages per load.
+    const steady = (variant: string) => {
+      const v = emulator?.variants.find((x) => x.variant === variant);
+      const loads = v?.calls?.stages.kms?.Decrypt ?? 0;
+      const perLoad = (v?.throughput.median ?? 0) * DEFAULT_KEY_CACHE_TTL_SECONDS;
+      return kms(variant) - loads + (perLoad > 0 ? 1 / perLoad : 0);
+    };
+    const cachedRow = (variant: string, ack: boolean): Target => ({
+      name: `KMS calls/msg, cached, ${ack ? 'ack' : 'no ack'} requested (steady state)`,
+      target: '≤ 0.01',
+      measured: `${steady(variant).toFixed(5)} (cold run of ${plan.emulator.messages}: ${kms(variant).toFixed(4)})`,
+      met: steady(variant) <= 0.01,
+      note: ack
+        ? 'one KMS Sign per response stays (response signing is on KMS by design)'
+        : `one Decrypt per container and ${DEFAULT_KEY_CACHE_TTL_SECONDS} s TTL`,
+    });
     targets.push({
       name: 'KMS calls/msg, direct, no ack requested',
       target: '≤ 1',
@@ -418,19 +437,8 @@ async function main(): Promise<void> {
       met: kms('direct') <= 1,
       note: 'includes one KMS Sign per signed ITK008M response',
     });
-    targets.push({
-      name: 'KMS calls/msg, cached, no ack requested',
-      target: '≤ 0.01',
-      measured: kms('cached-noack').toFixed(4),
-      met: kms('cached-noack') <= 0.01,
-    });
-    targets.push({
-      name: 'KMS calls/msg, cached, ack requested',
-      target: '≤ 0.01',
-      measured: kms('cached').toFixed(4),
-      met: kms('cached') <= 0.01,
-      note: 'one KMS Sign per response stays (response signing is on KMS by design)',
-    });
+    targets.push(cachedRow('cached-noack', false));
+    targets.push(cachedRow('cached', true));
     const hop = emulator.variants.find((v) => v.variant === 'direct')?.sqsPerMessagePerHop ?? 0;
     targets.push({
       name: 'SQS requests/msg/hop at batch 10',
