@@ -107,7 +107,7 @@ function faultsSection(): string {
   const lost = doc.rows.reduce((n, r) => n + r.lost, 0);
   const dupFiles = doc.rows.reduce((n, r) => n + (r.duplicateFiles ?? 0), 0);
   return [
-    `Run ${when(doc.generatedAt)} — ${doc.rows.length} faults, 12 messages each (9 valid, 3 hostile). Lost in total: ${lost}. Duplicate delivery files: ${dupFiles}. "Duplicates" counts extra delivery files plus extra \`delivered\` audit events per message id (see F4).`,
+    `Run ${when(doc.generatedAt)} — ${doc.rows.length} faults, 12 messages each (9 valid, 3 hostile). Lost in total: ${lost}. Duplicate delivery files: ${dupFiles}. "Duplicates" counts extra delivery files plus extra \`delivered\` audit events per message id (finding F4, fixed: must be 0).`,
     '',
     '| fault | outcome | delivered | rejected | dead-lettered | duplicates (files / audit) | lost | expected |',
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -244,7 +244,7 @@ function logsSection(): string {
   const e = ev?.rows[0];
   if (e) {
     lines.push(
-      `- With \`POWERTOOLS_LOGGER_LOG_EVENT=true\` (finding F5; CDK sets it to \`false\`): ${
+      `- With \`POWERTOOLS_LOGGER_LOG_EVENT=true\` (finding F5, fixed: handlers pin \`logEvent: false\`): ${
         Object.entries((e.logLeaks as Record<string, number>) ?? {})
           .map(([k, n]) => `${n} × ${k}`)
           .join(', ') || 'none'
