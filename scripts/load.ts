@@ -27,13 +27,15 @@ process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
 process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
 
 import { SoftwareKeyService } from '../lib/adapters/local/software-keys.js';
-import { tokenFor } from '../lib/demo/scenario.js';
-import { createWorld, type DemoSender, type DemoWorld } from '../lib/demo/world.js';
+import { recipientKeyFor, tokenFor } from '../lib/demo/scenario.js';
+import { createWorld, type DemoSender, type DemoWorld, publishRecipientKeys } from '../lib/demo/world.js';
 import { encryptSigned, signBundle } from '../lib/envelope/seal.js';
 import { ERROR_CATALOGUE, type RejectionCode } from '../lib/errors.js';
 import { buildItk3Message } from '../lib/itk3/index.js';
 import type { ItkRouting } from '../lib/record.js';
 import { EmbeddedPipeline, VirtualClock } from '../lib/runtime/embedded.js';
+import { EmulatorPipeline } from '../lib/runtime/emulator.js';
+import type { PipelineRuntime } from '../lib/runtime/runtime.js';
 
 export interface LoadOptions {
   /** Messages to send. @default 10 000 */
@@ -48,6 +50,13 @@ export interface LoadOptions {
   recipientModulus?: number;
   /** Progress lines (never message content). */
   log?: (line: string) => void;
+  /**
+   * Run through an emulator's real SQS/KMS/DynamoDB/S3 (emulator mode) instead of in process.
+   * `localState` keeps the once-store and audit in process (LocalStack has no DynamoDB offline).
+   */
+  emulator?: { endpoint: string; localState?: boolean };
+  /** Hostile kinds left out of the mix (an emulator gap makes their outcome meaningless there). */
+  excludeKinds?: readonly string[];
 }
 
 export interface LoadResult {
@@ -179,9 +188,7 @@ function signer(world: DemoWorld, ods: SenderOds) {
 }
 
 function recipient(world: DemoWorld, ods: string) {
-  const key = world.recipients[ods as keyof DemoWorld['recipients']].key;
-  const { n, e } = key.privateJwk as { n: string; e: string };
-  return { key: { kty: 'RSA', n, e }, kid: key.kid };
+  return recipientKeyFor(world, ods);
 }
 
 /** Build one message of `kind`, as a sender (or an attacker) would. */
@@ -310,12 +317,29 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
   const world = await createWorld({ recipientModulus: opts.recipientModulus ?? 2048 });
   const baseDir = mkdtempSync(path.join(tmpdir(), 'itk3-load-'));
   const clock = new VirtualClock();
-  const pipeline = new EmbeddedPipeline({
-    config: world.config,
-    keys: new SoftwareKeyService(world.keystore),
-    baseDir,
-    clock,
-  });
+  let pipeline: PipelineRuntime;
+  let embedded: EmbeddedPipeline | undefined;
+  if (opts.emulator) {
+    const emulated = await EmulatorPipeline.start({
+      config: world.config,
+      endpoint: opts.emulator.endpoint,
+      prefix: `load-${Date.now().toString(36)}`,
+      localState: opts.emulator.localState === true,
+      visibilityTimeoutSeconds: 5,
+    });
+    publishRecipientKeys(world, await emulated.publicJwks());
+    pipeline = emulated;
+  } else {
+    embedded = new EmbeddedPipeline({
+      config: world.config,
+      keys: new SoftwareKeyService(world.keystore),
+      baseDir,
+      clock,
+    });
+    pipeline = embedded;
+  }
+  // Credentials are minted at the runtime's time: virtual in process, real against an emulator.
+  const timeNow = () => (opts.emulator ? Date.now() : clock.now());
 
   const gc = gcFunction();
   gc?.();
@@ -329,10 +353,13 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
   // rotation. The first three (one valid per sender) go alone, so every later replay has a spent
   // credential to replay.
   const hostileSlots = Math.round(hostileShare * 10);
+  const hostileKinds = HOSTILE.filter((k) => !opts.excludeKinds?.includes(k));
   const kinds: Kind[] = [];
   let h = 0;
   for (let i = 0; i < total; i += 1) {
-    kinds.push(i >= 3 && i % 10 >= 10 - hostileSlots ? (HOSTILE[h++ % HOSTILE.length] as Kind) : 'valid');
+    kinds.push(
+      i >= 3 && i % 10 >= 10 - hostileSlots ? (hostileKinds[h++ % hostileKinds.length] as Kind) : 'valid',
+    );
   }
   const bounds: number[] = [0, Math.min(3, total)];
   for (let b = 3 + chunk; b < total; b += chunk) bounds.push(b);
@@ -349,7 +376,7 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
       const offset = bounds[c] ?? 0;
       const end = bounds[c + 1] ?? total;
       const slice = kinds.slice(offset, end);
-      const now = clock.now();
+      const now = timeNow();
       const t0 = performance.now();
       const built = await mapLimit(slice, concurrency, (kind, i) => {
         const sender = senders[(offset + i) % senders.length] as SenderOds;
@@ -361,7 +388,7 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
       for (const [i, b] of built.entries()) {
         const sender = senders[(offset + i) % senders.length] as SenderOds;
         let traceId: string;
-        if (b.credential === undefined) traceId = pipeline.submitRaw(b.sealed);
+        if (b.credential === undefined) traceId = await pipeline.submitRaw(b.sealed);
         else {
           const r = await pipeline.submit(b.credential, b.sealed);
           if (r.status !== 202) throw new Error(`front door refused a ${b.kind} message (${r.status})`);
@@ -389,7 +416,7 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
   let terminalViolations = 0;
   let unexpected = 0;
   for (const t of traces) {
-    const entries = await pipeline.audit.byTrace(t.traceId);
+    const entries = await pipeline.ports.audit.byTrace(t.traceId);
     const terminal = entries.filter(
       (e) => e.event === 'delivered' || e.event === 'rejected' || e.event === 'dead-lettered',
     );
@@ -410,8 +437,10 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
       : o.status === 'delivered';
     if (!ok) unexpected += 1;
   }
-  const leftInQueues =
-    Object.values(pipeline.queues).reduce((n, q) => n + q.depth, 0) + pipeline.deadLetters().length;
+  // In process, anything still queued is in flight too (an emulator drain returns only when empty).
+  const leftInQueues = embedded
+    ? Object.values(embedded.queues).reduce((n, q) => n + q.depth, 0) + embedded.deadLetters().length
+    : 0;
   if (leftInQueues > 0) inFlight += leftInQueues;
 
   gc?.();

@@ -9,9 +9,9 @@ import { writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { buildScenario, type ScenarioMessage } from '../demo/scenario.js';
 import { createWorld, publishRecipientKeys } from '../demo/world.js';
-import type { IngestResult } from '../ingest.js';
 import { fixturesDir } from '../itk3/index.js';
 import { EmbeddedPipeline, type MessageOutcome } from '../runtime/embedded.js';
+import type { PipelineRuntime } from '../runtime/runtime.js';
 import { renderTable } from './table.js';
 
 export interface DemoOptions {
@@ -20,14 +20,6 @@ export interface DemoOptions {
   /** Run against an emulator's real SQS/KMS/DynamoDB/S3 instead of in-process (emulator mode). */
   emulator?: { endpoint: string; localState: boolean };
   write: (line: string) => void;
-}
-
-/** What the demo needs of a runtime: the embedded one and the emulator one both provide it. */
-export interface DemoRuntime {
-  submit(credential: string, sealed: string): Promise<IngestResult>;
-  submitRaw(sealed: string, authorization?: string): string | Promise<string>;
-  drain(opts?: { onProgress?: (n: number) => void }): Promise<number>;
-  outcome(traceId: string): Promise<MessageOutcome>;
 }
 
 export interface DemoResult {
@@ -58,7 +50,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   writeFileSync(join(baseDir, 'config.json'), `${JSON.stringify(world.configDoc, null, 2)}\n`);
   write(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s; keystore.json and config.json written`);
 
-  let pipeline: DemoRuntime;
+  let pipeline: PipelineRuntime;
   if (opts.emulator) {
     const { EmulatorPipeline } = await import('../runtime/emulator.js');
     write(
@@ -164,7 +156,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
 
 /** Submit one scenario message the way it is meant to arrive (front door or straight onto SQS). */
 export async function submitScenarioMessage(
-  pipeline: DemoRuntime,
+  pipeline: PipelineRuntime,
   message: ScenarioMessage,
 ): Promise<string> {
   if (message.direct) {

@@ -10,6 +10,7 @@
 import { createPublicKey } from 'node:crypto';
 import type { JWK } from 'jose';
 import { type AwsClients, awsPortsFromEnv, createAwsClients } from '../adapters/aws/clients.js';
+import { AwsDeadLetters } from '../adapters/aws/dead-letters.js';
 import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../adapters/aws/provision.js';
 import { SqsEventSource, sendDirect } from '../adapters/aws/sqs-event-source.js';
 import { MemoryAuditLog, MemoryOnceStore } from '../adapters/local/memory-stores.js';
@@ -153,8 +154,25 @@ export class EmulatorPipeline {
     throw new Error(`emulator pipeline did not drain within ${opts.timeoutMs ?? 120_000} ms`);
   }
 
-  /** Where a trace stands, from the audit trail (DynamoDB, or local with LocalStack). */
+  /**
+   * Where a trace stands, from the audit trail (DynamoDB, or local with LocalStack). SQS moves a
+   * message to its DLQ without telling anyone, so a trace that is still open is looked for there.
+   */
   async outcome(traceId: string): Promise<MessageOutcome> {
-    return outcomeFromAudit(traceId, await this.ports.audit.byTrace(traceId));
+    const entries = await this.ports.audit.byTrace(traceId);
+    const outcome = outcomeFromAudit(traceId, entries);
+    if (outcome.status !== 'in-flight') return outcome;
+    const dead = (await this.deadLetters.list()).find((l) => l.traceId === traceId);
+    if (!dead) return outcome;
+    const reason = entries.filter((e) => e.event === 'transient-failure').at(-1)?.code ?? 'unknown';
+    return { ...outcome, status: 'dead-lettered', stage: dead.stage, code: reason };
+  }
+
+  /** The DLQs of the provisioned stages (list, redrive). */
+  get deadLetters(): AwsDeadLetters {
+    return new AwsDeadLetters(this.clients.sqs, {
+      dlq: this.resources.dlqUrls,
+      source: this.resources.queueUrls,
+    });
   }
 }
