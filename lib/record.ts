@@ -5,7 +5,7 @@
  * store. The record grows as it passes through the stages; a rejection turns it into a response
  * job for the deliver stage, which is the only stage that signs responses.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { RejectionError } from './errors.js';
 import type { StageName } from './ports/index.js';
 

@@ -6,7 +6,7 @@
  * cross-references (a rule naming an unknown sender, a recipient naming an unknown key id, …).
  * `docs/config.schema.json` is generated from this schema (`itk3 config schema`).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 const ods = z.string().regex(/^[A-Z0-9]{3,10}$/, 'an ODS code: 3–10 upper-case letters or digits');
 const kid = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a key id: 1–64 of A-Z a-z 0-9 . _ -');

@@ -10,7 +10,7 @@
  */
 import { BatchProcessor, EventType } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import { classify, RejectionError, TransientError } from '../errors.js';
 import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
 import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
