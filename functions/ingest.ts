@@ -40,4 +40,6 @@ function json(statusCode: number, body: unknown): APIGatewayProxyResultV2 {
 }
 
 // logEvent pinned off: an event holds credentials and sealed messages, whatever POWERTOOLS_LOGGER_LOG_EVENT says.
-export const handler = middy(lambdaHandler).use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }));
+export const handler = middy(lambdaHandler).use(
+  injectLambdaContext(logger, { resetKeys: true, logEvent: false }),
+);

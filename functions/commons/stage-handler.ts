@@ -43,9 +43,11 @@ export function createStageHandler(stage: StageName) {
     const { ports, config } = await bindingFor(context);
     return processStageBatch(stage, event, { ports, config }, observer, context);
   };
-  return middy(lambdaHandler)
-    // logEvent pinned off: an SQS event holds credentials and sealed messages, whatever
-    // POWERTOOLS_LOGGER_LOG_EVENT says.
-    .use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }))
-    .use(logMetrics(metrics));
+  return (
+    middy(lambdaHandler)
+      // logEvent pinned off: an SQS event holds credentials and sealed messages, whatever
+      // POWERTOOLS_LOGGER_LOG_EVENT says.
+      .use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }))
+      .use(logMetrics(metrics))
+  );
 }

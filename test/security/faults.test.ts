@@ -556,4 +556,3 @@ describe('redelivery: a stage slower than its visibility timeout', () => {
     });
   }
 });
-
