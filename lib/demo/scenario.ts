@@ -160,7 +160,15 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
 
 /** A fresh, valid X26 → A83627 immunisation message (built, so ids never collide). */
 export function freshImmunisation(
-  opts: { messageId?: string; format?: 'xml' | 'json'; attachmentBytes?: number } = {},
+  opts: {
+    messageId?: string;
+    format?: 'xml' | 'json';
+    attachmentBytes?: number;
+    /** Size the whole Bundle to about this many bytes (benchmarks). */
+    targetBytes?: number;
+    /** InfAckRequested and BusAckRequested. @default true */
+    acks?: boolean;
+  } = {},
 ): {
   bytes: Uint8Array;
   routing: ItkRouting;
@@ -168,6 +176,7 @@ export function freshImmunisation(
 } {
   const messageId = opts.messageId ?? randomUUID();
   const format = opts.format ?? 'xml';
+  const acks = opts.acks ?? true;
   const bytes = buildItk3Message({
     format,
     event: 'ITK009D',
@@ -177,11 +186,12 @@ export function freshImmunisation(
     messageId,
     bundleId: randomUUID(),
     documentId: randomUUID(),
-    acks: { inf: true, bus: true },
+    acks: { inf: acks, bus: acks },
     recipientType: 'FA',
     messageDefinition: 'ITK-DM-Immunization-MessageDefinition-1',
     timestamp: new Date().toISOString(),
     ...(opts.attachmentBytes ? { attachmentBytes: opts.attachmentBytes } : {}),
+    ...(opts.targetBytes ? { targetBytes: opts.targetBytes } : {}),
   });
   return { bytes, format, routing: { from: 'X26', to: 'A83627', event: 'ITK009D', id: messageId } };
 }

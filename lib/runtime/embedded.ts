@@ -331,7 +331,8 @@ function traceIdOf(m: QueuedMessage): string {
   return m.messageId;
 }
 
-function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQSRecord {
+/** The SQS record Lambda would build for `m` on `stage`'s queue. */
+export function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQSRecord {
   return {
     messageId: m.messageId,
     receiptHandle: m.receiptHandle!,

@@ -5,9 +5,8 @@
  * section. Message bytes and tokens are never printed.
  */
 import { randomUUID } from 'node:crypto';
-import { sealFor, tokenFor } from '../../lib/demo/scenario.js';
+import { freshImmunisation, sealFor, tokenFor } from '../../lib/demo/scenario.js';
 import type { DemoWorld } from '../../lib/demo/world.js';
-import { buildItk3Message } from '../../lib/itk3/index.js';
 
 export interface SizeClass {
   /** Label in the table and report. */
@@ -43,21 +42,11 @@ export interface PrepareOptions {
 
 /** Bundle bytes of one fresh immunisation message. */
 export function immunisationBundle(size: SizeClass, messageId: string, infAck: boolean): Uint8Array {
-  return buildItk3Message({
-    format: 'xml',
-    event: 'ITK009D',
-    senderOds: 'X26',
-    receiverOds: 'A83627',
-    meshMailbox: 'NOROT003',
+  return freshImmunisation({
     messageId,
-    bundleId: randomUUID(),
-    documentId: randomUUID(),
-    acks: { inf: infAck, bus: infAck },
-    recipientType: 'FA',
-    messageDefinition: 'ITK-DM-Immunization-MessageDefinition-1',
-    timestamp: new Date().toISOString(),
+    acks: infAck,
     ...(size.targetBytes !== undefined ? { targetBytes: size.targetBytes } : {}),
-  });
+  }).bytes;
 }
 
 /** `count` messages of one size class, each with its own ids and single-use credential. */

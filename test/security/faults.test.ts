@@ -15,14 +15,19 @@
 import '../support/env.js';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import type { DemoWorld } from '../../lib/demo/world.js';
 import { TransientError } from '../../lib/errors.js';
 import type { OnceStore, QueueSender, StageName } from '../../lib/ports/index.js';
 import { STAGES } from '../../lib/ports/index.js';
-import { EmbeddedPipeline, type StageHandler, VirtualClock } from '../../lib/runtime/embedded.js';
+import {
+  EmbeddedPipeline,
+  type StageHandler,
+  toSqsRecord,
+  VirtualClock,
+} from '../../lib/runtime/embedded.js';
 import { deployedHandlers } from '../../lib/runtime/handlers.js';
 import type { QueuedMessage } from '../../lib/runtime/memory-queue.js';
 import {
@@ -448,31 +453,6 @@ describe('once-store (DynamoDB) faults', () => {
   });
 });
 
-/** An SQS record for a message received by a second, concurrent consumer. */
-function sqsRecordOf(stage: StageName, m: QueuedMessage, now: number): SQSRecord {
-  return {
-    messageId: m.messageId,
-    receiptHandle: m.receiptHandle ?? '',
-    body: m.body,
-    attributes: {
-      ApproximateReceiveCount: String(m.receiveCount),
-      SentTimestamp: String(m.sentAt),
-      SenderId: 'EMBEDDED',
-      ApproximateFirstReceiveTimestamp: String(m.firstReceivedAt ?? now),
-    },
-    messageAttributes: Object.fromEntries(
-      Object.entries(m.attributes).map(([k, v]) => [
-        k,
-        { stringValue: v, dataType: 'String', stringListValues: [], binaryListValues: [] },
-      ]),
-    ),
-    md5OfBody: '',
-    eventSource: 'aws:sqs',
-    eventSourceARN: `arn:aws:sqs:local:000000000000:itk3-${stage}`,
-    awsRegion: 'local',
-  };
-}
-
 /**
  * Whether a batch is worth disturbing: at deliver, one that carries a verified message (the first
  * deliver batches often hold only rejections, whose responses are idempotent anyway).
@@ -541,7 +521,7 @@ describe('redelivery: a stage slower than its visibility timeout', () => {
             // …so the event source hands the batch to a second invocation, which completes first.
             const again = queue.receive(self.pipeline.settings[stage].batchSize);
             const second = await real[stage](
-              { Records: again.map((m) => sqsRecordOf(stage, m, self.clock.now())) },
+              { Records: again.map((m) => toSqsRecord(stage, m, self.clock.now())) },
               context,
             );
             const failed = new Set((second?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
