@@ -20,7 +20,13 @@ export type DeliverOutcome =
 
 export async function deliverStage(record: PipelineRecord, ctx: StageContext): Promise<DeliverOutcome> {
   if (record.rejection) {
-    const location = await sendResponse(ctx, record, record.rejection.itk3Code, record.rejection);
+    // An authenticated sender is told which check failed (a stable code, nothing more), so an
+    // integration engineer can fix it; an unauthenticated one learns only the ITK3 code.
+    const diagnostics = record.rejection.respondTo ? record.rejection.code : undefined;
+    const location = await sendResponse(ctx, record, record.rejection.itk3Code, {
+      ...record.rejection,
+      ...(diagnostics ? { diagnostics } : {}),
+    });
     return { kind: 'responded', location };
   }
   const message = record.message;
@@ -51,7 +57,9 @@ export async function deliverStage(record: PipelineRecord, ctx: StageContext): P
   return { kind: 'delivered', location, ...(response ? { response } : {}) };
 }
 
-type ResponseFacts = Pick<Rejection, 'respondTo' | 'originalMessageId' | 'format' | 'senderReference'>;
+type ResponseFacts = Pick<Rejection, 'respondTo' | 'originalMessageId' | 'format' | 'senderReference'> & {
+  diagnostics?: string;
+};
 
 async function sendResponse(
   ctx: StageContext,
@@ -71,6 +79,7 @@ async function sendResponse(
     responderOds: config.doc.gatewayOds,
     ...(sender ? { recipientOds: sender.ods } : {}),
     ...(facts.senderReference ? { senderReference: facts.senderReference } : {}),
+    ...(facts.diagnostics ? { diagnostics: facts.diagnostics } : {}),
     messageId: responseId,
     bundleId: uuidFrom(`${record.traceId}#response-bundle#${code}`),
     timestamp: new Date(ctx.ports.clock.now()).toISOString(),

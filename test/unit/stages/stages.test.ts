@@ -542,8 +542,9 @@ describe('deliver', () => {
     expect(header.itk).toMatchObject({ to: 'X26', event: 'ITK008M' });
     expect(message.header.response).toMatchObject({ code: 'fatal-error', itkCode: '20012' });
     expect(message.header.receiverOds).toBe('X26');
-    // The claimed id is echoed to the authenticated sender.
+    // The claimed id is echoed to the authenticated sender, and it is told which check failed.
     expect(message.header.response?.identifier).toBe(msg.messageId);
+    expect(message.header.response?.diagnostics).toBe('SIGNATURE_KEY_NOT_SENDERS');
   });
 
   it('answers a rejection with no authenticated principal in the unauthenticated folder', async () => {
@@ -568,5 +569,7 @@ describe('deliver', () => {
     expect(header.itk).toMatchObject({ to: 'UNKNOWN' });
     expect(message.header.response).toMatchObject({ itkCode: '20012', identifier: UNREADABLE_ID });
     expect(message.header.receiverOds).toBeUndefined();
+    // An unauthenticated sender learns the ITK3 code and nothing else.
+    expect(message.header.response?.diagnostics).toBeUndefined();
   });
 });
