@@ -29,6 +29,7 @@ import { parseBundle } from '../itk3/index.js';
 import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
 import { runDemo } from './demo.js';
+import { keysWrapCommand } from './keys-wrap.js';
 import {
   awsDlqList,
   awsDlqRedrive,
@@ -56,6 +57,11 @@ Commands:
   keys add --purpose P --alg A --owner O [--kid K] [--keystore F]
                                             add a key (purposes: ${KEY_PURPOSES.join(', ')})
   keys public [--keystore F]                print the public JWKS of every key
+  keys wrap --wrapping-key KMS_KEY --kid KID [--spec RSA_4096] [--out F [--force]]
+                                            cached key mode: a recipient key pair made in KMS, private key wrapped
+                                            under a symmetric KMS key; prints { kid, wrappedPrivateKey, publicJwk }
+                                            (--out adds it to a wrapped-keys file for -c itk3:wrappedKeysFile=F;
+                                            AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL as usual)
   token --kid ISSUER_KID --iss ISS --sub SUB --aud AUD --org ODS [--org-claim C] [--act ACTOR]... [--lifetime S] [--keystore F]
                                             mint a sender credential with an issuer key from the keystore
   seal FILE --signer-kid KID --to ODS [--recipient-kid KID | --recipient-jwks F] [--keystore F] [--out F]
@@ -257,7 +263,8 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
     write(JSON.stringify(publicJwks(readKeystore(values.keystore)), null, 2));
     return 0;
   }
-  throw new UsageError('usage: itk3 keys init|add|public [options]');
+  if (sub === 'wrap') return await keysWrapCommand(rest, write);
+  throw new UsageError('usage: itk3 keys init|add|public|wrap [options]');
 }
 
 async function tokenCommand(argv: readonly string[], write: Write): Promise<number> {

@@ -1,0 +1,166 @@
+/**
+ * Operator side of the cached key mode (docs/KEY-MODES.md): make a recipient key pair inside KMS
+ * whose private half only ever leaves KMS wrapped under a symmetric KMS key. The result is what a
+ * deployment configures (the wrapped blob) and what senders get (the public JWK).
+ *
+ * The blob is bound to {@link wrappedKeyContext}, the same function `CachedKeyService` uses to
+ * open it, so the context written here and the context asked for at unwrap time cannot drift apart.
+ */
+import { createPublicKey } from 'node:crypto';
+import {
+  GenerateDataKeyPairWithoutPlaintextCommand,
+  type GenerateDataKeyPairWithoutPlaintextCommandOutput,
+  type KMSClient,
+} from '@aws-sdk/client-kms';
+import { wrappedKeyContext } from './cached-key-service.js';
+import { countCall } from './calls.js';
+import { createAwsClients } from './clients.js';
+import { awsErrorName } from './errors.js';
+
+/** Key-pair specs a recipient key may have: RSA only, since senders encrypt with RSA-OAEP-256. */
+export const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096'] as const;
+export type RecipientKeyPairSpec = (typeof RECIPIENT_KEY_PAIR_SPECS)[number];
+
+/** The spec deployed recipient keys use (the direct mode's KMS keys are `RSA_4096` too). */
+export const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
+
+/** Public JWK of a recipient key, as senders need it to seal messages (docs/WIRE-FORMAT.md). */
+export interface RecipientPublicJwk {
+  kty: 'RSA';
+  kid: string;
+  alg: 'RSA-OAEP-256';
+  use: 'enc';
+  n: string;
+  e: string;
+}
+
+/**
+ * One wrapped recipient key: what `itk3 keys wrap` prints and what the CDK app reads from
+ * `itk3:wrappedKeysFile`. Nothing in it is secret.
+ */
+export interface WrappedKeyRecord {
+  /** The JOSE kid senders put in the JWE header. */
+  kid: string;
+  /** Base64 KMS ciphertext blob of the PKCS#8 private key: the value for `ITK3_WRAPPED_KEYS`. */
+  wrappedPrivateKey: string;
+  /** The public key to publish to senders. */
+  publicJwk: RecipientPublicJwk;
+  /** ARN of the symmetric key the blob is wrapped under (KMS reports it, even when given an alias). */
+  wrappingKeyArn: string;
+}
+
+/** A wrapping attempt failed for a reason the operator can act on; the message says which. */
+export class KeyWrappingError extends Error {
+  override readonly name = 'KeyWrappingError';
+}
+
+/** Options of {@link generateWrappedKeyRecord}. */
+export interface GenerateWrappedKeyOptions {
+  /** Symmetric encryption KMS key: key id, key ARN, alias name or alias ARN. */
+  wrappingKeyId: string;
+  /** The kid the key pair is for; it is part of the encryption context. */
+  kid: string;
+  /** @default DEFAULT_RECIPIENT_KEY_PAIR_SPEC */
+  keyPairSpec?: RecipientKeyPairSpec;
+}
+
+/**
+ * `GenerateDataKeyPairWithoutPlaintext` under `wrappingKeyId`, bound to the kid's encryption
+ * context: KMS makes the RSA pair and returns the private key only wrapped, so no plaintext private
+ * key exists outside KMS until a decrypt function unwraps it (with `kms:Decrypt` on the wrapping key
+ * and the same context). The public key is checked to be RSA of the requested size before it is
+ * returned as a JWK.
+ *
+ * @throws {KeyWrappingError} with an operator-facing reason (unknown key, not symmetric, disabled,
+ *   access denied, no credentials, endpoint unreachable)
+ *
+ * @example
+ * ```ts
+ * const record = await generateWrappedKeyRecord(kmsClientFromEnv(), {
+ *   wrappingKeyId: 'alias/itk3/Itk3Pipeline/recipient-key-wrapping', kid: 'a83627-enc-202705',
+ * });
+ * ```
+ */
+export async function generateWrappedKeyRecord(
+  kms: KMSClient,
+  options: GenerateWrappedKeyOptions,
+): Promise<WrappedKeyRecord> {
+  const { wrappingKeyId, kid } = options;
+  const keyPairSpec = options.keyPairSpec ?? DEFAULT_RECIPIENT_KEY_PAIR_SPEC;
+  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
+  let out: GenerateDataKeyPairWithoutPlaintextCommandOutput;
+  try {
+    out = await kms.send(
+      new GenerateDataKeyPairWithoutPlaintextCommand({
+        KeyId: wrappingKeyId,
+        KeyPairSpec: keyPairSpec,
+        EncryptionContext: wrappedKeyContext(kid),
+      }),
+    );
+  } catch (error) {
+    throw new KeyWrappingError(explain(error, wrappingKeyId), { cause: error });
+  }
+  if (!out.PrivateKeyCiphertextBlob?.length || !out.PublicKey?.length) {
+    throw new KeyWrappingError('KMS GenerateDataKeyPairWithoutPlaintext returned no key pair');
+  }
+  return {
+    kid,
+    wrappedPrivateKey: Buffer.from(out.PrivateKeyCiphertextBlob).toString('base64'),
+    publicJwk: recipientJwk(out.PublicKey, kid, keyPairSpec),
+    // KMS names the key it used; an alias given on the command line resolves to the key here.
+    wrappingKeyArn: out.KeyId ?? wrappingKeyId,
+  };
+}
+
+/**
+ * A KMS client from the usual AWS environment (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`,
+ * `AWS_ENDPOINT_URL_KMS`), built like every other client of the project.
+ */
+export function kmsClientFromEnv(env: NodeJS.ProcessEnv = process.env): KMSClient {
+  return createAwsClients({ env }).kms;
+}
+
+/** The SPKI KMS returned as a recipient JWK, refusing anything but RSA of the requested size. */
+function recipientJwk(spki: Uint8Array, kid: string, spec: RecipientKeyPairSpec): RecipientPublicJwk {
+  const key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  const bits = Number(spec.slice('RSA_'.length));
+  if (key.asymmetricKeyType !== 'rsa' || key.asymmetricKeyDetails?.modulusLength !== bits) {
+    throw new KeyWrappingError(`KMS returned a public key that is not ${spec}`);
+  }
+  const jwk = key.export({ format: 'jwk' });
+  if (typeof jwk.n !== 'string' || typeof jwk.e !== 'string') {
+    throw new KeyWrappingError('KMS returned a public key without modulus or exponent');
+  }
+  // Only the public members, in the order senders' JWKS entries have them.
+  return { kty: 'RSA', kid, alg: 'RSA-OAEP-256', use: 'enc', n: jwk.n, e: jwk.e };
+}
+
+/** What went wrong, in terms of what to fix. Never includes anything but names and the key id. */
+function explain(error: unknown, keyId: string): string {
+  const name = awsErrorName(error) ?? 'unknown error';
+  const code = (error as { code?: unknown } | null)?.code;
+  switch (name) {
+    case 'NotFoundException':
+      return `wrapping key ${keyId} not found (check the key id and AWS_REGION / AWS_PROFILE)`;
+    case 'InvalidKeyUsageException':
+    case 'UnsupportedOperationException':
+      return `${keyId} is not a symmetric encryption key: the wrapping key must be SYMMETRIC_DEFAULT with key usage ENCRYPT_DECRYPT`;
+    case 'DisabledException':
+      return `wrapping key ${keyId} is disabled`;
+    case 'KMSInvalidStateException':
+      return `wrapping key ${keyId} cannot be used in its current state (pending deletion or import?)`;
+    case 'AccessDeniedException':
+      return `not allowed to call kms:GenerateDataKeyPairWithoutPlaintext on ${keyId} with encryption context itk3:purpose=recipient-decrypt (docs/KEY-MODES.md, "Who may do what")`;
+    case 'CredentialsProviderError':
+      return 'no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)';
+    case 'UnrecognizedClientException':
+    case 'InvalidSignatureException':
+    case 'ExpiredTokenException':
+      return `AWS rejected the credentials (${name})`;
+    default:
+      if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+        return `cannot reach KMS (${code}): check AWS_REGION or AWS_ENDPOINT_URL`;
+      }
+      return `KMS GenerateDataKeyPairWithoutPlaintext failed (${name})`;
+  }
+}
