@@ -45,6 +45,14 @@ export interface PipelineFunctionProps {
    * @default - only the Powertools and source-map settings
    */
   readonly environment?: Record<string, string>;
+  /**
+   * Variables compiled into the bundle and set in `process.env` before any bundled module runs, for
+   * values too large for Lambda's 4 KB of environment variables (the cached mode's wrapped keys).
+   * They are part of the code asset, so only non-secret values belong here; changing one is a code
+   * change (new asset hash), like a configuration change.
+   * @default - none
+   */
+  readonly bundledEnvironment?: Record<string, string>;
   /** Retention of the function's log group. */
   readonly logRetention: logs.RetentionDays;
   /**
@@ -97,6 +105,13 @@ export class PipelineFunction extends NodejsFunction {
       removalPolicy: props.removalPolicy,
     });
 
+    const bundled = Object.entries(props.bundledEnvironment ?? {});
+    for (const [name] of bundled) {
+      // One source per variable: a Lambda variable of the same name would be silently overwritten.
+      if (props.environment?.[name] !== undefined) {
+        throw new Error(`${id}: ${name} is given both as an environment and as a bundled variable`);
+      }
+    }
     super(scope, id, {
       entry: props.entry,
       handler: 'handler',
@@ -129,7 +144,13 @@ export class PipelineFunction extends NodejsFunction {
         // Source maps without the sources: stack traces keep file and line, the asset stays small.
         sourcesContent: false,
         externalModules: [],
-        banner: CREATE_REQUIRE_BANNER,
+        // The bundle inlines every dependency, so this runs before any of them reads process.env.
+        banner: [
+          CREATE_REQUIRE_BANNER,
+          ...bundled.map(
+            ([name, value]) => `process.env[${JSON.stringify(name)}] = ${JSON.stringify(value)};`,
+          ),
+        ].join(' '),
         define: { __ITK3_CONFIG__: JSON.stringify(props.configJson) },
         forceDockerBundling: false,
         logLevel: LogLevel.WARNING,
