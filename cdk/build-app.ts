@@ -1,6 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { App, type AppProps, RemovalPolicy } from 'aws-cdk-lib';
+import { App, type AppProps, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import type { RecipientPublicJwk } from '../lib/adapters/aws/key-wrapping.js';
+import { parseWrappedKeysFile } from '../lib/cli/keys-wrap.js';
 import { loadConfigFile } from '../lib/config/load.js';
+import { ConfigError } from '../lib/errors.js';
+import type { KeyModeProps } from './constructs/key-mode.js';
 import { addNagChecks } from './nag.js';
 import { Itk3PipelineStack } from './pipeline-stack.js';
 
@@ -14,7 +19,25 @@ export const CONTEXT = {
   removalPolicy: 'itk3:removalPolicy',
   /** `true` to name queues, tables and the bucket as in lib/infra/definitions.ts. */
   physicalNames: 'itk3:physicalNames',
+  /** `direct` (default) or `cached` (docs/KEY-MODES.md). */
+  keyMode: 'itk3:keyMode',
+  /** Cached mode: the file `itk3 keys wrap --out` writes, relative to the working directory. */
+  wrappedKeysFile: 'itk3:wrappedKeysFile',
+  /** Cached mode, optional: ARN of an existing wrapping key instead of one the stack creates. */
+  wrappingKeyArn: 'itk3:wrappingKeyArn',
+  /** Cached mode, optional: seconds a decrypt container uses an unwrapped key (default 300). */
+  keyCacheTtlSeconds: 'itk3:keyCacheTtlSeconds',
+  /** Cached mode, optional: comma-separated recipient kids that stay on their RSA KMS key. */
+  directKids: 'itk3:directKids',
 } as const;
+
+/** The context keys that only mean something in the cached mode. */
+const CACHED_ONLY = [
+  CONTEXT.wrappedKeysFile,
+  CONTEXT.wrappingKeyArn,
+  CONTEXT.keyCacheTtlSeconds,
+  CONTEXT.directKids,
+] as const;
 
 export const DEFAULT_CONFIG_FILE = 'docs/config.example.json';
 export const DEFAULT_STACK_NAME = 'Itk3Pipeline';
@@ -59,14 +82,101 @@ export function buildApp(options: BuildAppOptions = {}): { app: App; stack: Itk3
     throw new Error(`${CONTEXT.removalPolicy} must be "retain" or "destroy", got "${removal}"`);
   }
 
+  const keyMode = keyModeFromContext(context);
+
   const stack = new Itk3PipelineStack(app, context(CONTEXT.stackName) ?? DEFAULT_STACK_NAME, {
     description: 'ITK3 secure pipeline: authenticate, authorise, decrypt, verify, deliver (keys in KMS)',
     env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
     config: config.doc,
     removalPolicy: removal === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     physicalNames: context(CONTEXT.physicalNames) === 'true',
+    ...(keyMode ? { keyMode } : {}),
   });
 
   if (options.nag ?? true) addNagChecks(app);
   return { app, stack };
+}
+
+/**
+ * The key mode from the `itk3:keyMode` context and, in the cached mode, the wrapped-keys file and
+ * the optional wrapping key, TTL and direct kids. `undefined` for the direct mode, so its stack is
+ * exactly the stack built without a key mode. Problems the file itself can reveal are collected
+ * here and thrown together; the construct then checks the rest (every kid wrapped, base64, JWKs).
+ *
+ * @throws {ConfigError} listing every problem
+ */
+export function keyModeFromContext(context: (key: string) => string | undefined): KeyModeProps | undefined {
+  const problems: string[] = [];
+  const mode = (context(CONTEXT.keyMode) ?? 'direct').toLowerCase();
+  if (mode !== 'direct' && mode !== 'cached') {
+    throw new ConfigError([`${CONTEXT.keyMode}: must be "direct" or "cached", not "${mode}"`]);
+  }
+  if (mode === 'direct') {
+    // A cached-mode setting without the mode is a deployment that believes it is cached: say so.
+    for (const key of CACHED_ONLY) {
+      if (context(key) !== undefined) problems.push(`${key}: only read with ${CONTEXT.keyMode}=cached`);
+    }
+    if (problems.length > 0) throw new ConfigError(problems);
+    return undefined;
+  }
+
+  const wrappedKeys: Record<string, string> = {};
+  const publicJwks: RecipientPublicJwk[] = [];
+  const wrappingKeyArn = context(CONTEXT.wrappingKeyArn);
+  const file = context(CONTEXT.wrappedKeysFile);
+  if (file !== undefined) {
+    const path = resolve(file);
+    let text: string | undefined;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (cause) {
+      problems.push(
+        `${CONTEXT.wrappedKeysFile}: cannot read ${path} (${(cause as NodeJS.ErrnoException).code})`,
+      );
+    }
+    if (text !== undefined) {
+      const parsed = parseWrappedKeysFile(text, file);
+      problems.push(...parsed.problems);
+      const wrappedUnder = new Set<string>();
+      for (const entry of parsed.entries) {
+        wrappedKeys[entry.kid] = entry.wrappedPrivateKey;
+        if (entry.publicJwk) publicJwks.push(entry.publicJwk as unknown as RecipientPublicJwk);
+        if (entry.wrappingKeyArn === undefined) continue;
+        wrappedUnder.add(entry.wrappingKeyArn);
+        // Caught here rather than as dead letters: the function names one key in every Decrypt.
+        if (wrappingKeyArn !== undefined && entry.wrappingKeyArn !== wrappingKeyArn) {
+          problems.push(
+            `${file}: kid ${entry.kid} was wrapped under ${entry.wrappingKeyArn}, not ${CONTEXT.wrappingKeyArn} ${wrappingKeyArn}`,
+          );
+        }
+      }
+      if (wrappingKeyArn === undefined && wrappedUnder.size > 1) {
+        problems.push(
+          `${file}: keys wrapped under ${wrappedUnder.size} different keys (${[...wrappedUnder].join(', ')}); the decrypt function uses one wrapping key`,
+        );
+      }
+    }
+  }
+
+  const ttlText = context(CONTEXT.keyCacheTtlSeconds);
+  const ttl = ttlText === undefined ? undefined : Number(ttlText);
+  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 1 && ttl <= 86_400)) {
+    problems.push(
+      `${CONTEXT.keyCacheTtlSeconds}: a whole number of seconds from 1 to 86400, not "${ttlText}"`,
+    );
+  }
+  const directKids = (context(CONTEXT.directKids) ?? '')
+    .split(',')
+    .map((kid) => kid.trim())
+    .filter((kid) => kid !== '');
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    mode: 'cached',
+    wrappedKeys,
+    ...(publicJwks.length > 0 ? { publicJwks } : {}),
+    ...(wrappingKeyArn !== undefined ? { wrappingKeyArn } : {}),
+    ...(ttl !== undefined ? { cacheTtl: Duration.seconds(ttl) } : {}),
+    ...(directKids.length > 0 ? { directKids } : {}),
+  };
 }

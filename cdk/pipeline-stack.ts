@@ -7,7 +7,8 @@ export interface Itk3PipelineStackProps extends StackProps, Itk3SecurePipelinePr
 
 /**
  * The deployable unit: one {@link Itk3SecurePipeline} and the outputs an operator or a sender needs
- * (ingestion endpoints, state names, key ARNs for publishing public keys).
+ * (ingestion endpoints, state names, key ARNs for publishing public keys; in the cached key mode the
+ * wrapped kids' public JWKs and the wrapping key).
  */
 export class Itk3PipelineStack extends Stack {
   /** The pipeline. */
@@ -41,8 +42,25 @@ export class Itk3PipelineStack extends Stack {
     output(
       'RecipientKeyArns',
       this.toJsonString(p.keys.recipientKeyArns()),
-      'kid → KMS key ARN of the recipient decryption keys (publish their public keys to senders)',
+      p.keyMode.mode === 'cached'
+        ? 'kid → KMS key ARN of the recipient keys kept in KMS (directKids); wrapped kids have no KMS key: their public keys are in RecipientPublicJwks'
+        : 'kid → KMS key ARN of the recipient decryption keys (publish their public keys to senders)',
     );
+    if (p.keyMode.publicJwks.length > 0) {
+      // Plain JSON at synth: the wrapped kids' public keys are known before deployment.
+      output(
+        'RecipientPublicJwks',
+        JSON.stringify({ keys: p.keyMode.publicJwks }),
+        'JWKS of the wrapped recipient keys (cached key mode): publish to senders',
+      );
+    }
+    if (p.keys.wrappingKey) {
+      output(
+        'RecipientKeyWrappingKeyArn',
+        p.keys.wrappingKey.key.keyArn,
+        'Cached key mode: the symmetric KMS key to pass to itk3 keys wrap --wrapping-key',
+      );
+    }
     output(
       'ResponseSigningKeyArn',
       p.keys.signingKey.key.keyArn,

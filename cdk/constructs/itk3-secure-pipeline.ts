@@ -7,6 +7,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
+import { KEY_MODE_ENV } from '../../lib/adapters/aws/clients.js';
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
@@ -14,6 +15,7 @@ import { BLOB_BUCKET, ENV, INGEST_ENTRY, STAGE_DEFINITIONS } from '../../lib/inf
 import { type DeliveryTarget, STAGES, type StageName } from '../../lib/ports/index.js';
 import { NEXT_STAGE } from '../../lib/record.js';
 import { type IngestionSettings, PipelineIngestion } from './ingestion.js';
+import { type KeyModeProps, type ResolvedKeyMode, resolveKeyMode } from './key-mode.js';
 import { PipelineKeys } from './keys.js';
 import { PipelineObservability, pascal } from './observability.js';
 import type { PowertoolsLogLevel } from './observability-names.js';
@@ -34,6 +36,18 @@ export interface Itk3SecurePipelineProps {
    * is bundled into every function.
    */
   readonly config: PipelineConfigInput;
+  /**
+   * How the decrypt stage gets recipient private keys (docs/KEY-MODES.md).
+   *
+   * - `direct`: an `RSA_4096` KMS key per recipient kid, one KMS `Decrypt` per message; the private
+   *   key never leaves KMS.
+   * - `cached`: each recipient kid's private key is a blob wrapped under a symmetric KMS key
+   *   (`itk3 keys wrap`), unwrapped once per decrypt container and TTL; no RSA KMS key exists for a
+   *   wrapped kid. A security trade-off: read docs/PERFORMANCE.md, "Security trade-off of the cached
+   *   mode", before choosing it. Synth fails, listing every kid, if a recipient kid has no wrapped key.
+   * @default 'direct'
+   */
+  readonly keyMode?: KeyModeProps;
   /**
    * Per-stage tuning: receive count, batch size and window, concurrency, memory, timeout.
    * @default - the values in `STAGE_DEFINITIONS` (lib/infra/definitions.ts)
@@ -107,8 +121,9 @@ export interface Itk3SecurePipelineProps {
  * front door, KMS keys, tables, buckets, alarms and a dashboard, secure by default.
  *
  * Permissions are the least each function needs, given through grant helpers:
- * - decrypt alone may `kms:Decrypt` with the recipient keys; deliver alone may `kms:Sign` with the
- *   response-signing key (both also named in the keys' own policies);
+ * - decrypt alone may `kms:Decrypt` with the recipient keys (in the cached key mode: with the
+ *   wrapping key, only under the wrapped kids' encryption context); deliver alone may `kms:Sign`
+ *   with the response-signing key (both also named in the keys' own policies);
  * - a function may send only to the queues it forwards to (the next stage, and deliver for
  *   rejections; ingest to authenticate);
  * - authenticate and verify use the once-store; every stage appends to the audit table and reads
@@ -128,6 +143,8 @@ export class Itk3SecurePipeline extends Construct {
   readonly config: LoadedConfig;
   /** KMS keys. */
   readonly keys: PipelineKeys;
+  /** The key mode, validated, with its defaults. */
+  readonly keyMode: ResolvedKeyMode;
   /** Tables and buckets. */
   readonly state: PipelineState;
   /** The five stages, by name. */
@@ -145,6 +162,9 @@ export class Itk3SecurePipeline extends Construct {
     super(scope, id);
     this.config = loadConfig(props.config);
     const doc = this.config.doc;
+    // Before anything is built (and bundled), so a missing wrapped key fails the synth at once.
+    this.keyMode = resolveKeyMode(props.keyMode, doc);
+    const keyMode = this.keyMode;
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
     const projectRoot = props.projectRoot ?? PROJECT_ROOT;
     const entry = (name: StageName | 'ingest') =>
@@ -153,7 +173,19 @@ export class Itk3SecurePipeline extends Construct {
         props.entries?.[name] ?? (name === 'ingest' ? INGEST_ENTRY : STAGE_DEFINITIONS[name].entry),
       );
 
-    this.keys = new PipelineKeys(this, 'Keys', { config: doc, removalPolicy });
+    this.keys = new PipelineKeys(this, 'Keys', {
+      config: doc,
+      removalPolicy,
+      ...(keyMode.mode === 'cached'
+        ? {
+            keyWrapping: {
+              wrappedKids: keyMode.wrappedKids,
+              wrappingKey: keyMode.wrappingKey,
+              wrappingKeyArn: keyMode.wrappingKeyArn,
+            },
+          }
+        : {}),
+    });
     this.state = new PipelineState(this, 'State', {
       dataKey: this.keys.dataKey,
       removalPolicy,
@@ -178,10 +210,16 @@ export class Itk3SecurePipeline extends Construct {
       },
     } as const;
 
+    // The wrapped keys go into the decrypt bundle, not its Lambda environment: one RSA-4096 blob is
+    // ≥ 3.2 KB of base64, and Lambda allows 4 KB for all variables together.
+    const wrappedKeysBundled: Record<string, string> =
+      keyMode.wrappedKids.size > 0 ? { [KEY_MODE_ENV.wrappedKeys]: JSON.stringify(keyMode.wrappedKeys) } : {};
+
     const stages = {} as Record<StageName, PipelineStage>;
     for (const stage of STAGES) {
       stages[stage] = new PipelineStage(this, pascal(stage), {
         ...functionDefaults,
+        ...(stage === 'decrypt' ? { bundledEnvironment: wrappedKeysBundled } : {}),
         definition: STAGE_DEFINITIONS[stage],
         entry: entry(stage),
         settings: props.stages?.[stage],
@@ -228,6 +266,7 @@ export class Itk3SecurePipeline extends Construct {
 
     this.keys.grantUnwrap(stages.decrypt.fn.executionRole);
     stages.decrypt.fn.addEnvironment(ENV.kmsKeys, Stack.of(this).toJsonString(this.keys.recipientKeyArns()));
+    this.configureKeyMode(stages.decrypt.fn);
     this.keys.grantResponseSigning(stages.deliver.fn.executionRole);
     stages.deliver.fn.addEnvironment(
       ENV.kmsKeys,
@@ -254,6 +293,35 @@ export class Itk3SecurePipeline extends Construct {
       'Active tracing: X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions.',
     );
     Aspects.of(this).add(this.#wildcards);
+  }
+
+  /**
+   * The cached mode's variables on the decrypt function (read by `keyServiceFromEnv`,
+   * lib/adapters/aws/clients.ts); `ITK3_WRAPPED_KEYS` itself is bundled. Direct mode sets nothing,
+   * so its template is unchanged; so does a cached mode with no wrapped kid yet (all `directKids`,
+   * e.g. the first deployment that creates the wrapping key), where the service would have nothing
+   * to cache.
+   */
+  private configureKeyMode(fn: PipelineFunction): void {
+    const { keyMode } = this;
+    if (keyMode.mode !== 'cached') return;
+    if (keyMode.wrappedKids.size === 0) {
+      Annotations.of(this).addInfo(
+        'Cached key mode without wrapped keys: decrypt stays on the RSA KMS keys of the directKids until kids are wrapped (docs/KEY-MODES.md).',
+      );
+      return;
+    }
+    const wrappingKey = this.keys.wrappingKey?.key;
+    if (!wrappingKey) return; // PipelineKeys has already reported why (a bad wrappingKeyArn).
+    fn.addEnvironment(KEY_MODE_ENV.mode, 'cached');
+    // Named in every Decrypt, so a blob wrapped under anyone else's key is refused.
+    fn.addEnvironment(KEY_MODE_ENV.wrappingKeyId, wrappingKey.keyArn);
+    fn.addEnvironment(KEY_MODE_ENV.ttlSeconds, String(keyMode.ttlSeconds));
+    if (keyMode.publicJwks.length < keyMode.wrappedKids.size) {
+      Annotations.of(this).addInfo(
+        'Cached key mode: publish the publicJwk of every wrapped kid (itk3 keys wrap output) to senders; only the public JWKs given to keyMode.publicJwks are in the RecipientPublicJwks output.',
+      );
+    }
   }
 
   /** Let `fn` send to `stage`'s queue, and tell it the URL. */

@@ -4,6 +4,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import type { PipelineConfig } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
+import { WRAPPED_KEY_PURPOSE, wrappedKeyConditions } from './key-mode.js';
 
 /**
  * Key-policy actions the account keeps on the private keys the pipeline creates: administration
@@ -33,6 +34,20 @@ export const KEY_ADMIN_ACTIONS = [
   'kms:DeleteAlias',
 ] as const;
 
+/**
+ * Key-policy actions the account keeps on the wrapping key of the cached mode: the administration of
+ * {@link KEY_ADMIN_ACTIONS} (without `GetPublicKey`: the key is symmetric) plus its rotation, which
+ * CloudFormation turns on and an operator may trigger. No `kms:Decrypt`: that would be possession of
+ * every wrapped recipient private key.
+ */
+export const WRAPPING_KEY_ADMIN_ACTIONS = [
+  ...KEY_ADMIN_ACTIONS.filter((a) => a !== 'kms:GetPublicKey'),
+  'kms:EnableKeyRotation',
+  'kms:DisableKeyRotation',
+  'kms:RotateKeyOnDemand',
+  'kms:ListKeyRotations',
+] as const;
+
 /** A private key the pipeline uses, by its JOSE key id. */
 export interface PipelineKey {
   /** The JOSE `kid` senders and recipients use. */
@@ -49,6 +64,28 @@ export interface PipelineKeysProps {
   readonly config: PipelineConfig;
   /** What happens to created keys when they leave the stack (DESTROY schedules deletion). */
   readonly removalPolicy: RemovalPolicy;
+  /**
+   * The cached key mode's wrapping: kids whose private key is a wrapped blob (no RSA KMS key is
+   * created or referenced for them) and the symmetric key the blobs are wrapped under.
+   * @default - direct mode: every recipient kid has an RSA KMS key, and there is no wrapping key
+   */
+  readonly keyWrapping?: KeyWrappingProps;
+}
+
+/** The cached mode's part of {@link PipelineKeysProps}. */
+export interface KeyWrappingProps {
+  /** Recipient kids with a wrapped private key. */
+  readonly wrappedKids: ReadonlySet<string>;
+  /**
+   * An existing wrapping key.
+   * @default - created, unless {@link wrappingKeyArn} names one
+   */
+  readonly wrappingKey?: kms.IKey;
+  /**
+   * ARN or key id of an existing wrapping key.
+   * @default - created, unless {@link wrappingKey} is given
+   */
+  readonly wrappingKeyArn?: string;
 }
 
 /**
@@ -62,6 +99,11 @@ export interface PipelineKeysProps {
  * Created private keys get a key policy that lets the account administer them and nothing more;
  * {@link grantUnwrap} and {@link grantResponseSigning} add the one role that may use them, in the
  * key policy and (scoped to the key ARNs) in the role's own policy.
+ *
+ * In the cached key mode (`keyWrapping`), wrapped kids get no RSA key: their key pair was made by
+ * `itk3 keys wrap` under the symmetric **wrapping key** (created here unless one is given), and
+ * {@link grantUnwrap} lets the decrypt role `kms:Decrypt` with that key only under the wrapped kids'
+ * encryption context.
  */
 export class PipelineKeys extends Construct {
   /** Customer-managed key for data at rest: queues, tables, buckets, log groups. */
@@ -70,11 +112,16 @@ export class PipelineKeys extends Construct {
   readonly recipientKeys: readonly PipelineKey[];
   /** The response-signing key. */
   readonly signingKey: PipelineKey;
+  /** Cached key mode: the symmetric key the recipient private keys are wrapped under. */
+  readonly wrappingKey?: Omit<PipelineKey, 'kid'>;
+  /** Cached key mode: kids whose private key is a wrapped blob. Empty in direct mode. */
+  readonly wrappedKids: ReadonlySet<string>;
 
   constructor(scope: Construct, id: string, props: PipelineKeysProps) {
     super(scope, id);
-    const { config, removalPolicy } = props;
+    const { config, removalPolicy, keyWrapping } = props;
     const problems: string[] = [];
+    this.wrappedKids = keyWrapping?.wrappedKids ?? new Set();
 
     this.dataKey = new kms.Key(this, 'DataKey', {
       description: 'ITK3 pipeline: encryption at rest of queues, tables, buckets and logs',
@@ -86,6 +133,8 @@ export class PipelineKeys extends Construct {
     const recipientKeys: PipelineKey[] = [];
     for (const [r, recipient] of config.recipients.entries()) {
       for (const [k, entry] of recipient.keys.entries()) {
+        // A wrapped kid's key pair lives in its blob: an RSA KMS key would be a second, unused pair.
+        if (this.wrappedKids.has(entry.kid)) continue;
         const id = `Recipient${safeId(entry.kid)}`;
         if (entry.kmsKeyId) {
           const key = this.existingKey(id, entry.kmsKeyId, `recipients.${r}.keys.${k}.kmsKeyId`, problems);
@@ -125,6 +174,10 @@ export class PipelineKeys extends Construct {
           }),
         };
 
+    if (keyWrapping) {
+      this.wrappingKey = this.wrapping(keyWrapping, removalPolicy, problems);
+    }
+
     if (problems.length > 0) throw new ConfigError(problems);
   }
 
@@ -134,16 +187,89 @@ export class PipelineKeys extends Construct {
   }
 
   /**
-   * Let `role` unwrap content keys with every recipient key: `kms:Decrypt`, nothing else. Call it
-   * for the decrypt stage only.
+   * Let `role` unwrap content keys: `kms:Decrypt` with every RSA recipient key, and in the cached
+   * mode `kms:Decrypt` with the wrapping key bound to the wrapped kids' encryption context — nothing
+   * else. Call it for the decrypt stage only.
    */
   grantUnwrap(role: iam.IRole): void {
     for (const k of this.recipientKeys) grantExclusive(k, role, ['kms:Decrypt']);
+    if (!this.wrappingKey || this.wrappedKids.size === 0) return;
+    const conditions = wrappedKeyConditions(this.wrappedKids);
+    // Explicit statement instead of `key.grant`, which cannot carry the condition.
+    iam.Grant.addToPrincipal({
+      grantee: role,
+      actions: ['kms:Decrypt'],
+      resourceArns: [this.wrappingKey.key.keyArn],
+      conditions,
+    });
+    if (this.wrappingKey.owned) {
+      this.wrappingKey.key.addToResourcePolicy(
+        new iam.PolicyStatement({
+          sid: 'AllowDecryptOfWrappedRecipientKeysToPipelineRole',
+          principals: [role],
+          actions: ['kms:Decrypt'],
+          resources: ['*'],
+          conditions,
+        }),
+      );
+    }
   }
 
   /** Let `role` sign ITK3 responses and read the public key. Call it for the deliver stage only. */
   grantResponseSigning(role: iam.IRole): void {
     grantExclusive(this.signingKey, role, ['kms:Sign', 'kms:GetPublicKey']);
+  }
+
+  /**
+   * The wrapping key: the given one, or a symmetric key with yearly rotation whose policy lets the
+   * account administer it and generate wrapped recipient key pairs (`itk3 keys wrap`), and nobody
+   * decrypt until {@link grantUnwrap} names the decrypt role.
+   */
+  private wrapping(
+    props: KeyWrappingProps,
+    removalPolicy: RemovalPolicy,
+    problems: string[],
+  ): Omit<PipelineKey, 'kid'> | undefined {
+    if (props.wrappingKey) return { key: props.wrappingKey, owned: false };
+    if (props.wrappingKeyArn) {
+      const key = this.existingKey(
+        'RecipientKeyWrapping',
+        props.wrappingKeyArn,
+        'keyMode.wrappingKeyArn',
+        problems,
+      );
+      return key ? { key, owned: false } : undefined;
+    }
+    const key = new kms.Key(this, 'RecipientKeyWrapping', {
+      description:
+        'ITK3 cached key mode: wraps the recipient RSA private keys; kms:Decrypt for the decrypt role only, bound to the itk3 encryption context',
+      enableKeyRotation: true,
+      alias: `alias/itk3/${Stack.of(this).stackName}/recipient-key-wrapping`,
+      policy: new iam.PolicyDocument({
+        statements: [
+          new iam.PolicyStatement({
+            sid: 'AccountAdministersButDoesNotDecrypt',
+            principals: [new iam.AccountRootPrincipal()],
+            actions: [...WRAPPING_KEY_ADMIN_ACTIONS],
+            resources: ['*'],
+          }),
+          // `itk3 keys wrap`: yields a public key and a blob, never plaintext; IAM still decides who.
+          new iam.PolicyStatement({
+            sid: 'AccountGeneratesWrappedRecipientKeys',
+            principals: [new iam.AccountRootPrincipal()],
+            actions: ['kms:GenerateDataKeyPairWithoutPlaintext'],
+            resources: ['*'],
+            conditions: {
+              StringEquals: {
+                'kms:EncryptionContext:itk3:purpose': WRAPPED_KEY_PURPOSE,
+              },
+            },
+          }),
+        ],
+      }),
+      removalPolicy,
+    });
+    return { key, owned: true };
   }
 
   /**
