@@ -350,6 +350,15 @@ describe('cached key mode beside direct kids, with an existing wrapping key', ()
     expect(new Set(others)).toEqual(new Set([hybrid.roleId('decrypt')]));
   });
 
+  it('keeps the logical id a direct kid had in direct mode, so switching modes replaces no key', () => {
+    const direct = new Itk3PipelineStack(appWithoutBundling(), 'Itk3Hybrid', { config: base });
+    const idOf = (stack: Itk3PipelineStack, kid: string) =>
+      stack.getLogicalId(
+        stack.pipeline.keys.recipientKeys.find((k) => k.kid === kid)!.key.node.defaultChild as never,
+      );
+    expect(idOf(hybrid.stack, 'b12345-enc-1')).toBe(idOf(direct, 'b12345-enc-1'));
+  });
+
   it('maps only the direct kids to KMS keys, and names the existing wrapping key', () => {
     const env = hybrid.env('decrypt');
     expect(env[KEY_MODE_ENV.mode]).toBe('cached');
