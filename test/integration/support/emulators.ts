@@ -11,7 +11,7 @@ import { describe, it } from 'vitest';
 import { type AwsClients, createAwsClients } from '../../../lib/adapters/aws/clients.js';
 
 /** Capabilities some emulator lacks. */
-export type Gap = 'dynamodb' | 'startMessageMoveTask' | 'kmsInvalidCiphertext';
+export type Gap = 'dynamodb' | 'startMessageMoveTask' | 'kmsInvalidCiphertext' | 'kmsKeySpecChecks';
 
 export interface Emulator {
   name: 'ministack' | 'localstack';
@@ -39,6 +39,8 @@ export const EMULATORS: readonly Emulator[] = [
         'LocalStack 4.14.0 host mode has no DynamoDB offline: it downloads Java and DynamoDB Local on first use (LOCAL-AWS.md §2.2)',
       kmsInvalidCiphertext:
         'LocalStack 4.14.0 answers Decrypt of a bad RSA ciphertext with 500 InternalError, not InvalidCiphertextException (kms/provider.py lets the cryptography ValueError escape), so the adapter rightly reports it as transient',
+      kmsKeySpecChecks:
+        'LocalStack 4.14.0 runs GenerateDataKeyPairWithoutPlaintext under an asymmetric (RSA) key instead of refusing it with InvalidKeyUsageException as KMS does',
     },
   },
 ];
