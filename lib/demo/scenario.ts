@@ -208,21 +208,41 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
     alg: s.key.alg as 'ES256' | 'PS256' | 'RS512',
   });
   const recipient = recipientKeyFor(world, 'A83627');
-
-  // A valid delegated message: the hub holds an unexpired grant for X26 / ITK009D.
-  {
+  /** A fresh, correctly sealed X26 message presented with the credential `token` describes. */
+  const x26Message = async (
+    name: string,
+    description: string,
+    token: Parameters<typeof tokenFor>[3],
+    expected: Expected,
+  ): Promise<ScenarioMessage> => {
     const m = freshImmunisation();
-    add({
-      name: 'delegated-by-granted-hub',
+    return {
+      name,
       kind: 'hostile',
-      description: 'pharmacy hub acting for X26 with a valid grant (allowed)',
-      credential: await tokenFor(world, x26, now, { actors: [world.hubs.granted] }),
+      description,
+      credential: await tokenFor(world, x26, now, token),
       sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
       routing: m.routing,
-      bundle: m.bytes,
-      expected: { status: 'delivered' },
-    });
-  }
+      ...(expected.status === 'delivered' ? { bundle: m.bytes } : {}),
+      expected,
+    };
+  };
+  const denied = (stage: string, code: string): Expected => ({
+    status: 'rejected',
+    stage,
+    itk3Code: '20012',
+    code,
+  });
+
+  // A valid delegated message: the hub holds an unexpired grant for X26 / ITK009D.
+  add(
+    await x26Message(
+      'delegated-by-granted-hub',
+      'pharmacy hub acting for X26 with a valid grant (allowed)',
+      { actors: [world.hubs.granted] },
+      { status: 'delivered' },
+    ),
+  );
   // Bad signature: the JWS is signed by an attacker's key under the sender's kid.
   {
     const m = freshImmunisation();
@@ -282,18 +302,15 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
     });
   }
   // Expired token.
-  {
-    const m = freshImmunisation();
-    const iat = Math.floor(now / 1000) - 900;
-    add({
-      name: 'expired-token',
-      kind: 'hostile',
-      description: 'credential expired ten minutes before receipt',
-      credential: await tokenFor(world, x26, now, { iat, exp: iat + 300 }),
-      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
-      expected: { status: 'rejected', stage: 'authenticate', itk3Code: '20012', code: 'TOKEN_EXPIRED' },
-    });
-  }
+  const iat = Math.floor(now / 1000) - 900;
+  add(
+    await x26Message(
+      'expired-token',
+      'credential expired ten minutes before receipt',
+      { iat, exp: iat + 300 },
+      denied('authenticate', 'TOKEN_EXPIRED'),
+    ),
+  );
   // Unauthorised sender: authenticated, but no rule lets X26 send ITK013D to A8797979.
   {
     const id = randomUUID();
@@ -321,35 +338,23 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
       expected: { status: 'rejected', stage: 'authorise', itk3Code: '20012', code: 'POLICY_DENIED' },
     });
   }
-  // Delegation without a grant.
-  {
-    const m = freshImmunisation();
-    add({
-      name: 'delegation-without-grant',
-      kind: 'hostile',
-      description: 'a hub with no grant acting for X26',
-      credential: await tokenFor(world, x26, now, { actors: [world.hubs.ungranted] }),
-      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
-      expected: { status: 'rejected', stage: 'authorise', itk3Code: '20012', code: 'DELEGATION_NOT_GRANTED' },
-    });
-  }
-  // Delegation under an expired grant.
-  {
-    const m = freshImmunisation();
-    add({
-      name: 'delegation-expired-grant',
-      kind: 'hostile',
-      description: 'a hub whose grant expired ten days ago',
-      credential: await tokenFor(world, x26, now, { actors: [world.hubs.expired] }),
-      sealed: await sealFor(world, x26, m.bytes, m.format, m.routing),
-      expected: {
-        status: 'rejected',
-        stage: 'authorise',
-        itk3Code: '20012',
-        code: 'DELEGATION_GRANT_EXPIRED',
-      },
-    });
-  }
+  // Delegation without a grant, and under an expired one.
+  add(
+    await x26Message(
+      'delegation-without-grant',
+      'a hub with no grant acting for X26',
+      { actors: [world.hubs.ungranted] },
+      denied('authorise', 'DELEGATION_NOT_GRANTED'),
+    ),
+  );
+  add(
+    await x26Message(
+      'delegation-expired-grant',
+      'a hub whose grant expired ten days ago',
+      { actors: [world.hubs.expired] },
+      denied('authorise', 'DELEGATION_GRANT_EXPIRED'),
+    ),
+  );
   // Tampered ciphertext: one base64url character of the ciphertext changed.
   {
     const m = freshImmunisation();
