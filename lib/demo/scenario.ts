@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
 import { generateKey } from '../adapters/local/keystore.js';
-import { encryptSigned, sealMessage, signBundle } from '../envelope/seal.js';
+import { encryptSigned, type SignerKey, sealMessage, signBundle } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { buildItk3Message, type Itk3Message, loadSamples, parseBundle } from '../itk3/index.js';
 import type { ItkRouting } from '../record.js';
@@ -84,13 +84,14 @@ export async function sealFor(
     bundle,
     format,
     routing,
-    signer: {
-      key: sender.key.privateJwk,
-      kid: sender.key.kid,
-      alg: sender.key.alg as 'ES256' | 'PS256' | 'RS512',
-    },
+    signer: signerFor(sender),
     recipient,
   });
+}
+
+/** A sender's signing identity, as `signBundle` and `sealMessage` take it. */
+export function signerFor(sender: Pick<DemoSender, 'key'>): SignerKey {
+  return { key: sender.key.privateJwk, kid: sender.key.kid, alg: sender.key.alg as SignerKey['alg'] };
 }
 
 /** The routing header a sender derives from its own message. */
@@ -202,11 +203,7 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
   const fq = world.senders.FQ123;
   const out: ScenarioMessage[] = [];
   const add = (m: ScenarioMessage) => out.push(m);
-  const signer = (s: DemoSender) => ({
-    key: s.key.privateJwk,
-    kid: s.key.kid,
-    alg: s.key.alg as 'ES256' | 'PS256' | 'RS512',
-  });
+  const signer = signerFor;
   const recipient = recipientKeyFor(world, 'A83627');
   /** A fresh, correctly sealed X26 message presented with the credential `token` describes. */
   const x26Message = async (

@@ -28,6 +28,7 @@ import {
   removeTempDirs,
   type SenderOds,
   sealAs,
+  signAs,
   signerOf,
   testWorld,
 } from '../support/world.js';
@@ -232,12 +233,7 @@ function a83627Public(): KeyObject {
 /** A valid inner JWS of a fresh X26 message. */
 async function validInner(ods: SenderOds = 'X26') {
   const msg = buildMessage(ods);
-  const jws = await signBundle({
-    bundle: msg.bytes,
-    format: msg.format,
-    routing: msg.routing,
-    signer: signerOf(world, ods),
-  });
+  const jws = await signAs(world, ods, msg);
   return { msg, jws };
 }
 
@@ -933,12 +929,7 @@ describe('A10 base64url malleability and A16 replay by re-encoded token', () => 
 
   it('A11: a delivered message whose inner ES256 JWS is malleated and re-sealed is a duplicate message', async () => {
     const msg = buildMessage('GP0001');
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'GP0001'),
-    });
+    const jws = await signAs(world, 'GP0001', msg);
     const first = await h.run({ credential: await token('GP0001'), sealed: await seal(jws, msg.routing) });
     expect(first.outcome.status).toBe('delivered');
     const malleated = replaceSegment(jws, 2, malleateEs256(jws.split('.')[2] ?? ''));
@@ -1467,12 +1458,7 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
   it('a message signed for another recipient, re-encrypted to us under our routing', async () => {
     // X26 signed it for B99999 (served elsewhere); B forwards it to A83627 with a JWE saying A83627.
     const msg = buildMessage('X26', { to: 'B99999', receiverOds: 'B99999' });
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'X26'),
-    });
+    const jws = await signAs(world, 'X26', msg);
     const sealed = await seal(jws, { ...msg.routing, to: 'A83627' });
     await check(
       'A17.forward.other-recipient',
@@ -1484,12 +1470,7 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
 
   it('a message signed for A8797979, re-encrypted to A83627', async () => {
     const msg = buildMessage('X26', { to: 'A8797979', receiverOds: 'A8797979' });
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'X26'),
-    });
+    const jws = await signAs(world, 'X26', msg);
     const sealed = await seal(jws, { ...msg.routing, to: 'A83627' });
     await check(
       'A17.forward.served-recipient',
@@ -1501,12 +1482,7 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
 
   it('forwarded with the original routing: the JWE routing names a recipient not served here', async () => {
     const msg = buildMessage('X26', { to: 'B99999', receiverOds: 'B99999' });
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'X26'),
-    });
+    const jws = await signAs(world, 'X26', msg);
     await check(
       'A17.forward.original-routing',
       'signed for B99999, JWE routing unchanged',
@@ -1517,12 +1493,7 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
 
   it("X26's credential with a message signed by FQ123 (token substitution)", async () => {
     const msg = buildMessage('X26');
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'FQ123'),
-    });
+    const jws = await signAs(world, 'FQ123', msg);
     await check(
       'A17.substitution.signer',
       'X26 credential, FQ123-signed message routed as X26',
@@ -1729,12 +1700,7 @@ describe('routing-header swaps between JWE, JWS and MessageHeader', () => {
 
   it('JWE itk.from differs from the credential organisation (JWS agrees with the credential)', async () => {
     const msg = buildMessage('X26');
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'X26'),
-    });
+    const jws = await signAs(world, 'X26', msg);
     await check(
       'swap.jwe-token.from',
       'JWE itk.from differs from the credential',

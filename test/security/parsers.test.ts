@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DemoWorld } from '../../lib/demo/world.js';
 import { parseSealed } from '../../lib/envelope/jwe.js';
 import { parseSigned } from '../../lib/envelope/jws.js';
-import { encryptSigned, signBundle } from '../../lib/envelope/seal.js';
+import { encryptSigned } from '../../lib/envelope/seal.js';
 import { verifyCredential } from '../../lib/envelope/token.js';
 import { ERROR_CATALOGUE, PipelineError, type RejectionCode } from '../../lib/errors.js';
 import { parseBundle } from '../../lib/itk3/index.js';
@@ -26,7 +26,7 @@ import {
   makeTempDir,
   recipientOf,
   removeTempDirs,
-  signerOf,
+  signAs,
   testWorld,
 } from '../support/world.js';
 import { type AttackRow, Harness, publicKeyOf, Results, rawEncrypt, rawSign, rowFrom } from './support.js';
@@ -169,12 +169,7 @@ async function sealed(msg: {
   format: 'xml' | 'json';
   routing: ItkRouting;
 }): Promise<string> {
-  const jws = await signBundle({
-    bundle: msg.bytes,
-    format: msg.format,
-    routing: msg.routing,
-    signer: signerOf(world, 'X26'),
-  });
+  const jws = await signAs(world, 'X26', msg);
   return encryptSigned({ plaintext: jws, routing: msg.routing, recipient: recipientOf(world, 'A83627') });
 }
 
@@ -323,12 +318,7 @@ describe('hostile Bundles inside validly signed and sealed messages', () => {
 
   it('a valid Bundle JWE-encrypted with a deep JWE header, for comparison with the cap (10^5 brackets)', async () => {
     const msg = buildMessage('X26');
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'X26'),
-    });
+    const jws = await signAs(world, 'X26', msg);
     const header = JSON.stringify({
       alg: 'RSA-OAEP-256',
       enc: 'A256GCM',

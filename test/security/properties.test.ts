@@ -19,7 +19,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DemoWorld } from '../../lib/demo/world.js';
 import { decryptSealed, parseSealed } from '../../lib/envelope/jwe.js';
 import { parseSigned, verifySigned } from '../../lib/envelope/jws.js';
-import { signBundle } from '../../lib/envelope/seal.js';
 import { verifyCredential } from '../../lib/envelope/token.js';
 import { AuthorisationError, EnvelopeError, PipelineError } from '../../lib/errors.js';
 import { authorise, grantExpiry } from '../../lib/policy/index.js';
@@ -32,7 +31,7 @@ import {
   removeTempDirs,
   type SenderOds,
   sealAs,
-  signerOf,
+  signAs,
   testWorld,
 } from '../support/world.js';
 import { b64u, Harness } from './support.js';
@@ -218,12 +217,7 @@ describe('mutations of valid envelopes are never accepted', () => {
 
   it('inner JWS: parseSigned + verifySigned refuse every single edit', async () => {
     const msg = buildMessage('GP0001');
-    const jws = await signBundle({
-      bundle: msg.bytes,
-      format: msg.format,
-      routing: msg.routing,
-      signer: signerOf(world, 'GP0001'),
-    });
+    const jws = await signAs(world, 'GP0001', msg);
     await fc.assert(
       fc.asyncProperty(mutationArb(3), async (m) => {
         const mutated = mutate(jws, m);

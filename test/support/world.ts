@@ -18,7 +18,7 @@ import {
 } from '../../lib/adapters/local/software-keys.js';
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
-import { sealFor, tokenFor } from '../../lib/demo/scenario.js';
+import { recipientKeyFor, sealFor, signerFor, tokenFor } from '../../lib/demo/scenario.js';
 import { createWorld, type DemoSender, type DemoWorld } from '../../lib/demo/world.js';
 import { encryptSigned, signBundle } from '../../lib/envelope/seal.js';
 import { type BuildOptions, buildItk3Message, type Itk3Message, parseBundle } from '../../lib/itk3/index.js';
@@ -170,15 +170,26 @@ export function buildMessage(
 
 /** The signing identity of a demo sender, for `signBundle`. */
 export function signerOf(world: DemoWorld, ods: SenderOds) {
-  const key = world.senders[ods].key;
-  return { key: key.privateJwk, kid: key.kid, alg: key.alg as 'ES256' | 'PS256' | 'RS512' };
+  return signerFor(world.senders[ods]);
+}
+
+/** The inner JWS a correct `ods` makes over `msg`: its exact bytes, its routing header. */
+export function signAs(
+  world: DemoWorld,
+  ods: SenderOds,
+  msg: Pick<BuiltMessage, 'bytes' | 'format' | 'routing'>,
+): Promise<string> {
+  return signBundle({
+    bundle: msg.bytes,
+    format: msg.format,
+    routing: msg.routing,
+    signer: signerOf(world, ods),
+  });
 }
 
 /** The public encryption key of a demo recipient, for `encryptSigned`. */
 export function recipientOf(world: DemoWorld, ods: RecipientOds) {
-  const key = world.recipients[ods].key;
-  const { n, e } = key.privateJwk as { n: string; e: string };
-  return { key: { kty: 'RSA', n, e }, kid: key.kid };
+  return recipientKeyFor(world, ods);
 }
 
 /** Sign as `sender` and seal to the recipient in `msg.routing.to`, as a correct sender does. */
@@ -192,12 +203,7 @@ export async function sealCustom(
   msg: BuiltMessage,
   opts: { signer: SenderOds; recipientKey: RecipientOds; kid?: string; jweRouting?: ItkRouting },
 ): Promise<string> {
-  const jws = await signBundle({
-    bundle: msg.bytes,
-    format: msg.format,
-    routing: msg.routing,
-    signer: signerOf(world, opts.signer),
-  });
+  const jws = await signAs(world, opts.signer, msg);
   const recipient = recipientOf(world, opts.recipientKey);
   return encryptSigned({
     plaintext: jws,
