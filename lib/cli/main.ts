@@ -41,6 +41,7 @@ import {
   dlqShow,
   runFiles,
   trace,
+  warnUnreachableTargets,
 } from './ops.js';
 import { startServer } from './serve.js';
 
@@ -436,8 +437,10 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0–65535');
+  const config = loadConfigFile(values.config);
+  warnUnreachableTargets(config);
   const server = await startServer({
-    config: loadConfigFile(values.config),
+    config,
     keys: new SoftwareKeyService(readKeystore(values.keystore)),
     baseDir: resolve(values.out),
     port,

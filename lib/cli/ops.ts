@@ -30,6 +30,7 @@ const CLI_VISIBILITY_SECONDS = 1;
  * of the deployed 6 × function timeout.
  */
 export function commandLinePipeline(config: LoadedConfig, keys: KeyService, out: string): EmbeddedPipeline {
+  warnUnreachableTargets(config);
   const files = runFiles(out);
   return new EmbeddedPipeline({
     config,
@@ -253,4 +254,29 @@ function writeTrace(traceId: string, entries: readonly AuditEntry[], write: Writ
   write(
     `outcome: ${o.status}${o.stage ? ` at ${o.stage}` : ''}${o.itk3Code ? `, ITK3 ${o.itk3Code}` : ''}${o.code ? `, ${o.code}` : ''}`,
   );
+}
+
+/**
+ * Embedded runs deliver to folders only: say up front which configured targets they cannot reach
+ * (messages for them are retried and then dead-lettered, never lost), instead of leaving an
+ * operator to discover it in the DLQ.
+ */
+export function warnUnreachableTargets(
+  config: LoadedConfig,
+  warn: Write = (l) => process.stderr.write(`${l}\n`),
+): void {
+  const unreachable = [
+    ...config.doc.recipients
+      .filter((r) => r.target.type !== 'folder')
+      .map((r) => `recipient ${r.ods} (${r.target.type})`),
+    ...config.doc.senders
+      .filter((s) => s.responseTarget.type !== 'folder')
+      .map((s) => `responses for ${s.ods} (${s.responseTarget.type})`),
+    ...(config.doc.unauthenticatedResponseTarget.type !== 'folder' ? ['unauthenticated responses'] : []),
+  ];
+  if (unreachable.length > 0) {
+    warn(
+      `warning: embedded mode delivers to folders only; these targets will dead-letter: ${unreachable.join(', ')}`,
+    );
+  }
 }

@@ -373,6 +373,10 @@ describe('itk3 dlq', () => {
       out,
     );
     expect(processed.code).toBe(1);
+    // Embedded mode says up front which targets it cannot reach.
+    expect(processed.err).toMatch(
+      /warning: embedded mode delivers to folders only; these targets will dead-letter: recipient A83627 \(s3\)/,
+    );
     const line = JSON.parse(processed.out[0]!);
     expect(line).toMatchObject({ file: 'imms.jwe', status: 'dead-lettered', stage: 'deliver' });
     const trackingId = line.trackingId as string;
