@@ -42,7 +42,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   );
 
   write(
-    'generating keys: two federated issuers, three senders, two recipients (RSA-4096), response signing…',
+    `generating keys: two federated issuers, three senders, two recipients (RSA-${opts.recipientModulus ?? 4096}), response signing…`,
   );
   const started = Date.now();
   const world = await createWorld(opts.recipientModulus ? { recipientModulus: opts.recipientModulus } : {});
