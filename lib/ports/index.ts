@@ -121,3 +121,22 @@ export interface Ports {
   audit: AuditLog;
   clock: Clock;
 }
+
+/** FHIR id rule: only ids that pass it reach the audit and outcomes. */
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const MAX_FIELD = 256;
+
+/**
+ * Bound an audit entry before it is stored: a `messageId` that fails the FHIR id rule is dropped
+ * (it is sender-controlled and may carry patient data or be huge), and every other optional string
+ * is truncated so an item stays far below DynamoDB's 400 KB limit.
+ */
+export function safeAuditEntry(entry: AuditEntry): AuditEntry {
+  const out: AuditEntry = { ...entry };
+  if (out.messageId !== undefined && !FHIR_ID.test(out.messageId)) delete out.messageId;
+  for (const field of ['code', 'itk3Code', 'sender', 'recipient', 'ruleId', 'detail', 'traceId'] as const) {
+    const value = out[field];
+    if (typeof value === 'string' && value.length > MAX_FIELD) out[field] = `${value.slice(0, MAX_FIELD)}…`;
+  }
+  return out;
+}

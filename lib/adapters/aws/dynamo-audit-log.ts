@@ -8,7 +8,13 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { TransientError } from '../../errors.js';
 import { AUDIT_TABLE } from '../../infra/definitions.js';
-import { type AuditEntry, type AuditLog, type Clock, systemClock } from '../../ports/index.js';
+import {
+  type AuditEntry,
+  type AuditLog,
+  type Clock,
+  safeAuditEntry,
+  systemClock,
+} from '../../ports/index.js';
 import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
@@ -51,7 +57,8 @@ export class DynamoAuditLog implements AuditLog {
     this.#clock = clock;
   }
 
-  async append(entry: AuditEntry): Promise<void> {
+  async append(raw: AuditEntry): Promise<void> {
+    const entry = safeAuditEntry(raw);
     const parsed = Date.parse(entry.at);
     // Normalise the time so every sort key has the same format (offsets and precision vary by caller).
     const atMs = Number.isNaN(parsed) ? this.#clock.now() : parsed;

@@ -6,7 +6,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore } from '../../ports/index.js';
-import { systemClock } from '../../ports/index.js';
+import { safeAuditEntry, systemClock } from '../../ports/index.js';
 
 /**
  * Conditional writes with expiry, judged on the injected clock. With a file, every write is
@@ -90,9 +90,10 @@ export class MemoryAuditLog implements AuditLog {
     }
   }
 
-  async append(entry: AuditEntry): Promise<void> {
+  async append(raw: AuditEntry): Promise<void> {
+    const entry = safeAuditEntry(raw);
     this.#remember(entry);
-    if (this.#file) appendFileSync(this.#file, `${JSON.stringify(entry)}\n`);
+    if (this.#file) appendFileSync(this.#file, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
   }
 
   async byTrace(traceId: string): Promise<AuditEntry[]> {
