@@ -335,8 +335,9 @@ function rejectionRecord(
   // Only an authenticated sender gets a response addressed to it; detail never leaves the audit.
   const respondTo = base.principal?.organisation;
   const hints = error.responseHints ?? {};
-  const claimedId = respondTo ? base.routing?.id : undefined;
-  const originalMessageId = hints.originalMessageId ?? claimedId;
+  // The claimed itk.id is never echoed: before the sender's signature is verified nothing in the
+  // message is the sender's word, so the response says UNREADABLE-IN-ORIGINAL-MESSAGE (issue 9).
+  const originalMessageId = hints.originalMessageId;
   return {
     v: RECORD_VERSION,
     traceId: base.traceId,

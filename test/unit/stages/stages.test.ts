@@ -542,8 +542,8 @@ describe('deliver', () => {
     expect(header.itk).toMatchObject({ to: 'X26', event: 'ITK008M' });
     expect(message.header.response).toMatchObject({ code: 'fatal-error', itkCode: '20012' });
     expect(message.header.receiverOds).toBe('X26');
-    // The claimed id is echoed to the authenticated sender, and it is told which check failed.
-    expect(message.header.response?.identifier).toBe(msg.messageId);
+    // The claimed id is never echoed before the signature is verified (issue 9 class 2).
+    expect(message.header.response?.identifier).toBe('UNREADABLE-IN-ORIGINAL-MESSAGE');
     expect(message.header.response?.diagnostics).toBe('SIGNATURE_KEY_NOT_SENDERS');
   });
 
