@@ -46,6 +46,10 @@ export const ERROR_CATALOGUE = {
   TOKEN_LIFETIME_TOO_LONG: '20012',
   TOKEN_REPLAYED: '20012',
   TOKEN_ORGANISATION_MISSING: '20012',
+  /** The credential's organisation is not one its issuer may speak for (issuer scope). */
+  TOKEN_ORGANISATION_OUT_OF_SCOPE: '20012',
+  /** The credential's (issuer, sub) is not a registered client of its organisation. */
+  TOKEN_CLIENT_NOT_REGISTERED: '20012',
   DELEGATION_CHAIN_TOO_DEEP: '20012',
 
   // Authorisation.
@@ -178,12 +182,17 @@ export class ConfigError extends PipelineError {
   readonly code = 'CONFIG_INVALID' as const;
   readonly permanent = true;
   readonly issues: readonly string[];
+  /** Findings that would not on their own make the document invalid, listed after the problems. */
+  readonly warnings: readonly string[];
 
-  constructor(issues: readonly string[]) {
+  constructor(issues: readonly string[], warnings: readonly string[] = []) {
+    const listed = (items: readonly string[]) => `\n  - ${items.join('\n  - ')}`;
     super(
-      `configuration is invalid (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n  - ${issues.join('\n  - ')}`,
+      `configuration is invalid (${issues.length} problem${issues.length === 1 ? '' : 's'}):${listed(issues)}` +
+        (warnings.length > 0 ? `\nwarnings:${listed(warnings)}` : ''),
     );
     this.issues = issues;
+    this.warnings = warnings;
   }
 }
 

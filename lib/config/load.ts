@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import {
+  type ClientRef,
   ConfigSchema,
   type IssuerConfig,
   type PipelineConfig,
@@ -9,17 +10,25 @@ import {
   type RecipientConfig,
   type SenderConfig,
 } from './schema.js';
+import { entriesOverlap, scopeCovers } from './scope.js';
 
 /** A validated configuration with look-up indexes. Frozen: stages never change it. */
 export interface LoadedConfig {
   readonly doc: PipelineConfig;
   readonly issuersByIss: ReadonlyMap<string, IssuerConfig>;
+  /** Configured issuer id → issuer (principals and clients name issuers by id). */
+  readonly issuersById: ReadonlyMap<string, IssuerConfig>;
   readonly sendersByOds: ReadonlyMap<string, SenderConfig>;
   readonly recipientsByOds: ReadonlyMap<string, RecipientConfig>;
   /** Recipient key id → owning recipient ODS. */
   readonly recipientByKid: ReadonlyMap<string, string>;
   /** Sender signing key id → owning sender ODS and the key. */
   readonly senderKeyByKid: ReadonlyMap<string, { ods: string; jwk: PublicJwk }>;
+  /**
+   * Things that are allowed but widen trust, for `config validate` to show: today, two issuers
+   * whose scopes overlap (both may speak for the same organisation).
+   */
+  readonly warnings: readonly string[];
 }
 
 /**
@@ -32,8 +41,9 @@ export function loadConfig(input: unknown): LoadedConfig {
     // Report cross-reference problems too, over the parts that are well-formed on their own, so a
     // broken document is fixed in one round rather than two.
     const problems = parsed.error.issues.map(formatIssue);
-    problems.push(...crossReference(bestEffortSections(input)).problems);
-    throw new ConfigError(problems);
+    const checked = crossReference(bestEffortSections(input));
+    problems.push(...checked.problems);
+    throw new ConfigError(problems, checked.warnings);
   }
   const doc = parsed.data;
   const indexed = <T>(items: readonly T[]): [number, T][] => items.map((item, i) => [i, item]);
@@ -45,7 +55,7 @@ export function loadConfig(input: unknown): LoadedConfig {
     delegations: indexed(doc.delegations),
     responseSigningKid: doc.responseSigning.kid,
   });
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(problems, indexes.warnings);
   return deepFreeze({ doc, ...indexes });
 }
 
@@ -57,6 +67,11 @@ interface Sections {
   rules: [number, PipelineConfig['rules'][number]][];
   delegations: [number, PipelineConfig['delegations'][number]][];
   responseSigningKid: string | undefined;
+  /**
+   * Names (sender and recipient ODS codes, issuer ids) of elements that are present but failed the
+   * schema: they are already reported, so references to them are not reported again as unknown.
+   */
+  malformed?: Record<'issuers' | 'senders' | 'recipients', ReadonlySet<string>>;
 }
 
 /** The elements of a schema-invalid document that are valid on their own. */
@@ -72,7 +87,22 @@ function bestEffortSections(input: unknown): Sections {
     });
   };
   const signing = shape.responseSigning.safeParse(raw.responseSigning);
+  const malformedNames = (key: string, name: string, schema: z.ZodType): Set<string> => {
+    const list = raw[key];
+    const names = new Set<string>();
+    for (const item of Array.isArray(list) ? list : []) {
+      const value = item && typeof item === 'object' ? (item as Record<string, unknown>)[name] : undefined;
+      if (typeof value === 'string' && !schema.safeParse(item).success) names.add(value);
+    }
+    return names;
+  };
+  const malformed = {
+    issuers: malformedNames('issuers', 'id', shape.issuers.element),
+    senders: malformedNames('senders', 'ods', shape.senders.element),
+    recipients: malformedNames('recipients', 'ods', shape.recipients.element),
+  };
   return {
+    malformed,
     issuers: valid('issuers', shape.issuers.element),
     senders: valid('senders', shape.senders.element),
     recipients: valid('recipients', shape.recipients.element),
@@ -85,23 +115,53 @@ function bestEffortSections(input: unknown): Sections {
 /** Uniqueness and cross-references between sections; builds the look-up indexes on the way. */
 function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { problems: string[] } {
   const problems: string[] = [];
+  const none = new Set<string>();
+  const malformed = sections.malformed ?? { issuers: none, senders: none, recipients: none };
 
   const issuersByIss = new Map<string, IssuerConfig>();
-  const issuerIds = new Set<string>();
+  const issuersById = new Map<string, IssuerConfig>();
   for (const [i, issuer] of sections.issuers) {
     if (issuersByIss.has(issuer.issuer))
       problems.push(`issuers.${i}.issuer: "${issuer.issuer}" is listed twice`);
-    if (issuerIds.has(issuer.id)) problems.push(`issuers.${i}.id: "${issuer.id}" is listed twice`);
+    if (issuersById.has(issuer.id)) problems.push(`issuers.${i}.id: "${issuer.id}" is listed twice`);
     issuersByIss.set(issuer.issuer, issuer);
-    issuerIds.add(issuer.id);
+    issuersById.set(issuer.id, issuer);
     duplicateKids(issuer.keys, `issuers.${i}.keys`, problems);
+    const entries = new Set<string>();
+    for (const [k, entry] of issuer.organisations.entries()) {
+      if (entries.has(entry)) problems.push(`issuers.${i}.organisations.${k}: "${entry}" is listed twice`);
+      entries.add(entry);
+    }
   }
+  const warnings = scopeOverlaps(sections.issuers);
+
+  /** Problems with a (issuer, sub) client of `ods`, where `where` names it in the document. */
+  const clientProblems = (client: ClientRef, ods: string, where: string): void => {
+    const issuer = issuersById.get(client.issuer);
+    if (!issuer) {
+      if (!malformed.issuers.has(client.issuer))
+        problems.push(`${where}.issuer: "${client.issuer}" is not a configured issuer id`);
+    } else if (!scopeCovers(issuer.organisations, ods)) {
+      problems.push(
+        `${where}.issuer: issuer "${client.issuer}" may not speak for ${ods} (not in its organisations), so this client's credentials would be refused`,
+      );
+    }
+  };
 
   const sendersByOds = new Map<string, SenderConfig>();
   const senderKeyByKid = new Map<string, { ods: string; jwk: PublicJwk }>();
   for (const [i, sender] of sections.senders) {
     if (sendersByOds.has(sender.ods)) problems.push(`senders.${i}.ods: "${sender.ods}" is listed twice`);
     sendersByOds.set(sender.ods, sender);
+    const clientKeys = new Set<string>();
+    for (const [c, client] of sender.clients.entries()) {
+      clientProblems(client, sender.ods, `senders.${i}.clients.${c}`);
+      const key = clientKey(client);
+      if (clientKeys.has(key)) {
+        problems.push(`senders.${i}.clients.${c}: ${describeClient(client)} is listed twice`);
+      }
+      clientKeys.add(key);
+    }
     for (const [k, jwk] of sender.signingKeys.entries()) {
       if (senderKeyByKid.has(jwk.kid)) {
         problems.push(`senders.${i}.signingKeys.${k}.kid: "${jwk.kid}" is used by another sender key`);
@@ -131,14 +191,17 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
     if (ruleIds.has(rule.id)) problems.push(`rules.${i}.id: "${rule.id}" is listed twice`);
     ruleIds.add(rule.id);
     const sender = sendersByOds.get(rule.sender.ods);
-    if (!sender) problems.push(`rules.${i}.sender.ods: "${rule.sender.ods}" is not a configured sender`);
-    for (const client of rule.sender.clients ?? []) {
-      if (sender && !sender.clients.includes(client)) {
-        problems.push(`rules.${i}.sender.clients: "${client}" is not a client of sender ${rule.sender.ods}`);
+    if (!sender && !malformed.senders.has(rule.sender.ods))
+      problems.push(`rules.${i}.sender.ods: "${rule.sender.ods}" is not a configured sender`);
+    for (const [c, client] of (rule.sender.clients ?? []).entries()) {
+      if (sender && !isClientOf(sender, client.issuer, client.sub)) {
+        problems.push(
+          `rules.${i}.sender.clients.${c}: ${describeClient(client)} is not a client of sender ${rule.sender.ods}`,
+        );
       }
     }
     for (const r of rule.recipients) {
-      if (!recipientsByOds.has(r))
+      if (!recipientsByOds.has(r) && !malformed.recipients.has(r))
         problems.push(`rules.${i}.recipients: "${r}" is not a configured recipient`);
     }
   }
@@ -147,13 +210,75 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
   for (const [i, grant] of sections.delegations) {
     if (grantIds.has(grant.id)) problems.push(`delegations.${i}.id: "${grant.id}" is listed twice`);
     grantIds.add(grant.id);
+    const named = grant.issuers.flatMap((id, k) => {
+      const issuer = issuersById.get(id);
+      if (!issuer && !malformed.issuers.has(id))
+        problems.push(`delegations.${i}.issuers.${k}: "${id}" is not a configured issuer id`);
+      return issuer ? [issuer] : [];
+    });
     for (const org of grant.onBehalfOf) {
-      if (!sendersByOds.has(org))
+      if (!sendersByOds.has(org) && !malformed.senders.has(org))
         problems.push(`delegations.${i}.onBehalfOf: "${org}" is not a configured sender`);
+      // The actor's credential carries the organisation, so only a named issuer that may speak
+      // for it can ever use this grant for it.
+      if (named.length === grant.issuers.length && !named.some((n) => scopeCovers(n.organisations, org))) {
+        problems.push(
+          `delegations.${i}.onBehalfOf: "${org}" is outside the organisations of every issuer the grant names, so the grant can never apply to it`,
+        );
+      }
     }
   }
 
-  return { problems, issuersByIss, sendersByOds, recipientsByOds, recipientByKid, senderKeyByKid };
+  return {
+    problems,
+    warnings,
+    issuersByIss,
+    issuersById,
+    sendersByOds,
+    recipientsByOds,
+    recipientByKid,
+    senderKeyByKid,
+  };
+}
+
+/**
+ * Pairs of issuers that may both speak for some organisation. Reported as warnings, not errors:
+ * an overlap is sometimes meant (a practice moving from one identity provider to another, a
+ * national issuer beside a regional one), and it opens no path by itself, since a credential must
+ * also name a client registered under its own issuer for that organisation. It does widen who can
+ * speak for those organisations, so the operator must see it.
+ */
+function scopeOverlaps(issuers: readonly [number, IssuerConfig][]): string[] {
+  const warnings: string[] = [];
+  for (const [n, [i, a]] of issuers.entries()) {
+    for (const [j, b] of issuers.slice(n + 1)) {
+      const shared = a.organisations.flatMap((x) =>
+        b.organisations.flatMap((y) => {
+          const both = entriesOverlap(x, y);
+          return both === undefined ? [] : [`${both} ("${x}" / "${y}")`];
+        }),
+      );
+      if (shared.length > 0) {
+        warnings.push(
+          `issuers.${i} "${a.id}" and issuers.${j} "${b.id}" may both speak for ${shared.join(', ')}`,
+        );
+      }
+    }
+  }
+  return warnings;
+}
+
+/** Whether (issuer id, subject) is a registered client of `sender`. */
+export function isClientOf(sender: SenderConfig, issuerId: string, sub: string): boolean {
+  return sender.clients.some((c) => c.issuer === issuerId && c.sub === sub);
+}
+
+function clientKey(client: ClientRef): string {
+  return `${client.issuer}\u0000${client.sub}`;
+}
+
+function describeClient(client: ClientRef): string {
+  return `client "${client.sub}" of issuer "${client.issuer}"`;
 }
 
 /** Read and validate a JSON configuration file. */

@@ -7,10 +7,39 @@
  * `docs/config.schema.json` is generated from this schema (`itk3 config schema`).
  */
 import * as z from 'zod';
+import { SCOPE_ENTRY_PATTERN, scopeEntryProblem } from './scope.js';
 
 const ods = z.string().regex(/^[A-Z0-9]{3,10}$/, 'an ODS code: 3–10 upper-case letters or digits');
 const kid = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a key id: 1–64 of A-Z a-z 0-9 . _ -');
 const eventCode = z.string().regex(/^ITK\d{3}[A-Z]$/, 'an ITK3 event code such as ITK007C');
+const issuerId = z.string().regex(/^[a-z0-9-]{1,64}$/, 'an issuer id: 1–64 of a-z 0-9 -');
+
+/** One entry of an issuer's scope: an exact ODS code or a prefix pattern such as `FA*`. */
+const scopeEntry = z
+  .string()
+  .regex(SCOPE_ENTRY_PATTERN, { error: (issue) => scopeEntryProblem(String(issue.input)) });
+
+/**
+ * A client: a token subject as one issuer names it. A subject alone is refused: the same `sub`
+ * minted by another trusted issuer is another party.
+ */
+export const ClientSchema = z
+  .object(
+    {
+      /** Id of the configured issuer whose credentials carry this subject. */
+      issuer: issuerId,
+      /** The token `sub`. */
+      sub: z.string().min(1).max(256),
+    },
+    {
+      error: (issue) =>
+        typeof issue.input === 'string'
+          ? 'a client is {"issuer": <issuer id>, "sub": <token subject>}: a bare subject is not tied to an issuer'
+          : undefined,
+    },
+  )
+  .strict();
+export type ClientRef = z.infer<typeof ClientSchema>;
 
 /** Public JWK as published by a partner: no private members. */
 export const PublicJwkSchema = z
@@ -45,9 +74,25 @@ export const DeliveryTargetSchema = z.discriminatedUnion('type', [
 export const IssuerSchema = z
   .object({
     /** Our name for this trust relationship; appears in principals and audit. */
-    id: z.string().regex(/^[a-z0-9-]{1,64}$/),
+    id: issuerId,
     /** The exact `iss` value. */
     issuer: z.string().min(1),
+    /**
+     * The organisations this issuer may speak for: exact ODS codes and prefix patterns (`FA*`).
+     * A credential for any other organisation is refused at authenticate. There is no "any".
+     */
+    organisations: z
+      .array(scopeEntry, {
+        error: (issue) =>
+          issue.input === undefined
+            ? 'required: list the ODS codes or prefix patterns (such as "FA*") this issuer may speak for'
+            : undefined,
+      })
+      .min(1, 'an issuer must speak for at least one organisation')
+      .meta({
+        description:
+          'Organisations this issuer may speak for: exact ODS codes and prefix patterns such as "FA*". No "any".',
+      }),
     /** Claim holding the sending organisation's ODS code (dotted path allowed). */
     organisationClaim: z.string().min(1).default('ods'),
     /** Claim holding roles (array of strings), if any. */
@@ -62,8 +107,8 @@ export const SenderSchema = z
   .object({
     ods,
     name: z.string().optional(),
-    /** Token subjects (client ids) allowed to send for this organisation. */
-    clients: z.array(z.string().min(1)).min(1),
+    /** Token subjects allowed to send for this organisation, each bound to the issuer that names it. */
+    clients: z.array(ClientSchema).min(1),
     /** MESH mailbox expected in MessageHeader.source.endpoint, if checked. */
     meshMailbox: z.string().optional(),
     /** Keys that sign this organisation's messages (inner JWS). */
@@ -97,8 +142,8 @@ export const PolicyRuleSchema = z
     sender: z
       .object({
         ods,
-        /** Restrict to these token subjects; default: any client registered for the sender. */
-        clients: z.array(z.string()).optional(),
+        /** Restrict to these (issuer, subject) clients; default: any client registered for the sender. */
+        clients: z.array(ClientSchema).optional(),
       })
       .strict(),
     event: eventCode,
@@ -119,6 +164,8 @@ export const DelegationGrantSchema = z
     id: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/),
     /** Token `act.sub` of the acting party. */
     actor: z.string().min(1),
+    /** Issuer ids whose credentials may carry this actor; an actor vouched for by any other gets nothing. */
+    issuers: z.array(issuerId).min(1),
     /** Organisations it may act for (the token's organisation). */
     onBehalfOf: z.array(ods).min(1),
     events: z.array(eventCode).min(1),

@@ -416,6 +416,35 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
       },
     });
   }
+  // Federation scope: the pharmacy federation is trusted, but not for GP practices. It mints a
+  // credential for GP0001 (naming GP0001's own client id) around a message that quotes a real-looking
+  // GP0001 message id; it is refused before any principal exists, so nothing reaches GP0001.
+  {
+    const id = randomUUID();
+    const bytes = buildItk3Message({
+      format: 'xml',
+      event: 'ITK007C',
+      senderOds: 'GP0001',
+      meshMailbox: 'MESHGP0001',
+      messageId: id,
+      bundleId: randomUUID(),
+      documentId: randomUUID(),
+      acks: { inf: true, bus: true },
+      recipientType: 'FA',
+      messageDefinition: 'ITK-GPConnectSendDocument-MessageDefinition-1',
+      timestamp: new Date(now).toISOString(),
+    });
+    const routing = { from: 'GP0001', to: 'A83627', event: 'ITK007C', id };
+    const outOfScope = { ...world.senders.GP0001, issuer: world.issuers.federation };
+    add({
+      name: 'issuer-out-of-scope',
+      kind: 'hostile',
+      description: 'a credential from a trusted issuer for an organisation outside its scope',
+      credential: await tokenFor(world, outOfScope, now),
+      sealed: await sealFor(world, x26, bytes, 'xml', routing),
+      expected: denied('authenticate', 'TOKEN_ORGANISATION_OUT_OF_SCOPE'),
+    });
+  }
   // No credential at all, sent straight onto the inbound queue.
   {
     const m = freshImmunisation();

@@ -25,6 +25,8 @@ export const GATEWAY_ODS = 'ITK3GW';
 export interface DemoIssuer {
   id: string;
   iss: string;
+  /** The organisations this issuer may speak for (exact ODS codes and `PREFIX*` patterns). */
+  organisations: string[];
   organisationClaim: string;
   rolesClaim?: string;
   key: KeystoreEntry;
@@ -97,12 +99,15 @@ export async function createWorld(opts: WorldOptions = {}): Promise<DemoWorld> {
     nhs: {
       id: 'nhs-identity',
       iss: 'https://identity.nhs.example/itk3',
+      organisations: ['GP0001'],
       organisationClaim: 'ods',
       key: nhsKey,
     },
     federation: {
       id: 'pharmacy-federation',
       iss: 'https://auth.pharmacy-federation.example',
+      // Community pharmacies (F…) and the X26 dispensing service; never a GP practice.
+      organisations: ['X26', 'F*'],
       organisationClaim: 'organisation.ods_code',
       rolesClaim: 'roles',
       key: fedKey,
@@ -148,13 +153,14 @@ export async function createWorld(opts: WorldOptions = {}): Promise<DemoWorld> {
     issuers: Object.values(issuers).map((i) => ({
       id: i.id,
       issuer: i.iss,
+      organisations: [...i.organisations],
       organisationClaim: i.organisationClaim,
       ...('rolesClaim' in i ? { rolesClaim: i.rolesClaim } : {}),
       keys: [asConfigJwk(publicJwk(i.key))],
     })),
     senders: Object.values(senders).map((s) => ({
       ods: s.ods,
-      clients: [s.client],
+      clients: [{ issuer: s.issuer.id, sub: s.client }],
       meshMailbox: s.meshMailbox,
       signingKeys: [asConfigJwk(publicJwk(s.key))],
       responseTarget: { type: 'folder', path: `responses/${s.ods}` },
@@ -167,7 +173,7 @@ export async function createWorld(opts: WorldOptions = {}): Promise<DemoWorld> {
     rules: [
       {
         id: 'gp0001-send-document-consultation',
-        sender: { ods: 'GP0001', clients: ['gp0001-ehr'] },
+        sender: { ods: 'GP0001', clients: [{ issuer: issuers.nhs.id, sub: 'gp0001-ehr' }] },
         event: 'ITK007C',
         messageDefinition: ['ITK-GPConnectSendDocument-MessageDefinition-1'],
         recipientType: ['FA'],
@@ -196,6 +202,7 @@ export async function createWorld(opts: WorldOptions = {}): Promise<DemoWorld> {
       {
         id: 'hub7-for-x26',
         actor: hubs.granted,
+        issuers: [issuers.federation.id],
         onBehalfOf: ['X26'],
         events: ['ITK009D'],
         expires: isoDate(now + 120 * day),
@@ -203,6 +210,7 @@ export async function createWorld(opts: WorldOptions = {}): Promise<DemoWorld> {
       {
         id: 'old-hub-for-x26',
         actor: hubs.expired,
+        issuers: [issuers.federation.id],
         onBehalfOf: ['X26'],
         events: ['ITK009D'],
         expires: isoDate(now - 10 * day),

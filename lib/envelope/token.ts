@@ -8,8 +8,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type CryptoKey, errors, type JWTPayload, jwtVerify, SignJWT } from 'jose';
-import type { LoadedConfig } from '../config/load.js';
+import { isClientOf, type LoadedConfig } from '../config/load.js';
 import type { IssuerConfig, PublicJwk } from '../config/schema.js';
+import { scopeCovers } from '../config/scope.js';
 import { AuthenticationError, type RejectionCode } from '../errors.js';
 import type { Principal } from '../record.js';
 import { decodeJsonSegment, type GuardErrorFactory, type JsonObject, parseCompact } from './compact.js';
@@ -227,6 +228,20 @@ function judgeClaims(
   if (typeof organisation !== 'string' || !ODS_PATTERN.test(organisation)) {
     reject('TOKEN_ORGANISATION_MISSING', 'credential carries no organisation code');
   }
+  // Federation scope: an issuer vouches only for the organisations configured for it, and only
+  // through the clients registered under it. Both are judged here, before a principal exists, so
+  // a rejection is answered as unauthenticated and never lands in that organisation's target.
+  if (!scopeCovers(issuer.organisations, organisation)) {
+    reject('TOKEN_ORGANISATION_OUT_OF_SCOPE', "credential organisation is outside its issuer's scope");
+  }
+  // An organisation that is not registered has no clients; authorise answers it (20003).
+  const sender = config.sendersByOds.get(organisation);
+  if (sender && !isClientOf(sender, issuer.id, sub)) {
+    reject(
+      'TOKEN_CLIENT_NOT_REGISTERED',
+      'credential subject is not a client registered under its issuer for this organisation',
+    );
+  }
 
   return {
     issuer: issuer.id,
@@ -234,15 +249,19 @@ function judgeClaims(
     iss,
     subject: sub,
     organisation,
-    actors: actorChain(payload.act, limits.maxDelegationDepth),
+    actors: actorChain(payload.act, iss, limits.maxDelegationDepth),
     roles: issuer.rolesClaim ? rolesFrom(readPath(payload, issuer.rolesClaim)) : [],
     jti,
     exp,
   };
 }
 
-/** RFC 8693 `act`, nested: outermost is the current actor. Bounded walk. */
-function actorChain(act: unknown, maxDepth: number): string[] {
+/**
+ * RFC 8693 `act`, nested: outermost is the current actor. Bounded walk. Every actor is vouched for
+ * by the credential's issuer, whose grants are checked at authorise; an `act.iss` naming any other
+ * issuer would claim another issuer's word without its signature, so it is refused.
+ */
+function actorChain(act: unknown, iss: string, maxDepth: number): string[] {
   const actors: string[] = [];
   let current = act;
   while (current !== undefined) {
@@ -251,6 +270,9 @@ function actorChain(act: unknown, maxDepth: number): string[] {
     }
     const node = current as JsonObject;
     if (!isId(node.sub)) reject('TOKEN_CLAIM_INVALID', 'credential claim "act" has no valid sub');
+    if (Object.hasOwn(node, 'iss') && node.iss !== iss) {
+      reject('TOKEN_CLAIM_INVALID', 'credential claim "act" names an issuer other than the credential\'s');
+    }
     actors.push(node.sub);
     if (actors.length > maxDepth) reject('DELEGATION_CHAIN_TOO_DEEP', 'delegation chain is too deep');
     current = Object.hasOwn(node, 'act') ? node.act : undefined;

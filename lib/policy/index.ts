@@ -7,8 +7,9 @@
  * Only the verified principal and the JWE's routing header are known here; the routing header is
  * unauthenticated until the verify stage re-checks it against the signed JWS and the MessageHeader.
  */
-import type { LoadedConfig } from '../config/load.js';
+import { isClientOf, type LoadedConfig } from '../config/load.js';
 import type { DelegationGrant, PolicyRule } from '../config/schema.js';
+import { scopeCovers } from '../config/scope.js';
 import { AuthorisationError, EnvelopeError } from '../errors.js';
 import type { Decision, ItkRouting, Principal } from '../record.js';
 
@@ -24,6 +25,19 @@ export interface AuthoriseInput {
 export function authorise(input: AuthoriseInput, config: LoadedConfig): Decision {
   const { principal, routing, kid, receivedAt } = input;
 
+  // The principal comes off a queue: re-check that its issuer may still speak for it, so a scope
+  // narrowed between stages (a configuration update) takes effect here too.
+  const issuer = config.issuersById.get(principal.issuer);
+  if (!issuer || issuer.issuer !== principal.iss) {
+    throw new AuthorisationError('POLICY_DENIED', 'principal issuer is not a configured issuer');
+  }
+  if (!scopeCovers(issuer.organisations, principal.organisation)) {
+    throw new AuthorisationError(
+      'TOKEN_ORGANISATION_OUT_OF_SCOPE',
+      "principal organisation is outside its issuer's scope",
+    );
+  }
+
   // The envelope must be sent for the organisation the credential speaks for.
   if (routing.from !== principal.organisation) {
     throw new AuthorisationError(
@@ -33,10 +47,10 @@ export function authorise(input: AuthoriseInput, config: LoadedConfig): Decision
   }
   const sender = config.sendersByOds.get(routing.from);
   if (!sender) throw new AuthorisationError('SENDER_UNKNOWN', 'sender organisation is not registered');
-  if (!sender.clients.includes(principal.subject)) {
+  if (!isClientOf(sender, principal.issuer, principal.subject)) {
     throw new AuthorisationError(
       'POLICY_DENIED',
-      'credential subject is not a client of the sender organisation',
+      'credential (issuer, subject) is not a client of the sender organisation',
     );
   }
 
@@ -71,13 +85,16 @@ function ruleMatches(rule: PolicyRule, principal: Principal, routing: ItkRouting
     rule.sender.ods === routing.from &&
     rule.event === routing.event &&
     rule.recipients.includes(routing.to) &&
-    (rule.sender.clients === undefined || rule.sender.clients.includes(principal.subject))
+    (rule.sender.clients === undefined ||
+      rule.sender.clients.some((c) => c.issuer === principal.issuer && c.sub === principal.subject))
   );
 }
 
 /**
  * Every actor in the chain must hold a grant covering the organisation and event, valid at
- * receipt time. Returns the id of the current actor's grant, or undefined when not delegated.
+ * receipt time, and naming the issuer that vouched for the actor (the credential's issuer: the
+ * authenticate stage refuses an `act` that names another). Returns the id of the current actor's
+ * grant, or undefined when not delegated.
  */
 function checkDelegation(
   principal: Principal,
@@ -89,12 +106,16 @@ function checkDelegation(
   let currentGrant: string | undefined;
   for (const [depth, actor] of principal.actors.entries()) {
     const candidates = grants.filter(
-      (g) => g.actor === actor && g.onBehalfOf.includes(routing.from) && g.events.includes(routing.event),
+      (g) =>
+        g.actor === actor &&
+        g.issuers.includes(principal.issuer) &&
+        g.onBehalfOf.includes(routing.from) &&
+        g.events.includes(routing.event),
     );
     if (candidates.length === 0) {
       throw new AuthorisationError(
         'DELEGATION_NOT_GRANTED',
-        `actor at depth ${depth} holds no grant for this sender and event`,
+        `actor at depth ${depth} holds no grant for this issuer, sender and event`,
       );
     }
     const valid = candidates.find((g) => grantExpiry(g) > receivedAt);

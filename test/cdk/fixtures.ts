@@ -39,13 +39,14 @@ export async function validConfig(): Promise<PipelineConfigInput> {
       {
         id: 'test-idp',
         issuer: 'https://idp.test.example',
+        organisations: ['GP0001'],
         keys: [await publicJwk('ES256', 'idp-es256-1')],
       },
     ],
     senders: [
       {
         ods: 'GP0001',
-        clients: ['gp0001-ehr'],
+        clients: [{ issuer: 'test-idp', sub: 'gp0001-ehr' }],
         signingKeys: [await publicJwk('PS256', 'gp0001-sign-1')],
         responseTarget: SQS_TARGET,
       },

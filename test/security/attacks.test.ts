@@ -15,6 +15,7 @@ import { generateKeyPairSync, type KeyObject, randomBytes, randomUUID } from 'no
 import { createDeflateRaw } from 'node:zlib';
 import { CompactEncrypt, compactVerify, exportJWK, FlattenedEncrypt, FlattenedSign } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { tokenFor } from '../../lib/demo/scenario.js';
 import type { DemoWorld } from '../../lib/demo/world.js';
 import { encryptSigned, signBundle } from '../../lib/envelope/seal.js';
 import { ERROR_CATALOGUE, type RejectionCode } from '../../lib/errors.js';
@@ -22,6 +23,7 @@ import type { ItkRouting } from '../../lib/record.js';
 import {
   type BuiltMessage,
   buildMessage,
+  configWith,
   credentialFor,
   makeTempDir,
   recipientOf,
@@ -92,8 +94,14 @@ type Expected =
  * Run one case and check it. Rejections at authenticate or authorise must not have touched the key
  * service (A27, rule 7); anything that reached decrypt made exactly one unwrap call.
  */
-async function check(id: string, attack: string, input: Input, expected: Expected): Promise<RunResult> {
-  const r = await h.run(input);
+async function check(
+  id: string,
+  attack: string,
+  input: Input,
+  expected: Expected,
+  harness: Harness = h,
+): Promise<RunResult> {
+  const r = await harness.run(input);
   results.add(rowFrom(id, attack, r));
   const { outcome } = r;
   if (expected.status === 'delivered') {
@@ -1531,20 +1539,21 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
       'A17.substitution.client',
       'credential subject not a registered client',
       { credential: await token('X26', { claims: { sub: 'fq123-pharmacy-pms' } }), sealed: v.sealed },
-      rejected('authorise', 'POLICY_DENIED'),
+      rejected('authenticate', 'TOKEN_CLIENT_NOT_REGISTERED'),
     );
   });
 
-  it('a trusted issuer vouching for an unregistered organisation', async () => {
+  it('a trusted issuer vouching for an organisation in its scope that is not registered', async () => {
     const msg = buildMessage('X26');
-    const routing = { ...msg.routing, from: 'Z99' };
+    // F* is the federation's scope; FZ99 is not a sender here.
+    const routing = { ...msg.routing, from: 'FZ99' };
     const jws = await signBundle({
       bundle: msg.bytes,
       format: msg.format,
       routing,
       signer: signerOf(world, 'X26'),
     });
-    const credential = await token('X26', { claims: { organisation: { ods_code: 'Z99' } } });
+    const credential = await token('X26', { claims: { organisation: { ods_code: 'FZ99' } } });
     await check(
       'A17.substitution.unknown-org',
       'credential for an unregistered organisation',
@@ -1554,10 +1563,137 @@ describe('A17 surreptitious forwarding and cross-recipient token substitution', 
   });
 });
 
+describe('federation scope: an issuer speaks only for its organisations, through its own clients', () => {
+  /** The signed response of a rejection, decoded; its folder says whom it was sent to. */
+  async function responseOf(
+    r: RunResult,
+    harness: Harness = h,
+  ): Promise<{ folder: string; payload: string }> {
+    const { readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const file = r.responseFiles[0] ?? '';
+    const jws = readFileSync(join(harness.baseDir, 'responses', file), 'utf8').trim();
+    return { folder: file.split('/')[0] ?? '', payload: fromB64u(jws.split('.')[1] ?? '').toString('utf8') };
+  }
+
+  it("the pharmacy federation mints a credential for a GP practice around the practice's own sealed message", async () => {
+    // The attacker holds GP0001's genuine sealed message (captured, or its id learnt) and presents
+    // it with a credential its own trusted issuer minted for GP0001, naming GP0001's real client.
+    const genuine = await valid('GP0001');
+    const federation = { ...world.senders.GP0001, issuer: world.issuers.federation };
+    const r = await check(
+      'federation.issuer-out-of-scope',
+      'federation issuer credential for GP0001 (outside its scope) with GP0001’s sealed message',
+      { credential: await tokenFor(world, federation, h.now()), sealed: genuine.sealed },
+      rejected('authenticate', 'TOKEN_ORGANISATION_OUT_OF_SCOPE'),
+    );
+    // Answered as unauthenticated: nothing lands in GP0001's response target, no id is quoted.
+    const response = await responseOf(r);
+    expect(response.folder).toBe('_unauthenticated');
+    expect(response.payload).not.toContain(genuine.msg.messageId);
+    expect(response.payload).not.toContain('GP0001');
+    expect(response.payload).toContain('UNREADABLE-IN-ORIGINAL-MESSAGE');
+    // The practice's message is not burnt: sent by the practice itself, it is delivered.
+    await check(
+      'federation.issuer-out-of-scope.genuine',
+      'the same sealed message with GP0001’s own credential (control)',
+      { credential: genuine.credential, sealed: genuine.sealed },
+      delivered,
+    );
+  });
+
+  it('the same attack by hand-built claims at a prefix boundary: F* does not cover GP0001 or X260', async () => {
+    const v = await valid('X26');
+    for (const ods of ['GP0001', 'X260']) {
+      await check(
+        `federation.scope-boundary.${ods}`,
+        `federation credential for ${ods}`,
+        {
+          credential: await token('X26', { claims: { organisation: { ods_code: ods } } }),
+          sealed: v.sealed,
+        },
+        rejected('authenticate', 'TOKEN_ORGANISATION_OUT_OF_SCOPE'),
+      );
+    }
+  });
+
+  describe('with the NHS issuer also trusted for X26 (an overlap the operator chose)', () => {
+    let overlap: Harness;
+    const nhsFor = (extra: Parameters<typeof tokenFor>[3] = {}) =>
+      tokenFor(world, { ...world.senders.X26, issuer: world.issuers.nhs }, overlap.now(), extra);
+
+    beforeAll(() => {
+      const doc = structuredClone(world.configDoc);
+      doc.issuers.find((i) => i.id === 'nhs-identity')!.organisations = ['GP0001', 'X26'];
+      overlap = new Harness(world, makeTempDir('itk3-attacks-overlap-'), {
+        config: configWith(world, { issuers: doc.issuers }),
+      });
+    });
+
+    it("X26's client id minted by the NHS issuer is not X26's client: refused at authenticate", async () => {
+      const msg = buildMessage('X26');
+      const r = await check(
+        'federation.client-of-other-issuer',
+        'NHS-issuer credential carrying X26’s federation client id',
+        { credential: await nhsFor(), sealed: await sealAs(world, 'X26', msg) },
+        rejected('authenticate', 'TOKEN_CLIENT_NOT_REGISTERED'),
+        overlap,
+      );
+      expect((await responseOf(r, overlap)).folder).toBe('_unauthenticated');
+    });
+
+    it('an actor vouched for by an issuer the grant does not name gets nothing from it', async () => {
+      // Register X26's system under the NHS issuer too, so the credential itself is good.
+      const doc = structuredClone(world.configDoc);
+      doc.issuers.find((i) => i.id === 'nhs-identity')!.organisations = ['GP0001', 'X26'];
+      doc.senders
+        .find((s) => s.ods === 'X26')!
+        .clients.push({ issuer: 'nhs-identity', sub: world.senders.X26.client });
+      const both = new Harness(world, makeTempDir('itk3-attacks-grant-'), {
+        config: configWith(world, { issuers: doc.issuers, senders: doc.senders }),
+      });
+      const nhs = (extra: Parameters<typeof tokenFor>[3] = {}) =>
+        tokenFor(world, { ...world.senders.X26, issuer: world.issuers.nhs }, both.now(), extra);
+      const control = buildMessage('X26');
+      await check(
+        'federation.grant-other-issuer.control',
+        'NHS-issuer credential for X26, no actor (control)',
+        { credential: await nhs(), sealed: await sealAs(world, 'X26', control) },
+        delivered,
+        both,
+      );
+      // hub7-for-x26 names the pharmacy federation only.
+      const msg = buildMessage('X26');
+      await check(
+        'federation.grant-other-issuer',
+        'the granted hub’s name in an act claim from an issuer the grant does not name',
+        { credential: await nhs({ actors: [world.hubs.granted] }), sealed: await sealAs(world, 'X26', msg) },
+        rejected('authorise', 'DELEGATION_NOT_GRANTED'),
+        both,
+      );
+    });
+  });
+
+  it('an act claim naming another issuer for the actor is refused at authenticate', async () => {
+    const v = await valid('X26');
+    await check(
+      'federation.act-iss',
+      'act.iss names the NHS issuer inside a federation credential',
+      {
+        credential: await token('X26', {
+          claims: { act: { sub: world.hubs.granted, iss: world.issuers.nhs.iss } },
+        }),
+        sealed: v.sealed,
+      },
+      rejected('authenticate', 'TOKEN_CLAIM_INVALID'),
+    );
+  });
+});
+
 describe('compromised partner keys', () => {
-  it("a compromised issuer key vouching for another issuer's organisation is stopped by the message signature", async () => {
-    // Issuers are not scoped to organisations: the federation issuer can vouch for GP0001 (whose
-    // clients use the NHS issuer). Without GP0001's signing key the message still fails at verify.
+  it("a compromised issuer key vouching for another issuer's organisation is stopped at authenticate", async () => {
+    // The federation issuer's scope (X26, F*) does not include GP0001, whose client is registered
+    // under the NHS issuer: the credential is refused before any principal exists.
     const msg = buildMessage('GP0001');
     const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const jws = rawInner('GP0001', msg, { key: attacker.privateKey });
@@ -1568,7 +1704,7 @@ describe('compromised partner keys', () => {
       'keys.issuer-vouches-other-org',
       "federation issuer credential for GP0001, message signed by an attacker key under GP0001's kid",
       { credential, sealed: await seal(jws, msg.routing) },
-      rejected('verify', 'SIGNATURE_INVALID'),
+      rejected('authenticate', 'TOKEN_ORGANISATION_OUT_OF_SCOPE'),
     );
   });
 

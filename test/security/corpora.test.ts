@@ -271,11 +271,13 @@ function registrable(group: JwsGroup): { jwk: PublicJwk } | { why: string } {
 
 function configWithSender(jwk: PublicJwk): LoadedConfig {
   const doc = structuredClone(world.configDoc);
+  const federation = doc.issuers.find((i) => i.id === 'pharmacy-federation')!;
+  federation.organisations = [...federation.organisations, 'WYC01'];
   doc.senders = [
     ...doc.senders,
     {
       ods: 'WYC01',
-      clients: ['wycheproof'],
+      clients: [{ issuer: 'pharmacy-federation', sub: 'wycheproof' }],
       signingKeys: [jwk],
       responseTarget: { type: 'folder', path: 'responses/WYC01' },
     },

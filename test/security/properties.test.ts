@@ -239,6 +239,12 @@ describe('policy: deny unless a rule matches exactly', () => {
     const doc = config.doc;
     const now = Date.now();
     const clients = doc.senders.flatMap((s) => s.clients);
+    const rogue = { issuer: doc.issuers[0]!.id, sub: 'rogue-client' };
+    // Each registered subject also under the other issuers: the same sub from another issuer.
+    const crossIssuer = clients.flatMap((c) =>
+      doc.issuers.filter((i) => i.id !== c.issuer).map((i) => ({ issuer: i.id, sub: c.sub })),
+    );
+    const unknownIssuer = { issuer: 'unknown-issuer', sub: clients[0]!.sub };
     const kids = [...config.recipientByKid.keys(), world.responseSigningKid, 'unknown-kid'];
     const events = [...new Set(doc.rules.map((r) => r.event)), 'ITK008M', 'ITK011M'];
     const recipients = [...config.recipientsByOds.keys(), 'B99999'];
@@ -252,7 +258,7 @@ describe('policy: deny unless a rule matches exactly', () => {
           rule: fc.constantFrom(...doc.rules),
           swapFrom: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
           org: fc.constantFrom(...orgs),
-          subject: fc.constantFrom(...clients, 'rogue-client'),
+          subject: fc.constantFrom(...clients, ...crossIssuer, rogue, unknownIssuer),
           useRuleSubject: fc.boolean(),
           // freq 2: half the time the rule's own value (nil), half a swapped one.
           to: fc.option(fc.constantFrom(...recipients), { freq: 2, nil: undefined }),
@@ -273,7 +279,7 @@ describe('policy: deny unless a rule matches exactly', () => {
           return {
             principal: principal(
               organisation,
-              v.useRuleSubject ? (sender?.clients[0] ?? 'x') : v.subject,
+              v.useRuleSubject ? (sender?.clients[0] ?? rogue) : v.subject,
               v.actors,
             ),
             routing: { from: v.rule.sender.ods, to, event: v.event ?? v.rule.event, id: randomUUID() },
@@ -286,7 +292,7 @@ describe('policy: deny unless a rule matches exactly', () => {
         .record({
           org: fc.constantFrom(...orgs),
           from: fc.constantFrom(...orgs),
-          subject: fc.constantFrom(...clients, 'rogue-client'),
+          subject: fc.constantFrom(...clients, ...crossIssuer, rogue, unknownIssuer),
           to: fc.constantFrom(...recipients),
           event: fc.constantFrom(...events),
           kid: fc.constantFrom(...kids),
@@ -329,11 +335,15 @@ describe('policy: deny unless a rule matches exactly', () => {
     expect(denied).toBeGreaterThan(50);
     console.log(`policy property: ${allowed} allowed, ${denied} denied`);
 
-    function principal(organisation: string, subject: string, chain: string[]): Principal {
+    function principal(
+      organisation: string,
+      client: { issuer: string; sub: string },
+      chain: string[],
+    ): Principal {
       return {
-        issuer: 'any',
-        iss: 'any',
-        subject,
+        issuer: client.issuer,
+        iss: doc.issuers.find((i) => i.id === client.issuer)?.issuer ?? 'https://unknown.example',
+        subject: client.sub,
         organisation,
         actors: chain,
         roles: [],
@@ -349,15 +359,22 @@ describe('policy: deny unless a rule matches exactly', () => {
       receivedAt: number;
     }): string | undefined {
       const { principal: p, routing: r, kid, receivedAt } = input;
+      const issuer = doc.issuers.find((i) => i.id === p.issuer && i.issuer === p.iss);
+      const inScope = issuer?.organisations.some((entry) =>
+        entry.endsWith('*') ? p.organisation.startsWith(entry.slice(0, -1)) : entry === p.organisation,
+      );
+      if (!inScope) return undefined;
       if (r.from !== p.organisation) return undefined;
+      const isClient = (c: { issuer: string; sub: string }) => c.issuer === p.issuer && c.sub === p.subject;
       const sender = doc.senders.find((s) => s.ods === r.from);
-      if (!sender?.clients.includes(p.subject)) return undefined;
+      if (!sender?.clients.some(isClient)) return undefined;
       const recipient = doc.recipients.find((x) => x.ods === r.to);
       if (!recipient?.keys.some((k) => k.kid === kid)) return undefined;
       for (const actor of p.actors) {
         const ok = doc.delegations.some(
           (g) =>
             g.actor === actor &&
+            g.issuers.includes(p.issuer) &&
             g.onBehalfOf.includes(r.from) &&
             g.events.includes(r.event) &&
             grantExpiry(g) > receivedAt,
@@ -369,7 +386,7 @@ describe('policy: deny unless a rule matches exactly', () => {
           rule.sender.ods === r.from &&
           rule.event === r.event &&
           rule.recipients.includes(r.to) &&
-          (rule.sender.clients === undefined || rule.sender.clients.includes(p.subject)),
+          (rule.sender.clients === undefined || rule.sender.clients.some(isClient)),
       )?.id;
     }
   });

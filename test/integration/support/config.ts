@@ -18,11 +18,18 @@ export function testConfig(): LoadedConfig {
     gatewayOds: 'GW001',
     responseSigning: { kid: 'gw-response-1' },
     unauthenticatedResponseTarget: { type: 'folder', path: 'responses/unauthenticated' },
-    issuers: [{ id: 'nhs-test', issuer: 'https://issuer.example.test', keys: [publicEcJwk('iss-1')] }],
+    issuers: [
+      {
+        id: 'nhs-test',
+        issuer: 'https://issuer.example.test',
+        organisations: ['SND01'],
+        keys: [publicEcJwk('iss-1')],
+      },
+    ],
     senders: [
       {
         ods: 'SND01',
-        clients: ['client-1'],
+        clients: [{ issuer: 'nhs-test', sub: 'client-1' }],
         signingKeys: [publicEcJwk('snd-1')],
         responseTarget: { type: 'folder', path: 'responses/SND01' },
       },

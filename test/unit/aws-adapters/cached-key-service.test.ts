@@ -248,7 +248,7 @@ describe('keyServiceFromEnv', () => {
     gatewayOds: 'GW001',
     responseSigning: { kid: 'resp', kmsKeyId: 'key-resp' },
     unauthenticatedResponseTarget: { type: 'folder', path: 'r' },
-    issuers: [{ id: 'i', issuer: 'iss', keys: [{ ...jwk, kid: 'i1' }] }],
+    issuers: [{ id: 'i', issuer: 'iss', organisations: ['SND01'], keys: [{ ...jwk, kid: 'i1' }] }],
     senders: [],
     recipients: [{ ods: 'RCP01', keys: [{ kid: 'rx' }], target: { type: 'folder', path: 'd' } }],
     rules: [],

@@ -18,7 +18,7 @@ const config: LoadedConfig = loadConfig({
   gatewayOds: 'GW001',
   responseSigning: { kid: 'resp', kmsKeyId: 'alias/resp' },
   unauthenticatedResponseTarget: { type: 'folder', path: 'r' },
-  issuers: [{ id: 'i', issuer: 'iss', keys: [{ ...jwk, kid: 'i1' }] }],
+  issuers: [{ id: 'i', issuer: 'iss', organisations: ['SND01'], keys: [{ ...jwk, kid: 'i1' }] }],
   senders: [],
   recipients: [
     {

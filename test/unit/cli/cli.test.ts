@@ -169,7 +169,14 @@ describe('itk3 config', () => {
     doc.rules[0]!.sender = { ods: 'ZZ999' };
     doc.rules[1]!.recipients = ['B99999'];
     doc.delegations = [
-      { id: 'g', actor: 'hub', onBehalfOf: ['QQ777'], events: ['ITK009D'], expires: '2030-01-01' },
+      {
+        id: 'g',
+        actor: 'hub',
+        issuers: ['pharmacy-federation'],
+        onBehalfOf: ['FQ777'],
+        events: ['ITK009D'],
+        expires: '2030-01-01',
+      },
     ];
     const file = join(makeTempDir(), 'bad.json');
     writeFileSync(file, JSON.stringify(doc));
@@ -179,7 +186,7 @@ describe('itk3 config', () => {
     expect(err).toMatch(/configuration is invalid \(3 problems\)/);
     expect(err).toContain('rules.0.sender.ods: "ZZ999" is not a configured sender');
     expect(err).toContain('rules.1.recipients: "B99999" is not a configured recipient');
-    expect(err).toContain('delegations.0.onBehalfOf: "QQ777" is not a configured sender');
+    expect(err).toContain('delegations.0.onBehalfOf: "FQ777" is not a configured sender');
   });
 
   it('validate accepts a good file and summarises it', async () => {

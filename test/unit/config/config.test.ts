@@ -64,7 +64,14 @@ describe('configuration: problems are all reported at once', () => {
     // A delegation grant for an organisation that is not a sender.
     bad.delegations = [
       ...(bad.delegations ?? []),
-      { id: 'ghost-grant', actor: 'hub', onBehalfOf: ['QQ777'], events: ['ITK009D'], expires: '2030-01-01' },
+      {
+        id: 'ghost-grant',
+        actor: 'hub',
+        issuers: ['pharmacy-federation'],
+        onBehalfOf: ['FQ777'],
+        events: ['ITK009D'],
+        expires: '2030-01-01',
+      },
     ];
     // A rule id listed twice.
     bad.rules.push({ ...bad.rules[2]! });
@@ -76,7 +83,7 @@ describe('configuration: problems are all reported at once', () => {
         'rules.1.recipients: "B99999" is not a configured recipient',
         `recipients.1.keys.0.kid: "${world.recipients.A83627.key.kid}" is listed twice`,
         `senders.2.signingKeys.0.kid: "${world.senders.X26.key.kid}" is used by another sender key`,
-        `delegations.${bad.delegations.length - 1}.onBehalfOf: "QQ777" is not a configured sender`,
+        `delegations.${bad.delegations.length - 1}.onBehalfOf: "FQ777" is not a configured sender`,
         `rules.3.id: "${bad.rules[2]!.id}" is listed twice`,
       ]),
     );
@@ -85,9 +92,17 @@ describe('configuration: problems are all reported at once', () => {
 
   it('names a rule client that is not a client of its sender', () => {
     const bad = doc();
-    bad.rules[0]!.sender = { ods: 'GP0001', clients: ['not-a-gp0001-client'] };
+    bad.rules[0]!.sender = {
+      ods: 'GP0001',
+      clients: [
+        { issuer: 'nhs-identity', sub: 'not-a-gp0001-client' },
+        // GP0001's real subject, but as the federation would name it.
+        { issuer: 'pharmacy-federation', sub: 'gp0001-ehr' },
+      ],
+    };
     expect(configError(bad).issues).toEqual([
-      'rules.0.sender.clients: "not-a-gp0001-client" is not a client of sender GP0001',
+      'rules.0.sender.clients.0: client "not-a-gp0001-client" of issuer "nhs-identity" is not a client of sender GP0001',
+      'rules.0.sender.clients.1: client "gp0001-ehr" of issuer "pharmacy-federation" is not a client of sender GP0001',
     ]);
   });
 
@@ -126,6 +141,95 @@ describe('configuration: problems are all reported at once', () => {
     );
     expect(error.issues).toHaveLength(4);
     expect(error.message).toContain('4 problems');
+  });
+});
+
+describe('configuration: federation scope', () => {
+  const issuer = (d: PipelineConfigInput, id: string) => d.issuers.find((i) => i.id === id)!;
+
+  it('refuses an unscoped issuer, an empty scope, a bare "*" and malformed entries', () => {
+    const bad = doc();
+    delete (issuer(bad, 'nhs-identity') as Partial<(typeof bad.issuers)[number]>).organisations;
+    issuer(bad, 'pharmacy-federation').organisations = ['*', 'F**', 'x26', 'FQ123'];
+    const issues = configError(bad).issues;
+    expect(issues).toEqual(
+      expect.arrayContaining([
+        'issuers.0.organisations: required: list the ODS codes or prefix patterns (such as "FA*") this issuer may speak for',
+        'issuers.1.organisations.0: a bare "*" (any organisation) is not accepted: list the ODS codes or prefixes (such as "FA*") this issuer speaks for',
+        expect.stringMatching(/^issuers\.1\.organisations\.1: an ODS code .* or a prefix pattern/),
+        expect.stringMatching(/^issuers\.1\.organisations\.2: an ODS code .* or a prefix pattern/),
+      ]),
+    );
+    expect(issues).toHaveLength(4);
+
+    const empty = doc();
+    issuer(empty, 'nhs-identity').organisations = [];
+    expect(configError(empty).issues).toContain(
+      'issuers.0.organisations: an issuer must speak for at least one organisation',
+    );
+  });
+
+  it('refuses a bare client subject: a client names its issuer', () => {
+    const bad = doc() as unknown as { senders: { clients: unknown[] }[] };
+    bad.senders[0]!.clients = ['gp0001-ehr'];
+    expect(configError(bad).issues).toEqual([
+      'senders.0.clients.0: a client is {"issuer": <issuer id>, "sub": <token subject>}: a bare subject is not tied to an issuer',
+    ]);
+  });
+
+  it('names clients of unknown issuers, of issuers that may not speak for the sender, and duplicates', () => {
+    const bad = doc();
+    bad.senders[0]!.clients = [
+      { issuer: 'nhs-identity', sub: 'gp0001-ehr' },
+      { issuer: 'retired-idp', sub: 'gp0001-ehr' },
+      // The federation's scope (X26, F*) does not include GP0001: this client could never send.
+      { issuer: 'pharmacy-federation', sub: 'gp0001-ehr' },
+      { issuer: 'nhs-identity', sub: 'gp0001-ehr' },
+    ];
+    expect(configError(bad).issues).toEqual([
+      'senders.0.clients.1.issuer: "retired-idp" is not a configured issuer id',
+      'senders.0.clients.2.issuer: issuer "pharmacy-federation" may not speak for GP0001 (not in its organisations), so this client\'s credentials would be refused',
+      'senders.0.clients.3: client "gp0001-ehr" of issuer "nhs-identity" is listed twice',
+    ]);
+  });
+
+  it('refuses a grant that names no issuer, an unknown one, or only issuers that cannot speak for its organisations', () => {
+    const bad = doc();
+    const grant = bad.delegations![0]!;
+    bad.delegations = [
+      { ...grant, id: 'no-issuers', issuers: [] },
+      { ...grant, id: 'ghost-issuer', issuers: ['retired-idp'] },
+      { ...grant, id: 'wrong-issuer', issuers: ['nhs-identity'] },
+    ];
+    expect(configError(bad).issues).toEqual([
+      'delegations.0.issuers: Too small: expected array to have >=1 items',
+      'delegations.1.issuers.0: "retired-idp" is not a configured issuer id',
+      'delegations.2.onBehalfOf: "X26" is outside the organisations of every issuer the grant names, so the grant can never apply to it',
+    ]);
+  });
+
+  it('reports overlapping scopes as warnings, and keeps them beside the problems of an invalid document', () => {
+    const overlapping = doc();
+    issuer(overlapping, 'nhs-identity').organisations = ['GP0001', 'FQ123', 'X2*'];
+    const config = loadConfig(overlapping);
+    expect(config.warnings).toEqual([
+      'issuers.0 "nhs-identity" and issuers.1 "pharmacy-federation" may both speak for FQ123 ("FQ123" / "F*"), X26 ("X2*" / "X26")',
+    ]);
+    expect(loadConfig(world.configDoc).warnings).toEqual([]);
+
+    overlapping.rules[0]!.recipients = ['B99999'];
+    const error = configError(overlapping);
+    expect(error.issues).toEqual(['rules.0.recipients: "B99999" is not a configured recipient']);
+    expect(error.warnings).toHaveLength(1);
+    expect(error.message).toMatch(
+      /1 problem\):[\s\S]*warnings:\n {2}- issuers\.0 "nhs-identity" and issuers\.1/,
+    );
+  });
+
+  it('refuses an organisation listed twice in one scope', () => {
+    const bad = doc();
+    issuer(bad, 'pharmacy-federation').organisations = ['X26', 'F*', 'X26'];
+    expect(configError(bad).issues).toEqual(['issuers.1.organisations.2: "X26" is listed twice']);
   });
 });
 
@@ -168,7 +272,10 @@ describe('configuration: valid documents', () => {
     }).toThrow(TypeError);
     expect(() => (config.doc.rules as unknown as unknown[]).push({})).toThrow(TypeError);
     expect(() => {
-      (config.doc.senders[0]!.clients as string[])[0] = 'intruder';
+      (config.doc.senders[0]!.clients as { issuer: string; sub: string }[])[0] = {
+        issuer: 'pharmacy-federation',
+        sub: 'intruder',
+      };
     }).toThrow(TypeError);
   });
 

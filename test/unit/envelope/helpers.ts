@@ -92,19 +92,40 @@ export async function makeWorld(overrides: Partial<PipelineConfigInput['limits']
     unauthenticatedResponseTarget: folder,
     limits: { ...overrides },
     issuers: [
-      { id: 'nhs-jwt', issuer: 'gp0001-ehr', requireIssEqualsSub: true, keys: [a.jwk] },
+      {
+        id: 'nhs-jwt',
+        issuer: 'gp0001-ehr',
+        organisations: ['GP0001'],
+        requireIssEqualsSub: true,
+        keys: [a.jwk],
+      },
       {
         id: 'fed-idp',
         issuer: 'https://idp.test.example',
+        organisations: ['X26'],
         organisationClaim: 'org.ods',
         rolesClaim: 'roles',
         keys: [b.jwk],
       },
-      { id: 'rs512-iss', issuer: 'x26-pms', keys: [c.jwk] },
+      { id: 'rs512-iss', issuer: 'x26-pms', organisations: ['X26'], keys: [c.jwk] },
     ],
     senders: [
-      { ods: 'GP0001', clients: ['gp0001-ehr'], signingKeys: [gp.jwk], responseTarget: folder },
-      { ods: 'X26', clients: ['x26-pms'], signingKeys: [x26.jwk], responseTarget: folder },
+      {
+        ods: 'GP0001',
+        clients: [{ issuer: 'nhs-jwt', sub: 'gp0001-ehr' }],
+        signingKeys: [gp.jwk],
+        responseTarget: folder,
+      },
+      {
+        ods: 'X26',
+        // The subjects the token tests mint for X26, each under its own issuer.
+        clients: [
+          { issuer: 'rs512-iss', sub: 'x26-pms' },
+          ...['s', 'user-1', 'clinician-42'].map((sub) => ({ issuer: 'fed-idp', sub })),
+        ],
+        signingKeys: [x26.jwk],
+        responseTarget: folder,
+      },
     ],
     recipients: [{ ods: 'RX1', keys: [{ kid: rec.kid }], target: folder }],
     rules: [],

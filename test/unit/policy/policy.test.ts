@@ -35,6 +35,18 @@ function principal(overrides: Partial<Principal> = {}): Principal {
   };
 }
 
+/** A principal the NHS issuer vouches for: GP0001's EHR. */
+function gpPrincipal(overrides: Partial<Principal> = {}): Principal {
+  return principal({
+    issuer: 'nhs-identity',
+    iss: 'https://identity.nhs.example/itk3',
+    subject: 'gp0001-ehr',
+    organisation: 'GP0001',
+    roles: [],
+    ...overrides,
+  });
+}
+
 function routing(overrides: Partial<ItkRouting> = {}): ItkRouting {
   return { from: 'X26', to: 'A83627', event: 'ITK009D', id: 'msg-1', ...overrides };
 }
@@ -85,7 +97,7 @@ describe('policy: rules', () => {
   it('names the rule of each sender', () => {
     const gp = authorise(
       input({
-        principal: principal({ organisation: 'GP0001', subject: 'gp0001-ehr' }),
+        principal: gpPrincipal(),
         routing: routing({ from: 'GP0001', event: 'ITK007C' }),
       }),
       world.config,
@@ -139,11 +151,14 @@ describe('policy: rules', () => {
   it('honours a rule’s client restriction', () => {
     // GP0001 has two registered clients; its rule lets only the EHR send consultation reports.
     const doc = structuredClone(world.configDoc);
-    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'];
+    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'].map((sub) => ({
+      issuer: 'nhs-identity',
+      sub,
+    }));
     const config = configWith(world, { senders: doc.senders });
     const gp = (subject: string) =>
       input({
-        principal: principal({ organisation: 'GP0001', subject }),
+        principal: gpPrincipal({ subject }),
         routing: routing({ from: 'GP0001', event: 'ITK007C' }),
       });
 
@@ -153,21 +168,95 @@ describe('policy: rules', () => {
 
   it('picks the rule that matches the client when several rules cover the event', () => {
     const doc = structuredClone(world.configDoc);
-    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'];
+    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'].map((sub) => ({
+      issuer: 'nhs-identity',
+      sub,
+    }));
     const portalRule = {
       ...doc.rules.find((r) => r.id === 'gp0001-send-document-consultation')!,
       id: 'gp0001-portal-consultation',
-      sender: { ods: 'GP0001', clients: ['gp0001-portal'] },
+      sender: { ods: 'GP0001', clients: [{ issuer: 'nhs-identity', sub: 'gp0001-portal' }] },
     };
     const config = configWith(world, { senders: doc.senders, rules: [...doc.rules, portalRule] });
     const decision = authorise(
       input({
-        principal: principal({ organisation: 'GP0001', subject: 'gp0001-portal' }),
+        principal: gpPrincipal({ subject: 'gp0001-portal' }),
         routing: routing({ from: 'GP0001', event: 'ITK007C' }),
       }),
       config,
     );
     expect(decision.ruleId).toBe('gp0001-portal-consultation');
+  });
+});
+
+describe('policy: federation scope on the principal carried in the record', () => {
+  it('refuses a principal whose organisation its issuer may not speak for', () => {
+    // The pharmacy federation (X26, F*) vouching for GP0001, with GP0001's own client id.
+    expectRefused(
+      () =>
+        authorise(
+          input({
+            principal: principal({ organisation: 'GP0001', subject: 'gp0001-ehr' }),
+            routing: routing({ from: 'GP0001', event: 'ITK007C' }),
+          }),
+          world.config,
+        ),
+      'TOKEN_ORGANISATION_OUT_OF_SCOPE',
+      '20012',
+    );
+  });
+
+  it('applies a scope narrowed after authenticate (a configuration update between stages)', () => {
+    const doc = structuredClone(world.configDoc);
+    doc.issuers.find((i) => i.id === 'pharmacy-federation')!.organisations = ['F*'];
+    doc.senders = doc.senders.filter((s) => s.ods !== 'X26');
+    doc.rules = doc.rules.filter((r) => r.sender.ods !== 'X26');
+    doc.delegations = [];
+    expectRefused(
+      () => authorise(input(), configWith(world, doc)),
+      'TOKEN_ORGANISATION_OUT_OF_SCOPE',
+      '20012',
+    );
+  });
+
+  it('refuses a principal of an issuer that is not configured, or whose iss differs', () => {
+    for (const p of [
+      principal({ issuer: 'retired-issuer' }),
+      principal({ iss: 'https://identity.nhs.example/itk3' }),
+    ]) {
+      expectRefused(() => authorise(input({ principal: p }), world.config), 'POLICY_DENIED', '20012');
+    }
+  });
+
+  it('a registered subject vouched for by another in-scope issuer is not that client', () => {
+    // Both issuers may speak for X26 here; X26's client is registered under the federation only.
+    const doc = structuredClone(world.configDoc);
+    doc.issuers.find((i) => i.id === 'nhs-identity')!.organisations = ['GP0001', 'X26'];
+    const config = configWith(world, { issuers: doc.issuers });
+    const nhs = { issuer: 'nhs-identity', iss: 'https://identity.nhs.example/itk3' };
+    expectRefused(() => authorise(input({ principal: principal(nhs) }), config), 'POLICY_DENIED', '20012');
+    expect(authorise(input(), config).ruleId).toBe('x26-immunisation-to-gp');
+  });
+
+  it('a rule’s client restriction names the issuer too', () => {
+    const doc = structuredClone(world.configDoc);
+    doc.issuers.find((i) => i.id === 'nhs-identity')!.organisations = ['GP*'];
+    doc.issuers.find((i) => i.id === 'pharmacy-federation')!.organisations = ['X26', 'F*', 'GP0001'];
+    const gp = doc.senders.find((s) => s.ods === 'GP0001')!;
+    gp.clients = [
+      { issuer: 'nhs-identity', sub: 'gp0001-ehr' },
+      { issuer: 'pharmacy-federation', sub: 'gp0001-ehr' },
+    ];
+    const config = configWith(world, { issuers: doc.issuers, senders: doc.senders });
+    const fromGp = (p: Principal) =>
+      input({ principal: p, routing: routing({ from: 'GP0001', event: 'ITK007C' }) });
+    // The rule lists {nhs-identity, gp0001-ehr}: the same sub from the federation is not it.
+    expect(authorise(fromGp(gpPrincipal()), config).ruleId).toBe('gp0001-send-document-consultation');
+    expectRefused(
+      () => authorise(fromGp(principal({ organisation: 'GP0001', subject: 'gp0001-ehr' })), config),
+      'POLICY_DENIED',
+      '20012',
+    );
   });
 });
 
@@ -189,8 +278,9 @@ describe('policy: parties and keys', () => {
       () =>
         authorise(
           input({
-            principal: principal({ organisation: 'ZZ999' }),
-            routing: routing({ from: 'ZZ999' }),
+            // Inside the federation's scope (F*), but not registered here.
+            principal: principal({ organisation: 'FZ999' }),
+            routing: routing({ from: 'FZ999' }),
           }),
           world.config,
         ),
@@ -245,6 +335,7 @@ describe('policy: delegation', () => {
         {
           id: 'hub7-for-x26',
           actor: 'pharmacy-hub-7',
+          issuers: ['pharmacy-federation'],
           onBehalfOf: ['X26'],
           events: ['ITK009D'],
           expires: EXPIRY_DAY,
@@ -252,6 +343,7 @@ describe('policy: delegation', () => {
         {
           id: 'hub8-for-x26-exact',
           actor: 'pharmacy-hub-8',
+          issuers: ['pharmacy-federation'],
           onBehalfOf: ['X26'],
           events: ['ITK009D'],
           expires: '2030-06-30T12:00:00Z',
@@ -259,6 +351,7 @@ describe('policy: delegation', () => {
         {
           id: 'upstream-for-x26',
           actor: 'upstream-hub',
+          issuers: ['pharmacy-federation'],
           onBehalfOf: ['X26'],
           events: ['ITK009D'],
           expires: EXPIRY_DAY,
@@ -266,6 +359,7 @@ describe('policy: delegation', () => {
         {
           id: 'old-hub9-for-x26',
           actor: 'pharmacy-hub-9',
+          issuers: ['pharmacy-federation'],
           onBehalfOf: ['X26'],
           events: ['ITK009D'],
           expires: '2029-01-01',
@@ -273,6 +367,7 @@ describe('policy: delegation', () => {
         {
           id: 'new-hub9-for-x26',
           actor: 'pharmacy-hub-9',
+          issuers: ['pharmacy-federation'],
           onBehalfOf: ['X26'],
           events: ['ITK009D'],
           expires: '2031-01-01',
@@ -391,6 +486,40 @@ describe('policy: delegation', () => {
       () =>
         authorise(delegated(['pharmacy-hub-7', 'upstream-hub'], Date.parse('2030-07-01T00:00:00Z')), config),
       'DELEGATION_GRANT_EXPIRED',
+      '20012',
+    );
+  });
+
+  it('an actor vouched for by an issuer the grant does not name gets nothing from it', () => {
+    // The NHS issuer may speak for X26 here and X26 registers a client under it, so only the
+    // grant's issuer list stands between its credential with act.sub = pharmacy-hub-7 and the grant.
+    const doc = structuredClone(world.configDoc);
+    doc.issuers.find((i) => i.id === 'nhs-identity')!.organisations = ['GP0001', 'X26'];
+    doc.senders
+      .find((s) => s.ods === 'X26')!
+      .clients.push({ issuer: 'nhs-identity', sub: 'x26-pharmacy-pms' });
+    const withNhs = configWith(world, {
+      issuers: doc.issuers,
+      senders: doc.senders,
+      delegations: config.doc.delegations,
+    });
+    const nhs = { issuer: 'nhs-identity', iss: 'https://identity.nhs.example/itk3' };
+    expect(authorise(input({ principal: principal(nhs) }), withNhs).ruleId).toBe('x26-immunisation-to-gp');
+    expectRefused(
+      () => authorise(input({ principal: principal({ ...nhs, actors: ['pharmacy-hub-7'] }) }), withNhs),
+      'DELEGATION_NOT_GRANTED',
+      '20012',
+    );
+    // Second hop: the current actor's grant names the NHS issuer, the upstream one's does not.
+    const delegations = withNhs.doc.delegations.map((g) =>
+      g.id === 'hub7-for-x26' ? { ...g, issuers: ['pharmacy-federation', 'nhs-identity'] } : g,
+    );
+    const hub7ForBoth = configWith(world, { issuers: doc.issuers, senders: doc.senders, delegations });
+    const chain = (actors: string[]) => input({ principal: principal({ ...nhs, actors }) });
+    expect(authorise(chain(['pharmacy-hub-7']), hub7ForBoth).delegationId).toBe('hub7-for-x26');
+    expectRefused(
+      () => authorise(chain(['pharmacy-hub-7', 'upstream-hub']), hub7ForBoth),
+      'DELEGATION_NOT_GRANTED',
       '20012',
     );
   });

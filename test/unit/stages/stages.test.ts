@@ -197,21 +197,21 @@ describe('authorise', () => {
   it('rejects an organisation that is not a registered sender: SENDER_UNKNOWN 20003', async () => {
     const ctx = context();
     const msg = buildMessage('X26');
-    // A trusted issuer vouches for ZZ999, which is not configured as a sender here.
+    // A trusted issuer vouches for FZ999, inside its scope (F*) but not configured as a sender here.
     const credential = await credentialFor(world, 'X26', ctx.clock.now(), {
-      claims: { organisation: { ods_code: 'ZZ999' } },
+      claims: { organisation: { ods_code: 'FZ999' } },
     });
     const sealed = await sealCustom(world, msg, {
       signer: 'X26',
       recipientKey: 'A83627',
-      jweRouting: { ...msg.routing, from: 'ZZ999' },
+      jweRouting: { ...msg.routing, from: 'FZ999' },
     });
     const record = await through(
       ctx,
       await recordFor(ctx, 'X26', msg, { credential, sealed }),
       'authenticate',
     );
-    expect(record.principal?.organisation).toBe('ZZ999');
+    expect(record.principal?.organisation).toBe('FZ999');
     await expectRejected(authoriseStage(record, ctx), AuthorisationError, 'SENDER_UNKNOWN', '20003');
   });
 
@@ -229,7 +229,10 @@ describe('authorise', () => {
 
   it('rejects a client the matching rule does not list: POLICY_DENIED', async () => {
     const doc = structuredClone(world.configDoc);
-    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'];
+    doc.senders.find((s) => s.ods === 'GP0001')!.clients = ['gp0001-ehr', 'gp0001-portal'].map((sub) => ({
+      issuer: 'nhs-identity',
+      sub,
+    }));
     const ctx = context({ config: configWith(world, { senders: doc.senders }) });
     const msg = buildMessage('GP0001');
     const credential = await credentialFor(world, 'GP0001', ctx.clock.now(), {
