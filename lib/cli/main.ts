@@ -507,6 +507,8 @@ function configCommand(argv: readonly string[], write: Write): number {
       `valid: ${config.doc.issuers.length} issuers, ${config.doc.senders.length} senders, ` +
         `${config.doc.recipients.length} recipients, ${config.doc.rules.length} rules, ${config.doc.delegations.length} delegation grants`,
     );
+    // Allowed, but widening trust: said on every validation so an overlap is never silent.
+    for (const warning of config.warnings) write(`warning: ${warning}`);
     return 0;
   }
   throw new UsageError('usage: itk3 config validate FILE | itk3 config schema');

@@ -196,6 +196,32 @@ describe('itk3 config', () => {
     expect(out.join('\n')).toMatch(/valid: 2 issuers, 3 senders, 2 recipients, 3 rules, 2 delegation grants/);
   });
 
+  it('validate reports unscoped issuers and bare client ids as problems, with overlaps as warnings', async () => {
+    const doc = structuredClone(world.configDoc);
+    const nhs = doc.issuers[0]!;
+    const federation = doc.issuers[1]!;
+    delete (nhs as Partial<typeof nhs>).organisations;
+    federation.organisations = ['X26', 'F*', 'GP*'];
+    (doc.senders[0] as { clients: unknown }).clients = ['gp0001-ehr'];
+    const file = join(makeTempDir(), 'unscoped.json');
+    writeFileSync(file, JSON.stringify(doc));
+    const { code, err } = await cli('config', 'validate', file);
+    expect(code).toBe(2);
+    expect(err).toMatch(/configuration is invalid \(2 problems\)/);
+    expect(err).toContain('issuers.0.organisations: required: list the ODS codes or prefix patterns');
+    expect(err).toContain('senders.0.clients.0: a client is {"issuer": <issuer id>, "sub": <token subject>}');
+
+    // Scoped again, the overlap (both may speak for GP0001) is valid but said.
+    nhs.organisations = ['GP0001'];
+    doc.senders = structuredClone(world.configDoc.senders);
+    writeFileSync(file, JSON.stringify(doc));
+    const overlap = await cli('config', 'validate', file);
+    expect(overlap.code).toBe(0);
+    expect(overlap.out).toContain(
+      'warning: issuers.0 "nhs-identity" and issuers.1 "pharmacy-federation" may both speak for GP0001 ("GP0001" / "GP*")',
+    );
+  });
+
   it('schema prints a JSON Schema', async () => {
     const { code, out } = await cli('config', 'schema');
     expect(code).toBe(0);
