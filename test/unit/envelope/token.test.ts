@@ -495,6 +495,52 @@ describe('verifyCredential — organisation, delegation, roles', () => {
   });
 });
 
+describe('verifyCredential — federation scope', () => {
+  /** A credential from the federated issuer B (scope: X26) for `organisation` as `sub`. */
+  function tokenB(organisation: string, sub = 's', claims: Record<string, unknown> = {}): Promise<string> {
+    const b = world.issuerB;
+    return mintToken({
+      key: b.privateKey,
+      kid: b.kid,
+      alg: 'ES256',
+      iss: b.iss,
+      sub,
+      aud: AUDIENCE,
+      organisation,
+      organisationClaim: 'org.ods',
+      iat: NOW,
+      claims,
+    });
+  }
+
+  it("refuses an organisation outside the issuer's organisations, registered or not", async () => {
+    // GP0001 is a registered sender, but issuer B speaks for X26 only.
+    await rejects(tokenB('GP0001', 'gp0001-ehr'), 'TOKEN_ORGANISATION_OUT_OF_SCOPE');
+    await rejects(tokenB('ZZ999'), 'TOKEN_ORGANISATION_OUT_OF_SCOPE');
+    await rejects(tokenA({ ods: 'X26' }), 'TOKEN_ORGANISATION_OUT_OF_SCOPE');
+    expect((await verify(await tokenB('X26'))).organisation).toBe('X26');
+  });
+
+  it('refuses a subject that is not a client registered under this issuer for the organisation', async () => {
+    // x26-pms is an X26 client, but under issuer C, not B.
+    await rejects(tokenB('X26', 'x26-pms'), 'TOKEN_CLIENT_NOT_REGISTERED');
+    await rejects(tokenB('X26', 'someone-else'), 'TOKEN_CLIENT_NOT_REGISTERED');
+  });
+
+  it('refuses an act claim that names another issuer, and accepts one naming its own', async () => {
+    await rejects(
+      tokenB('X26', 's', { act: { sub: 'hub-7', iss: world.issuerA.iss } }),
+      'TOKEN_CLAIM_INVALID',
+    );
+    await rejects(
+      tokenB('X26', 's', { act: { sub: 'hub-7', act: { sub: 'hub-1', iss: 'https://elsewhere.example' } } }),
+      'TOKEN_CLAIM_INVALID',
+    );
+    const own = await verify(await tokenB('X26', 's', { act: { sub: 'hub-7', iss: world.issuerB.iss } }));
+    expect(own.actors).toEqual(['hub-7']);
+  });
+});
+
 describe('verifyCredential — errors leak nothing (A28)', () => {
   it('keeps neither the token nor claim values in message or cause', async () => {
     const secretJti = 'jti-secret-9f8e7d';
