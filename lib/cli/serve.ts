@@ -88,6 +88,8 @@ const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds
 const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  const limits: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS, ...opts.limits };
+  checkLimits(limits);
   const pipeline = new EmbeddedPipeline({
     config: opts.config,
     keys: opts.keys,
@@ -116,8 +118,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     })();
   };
 
-  const limits: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS, ...opts.limits };
-  checkLimits(limits);
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
   let allowedHosts = new Set<string>();
 
@@ -258,8 +258,13 @@ function send(
   body: unknown,
   headers: Record<string, string> = {},
 ): void {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end(JSON.stringify(body));
+  const text = JSON.stringify(body);
+  res.writeHead(status, jsonHeaders(text, headers));
+  res.end(text);
+}
+
+function jsonHeaders(text: string, headers: Record<string, string>): Record<string, string | number> {
+  return { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers };
 }
 
 /**
@@ -282,8 +287,9 @@ function drop(
   }
   req.pause();
   res.shouldKeepAlive = false;
-  res.writeHead(status, { 'content-type': 'application/json', connection: 'close', ...headers });
-  res.end(JSON.stringify(body), () => res.socket?.destroy());
+  const text = JSON.stringify(body);
+  res.writeHead(status, jsonHeaders(text, { connection: 'close', ...headers }));
+  res.end(text, () => res.socket?.destroy());
 }
 
 /** Read a body of at most `max` bytes; undefined as soon as it is larger (the rest is not read). */
