@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Annotations, Arn, Aspects, Aws, type Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Annotations, Arn, ArnFormat, Aspects, Aws, type Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -223,7 +223,8 @@ export class Itk3SecurePipeline extends Construct {
         definition: STAGE_DEFINITIONS[stage],
         entry: entry(stage),
         settings: props.stages?.[stage],
-        queueKey: this.keys.dataKey,
+        // The inbound queue has a key of its own: the one key partners may encrypt to.
+        queueKey: stage === 'authenticate' ? this.keys.inboundKey : this.keys.dataKey,
         physicalNames: props.physicalNames,
       });
     }
@@ -244,16 +245,26 @@ export class Itk3SecurePipeline extends Construct {
       if (next) this.grantSend(stages[stage].fn, next);
       if (stage !== 'deliver') this.grantSend(stages[stage].fn, 'deliver');
     }
+    // The key policy cannot name the queue by a reference to it (the queue names the key: a cycle),
+    // so the ARN is built from the physical name when there is one, else it is this account's queues
+    // — which, with a key used by the inbound queue and its DLQ alone, and SQS rights on the inbound
+    // queue alone, still means the inbound queue.
+    const inboundQueueArn = Stack.of(this).formatArn({
+      service: 'sqs',
+      resource: props.physicalNames ? STAGE_DEFINITIONS.authenticate.queue : '*',
+      arnFormat: ArnFormat.NO_RESOURCE_NAME,
+    });
     for (const principal of props.directIngestionPrincipals ?? []) {
       // Explicit actions: `grantSendMessages` would add kms:ReEncrypt* and kms:GenerateDataKey*.
       this.inboundQueue.grant(principal, 'sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl');
-      this.keys.dataKey.grant(principal, 'kms:GenerateDataKey', 'kms:Decrypt');
+      this.keys.allowInboundProducer(principal, inboundQueueArn, props.physicalNames === true);
     }
 
     // State access follows the ports each function uses in lib/: every stage audits (stages/batch.ts)
     // and may meet claim checks (stages/context.ts); authenticate (jti) and verify (duplicate ids)
     // use the once-store; ingest only sends. A port used elsewhere later needs its grant here.
     this.grantDataKeyThroughServices(this.ingestion.fn);
+    this.grantInboundKeyThroughSqs(this.ingestion.fn);
     for (const stage of STAGES) {
       const fn = stages[stage].fn;
       this.grantDataKeyThroughServices(fn);
@@ -348,6 +359,16 @@ export class Itk3SecurePipeline extends Construct {
           ),
         },
       },
+    });
+  }
+
+  /** The inbound key, only as SQS uses it for a producer of the inbound queue (ingest). */
+  private grantInboundKeyThroughSqs(fn: PipelineFunction): void {
+    iam.Grant.addToPrincipal({
+      grantee: fn,
+      actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+      resourceArns: [this.keys.inboundKey.keyArn],
+      conditions: { StringEquals: { 'kms:ViaService': `sqs.${Aws.REGION}.amazonaws.com` } },
     });
   }
 

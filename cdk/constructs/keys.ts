@@ -94,7 +94,9 @@ export interface KeyWrappingProps {
  *   several kids can be live during a rotation; a key entry with `kmsKeyId` references that
  *   existing key instead of creating one;
  * - the `ECC_NIST_P256` `SIGN_VERIFY` key that signs ITK3 responses (`responseSigning.kid`);
- * - a symmetric customer-managed key with yearly rotation for queues, tables, buckets and logs.
+ * - a symmetric customer-managed key with yearly rotation for queues, tables, buckets and logs;
+ * - a second one, the **inbound key**, for the inbound (authenticate) queue and its DLQ alone: the
+ *   only key a direct-ingestion partner is named on ({@link allowInboundProducer}).
  *
  * Created private keys get a key policy that lets the account administer them and nothing more;
  * {@link grantUnwrap} and {@link grantResponseSigning} add the one role that may use them, in the
@@ -108,6 +110,11 @@ export interface KeyWrappingProps {
 export class PipelineKeys extends Construct {
   /** Customer-managed key for data at rest: queues, tables, buckets, log groups. */
   readonly dataKey: kms.Key;
+  /**
+   * Customer-managed key of the inbound queue and its DLQ only, so that what direct-ingestion
+   * partners may use reaches nothing else the pipeline stores.
+   */
+  readonly inboundKey: kms.Key;
   /** Recipient decryption keys by kid, in configuration order. */
   readonly recipientKeys: readonly PipelineKey[];
   /** The response-signing key. */
@@ -129,6 +136,12 @@ export class PipelineKeys extends Construct {
       removalPolicy,
     });
     this.allowLogsService(this.dataKey);
+    this.inboundKey = new kms.Key(this, 'InboundKey', {
+      description:
+        'ITK3 pipeline: encryption at rest of the inbound queue and its DLQ (partners encrypt to it)',
+      enableKeyRotation: true,
+      removalPolicy,
+    });
 
     const recipientKeys: PipelineKey[] = [];
     for (const [r, recipient] of config.recipients.entries()) {
@@ -270,6 +283,27 @@ export class PipelineKeys extends Construct {
       removalPolicy,
     });
     return { key, owned: true };
+  }
+
+  /**
+   * Let a direct-ingestion partner encrypt messages to the inbound queue: `kms:GenerateDataKey` and
+   * `kms:Decrypt` (what an SQS producer needs for SSE-KMS) on the inbound key only, only as SQS uses
+   * it on the partner's behalf, and only for queues matching `inboundQueueArn` (SQS puts the queue
+   * ARN in the encryption context). `exact` says whether that is the queue's ARN or a pattern.
+   */
+  allowInboundProducer(principal: iam.IPrincipal, inboundQueueArn: string, exact: boolean): void {
+    this.inboundKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'PartnerEncryptsToTheInboundQueueOnly',
+        principals: [principal],
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: ['*'],
+        conditions: {
+          StringEquals: { 'kms:ViaService': `sqs.${Stack.of(this).region}.amazonaws.com` },
+          [exact ? 'StringEquals' : 'StringLike']: { 'kms:EncryptionContext:aws:sqs:arn': inboundQueueArn },
+        },
+      }),
+    );
   }
 
   /**

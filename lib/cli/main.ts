@@ -43,7 +43,7 @@ import {
   trace,
   warnUnreachableTargets,
 } from './ops.js';
-import { startServer } from './serve.js';
+import { DEFAULT_LISTENER_LIMITS, type ListenerLimits, startServer } from './serve.js';
 
 const HELP = `itk3 — ITK3 secure pipeline
 
@@ -70,8 +70,15 @@ Commands:
   process PATH... --config F [--keystore F] [--out DIR]
                                             run sealed messages (NAME.jwe with its credential NAME.jwt) through
                                             the embedded pipeline; one JSON line per message
-  serve --config F [--keystore F] [--port N] [--out DIR]
-                                            HTTP POST /messages on 127.0.0.1 into the embedded pipeline
+  serve --config F [--keystore F] [--port N] [--out DIR] [--allowed-host H:P]...
+        [--headers-timeout S] [--request-timeout S] [--keep-alive-timeout S] [--idle-timeout S]
+        [--max-connections N] [--max-backlog-messages N] [--max-backlog-bytes N]
+                                            HTTP POST /messages on 127.0.0.1 into the embedded pipeline;
+                                            GET /messages/<trackingId> with the submitter's credential.
+                                            Host must be 127.0.0.1:<port> or localhost:<port> unless
+                                            --allowed-host is given; defaults 10 s headers, 60 s request,
+                                            5 s keep-alive, 30 s idle, 256 connections; 503 + Retry-After
+                                            over 1000 queued messages or 256 MiB
   dlq list [--out DIR] [--stage S] [--json]  dead letters an embedded run left (never their bodies)
   dlq show MESSAGE_ID [--out DIR]           one dead letter: stage, reason, attempts and its audit trail
   dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
@@ -433,10 +440,52 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     keystore: { type: 'string', default: '.itk3/keystore.json' },
     port: { type: 'string', default: '8080' },
     out: { type: 'string', default: '.itk3/run' },
+    'allowed-host': { type: 'string', multiple: true },
+    'headers-timeout': { type: 'string' },
+    'request-timeout': { type: 'string' },
+    'keep-alive-timeout': { type: 'string' },
+    'idle-timeout': { type: 'string' },
+    'max-connections': { type: 'string' },
+    'max-backlog-messages': { type: 'string' },
+    'max-backlog-bytes': { type: 'string' },
   });
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0–65535');
+  const limits: Partial<ListenerLimits> = {};
+  const seconds = (flag: string, value: string | undefined, key: keyof ListenerLimits) => {
+    if (value === undefined) return;
+    const s = Number(value);
+    if (!Number.isFinite(s) || s <= 0 || s > 86_400) {
+      throw new UsageError(`--${flag} must be a number of seconds above 0 (at most 86400)`);
+    }
+    limits[key] = Math.max(1, Math.round(s * 1000));
+  };
+  const count = (flag: string, value: string | undefined, key: keyof ListenerLimits) => {
+    if (value === undefined) return;
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag} must be a positive integer`);
+    limits[key] = n;
+  };
+  seconds('headers-timeout', values['headers-timeout'], 'headersTimeoutMs');
+  seconds('request-timeout', values['request-timeout'], 'requestTimeoutMs');
+  seconds('keep-alive-timeout', values['keep-alive-timeout'], 'keepAliveTimeoutMs');
+  seconds('idle-timeout', values['idle-timeout'], 'idleTimeoutMs');
+  count('max-connections', values['max-connections'], 'maxConnections');
+  count('max-backlog-messages', values['max-backlog-messages'], 'maxBacklogMessages');
+  count('max-backlog-bytes', values['max-backlog-bytes'], 'maxBacklogBytes');
+  if (
+    (limits.headersTimeoutMs ?? DEFAULT_LISTENER_LIMITS.headersTimeoutMs) >
+    (limits.requestTimeoutMs ?? DEFAULT_LISTENER_LIMITS.requestTimeoutMs)
+  ) {
+    throw new UsageError('--headers-timeout must not exceed --request-timeout');
+  }
+  const allowedHosts = values['allowed-host'];
+  for (const host of allowedHosts ?? []) {
+    if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(host)) {
+      throw new UsageError(`--allowed-host "${host}" is not a host[:port]`);
+    }
+  }
   const config = loadConfigFile(values.config);
   warnUnreachableTargets(config);
   const server = await startServer({
@@ -444,6 +493,8 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     keys: new SoftwareKeyService(readKeystore(values.keystore)),
     baseDir: resolve(values.out),
     port,
+    limits,
+    ...(allowedHosts ? { allowedHosts } : {}),
   });
   write(
     `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,

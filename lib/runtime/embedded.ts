@@ -203,6 +203,22 @@ export class EmbeddedPipeline {
     return outcomeFromAudit(traceId, entries);
   }
 
+  /**
+   * Work waiting in the five stage queues (visible or in flight; DLQs not counted): messages and
+   * their body bytes. `itk3 serve` refuses new submissions with 503 while it is over a bound.
+   */
+  backlog(): { messages: number; bytes: number } {
+    let messages = 0;
+    let bytes = 0;
+    for (const stage of STAGES) {
+      for (const m of this.queues[stage].peekAll()) {
+        messages += 1;
+        bytes += Buffer.byteLength(m.body, 'utf8');
+      }
+    }
+    return { messages, bytes };
+  }
+
   /** Records currently in any DLQ. */
   deadLetters(): { stage: StageName; message: QueuedMessage }[] {
     return STAGES.flatMap((stage) => this.dlqs[stage].peekAll().map((message) => ({ stage, message })));

@@ -12,7 +12,7 @@ import type { JWK } from 'jose';
 import { type AwsClients, awsPortsFromEnv, createAwsClients } from '../adapters/aws/clients.js';
 import { AwsDeadLetters } from '../adapters/aws/dead-letters.js';
 import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../adapters/aws/provision.js';
-import { SqsEventSource, sendDirect } from '../adapters/aws/sqs-event-source.js';
+import { type ReconnectPolicy, SqsEventSource, sendDirect } from '../adapters/aws/sqs-event-source.js';
 import { MemoryAuditLog, MemoryOnceStore } from '../adapters/local/memory-stores.js';
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
@@ -38,6 +38,11 @@ export interface EmulatorOptions {
   handlers?: Record<StageName, StageHandler>;
   /** Wrap individual ports (fault-injection tests). */
   wrapPorts?: (ports: Ports) => Ports;
+  /**
+   * How long a lost emulator connection is retried (exponential back-off) before the drain gives up
+   * with a clear line on stderr. @default DEFAULT_RECONNECT (30 s), or `ITK3_EMULATOR_RECONNECT_SECONDS`
+   */
+  reconnect?: Partial<ReconnectPolicy>;
 }
 
 export class EmulatorPipeline {
@@ -54,6 +59,7 @@ export class EmulatorPipeline {
     resources: ProvisionResult,
     ports: Ports,
     handlers: Record<StageName, StageHandler>,
+    reconnect: Partial<ReconnectPolicy> = {},
   ) {
     this.config = config;
     this.clients = clients;
@@ -68,6 +74,7 @@ export class EmulatorPipeline {
           queueUrl: resources.queueUrls[stage],
           queueArn: resources.queueArns[stage],
           batchSize: STAGE_DEFINITIONS[stage].batchSize,
+          reconnect,
         }),
       ]),
     ) as Record<StageName, SqsEventSource>;
@@ -93,7 +100,8 @@ export class EmulatorPipeline {
       : aws;
     const ports = opts.wrapPorts ? opts.wrapPorts(base) : base;
     const handlers = opts.handlers ?? (await import('./handlers.js')).deployedHandlers;
-    return new EmulatorPipeline(opts.config, clients, resources, ports, handlers);
+    const reconnect = opts.reconnect ?? reconnectFromEnv(process.env.ITK3_EMULATOR_RECONNECT_SECONDS);
+    return new EmulatorPipeline(opts.config, clients, resources, ports, handlers, reconnect);
   }
 
   /** The recipients' public keys, read from the emulator's KMS (what the gateway publishes). */
@@ -175,4 +183,14 @@ export class EmulatorPipeline {
       source: this.resources.queueUrls,
     });
   }
+}
+
+/** The reconnect budget from `ITK3_EMULATOR_RECONNECT_SECONDS`; a bad value is an error, not ignored. */
+export function reconnectFromEnv(value: string | undefined): Partial<ReconnectPolicy> {
+  if (value === undefined || value === '') return {};
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds > 3_600) {
+    throw new RangeError(`ITK3_EMULATOR_RECONNECT_SECONDS must be 0–3600 seconds, got "${value}"`);
+  }
+  return { budgetMs: Math.round(seconds * 1000) };
 }

@@ -7,7 +7,7 @@
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type App, CfnWaitConditionHandle, Duration, Stack } from 'aws-cdk-lib';
+import { App, CfnWaitConditionHandle, Duration, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -25,7 +25,7 @@ import {
   VISIBILITY_FACTOR,
 } from '../../lib/infra/definitions.js';
 import { STAGES, type StageName } from '../../lib/ports/index.js';
-import { IMPORTED_RECIPIENT_KEY_ARN, testApp, validConfig } from './fixtures.js';
+import { cdkJsonContext, IMPORTED_RECIPIENT_KEY_ARN, testApp, validConfig } from './fixtures.js';
 
 type Json = Record<string, unknown>;
 interface Statement {
@@ -211,11 +211,24 @@ describe('keys', () => {
 });
 
 describe('queues', () => {
-  it('encrypts all ten queues with the customer-managed data key', () => {
+  it('encrypts the inbound queue and its DLQ with the inbound key, the other eight with the data key', () => {
     const dataKey = getAtt(logicalId(stack.pipeline.keys.dataKey));
+    const inboundKey = getAtt(logicalId(stack.pipeline.keys.inboundKey));
+    const inbound = [
+      logicalId(stack.pipeline.stages.authenticate.queue),
+      logicalId(stack.pipeline.stages.authenticate.deadLetterQueue),
+    ];
     const queues = ofType('AWS::SQS::Queue');
     expect(queues).toHaveLength(10);
-    for (const [, q] of queues) expect(q.Properties.KmsMasterKeyId).toEqual(dataKey);
+    for (const [id, q] of queues) {
+      expect(q.Properties.KmsMasterKeyId).toEqual(inbound.includes(id) ? inboundKey : dataKey);
+    }
+    // Nothing else the pipeline stores uses the inbound key.
+    const users = Object.entries(resources)
+      .filter(([, r]) => r.Type !== 'AWS::IAM::Policy' && r.Type !== 'AWS::KMS::Key')
+      .filter(([, r]) => JSON.stringify(r.Properties ?? {}).includes(JSON.stringify(inboundKey)))
+      .map(([id]) => id);
+    expect(users.sort()).toEqual([...inbound].sort());
   });
 
   it('denies non-TLS access to every queue', () => {
@@ -282,7 +295,7 @@ describe('queues', () => {
     }
   });
 
-  it('lets the configured sender account put messages on the inbound queue and use the data key', () => {
+  it('lets the configured sender account put messages on the inbound queue and encrypt to it with the inbound key only', () => {
     const inbound = logicalId(stack.pipeline.inboundQueue);
     const [, policy] = ofType('AWS::SQS::QueuePolicy').find(
       ([, p]) => JSON.stringify(p.Properties.Queues) === JSON.stringify([{ Ref: inbound }]),
@@ -294,13 +307,78 @@ describe('queues', () => {
     expect(JSON.stringify(allow[0]!.Principal)).toContain(`:iam::${SENDER_ACCOUNT}:root`);
     expect(arr(allow[0]!.Action)).toContain('sqs:SendMessage');
 
-    const keyPolicy = resources[logicalId(stack.pipeline.keys.dataKey)]!.Properties.KeyPolicy as {
+    const keyPolicy = resources[logicalId(stack.pipeline.keys.inboundKey)]!.Properties.KeyPolicy as {
       Statement: Statement[];
     };
     const forSender = keyPolicy.Statement.filter((st) =>
       JSON.stringify(st.Principal).includes(SENDER_ACCOUNT),
     );
-    expect(forSender.flatMap((st) => arr(st.Action)).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    expect(forSender).toHaveLength(1);
+    expect(arr(forSender[0]!.Action).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    // Only as SQS uses the key, and only for this account's queues (the inbound key is used by the
+    // inbound queue and its DLQ alone, and the partner may send to the inbound queue alone).
+    const conditions = forSender[0]!.Condition as Record<string, Record<string, unknown>>;
+    expect(conditions.StringEquals).toEqual({
+      'kms:ViaService': { 'Fn::Join': ['', ['sqs.', { Ref: 'AWS::Region' }, '.amazonaws.com']] },
+    });
+    expect(JSON.stringify(conditions.StringLike?.['kms:EncryptionContext:aws:sqs:arn'])).toMatch(
+      /arn:.*:sqs:.*AWS::Region.*AWS::AccountId.*:\*/,
+    );
+  });
+
+  it('names the partner on no key but the inbound key, and in no IAM policy of the stack', () => {
+    const keysNamingPartner = ofType('AWS::KMS::Key')
+      .filter(([, k]) => JSON.stringify(k.Properties.KeyPolicy).includes(SENDER_ACCOUNT))
+      .map(([id]) => id);
+    expect(keysNamingPartner).toEqual([logicalId(stack.pipeline.keys.inboundKey)]);
+    const dataKeyPolicy = JSON.stringify(
+      resources[logicalId(stack.pipeline.keys.dataKey)]!.Properties.KeyPolicy,
+    );
+    expect(dataKeyPolicy).not.toContain(SENDER_ACCOUNT);
+    expect(
+      iamStatements().filter(({ statement }) => JSON.stringify(statement).includes(SENDER_ACCOUNT)),
+    ).toEqual([]);
+  });
+
+  it('with physical names, the partner may use the inbound key for the inbound queue ARN exactly', () => {
+    // No bundling: only the key policy is read.
+    const unbundled = new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } });
+    const named = new Itk3PipelineStack(unbundled, 'Itk3PipelineNamed', {
+      config,
+      physicalNames: true,
+      directIngestionPrincipals: [new iam.AccountPrincipal(SENDER_ACCOUNT)],
+    });
+    const namedResources = Template.fromStack(named).toJSON().Resources as Record<string, Resource>;
+    const inboundKeyId = named.getLogicalId(named.pipeline.keys.inboundKey.node.defaultChild as never);
+    const policy = namedResources[inboundKeyId]!.Properties.KeyPolicy as { Statement: Statement[] };
+    const forSender = policy.Statement.filter((st) => JSON.stringify(st.Principal).includes(SENDER_ACCOUNT));
+    expect(forSender).toHaveLength(1);
+    const conditions = forSender[0]!.Condition as Record<string, Record<string, unknown>>;
+    expect(conditions.StringLike).toBeUndefined();
+    expect(JSON.stringify(conditions.StringEquals?.['kms:EncryptionContext:aws:sqs:arn'])).toMatch(
+      new RegExp(`:sqs:.*AWS::Region.*AWS::AccountId.*:${STAGE_DEFINITIONS.authenticate.queue}"`),
+    );
+  });
+
+  it('lets ingest use the inbound key only through SQS, and no other stage function use it at all', () => {
+    const inboundKey = getAtt(logicalId(stack.pipeline.keys.inboundKey));
+    const byIngest = iamStatements().filter(
+      ({ roles, statement }) =>
+        roles.includes(roleId('ingest')) &&
+        arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(inboundKey)),
+    );
+    expect(byIngest).toHaveLength(1);
+    expect(arr(byIngest[0]!.statement.Action).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    expect(JSON.stringify(byIngest[0]!.statement.Condition)).toContain('kms:ViaService');
+    // authenticate consumes its queue (kms:Decrypt, from the event source grant); nobody else.
+    for (const stage of ['authorise', 'decrypt', 'verify', 'deliver'] as const) {
+      const uses = iamStatements().filter(
+        ({ roles, statement }) =>
+          roles.includes(roleId(stage)) &&
+          arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(inboundKey)),
+      );
+      expect(uses, stage).toEqual([]);
+    }
   });
 });
 

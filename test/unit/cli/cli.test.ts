@@ -1,7 +1,7 @@
 /**
  * The `itk3` command line through `main(argv, write)`: help, usage errors with clear messages and
  * exit code 2, unreadable files, configuration validation, key generation, a full token → seal →
- * process flow over a demo world written to disk, and the HTTP front door of `serve`.
+ * process flow over a demo world written to disk (the HTTP front door of `serve`: serve.test.ts).
  */
 import '../../support/env.js';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -9,15 +9,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
 import { main } from '../../../lib/cli/main.js';
-import { type RunningServer, startServer } from '../../../lib/cli/serve.js';
 import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/demo/world.js';
 import { loadSamples } from '../../../lib/itk3/index.js';
 import {
   buildMessage,
-  configWithLimits,
   credentialFor,
   filesIn,
-  keyService,
   makeTempDir,
   removeTempDirs,
   sealAs,
@@ -83,6 +80,16 @@ describe('itk3: help and usage errors', () => {
     [['token', '--iss', 'x'], /--kid is required/],
     [['process', 'somewhere'], /--config is required/],
     [['serve'], /--config is required/],
+    [
+      ['serve', '--config', 'c.json', '--max-connections', '0'],
+      /--max-connections must be a positive integer/,
+    ],
+    [['serve', '--config', 'c.json', '--idle-timeout', 'soon'], /--idle-timeout must be a number of seconds/],
+    [
+      ['serve', '--config', 'c.json', '--headers-timeout', '90', '--request-timeout', '30'],
+      /--headers-timeout must not exceed --request-timeout/,
+    ],
+    [['serve', '--config', 'c.json', '--allowed-host', 'a b'], /--allowed-host "a b" is not a host\[:port\]/],
     [['seal', '--to', 'A83627'], /usage: itk3 seal FILE/],
     [['seal', 'bundle.xml', '--to', 'A83627'], /--signer-kid is required/],
     [['keys', 'init', '--keystore', '/tmp/itk3-never-written/ks.json'], /name at least one recipient/],
@@ -462,84 +469,5 @@ describe('itk3 dlq', () => {
     expect(deliveredRow).toBeGreaterThan(redrive);
     expect(rows.filter((r) => /^\S+\s+deliver\s+delivered(\s|$)/.test(r))).toHaveLength(1);
     expect(rows.at(-1)).toBe('outcome: delivered at deliver, ITK3 20013');
-  });
-});
-
-describe('itk3 serve', () => {
-  const MAX_SEALED = 256 * 1024;
-  let server: RunningServer | undefined;
-  let base: string;
-  let baseDir: string;
-
-  beforeAll(async () => {
-    baseDir = makeTempDir('itk3-serve-');
-    server = await startServer({
-      config: configWithLimits(world, { maxSealedBytes: MAX_SEALED }),
-      keys: keyService(world),
-      baseDir,
-      port: 0,
-    });
-    base = `http://127.0.0.1:${server.port}`;
-  });
-
-  afterAll(async () => {
-    await server?.close();
-  });
-
-  it('accepts a sealed message with 202 and a tracking id, then reports it delivered', async () => {
-    const msg = buildMessage('X26');
-    const response = await fetch(`${base}/messages`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${await credentialFor(world, 'X26', Date.now())}` },
-      body: await sealAs(world, 'X26', msg),
-    });
-    expect(response.status).toBe(202);
-    const { trackingId } = (await response.json()) as { trackingId: string };
-    expect(trackingId).toMatch(/^[0-9a-f-]{36}$/);
-
-    await server!.idle();
-    const status = await fetch(`${base}/messages/${trackingId}`);
-    expect(status.status).toBe(200);
-    expect(await status.json()).toMatchObject({
-      traceId: trackingId,
-      status: 'delivered',
-      messageId: msg.messageId,
-      itk3Code: '20013',
-    });
-    expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toContain(`${msg.messageId}.xml`);
-  });
-
-  it('refuses a request without Authorization with 401', async () => {
-    const response = await fetch(`${base}/messages`, {
-      method: 'POST',
-      body: await sealAs(world, 'X26', buildMessage('X26')),
-    });
-    expect(response.status).toBe(401);
-    expect(await response.json()).toMatchObject({ error: 'TOKEN_MISSING' });
-  });
-
-  it('refuses an oversized body with 413', async () => {
-    const response = await fetch(`${base}/messages`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer a.b.c' },
-      body: 'A'.repeat(MAX_SEALED + 1024),
-    });
-    expect(response.status).toBe(413);
-    expect(await response.json()).toMatchObject({ error: 'MESSAGE_TOO_LARGE' });
-  });
-
-  it('refuses a body that is not a compact JWE with 400', async () => {
-    const response = await fetch(`${base}/messages`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer a.b.c' },
-      body: 'not a jwe',
-    });
-    expect(response.status).toBe(400);
-    expect(await response.json()).toMatchObject({ error: 'ENVELOPE_MALFORMED' });
-  });
-
-  it('answers 404 for an unknown tracking id or path', async () => {
-    expect((await fetch(`${base}/messages/00000000-0000-4000-8000-000000000000`)).status).toBe(404);
-    expect((await fetch(`${base}/elsewhere`)).status).toBe(404);
   });
 });
