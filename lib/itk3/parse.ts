@@ -312,13 +312,17 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
     if (resources.length > 1 || entry.isList('resource')) problems.push('Bundle.entry.resource repeated');
     const resource = resources[0]?.resource();
     if (resources[0] !== undefined && resource === undefined) {
-      refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: Bundle.entry.resource does not hold exactly one resource');
+      refuse(
+        'BUNDLE_AMBIGUOUS',
+        'bundle is refused: Bundle.entry.resource does not hold exactly one resource',
+      );
     }
     const fullUrl = single(entry, 'fullUrl', 'Bundle.entry')?.str();
     if (fullUrl !== undefined) {
       if (!PLAIN.test(fullUrl)) refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a fullUrl is not plain ASCII');
       // FHIR bdl-7: a fullUrl names one entry, so no two readers can resolve a reference apart.
-      if (fullUrls.has(fullUrl)) refuse('DUPLICATE_FULL_URL', 'bundle is refused: two entries share a fullUrl');
+      if (fullUrls.has(fullUrl))
+        refuse('DUPLICATE_FULL_URL', 'bundle is refused: two entries share a fullUrl');
       fullUrls.add(fullUrl);
     }
     const id = resource === undefined ? undefined : single(resource.node, 'id', resource.type)?.str();
@@ -604,7 +608,8 @@ function headerOds(
     }
     codes.push(value);
   }
-  if (codes.length > 1) refuse('ODS_IDENTIFIER_AMBIGUOUS', `${role} Organization has more than one ODS identifier`);
+  if (codes.length > 1)
+    refuse('ODS_IDENTIFIER_AMBIGUOUS', `${role} Organization has more than one ODS identifier`);
   return codes[0];
 }
 

@@ -111,7 +111,8 @@ export function readXml(text: string, limits: XmlLimits): XmlDocument {
   });
   parser.on('attribute', (attr) => {
     // Checked here, before saxes' own duplicate check, so a repeat is "ambiguous", not unreadable.
-    if (attributeNames.has(attr.name)) throw new XmlAmbiguity('ambiguous', 'XML element repeats an attribute');
+    if (attributeNames.has(attr.name))
+      throw new XmlAmbiguity('ambiguous', 'XML element repeats an attribute');
     attributeNames.add(attr.name);
     attributes += 1;
     attributesHere += 1;

@@ -258,7 +258,8 @@ describe('e2e: the demo scenario with the shared fixtures', () => {
     for (let attempt = 0; attempt < 5; attempt += 1) {
       const again = await runScenario(await buildScenario(world, Date.now()), samples);
       expectEveryMessageAsExpected(again);
-      expect(expectDeliveredSamplesIdentical(again, (s) => s.bytes)).toBe(3);
+      // With the fixtures, engage_jack_smith_mirc.xml is refused (dangling references): 2 delivered.
+      expect(expectDeliveredSamplesIdentical(again, (s) => s.bytes)).toBe(fixtures ? 2 : 3);
     }
   });
 
