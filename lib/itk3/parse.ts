@@ -205,18 +205,33 @@ function parseJson(text: string, caps: ParseLimits): Itk3Message {
   }
   const root = jsonNode(value).resource();
   if (root === undefined || root.type !== 'Bundle') throw notItk3();
-  refuseForeignMemberNames(value);
+  refuseNonFhirJson(value);
   return extract(root.node, 'json');
+}
+
+/**
+ * The string value of a primitive the header walk reads (ids, fullUrls, references, event, ODS
+ * identifiers). In JSON a present member that is not a string is refused: the gateway would read
+ * nothing where a reader that stringifies (`String(123)`) reads a value.
+ */
+function stringValue(node: FhirNode | undefined): string | undefined {
+  if (node === undefined) return undefined;
+  const value = node.str();
+  if (value === undefined && node.format === 'json') {
+    refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a JSON identity value is not a string');
+  }
+  return value;
 }
 
 /** A FHIR JSON member name: an element name, or `_name` for a primitive's id and extensions. */
 const FHIR_MEMBER_NAME = /^_?[A-Za-z][A-Za-z0-9]*$/;
 
 /**
- * Refuse member names no FHIR element has (`fhir_comments`, `@id`, `entry `, …): the gateway would
- * ignore them and another reader might not. Iterative, so depth is bounded by the reader's caps only.
+ * Refuse member names no FHIR element has (`fhir_comments`, `@id`, `entry `, …) and members that are
+ * `null` (FHIR JSON has none outside arrays): the gateway would ignore them and another reader might
+ * not. Iterative, so depth is bounded by the reader's caps only.
  */
-function refuseForeignMemberNames(value: unknown): void {
+function refuseNonFhirJson(value: unknown): void {
   const pending: unknown[] = [value];
   while (pending.length > 0) {
     const current = pending.pop();
@@ -227,6 +242,7 @@ function refuseForeignMemberNames(value: unknown): void {
         if (!FHIR_MEMBER_NAME.test(name)) {
           refuse('BUNDLE_FOREIGN_CONTENT', 'bundle is refused: JSON member name is not a FHIR element name');
         }
+        if (member === null) refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a JSON member is null');
         pending.push(member);
       }
     }
@@ -317,7 +333,7 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
         'bundle is refused: Bundle.entry.resource does not hold exactly one resource',
       );
     }
-    const fullUrl = single(entry, 'fullUrl', 'Bundle.entry')?.str();
+    const fullUrl = stringValue(single(entry, 'fullUrl', 'Bundle.entry'));
     if (fullUrl !== undefined) {
       if (!PLAIN.test(fullUrl)) refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a fullUrl is not plain ASCII');
       // FHIR bdl-7: a fullUrl names one entry, so no two readers can resolve a reference apart.
@@ -325,7 +341,7 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
         refuse('DUPLICATE_FULL_URL', 'bundle is refused: two entries share a fullUrl');
       fullUrls.add(fullUrl);
     }
-    const id = resource === undefined ? undefined : single(resource.node, 'id', resource.type)?.str();
+    const id = resource === undefined ? undefined : stringValue(single(resource.node, 'id', resource.type));
     // MessageHeader.id has its own rule (validate.ts); every other id must be one a reader cannot misread.
     if (id !== undefined && resource?.type !== 'MessageHeader' && !FHIR_ID.test(id)) {
       refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: an entry resource id is not a FHIR id');
@@ -373,11 +389,11 @@ function readHeader(
   }
   const single = singleReader(problems);
 
-  const id = single(mh, 'id', 'MessageHeader')?.str() ?? '';
+  const id = stringValue(single(mh, 'id', 'MessageHeader')) ?? '';
   const event = single(mh, 'event', 'MessageHeader');
   const reference = (name: string): string | undefined => {
     const element = single(mh, name, 'MessageHeader');
-    const value = element === undefined ? undefined : single(element, 'reference', name)?.str();
+    const value = element === undefined ? undefined : stringValue(single(element, 'reference', name));
     if (value !== undefined && !PLAIN.test(value)) {
       refuse('BUNDLE_AMBIGUOUS', `bundle is refused: MessageHeader.${name} reference is not plain ASCII`);
     }
@@ -406,9 +422,9 @@ function readHeader(
   return {
     id,
     event: {
-      system: (event && single(event, 'system', 'event')?.str()) ?? '',
-      code: (event && single(event, 'code', 'event')?.str()) ?? '',
-      display: (event && single(event, 'display', 'event')?.str()) ?? '',
+      system: (event && stringValue(single(event, 'system', 'event'))) ?? '',
+      code: (event && stringValue(single(event, 'code', 'event'))) ?? '',
+      display: (event && stringValue(single(event, 'display', 'event'))) ?? '',
     },
     handling: readHandling(mh),
     ...optional('senderRef', senderRef),
@@ -593,7 +609,7 @@ function headerOds(
   if (entry?.type !== 'Organization' || entry.node === undefined) return undefined;
   const codes: string[] = [];
   for (const identifier of listOf(entry.node, 'identifier', 'Organization')) {
-    const system = single(identifier, 'system', 'identifier')?.str();
+    const system = stringValue(single(identifier, 'system', 'identifier'));
     if (system !== ODS_ORGANIZATION_SYSTEM && system !== ODS_SITE_SYSTEM) {
       refuse(
         'ODS_IDENTIFIER_AMBIGUOUS',
@@ -602,7 +618,7 @@ function headerOds(
           : `${role} Organization has an identifier outside the ODS systems`,
       );
     }
-    const value = single(identifier, 'value', 'identifier')?.str();
+    const value = stringValue(single(identifier, 'value', 'identifier'));
     if (value === undefined || !PLAIN.test(value)) {
       refuse('ODS_IDENTIFIER_AMBIGUOUS', `${role} Organization has an ODS identifier without a plain value`);
     }

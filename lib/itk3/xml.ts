@@ -111,8 +111,9 @@ export function readXml(text: string, limits: XmlLimits): XmlDocument {
   });
   parser.on('attribute', (attr) => {
     // Checked here, before saxes' own duplicate check, so a repeat is "ambiguous", not unreadable.
-    if (attributeNames.has(attr.name))
+    if (attributeNames.has(attr.name)) {
       throw new XmlAmbiguity('ambiguous', 'XML element repeats an attribute');
+    }
     attributeNames.add(attr.name);
     attributes += 1;
     attributesHere += 1;
@@ -164,7 +165,7 @@ export function readXml(text: string, limits: XmlLimits): XmlDocument {
     }
     const element: XmlElement = { name: tag.local, attrs, children: [] };
     if (parent === undefined) root = element;
-    else (parent as XmlElement).children.push(element);
+    else if (typeof parent === 'object') parent.children.push(element);
     stack.push(element);
   });
   // FHIR elements carry values in attributes only: text a reader could take for a value is refused.

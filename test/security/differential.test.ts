@@ -364,7 +364,8 @@ type JsonMutation =
   | { kind: 'bom' }
   | { kind: 'duplicate-key' }
   | { kind: 'relative-sender' }
-  | { kind: 'numeric-ods' };
+  | { kind: 'numeric-ods' }
+  | { kind: 'non-string-id'; value: number | boolean | null | Json };
 
 const jsonMutationArb: fc.Arbitrary<JsonMutation> = fc.oneof(
   fc.record({ kind: fc.constant('duplicate-fullurl' as const), before: fc.boolean() }),
@@ -394,6 +395,10 @@ const jsonMutationArb: fc.Arbitrary<JsonMutation> = fc.oneof(
   fc.constant({ kind: 'duplicate-key' as const }),
   fc.constant({ kind: 'relative-sender' as const }),
   fc.constant({ kind: 'numeric-ods' as const }),
+  fc.record({
+    kind: fc.constant('non-string-id' as const),
+    value: fc.constantFrom<number | boolean | null | Json>(12345, true, null, { value: 'x' }),
+  }),
 );
 
 interface JsonDoc {
@@ -483,6 +488,13 @@ function mutateJson(doc: JsonDoc, base: Base, m: JsonMutation): void {
       if (sender === undefined) return;
       const id = ((orgEntry(doc, base, false)?.resource as Json | undefined)?.id as string) ?? 'x';
       sender.reference = `Organization/${id}`;
+      return;
+    }
+    case 'non-string-id': {
+      // The document Bundle's id as a number, boolean, null or object: a reader stringifies it.
+      const focus = (header.focus as Json | undefined)?.reference;
+      const document = entries.find((e) => e.fullUrl === focus)?.resource as Json | undefined;
+      if (document) document.id = m.value;
       return;
     }
     case 'numeric-ods': {

@@ -275,6 +275,19 @@ describe('JSON a naive walk would read differently is refused', () => {
     refusedJson(header, 'BUNDLE_AMBIGUOUS');
   });
 
+  it('an identity value that is not a string (a reader would stringify 12345), and a null member', () => {
+    for (const value of [12345, true, { value: 'x' }]) {
+      const message = messageObject();
+      obj(entryAt(message, 'urn:uuid:7c1e2d3f-4a5b-4c6d-8e9f-0a1b2c3d4e03'), 'resource').id = value;
+      expect(refusedJson(message, 'BUNDLE_AMBIGUOUS')).toBe(
+        'bundle is refused: a JSON identity value is not a string',
+      );
+    }
+    const withNull = messageObject();
+    obj(arr(withNull, 'entry')[0], 'resource').receiver = null;
+    expect(refusedJson(withNull, 'BUNDLE_AMBIGUOUS')).toBe('bundle is refused: a JSON member is null');
+  });
+
   it('a 0..1 element given as an array: fullUrl, reference, event.code', () => {
     const message = messageObject();
     const sender = entryAt(message, SENDER_URL);
