@@ -236,7 +236,8 @@ function refuseNonFhirJson(value: unknown): void {
   while (pending.length > 0) {
     const current = pending.pop();
     if (Array.isArray(current)) {
-      pending.push(...current);
+      // One by one: spreading a million-item array would overflow the argument stack.
+      for (const item of current) pending.push(item);
     } else if (typeof current === 'object' && current !== null) {
       for (const [name, member] of Object.entries(current)) {
         if (!FHIR_MEMBER_NAME.test(name)) {

@@ -343,3 +343,13 @@ describe('references that do not resolve (rule setting unresolvedReferences)', (
     }
   });
 });
+
+describe('cost of the one-view checks', () => {
+  it('a JSON Bundle with a two-million-item array is walked without overflowing the stack', () => {
+    const message = messageObject();
+    obj(arr(message, 'entry')[0], 'resource').meta = { tag: new Array(2_000_000).fill(0) };
+    const started = performance.now();
+    expect(parseObject(message, 'json').header.senderOds).toBe('X26');
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
