@@ -338,8 +338,9 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
     if (fullUrl !== undefined) {
       if (!PLAIN.test(fullUrl)) refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a fullUrl is not plain ASCII');
       // FHIR bdl-7: a fullUrl names one entry, so no two readers can resolve a reference apart.
-      if (fullUrls.has(fullUrl))
+      if (fullUrls.has(fullUrl)) {
         refuse('DUPLICATE_FULL_URL', 'bundle is refused: two entries share a fullUrl');
+      }
       fullUrls.add(fullUrl);
     }
     const id = resource === undefined ? undefined : stringValue(single(resource.node, 'id', resource.type));
@@ -625,8 +626,9 @@ function headerOds(
     }
     codes.push(value);
   }
-  if (codes.length > 1)
+  if (codes.length > 1) {
     refuse('ODS_IDENTIFIER_AMBIGUOUS', `${role} Organization has more than one ODS identifier`);
+  }
   return codes[0];
 }
 
