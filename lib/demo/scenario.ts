@@ -151,7 +151,7 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
       out.push({
         name: sample.name,
         kind: 'sample',
-        description: `${msg.header.event.code} ${sender.ods}, dangling receiver/focus references`,
+        description: `${msg.header.event.code} ${sender.ods}, dangling receiver/focus refs`,
         credential: await tokenFor(world, sender, now),
         sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
         routing,

@@ -207,7 +207,9 @@ const ESCAPABLE_ASCII = new Set(['"', '&', "'", '<', '>'].map((c) => c.charCodeA
  * by the caller, so those can never differ between readers.
  */
 function refuseObfuscatingReferences(text: string): void {
-  for (const match of text.matchAll(/&#(x[0-9A-Fa-f]+|[0-9]+);/g)) {
+  // Comments and CDATA hold no references (the document is known well-formed here).
+  const markup = text.replace(/<!--[\s\S]*?-->|<!\[CDATA\[[\s\S]*?\]\]>/g, '');
+  for (const match of markup.matchAll(/&#(x[0-9A-Fa-f]+|[0-9]+);/g)) {
     const digits = match[1] as string;
     const code = digits.startsWith('x') ? Number.parseInt(digits.slice(1), 16) : Number.parseInt(digits, 10);
     if (code >= 0x20 && code <= 0x7e && !ESCAPABLE_ASCII.has(code)) {

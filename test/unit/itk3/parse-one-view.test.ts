@@ -125,6 +125,12 @@ describe('XML a reader could decode differently is refused (BUNDLE_AMBIGUOUS)', 
     refusedXml(xml().replace(SENDER_ODS_XML, '<value value="X26" value="EVIL9"/>'), 'BUNDLE_AMBIGUOUS');
   });
 
+  it('a reference-like text in a comment or narrative CDATA is not a reference', () => {
+    const narrative = `<text><status value="generated"/><div xmlns="${XHTML}"><![CDATA[&#65;]]></div></text>`;
+    const source = xml().replace('<MessageHeader>', `<MessageHeader><!-- &#65; -->${narrative}`);
+    expect(parseBundle(utf8(source), 'xml').header.senderOds).toBe('X26');
+  });
+
   it('a character reference spelling a plain character in an identity value', () => {
     refusedXml(xml().replace(SENDER_ODS_XML, '<value value="&#88;26"/>'), 'BUNDLE_AMBIGUOUS');
     refusedXml(xml().replaceAll(SENDER_URL, SENDER_URL.replace('urn', '&#x75;rn')), 'BUNDLE_AMBIGUOUS');
