@@ -156,6 +156,12 @@ export const PolicyRuleSchema = z
     receiverAllowed: z.boolean().default(true),
     recipients: z.array(ods).min(1),
     maxBytes: z.number().int().positive().optional(),
+    /**
+     * A MessageHeader `receiver` that does not resolve to an ODS-coded Organization in the Bundle,
+     * or a `focus` that resolves to no entry: `refuse` (20006 REFERENCE_UNRESOLVED, the default) or
+     * `allow` (accepted with a warning). `sender` must always resolve.
+     */
+    unresolvedReferences: z.enum(['refuse', 'allow']).default('refuse'),
   })
   .strict();
 

@@ -8,7 +8,15 @@ import type { JWK } from 'jose';
 import { generateKey } from '../adapters/local/keystore.js';
 import { encryptSigned, type SignerKey, sealMessage, signBundle } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
-import { buildItk3Message, type Itk3Message, loadSamples, parseBundle } from '../itk3/index.js';
+import { Itk3ValidationError } from '../errors.js';
+import {
+  buildItk3Message,
+  type Itk3Message,
+  loadSamples,
+  parseBundle,
+  type UnresolvedReferencePolicy,
+  validateItk3,
+} from '../itk3/index.js';
 import type { ItkRouting } from '../record.js';
 import type { DemoSender, DemoWorld } from './world.js';
 
@@ -137,6 +145,20 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
     const routing = routingFor(msg, rule?.recipients[0] ?? 'A83627');
     const duplicate = seenIds.has(msg.header.id);
     seenIds.add(msg.header.id);
+    // engage_jack_smith_mirc.xml references a receiver and a focus that are not in its Bundle: under
+    // the default rule setting (unresolvedReferences: refuse) a correct pipeline refuses it, 20006.
+    if (danglingUnder(msg, rule?.unresolvedReferences ?? 'refuse')) {
+      out.push({
+        name: sample.name,
+        kind: 'sample',
+        description: `${msg.header.event.code} ${sender.ods}, dangling receiver/focus refs`,
+        credential: await tokenFor(world, sender, now),
+        sealed: await sealFor(world, sender, sample.bytes, sample.format, routing),
+        routing,
+        expected: { status: 'rejected', stage: 'verify', itk3Code: '20006', code: 'REFERENCE_UNRESOLVED' },
+      });
+      continue;
+    }
     out.push({
       name: sample.name,
       kind: 'sample',
@@ -157,6 +179,16 @@ export async function buildScenario(world: DemoWorld, now: number): Promise<Scen
 
   out.push(...(await hostileMessages(world, now)));
   return out;
+}
+
+/** True when the sample's references do not resolve and the rule refuses that. */
+function danglingUnder(msg: Itk3Message, policy: UnresolvedReferencePolicy): boolean {
+  try {
+    validateItk3(msg, { unresolvedReferences: policy });
+    return false;
+  } catch (error) {
+    return error instanceof Itk3ValidationError && error.code === 'REFERENCE_UNRESOLVED';
+  }
 }
 
 /** A fresh, valid X26 → A83627 immunisation message (built, so ids never collide). */

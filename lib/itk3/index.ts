@@ -35,4 +35,9 @@ export {
   type SampleFacts,
 } from './samples.js';
 export { type FhirObject, type FhirValue, serialize } from './serialize.js';
-export { type Itk3Validation, validateItk3 } from './validate.js';
+export {
+  type Itk3Validation,
+  type Itk3ValidationOptions,
+  type UnresolvedReferencePolicy,
+  validateItk3,
+} from './validate.js';

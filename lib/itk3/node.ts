@@ -7,6 +7,8 @@ import type { XmlElement } from './xml.js';
 
 /** A FHIR element (XML element or JSON value). */
 export interface FhirNode {
+  /** Which representation this node views. */
+  readonly format: 'xml' | 'json';
   /** Child elements called `name`; a JSON array is flattened, as FHIR XML repeats elements. */
   children(name: string): FhirNode[];
   /** First child element called `name`. */
@@ -39,6 +41,8 @@ export function jsonNode(value: unknown): FhirNode {
 }
 
 class XmlNode implements FhirNode {
+  readonly format = 'xml';
+
   constructor(private readonly element: XmlElement) {}
 
   children(name: string): FhirNode[] {
@@ -84,6 +88,8 @@ class XmlNode implements FhirNode {
 }
 
 class JsonNode implements FhirNode {
+  readonly format = 'json';
+
   constructor(private readonly value: unknown) {}
 
   private member(name: string): unknown {

@@ -5,8 +5,15 @@
  * `BUNDLE_UNREADABLE`, anything readable that is not a FHIR `Bundle` of type `message` throws
  * `BUNDLE_NOT_ITK3` (both ITK3 10009). Everything else is reported, not judged: header rules live
  * in `validate.ts`, so a bad header still yields the ids needed to answer the sender.
+ *
+ * The exception is anything another reasonable reader would read differently (one view of the
+ * message, ITK3 20006): a byte-order mark, content outside FHIR (see `xml.ts`), JSON member names
+ * that are not FHIR names, a repeating element that is not a JSON array, duplicate `fullUrl`s
+ * (bdl-7), identity values (fullUrls, references, resource ids, ODS codes) that are not plain ASCII,
+ * and a header Organization whose identifiers are not exactly one ODS code. These throw here:
+ * there is no single reading of such a message to report on.
  */
-import { Itk3ValidationError } from '../errors.js';
+import { Itk3ValidationError, type RejectionCode } from '../errors.js';
 import {
   HANDLING_EXTENSION_URL,
   ODS_ORGANIZATION_SYSTEM,
@@ -16,7 +23,7 @@ import {
 } from './constants.js';
 import { JsonRefusal, readJson } from './json.js';
 import { type FhirNode, jsonNode, xmlNode } from './node.js';
-import { readXml, XmlRefusal } from './xml.js';
+import { readXml, XmlAmbiguity, XmlRefusal } from './xml.js';
 
 /** Wire format of a Bundle. */
 export type BundleFormat = 'xml' | 'json';
@@ -150,6 +157,10 @@ export function parseBundle(
   if (bytes.byteLength > caps.maxBytes) {
     throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
   }
+  // Delivery is byte for byte: a BOM that readers treat differently (JSON.parse refuses it) is refused.
+  if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
+    throw new Itk3ValidationError('BUNDLE_BYTE_ORDER_MARK', 'bundle starts with a byte-order mark');
+  }
   const text = decodeUtf8(bytes);
   if (format === 'xml') return parseXml(text, caps);
   if (format === 'json') return parseJson(text, caps);
@@ -158,8 +169,8 @@ export function parseBundle(
 
 function decodeUtf8(bytes: Uint8Array): string {
   try {
-    // fatal: invalid sequences throw instead of becoming U+FFFD; a leading BOM is dropped.
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    // fatal: invalid sequences throw instead of becoming U+FFFD. A BOM was refused before.
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
     throw new Itk3ValidationError('BUNDLE_UNREADABLE', 'bundle is not valid UTF-8');
   }
@@ -175,6 +186,10 @@ function parseXml(text: string, caps: ParseLimits): Itk3Message {
       maxAttributesPerElement: caps.maxAttributesPerElement,
     });
   } catch (error) {
+    if (error instanceof XmlAmbiguity) {
+      const code = error.kind === 'foreign-content' ? 'BUNDLE_FOREIGN_CONTENT' : 'BUNDLE_AMBIGUOUS';
+      throw new Itk3ValidationError(code, `bundle is refused: ${error.message}`);
+    }
     throw unreadable(error instanceof XmlRefusal ? error.message : 'XML could not be read');
   }
   if (doc.root === undefined || doc.rootName !== 'Bundle') throw notItk3();
@@ -190,7 +205,53 @@ function parseJson(text: string, caps: ParseLimits): Itk3Message {
   }
   const root = jsonNode(value).resource();
   if (root === undefined || root.type !== 'Bundle') throw notItk3();
+  refuseNonFhirJson(value);
   return extract(root.node, 'json');
+}
+
+/**
+ * The string value of a primitive the header walk reads (ids, fullUrls, references, event, ODS
+ * identifiers). In JSON a present member that is not a string is refused: the gateway would read
+ * nothing where a reader that stringifies (`String(123)`) reads a value.
+ */
+function stringValue(node: FhirNode | undefined): string | undefined {
+  if (node === undefined) return undefined;
+  const value = node.str();
+  if (value === undefined && node.format === 'json') {
+    refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a JSON identity value is not a string');
+  }
+  return value;
+}
+
+/** A FHIR JSON member name: an element name, or `_name` for a primitive's id and extensions. */
+const FHIR_MEMBER_NAME = /^_?[A-Za-z][A-Za-z0-9]*$/;
+
+/**
+ * Refuse member names no FHIR element has (`fhir_comments`, `@id`, `entry `, …) and members that are
+ * `null` (FHIR JSON has none outside arrays): the gateway would ignore them and another reader might
+ * not. Iterative, so depth is bounded by the reader's caps only.
+ */
+function refuseNonFhirJson(value: unknown): void {
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const current = pending.pop();
+    if (Array.isArray(current)) {
+      // One by one: spreading a million-item array would overflow the argument stack.
+      for (const item of current) pending.push(item);
+    } else if (typeof current === 'object' && current !== null) {
+      for (const [name, member] of Object.entries(current)) {
+        if (!FHIR_MEMBER_NAME.test(name)) {
+          refuse('BUNDLE_FOREIGN_CONTENT', 'bundle is refused: JSON member name is not a FHIR element name');
+        }
+        if (member === null) refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a JSON member is null');
+        pending.push(member);
+      }
+    }
+  }
+}
+
+function refuse(code: RejectionCode, reason: string): never {
+  throw new Itk3ValidationError(code, reason);
 }
 
 function unreadable(reason: string): Itk3ValidationError {
@@ -216,7 +277,29 @@ function singleReader(problems: string[]) {
 interface Entry {
   fullUrl: string | undefined;
   type: string | undefined;
+  /** The resource's `id`. */
+  id: string | undefined;
   node: FhirNode | undefined;
+}
+
+/**
+ * Printable ASCII with no space and none of `"&'<>`: such a value reads the same in every XML
+ * reader (no entity or character reference can be in it) and in every JSON reader.
+ */
+const PLAIN = /^[!#-%(-;=?-~]+$/;
+/** FHIR `id` datatype. */
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+
+/**
+ * The members of a repeating element. JSON must give it as an array: a lone object would be one
+ * entry here and nothing (or a crash) for a reader that iterates the array.
+ */
+function listOf(node: FhirNode, name: string, where: string): FhirNode[] {
+  const found = node.children(name);
+  if (found.length > 0 && node.format === 'json' && !node.isList(name)) {
+    refuse('BUNDLE_AMBIGUOUS', `bundle is refused: ${where}.${name} is not a JSON array`);
+  }
+  return found;
 }
 
 function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
@@ -234,7 +317,8 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
     if (bundle.children(name).length > 0) forbiddenElements.push(`Bundle.${name}`);
   }
 
-  const entries: Entry[] = bundle.children('entry').map((entry) => {
+  const fullUrls = new Set<string>();
+  const entries: Entry[] = listOf(bundle, 'entry', 'Bundle').map((entry) => {
     for (const name of ['request', 'response', 'search']) {
       const label = `Bundle.entry.${name}`;
       if (entry.children(name).length > 0 && !forbiddenElements.includes(label)) {
@@ -244,7 +328,27 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
     const resources = entry.children('resource');
     if (resources.length > 1 || entry.isList('resource')) problems.push('Bundle.entry.resource repeated');
     const resource = resources[0]?.resource();
-    return { fullUrl: entry.first('fullUrl')?.str(), type: resource?.type, node: resource?.node };
+    if (resources[0] !== undefined && resource === undefined) {
+      refuse(
+        'BUNDLE_AMBIGUOUS',
+        'bundle is refused: Bundle.entry.resource does not hold exactly one resource',
+      );
+    }
+    const fullUrl = stringValue(single(entry, 'fullUrl', 'Bundle.entry'));
+    if (fullUrl !== undefined) {
+      if (!PLAIN.test(fullUrl)) refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: a fullUrl is not plain ASCII');
+      // FHIR bdl-7: a fullUrl names one entry, so no two readers can resolve a reference apart.
+      if (fullUrls.has(fullUrl)) {
+        refuse('DUPLICATE_FULL_URL', 'bundle is refused: two entries share a fullUrl');
+      }
+      fullUrls.add(fullUrl);
+    }
+    const id = resource === undefined ? undefined : stringValue(single(resource.node, 'id', resource.type));
+    // MessageHeader.id has its own rule (validate.ts); every other id must be one a reader cannot misread.
+    if (id !== undefined && resource?.type !== 'MessageHeader' && !FHIR_ID.test(id)) {
+      refuse('BUNDLE_AMBIGUOUS', 'bundle is refused: an entry resource id is not a FHIR id');
+    }
+    return { fullUrl, type: resource?.type, id, node: resource?.node };
   });
 
   const headers = entries.filter((e) => e.type === 'MessageHeader');
@@ -252,8 +356,7 @@ function extract(bundle: FhirNode, format: BundleFormat): Itk3Message {
   const header = readHeader(headerNode, entries, problems, forbiddenElements);
 
   const focus = resolve(entries, header.focusReference);
-  const documentId =
-    focus?.type === 'Bundle' && focus.node !== undefined ? focus.node.first('id')?.str() : undefined;
+  const documentId = focus?.type === 'Bundle' ? focus.id : undefined;
 
   return {
     format,
@@ -288,14 +391,22 @@ function readHeader(
   }
   const single = singleReader(problems);
 
-  const id = single(mh, 'id', 'MessageHeader')?.str() ?? '';
+  const id = stringValue(single(mh, 'id', 'MessageHeader')) ?? '';
   const event = single(mh, 'event', 'MessageHeader');
-  const senderRef = single(mh, 'sender', 'MessageHeader')?.first('reference')?.str();
-  const receiverRef = single(mh, 'receiver', 'MessageHeader')?.first('reference')?.str();
+  const reference = (name: string): string | undefined => {
+    const element = single(mh, name, 'MessageHeader');
+    const value = element === undefined ? undefined : stringValue(single(element, 'reference', name));
+    if (value !== undefined && !PLAIN.test(value)) {
+      refuse('BUNDLE_AMBIGUOUS', `bundle is refused: MessageHeader.${name} reference is not plain ASCII`);
+    }
+    return value;
+  };
+  const senderRef = reference('sender');
+  const receiverRef = reference('receiver');
   const timestamp = single(mh, 'timestamp', 'MessageHeader')?.str();
   const source = single(mh, 'source', 'MessageHeader');
   const sourceEndpoint = source === undefined ? undefined : single(source, 'endpoint', 'source')?.str();
-  const focusReference = single(mh, 'focus', 'MessageHeader')?.first('reference')?.str();
+  const focusReference = reference('focus');
 
   for (const name of ['enterer', 'author', 'responsible', 'reason']) {
     if (mh.children(name).length > 0) forbiddenElements.push(`MessageHeader.${name}`);
@@ -306,16 +417,16 @@ function readHeader(
     }
   }
 
-  const senderOds = odsCode(resolve(entries, senderRef));
-  const receiverOds = odsCode(resolve(entries, receiverRef));
+  const senderOds = headerOds(resolve(entries, senderRef), 'sender', single);
+  const receiverOds = headerOds(resolve(entries, receiverRef), 'receiver', single);
   const responseNode = single(mh, 'response', 'MessageHeader');
 
   return {
     id,
     event: {
-      system: event?.first('system')?.str() ?? '',
-      code: event?.first('code')?.str() ?? '',
-      display: event?.first('display')?.str() ?? '',
+      system: (event && stringValue(single(event, 'system', 'event'))) ?? '',
+      code: (event && stringValue(single(event, 'code', 'event'))) ?? '',
+      display: (event && stringValue(single(event, 'display', 'event'))) ?? '',
     },
     handling: readHandling(mh),
     ...optional('senderRef', senderRef),
@@ -360,7 +471,9 @@ function readHandling(mh: FhirNode): Itk3Handling {
   const problem = (key: string, what: string): void => {
     handling.problems.push(`${key}: ${what}`);
   };
-  const extensions = mh.children('extension').filter((e) => e.attr('url') === HANDLING_EXTENSION_URL);
+  const extensions = listOf(mh, 'extension', 'MessageHeader').filter(
+    (e) => e.attr('url') === HANDLING_EXTENSION_URL,
+  );
   if (extensions.length === 0) {
     problem('handling', 'extension missing');
     return handling;
@@ -369,7 +482,7 @@ function readHandling(mh: FhirNode): Itk3Handling {
   const extension = extensions[0] as FhirNode;
 
   const seen = new Set<HandlingKey>();
-  for (const sub of extension.children('extension')) {
+  for (const sub of listOf(extension, 'extension', 'handling')) {
     const url = sub.attr('url');
     if (url === undefined || !isHandlingKey(url)) {
       problem('handling', 'unknown key');
@@ -458,8 +571,10 @@ function readResponse(response: FhirNode, entries: Entry[]): Itk3ResponseInfo {
 }
 
 /**
- * Find the entry a reference points at: exact `fullUrl` match, else a relative `Type/id`
- * reference matched on resource type and id.
+ * Find the entry a reference points at: the one entry whose `fullUrl` is the reference (fullUrls
+ * are unique), else, for a relative `Type/id`, the one entry whose fullUrl ends in `/Type/id` and
+ * whose resource is that type and id. Anything less certain resolves to nothing, so a reader
+ * matching on fullUrl alone and one matching on type and id can never pick different entries.
  */
 function resolve(entries: Entry[], reference: string | undefined): Entry | undefined {
   if (reference === undefined || reference === '') return undefined;
@@ -467,18 +582,54 @@ function resolve(entries: Entry[], reference: string | undefined): Entry | undef
   if (exact !== undefined) return exact;
   const relative = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(reference);
   if (relative === null) return undefined;
-  return entries.find((e) => e.type === relative[1] && e.node?.first('id')?.str() === relative[2]);
+  const [, type, id] = relative;
+  const byUrl = (e: Entry): boolean => e.fullUrl?.endsWith(`/${reference}`) === true;
+  const byIdentity = (e: Entry): boolean => e.type === type && e.id === id;
+  const candidates = entries.filter((e) => byUrl(e) || byIdentity(e));
+  const only = candidates.length === 1 ? candidates[0] : undefined;
+  return only !== undefined && byUrl(only) && byIdentity(only) ? only : undefined;
 }
 
-function odsCode(entry: Entry | undefined): string | undefined {
+/** True for a system that looks like an ODS system without being one (for the refusal's wording). */
+function resemblesOds(system: string | undefined): boolean {
+  return system !== undefined && /(^|[^a-z])ods([^a-z]|$)/i.test(system);
+}
+
+/**
+ * ODS code of a header Organization (the entry `sender` or `receiver` resolves to). Such an
+ * Organization carries ODS codes only (ITK3.md §2): exactly one identifier under
+ * `ods-organization-code` or `ods-site-code`. A second ODS identifier, or any identifier under
+ * another system (a near miss such as `http://…`, a trailing slash, other case or spelling
+ * included), is refused rather than skipped: readers that take "the first identifier" or match
+ * systems loosely would read another organisation.
+ */
+function headerOds(
+  entry: Entry | undefined,
+  role: 'sender' | 'receiver',
+  single: ReturnType<typeof singleReader>,
+): string | undefined {
   if (entry?.type !== 'Organization' || entry.node === undefined) return undefined;
-  const identifiers = entry.node.children('identifier');
-  const bySystem = (system: string): string | undefined =>
-    identifiers
-      .find((i) => i.first('system')?.str() === system)
-      ?.first('value')
-      ?.str();
-  return bySystem(ODS_ORGANIZATION_SYSTEM) ?? bySystem(ODS_SITE_SYSTEM);
+  const codes: string[] = [];
+  for (const identifier of listOf(entry.node, 'identifier', 'Organization')) {
+    const system = stringValue(single(identifier, 'system', 'identifier'));
+    if (system !== ODS_ORGANIZATION_SYSTEM && system !== ODS_SITE_SYSTEM) {
+      refuse(
+        'ODS_IDENTIFIER_AMBIGUOUS',
+        resemblesOds(system)
+          ? `${role} Organization has an identifier under a near miss of the ODS systems`
+          : `${role} Organization has an identifier outside the ODS systems`,
+      );
+    }
+    const value = stringValue(single(identifier, 'value', 'identifier'));
+    if (value === undefined || !PLAIN.test(value)) {
+      refuse('ODS_IDENTIFIER_AMBIGUOUS', `${role} Organization has an ODS identifier without a plain value`);
+    }
+    codes.push(value);
+  }
+  if (codes.length > 1) {
+    refuse('ODS_IDENTIFIER_AMBIGUOUS', `${role} Organization has more than one ODS identifier`);
+  }
+  return codes[0];
 }
 
 /** Last URL segment, `…-MessageDefinition-Instance-N` normalised to `…-MessageDefinition-N`. */

@@ -36,7 +36,8 @@ export interface SampleFacts {
   /**
    * Defects of the real fixture that built equivalents do not have. `engage_jack_smith_mirc.xml`
    * references a receiver and a focus whose `fullUrl`s are not in the Bundle, so its parsed
-   * `receiverOds` and `documentId` are undefined (validation warns and accepts).
+   * `receiverOds` and `documentId` are undefined: refused (20006 `REFERENCE_UNRESOLVED`) under the
+   * default rule setting, accepted with warnings under `unresolvedReferences: 'allow'`.
    */
   readonly fixtureQuirks?: readonly ('receiver-unresolved' | 'focus-unresolved')[];
 }

@@ -17,6 +17,18 @@ import {
 } from './constants.js';
 import type { Itk3Message } from './parse.js';
 
+/** What references that do not resolve lead to: refusal (the default) or a warning. */
+export type UnresolvedReferencePolicy = 'refuse' | 'allow';
+
+/** Per-rule choices that change validation. */
+export interface Itk3ValidationOptions {
+  /**
+   * `receiver` present but not resolving to an ODS-coded Organization in the Bundle, or `focus`
+   * not resolving to an entry. `sender` must always resolve. @default 'refuse'
+   */
+  unresolvedReferences?: UnresolvedReferencePolicy;
+}
+
 /** Result of a successful validation. */
 export interface Itk3Validation {
   /** Accepted deviations, e.g. an `-Instance-` MessageDefinition URL or a legacy `Priority` key. */
@@ -59,11 +71,12 @@ const KEY_ORDER = [
  * const msg = parseBundle(bytes, 'xml');
  * const { warnings } = validateItk3(msg); // throws Itk3ValidationError on the first broken rule
  *
- * @throws Itk3ValidationError `ITK3_HEADER_INVALID` (20006), `HANDLING_SPEC_INVALID` (10001),
+ * @throws Itk3ValidationError `ITK3_HEADER_INVALID` (20006), `REFERENCE_UNRESOLVED` (20006),
+ *   `HANDLING_SPEC_INVALID` (10001),
  *   `INF_ACK_INVALID` (10002), `BUS_ACK_INVALID` (10003), `MESSAGE_DEFINITION_UNSUPPORTED` (10004),
  *   `SENDER_REFERENCE_INVALID` (10007), `RECIPIENT_TYPE_INVALID` (10010).
  */
-export function validateItk3(msg: Itk3Message): Itk3Validation {
+export function validateItk3(msg: Itk3Message, options: Itk3ValidationOptions = {}): Itk3Validation {
   const warnings: string[] = [];
   const header = (message: string): never => {
     throw new Itk3ValidationError('ITK3_HEADER_INVALID', message);
@@ -102,18 +115,36 @@ export function validateItk3(msg: Itk3Message): Itk3Validation {
     header('MessageHeader.focus is missing');
   }
   checkResponse(msg);
+  checkReferences(msg, options.unresolvedReferences ?? 'refuse', warnings);
 
   // Accepted, but worth knowing.
-  if (mh.senderOds === undefined) warnings.push('sender does not resolve to an ODS-coded Organization');
-  if (mh.receiverRef !== undefined && mh.receiverOds === undefined) {
-    warnings.push('receiver does not resolve to an ODS-coded Organization');
-  }
-  if (msg.payloadType === undefined) warnings.push('focus does not resolve to an entry');
   const expected = EVENTS[mh.event.code]?.messageDefinition;
   if (expected !== undefined && msg.messageDefinitionName !== expected) {
     warnings.push('MessageDefinition is not the one usual for this event');
   }
   return { warnings };
+}
+
+/**
+ * A reference that resolves to nothing leaves the recipient to guess what it means, and a guess can
+ * differ from what was checked here. The sender is the authenticated party: it must always resolve.
+ */
+function checkReferences(msg: Itk3Message, policy: UnresolvedReferencePolicy, warnings: string[]): void {
+  const { header: mh } = msg;
+  if (mh.senderOds === undefined) {
+    throw new Itk3ValidationError(
+      'REFERENCE_UNRESOLVED',
+      'MessageHeader.sender does not resolve to an ODS-coded Organization',
+    );
+  }
+  const unresolved: string[] = [];
+  if (mh.receiverRef !== undefined && mh.receiverOds === undefined) {
+    unresolved.push('MessageHeader.receiver does not resolve to an ODS-coded Organization');
+  }
+  if (msg.payloadType === undefined) unresolved.push('MessageHeader.focus does not resolve to an entry');
+  if (unresolved.length === 0) return;
+  if (policy === 'refuse') throw new Itk3ValidationError('REFERENCE_UNRESOLVED', unresolved[0] as string);
+  warnings.push(...unresolved);
 }
 
 function checkHandling(msg: Itk3Message, warnings: string[]): void {

@@ -60,7 +60,7 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
     ...(msg.header.handling.senderReference ? { senderReference: msg.header.handling.senderReference } : {}),
   };
   withHints(() => {
-    validateItk3(msg);
+    validateItk3(msg, { unresolvedReferences: rule?.unresolvedReferences ?? 'refuse' });
     checkHeaderBindings(msg, verified.routing, config.sendersByOds.get(principal.organisation)?.meshMailbox);
     if (rule) checkRuleConstraints(msg, rule);
   }, hints);

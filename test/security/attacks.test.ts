@@ -12,6 +12,8 @@
  * guards are wired into the running pipeline and answer with the right stage and code.
  */
 import { generateKeyPairSync, type KeyObject, randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createDeflateRaw } from 'node:zlib';
 import { CompactEncrypt, compactVerify, exportJWK, FlattenedEncrypt, FlattenedSign } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -33,6 +35,7 @@ import {
   signAs,
   signerOf,
   testWorld,
+  verifyResponse,
 } from '../support/world.js';
 import {
   type AttackRow,
@@ -2560,5 +2563,175 @@ describe('findings F1–F3: the inbound queue takes no trace id or receipt time 
     expect(h.keys.unwraps - before).toBe(0);
     // Leave the DLQ empty for the other cases.
     h.pipeline.dlqs.authorise.take(r.traceId ?? '');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9, class 1: one view of the message. A registered sender, with a valid credential and a
+// valid signature, sends a Bundle that a common recipient parser would read differently from the
+// gateway. Each must end 20006 at verify, with the specific code in the response's diagnostics.
+
+describe('one view of the message: what a recipient parser would read otherwise is refused', () => {
+  const SENDER_ODS_XML = '<value value="X26"/>';
+  const ODS_SYSTEM = 'https://fhir.nhs.uk/Id/ods-organization-code';
+
+  /** X26's valid message with its Bundle text changed by `edit` (routing and ids unchanged). */
+  function edited(edit: (text: string) => string, format: 'xml' | 'json' = 'xml'): BuiltMessage {
+    const msg = buildMessage('X26', { format });
+    return { ...msg, bytes: new TextEncoder().encode(edit(new TextDecoder().decode(msg.bytes))) };
+  }
+
+  /** The top-level entry whose fullUrl is the sender reference, as text. */
+  function senderEntry(text: string): string {
+    const reference = /<sender>\s*<reference value="([^"]+)"\/>/.exec(text)?.[1] as string;
+    const start = text.indexOf(`<entry>\n    <fullUrl value="${reference}"/>`);
+    return text.slice(start, text.indexOf('</entry>', start) + '</entry>'.length);
+  }
+
+  /** Run the case, then check the signed ITK3 response names the code in its diagnostics. */
+  async function refused(id: string, attack: string, msg: BuiltMessage, code: RejectionCode): Promise<void> {
+    const r = await check(
+      id,
+      attack,
+      { credential: await token('X26'), sealed: await sealAs(world, 'X26', msg) },
+      rejected('verify', code),
+    );
+    const file = r.responseFiles[0] as string;
+    const { message } = await verifyResponse(
+      world,
+      readFileSync(path.join(h.baseDir, 'responses', file), 'utf8'),
+    );
+    expect(message.header.response).toMatchObject({ itkCode: '20006', diagnostics: code });
+  }
+
+  it('an entry in a foreign namespace before the real MessageHeader, naming FQ123 as sender', async () => {
+    const evil = (text: string) => {
+      const header = text.slice(text.indexOf('<entry>'), text.indexOf('</entry>') + '</entry>'.length);
+      const foreign = header.replace('<entry>', '<entry xmlns="urn:x-evil">');
+      const org = senderEntry(text)
+        .replace('<entry>', '<entry xmlns="urn:x-evil">')
+        .replace(SENDER_ODS_XML, '<value value="FQ123"/>');
+      return text.replace('<entry>', `${foreign}${org}<entry>`);
+    };
+    await refused(
+      'one-view.foreign-entry',
+      'foreign-namespace entry before the real header',
+      edited(evil),
+      'BUNDLE_FOREIGN_CONTENT',
+    );
+  });
+
+  it('a prefixed duplicate of the sender ODS attribute', async () => {
+    const evil = (text: string) =>
+      text.replace(SENDER_ODS_XML, '<value value="X26" xmlns:f="http://hl7.org/fhir" f:value="FQ123"/>');
+    await refused(
+      'one-view.prefixed-attribute',
+      'prefixed duplicate attribute on the sender ODS code',
+      edited(evil),
+      'BUNDLE_FOREIGN_CONTENT',
+    );
+  });
+
+  it('a second entry with the sender Organization fullUrl, placed first, naming FQ123', async () => {
+    const evil = (text: string) =>
+      text.replace(
+        '<entry>',
+        `${senderEntry(text).replace(SENDER_ODS_XML, '<value value="FQ123"/>')}<entry>`,
+      );
+    await refused(
+      'one-view.duplicate-fullurl',
+      'second entry under the sender fullUrl (bdl-7)',
+      edited(evil),
+      'DUPLICATE_FULL_URL',
+    );
+  });
+
+  it('a second ODS identifier before the real one on the sender Organization', async () => {
+    const extra = `<identifier><system value="${ODS_SYSTEM}"/><value value="FQ123"/></identifier>`;
+    const evil = (text: string) => {
+      const entry = senderEntry(text);
+      return text.replace(entry, entry.replace('<identifier>', `${extra}<identifier>`));
+    };
+    await refused(
+      'one-view.second-ods',
+      'second ODS identifier before the real one',
+      edited(evil),
+      'ODS_IDENTIFIER_AMBIGUOUS',
+    );
+  });
+
+  it('a receiver identifier under a near-miss ODS system (JSON)', async () => {
+    const evil = (text: string) => {
+      const bundle = JSON.parse(text) as { entry: { fullUrl: string; resource: Record<string, unknown> }[] };
+      const header = bundle.entry[0]?.resource as { receiver: { reference: string } };
+      const receiver = bundle.entry.find((e) => e.fullUrl === header.receiver.reference)?.resource as {
+        identifier: unknown[];
+      };
+      receiver.identifier.unshift({
+        system: 'http://fhir.nhs.uk/Id/ods-organization-code',
+        value: 'A8797979',
+      });
+      return JSON.stringify(bundle);
+    };
+    await refused(
+      'one-view.near-miss-receiver',
+      'receiver identifier under a near-miss system',
+      edited(evil, 'json'),
+      'ODS_IDENTIFIER_AMBIGUOUS',
+    );
+  });
+
+  it('fhir_comments in a JSON Bundle', async () => {
+    const evil = (text: string) =>
+      text.replace(
+        '"resourceType": "MessageHeader",',
+        '"resourceType": "MessageHeader", "fhir_comments": ["x"],',
+      );
+    await refused(
+      'one-view.fhir-comments',
+      'fhir_comments member in JSON',
+      edited(evil, 'json'),
+      'BUNDLE_FOREIGN_CONTENT',
+    );
+  });
+
+  it('a byte-order mark before the Bundle (it would not be delivered byte for byte)', async () => {
+    await refused(
+      'one-view.bom',
+      'UTF-8 byte-order mark before the Bundle',
+      edited((text) => `\uFEFF${text}`),
+      'BUNDLE_BYTE_ORDER_MARK',
+    );
+  });
+
+  it('a receiver reference that resolves to no entry: refused by default, delivered under a rule that allows it', async () => {
+    const dangling = () =>
+      edited((text) =>
+        text.replace(
+          /(<receiver>\s*<reference value=")[^"]+/,
+          '$1urn:uuid:ffffffff-0000-4000-8000-00000000dead',
+        ),
+      );
+    await refused(
+      'one-view.dangling-receiver',
+      'receiver reference resolving to no entry',
+      dangling(),
+      'REFERENCE_UNRESOLVED',
+    );
+
+    const rules = world.configDoc.rules.map((rule) =>
+      rule.sender.ods === 'X26' && rule.event === 'ITK009D'
+        ? { ...rule, unresolvedReferences: 'allow' as const }
+        : rule,
+    );
+    const lenient = new Harness(world, makeTempDir('itk3-one-view-'), {
+      config: configWith(world, { rules }),
+    });
+    const msg = dangling();
+    const r = await lenient.run({
+      credential: await credentialFor(world, 'X26', lenient.now()),
+      sealed: await sealAs(world, 'X26', msg),
+    });
+    expect(r.outcome).toMatchObject({ status: 'delivered', stage: 'deliver' });
   });
 });

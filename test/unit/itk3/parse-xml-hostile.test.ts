@@ -48,12 +48,22 @@ describe('parseBundle (XML) refuses hostile input', () => {
     refusedFast(valid().replace('value="NOROT003"', 'value="&mailbox;"'));
   });
 
-  it('accepts the five predefined entities and numeric character references', () => {
+  it('accepts the five predefined entities and references to specials, whitespace and non-ASCII', () => {
     const msg = parseBundle(
-      utf8(valid().replace('value="NOROT003"', 'value="&lt;&gt;&amp;&quot;&apos;&#65;&#x42;"')),
+      utf8(valid().replace('value="NOROT003"', 'value="&lt;&gt;&amp;&quot;&apos;&#60;&#x26;&#10;&#xE9;"')),
       'xml',
     );
-    expect(msg.header.sourceEndpoint).toBe(`<>&"'AB`);
+    expect(msg.header.sourceEndpoint).toBe(`<>&"'<&\né`);
+  });
+
+  it('refuses a reference that spells a plain ASCII character (fast-xml-parser would not decode it)', () => {
+    for (const spelt of ['&#65;', '&#x42;', '&#x0000041;', '&#32;', '&#126;']) {
+      const error = expectCode(
+        () => parseBundle(utf8(valid().replace('value="NOROT003"', `value="NOROT${spelt}"`)), 'xml'),
+        'BUNDLE_AMBIGUOUS',
+      );
+      expect(error.itk3Code).toBe('20006');
+    }
   });
 
   it('refuses processing instructions, before or inside the root', () => {
@@ -69,9 +79,9 @@ describe('parseBundle (XML) refuses hostile input', () => {
     refusedFast(withProlog('<?xml version="1.0" encoding="ISO-8859-1"?>\n'));
   });
 
-  it('accepts a leading UTF-8 BOM', () => {
+  it('refuses a leading UTF-8 BOM: what is delivered must be the signed bytes, read one way', () => {
     const bytes = new Uint8Array([0xef, 0xbb, 0xbf, ...utf8(valid())]);
-    expect(parseBundle(bytes, 'xml').header.sourceEndpoint).toBe('NOROT003');
+    expect(expectCode(() => parseBundle(bytes, 'xml'), 'BUNDLE_BYTE_ORDER_MARK').itk3Code).toBe('20006');
   });
 
   it('refuses nesting deeper than 64 elements, at once, even 100 000 deep', () => {

@@ -42,7 +42,9 @@ const VIOLATIONS: [string, (m: Mutable) => void, RejectionCode][] = [
     'two MessageHeaders',
     (m) => {
       const entries = arr(m, 'entry');
-      entries.push(structuredClone(entries[0] as Mutable));
+      const copy = structuredClone(entries[0] as Mutable);
+      copy.fullUrl = 'urn:uuid:5d0a3f6e-8b1c-4e2d-9f3a-7c6b5a4d3e21';
+      entries.push(copy);
     },
     'ITK3_HEADER_INVALID',
   ],
