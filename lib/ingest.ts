@@ -1,11 +1,17 @@
 /**
  * The front door: accept a credential and a sealed message, answer with a tracking id, and queue a
- * record for the authenticate stage. Only cheap structural checks happen here (size, charset,
- * presence); every security decision is the pipeline's. Used by the HTTP ingest function and by
- * `itk3 serve`.
+ * record for the authenticate stage. Used by the HTTP ingest function and by `itk3 serve`.
+ *
+ * Only cheap checks happen here, but the credential is one of them (issue 9, class 4): its
+ * signature against the configured issuers' public keys, its times at receipt and its audience —
+ * no key service, no store. A credential that fails is answered 401 with its code before anything
+ * is stored, so anonymous traffic never reaches the blob store or the queue. Single use (`jti`),
+ * authorisation and everything else stay the pipeline's decisions.
  */
 import { randomUUID } from 'node:crypto';
 import type { LoadedConfig } from './config/load.js';
+import { verifyCredential } from './envelope/token.js';
+import { AuthenticationError } from './errors.js';
 import type { Ports } from './ports/index.js';
 import type { PipelineRecord } from './record.js';
 import { artefactKey, storeArtefact } from './stages/context.js';
@@ -52,25 +58,36 @@ export async function ingest(
       message: 'body must be a compact JWE (five base64url segments)',
     };
   }
+  try {
+    await verifyCredential(token, config, submission.receivedAt);
+  } catch (error) {
+    if (error instanceof AuthenticationError) {
+      return { status: 401, error: error.code, message: 'the credential was not accepted' };
+    }
+    throw error;
+  }
   let trackingId: string;
+  let claimCheckKey: string | undefined;
   try {
     // Small envelopes travel as the queue body itself; large ones go to the blob store and the
     // body is a claim-check reference. The credential is a message attribute either way, exactly
     // as for direct SQS ingestion: the inbound queue has one format, whoever writes to it.
     let queueBody = body;
     if (Buffer.byteLength(body, 'utf8') > limits.claimCheckBytes) {
-      const artefact = await storeArtefact(
-        { ports, config },
-        artefactKey(`ingest-${randomUUID()}`, 'sealed.jwe'),
-        body,
-      );
-      if ('ref' in artefact) queueBody = JSON.stringify({ claimCheck: artefact.ref });
+      const key = artefactKey(`ingest-${randomUUID()}`, 'sealed.jwe');
+      const artefact = await storeArtefact({ ports, config }, key, body);
+      if ('ref' in artefact) {
+        claimCheckKey = key;
+        queueBody = JSON.stringify({ claimCheck: artefact.ref });
+      }
     }
     trackingId = await ports.queues.sendInbound(queueBody, {
       Authorization: `Bearer ${token}`,
       Ingress: submission.source,
     });
   } catch {
+    // Nothing was queued: the stored envelope belongs to no trace, so it goes now.
+    if (claimCheckKey) await ports.blobs.delete(claimCheckKey).catch(() => undefined);
     return { status: 503, error: 'QUEUE_UNAVAILABLE', message: 'try again later' };
   }
   return { status: 202, trackingId };

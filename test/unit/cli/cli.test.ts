@@ -16,6 +16,8 @@ import {
   buildMessage,
   configWithLimits,
   credentialFor,
+  deliveredFile,
+  deliveredIds,
   filesIn,
   keyService,
   makeTempDir,
@@ -312,7 +314,7 @@ describe('itk3 token → seal → process', () => {
       itk3Code: '20013',
       error: null,
     });
-    const delivered = join(worldPaths(out).delivered('A83627'), `${line.messageId}.xml`);
+    const delivered = deliveredFile(worldPaths(out).delivered('A83627'), line.messageId);
     expect(Buffer.compare(readFileSync(delivered), Buffer.from(sample.bytes))).toBe(0);
     expect(filesIn(out)).toContain('audit.jsonl');
   });
@@ -408,7 +410,7 @@ describe('itk3 dlq', () => {
         error: null,
       }),
     ]);
-    const delivered = join(worldPaths(out).delivered('A83627'), `${msg.messageId}.xml`);
+    const delivered = deliveredFile(worldPaths(out).delivered('A83627'), msg.messageId);
     expect(Buffer.compare(readFileSync(delivered), Buffer.from(msg.bytes))).toBe(0);
 
     const empty = await cli('dlq', 'list', '--out', out);
@@ -473,7 +475,7 @@ describe('itk3 serve', () => {
       messageId: msg.messageId,
       itk3Code: '20013',
     });
-    expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toContain(`${msg.messageId}.xml`);
+    expect(deliveredIds(worldPaths(baseDir).delivered('A83627'))).toContain(`${msg.messageId}.xml`);
   });
 
   it('refuses a request without Authorization with 401', async () => {

@@ -21,7 +21,7 @@ import {
   SignatureError,
   TransientError,
 } from '../../../lib/errors.js';
-import { UNREADABLE_ID, validateItk3 } from '../../../lib/itk3/index.js';
+import { validateItk3 } from '../../../lib/itk3/index.js';
 import { type PipelineRecord, parseRecord, serialiseRecord } from '../../../lib/record.js';
 import { authenticate } from '../../../lib/stages/authenticate.js';
 import { authoriseStage } from '../../../lib/stages/authorise.js';
@@ -29,6 +29,7 @@ import { processStageBatch, type StageObserver } from '../../../lib/stages/batch
 import { decryptStage } from '../../../lib/stages/decrypt.js';
 import { deliverStage } from '../../../lib/stages/deliver.js';
 import { verifyStage } from '../../../lib/stages/verify.js';
+import { CountingKeys } from '../../security/support.js';
 import {
   ingressRecord,
   sqsEvent,
@@ -116,6 +117,12 @@ async function expectRejected(
 }
 
 const silentObserver: StageObserver = { record: () => undefined };
+
+/** Where a delivered or answered record went. */
+function locationOf(outcome: Awaited<ReturnType<typeof deliverStage>>): string {
+  if (outcome.kind === 'unanswered') throw new Error('expected a delivery or a response');
+  return outcome.location;
+}
 
 describe('authenticate', () => {
   it('turns a valid credential into a principal and drops the credential', async () => {
@@ -434,10 +441,11 @@ describe('deliver', () => {
       const outcome = await deliverStage(record, ctx);
       await deliverStage(record, ctx);
 
+      const name = `X26_${msg.messageId}_${record.traceId}.${format}`;
       expect(outcome.kind).toBe('delivered');
-      expect(outcome.location).toBe(join(ctx.paths.delivered('A83627'), `${msg.messageId}.${format}`));
-      expect(filesIn(ctx.paths.delivered('A83627'))).toEqual([`${msg.messageId}.${format}`]);
-      expect(Buffer.compare(readFileSync(outcome.location), Buffer.from(msg.bytes))).toBe(0);
+      expect(locationOf(outcome)).toBe(join(ctx.paths.delivered('A83627'), name));
+      expect(filesIn(ctx.paths.delivered('A83627'))).toEqual([name]);
+      expect(Buffer.compare(readFileSync(locationOf(outcome)), Buffer.from(msg.bytes))).toBe(0);
     });
   }
 
@@ -459,7 +467,7 @@ describe('deliver', () => {
     expect(serialiseRecord(verifiedRecord).length).toBeLessThan(8 * 1024);
 
     const outcome = await deliverStage(verifiedRecord, ctx);
-    expect(Buffer.compare(readFileSync(outcome.location), Buffer.from(msg.bytes))).toBe(0);
+    expect(Buffer.compare(readFileSync(locationOf(outcome)), Buffer.from(msg.bytes))).toBe(0);
   });
 
   it('a claim-check payload changed after it was stored is a transient failure, never delivered', async () => {
@@ -537,8 +545,8 @@ describe('deliver', () => {
 
     const outcome = await deliverStage(job, ctx);
     expect(outcome.kind).toBe('responded');
-    expect(outcome.location).toBe(join(ctx.paths.responses('X26'), `${job.traceId}-20012.jws`));
-    const { message, header } = await verifyResponse(world, readFileSync(outcome.location, 'utf8'));
+    expect(locationOf(outcome)).toBe(join(ctx.paths.responses('X26'), `${job.traceId}-20012.jws`));
+    const { message, header } = await verifyResponse(world, readFileSync(locationOf(outcome), 'utf8'));
     expect(header.itk).toMatchObject({ to: 'X26', event: 'ITK008M' });
     expect(message.header.response).toMatchObject({ code: 'fatal-error', itkCode: '20012' });
     expect(message.header.receiverOds).toBe('X26');
@@ -547,8 +555,9 @@ describe('deliver', () => {
     expect(message.header.response?.diagnostics).toBe('SIGNATURE_KEY_NOT_SENDERS');
   });
 
-  it('answers a rejection with no authenticated principal in the unauthenticated folder', async () => {
-    const ctx = context();
+  it('a rejection with no authenticated principal is audited once and answered with nothing', async () => {
+    const keys = new CountingKeys(world.keystore);
+    const ctx = context({ keys });
     const sealed = await sealAs(world, 'X26', buildMessage('X26'));
     // Raw SQS ingestion with no Authorization attribute.
     const response = await processStageBatch(
@@ -558,18 +567,24 @@ describe('deliver', () => {
       silentObserver,
     );
     expect(response.batchItemFailures).toEqual([]);
-    const job = parseRecord(ctx.queues.sent[0]!.body);
-    expect(job.rejection).toMatchObject({ stage: 'authenticate', code: 'TOKEN_MISSING', itk3Code: '20012' });
-    expect(job.rejection?.respondTo).toBeUndefined();
+    // No response job: nothing goes to deliver, nothing is signed, nothing is written.
+    expect(ctx.queues.sent).toEqual([]);
+    expect(keys.signs).toBe(0);
+    expect(filesIn(ctx.paths.unauthenticated)).toEqual([]);
+    expect(ctx.audit.all().map((e) => [e.stage, e.event, e.code, e.itk3Code])).toEqual([
+      ['authenticate', 'rejected', 'TOKEN_MISSING', '20012'],
+    ]);
+  });
 
-    const outcome = await deliverStage(job, ctx);
-    expect(outcome.location).toBe(join(ctx.paths.unauthenticated, `${job.traceId}-20012.jws`));
-    expect(filesIn(ctx.paths.responses('X26'))).toEqual([]);
-    const { message, header } = await verifyResponse(world, readFileSync(outcome.location, 'utf8'));
-    expect(header.itk).toMatchObject({ to: 'UNKNOWN' });
-    expect(message.header.response).toMatchObject({ itkCode: '20012', identifier: UNREADABLE_ID });
-    expect(message.header.receiverOds).toBeUndefined();
-    // An unauthenticated sender learns the ITK3 code and nothing else.
-    expect(message.header.response?.diagnostics).toBeUndefined();
+  it('a queued rejection with no authenticated principal (from an older version) is not signed at deliver', async () => {
+    const keys = new CountingKeys(world.keystore);
+    const ctx = context({ keys });
+    const job: PipelineRecord = {
+      ...ingressRecord({ receivedAt: ctx.clock.now() }),
+      rejection: { stage: 'authenticate', code: 'TOKEN_MISSING', itk3Code: '20012' },
+    };
+    expect(await deliverStage(job, ctx)).toEqual({ kind: 'unanswered' });
+    expect(keys.signs).toBe(0);
+    expect(filesIn(ctx.paths.unauthenticated)).toEqual([]);
   });
 });
