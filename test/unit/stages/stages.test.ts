@@ -5,7 +5,7 @@
  * its catalogue code and its ITK3 code.
  */
 import '../../support/env.js';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
@@ -27,7 +27,7 @@ import { authenticate } from '../../../lib/stages/authenticate.js';
 import { authoriseStage } from '../../../lib/stages/authorise.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
 import { decryptStage } from '../../../lib/stages/decrypt.js';
-import { deliverStage } from '../../../lib/stages/deliver.js';
+import { deliverStage, deliveryName, responseName } from '../../../lib/stages/deliver.js';
 import { verifyStage } from '../../../lib/stages/verify.js';
 import { CountingKeys } from '../../security/support.js';
 import {
@@ -183,6 +183,31 @@ describe('authenticate', () => {
       'TOKEN_REPLAYED',
       '20012',
     );
+  });
+});
+
+describe('authenticate: a jti belongs to the first trace that presents it (issue 9, class 4)', () => {
+  it('the exact replay of a captured (credential, sealed message) pair as a new submission is TOKEN_REPLAYED', async () => {
+    const ctx = context();
+    const original = await recordFor(ctx, 'X26', buildMessage('X26'));
+    await authenticate({ record: original, inboundMessageId: original.traceId }, ctx);
+    // Same bytes, new queue message: the queue gave it another trace id.
+    const replay: PipelineRecord = { ...original, traceId: 'replayed-queue-message' };
+    await expectRejected(
+      authenticate({ record: replay, inboundMessageId: replay.traceId }, ctx),
+      AuthenticationError,
+      'TOKEN_REPLAYED',
+      '20012',
+    );
+  });
+
+  it('a redelivery or redrive of the same queue message (same trace) passes, however often', async () => {
+    const ctx = context();
+    const record = await recordFor(ctx, 'X26', buildMessage('X26'));
+    for (let i = 0; i < 3; i += 1) {
+      const out = await authenticate({ record, inboundMessageId: record.traceId }, ctx);
+      expect(out.principal?.organisation).toBe('X26');
+    }
   });
 });
 
@@ -417,6 +442,37 @@ describe('verify', () => {
     await expectRejected(verifyOf(ctx, 'X26', again), Itk3ValidationError, 'DUPLICATE_MESSAGE', '20007');
   });
 
+  it('another organisation cannot squat a message id or document id (keys are per sender organisation)', async () => {
+    const ctx = context();
+    const genuine = buildMessage('X26');
+    // GP0001, a registered sender to the same recipient, uses X26's ids first.
+    const squat = buildMessage('GP0001', { messageId: genuine.messageId, documentId: genuine.documentId });
+    await verifyOf(ctx, 'GP0001', squat);
+    const out = await verifyOf(ctx, 'X26', genuine);
+    expect(out.message).toMatchObject({ messageId: genuine.messageId, sender: 'X26' });
+  });
+
+  it('an id another organisation used gives a prober no signal; its own namespace still catches duplicates', async () => {
+    const ctx = context();
+    const used = buildMessage('X26');
+    await verifyOf(ctx, 'X26', used);
+    // The probe verifies exactly like a fresh id: nothing tells GP0001 that X26 used it.
+    const probe = buildMessage('GP0001', { messageId: used.messageId, documentId: used.documentId });
+    expect((await verifyOf(ctx, 'GP0001', probe)).message?.messageId).toBe(used.messageId);
+    await expectRejected(
+      verifyOf(ctx, 'GP0001', buildMessage('GP0001', { messageId: used.messageId })),
+      Itk3ValidationError,
+      'DUPLICATE_MESSAGE',
+      '20007',
+    );
+    await expectRejected(
+      verifyOf(ctx, 'X26', buildMessage('X26', { documentId: used.documentId })),
+      Itk3ValidationError,
+      'DUPLICATE_DOCUMENT',
+      '20008',
+    );
+  });
+
   it('the same trace verifying the same message again (a redelivery) is not a duplicate', async () => {
     const ctx = context();
     const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'decrypt');
@@ -448,6 +504,71 @@ describe('deliver', () => {
       expect(Buffer.compare(readFileSync(locationOf(outcome)), Buffer.from(msg.bytes))).toBe(0);
     });
   }
+
+  it('two senders with the same MessageHeader id are both delivered, under distinct names', async () => {
+    const ctx = context();
+    const fromX26 = buildMessage('X26');
+    const fromGp = buildMessage('GP0001', { messageId: fromX26.messageId });
+    const a = await deliverStage(await verified(ctx, 'X26', fromX26), ctx);
+    const b = await deliverStage(await verified(ctx, 'GP0001', fromGp), ctx);
+
+    expect(locationOf(a)).not.toBe(locationOf(b));
+    expect(filesIn(ctx.paths.delivered('A83627'))).toHaveLength(2);
+    expect(Buffer.compare(readFileSync(locationOf(a)), Buffer.from(fromX26.bytes))).toBe(0);
+    expect(Buffer.compare(readFileSync(locationOf(b)), Buffer.from(fromGp.bytes))).toBe(0);
+  });
+
+  it('an id reused after the duplicate window is a new delivery: the earlier file is never replaced', async () => {
+    const ctx = context();
+    const first = buildMessage('X26');
+    const earlier = await deliverStage(await verified(ctx, 'X26', first), ctx);
+    ctx.clock.advanceBy((ctx.config.doc.limits.dedupeDays + 1) * 86_400_000);
+    const later = buildMessage('X26', { messageId: first.messageId, documentId: first.documentId });
+    const outcome = await deliverStage(await verified(ctx, 'X26', later), ctx);
+
+    expect(locationOf(outcome)).not.toBe(locationOf(earlier));
+    expect(filesIn(ctx.paths.delivered('A83627'))).toHaveLength(2);
+    expect(Buffer.compare(readFileSync(locationOf(earlier)), Buffer.from(first.bytes))).toBe(0);
+  });
+
+  it('a different file already under the delivery name is DELIVERY_CONFLICT, never claimed delivered', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    const record = await verified(ctx, 'X26', msg);
+    const name = deliveryName(record.message!, record.traceId);
+    const folder = ctx.paths.delivered('A83627');
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, name), '<Bundle>planted</Bundle>');
+
+    const error = await deliverStage(record, ctx).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(TransientError);
+    expect((error as TransientError).code).toBe('DELIVERY_CONFLICT');
+    expect(readFileSync(join(folder, name), 'utf8')).toBe('<Bundle>planted</Bundle>');
+  });
+
+  it('a redelivered acknowledgement is byte-identical: the first signature is kept, not a new one', async () => {
+    const ctx = context();
+    const record = await verified(ctx, 'X26', buildMessage('X26'));
+    const first = await deliverStage(record, ctx);
+    const bytes = readFileSync((first as { response: string }).response);
+    const again = await deliverStage(record, ctx);
+    expect(filesIn(ctx.paths.responses('X26'))).toEqual([`${record.traceId}-20013.jws`]);
+    expect(Buffer.compare(readFileSync((again as { response: string }).response), bytes)).toBe(0);
+  });
+
+  it('delivery and response names stay one-to-one for parts outside the FHIR id characters', () => {
+    const message = { sender: 'X26', messageId: 'a_b', format: 'xml' as const };
+    expect(deliveryName(message, 'trace-1')).toMatch(/^x-[0-9a-f]{64}\.xml$/);
+    expect(deliveryName(message, 'trace-1')).not.toBe(
+      deliveryName({ ...message, messageId: 'a/b' }, 'trace-1'),
+    );
+    expect(deliveryName({ ...message, messageId: 'm-1' }, 'trace-1')).toBe('X26_m-1_trace-1.xml');
+    expect(responseName('trace-1', '20013')).toBe('trace-1-20013.jws');
+    expect(responseName('trace/1', '20013')).toMatch(/^x-[0-9a-f]{64}\.jws$/);
+  });
 
   it('carries artefacts over the claim-check threshold through the blob store, delivered byte for byte', async () => {
     const ctx = context({ config: configWithLimits(world, { claimCheckBytes: 8 * 1024 }) });
