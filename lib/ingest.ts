@@ -4,8 +4,8 @@
  *
  * Only cheap checks happen here, but the credential is one of them (issue 9, class 4): its
  * signature against the configured issuers' public keys, its times at receipt and its audience —
- * no key service, no store. A credential that fails is answered 401 with its code before anything
- * is stored, so anonymous traffic never reaches the blob store or the queue. Single use (`jti`),
+ * no key service, no store. A credential that fails is answered 401 `TOKEN_REJECTED` (the same
+ * answer whatever failed; the reason is for the log) before anything is stored, so anonymous traffic never reaches the blob store or the queue. Single use (`jti`),
  * authorisation and everything else stay the pipeline's decisions.
  */
 import { randomUUID } from 'node:crypto';
@@ -25,7 +25,13 @@ export interface Submission {
 
 export type IngestResult =
   | { status: 202; trackingId: string }
-  | { status: 400 | 401 | 413 | 503; error: string; message: string };
+  | {
+      status: 400 | 401 | 413 | 503;
+      error: string;
+      message: string;
+      /** For the operator's log only, never the client: which credential check failed. */
+      reason?: string;
+    };
 
 const COMPACT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
@@ -62,7 +68,13 @@ export async function ingest(
     await verifyCredential(token, config, submission.receivedAt);
   } catch (error) {
     if (error instanceof AuthenticationError) {
-      return { status: 401, error: error.code, message: 'the credential was not accepted' };
+      // One answer whatever failed: the door is no oracle for trusted issuers, key ids or algorithms.
+      return {
+        status: 401,
+        error: 'TOKEN_REJECTED',
+        message: 'the credential was not accepted',
+        reason: error.code,
+      };
     }
     throw error;
   }

@@ -153,10 +153,10 @@ describe('an unauthenticated rejection is audited and counted, and that is all',
   });
 });
 
-describe('the front door checks the credential before it stores anything', () => {
-  const submit = (ctx: TestStageContext, authorization: string | undefined, body: string) =>
-    ingest({ authorization, body, receivedAt: ctx.clock.now(), source: 'http' }, ctx.ports, ctx.config);
+const submit = (ctx: TestStageContext, authorization: string | undefined, body: string) =>
+  ingest({ authorization, body, receivedAt: ctx.clock.now(), source: 'http' }, ctx.ports, ctx.config);
 
+describe('the front door checks the credential before it stores anything', () => {
   it('a 9 MB anonymous body: 401, no claim-check blob, nothing queued', async () => {
     const ctx = context();
     const body = garbageEnvelope(9_000_000);
@@ -173,7 +173,7 @@ describe('the front door checks the credential before it stores anything', () =>
     const iat = Math.floor(ctx.clock.now() / 1000) - 900;
     const expired = await credentialFor(world, 'X26', ctx.clock.now(), { iat, exp: iat + 300 });
     const result = await submit(ctx, `Bearer ${expired}`, garbageEnvelope(64 * 1024));
-    expect(result).toMatchObject({ status: 401, error: 'TOKEN_EXPIRED' });
+    expect(result).toMatchObject({ status: 401, error: 'TOKEN_REJECTED', reason: 'TOKEN_EXPIRED' });
     expect(ctx.blobs.size).toBe(0);
     expect(ctx.queues.sent).toEqual([]);
   });
@@ -197,6 +197,37 @@ describe('the front door checks the credential before it stores anything', () =>
     expect(refused.status).toBe(503);
     // Only the first (queued) submission's blob is left; the refused one's was removed.
     expect(ctx.blobs.size).toBe(1);
+  });
+});
+
+describe('the front door is no oracle', () => {
+  it('an unknown issuer, an unknown key id, a bad signature and an expired credential get the same answer', async () => {
+    const ctx = context();
+    const real = await credentialFor(world, 'X26', ctx.clock.now());
+    const [h, p] = real.split('.') as [string, string];
+    const header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const claims = JSON.parse(Buffer.from(p, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const iat = Math.floor(ctx.clock.now() / 1000) - 900;
+    const cases = [
+      `${h}.${enc({ ...claims, iss: 'https://issuer.invalid' })}.${real.split('.')[2]}`,
+      `${enc({ ...header, kid: 'no-such-kid' })}.${p}.${real.split('.')[2]}`,
+      await forged(ctx),
+      await credentialFor(world, 'X26', ctx.clock.now(), { iat, exp: iat + 300 }),
+    ];
+    const answers = new Set<string>();
+    const reasons = new Set<string>();
+    for (const credential of cases) {
+      const result = await submit(ctx, `Bearer ${credential}`, garbageEnvelope(500));
+      if (result.status === 202) throw new Error('accepted');
+      answers.add(JSON.stringify({ status: result.status, error: result.error, message: result.message }));
+      reasons.add(result.reason ?? '');
+    }
+    expect([...answers]).toEqual([
+      JSON.stringify({ status: 401, error: 'TOKEN_REJECTED', message: 'the credential was not accepted' }),
+    ]);
+    // The log still tells them apart.
+    expect(reasons.size).toBe(4);
   });
 });
 
