@@ -1,6 +1,7 @@
 /**
  * Stage 5 — deliver. A verified message goes, byte for byte, to its recipient's target; an ITK3
- * response (ITK008M) goes to the sender when requested (20013) and on every rejection. Responses
+ * response (ITK008M) goes to the sender when requested (20013) and on every rejection of an
+ * authenticated sender. Responses
  * are signed with the response-signing key (KMS in AWS): this is the only stage that may sign.
  *
  * Names are derived from the sender, the MessageHeader id and the trace, whose id the inbound queue
@@ -28,14 +29,13 @@ export type DeliverOutcome =
   | { kind: 'unanswered' };
 
 export async function deliverStage(record: PipelineRecord, ctx: StageContext): Promise<DeliverOutcome> {
-  if (record.rejection && !record.rejection.respondTo) return { kind: 'unanswered' };
   if (record.rejection) {
+    if (!record.rejection.respondTo) return { kind: 'unanswered' };
     // An authenticated sender is told which check failed (a stable code, nothing more), so an
-    // integration engineer can fix it; an unauthenticated one learns only the ITK3 code.
-    const diagnostics = record.rejection.respondTo ? record.rejection.code : undefined;
+    // integration engineer can fix it.
     const location = await sendResponse(ctx, record, record.rejection.itk3Code, {
       ...record.rejection,
-      ...(diagnostics ? { diagnostics } : {}),
+      diagnostics: record.rejection.code,
     });
     return { kind: 'responded', location };
   }
