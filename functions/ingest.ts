@@ -31,7 +31,11 @@ const lambdaHandler = async (
     logger.info('message accepted', { traceId: result.trackingId });
     return json(202, { trackingId: result.trackingId });
   }
-  logger.info('message refused at ingest', { status: result.status, code: result.error });
+  logger.info('message refused at ingest', {
+    status: result.status,
+    code: result.error,
+    ...(result.reason ? { reason: result.reason } : {}),
+  });
   return json(result.status, { error: result.error, message: result.message });
 };
 

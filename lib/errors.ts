@@ -115,6 +115,8 @@ export type TransientCode =
   | 'STORE_UNAVAILABLE'
   | 'BLOB_STORE_UNAVAILABLE'
   | 'DELIVERY_UNAVAILABLE'
+  /** A different object already holds the delivery name: never claimed as delivered (issue 9). */
+  | 'DELIVERY_CONFLICT'
   | 'AUDIT_UNAVAILABLE'
   | 'UNEXPECTED';
 

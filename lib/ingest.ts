@@ -1,11 +1,17 @@
 /**
  * The front door: accept a credential and a sealed message, answer with a tracking id, and queue a
- * record for the authenticate stage. Only cheap structural checks happen here (size, charset,
- * presence); every security decision is the pipeline's. Used by the HTTP ingest function and by
- * `itk3 serve`.
+ * record for the authenticate stage. Used by the HTTP ingest function and by `itk3 serve`.
+ *
+ * Only cheap checks happen here, but the credential is one of them (issue 9, class 4): its
+ * signature against the configured issuers' public keys, its times at receipt and its audience —
+ * no key service, no store. A credential that fails is answered 401 `TOKEN_REJECTED` (the same
+ * answer whatever failed; the reason is for the log) before anything is stored, so anonymous traffic never reaches the blob store or the queue. Single use (`jti`),
+ * authorisation and everything else stay the pipeline's decisions.
  */
 import { randomUUID } from 'node:crypto';
 import type { LoadedConfig } from './config/load.js';
+import { verifyCredential } from './envelope/token.js';
+import { AuthenticationError } from './errors.js';
 import type { Ports } from './ports/index.js';
 import type { PipelineRecord } from './record.js';
 import { artefactKey, storeArtefact } from './stages/context.js';
@@ -19,7 +25,13 @@ export interface Submission {
 
 export type IngestResult =
   | { status: 202; trackingId: string }
-  | { status: 400 | 401 | 413 | 503; error: string; message: string };
+  | {
+      status: 400 | 401 | 413 | 503;
+      error: string;
+      message: string;
+      /** For the operator's log only, never the client: which credential check failed. */
+      reason?: string;
+    };
 
 const COMPACT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
@@ -52,25 +64,42 @@ export async function ingest(
       message: 'body must be a compact JWE (five base64url segments)',
     };
   }
+  try {
+    await verifyCredential(token, config, submission.receivedAt);
+  } catch (error) {
+    if (error instanceof AuthenticationError) {
+      // One answer whatever failed: the door is no oracle for trusted issuers, key ids or algorithms.
+      return {
+        status: 401,
+        error: 'TOKEN_REJECTED',
+        message: 'the credential was not accepted',
+        reason: error.code,
+      };
+    }
+    throw error;
+  }
   let trackingId: string;
+  let claimCheckKey: string | undefined;
   try {
     // Small envelopes travel as the queue body itself; large ones go to the blob store and the
     // body is a claim-check reference. The credential is a message attribute either way, exactly
     // as for direct SQS ingestion: the inbound queue has one format, whoever writes to it.
     let queueBody = body;
     if (Buffer.byteLength(body, 'utf8') > limits.claimCheckBytes) {
-      const artefact = await storeArtefact(
-        { ports, config },
-        artefactKey(`ingest-${randomUUID()}`, 'sealed.jwe'),
-        body,
-      );
-      if ('ref' in artefact) queueBody = JSON.stringify({ claimCheck: artefact.ref });
+      const key = artefactKey(`ingest-${randomUUID()}`, 'sealed.jwe');
+      const artefact = await storeArtefact({ ports, config }, key, body);
+      if ('ref' in artefact) {
+        claimCheckKey = key;
+        queueBody = JSON.stringify({ claimCheck: artefact.ref });
+      }
     }
     trackingId = await ports.queues.sendInbound(queueBody, {
       Authorization: `Bearer ${token}`,
       Ingress: submission.source,
     });
   } catch {
+    // Nothing was queued: the stored envelope belongs to no trace, so it goes now.
+    if (claimCheckKey) await ports.blobs.delete(claimCheckKey).catch(() => undefined);
     return { status: 503, error: 'QUEUE_UNAVAILABLE', message: 'try again later' };
   }
   return { status: 202, trackingId };

@@ -91,6 +91,11 @@ export const PipelineRecordSchema = z.object({
   signed: ArtefactSchema.optional(), // the inner JWS; dropped after verify
   message: VerifiedMessageSchema.optional(),
   rejection: RejectionSchema.optional(),
+  /**
+   * Claim-check keys of artefacts a stage has dropped from the record (the JWE after decrypt, the
+   * JWS after verify): their blobs are removed with the others when the trace ends.
+   */
+  claimChecks: z.array(z.string().max(300)).max(8).optional(),
 });
 export type PipelineRecord = z.infer<typeof PipelineRecordSchema>;
 

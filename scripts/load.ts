@@ -124,6 +124,9 @@ const EXPECTED: Record<Exclude<Kind, 'valid'>, { stage: string; code: RejectionC
   'random-encrypted-key': { stage: 'decrypt', code: 'DECRYPT_FAILED' },
 };
 
+/** Hostile kinds whose credential the front door itself refuses (issue 9, class 4). */
+const REFUSED_AT_THE_DOOR: ReadonlySet<Kind> = new Set<Kind>(['expired-token', 'forged-token']);
+
 type SenderOds = 'GP0001' | 'X26' | 'FQ123';
 
 /** What each demo sender sends and to whom, as the demo world's policy allows. */
@@ -389,7 +392,11 @@ export async function runLoad(opts: LoadOptions = {}): Promise<LoadResult> {
         const sender = senders[(offset + i) % senders.length] as SenderOds;
         let traceId: string;
         if (b.credential === undefined) traceId = await pipeline.submitRaw(b.sealed);
-        else {
+        else if (REFUSED_AT_THE_DOOR.has(b.kind)) {
+          // The HTTP front door would answer 401 and queue nothing: these go straight onto the
+          // inbound queue, where the authenticate stage decides them.
+          traceId = await pipeline.submitRaw(b.sealed, `Bearer ${b.credential}`);
+        } else {
           const r = await pipeline.submit(b.credential, b.sealed);
           if (r.status !== 202) throw new Error(`front door refused a ${b.kind} message (${r.status})`);
           traceId = r.trackingId;

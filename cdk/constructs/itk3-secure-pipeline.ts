@@ -101,7 +101,7 @@ export interface Itk3SecurePipelineProps {
   readonly directIngestionPrincipals?: readonly iam.IPrincipal[];
   /**
    * Claim-check object lifetime.
-   * @default - `BLOB_BUCKET.expireDays` (30 days)
+   * @default - `BLOB_BUCKET.expireDays` (2 days; objects are also removed when their trace ends)
    */
   readonly claimCheckExpiry?: Duration;
   /**
@@ -260,19 +260,20 @@ export class Itk3SecurePipeline extends Construct {
       this.keys.allowInboundProducer(principal, inboundQueueArn, props.physicalNames === true);
     }
 
-    // State access follows the ports each function uses in lib/: every stage audits (stages/batch.ts)
-    // and may meet claim checks (stages/context.ts); authenticate (jti) and verify (duplicate ids)
-    // use the once-store; ingest only sends. A port used elsewhere later needs its grant here.
+    // State access follows the ports each function uses in lib/: every stage audits, records each
+    // outcome once (a once-store marker, and a read of the trace's trail on a redelivery) and
+    // removes a finished trace's claim checks (stages/batch.ts); authenticate (jti), verify
+    // (duplicate ids) and deliver (the first response signature) use the once-store directly;
+    // ingest stores large envelopes as claim checks and removes one it could not queue.
     this.grantDataKeyThroughServices(this.ingestion.fn);
     this.grantInboundKeyThroughSqs(this.ingestion.fn);
+    this.grantClaimChecks(this.ingestion.fn, ['s3:PutObject', 's3:DeleteObject']);
     for (const stage of STAGES) {
       const fn = stages[stage].fn;
       this.grantDataKeyThroughServices(fn);
-      this.state.auditTable.grant(fn, 'dynamodb:PutItem');
-      this.grantClaimChecks(fn);
-    }
-    for (const stage of ['authenticate', 'verify'] as const) {
-      this.state.onceTable.grant(stages[stage].fn, 'dynamodb:PutItem', 'dynamodb:GetItem');
+      this.state.auditTable.grant(fn, 'dynamodb:PutItem', 'dynamodb:Query');
+      this.state.onceTable.grant(fn, 'dynamodb:PutItem', 'dynamodb:GetItem');
+      this.grantClaimChecks(fn, ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']);
     }
 
     this.keys.grantUnwrap(stages.decrypt.fn.executionRole);
@@ -372,10 +373,9 @@ export class Itk3SecurePipeline extends Construct {
     });
   }
 
-  /** Claim-check objects (`claim-check/…` in the blob bucket): read and write, nothing else. */
-  private grantClaimChecks(fn: PipelineFunction): void {
+  /** Claim-check objects (`claim-check/…` in the blob bucket): `actions` there, nothing else. */
+  private grantClaimChecks(fn: PipelineFunction, actions: string[]): void {
     const resource = this.state.blobBucket.arnForObjects(`${BLOB_BUCKET.claimCheckPrefix}*`);
-    const actions = ['s3:GetObject', 's3:PutObject'];
     iam.Grant.addToPrincipal({ grantee: fn, actions, resourceArns: [resource] });
     this.#wildcards.allow(
       resource,
@@ -421,15 +421,19 @@ export class Itk3SecurePipeline extends Construct {
     return { objects: [...objects], queues: [...queues] };
   }
 
-  /** Deliver alone may put objects on the delivery prefixes and send to the delivery queues. */
+  /**
+   * Deliver alone may put objects on the delivery prefixes (and read one back: a name already taken
+   * is compared by content hash before a delivery is claimed) and send to the delivery queues.
+   */
   private grantDeliveryTargets(fn: PipelineFunction, targets: { objects: string[]; queues: string[] }): void {
     if (targets.objects.length > 0) {
-      iam.Grant.addToPrincipal({ grantee: fn, actions: ['s3:PutObject'], resourceArns: targets.objects });
+      const actions = ['s3:PutObject', 's3:GetObject'];
+      iam.Grant.addToPrincipal({ grantee: fn, actions, resourceArns: targets.objects });
       for (const arn of targets.objects) {
         this.#wildcards.allow(
           arn,
-          ['s3:PutObject'],
-          'Delivered messages and ITK3 responses are objects named per message under a configured delivery prefix; deliver may only put objects there.',
+          actions,
+          'Delivered messages and ITK3 responses are objects named per message under a configured delivery prefix; deliver may only put objects there and read one back to compare its content hash.',
         );
       }
     }

@@ -18,7 +18,7 @@ export interface PipelineStateProps {
   readonly physicalNames?: boolean;
   /**
    * How long claim-check objects live. They are only needed while a message is in flight.
-   * @default - `BLOB_BUCKET.expireDays` (30 days)
+   * @default - `BLOB_BUCKET.expireDays` (2 days; objects are also removed when their trace ends)
    */
   readonly claimCheckExpiry?: Duration;
   /**

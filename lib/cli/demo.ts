@@ -135,7 +135,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const allAsExpected = rows.every((r) => r.asExpected);
   write('');
   write(
-    `${rows.length} messages: ${count('delivered')} delivered, ${count('rejected')} rejected with an ITK3 response, ` +
+    // A rejection at authenticate has no authenticated sender to answer (issue 9, class 4).
+    `${rows.length} messages: ${count('delivered')} delivered, ${count('rejected')} rejected ` +
+      `(${rows.filter((r) => r.outcome.status === 'rejected' && r.outcome.stage !== 'authenticate').length} answered with an ITK3 response), ` +
       `${count('dead-lettered')} dead-lettered, ${count('in-flight')} in flight.`,
   );
   if (opts.emulator) {

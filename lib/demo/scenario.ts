@@ -330,16 +330,18 @@ export async function hostileMessages(world: DemoWorld, now: number): Promise<Sc
       expected: { status: 'rejected', stage: 'authenticate', itk3Code: '20012', code: 'TOKEN_REPLAYED' },
     });
   }
-  // Expired token.
+  // Expired token, straight onto the inbound queue: the HTTP front door refuses it with a 401
+  // before anything is stored, so the authenticate stage is shown deciding it on the SQS path.
   const iat = Math.floor(now / 1000) - 900;
-  add(
-    await x26Message(
+  add({
+    ...(await x26Message(
       'expired-token',
       'credential expired ten minutes before receipt',
       { iat, exp: iat + 300 },
       denied('authenticate', 'TOKEN_EXPIRED'),
-    ),
-  );
+    )),
+    direct: true,
+  });
   // Unauthorised sender: authenticated, but no rule lets X26 send ITK013D to A8797979.
   {
     const id = randomUUID();

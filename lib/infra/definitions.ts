@@ -67,7 +67,12 @@ export const AUDIT_TABLE = {
 } as const;
 
 /** S3 bucket for claim-check payloads (and deliveries/responses where configured). */
-export const BLOB_BUCKET = { name: 'itk3-blobs', claimCheckPrefix: 'claim-check/', expireDays: 30 } as const;
+/**
+ * The blob bucket. Claim-check objects are removed when their trace ends; `expireDays` is the
+ * backstop for the rest (a trace still in a DLQ, a failed delete): short, so nothing an anonymous
+ * sender caused can linger (issue 9, class 4). A redrive after it finds no claim check.
+ */
+export const BLOB_BUCKET = { name: 'itk3-blobs', claimCheckPrefix: 'claim-check/', expireDays: 2 } as const;
 
 /** Environment variables the AWS composition root reads. */
 export const ENV = {

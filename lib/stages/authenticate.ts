@@ -1,15 +1,16 @@
 /**
  * Stage 1 — authenticate the sender credential (federation over the configured issuers).
- * Times are judged at receipt time. `(iss, jti)` is single use: the once-store remembers it with a
- * digest of the whole submission (credential bytes and sealed message), so a redelivery or redrive
- * of the same submission is not mistaken for a replay, while the same jti with any other bytes —
- * another message, or a re-encoded copy of the token — is one. A resubmission of identical bytes
- * passes here and is then refused as a duplicate (20007) by the verify stage.
+ * Times are judged at receipt time. `(iss, jti)` is single use across new submissions: the
+ * once-store gives the jti to the first trace that presents it — the trace id is the inbound queue's
+ * message id, which the queue assigns — so an SQS redelivery or an operator redrive of that same
+ * queue message passes, while any new submission presenting the jti, even a byte-identical replay
+ * of a captured (credential, sealed message) pair, is TOKEN_REPLAYED here: before any decryption,
+ * signature or response (issue 9, class 4).
  */
 import { verifyCredential } from '../envelope/token.js';
 import { AuthenticationError, TransientError } from '../errors.js';
 import type { PipelineRecord } from '../record.js';
-import { type StageContext, sha256Hex } from './context.js';
+import type { StageContext } from './context.js';
 
 export interface AuthenticateInput {
   record: PipelineRecord;
@@ -25,9 +26,6 @@ export async function authenticate(input: AuthenticateInput, ctx: StageContext):
   const credential = await verifyCredential(record.credential, ctx.config, record.receivedAt);
 
   const { clockSkewSeconds } = ctx.config.doc.limits;
-  const sealedIdentity =
-    'inline' in record.sealed ? sha256Hex(record.sealed.inline) : record.sealed.ref.sha256;
-  const submission = sha256Hex(`${sha256Hex(record.credential)}.${sealedIdentity}`);
   // Remember the jti until the token could no longer be accepted anywhere, plus skew and a margin.
   const ttlSeconds = Math.max(
     60,
@@ -37,13 +35,13 @@ export async function authenticate(input: AuthenticateInput, ctx: StageContext):
   try {
     result = await ctx.ports.once.putIfAbsent(
       `jti#${credential.iss}#${credential.jti}`,
-      submission,
+      record.traceId,
       ttlSeconds,
     );
   } catch (cause) {
     throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
   }
-  if (!result.created && result.existing !== submission) {
+  if (!result.created && result.existing !== record.traceId) {
     throw new AuthenticationError('TOKEN_REPLAYED', 'credential jti has been used before');
   }
 

@@ -16,9 +16,9 @@ import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
 import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
 import { authenticate } from './authenticate.js';
 import { authoriseStage } from './authorise.js';
-import type { StageContext } from './context.js';
+import { claimCheckKeys, removeClaimChecks, type StageContext } from './context.js';
 import { decryptStage } from './decrypt.js';
-import { deliverStage } from './deliver.js';
+import { type DeliverOutcome, deliverStage } from './deliver.js';
 import { verifyStage } from './verify.js';
 
 export type RecordResult = 'forwarded' | 'rejected' | 'delivered' | 'responded' | 'transient';
@@ -109,10 +109,12 @@ async function processRecord(
   let record: PipelineRecord | undefined;
   try {
     record = stage === 'authenticate' ? recordFromIngress(sqsRecord) : parseRecord(sqsRecord.body);
-    if (stage === 'authenticate' && receiveCount === 1) {
-      await audit(ctx, { traceId: record.traceId, stage, event: 'received' });
-    }
     const result = await runStage(stage, record, sqsRecord.messageId, ctx);
+    if (stage === 'authenticate' && result.kind === 'forward') {
+      // Only an authenticated submission is worth a `received` entry: anonymous traffic gets one
+      // audit entry in all, its rejection (issue 9, class 4).
+      await auditFirst(ctx, { traceId: record.traceId, stage, event: 'received' }, receiveCount);
+    }
     if (result.kind === 'forward') {
       observer.record({ stage, traceId: record.traceId, result: 'forwarded', receiveCount });
       return { queue: NEXT_STAGE[stage]!, body: serialiseRecord(result.record) };
@@ -127,6 +129,27 @@ async function processRecord(
     const traceId = record?.traceId ?? sqsRecord.messageId;
     if (classified instanceof RejectionError && stage !== 'deliver') {
       const rejected = rejectionRecord(stage, record, sqsRecord, classified);
+      if (!rejected.rejection?.respondTo) {
+        // The sender is not authenticated: no response job, so nothing is signed or stored for it.
+        // One audit entry, one count, and its claim-check blob removed: that is all.
+        const first = await auditFirst(
+          ctx,
+          { traceId, stage, event: 'rejected', code: classified.code, itk3Code: classified.itk3Code },
+          receiveCount,
+        );
+        await removeClaimChecks(ctx, claimCheckKeys(record));
+        if (first) {
+          observer.record({
+            stage,
+            traceId,
+            result: 'rejected',
+            code: classified.code,
+            itk3Code: classified.itk3Code,
+            receiveCount,
+          });
+        }
+        return undefined;
+      }
       const afterForward = async () => {
         const first = await auditOnce(ctx, [
           {
@@ -192,7 +215,14 @@ async function runStage(
     case 'verify':
       return { kind: 'forward', record: await verifyStage(record, ctx) };
     case 'deliver': {
-      const outcome = await deliverStage(record, ctx);
+      const outcome = await deliverOrReprocessed(record, ctx);
+      if (outcome === 'reprocessed') return { kind: 'reprocessed' };
+      if (outcome.kind === 'unanswered') {
+        // A rejection of an unauthenticated sender queued before this version: the rejecting
+        // stage audited it; nothing is signed for it.
+        await removeClaimChecks(ctx, claimCheckKeys(record));
+        return { kind: 'reprocessed' };
+      }
       if (outcome.kind === 'delivered') {
         const m = record.message!;
         const first = await auditOnce(ctx, [
@@ -217,6 +247,8 @@ async function runStage(
               ]
             : []),
         ]);
+        // The trace has ended: its claim-check blobs are no longer needed.
+        await removeClaimChecks(ctx, claimCheckKeys(record));
         return { kind: first ? 'delivered' : 'reprocessed' };
       }
       const first = await auditOnce(ctx, [
@@ -229,9 +261,48 @@ async function runStage(
           ...(record.rejection!.respondTo ? { sender: record.rejection!.respondTo } : {}),
         },
       ]);
+      await removeClaimChecks(ctx, claimCheckKeys(record));
       return { kind: first ? 'responded' : 'reprocessed' };
     }
   }
+}
+
+/**
+ * Deliver, or recognise a redelivery of a record whose trace already ended: its claim-check blobs
+ * were removed after the outcome was audited, so a missing blob with a `delivered` entry in the
+ * audit means there is nothing left to do (the audit read happens only on that rare path).
+ */
+async function deliverOrReprocessed(
+  record: PipelineRecord,
+  ctx: StageContext,
+): Promise<DeliverOutcome | 'reprocessed'> {
+  try {
+    return await deliverStage(record, ctx);
+  } catch (error) {
+    if (error instanceof TransientError && error.code === 'BLOB_STORE_UNAVAILABLE') {
+      const trail = await ctx.ports.audit.byTrace(record.traceId);
+      if (trail.some((e) => e.stage === 'deliver' && e.event === 'delivered')) return 'reprocessed';
+    }
+    throw error;
+  }
+}
+
+/**
+ * Append one audit entry on a record's first receipt; on a later receipt (a redelivery) only if the
+ * trail does not hold it yet. No once-store marker: an entry that costs one write, not three.
+ * Returns whether this call wrote it.
+ */
+async function auditFirst(
+  ctx: StageContext,
+  entry: Omit<AuditEntry, 'at'>,
+  receiveCount: number,
+): Promise<boolean> {
+  if (receiveCount > 1) {
+    const trail = await ctx.ports.audit.byTrace(entry.traceId);
+    if (trail.some((e) => e.stage === entry.stage && e.event === entry.event)) return false;
+  }
+  await audit(ctx, entry);
+  return true;
 }
 
 /**
@@ -264,7 +335,9 @@ const InboundClaimCheckSchema = z
   .object({
     claimCheck: z
       .object({
-        key: z.string().regex(/^claim-check\/[A-Za-z0-9._/-]{1,200}$/),
+        // Only a key the front door makes (a random id per submission): a writer cannot point the
+        // pipeline at another trace's artefacts, to read them or to have them removed.
+        key: z.string().regex(/^claim-check\/ingest-[0-9a-f-]{36}\/sealed\.jwe$/),
         bytes: z.number().int().positive(),
         sha256: z.string().regex(/^[0-9a-f]{64}$/),
       })
@@ -335,6 +408,7 @@ function rejectionRecord(
   // Only an authenticated sender gets a response addressed to it; detail never leaves the audit.
   const respondTo = base.principal?.organisation;
   const hints = error.responseHints ?? {};
+  const claimChecks = claimCheckKeys(record);
   // The claimed itk.id is never echoed: before the sender's signature is verified nothing in the
   // message is the sender's word, so the response says UNREADABLE-IN-ORIGINAL-MESSAGE (issue 9).
   const originalMessageId = hints.originalMessageId;
@@ -355,6 +429,8 @@ function rejectionRecord(
       ...(hints.format ? { format: hints.format } : {}),
       ...(hints.senderReference ? { senderReference: hints.senderReference } : {}),
     },
+    // Removed by deliver once the response is out, the trace's end.
+    ...(claimChecks.length > 0 ? { claimChecks } : {}),
   };
 }
 

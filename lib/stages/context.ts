@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { LoadedConfig } from '../config/load.js';
 import { TransientError } from '../errors.js';
 import type { Ports } from '../ports/index.js';
-import type { Artefact } from '../record.js';
+import type { Artefact, PipelineRecord } from '../record.js';
 
 /** What every stage function receives besides its record. */
 export interface StageContext {
@@ -53,4 +53,32 @@ export async function loadArtefact(ctx: StageContext, artefact: Artefact): Promi
 /** Claim-check key for an artefact of one trace. */
 export function artefactKey(traceId: string, name: string): string {
   return `claim-check/${traceId}/${name}`;
+}
+
+/**
+ * Drop an artefact from a record once the next stage no longer needs it, remembering its
+ * claim-check key (if any) so the blob is removed when the trace ends.
+ */
+export function dropArtefact(record: PipelineRecord, field: 'sealed' | 'signed'): PipelineRecord {
+  const { [field]: dropped, ...rest } = record;
+  if (!dropped || !('ref' in dropped)) return rest;
+  return { ...rest, claimChecks: [...(record.claimChecks ?? []), dropped.ref.key] };
+}
+
+/** Every claim-check key a record holds or held: what to remove when its trace ends. */
+export function claimCheckKeys(record: PipelineRecord | undefined): string[] {
+  if (!record) return [];
+  const keys = new Set(record.claimChecks ?? []);
+  for (const artefact of [record.sealed, record.signed, record.message?.bundle]) {
+    if (artefact && 'ref' in artefact) keys.add(artefact.ref.key);
+  }
+  return [...keys];
+}
+
+/**
+ * Remove a finished trace's claim-check blobs. Best effort: the outcome is already recorded, and a
+ * blob left behind by a failed delete still expires with the bucket's short claim-check rule.
+ */
+export async function removeClaimChecks(ctx: StageContext, keys: readonly string[]): Promise<void> {
+  await Promise.all(keys.map((key) => ctx.ports.blobs.delete(key).catch(() => undefined)));
 }

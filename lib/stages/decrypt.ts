@@ -5,7 +5,7 @@
 import { decryptSealed, parseSealed } from '../envelope/jwe.js';
 import { AuthenticationError, EnvelopeError } from '../errors.js';
 import type { PipelineRecord } from '../record.js';
-import { artefactKey, loadArtefact, type StageContext, storeArtefact } from './context.js';
+import { artefactKey, dropArtefact, loadArtefact, type StageContext, storeArtefact } from './context.js';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -27,6 +27,8 @@ export async function decryptStage(record: PipelineRecord, ctx: StageContext): P
     // Not text: cannot be a compact JWS. Same outward answer as any other unreadable content.
     throw new EnvelopeError('ENVELOPE_MALFORMED', 'decrypted content is not a compact JWS');
   }
-  const { sealed: _dropped, ...rest } = record;
-  return { ...rest, signed: await storeArtefact(ctx, artefactKey(record.traceId, 'signed.jws'), signed) };
+  return {
+    ...dropArtefact(record, 'sealed'),
+    signed: await storeArtefact(ctx, artefactKey(record.traceId, 'signed.jws'), signed),
+  };
 }

@@ -1,9 +1,17 @@
 /**
  * Stage 5 — deliver. A verified message goes, byte for byte, to its recipient's target; an ITK3
- * response (ITK008M) goes to the sender when requested (20013) and on every rejection. Responses
+ * response (ITK008M) goes to the sender when requested (20013) and on every rejection of an
+ * authenticated sender. Responses
  * are signed with the response-signing key (KMS in AWS): this is the only stage that may sign.
  *
- * Names are derived from the trace, so a redelivered record rewrites the same objects: one effect.
+ * Names are derived from the sender, the MessageHeader id and the trace, whose id the inbound queue
+ * assigns: two senders, or one sender reusing an id after the duplicate window, never share a name,
+ * while a redelivered record finds its own object (same name, same bytes) and has one effect. A
+ * response is signed once per trace and code: a redelivery re-sends the stored JWS, not a new
+ * signature, so its bytes are the same too.
+ *
+ * A rejection whose sender was never authenticated is not answered here at all: no signature, no
+ * stored response (issue 9, class 4). The batch processor audits and counts it, and that is all.
  */
 import { signCompactWithKeyService } from '../envelope/response-sign.js';
 import { TransientError } from '../errors.js';
@@ -16,16 +24,18 @@ export const UNREADABLE_ID = 'UNREADABLE-IN-ORIGINAL-MESSAGE';
 
 export type DeliverOutcome =
   | { kind: 'delivered'; location: string; response?: string }
-  | { kind: 'responded'; location: string };
+  | { kind: 'responded'; location: string }
+  /** A rejection of an unauthenticated sender: nothing signed, nothing written. */
+  | { kind: 'unanswered' };
 
 export async function deliverStage(record: PipelineRecord, ctx: StageContext): Promise<DeliverOutcome> {
   if (record.rejection) {
+    if (!record.rejection.respondTo) return { kind: 'unanswered' };
     // An authenticated sender is told which check failed (a stable code, nothing more), so an
-    // integration engineer can fix it; an unauthenticated one learns only the ITK3 code.
-    const diagnostics = record.rejection.respondTo ? record.rejection.code : undefined;
+    // integration engineer can fix it.
     const location = await sendResponse(ctx, record, record.rejection.itk3Code, {
       ...record.rejection,
-      ...(diagnostics ? { diagnostics } : {}),
+      diagnostics: record.rejection.code,
     });
     return { kind: 'responded', location };
   }
@@ -40,7 +50,7 @@ export async function deliverStage(record: PipelineRecord, ctx: StageContext): P
   const location = await deliverTo(
     ctx,
     recipient.target,
-    `${safeName(message.messageId)}.${message.format}`,
+    deliveryName(message, record.traceId),
     bytes,
     message.format === 'xml' ? 'application/fhir+xml' : 'application/fhir+json',
   );
@@ -91,19 +101,35 @@ async function sendResponse(
     id: responseId,
   };
   const kid = config.doc.responseSigning.kid;
-  const jws = await signCompactWithKeyService(
+  const signed = await signCompactWithKeyService(
     ctx.ports.keys,
     kid,
     { alg: 'ES256', kid, cty: format === 'xml' ? 'fhir+xml' : 'fhir+json', itk: routing },
     bytes,
   );
+  const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);
   return deliverTo(
     ctx,
     target,
-    `${safeName(record.traceId)}-${code}.jws`,
+    responseName(record.traceId, code),
     new TextEncoder().encode(jws),
     'application/jose',
   );
+}
+
+/**
+ * The response JWS of this trace and code as first signed. ES256 signatures are randomised, so a
+ * redelivery that re-signs would carry different bytes under the same name; keeping the first one
+ * makes the redelivery byte-identical, which the deliverers require (same name, same bytes).
+ */
+async function firstSignature(ctx: StageContext, key: string, jws: string): Promise<string> {
+  try {
+    const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
+    const stored = await ctx.ports.once.putIfAbsent(key, jws, ttl);
+    return stored.created ? jws : stored.existing;
+  } catch (cause) {
+    throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
+  }
 }
 
 async function deliverTo(
@@ -127,8 +153,28 @@ export function uuidFrom(seed: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((Number.parseInt(h[16] ?? '0', 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-function safeName(id: string): string {
-  return id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 128);
+/** A name part used as it is: FHIR id characters (no `_`, the separator), at most 64. */
+const NAME_PART = /^[A-Za-z0-9.-]{1,64}$/;
+
+/**
+ * `<sender ODS>_<MessageHeader id>_<trace id>.<xml|json>`: unique per sender and per trace (the
+ * queue assigns trace ids), readable by a person. Parts outside the FHIR id characters (never the
+ * case for a verified message and a queue-assigned trace) give `x-<sha256 of the parts>.<ext>`,
+ * so the mapping from parts to names stays one-to-one.
+ */
+export function deliveryName(
+  message: Pick<VerifiedMessage, 'sender' | 'messageId' | 'format'>,
+  traceId: string,
+): string {
+  const parts = [message.sender, message.messageId, traceId];
+  if (parts.every((p) => NAME_PART.test(p))) return `${parts.join('_')}.${message.format}`;
+  return `x-${sha256Hex(parts.join('\n'))}.${message.format}`;
+}
+
+/** `<trace id>-<ITK3 code>.jws` (the code is five digits, so the name parses back one way). */
+export function responseName(traceId: string, code: string): string {
+  if (NAME_PART.test(traceId) && /^\d{5}$/.test(code)) return `${traceId}-${code}.jws`;
+  return `x-${sha256Hex(`${traceId}\n${code}`)}.jws`;
 }
 
 export type { VerifiedMessage };

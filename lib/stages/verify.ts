@@ -17,7 +17,14 @@ import {
 import { type Itk3Message, parseBundle, validateItk3 } from '../itk3/index.js';
 import { ruleById } from '../policy/index.js';
 import type { PipelineRecord, VerifiedMessage } from '../record.js';
-import { artefactKey, loadArtefact, type StageContext, sha256Hex, storeArtefact } from './context.js';
+import {
+  artefactKey,
+  dropArtefact,
+  loadArtefact,
+  type StageContext,
+  sha256Hex,
+  storeArtefact,
+} from './context.js';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -66,7 +73,7 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
   }, hints);
 
   const sha256 = sha256Hex(verified.payload);
-  await withHintsAsync(() => checkDuplicates(ctx, record.traceId, msg, sha256), hints);
+  await withHintsAsync(() => checkDuplicates(ctx, record.traceId, verified.routing.from, msg, sha256), hints);
 
   const bundleText = decoder.decode(verified.payload);
   const message: VerifiedMessage = {
@@ -82,8 +89,7 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
     ...(hints.senderReference ? { senderReference: hints.senderReference } : {}),
     bundle: await storeArtefact(ctx, artefactKey(record.traceId, `bundle.${verified.format}`), bundleText),
   };
-  const { signed: _dropped, ...rest } = record;
-  return { ...rest, message };
+  return { ...dropArtefact(record, 'signed'), message };
 }
 
 function checkHeaderBindings(
@@ -148,6 +154,7 @@ function sameDefinition(allowed: string, actual: string | undefined): boolean {
 async function checkDuplicates(
   ctx: StageContext,
   traceId: string,
+  senderOds: string,
   msg: Itk3Message,
   sha256: string,
 ): Promise<void> {
@@ -167,7 +174,9 @@ async function checkDuplicates(
       return {};
     }
   };
-  const m = await put(`msg#${msg.header.id}`);
+  // Keys are per authenticated sender organisation: one organisation can neither squat another's
+  // message or document ids nor learn whether anyone else used an id (issue 9, class 3).
+  const m = await put(`msg#${senderOds}#${msg.header.id}`);
   if (!m.created && seenBy(m.existing).traceId !== traceId) {
     const same = seenBy(m.existing).sha256 === sha256;
     throw new Itk3ValidationError(
@@ -178,7 +187,7 @@ async function checkDuplicates(
     );
   }
   if (msg.documentId) {
-    const d = await put(`doc#${msg.documentId}`);
+    const d = await put(`doc#${senderOds}#${msg.documentId}`);
     if (!d.created && seenBy(d.existing).traceId !== traceId) {
       throw new Itk3ValidationError('DUPLICATE_DOCUMENT', 'document id already processed');
     }

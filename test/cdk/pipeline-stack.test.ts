@@ -527,6 +527,16 @@ describe('state', () => {
         }),
       ]),
     });
+    // Claim checks are removed at the end of their trace; what is left (an anonymous sender's, a
+    // failed delete) expires within two days, old versions a day later (issue 9, class 4).
+    const claimCheckRule = (
+      blob.LifecycleConfiguration as {
+        Rules: { Prefix?: string; ExpirationInDays?: number; NoncurrentVersionExpiration?: unknown }[];
+      }
+    ).Rules.find((r) => r.Prefix === BLOB_BUCKET.claimCheckPrefix);
+    expect(claimCheckRule?.ExpirationInDays).toBeGreaterThanOrEqual(1);
+    expect(claimCheckRule?.ExpirationInDays).toBeLessThanOrEqual(2);
+    expect(claimCheckRule?.NoncurrentVersionExpiration).toEqual({ NoncurrentDays: 1 });
   });
 
   it('denies non-TLS access to every bucket', () => {
@@ -542,27 +552,56 @@ describe('state', () => {
     }
   });
 
-  it('gives the once-store only to authenticate and verify', () => {
+  it('gives the once-store to the five stages (outcome markers, jti, duplicates, first response signature), not to ingest', () => {
     const once = getAtt(logicalId(stack.pipeline.state.onceTable));
     const roles = iamStatements()
       .filter(({ statement }) =>
         arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(once)),
       )
       .flatMap(({ roles }) => roles);
-    expect(new Set(roles)).toEqual(new Set([roleId('authenticate'), roleId('verify')]));
+    expect(new Set(roles)).toEqual(new Set(STAGES.map(roleId)));
   });
 
-  it('gives the audit table and claim checks to the five stages, and ingest no state at all', () => {
+  it('gives the audit table and claim checks (read, write, remove) to the five stages; ingest only puts and removes claim checks', () => {
     const audit = getAtt(logicalId(stack.pipeline.state.auditTable));
-    const auditRoles = iamStatements()
-      .filter(({ statement }) =>
-        arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(audit)),
+    const auditStatements = iamStatements().filter(({ statement }) =>
+      arr(statement.Resource).some((r) => JSON.stringify(r) === JSON.stringify(audit)),
+    );
+    expect(new Set(auditStatements.flatMap(({ roles }) => roles))).toEqual(new Set(STAGES.map(roleId)));
+    for (const { statement } of auditStatements) {
+      expect(arr(statement.Action).sort()).toEqual(['dynamodb:PutItem', 'dynamodb:Query']);
+    }
+    const claimChecks = (role: string) =>
+      iamStatements()
+        .filter(
+          ({ roles, statement }) =>
+            roles.includes(role) &&
+            arr(statement.Resource).some((r) =>
+              JSON.stringify(r).includes(`/${BLOB_BUCKET.claimCheckPrefix}*`),
+            ),
+        )
+        .flatMap(({ statement }) => arr(statement.Action))
+        .sort();
+    for (const stage of STAGES) {
+      expect(claimChecks(roleId(stage)), stage).toEqual(['s3:DeleteObject', 's3:GetObject', 's3:PutObject']);
+    }
+    expect(claimChecks(roleId('ingest'))).toEqual(['s3:DeleteObject', 's3:PutObject']);
+    const ingestActions = iamStatements()
+      .filter(({ roles }) => roles.includes(roleId('ingest')))
+      .flatMap(({ statement }) => arr(statement.Action));
+    expect(ingestActions.filter((a) => a.startsWith('dynamodb:'))).toEqual([]);
+  });
+
+  it('lets deliver read back an object under a delivery name (content-hash comparison on a 412)', () => {
+    const actions = iamStatements()
+      .filter(
+        ({ roles, statement }) =>
+          roles.includes(roleId('deliver')) &&
+          arr(statement.Resource).some((r) => JSON.stringify(r).includes(':s3:::rx-inbox/itk3/*')),
       )
-      .flatMap(({ roles }) => roles);
-    expect(new Set(auditRoles)).toEqual(new Set(STAGES.map(roleId)));
-    const ingest = iamStatements().filter(({ roles }) => roles.includes(roleId('ingest')));
-    const ingestActions = ingest.flatMap(({ statement }) => arr(statement.Action));
-    expect(ingestActions.filter((a) => a.startsWith('dynamodb:') || a.startsWith('s3:'))).toEqual([]);
+      .flatMap(({ statement }) => arr(statement.Action))
+      .sort();
+    expect(actions).toEqual(['s3:GetObject', 's3:PutObject']);
   });
 
   it('lets only deliver write to the configured delivery targets', () => {

@@ -200,7 +200,11 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
       const obj = await clients.s3.send(
         new GetObjectCommand({
           Bucket: outputs.BlobBucketName,
-          Key: folderKey(target.path, `${outcomes[i]!.messageId}.xml`),
+          // `<sender>_<MessageHeader id>_<tracking id>.xml` (issue 9, class 3).
+          Key: folderKey(
+            target.path,
+            `${routingOf(m).from}_${outcomes[i]!.messageId}_${outcomes[i]!.traceId}.xml`,
+          ),
         }),
       );
       expect(Buffer.from(await obj.Body!.transformToByteArray()).equals(Buffer.from(m.bundle))).toBe(true);

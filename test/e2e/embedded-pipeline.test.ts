@@ -66,7 +66,7 @@ async function runScenario(scenario: ScenarioMessage[], samples: Sample[]): Prom
 }
 
 /** The routing header of a sealed message (the JWE protected header is plain base64url JSON). */
-function routingOf(sealed: string): { to: string; id: string } {
+function routingOf(sealed: string): { from: string; to: string; id: string } {
   const header = JSON.parse(Buffer.from(sealed.split('.')[0]!, 'base64url').toString('utf8'));
   return header.itk;
 }
@@ -97,7 +97,11 @@ function expectDeliveredSamplesIdentical(run: Run, source: (sample: Sample) => U
     const { to } = routingOf(message.sealed);
     const id = parseBundle(sample!.bytes, sample!.format).header.id;
     expect(run.outcomes[i]!.messageId).toBe(id);
-    const file = join(paths.delivered(to), `${id}.${sample!.format}`);
+    // `<sender>_<MessageHeader id>_<trace id>.<ext>`: unique per sender and trace (issue 9).
+    const file = join(
+      paths.delivered(to),
+      `${routingOf(message.sealed).from}_${id}_${run.outcomes[i]!.traceId}.${sample!.format}`,
+    );
     expect(existsSync(file), `${message.name} delivered to ${to}`).toBe(true);
     expect(Buffer.compare(readFileSync(file), Buffer.from(source(sample!))), message.name).toBe(0);
     checked += 1;
@@ -110,8 +114,12 @@ async function expectEveryResponseVerifies(run: Run): Promise<void> {
   const files = filesBelow(responses).filter((f) => f.endsWith('.jws'));
   const sent = run.pipeline.audit.all().filter((e) => e.event === 'response-sent');
   expect(files).toHaveLength(sent.length);
+  // Authenticated rejections and acknowledged deliveries are answered; a rejection at authenticate
+  // (no authenticated sender) is audited and nothing more (issue 9, class 4).
   expect(files.length).toBe(
-    run.outcomes.filter((o) => o.status === 'rejected' || o.itk3Code === '20013').length,
+    run.outcomes.filter(
+      (o) => (o.status === 'rejected' && o.stage !== 'authenticate') || o.itk3Code === '20013',
+    ).length,
   );
   for (const file of files) {
     const code = /-(\d{5})\.jws$/.exec(file)?.[1];

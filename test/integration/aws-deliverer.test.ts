@@ -8,6 +8,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { AwsDeliverer } from '../../lib/adapters/aws/aws-deliverer.js';
+import { TransientError } from '../../lib/errors.js';
 import { createBucket, deleteBucket } from './support/buckets.js';
 import { describeEachEmulator, type EmulatorContext } from './support/emulators.js';
 
@@ -97,19 +98,21 @@ describeEachEmulator('AwsDeliverer', (ctx) => {
     expect(location).toBe(`s3://${blobBucket}/deliveries/etc/m2.xml`);
   });
 
-  it('delivers an s3 target under its prefix, once per name', async () => {
+  it('delivers an s3 target under its prefix, once per name; other bytes under the name are a conflict', async () => {
     const target = { type: 's3' as const, bucket: recipientBucket, prefix: 'inbox' };
 
     const first = await deliverer.deliver(target, 'm3.xml', xml, 'application/fhir+xml');
-    const second = await deliverer.deliver(
-      target,
-      'm3.xml',
-      new TextEncoder().encode('changed'),
-      'text/plain',
-    );
+    // The same bytes again (a redelivery): the 412 is compared by content hash and is this delivery.
+    const second = await deliverer.deliver(target, 'm3.xml', xml, 'application/fhir+xml');
+    // Other bytes under the name: never claimed as delivered (issue 9, class 3).
+    const conflict = await deliverer
+      .deliver(target, 'm3.xml', new TextEncoder().encode('changed'), 'text/plain')
+      .catch((e: unknown) => e);
 
     expect(first).toBe(`s3://${recipientBucket}/inbox/m3.xml`);
     expect(second).toBe(first);
+    expect(conflict).toBeInstanceOf(TransientError);
+    expect((conflict as TransientError).code).toBe('DELIVERY_CONFLICT');
     expect(await objectText(ctx, recipientBucket, 'inbox/m3.xml')).toBe(
       '<Bundle xmlns="http://hl7.org/fhir"/>',
     );

@@ -71,14 +71,14 @@ describeEachEmulator('emulator-mode pipeline', ({ emulator, endpoint, unique }) 
     for (const [i, m] of scenario.entries()) {
       if (m.expected.status !== 'delivered') continue;
       const o = await pipeline.outcome(traces[i]!);
-      const recipient = world.config.recipientsByOds.get(
-        JSON.parse(Buffer.from(m.sealed.split('.')[0]!, 'base64url').toString()).itk.to,
-      )!;
+      const { itk } = JSON.parse(Buffer.from(m.sealed.split('.')[0]!, 'base64url').toString());
+      const recipient = world.config.recipientsByOds.get(itk.to)!;
       const target = recipient.target as { type: 'folder'; path: string };
       const obj = await pipeline.clients.s3.send(
         new GetObjectCommand({
           Bucket: pipeline.resources.blobBucket,
-          Key: folderKey(target.path, `${o.messageId}.xml`),
+          // `<sender>_<MessageHeader id>_<tracking id>.xml` (issue 9, class 3).
+          Key: folderKey(target.path, `${itk.from}_${o.messageId}_${traces[i]}.xml`),
         }),
       );
       const bytes = await obj.Body!.transformToByteArray();

@@ -45,4 +45,13 @@ describeEachEmulator('S3BlobStore', ({ clients, unique }) => {
     expect(error).toBeInstanceOf(TransientError);
     expect((error as TransientError).code).toBe('BLOB_STORE_UNAVAILABLE');
   });
+
+  it('deletes a claim-check blob when its trace ends; deleting a missing one is not an error', async () => {
+    await blobs.put('trace-3/jwe', new Uint8Array([1]));
+    await blobs.delete('trace-3/jwe');
+    await blobs.delete('trace-3/jwe');
+
+    const error = await blobs.get('trace-3/jwe').catch((e: unknown) => e);
+    expect((error as TransientError).code).toBe('BLOB_STORE_UNAVAILABLE');
+  });
 });

@@ -104,6 +104,28 @@ async function check(
   expected: Expected,
   harness: Harness = h,
 ): Promise<RunResult> {
+  if (
+    expected.status === 'rejected' &&
+    expected.stage === 'authenticate' &&
+    !('http' in expected) &&
+    (input.via ?? 'http') === 'http' &&
+    expected.code !== 'TOKEN_REPLAYED'
+  ) {
+    // The front door checks the credential itself (issue 9, class 4): a credential the stage would
+    // refuse is answered 401 TOKEN_REJECTED (one answer whatever failed: no oracle), and nothing
+    // is stored or queued for it.
+    const blobsBefore = harness.pipeline.blobs.size;
+    const atDoor = await harness.run(input);
+    expect({ stage: atDoor.outcome.stage, code: atDoor.outcome.code, http: atDoor.http }, id).toEqual({
+      stage: 'ingest',
+      code: expected.code === 'TOKEN_MISSING' ? 'TOKEN_MISSING' : 'TOKEN_REJECTED',
+      http: 401,
+    });
+    expect(harness.pipeline.blobs.size).toBe(blobsBefore);
+    // The stage still refuses the same credential on the direct SQS path.
+    return check(id, attack, { ...input, via: 'sqs' }, expected, harness);
+  }
+  const signsBefore = harness.keys.signs;
   const r = await harness.run(input);
   results.add(rowFrom(id, attack, r));
   const { outcome } = r;
@@ -130,8 +152,14 @@ async function check(
     code: expected.code,
     itk3Code: ERROR_CATALOGUE[expected.code],
   });
-  // Every rejection is answered with a signed ITK3 response (ARCHITECTURE.md §3).
-  expect(r.responseFiles, `${id}: response file`).toHaveLength(1);
+  if (expected.stage === 'authenticate') {
+    // No authenticated sender: nothing is signed or written for it (issue 9, class 4).
+    expect(r.responseFiles, `${id}: response file`).toEqual([]);
+    expect(h.keys.signs - signsBefore, `${id}: signatures`).toBe(0);
+  } else {
+    // Every rejection of an authenticated sender is answered with a signed ITK3 response.
+    expect(r.responseFiles, `${id}: response file`).toHaveLength(1);
+  }
   if (expected.stage === 'authenticate' || expected.stage === 'authorise') {
     expect(r.unwraps, `${id}: key service called before authorisation`).toBe(0);
   } else {
@@ -2249,7 +2277,7 @@ describe('A27 key-service exhaustion: no unwrap before authentication and author
       });
       floods.push({
         id: 'forged-credential',
-        input: { credential: await rawToken('X26', { signature: randomBytes(256) }), sealed },
+        input: { credential: await rawToken('X26', { signature: randomBytes(256) }), sealed, via: 'sqs' },
         stage: 'authenticate',
         code: 'TOKEN_SIGNATURE_INVALID',
       });
@@ -2297,23 +2325,21 @@ describe('A27 key-service exhaustion: no unwrap before authentication and author
 });
 
 describe('A28 error oracles', () => {
-  it('an unauthenticated sender gets only the code: the response names neither the message nor a sender', async () => {
+  it('an unauthenticated sender gets nothing back: no response is signed or written, one audit entry', async () => {
     const v = await valid();
+    const auditBefore = h.pipeline.audit.count;
     const r = await check(
       'A28.unauthenticated-response',
-      'no credential (direct SQS): response content',
+      'no credential (direct SQS): nothing answered',
       { sealed: v.sealed, via: 'sqs' },
       rejected('authenticate', 'TOKEN_MISSING'),
     );
-    const file = r.responseFiles[0] ?? '';
-    expect(file.startsWith('_unauthenticated/')).toBe(true);
-    const { readFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
-    const jws = readFileSync(join(h.baseDir, 'responses', file), 'utf8').trim();
-    const payload = fromB64u(jws.split('.')[1] ?? '').toString('utf8');
-    expect(payload).not.toContain(v.msg.messageId);
-    expect(payload).not.toContain('X26');
-    expect(payload).toContain('UNREADABLE-IN-ORIGINAL-MESSAGE');
+    expect(r.responseFiles).toEqual([]);
+    const trail = await h.pipeline.audit.byTrace(r.traceId ?? '');
+    expect(trail.map((e) => [e.stage, e.event, e.code])).toEqual([
+      ['authenticate', 'rejected', 'TOKEN_MISSING'],
+    ]);
+    expect(h.pipeline.audit.count - auditBefore).toBe(1);
   });
 });
 
@@ -2548,7 +2574,11 @@ describe('findings F1–F3: the inbound queue takes no trace id or receipt time 
     // Only an authenticated sender gets this far; the dangling reference is retried (blob stores
     // can lag) and then dead-lettered with its reason, making no key-service call.
     const body = JSON.stringify({
-      claimCheck: { key: `claim-check/${randomUUID()}/sealed.jwe`, bytes: 1000, sha256: '0'.repeat(64) },
+      claimCheck: {
+        key: `claim-check/ingest-${randomUUID()}/sealed.jwe`,
+        bytes: 1000,
+        sha256: '0'.repeat(64),
+      },
     });
     const before = h.keys.unwraps;
     const r = await h.run({ credential: await token('X26'), sealed: body, via: 'sqs' });

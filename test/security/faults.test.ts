@@ -123,7 +123,7 @@ class FaultRun {
         this.traces.push({ traceId: r.trackingId, kind: 'valid', sender });
       }
     }
-    // No credential (direct SQS): rejected at authenticate, answered to the unauthenticated target.
+    // No credential (direct SQS): rejected at authenticate, audited, not answered.
     const m1 = buildMessage('X26');
     this.traces.push({
       traceId: this.pipeline.submitRaw(await sealAs(world, 'X26', m1)),
@@ -155,7 +155,9 @@ class FaultRun {
     const deliveredFiles = new Map<string, number>();
     for (const ods of Object.keys(world.recipients)) {
       for (const f of filesIn(path.join(this.baseDir, 'delivered', ods))) {
-        const id = f.replace(/\.(xml|json)$/, '');
+        // `<sender>_<MessageHeader id>_<trace id>.<ext>`: counted per message id, so a message
+        // delivered under two traces still shows up as a duplicate.
+        const id = f.split('_')[1] ?? f;
         deliveredFiles.set(id, (deliveredFiles.get(id) ?? 0) + 1);
       }
     }
@@ -188,7 +190,11 @@ class FaultRun {
       ) {
         delivered += 1;
         state = 'delivered';
-      } else if (outcome.status === 'rejected' && responseFilesFor(this.baseDir, t.traceId).length > 0) {
+      } else if (
+        outcome.status === 'rejected' &&
+        // An authenticated sender is answered; an unauthenticated one is audited and nothing more.
+        (responseFilesFor(this.baseDir, t.traceId).length > 0 || outcome.stage === 'authenticate')
+      ) {
         rejected += 1;
         state = 'rejected';
       } else {
@@ -322,14 +328,16 @@ describe('key service (KMS) faults', () => {
       'every message dead-lettered with KEY_SERVICE_UNAVAILABLE',
       run,
     );
-    // Nothing can be answered or decrypted without KMS: every message waits in a DLQ.
-    expect(phase1.deadLettered).toBe(run.traces.length);
+    // Nothing can be answered or decrypted without KMS: every message waits in a DLQ — except the
+    // one with no credential, whose rejection needs no key at all (nothing is signed for it).
+    expect(phase1.deadLettered).toBe(run.traces.length - 1);
+    expect(phase1.rejected).toBe(1);
     expect(
       Object.keys(phase1.deadLetterReasons ?? {}).every((r) => r.endsWith(':KEY_SERVICE_UNAVAILABLE')),
     ).toBe(true);
 
     outage = false;
-    expect(await run.redriveAll()).toBe(run.traces.length);
+    expect(await run.redriveAll()).toBe(run.traces.length - 1);
     await run.pipeline.drain();
     const phase2 = await run.account();
     const { byTrace, ...counts } = phase2;

@@ -73,6 +73,26 @@ export function filesIn(dir: string): string[] {
   }
 }
 
+/**
+ * Delivered Bundles in `dir` as `<MessageHeader id>.<ext>`, sorted: delivery names are
+ * `<sender>_<MessageHeader id>_<trace id>.<ext>` (unique per sender and trace, issue 9).
+ */
+export function deliveredIds(dir: string): string[] {
+  return filesIn(dir)
+    .map((f) => {
+      const match = /^[A-Za-z0-9.-]+_([A-Za-z0-9.-]+)_[A-Za-z0-9.-]+\.(xml|json)$/.exec(f);
+      return match ? `${match[1]}.${match[2]}` : f;
+    })
+    .sort();
+}
+
+/** The one delivered file in `dir` carrying MessageHeader id `messageId` (full path). */
+export function deliveredFile(dir: string, messageId: string): string {
+  const matches = filesIn(dir).filter((f) => f.split('_')[1] === messageId);
+  if (matches.length !== 1) throw new Error(`expected one delivery of ${messageId}, found ${matches.length}`);
+  return join(dir, matches[0]!);
+}
+
 /** Every file below `dir`, as paths relative to it. */
 export function filesBelow(dir: string, prefix = ''): string[] {
   let names: string[];

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
@@ -21,10 +21,14 @@ const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
  * - `sqs` → `SendMessage` with the bytes as the body; bytes that are not valid UTF-8, or that hold
  *   characters SQS refuses, are sent base64-encoded with the attribute `contentEncoding=base64`.
  *
- * Idempotent by name: S3 writes are conditional (`If-None-Match: *`), so a redelivery finds the
- * object and reports the same location without a second write (no second version, no second event
- * notification). FIFO queues get a deduplication id derived from the name; standard queues cannot
- * deduplicate, so every message carries the name in the `name` attribute for the consumer to do so.
+ * Idempotent by name and content: S3 writes are conditional (`If-None-Match: *`), so a redelivery
+ * finds the object and reports the same location without a second write (no second version, no
+ * second event notification) — but only after the existing object's SHA-256 was found equal to the
+ * bytes being delivered. A different object under the name is a `DELIVERY_CONFLICT` (retried, then
+ * dead-lettered with that reason), never a delivery (issue 9, class 3). FIFO queues get a
+ * deduplication id derived from the name and the content hash, so SQS never swallows different
+ * bytes under a name it has seen; standard queues cannot deduplicate, so every message carries its
+ * `name` and `sha256` attributes for the consumer to do so.
  *
  * @example
  * ```ts
@@ -75,16 +79,33 @@ export class AwsDeliverer implements Deliverer {
         }),
       );
     } catch (error) {
-      // 412: the object exists, i.e. this name was delivered before. 409: a concurrent write of the
-      // same name is in flight; either way the delivery has (or will have) happened once.
+      // 412: an object already holds the name. It is this delivery only if its bytes are ours (a
+      // redelivery of the same trace); anything else is a conflict, never claimed as delivered.
+      // 409: a concurrent write of the name is in flight: retry, and the retry compares.
       const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       const name = awsErrorName(error);
-      if (status === 412 || name === 'PreconditionFailed' || name === 'ConditionalRequestConflict') {
-        return location;
+      if (status === 412 || name === 'PreconditionFailed') {
+        if ((await this.#existingSha256(bucket, key)) === sha256Of(bytes)) return location;
+        throw new TransientError(
+          'DELIVERY_CONFLICT',
+          'a different object already holds the delivery name; not delivered',
+        );
       }
       throw deliveryError('S3 PutObject', error);
     }
     return location;
+  }
+
+  /** SHA-256 of the object under `key`, read back in full (a 412 is rare; delivered objects are small). */
+  async #existingSha256(bucket: string, key: string): Promise<string> {
+    countCall('s3', 'GetObject');
+    try {
+      const out = await this.#s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      if (!out.Body) throw new Error('GetObject returned no body');
+      return sha256Of(await out.Body.transformToByteArray());
+    } catch (error) {
+      throw deliveryError('S3 GetObject', error);
+    }
   }
 
   async #sendMessage(
@@ -97,6 +118,7 @@ export class AwsDeliverer implements Deliverer {
     const attributes: Record<string, MessageAttributeValue> = {
       name: { DataType: 'String', StringValue: name },
       contentType: { DataType: 'String', StringValue: contentType },
+      sha256: { DataType: 'String', StringValue: sha256Of(bytes) },
     };
     if (text === undefined) attributes.contentEncoding = { DataType: 'String', StringValue: 'base64' };
     const fifo = queueUrl.endsWith('.fifo');
@@ -110,7 +132,8 @@ export class AwsDeliverer implements Deliverer {
           ...(fifo
             ? {
                 // SQS deduplicates a FIFO id for five minutes: covers the pipeline's own retries.
-                MessageDeduplicationId: createHash('sha256').update(name).digest('hex').slice(0, 128),
+                // Name and content together: different bytes under a name are never swallowed.
+                MessageDeduplicationId: sha256Of(`${name}\n${sha256Of(bytes)}`),
                 MessageGroupId: 'itk3',
               }
             : {}),
@@ -150,6 +173,10 @@ export function sqsSafeText(bytes: Uint8Array): string | undefined {
   }
   // biome-ignore lint/suspicious/noControlCharactersInRegex: these are exactly the characters SQS refuses
   return /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/.test(text) ? undefined : text;
+}
+
+function sha256Of(data: Uint8Array | string): string {
+  return createHash('sha256').update(data).digest('hex');
 }
 
 function deliveryError(operation: string, error: unknown): TransientError {

@@ -67,6 +67,10 @@ export class MemoryBlobStore implements BlobStore {
     return bytes;
   }
 
+  async delete(key: string): Promise<void> {
+    this.#blobs.delete(key);
+  }
+
   get size(): number {
     return this.#blobs.size;
   }

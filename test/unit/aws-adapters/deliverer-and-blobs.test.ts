@@ -1,4 +1,4 @@
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -70,14 +70,47 @@ describe('AwsDeliverer', () => {
     });
   });
 
-  it.each([
-    ['PreconditionFailed', 412],
-    ['ConditionalRequestConflict', 409],
-  ])('treats %s as already delivered', async (name, status) => {
-    s3.on(PutObjectCommand).rejects(serviceError(name, status));
-    expect(
-      await deliverer().deliver({ type: 'folder', path: 'x' }, 'm.xml', new Uint8Array(), 'text/xml'),
-    ).toBe('s3://itk3-blobs/deliveries/x/m.xml');
+  /** An S3 GetObject body holding `text` (the SDK stream mixin's one method the adapter uses). */
+  const objectBody = (text: string) =>
+    ({ transformToByteArray: async () => new TextEncoder().encode(text) }) as never;
+
+  it('a 412 over an object with the same bytes is this delivery again: same location, no second write', async () => {
+    s3.on(PutObjectCommand).rejects(serviceError('PreconditionFailed', 412));
+    s3.on(GetObjectCommand).resolves({ Body: objectBody('<Bundle/>') });
+    const location = await deliverer().deliver(
+      { type: 'folder', path: 'x' },
+      'm.xml',
+      new TextEncoder().encode('<Bundle/>'),
+      'text/xml',
+    );
+    expect(location).toBe('s3://itk3-blobs/deliveries/x/m.xml');
+    expect(s3.commandCalls(GetObjectCommand)[0]?.args[0].input).toEqual({
+      Bucket: 'itk3-blobs',
+      Key: 'deliveries/x/m.xml',
+    });
+  });
+
+  it('a 412 over an object with different bytes is DELIVERY_CONFLICT, never a delivery', async () => {
+    s3.on(PutObjectCommand).rejects(serviceError('PreconditionFailed', 412));
+    s3.on(GetObjectCommand).resolves({ Body: objectBody('<Bundle>someone else</Bundle>') });
+    const thrown = await deliverer()
+      .deliver(
+        { type: 's3', bucket: 'rx', prefix: 'in' },
+        'm.xml',
+        new TextEncoder().encode('<Bundle/>'),
+        'x',
+      )
+      .catch((e: unknown) => e);
+    expect(thrown).toBeInstanceOf(TransientError);
+    expect((thrown as TransientError).code).toBe('DELIVERY_CONFLICT');
+  });
+
+  it('a 409 (a concurrent write of the name) is retried, not claimed as delivered', async () => {
+    s3.on(PutObjectCommand).rejects(serviceError('ConditionalRequestConflict', 409));
+    const thrown = await deliverer()
+      .deliver({ type: 's3', bucket: 'rx', prefix: '' }, 'm.xml', new Uint8Array([1]), 'x')
+      .catch((e: unknown) => e);
+    expect((thrown as TransientError).code).toBe('DELIVERY_UNAVAILABLE');
   });
 
   it('throws DELIVERY_UNAVAILABLE on S3 throttling or a missing bucket', async () => {
@@ -92,17 +125,22 @@ describe('AwsDeliverer', () => {
     }
   });
 
-  it('gives FIFO queues a deduplication id derived from the name', async () => {
+  it('gives FIFO queues a deduplication id derived from the name and the content', async () => {
     sqs.on(SendMessageCommand).resolves({ MessageId: 'mid' });
     const target = { type: 'sqs' as const, queueUrl: 'https://sqs.eu-west-2.amazonaws.com/1/rx.fifo' };
 
     await deliverer().deliver(target, 'm.xml', new TextEncoder().encode('x'), 'text/xml');
     await deliverer().deliver(target, 'm.xml', new TextEncoder().encode('x'), 'text/xml');
+    // Different bytes under the same name must not be swallowed by SQS deduplication.
+    await deliverer().deliver(target, 'm.xml', new TextEncoder().encode('y'), 'text/xml');
 
-    const [a, b] = sqs.commandCalls(SendMessageCommand).map((c) => c.args[0].input);
+    const [a, b, c] = sqs.commandCalls(SendMessageCommand).map((call) => call.args[0].input);
     expect(a?.MessageDeduplicationId).toMatch(/^[0-9a-f]{64}$/);
     expect(a?.MessageDeduplicationId).toBe(b?.MessageDeduplicationId);
+    expect(c?.MessageDeduplicationId).not.toBe(a?.MessageDeduplicationId);
     expect(a?.MessageGroupId).toBe('itk3');
+    expect(c?.MessageAttributes?.sha256?.StringValue).toMatch(/^[0-9a-f]{64}$/);
+    expect(c?.MessageAttributes?.name?.StringValue).toBe('m.xml');
   });
 
   it('refuses a name that could escape its folder or prefix', async () => {
@@ -126,6 +164,23 @@ describe('S3BlobStore', () => {
       Key: 'claim-check/t/1',
     });
     expect(thrown).toBeInstanceOf(TransientError);
+    expect((thrown as TransientError).code).toBe('BLOB_STORE_UNAVAILABLE');
+  });
+
+  it('deletes a claim-check object under the prefix', async () => {
+    s3.on(DeleteObjectCommand).resolves({});
+    await new S3BlobStore(new S3Client({ region: 'eu-west-2' }), 'b').delete('t/1');
+    expect(s3.commandCalls(DeleteObjectCommand)[0]?.args[0].input).toEqual({
+      Bucket: 'b',
+      Key: 'claim-check/t/1',
+    });
+  });
+
+  it('a failed delete is BLOB_STORE_UNAVAILABLE', async () => {
+    s3.on(DeleteObjectCommand).rejects(serviceError('SlowDown', 503));
+    const thrown = await new S3BlobStore(new S3Client({ region: 'eu-west-2' }), 'b')
+      .delete('t/1')
+      .catch((e: unknown) => e);
     expect((thrown as TransientError).code).toBe('BLOB_STORE_UNAVAILABLE');
   });
 });

@@ -14,6 +14,8 @@ import { loadSamples } from '../../../lib/itk3/index.js';
 import {
   buildMessage,
   credentialFor,
+  deliveredFile,
+  deliveredIds,
   filesIn,
   makeTempDir,
   removeTempDirs,
@@ -352,7 +354,7 @@ describe('itk3 token → seal → process', () => {
       itk3Code: '20013',
       error: null,
     });
-    const delivered = join(worldPaths(out).delivered('A83627'), `${line.messageId}.xml`);
+    const delivered = deliveredFile(worldPaths(out).delivered('A83627'), line.messageId);
     expect(Buffer.compare(readFileSync(delivered), Buffer.from(sample.bytes))).toBe(0);
     expect(filesIn(out)).toContain('audit.jsonl');
   });
@@ -448,7 +450,7 @@ describe('itk3 dlq', () => {
         error: null,
       }),
     ]);
-    const delivered = join(worldPaths(out).delivered('A83627'), `${msg.messageId}.xml`);
+    const delivered = deliveredFile(worldPaths(out).delivered('A83627'), msg.messageId);
     expect(Buffer.compare(readFileSync(delivered), Buffer.from(msg.bytes))).toBe(0);
 
     const empty = await cli('dlq', 'list', '--out', out);

@@ -5,8 +5,6 @@
  * software key service's `beforeCall` hook; no component of the pipeline is replaced.
  */
 import '../../support/env.js';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FolderDeliverer } from '../../../lib/adapters/local/folder-deliverer.js';
@@ -27,6 +25,7 @@ import { deployedHandlers } from '../../../lib/runtime/handlers.js';
 import {
   type BuiltMessage,
   buildMessage,
+  deliveredIds,
   embeddedPipeline,
   filesIn,
   keyService,
@@ -36,7 +35,6 @@ import {
   sealAs,
   submitMessage,
   testWorld,
-  verifyResponse,
 } from '../../support/world.js';
 
 let world: DemoWorld;
@@ -200,7 +198,7 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
         messageId: good[i]!.messageId,
       });
     }
-    expect(filesIn(paths.delivered('A83627'))).toEqual(good.map((m) => `${m.messageId}.xml`).sort());
+    expect(deliveredIds(paths.delivered('A83627'))).toEqual(good.map((m) => `${m.messageId}.xml`).sort());
     expect(filesIn(paths.delivered('A8797979'))).toEqual([]);
     expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 1 });
   });
@@ -230,7 +228,7 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
     expect(count(trail, 'rejected')).toBe(0);
     expect(count(trail, 'delivered')).toBe(1);
     expect(await pipeline.outcome(trace!)).toMatchObject({ status: 'delivered', itk3Code: '20013' });
-    expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toEqual([`${msg.messageId}.xml`]);
+    expect(deliveredIds(worldPaths(baseDir).delivered('A83627'))).toEqual([`${msg.messageId}.xml`]);
     expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
   });
 
@@ -254,14 +252,13 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
         { sender: 'FQ123', msg: good[2]! },
         { sender: 'GP0001', msg: good[3]! },
       ]);
-      // And one that is rejected on the way (expired credential).
-      const late = buildMessage('X26');
-      const iat = Math.floor(pipeline.clock.now() / 1000) - 900;
-      const expired = await pipeline.submit(
-        await tokenFor(world, world.senders.X26, pipeline.clock.now(), { iat, exp: iat + 300 }),
-        await sealAs(world, 'X26', late),
+      // And one that is rejected on the way and answered: FQ123's credential on an X26 message
+      // (authenticated, so its rejection is forwarded to deliver like the rest of the batch).
+      const otherOrg = await pipeline.submit(
+        await tokenFor(world, world.senders.FQ123, pipeline.clock.now()),
+        await sealAs(world, 'X26', buildMessage('X26')),
       );
-      if (expired.status !== 202) throw new Error('front door refused');
+      if (otherOrg.status !== 202) throw new Error('front door refused');
       await pipeline.drain();
 
       expect(failedOnce).toBe(true);
@@ -270,15 +267,15 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
         expect(terminals(trail)).toEqual({ delivered: 1, rejected: 0, deadLettered: 0 });
         expect(count(trail, 'response-sent')).toBe(1);
       }
-      const rejectedTrail = await entries(pipeline, expired.trackingId);
+      const rejectedTrail = await entries(pipeline, otherOrg.trackingId);
       expect(terminals(rejectedTrail)).toEqual({ delivered: 0, rejected: 1, deadLettered: 0 });
       expect(count(rejectedTrail, 'response-sent')).toBe(1);
 
       const paths = worldPaths(baseDir);
-      expect(filesIn(paths.delivered('A83627'))).toEqual(
+      expect(deliveredIds(paths.delivered('A83627'))).toEqual(
         [good[0]!, good[1]!, good[3]!].map((m) => `${m.messageId}.xml`).sort(),
       );
-      expect(filesIn(paths.delivered('A8797979'))).toEqual([`${good[2]!.messageId}.xml`]);
+      expect(deliveredIds(paths.delivered('A8797979'))).toEqual([`${good[2]!.messageId}.xml`]);
       expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
     });
   }
@@ -400,7 +397,7 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
     ]);
     expect(count(trail, 'delivered')).toBe(1);
     expect(await pipeline.outcome(trace!)).toMatchObject({ status: 'delivered', messageId: msg.messageId });
-    expect(filesIn(paths.delivered('A8797979'))).toEqual([`${msg.messageId}.xml`]);
+    expect(deliveredIds(paths.delivered('A8797979'))).toEqual([`${msg.messageId}.xml`]);
     expect(filesIn(paths.responses('FQ123'))).toEqual([`${trace}-20013.jws`]);
     expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
   });
@@ -455,7 +452,7 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
       messageId: msg.messageId,
       itk3Code: '20013',
     });
-    expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toEqual([`${msg.messageId}.xml`]);
+    expect(deliveredIds(worldPaths(baseDir).delivered('A83627'))).toEqual([`${msg.messageId}.xml`]);
     expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
   });
 
@@ -523,13 +520,11 @@ describe('embedded runtime: malformed records on internal queues', () => {
         code: 'RECORD_MALFORMED',
         itk3Code: '10009',
       });
-      const unauthenticated = worldPaths(baseDir).unauthenticated;
-      expect(filesIn(unauthenticated)).toEqual([`${id}-10009.jws`]);
-      const { message } = await verifyResponse(
-        world,
-        readFileSync(join(unauthenticated, `${id}-10009.jws`), 'utf8'),
-      );
-      expect(message.header.response).toMatchObject({ itkCode: '10009', code: 'fatal-error' });
+      // No authenticated sender to answer: audited once, nothing signed or written (issue 9).
+      expect(filesIn(worldPaths(baseDir).unauthenticated)).toEqual([]);
+      expect((await entries(pipeline, id)).map((e) => [e.stage, e.event, e.code])).toEqual([
+        ['verify', 'rejected', 'RECORD_MALFORMED'],
+      ]);
       expect(queueDepths(pipeline)).toEqual({ queues: 0, dlqs: 0 });
     });
   }
@@ -585,7 +580,12 @@ describe('embedded runtime: conservation', () => {
       expect(ended[0]![1]).toBe(1);
       const outcome = await pipeline.outcome(trace);
       expect(outcome.status, `trace ${trace}`).toBe(want);
-      if (outcome.status === 'rejected') expect(count(trail, 'response-sent')).toBe(1);
+      if (outcome.status === 'rejected') {
+        // Answered when the sender was authenticated; otherwise audited once and nothing more.
+        const answered = trail.some((e) => e.event === 'rejected' && e.sender !== undefined);
+        expect(count(trail, 'response-sent')).toBe(answered ? 1 : 0);
+        if (!answered) expect(trail).toHaveLength(1);
+      }
       tally[outcome.status as keyof typeof tally] += 1;
     }
     expect(tally.delivered + tally.rejected + tally['dead-lettered']).toBe(n);

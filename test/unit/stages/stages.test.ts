@@ -5,7 +5,7 @@
  * its catalogue code and its ITK3 code.
  */
 import '../../support/env.js';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
@@ -21,14 +21,15 @@ import {
   SignatureError,
   TransientError,
 } from '../../../lib/errors.js';
-import { UNREADABLE_ID, validateItk3 } from '../../../lib/itk3/index.js';
+import { validateItk3 } from '../../../lib/itk3/index.js';
 import { type PipelineRecord, parseRecord, serialiseRecord } from '../../../lib/record.js';
 import { authenticate } from '../../../lib/stages/authenticate.js';
 import { authoriseStage } from '../../../lib/stages/authorise.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
 import { decryptStage } from '../../../lib/stages/decrypt.js';
-import { deliverStage } from '../../../lib/stages/deliver.js';
+import { deliverStage, deliveryName, responseName } from '../../../lib/stages/deliver.js';
 import { verifyStage } from '../../../lib/stages/verify.js';
+import { CountingKeys } from '../../security/support.js';
 import {
   ingressRecord,
   sqsEvent,
@@ -117,6 +118,12 @@ async function expectRejected(
 
 const silentObserver: StageObserver = { record: () => undefined };
 
+/** Where a delivered or answered record went. */
+function locationOf(outcome: Awaited<ReturnType<typeof deliverStage>>): string {
+  if (outcome.kind === 'unanswered') throw new Error('expected a delivery or a response');
+  return outcome.location;
+}
+
 describe('authenticate', () => {
   it('turns a valid credential into a principal and drops the credential', async () => {
     const ctx = context();
@@ -176,6 +183,31 @@ describe('authenticate', () => {
       'TOKEN_REPLAYED',
       '20012',
     );
+  });
+});
+
+describe('authenticate: a jti belongs to the first trace that presents it (issue 9, class 4)', () => {
+  it('the exact replay of a captured (credential, sealed message) pair as a new submission is TOKEN_REPLAYED', async () => {
+    const ctx = context();
+    const original = await recordFor(ctx, 'X26', buildMessage('X26'));
+    await authenticate({ record: original, inboundMessageId: original.traceId }, ctx);
+    // Same bytes, new queue message: the queue gave it another trace id.
+    const replay: PipelineRecord = { ...original, traceId: 'replayed-queue-message' };
+    await expectRejected(
+      authenticate({ record: replay, inboundMessageId: replay.traceId }, ctx),
+      AuthenticationError,
+      'TOKEN_REPLAYED',
+      '20012',
+    );
+  });
+
+  it('a redelivery or redrive of the same queue message (same trace) passes, however often', async () => {
+    const ctx = context();
+    const record = await recordFor(ctx, 'X26', buildMessage('X26'));
+    for (let i = 0; i < 3; i += 1) {
+      const out = await authenticate({ record, inboundMessageId: record.traceId }, ctx);
+      expect(out.principal?.organisation).toBe('X26');
+    }
   });
 });
 
@@ -413,6 +445,37 @@ describe('verify', () => {
     await expectRejected(verifyOf(ctx, 'X26', again), Itk3ValidationError, 'DUPLICATE_MESSAGE', '20007');
   });
 
+  it('another organisation cannot squat a message id or document id (keys are per sender organisation)', async () => {
+    const ctx = context();
+    const genuine = buildMessage('X26');
+    // GP0001, a registered sender to the same recipient, uses X26's ids first.
+    const squat = buildMessage('GP0001', { messageId: genuine.messageId, documentId: genuine.documentId });
+    await verifyOf(ctx, 'GP0001', squat);
+    const out = await verifyOf(ctx, 'X26', genuine);
+    expect(out.message).toMatchObject({ messageId: genuine.messageId, sender: 'X26' });
+  });
+
+  it('an id another organisation used gives a prober no signal; its own namespace still catches duplicates', async () => {
+    const ctx = context();
+    const used = buildMessage('X26');
+    await verifyOf(ctx, 'X26', used);
+    // The probe verifies exactly like a fresh id: nothing tells GP0001 that X26 used it.
+    const probe = buildMessage('GP0001', { messageId: used.messageId, documentId: used.documentId });
+    expect((await verifyOf(ctx, 'GP0001', probe)).message?.messageId).toBe(used.messageId);
+    await expectRejected(
+      verifyOf(ctx, 'GP0001', buildMessage('GP0001', { messageId: used.messageId })),
+      Itk3ValidationError,
+      'DUPLICATE_MESSAGE',
+      '20007',
+    );
+    await expectRejected(
+      verifyOf(ctx, 'X26', buildMessage('X26', { documentId: used.documentId })),
+      Itk3ValidationError,
+      'DUPLICATE_DOCUMENT',
+      '20008',
+    );
+  });
+
   it('the same trace verifying the same message again (a redelivery) is not a duplicate', async () => {
     const ctx = context();
     const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'decrypt');
@@ -437,12 +500,78 @@ describe('deliver', () => {
       const outcome = await deliverStage(record, ctx);
       await deliverStage(record, ctx);
 
+      const name = `X26_${msg.messageId}_${record.traceId}.${format}`;
       expect(outcome.kind).toBe('delivered');
-      expect(outcome.location).toBe(join(ctx.paths.delivered('A83627'), `${msg.messageId}.${format}`));
-      expect(filesIn(ctx.paths.delivered('A83627'))).toEqual([`${msg.messageId}.${format}`]);
-      expect(Buffer.compare(readFileSync(outcome.location), Buffer.from(msg.bytes))).toBe(0);
+      expect(locationOf(outcome)).toBe(join(ctx.paths.delivered('A83627'), name));
+      expect(filesIn(ctx.paths.delivered('A83627'))).toEqual([name]);
+      expect(Buffer.compare(readFileSync(locationOf(outcome)), Buffer.from(msg.bytes))).toBe(0);
     });
   }
+
+  it('two senders with the same MessageHeader id are both delivered, under distinct names', async () => {
+    const ctx = context();
+    const fromX26 = buildMessage('X26');
+    const fromGp = buildMessage('GP0001', { messageId: fromX26.messageId });
+    const a = await deliverStage(await verified(ctx, 'X26', fromX26), ctx);
+    const b = await deliverStage(await verified(ctx, 'GP0001', fromGp), ctx);
+
+    expect(locationOf(a)).not.toBe(locationOf(b));
+    expect(filesIn(ctx.paths.delivered('A83627'))).toHaveLength(2);
+    expect(Buffer.compare(readFileSync(locationOf(a)), Buffer.from(fromX26.bytes))).toBe(0);
+    expect(Buffer.compare(readFileSync(locationOf(b)), Buffer.from(fromGp.bytes))).toBe(0);
+  });
+
+  it('an id reused after the duplicate window is a new delivery: the earlier file is never replaced', async () => {
+    const ctx = context();
+    const first = buildMessage('X26');
+    const earlier = await deliverStage(await verified(ctx, 'X26', first), ctx);
+    ctx.clock.advanceBy((ctx.config.doc.limits.dedupeDays + 1) * 86_400_000);
+    const later = buildMessage('X26', { messageId: first.messageId, documentId: first.documentId });
+    const outcome = await deliverStage(await verified(ctx, 'X26', later), ctx);
+
+    expect(locationOf(outcome)).not.toBe(locationOf(earlier));
+    expect(filesIn(ctx.paths.delivered('A83627'))).toHaveLength(2);
+    expect(Buffer.compare(readFileSync(locationOf(earlier)), Buffer.from(first.bytes))).toBe(0);
+  });
+
+  it('a different file already under the delivery name is DELIVERY_CONFLICT, never claimed delivered', async () => {
+    const ctx = context();
+    const msg = buildMessage('X26');
+    const record = await verified(ctx, 'X26', msg);
+    const name = deliveryName(record.message!, record.traceId);
+    const folder = ctx.paths.delivered('A83627');
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, name), '<Bundle>planted</Bundle>');
+
+    const error = await deliverStage(record, ctx).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(TransientError);
+    expect((error as TransientError).code).toBe('DELIVERY_CONFLICT');
+    expect(readFileSync(join(folder, name), 'utf8')).toBe('<Bundle>planted</Bundle>');
+  });
+
+  it('a redelivered acknowledgement is byte-identical: the first signature is kept, not a new one', async () => {
+    const ctx = context();
+    const record = await verified(ctx, 'X26', buildMessage('X26'));
+    const first = await deliverStage(record, ctx);
+    const bytes = readFileSync((first as { response: string }).response);
+    const again = await deliverStage(record, ctx);
+    expect(filesIn(ctx.paths.responses('X26'))).toEqual([`${record.traceId}-20013.jws`]);
+    expect(Buffer.compare(readFileSync((again as { response: string }).response), bytes)).toBe(0);
+  });
+
+  it('delivery and response names stay one-to-one for parts outside the FHIR id characters', () => {
+    const message = { sender: 'X26', messageId: 'a_b', format: 'xml' as const };
+    expect(deliveryName(message, 'trace-1')).toMatch(/^x-[0-9a-f]{64}\.xml$/);
+    expect(deliveryName(message, 'trace-1')).not.toBe(
+      deliveryName({ ...message, messageId: 'a/b' }, 'trace-1'),
+    );
+    expect(deliveryName({ ...message, messageId: 'm-1' }, 'trace-1')).toBe('X26_m-1_trace-1.xml');
+    expect(responseName('trace-1', '20013')).toBe('trace-1-20013.jws');
+    expect(responseName('trace/1', '20013')).toMatch(/^x-[0-9a-f]{64}\.jws$/);
+  });
 
   it('carries artefacts over the claim-check threshold through the blob store, delivered byte for byte', async () => {
     const ctx = context({ config: configWithLimits(world, { claimCheckBytes: 8 * 1024 }) });
@@ -462,7 +591,7 @@ describe('deliver', () => {
     expect(serialiseRecord(verifiedRecord).length).toBeLessThan(8 * 1024);
 
     const outcome = await deliverStage(verifiedRecord, ctx);
-    expect(Buffer.compare(readFileSync(outcome.location), Buffer.from(msg.bytes))).toBe(0);
+    expect(Buffer.compare(readFileSync(locationOf(outcome)), Buffer.from(msg.bytes))).toBe(0);
   });
 
   it('a claim-check payload changed after it was stored is a transient failure, never delivered', async () => {
@@ -540,8 +669,8 @@ describe('deliver', () => {
 
     const outcome = await deliverStage(job, ctx);
     expect(outcome.kind).toBe('responded');
-    expect(outcome.location).toBe(join(ctx.paths.responses('X26'), `${job.traceId}-20012.jws`));
-    const { message, header } = await verifyResponse(world, readFileSync(outcome.location, 'utf8'));
+    expect(locationOf(outcome)).toBe(join(ctx.paths.responses('X26'), `${job.traceId}-20012.jws`));
+    const { message, header } = await verifyResponse(world, readFileSync(locationOf(outcome), 'utf8'));
     expect(header.itk).toMatchObject({ to: 'X26', event: 'ITK008M' });
     expect(message.header.response).toMatchObject({ code: 'fatal-error', itkCode: '20012' });
     expect(message.header.receiverOds).toBe('X26');
@@ -550,8 +679,9 @@ describe('deliver', () => {
     expect(message.header.response?.diagnostics).toBe('SIGNATURE_KEY_NOT_SENDERS');
   });
 
-  it('answers a rejection with no authenticated principal in the unauthenticated folder', async () => {
-    const ctx = context();
+  it('a rejection with no authenticated principal is audited once and answered with nothing', async () => {
+    const keys = new CountingKeys(world.keystore);
+    const ctx = context({ keys });
     const sealed = await sealAs(world, 'X26', buildMessage('X26'));
     // Raw SQS ingestion with no Authorization attribute.
     const response = await processStageBatch(
@@ -561,18 +691,24 @@ describe('deliver', () => {
       silentObserver,
     );
     expect(response.batchItemFailures).toEqual([]);
-    const job = parseRecord(ctx.queues.sent[0]!.body);
-    expect(job.rejection).toMatchObject({ stage: 'authenticate', code: 'TOKEN_MISSING', itk3Code: '20012' });
-    expect(job.rejection?.respondTo).toBeUndefined();
+    // No response job: nothing goes to deliver, nothing is signed, nothing is written.
+    expect(ctx.queues.sent).toEqual([]);
+    expect(keys.signs).toBe(0);
+    expect(filesIn(ctx.paths.unauthenticated)).toEqual([]);
+    expect(ctx.audit.all().map((e) => [e.stage, e.event, e.code, e.itk3Code])).toEqual([
+      ['authenticate', 'rejected', 'TOKEN_MISSING', '20012'],
+    ]);
+  });
 
-    const outcome = await deliverStage(job, ctx);
-    expect(outcome.location).toBe(join(ctx.paths.unauthenticated, `${job.traceId}-20012.jws`));
-    expect(filesIn(ctx.paths.responses('X26'))).toEqual([]);
-    const { message, header } = await verifyResponse(world, readFileSync(outcome.location, 'utf8'));
-    expect(header.itk).toMatchObject({ to: 'UNKNOWN' });
-    expect(message.header.response).toMatchObject({ itkCode: '20012', identifier: UNREADABLE_ID });
-    expect(message.header.receiverOds).toBeUndefined();
-    // An unauthenticated sender learns the ITK3 code and nothing else.
-    expect(message.header.response?.diagnostics).toBeUndefined();
+  it('a queued rejection with no authenticated principal (from an older version) is not signed at deliver', async () => {
+    const keys = new CountingKeys(world.keystore);
+    const ctx = context({ keys });
+    const job: PipelineRecord = {
+      ...ingressRecord({ receivedAt: ctx.clock.now() }),
+      rejection: { stage: 'authenticate', code: 'TOKEN_MISSING', itk3Code: '20012' },
+    };
+    expect(await deliverStage(job, ctx)).toEqual({ kind: 'unanswered' });
+    expect(keys.signs).toBe(0);
+    expect(filesIn(ctx.paths.unauthenticated)).toEqual([]);
   });
 });
