@@ -6,8 +6,6 @@
  * in the claimed organisation's response target, never quoting the claimed message id.
  */
 import '../../support/env.js';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
 import { tokenFor } from '../../../lib/demo/scenario.js';
@@ -18,12 +16,10 @@ import {
   type RejectionCode,
   RejectionError,
 } from '../../../lib/errors.js';
-import { UNREADABLE_ID } from '../../../lib/itk3/index.js';
-import { type PipelineRecord, parseRecord } from '../../../lib/record.js';
+import type { PipelineRecord } from '../../../lib/record.js';
 import { authenticate } from '../../../lib/stages/authenticate.js';
 import { authoriseStage } from '../../../lib/stages/authorise.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
-import { deliverStage } from '../../../lib/stages/deliver.js';
 import {
   ingressRecord,
   sqsEvent,
@@ -41,7 +37,6 @@ import {
   sealAs,
   sealCustom,
   testWorld,
-  verifyResponse,
 } from '../../support/world.js';
 
 let world: DemoWorld;
@@ -117,18 +112,14 @@ describe('authenticate: an issuer speaks only for its organisations', () => {
       silentObserver,
     );
     expect(response.batchItemFailures).toEqual([]);
-    const job = parseRecord(ctx.queues.sent[0]!.body);
-    expect(job.rejection).toMatchObject({ stage: 'authenticate', code: 'TOKEN_ORGANISATION_OUT_OF_SCOPE' });
-    expect(job.rejection?.respondTo).toBeUndefined();
-    expect(job.principal).toBeUndefined();
-    const outcome = await deliverStage(job, ctx);
-    expect(outcome.location).toBe(join(ctx.paths.unauthenticated, `${job.traceId}-20012.jws`));
+    // Unauthenticated: no response job, so nothing is signed or stored (issue 9 class 4); nothing
+    // can land in the practice's response target, and the audit quotes no message id.
+    expect(ctx.queues.sent).toEqual([]);
     expect(filesIn(ctx.paths.responses('GP0001'))).toEqual([]);
-    const text = readFileSync(outcome.location, 'utf8');
-    const { message } = await verifyResponse(world, text);
-    expect(message.header.response).toMatchObject({ itkCode: '20012', identifier: UNREADABLE_ID });
-    expect(message.header.receiverOds).toBeUndefined();
-    expect(Buffer.from(text.split('.')[1] ?? '', 'base64url').toString('utf8')).not.toContain(msg.messageId);
+    expect(filesIn(ctx.paths.unauthenticated)).toEqual([]);
+    const audit = JSON.stringify(ctx.audit.all());
+    expect(audit).toContain('TOKEN_ORGANISATION_OUT_OF_SCOPE');
+    expect(audit).not.toContain(msg.messageId);
   });
 
   it('a prefix pattern covers the codes under it and nothing else', async () => {
