@@ -73,6 +73,8 @@ export interface MeshPollSummary {
 /** Trace ids the pipeline itself uses (queue message ids): a REPORT whose local id has this form is ours. */
 const TRACE_ID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** Inbox list calls in one pass at most (a misbehaving server cannot keep a pass going). */
+const MAX_LISTINGS_PER_PASS = 1_000;
 
 /**
  * One pass. Throws only for problems an operator must fix (MESH refused the credentials, bad
@@ -103,13 +105,18 @@ export async function pollMailbox(
   const handled = () => summary.enqueued.length + summary.reacknowledged.length + summary.reports.length;
 
   try {
+    // Acknowledging while paging can shift MESH's pages, so a finished listing is repeated from the
+    // start until it offers nothing new; `seen` keeps one pass from taking a message twice.
+    const seen = new Set<string>();
     let continueFrom: string | undefined;
-    do {
+    for (let listing = 0; listing < MAX_LISTINGS_PER_PASS; listing += 1) {
       const page = await client.listInbox({
         maxResults: opts.pageSize,
         ...(continueFrom ? { continueFrom } : {}),
       });
-      for (const meshMessageId of page.messageIds) {
+      const fresh = page.messageIds.filter((id) => !seen.has(id));
+      for (const meshMessageId of fresh) {
+        seen.add(meshMessageId);
         if (handled() >= opts.maxMessages) {
           summary.stopped = { reason: 'max-messages' };
           return summary;
@@ -120,8 +127,10 @@ export async function pollMailbox(
           return summary;
         }
       }
-      continueFrom = page.next;
-    } while (continueFrom);
+      if (page.next) continueFrom = page.next;
+      else if (fresh.length > 0) continueFrom = undefined;
+      else break;
+    }
   } catch (error) {
     if (error instanceof MeshError && error.kind === 'transient') {
       summary.stopped = { reason: 'transient-failure', detail: error.message };

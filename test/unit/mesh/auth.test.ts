@@ -55,7 +55,11 @@ describe('NHSMESH authorization header', () => {
   });
 
   it('gives every request a fresh nonce and never shows the secrets', () => {
-    const source = new MeshTokenSource('X26ABC1', new Secret('pw-do-not-leak'), new Secret('key-do-not-leak'));
+    const source = new MeshTokenSource(
+      'X26ABC1',
+      new Secret('pw-do-not-leak'),
+      new Secret('key-do-not-leak'),
+    );
     const tokens = Array.from({ length: 50 }, () => source.next());
     const nonces = tokens.map((t) => TOKEN.exec(t)?.[2]);
     expect(nonces.every((n) => n !== undefined)).toBe(true);

@@ -38,8 +38,14 @@ describe('bounded gunzip', () => {
     const before = process.memoryUsage().rss;
     const started = Date.now();
     await expect(
-      gunzipBounded(bomb, { maxInputBytes: 4 * 1024 * 1024, maxOutputBytes: 5 * 1024 * 1024 }, 'MESH message X'),
-    ).rejects.toThrow(/MESH message X decompresses to more than the 5242880-byte limit \(refused while decompressing\)/);
+      gunzipBounded(
+        bomb,
+        { maxInputBytes: 4 * 1024 * 1024, maxOutputBytes: 5 * 1024 * 1024 },
+        'MESH message X',
+      ),
+    ).rejects.toThrow(
+      /MESH message X decompresses to more than the 5242880-byte limit \(refused while decompressing\)/,
+    );
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(process.memoryUsage().rss - before).toBeLessThan(200 * 1024 * 1024);
   });
@@ -54,7 +60,9 @@ describe('bounded gunzip', () => {
   it('reports corrupt and truncated gzip as permanent', async () => {
     const packed = gzipSync(Buffer.from('<Bundle/>'.repeat(100)));
     for (const bad of [Buffer.from('not gzip at all'), packed.subarray(0, packed.length - 10)]) {
-      const error = await gunzipBounded(bad, { maxInputBytes: 1e6, maxOutputBytes: 1e6 }, 'body').catch((e) => e);
+      const error = await gunzipBounded(bad, { maxInputBytes: 1e6, maxOutputBytes: 1e6 }, 'body').catch(
+        (e) => e,
+      );
       expect(error).toBeInstanceOf(MeshError);
       expect((error as MeshError).kind).toBe('permanent');
       expect((error as Error).message).toBe('body is not valid gzip');
@@ -62,9 +70,9 @@ describe('bounded gunzip', () => {
   });
 
   it('readBounded stops at the cap', async () => {
-    await expect(readBounded(Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), 1000, 'x')).rejects.toThrow(
-      'x exceeds the 1000-byte limit',
-    );
+    await expect(
+      readBounded(Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), 1000, 'x'),
+    ).rejects.toThrow('x exceeds the 1000-byte limit');
     expect((await readBounded(Readable.from([Buffer.alloc(600)]), 1000, 'x')).length).toBe(600);
   });
 });

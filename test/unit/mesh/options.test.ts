@@ -16,14 +16,12 @@ function expectNoSecrets(text: string): void {
 }
 
 describe('MESH connection options', () => {
-  it.each([
-    '127.0.0.1',
-    '127.10.20.30',
-    'localhost',
-    '[::1]',
-  ])('allows plain HTTP to loopback host %s', (host) => {
-    expect(meshConnection({ ...base, url: `http://${host}:47701` }).url.protocol).toBe('http:');
-  });
+  it.each(['127.0.0.1', '127.10.20.30', 'localhost', '[::1]'])(
+    'allows plain HTTP to loopback host %s',
+    (host) => {
+      expect(meshConnection({ ...base, url: `http://${host}:47701` }).url.protocol).toBe('http:');
+    },
+  );
 
   it.each([
     ['http://msg.intspineservices.nhs.uk', /refusing to send MESH credentials over plain HTTP/],
@@ -69,8 +67,12 @@ describe('MESH connection options', () => {
   });
 
   it('refuses a URL with a path or embedded credentials', () => {
-    expect(() => meshConnection({ ...base, url: 'http://127.0.0.1:1/messageexchange' })).toThrow(/scheme:\/\/host/);
-    expect(() => meshConnection({ ...base, url: 'http://u:pw-SECRET-1@127.0.0.1:1' })).toThrow(/scheme:\/\/host/);
+    expect(() => meshConnection({ ...base, url: 'http://127.0.0.1:1/messageexchange' })).toThrow(
+      /scheme:\/\/host/,
+    );
+    expect(() => meshConnection({ ...base, url: 'http://u:pw-SECRET-1@127.0.0.1:1' })).toThrow(
+      /scheme:\/\/host/,
+    );
   });
 
   it('knows loopback', () => {
