@@ -313,7 +313,29 @@ export class HttpMeshClient implements MeshClient {
     });
   }
 
-  #send(
+  /**
+   * One request with a fresh token. A kept-alive socket the server closed while idle (a restart)
+   * fails on first use; GET and PUT (idempotent in MESH) are then sent once more on a new socket.
+   */
+  async #send(
+    method: string,
+    path: string,
+    init: { headers?: Record<string, string>; body?: Uint8Array },
+  ): Promise<Sent> {
+    const unwrap = (error: unknown) => (error instanceof StaleSocketError ? error.meshError : error);
+    try {
+      return await this.#sendOnce(method, path, init);
+    } catch (error) {
+      if (!(error instanceof StaleSocketError) || (method !== 'GET' && method !== 'PUT')) throw unwrap(error);
+    }
+    try {
+      return await this.#sendOnce(method, path, init);
+    } catch (error) {
+      throw unwrap(error);
+    }
+  }
+
+  #sendOnce(
     method: string,
     path: string,
     init: { headers?: Record<string, string>; body?: Uint8Array },
@@ -343,11 +365,20 @@ export class HttpMeshClient implements MeshClient {
         },
       );
       req.on('timeout', () => req.destroy(networkError(method, url, 'ETIMEDOUT')));
-      req.on('error', (error) =>
-        reject(error instanceof MeshError ? error : classifyNetworkError(method, url, error)),
-      );
+      req.on('error', (error) => {
+        const mapped = error instanceof MeshError ? error : classifyNetworkError(method, url, error);
+        const code = (error as { code?: unknown }).code;
+        reject(req.reusedSocket && code === 'ECONNRESET' ? new StaleSocketError(mapped) : mapped);
+      });
       req.end(init.body);
     });
+  }
+}
+
+/** A reused keep-alive socket was reset before any answer: safe to resend an idempotent request. */
+class StaleSocketError extends Error {
+  constructor(readonly meshError: MeshError) {
+    super(meshError.message);
   }
 }
 
@@ -360,6 +391,8 @@ function parseChunkRange(value: string, id: string): [number, number] {
   const match = /^(\d{1,5}):(\d{1,5})$/.exec(value.trim());
   const n = Number(match?.[1]);
   const of = Number(match?.[2]);
+  // REPORT messages carry no data chunk: MESH announces them as 1:0.
+  if (match && n === 1 && of === 0) return [1, 0];
   if (!match || n < 1 || of < n || of > MAX_CHUNKS) {
     throw new MeshError('permanent', `MESH message ${id}: malformed Mex-Chunk-Range`);
   }
