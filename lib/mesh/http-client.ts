@@ -352,18 +352,25 @@ export class HttpMeshClient implements MeshClient {
     else if (method === 'POST' || method === 'PUT') headers['Content-Length'] = 0;
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise<Sent>((resolve, reject) => {
-      const req = send(
-        url,
-        { method, headers, agent: this.#agent, timeout: this.#conn.timeoutMs },
-        (response) => {
-          this.#tokens.observeServerDate(header(response.headers, 'date'));
-          // A stalled body after the headers is a timeout too.
-          response.setTimeout(this.#conn.timeoutMs, () =>
-            response.destroy(networkError(method, url, 'ETIMEDOUT')),
-          );
-          resolve({ status: response.statusCode ?? 0, headers: response.headers, response });
-        },
-      );
+      let req: ReturnType<typeof send>;
+      try {
+        req = send(
+          url,
+          { method, headers, agent: this.#agent, timeout: this.#conn.timeoutMs },
+          (response) => {
+            this.#tokens.observeServerDate(header(response.headers, 'date'));
+            // A stalled body after the headers is a timeout too.
+            response.setTimeout(this.#conn.timeoutMs, () =>
+              response.destroy(networkError(method, url, 'ETIMEDOUT')),
+            );
+            resolve({ status: response.statusCode ?? 0, headers: response.headers, response });
+          },
+        );
+      } catch (error) {
+        // The TLS context is built here: a certificate that does not match its key fails synchronously.
+        reject(classifyNetworkError(method, url, error as Error));
+        return;
+      }
       req.on('timeout', () => req.destroy(networkError(method, url, 'ETIMEDOUT')));
       req.on('error', (error) => {
         const mapped = error instanceof MeshError ? error : classifyNetworkError(method, url, error);
