@@ -297,7 +297,7 @@ export class HttpMeshClient implements MeshClient {
   /** Map a non-2xx answer to a typed error (the body is drained, never quoted). */
   async #expectOk(sent: Sent, what: string): Promise<void> {
     if (sent.status >= 200 && sent.status < 300) return;
-    sent.response.resume();
+    sent.response.destroy(); // an error body is never read: it could be large, and it is not quoted
     const status = sent.status;
     if (status === 401 || status === 403) {
       const skew = this.#tokens.skewMinutes;

@@ -43,7 +43,7 @@ export const MeshPollOptionsSchema = z
       .int()
       .positive()
       .default(200 * 1024 * 1024),
-    /** Bodies above this go to the blob store and the queue carries a claim check (limits.claimCheckBytes). */
+    /** Above this the body goes to the blob store, the queue gets a claim check: pass `limits.claimCheckBytes`. */
     claimCheckBytes: z.number().int().positive().default(196_608),
     /** Inbox page size (MESH returns at most 500 ids a call). */
     pageSize: z.number().int().min(10).max(500).default(500),
@@ -193,7 +193,8 @@ async function handleOne(
     onceAcrossCrashes(ports.once, base, passId, async () => {
       const { body, encoding } = await queueBody(ports.blobs, base, message, opts.claimCheckBytes);
       const traceId = await ports.queues.sendInbound(body, attributesOf(message, encoding));
-      // Links the MESH message to the trace: `itk3 trace <traceId>` shows where it came from.
+      // Links the MESH message to the trace: `itk3 trace <traceId>` shows where it came from. The
+      // message is on the queue already: an audit hiccup must not make the next pass enqueue it again.
       await ports.audit
         .append({
           traceId,
