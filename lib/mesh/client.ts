@@ -45,6 +45,15 @@ export interface MeshInboxPage {
   approxInboxCount: number | undefined;
 }
 
+/** One rich-inbox entry: metadata without downloading (what MESH's `/inbox/rich` offers). */
+export interface MeshRichEntry extends Omit<MeshMessageMeta, 'subject' | 'fileName' | 'contentType'> {
+  /** `accepted` (waiting for download) or `acknowledged`. */
+  status: string;
+  /** For REPORTs: MESH's status code (ITK3.md §5.3). */
+  statusCode: string | undefined;
+  sentDate: string | undefined;
+}
+
 export interface MeshSendOptions {
   workflowId: string;
   localId?: string;
@@ -75,6 +84,18 @@ export interface MeshClient {
   handshake(): Promise<void>;
   /** One page of message ids awaiting download (at most `maxResults`, MESH caps at 500). */
   listInbox(opts?: { maxResults?: number; continueFrom?: string }): Promise<MeshInboxPage>;
+  /**
+   * Metadata of recent messages (`/inbox/rich`; the sandbox and MESH's v2 API), waiting ones only
+   * unless `includeAcknowledged`. For routing or dashboards; the poller relies on `listInbox`.
+   */
+  listInboxRich(opts?: {
+    maxResults?: number;
+    continueFrom?: string;
+    includeAcknowledged?: boolean;
+  }): Promise<{
+    messages: MeshRichEntry[];
+    next: string | undefined;
+  }>;
   /**
    * Download a message: all chunks, decompressed, within `maxBytes` (default: the connection's
    * `maxMessageBytes`) checked before and during download and decompression.

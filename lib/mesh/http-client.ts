@@ -15,6 +15,7 @@ import type {
   MeshDownloadedMessage,
   MeshInboxPage,
   MeshReportStatus,
+  MeshRichEntry,
   MeshSendOptions,
   MeshTracking,
 } from './client.js';
@@ -93,9 +94,48 @@ export class HttpMeshClient implements MeshClient {
     }
     return {
       messageIds: page.messages as string[],
-      next: typeof page.links?.next === 'string' ? this.#continuation(page.links.next) : undefined,
+      next: typeof page.links?.next === 'string' ? this.#continuation(page.links.next, '/inbox') : undefined,
       approxInboxCount: typeof page.approx_inbox_count === 'number' ? page.approx_inbox_count : undefined,
     };
+  }
+
+  async listInboxRich(
+    opts: { maxResults?: number; continueFrom?: string; includeAcknowledged?: boolean } = {},
+  ): Promise<{ messages: MeshRichEntry[]; next: string | undefined }> {
+    const query = new URLSearchParams();
+    if (opts.maxResults !== undefined)
+      query.set('max_results', String(Math.max(1, Math.min(2000, opts.maxResults))));
+    if (opts.continueFrom !== undefined) query.set('continue_from', opts.continueFrom);
+    const path = `${this.#mailboxPath()}/inbox/rich${query.size ? `?${query}` : ''}`;
+    const json = (await this.#json('GET', path, 'rich inbox')) as {
+      messages?: unknown;
+      links?: { next?: unknown };
+    };
+    if (!Array.isArray(json.messages)) throw new MeshError('permanent', 'MESH rich inbox is malformed');
+    const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+    const messages: MeshRichEntry[] = [];
+    for (const raw of json.messages as Record<string, unknown>[]) {
+      const messageId = str(raw?.message_id);
+      if (!messageId || !MESSAGE_ID.test(messageId))
+        throw new MeshError('permanent', 'MESH rich inbox is malformed');
+      const status = str(raw.status)?.toLowerCase() ?? 'unknown';
+      if (!opts.includeAcknowledged && status !== 'accepted') continue;
+      messages.push({
+        messageId,
+        messageType: (str(raw.message_type) ?? 'DATA').toUpperCase(),
+        from: str(raw.sender),
+        to: str(raw.recipient),
+        workflowId: str(raw.workflow_id),
+        localId: str(raw.local_id),
+        totalChunks: typeof raw.total_chunks === 'number' ? raw.total_chunks : 1,
+        status,
+        statusCode: str(raw.status_code),
+        sentDate: str(raw.sent_date),
+      });
+    }
+    const next =
+      typeof json.links?.next === 'string' ? this.#continuation(json.links.next, '/inbox/rich') : undefined;
+    return { messages, next };
   }
 
   async download(messageId: string, opts: { maxBytes?: number } = {}): Promise<MeshDownloadedMessage> {
@@ -265,14 +305,14 @@ export class HttpMeshClient implements MeshClient {
   }
 
   /** `links.next` is a path on the same server; only its `continue_from` is kept. */
-  #continuation(next: string): string | undefined {
+  #continuation(next: string, list: '/inbox' | '/inbox/rich'): string | undefined {
     let url: URL;
     try {
       url = new URL(next, this.#conn.url);
     } catch {
       return undefined;
     }
-    if (url.origin !== this.#conn.url.origin || url.pathname !== `${this.#mailboxPath()}/inbox`) {
+    if (url.origin !== this.#conn.url.origin || url.pathname !== `${this.#mailboxPath()}${list}`) {
       throw new MeshError('permanent', 'MESH inbox continuation points elsewhere');
     }
     return url.searchParams.get('continue_from') ?? undefined;

@@ -105,6 +105,17 @@ describeWithMeshSandbox(
       await gateway.handshake();
       const listed = await gateway.listInbox();
       expect(new Set(listed.messageIds)).toEqual(new Set(sent.keys()));
+      const rich = await gateway.listInboxRich();
+      expect(new Set(rich.messages.map((m) => m.messageId))).toEqual(new Set(sent.keys()));
+      for (const m of rich.messages) {
+        expect(m).toMatchObject({
+          messageType: 'DATA',
+          from: MAILBOX.gp,
+          to: MAILBOX.gateway,
+          status: 'accepted',
+        });
+        expect(m.localId).toMatch(/^gp-/);
+      }
 
       const summary = await pollMailbox(gateway, ports, { claimCheckBytes });
       expect(summary.stopped).toBeUndefined();
@@ -122,6 +133,11 @@ describeWithMeshSandbox(
         expect(m.attributes['Mex-WorkflowID']).toMatch(/^(GPFED|DIGMED)_/);
       }
       expect((await gateway.listInbox()).messageIds).toEqual([]);
+      expect((await gateway.listInboxRich()).messages).toEqual([]);
+      const history = await gateway.listInboxRich({ includeAcknowledged: true });
+      expect(history.messages.filter((m) => sent.has(m.messageId)).map((m) => m.status)).toEqual(
+        [...sent.keys()].map(() => 'acknowledged'),
+      );
     });
 
     it('a chunked message and a compressed one (mesh-client chunk size and compress options) arrive byte-identical', async () => {

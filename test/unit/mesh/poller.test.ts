@@ -65,6 +65,21 @@ class ScriptedMailbox implements MeshClient {
     const next = rest.length > size ? page.at(-1) : undefined;
     return { messageIds: page, next, approxInboxCount: ids.length };
   }
+  async listInboxRich() {
+    const messages = [...this.inbox.values()].map((m) => ({
+      messageId: m.messageId,
+      messageType: m.messageType,
+      from: m.from,
+      to: m.to,
+      workflowId: m.workflowId,
+      localId: m.localId,
+      totalChunks: m.totalChunks,
+      status: 'accepted',
+      statusCode: m.report?.statusCode,
+      sentDate: undefined,
+    }));
+    return { messages, next: undefined };
+  }
   async download(messageId: string, opts: { maxBytes?: number } = {}): Promise<MeshDownloadedMessage> {
     this.downloads += 1;
     const m = this.inbox.get(messageId);
