@@ -147,8 +147,15 @@ export class HttpMeshClient implements MeshClient {
     });
     await this.#expectOk(first, `download ${id}`);
     const h = first.headers;
-    const [chunk1, totalChunks] = parseChunkRange(header(h, 'mex-chunk-range') ?? '1:1', id);
-    if (chunk1 !== 1) throw new MeshError('permanent', `${what}: first chunk announced as ${chunk1}`);
+    let totalChunks: number;
+    try {
+      const [chunk1, of] = parseChunkRange(header(h, 'mex-chunk-range') ?? '1:1', id);
+      if (chunk1 !== 1) throw new MeshError('permanent', `${what}: first chunk announced as ${chunk1}`);
+      totalChunks = of;
+    } catch (error) {
+      first.response.destroy();
+      throw error;
+    }
 
     const parts: Buffer[] = [];
     let total = 0;
@@ -178,13 +185,13 @@ export class HttpMeshClient implements MeshClient {
         headers: { 'Accept-Encoding': 'gzip' },
       });
       await this.#expectOk(sent, `download ${id} chunk ${chunk}`);
-      const [n, of] = parseChunkRange(
-        header(sent.headers, 'mex-chunk-range') ?? `${chunk}:${totalChunks}`,
-        id,
-      );
-      if (n !== chunk || of !== totalChunks) {
+      const range = header(sent.headers, 'mex-chunk-range') ?? `${chunk}:${totalChunks}`;
+      if (range.trim() !== `${chunk}:${totalChunks}`) {
         sent.response.destroy();
-        throw new MeshError('permanent', `${what}: expected chunk ${chunk}:${totalChunks}, got ${n}:${of}`);
+        throw new MeshError(
+          'permanent',
+          `${what}: expected chunk ${chunk}:${totalChunks}, got another range`,
+        );
       }
       await take(sent, chunk);
     }
