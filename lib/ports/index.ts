@@ -81,7 +81,7 @@ export type DeliveryTarget =
 export interface AuditEntry {
   traceId: string;
   at: string; // ISO time of the event
-  stage: StageName | 'ingest' | 'operator';
+  stage: StageName | 'ingest' | 'operator' | 'mesh';
   event:
     | 'received'
     | 'forwarded'
@@ -90,7 +90,11 @@ export interface AuditEntry {
     | 'response-sent'
     | 'transient-failure'
     | 'dead-lettered'
-    | 'redriven';
+    | 'redriven'
+    // MESH (lib/mesh/poller.ts): a MESH REPORT (non-delivery, error) read from a mailbox, and a
+    // message the poller would not take (over its size cap); never message bodies.
+    | 'mesh-report'
+    | 'mesh-refused';
   code?: string; // error code
   itk3Code?: string;
   messageId?: string; // MessageHeader id (after verify) or itk.id (claimed, before)

@@ -1,0 +1,27 @@
+/** MESH transport: the port, its HTTP adapter, the inbound poller (docs/MESH.md). */
+export {
+  MESH_AUTH_SCHEME,
+  MESH_MAX_SKEW_MINUTES,
+  MeshTokenSource,
+  meshAuthorization,
+  meshTimestamp,
+} from './auth.js';
+export type * from './client.js';
+export * from './errors.js';
+export { gunzipBounded, readBounded } from './gunzip.js';
+export { HttpMeshClient } from './http-client.js';
+export { MESH_DEDUPE_SECONDS, onceAcrossCrashes } from './once.js';
+export {
+  isLoopbackHost,
+  type MeshConnection,
+  type MeshConnectionInput,
+  meshConnection,
+  Secret,
+} from './options.js';
+export {
+  attributesOf,
+  type MeshPollerPorts,
+  type MeshPollOptions,
+  type MeshPollSummary,
+  pollMailbox,
+} from './poller.js';
