@@ -534,7 +534,7 @@ class Walk {
     const ack = message?.infAckRequested ? '; an ITK008M 20013 would go to the sender' : '';
     this.skip(
       'deliver',
-      `not run (explain never delivers): ${message?.messageId}.${message?.format} would go to ${where}${ack}`,
+      `explain never delivers: ${message?.messageId}.${message?.format} would go to ${where}${ack}`,
     );
   }
 
