@@ -102,7 +102,9 @@ echo "== 6. before sending: why would it pass? (explain never delivers, consumes
 itk3 explain message.jwe --config config.json --keystore gateway-keystore.json
 
 echo "== 7. the gateway: itk3 serve on a free loopback port"
-itk3 serve --config config.json --keystore gateway-keystore.json --port 0 --out run > serve.log 2>&1 &
+# node itself in the background (not the itk3 function), so $! is the server's own process id.
+node "$ROOT/bin/itk3.js" serve --config config.json --keystore gateway-keystore.json --port 0 --out run \
+  > serve.log 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM   # so the EXIT trap stops the server on Ctrl-C or a CI timeout too
