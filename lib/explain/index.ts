@@ -250,7 +250,10 @@ export class Explainer {
       walk.skip('verify', 'needs the decrypted message');
       return walk.finish({ incomplete: true });
     }
-    const decrypted = await walk.coded('decrypt', DECRYPT_CHECKS, () => decryptStage(record, ctx));
+    const kid = record.decision?.kid;
+    const decrypted = await walk.coded('decrypt', DECRYPT_CHECKS, () => decryptStage(record, ctx), {
+      decrypt: `one answer whatever failed (RFC 7516 §11.5): the JWE was altered, encrypted to another key, or the key service does not hold ${kid} (check with config validate --keystore)`,
+    });
     if (!decrypted) return walk.finish();
     const verified = await walk.coded('verify', VERIFY_CHECKS, () => verifyStage(decrypted, ctx));
     if (!verified) return walk.finish();
@@ -500,6 +503,7 @@ class Walk {
     stage: StageName,
     list: readonly CodedCheck[],
     run: () => Promise<PipelineRecord>,
+    notes: Readonly<Record<string, string>> = {},
   ): Promise<PipelineRecord | undefined> {
     try {
       const record = await run();
@@ -517,7 +521,12 @@ class Walk {
         description: c.text,
         status: at < 0 ? 'not-reached' : i < at ? 'passed' : i === at ? 'failed' : 'not-reached',
       }));
-      if (at >= 0) Object.assign(checks[at] as ExplainedCheck, failureOf(error as RejectionError));
+      const failed = checks[at];
+      if (failed) {
+        Object.assign(failed, failureOf(error as RejectionError));
+        const note = notes[failed.id];
+        if (note) failed.note = note;
+      }
       this.#push(stage, checks, error);
       return undefined;
     }

@@ -114,6 +114,9 @@ describe('explain: the demo scenario', () => {
     expect(rule).toMatchObject({ status: 'failed', code: 'POLICY_DENIED', itk3Code: '20012' });
     expect(rule?.note).toMatch(/deny by default: rule .*event is ITK009D, not ITK013D/);
 
+    const tampered = results.get('tampered-ciphertext') as Explanation;
+    expect(tampered.toPass.join(' ')).toMatch(/does not hold .* \(check with config validate --keystore\)/);
+
     const expired = results.get('delegation-expired-grant') as Explanation;
     expect(expired.toPass.join(' ')).toMatch(/expired/);
     const text = renderExplanation(denied).join('\n');
