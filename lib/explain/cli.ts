@@ -10,7 +10,7 @@ import { loadConfigFile } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import { ItkRoutingSchema } from '../record.js';
 import { rejectionCodeRows, rejectionCodesMarkdown } from './codes.js';
-import { Explainer, type ExplainInput } from './index.js';
+import { type ClaimsInput, Explainer, type ExplainInput } from './index.js';
 import { renderExplanation } from './render.js';
 
 type Write = (line: string) => void;
@@ -137,7 +137,7 @@ function routingFrom(values: {
   to?: string;
   event?: string;
   id?: string;
-}): ExplainInput extends infer T ? (T extends { routing: infer R } ? R : never) : never {
+}): ClaimsInput['routing'] {
   let raw: unknown;
   if (values.routing !== undefined) {
     try {
