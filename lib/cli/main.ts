@@ -83,7 +83,7 @@ Commands:
   trace TRACKING_ID [--out DIR]             a message's path through the audit trail
                                             (dlq and trace: --aws-outputs F works on a deployed stack, F being
                                             the cdk deploy --outputs-file JSON)
-  explain NAME.jwe --config F [--keystore F] [--json]
+  explain NAME.jwe… --config F [--keystore F] [--json]
   explain --claims F|JSON --routing JSON --config F [--json]
                                             why a message would be delivered or rejected: every check of every
                                             stage, the policy rule or deny-by-default, what would have to change;

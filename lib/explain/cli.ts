@@ -16,7 +16,7 @@ import { renderExplanation } from './render.js';
 type Write = (line: string) => void;
 
 export const EXPLAIN_USAGE =
-  'usage: itk3 explain NAME.jwe | --sealed F [--credential F] --config F [--keystore F] [--at TIME] [--json]\n' +
+  'usage: itk3 explain NAME.jwe… | --sealed F [--credential F] --config F [--keystore F] [--at TIME] [--json]\n' +
   '       itk3 explain --claims F|JSON (--routing JSON | --from ODS --to ODS --event EVT) [--kid K] --config F [--json]';
 
 export async function explainCommand(argv: readonly string[], write: Write): Promise<number> {
@@ -45,26 +45,27 @@ export async function explainCommand(argv: readonly string[], write: Write): Pro
   const receivedAt = values.at === undefined ? Date.now() : Date.parse(values.at);
   if (Number.isNaN(receivedAt)) throw new UsageError('--at must be an ISO date-time');
 
-  let input: ExplainInput;
+  const inputs: { name: string; input: ExplainInput }[] = [];
   if (values.claims !== undefined) {
     if (positionals.length > 0 || values.sealed) {
       throw new UsageError(`give either claims and routing or a sealed message\n${EXPLAIN_USAGE}`);
     }
-    input = {
+    const input = {
       claims: claimsFrom(values.claims),
       routing: routingFrom(values),
       ...(values.kid ? { kid: values.kid } : {}),
       receivedAt,
     };
+    inputs.push({ name: 'claims', input });
+  } else if (values.sealed) {
+    if (positionals.length > 0) throw new UsageError(EXPLAIN_USAGE);
+    inputs.push({ name: values.sealed, input: sealedInput(values.sealed, values.credential, receivedAt) });
   } else {
-    const sealedFile = values.sealed ?? positionals[0];
-    if (!sealedFile || positionals.length > 1) throw new UsageError(EXPLAIN_USAGE);
-    const credentialFile = values.credential ?? sealedFile.replace(/\.jwe$/, '.jwt');
-    const credential =
-      values.credential !== undefined || (credentialFile !== sealedFile && existsSync(credentialFile))
-        ? read(credentialFile).trim()
-        : undefined;
-    input = { sealed: read(sealedFile).trim(), ...(credential ? { credential } : {}), receivedAt };
+    if (positionals.length === 0 || values.credential) throw new UsageError(EXPLAIN_USAGE);
+    // Several messages are explained in the order given, as one run: a replayed credential or a
+    // reused message id after its original is shown as the pipeline would answer it.
+    for (const file of positionals)
+      inputs.push({ name: file, input: sealedInput(file, undefined, receivedAt) });
   }
 
   // The keystore is optional: without it a sealed message is explained up to authorise.
@@ -73,10 +74,35 @@ export async function explainCommand(argv: readonly string[], write: Write): Pro
     config,
     ...(keystore ? { keys: new SoftwareKeyService(readKeystore(keystore)) } : {}),
   });
-  const explanation = await explainer.explain(input);
-  if (values.json) write(JSON.stringify(explanation, null, 2));
-  else for (const line of renderExplanation(explanation)) write(line);
-  return explanation.outcome === 'deliver' || explanation.outcome === 'authorised' ? 0 : 1;
+  const results = [];
+  for (const { name, input } of inputs) results.push({ name, explanation: await explainer.explain(input) });
+  if (values.json) {
+    const json = results.map(({ name, explanation }) =>
+      inputs.length > 1 ? { file: name, ...explanation } : explanation,
+    );
+    write(JSON.stringify(inputs.length > 1 ? json : json[0], null, 2));
+  } else {
+    for (const [i, { name, explanation }] of results.entries()) {
+      if (inputs.length > 1) write(`${i > 0 ? '\n' : ''}== ${name}`);
+      for (const line of renderExplanation(explanation)) write(line);
+    }
+  }
+  const passes = results.every(({ explanation: e }) => e.outcome === 'deliver' || e.outcome === 'authorised');
+  return passes ? 0 : 1;
+}
+
+/** A sealed message file and its credential (`--credential F`, else NAME.jwt beside NAME.jwe). */
+function sealedInput(
+  sealedFile: string,
+  credentialFlag: string | undefined,
+  receivedAt: number,
+): ExplainInput {
+  const credentialFile = credentialFlag ?? sealedFile.replace(/\.jwe$/, '.jwt');
+  const credential =
+    credentialFlag !== undefined || (credentialFile !== sealedFile && existsSync(credentialFile))
+      ? read(credentialFile).trim()
+      : undefined;
+  return { sealed: read(sealedFile).trim(), ...(credential ? { credential } : {}), receivedAt };
 }
 
 export function codesCommand(argv: readonly string[], write: Write): number {

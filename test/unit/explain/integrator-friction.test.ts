@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
 import { main } from '../../../lib/cli/main.js';
-import { tokenFor } from '../../../lib/demo/scenario.js';
+import { buildScenario, tokenFor } from '../../../lib/demo/scenario.js';
 import type { DemoWorld } from '../../../lib/demo/world.js';
 import { ERROR_CATALOGUE } from '../../../lib/errors.js';
 import { REJECTION_CODES, rejectionCodesMarkdown } from '../../../lib/explain/index.js';
@@ -185,6 +185,46 @@ describe('itk3 explain on the command line', () => {
     // Nothing was written next to the inputs: no run folder, no delivery.
     expect(readFileSync(sealed, 'utf8')).toMatch(/^eyJ/);
   });
+
+  it("tells why each of the demo's hostile messages fails, explaining the files in the order the demo sends them", async () => {
+    const disk = worldOnDisk();
+    const now = Date.now();
+    const scenario = await buildScenario(world, now);
+    const ordered = [
+      ...scenario.filter((m) => (m.phase ?? 1) === 1),
+      ...scenario.filter((m) => m.phase === 2),
+    ];
+    const files = ordered.map((m, i) => {
+      const base = join(disk.dir, `${String(i).padStart(2, '0')}-${m.name.replace(/[^A-Za-z0-9_-]/g, '_')}`);
+      writeFileSync(`${base}.jwe`, m.sealed);
+      if (m.credential) writeFileSync(`${base}.jwt`, m.credential);
+      return `${base}.jwe`;
+    });
+    const r = await cli('explain', ...files, '--config', disk.config, '--keystore', disk.keystore, '--json');
+    expect(r.code).toBe(1); // some are hostile
+    const results = JSON.parse(r.out.join('\n')) as {
+      file: string;
+      outcome: string;
+      stage?: string;
+      code?: string;
+      itk3Code?: string;
+    }[];
+    expect(results).toHaveLength(ordered.length);
+    for (const [i, m] of ordered.entries()) {
+      const got = results[i];
+      expect(got?.file).toBe(files[i]);
+      const want =
+        m.expected.status === 'delivered'
+          ? { outcome: 'deliver' }
+          : {
+              outcome: 'reject',
+              stage: m.expected.stage,
+              code: m.expected.code,
+              itk3Code: m.expected.itk3Code,
+            };
+      expect({ name: m.name, ...got }).toMatchObject({ name: m.name, ...want });
+    }
+  }, 60_000);
 
   it('explains intended claims and routing without any key', async () => {
     const disk = worldOnDisk();
