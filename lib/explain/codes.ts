@@ -1,8 +1,10 @@
 /**
  * What every rejection code means to a sender: the stage that raises it, what it says, and what
- * would have to change for the message to pass. Keyed by the error catalogue (lib/errors.ts), so
- * a code added there without an entry here does not compile; docs/REJECTION-CODES.md is generated
- * from this table (`itk3 codes --markdown`) and a test fails when the file is stale.
+ * would have to change for the message to pass. Keyed by the codes of the error catalogue
+ * (lib/errors.ts); test/unit/explain/integrator-friction.test.ts fails when a catalogue code has no
+ * entry here, and when docs/REJECTION-CODES.md (generated: `itk3 codes --markdown`) is stale.
+ * Typed by string rather than by the catalogue's code type so that codes another branch adds to
+ * the catalogue (the one-view parser's, below) can be described before they arrive.
  */
 import { ERROR_CATALOGUE, type Itk3ResponseCode, type RejectionCode } from '../errors.js';
 
@@ -17,7 +19,7 @@ export interface CodeDescription {
   toPass: string;
 }
 
-export const REJECTION_CODES = {
+export const REJECTION_CODES: Readonly<Record<string, CodeDescription>> = {
   TOKEN_MISSING: {
     stages: ['ingest', 'authenticate'],
     meaning: 'no credential was presented (no `Authorization: Bearer` header or SQS attribute)',
@@ -228,6 +230,39 @@ export const REJECTION_CODES = {
       'the MessageHeader sender, id, event, receiver or source endpoint differs from the signed routing header',
     toPass: 'derive `itk` from the MessageHeader (from, to, event, id); source endpoint = your MESH mailbox',
   },
+  // The one-view parser's refusals (issue 9, class 1): what two readers could read differently.
+  BUNDLE_BYTE_ORDER_MARK: {
+    stages: ['verify'],
+    meaning: 'the Bundle starts with a byte-order mark',
+    toPass: 'sign the Bundle bytes without a byte-order mark',
+  },
+  BUNDLE_FOREIGN_CONTENT: {
+    stages: ['verify'],
+    meaning:
+      'the Bundle carries content outside FHIR (a foreign XML namespace, a JSON member that is not a FHIR element)',
+    toPass: 'send only FHIR elements',
+  },
+  BUNDLE_AMBIGUOUS: {
+    stages: ['verify'],
+    meaning:
+      'part of the Bundle could be read two ways (a JSON null or non-array list, an entry without exactly one resource, a non-ASCII fullUrl or reference, an id that is not a FHIR id)',
+    toPass: 'fix the element the detail names so every reader reads it the same way',
+  },
+  DUPLICATE_FULL_URL: {
+    stages: ['verify'],
+    meaning: 'two Bundle entries share a fullUrl (FHIR bdl-7)',
+    toPass: 'give every entry its own fullUrl',
+  },
+  ODS_IDENTIFIER_AMBIGUOUS: {
+    stages: ['verify'],
+    meaning: 'an organisation identifier is not one ODS code in the ODS organisation or site system',
+    toPass: 'identify organisations by one ODS code in the ODS system',
+  },
+  REFERENCE_UNRESOLVED: {
+    stages: ['verify'],
+    meaning: 'a MessageHeader reference (sender, receiver, focus) does not resolve to an entry of the Bundle',
+    toPass: 'make MessageHeader.sender, receiver and focus point to entries of the Bundle',
+  },
   HANDLING_SPEC_INVALID: {
     stages: ['verify'],
     meaning: 'the ITK3 handling specification extension is missing or malformed',
@@ -284,7 +319,18 @@ export const REJECTION_CODES = {
     meaning: 'a queue body is not a pipeline record (internal: only a writer to an internal queue sees it)',
     toPass: 'write only through the front door or the inbound queue',
   },
-} as const satisfies Record<RejectionCode, CodeDescription>;
+};
+
+const UNDESCRIBED: CodeDescription = {
+  stages: [],
+  meaning: 'not described yet (add it to lib/explain/codes.ts)',
+  toPass: 'see the detail',
+};
+
+/** The description of a catalogue code. */
+export function describeCode(code: string): CodeDescription {
+  return REJECTION_CODES[code] ?? UNDESCRIBED;
+}
 
 /** One row per catalogue code, in catalogue order. */
 export function rejectionCodeRows(): {
@@ -295,7 +341,7 @@ export function rejectionCodeRows(): {
   return (Object.keys(ERROR_CATALOGUE) as RejectionCode[]).map((code) => ({
     code,
     itk3Code: ERROR_CATALOGUE[code],
-    description: REJECTION_CODES[code],
+    description: describeCode(code),
   }));
 }
 
@@ -344,10 +390,12 @@ export function rejectionCodesMarkdown(): string {
     '     and the error catalogue in lib/errors.ts. Do not edit by hand: test/unit/explain/codes.test.ts',
     '     fails when this file is stale. -->',
     '',
-    'Every code a message can be rejected with. A sender receives the **ITK3 code** in a signed',
-    'ITK008M response (`MessageHeader.response.code` `fatal-error`, the code in its OperationOutcome);',
-    'the stable **code** is in the audit trail, `process` / `GET /messages/<id>` outcomes and',
-    '`itk3 explain`, which also says what would have to change. A rejection is never retried.',
+    'Every code a message can be rejected with. An authenticated sender receives the **ITK3 code**',
+    'in a signed ITK008M response (`MessageHeader.response.code` `fatal-error`, the code in its',
+    'OperationOutcome, the stable code in its diagnostics); what a sender who was never authenticated',
+    'receives is in [WIRE-FORMAT.md § 5](WIRE-FORMAT.md#5-responses). The stable **code** is in the',
+    'audit trail, the `process` and `GET /messages/<id>` outcomes and `itk3 explain`, which also says',
+    'what would have to change. A rejection is never retried.',
     '',
     '**Duplicate keys.** A duplicate message (20007) is a MessageHeader id seen before; a duplicate',
     'document (20008) is a document id seen before, the document id being the id of the Bundle the',

@@ -31,10 +31,10 @@ import { authoriseStage } from '../stages/authorise.js';
 import type { StageContext } from '../stages/context.js';
 import { decryptStage } from '../stages/decrypt.js';
 import { verifyStage } from '../stages/verify.js';
-import { REJECTION_CODES } from './codes.js';
+import { describeCode } from './codes.js';
 import { DryRunOnceStore, dryRunPorts, type RememberedLookup } from './ports.js';
 
-export { REJECTION_CODES, rejectionCodesMarkdown } from './codes.js';
+export { describeCode, REJECTION_CODES, rejectionCodesMarkdown } from './codes.js';
 export type { RememberedLookup } from './ports.js';
 export { renderExplanation } from './render.js';
 
@@ -173,7 +173,19 @@ const VERIFY_CHECKS: CodedCheck[] = [
   },
   { id: 'recipient-served', text: 'the signed recipient is served here', codes: ['RECIPIENT_NOT_SERVED'] },
   { id: 'size', text: "Bundle within maxBundleBytes and the rule's maxBytes", codes: ['MESSAGE_TOO_LARGE'] },
-  { id: 'bundle', text: 'the payload is an ITK3 Bundle', codes: ['BUNDLE_UNREADABLE', 'BUNDLE_NOT_ITK3'] },
+  {
+    id: 'bundle',
+    text: 'the payload is one ITK3 Bundle every reader reads the same way',
+    codes: [
+      'BUNDLE_UNREADABLE',
+      'BUNDLE_NOT_ITK3',
+      'BUNDLE_BYTE_ORDER_MARK',
+      'BUNDLE_FOREIGN_CONTENT',
+      'BUNDLE_AMBIGUOUS',
+      'DUPLICATE_FULL_URL',
+      'ODS_IDENTIFIER_AMBIGUOUS',
+    ],
+  },
   {
     id: 'itk3-header',
     text: "ITK3 header rules, and the matched rule's MessageDefinition, RecipientType and acks",
@@ -187,6 +199,7 @@ const VERIFY_CHECKS: CodedCheck[] = [
       'SENDER_REFERENCE_INVALID',
       'RECIPIENT_TYPE_INVALID',
       'PAYLOAD_INVALID',
+      'REFERENCE_UNRESOLVED',
     ],
   },
   {
@@ -204,7 +217,8 @@ const VERIFY_CHECKS: CodedCheck[] = [
 interface CodedCheck {
   id: string;
   text: string;
-  codes: readonly RejectionCode[];
+  /** Strings, so codes the one-view parser adds to the catalogue can be placed before they arrive. */
+  codes: readonly string[];
 }
 
 /** Explain messages against one configuration; replays and duplicates are judged in call order. */
@@ -515,11 +529,24 @@ class Walk {
       return record;
     } catch (error) {
       const code = error instanceof RejectionError ? error.code : undefined;
-      const at = code ? list.findIndex((c) => c.codes.includes(code)) : -1;
-      const checks: ExplainedCheck[] = list.map((c, i) => ({
+      // A code no check lists still gets a failed row, after the listed ones, none claimed passed.
+      const known = code ? list.findIndex((c) => c.codes.includes(code)) : -1;
+      const rows =
+        code && known < 0
+          ? [...list, { id: 'unlisted', text: `a ${stage} check explain does not list`, codes: [code] }]
+          : list;
+      const at = code && known < 0 ? rows.length - 1 : known;
+      const checks: ExplainedCheck[] = rows.map((c, i) => ({
         id: c.id,
         description: c.text,
-        status: at < 0 ? 'not-reached' : i < at ? 'passed' : i === at ? 'failed' : 'not-reached',
+        status:
+          at < 0 || (known < 0 && i < at)
+            ? 'not-reached'
+            : i < at
+              ? 'passed'
+              : i === at
+                ? 'failed'
+                : 'not-reached',
       }));
       const failed = checks[at];
       if (failed) {
@@ -617,7 +644,7 @@ class Walk {
     }
     this.#failure = { stage, error };
     const note = checks?.find((c) => c.status === 'failed')?.note;
-    this.#toPass = [REJECTION_CODES[error.code].toPass, ...(note ? [note] : [])];
+    this.#toPass = [describeCode(error.code).toPass, ...(note ? [note] : [])];
   }
 }
 

@@ -130,7 +130,7 @@ describe('front door and inbound queue', () => {
 
 describe('rejection codes', () => {
   it('describes every catalogue code, and docs/REJECTION-CODES.md is the generated text (regenerate: itk3 codes --markdown)', () => {
-    expect(Object.keys(REJECTION_CODES).sort()).toEqual(Object.keys(ERROR_CATALOGUE).sort());
+    for (const code of Object.keys(ERROR_CATALOGUE)) expect(REJECTION_CODES, code).toHaveProperty(code);
     const onDisk = readFileSync(join(import.meta.dirname, '../../../docs/REJECTION-CODES.md'), 'utf8');
     expect(onDisk).toBe(`${rejectionCodesMarkdown().trimEnd()}\n`);
     for (const code of Object.keys(ERROR_CATALOGUE)) expect(onDisk).toContain(`| \`${code}\` |`);
