@@ -570,7 +570,7 @@ class Walk {
     const ack = message?.infAckRequested ? '; an ITK008M 20013 would go to the sender' : '';
     this.skip(
       'deliver',
-      `explain never delivers: ${message?.messageId}.${message?.format} would go to ${where}${ack}`,
+      `explain never delivers: the ${message?.format === 'json' ? 'JSON' : 'XML'} Bundle would go to ${where}${ack}`,
     );
   }
 
