@@ -34,7 +34,8 @@ export type IngestResult =
     };
 
 const COMPACT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
-const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
+// The auth-scheme is case-insensitive (RFC 7235 §2.1): `bearer` and `BEARER` are `Bearer`.
+const BEARER = /^Bearer +([A-Za-z0-9._-]+)$/i;
 
 export async function ingest(
   submission: Submission,
@@ -56,6 +57,14 @@ export async function ingest(
   const body = submission.body.trim();
   if (Buffer.byteLength(body, 'utf8') > limits.maxSealedBytes) {
     return { status: 413, error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' };
+  }
+  if (body.startsWith('{')) {
+    // A JWE in the JSON serialisation (RFC 7516 §7.2): say what to send instead of a bare refusal.
+    return {
+      status: 400,
+      error: 'ENVELOPE_MALFORMED',
+      message: 'send the compact serialisation (five base64url segments joined by dots), not JSON',
+    };
   }
   if (!COMPACT.test(body)) {
     return {

@@ -20,11 +20,13 @@ import {
   writeKeystore,
 } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
+import { expiredGrantWarnings, keystoreProblems } from '../config/deployment-checks.js';
 import { configJsonSchema, loadConfigFile } from '../config/load.js';
-import { isSigningAlg } from '../envelope/contract.js';
+import { isSigningAlg, KID_PATTERN } from '../envelope/contract.js';
 import { sealMessage } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { ConfigError, PipelineError, UsageError } from '../errors.js';
+import { codesCommand, EXPLAIN_USAGE, explainCommand } from '../explain/cli.js';
 import { parseBundle } from '../itk3/index.js';
 import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
@@ -53,8 +55,10 @@ Commands:
   demo [--out DIR] [--fast] [--emulator URL [--local-state]]
                                             run the samples and hostile messages through the embedded pipeline
                                             (or, with --emulator, against an emulator's real SQS/KMS/DynamoDB/S3)
-  keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--modulus N]
+  keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--kid ODS=KID]... [--modulus N]
                                             create a keystore (recipient + response-signing keys), print public JWKS
+                                            (--kid chooses the key id of a recipient's key or of the gateway's
+                                            response-signing key; default ods-enc-YYYYMM / ods-response-YYYYMM)
   keys add --purpose P --alg A --owner O [--kid K] [--keystore F]
                                             add a key (purposes: ${KEY_PURPOSES.join(', ')})
   keys public [--keystore F]                print the public JWKS of every key
@@ -86,7 +90,14 @@ Commands:
   trace TRACKING_ID [--out DIR]             a message's path through the audit trail
                                             (dlq and trace: --aws-outputs F works on a deployed stack, F being
                                             the cdk deploy --outputs-file JSON)
-  config validate F                         validate a configuration document, listing every problem
+  explain NAME.jwe… --config F [--keystore F] [--json]
+  explain --claims F|JSON --routing JSON --config F [--json]
+                                            why a message would be delivered or rejected: every check of every
+                                            stage, the policy rule or deny-by-default, what would have to change;
+                                            never delivers, consumes a jti, signs or writes state
+  codes [--markdown | --json]               every rejection code: ITK3 code, stage, meaning, what to change
+  config validate F [--keystore F]          validate a configuration document, listing every problem
+                                            (--keystore: every recipient and response-signing kid must be in it)
   config schema                             print the configuration's JSON Schema
 
 Defaults: --keystore .itk3/keystore.json, --out .itk3/run
@@ -123,6 +134,11 @@ export async function main(
         return await serveCommand(rest, write);
       case 'config':
         return configCommand(rest, write);
+      case 'explain':
+        if (rest.length === 0) throw new UsageError(EXPLAIN_USAGE);
+        return await explainCommand(rest, write);
+      case 'codes':
+        return codesCommand(rest, write);
       case 'dlq':
         return await dlqCommand(rest, write);
       case 'trace': {
@@ -202,6 +218,7 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
       gateway: { type: 'string', default: 'ITK3GW' },
       modulus: { type: 'string', default: '4096' },
       force: { type: 'boolean' },
+      kid: { type: 'string', multiple: true },
     });
     if (existsSync(values.keystore) && !values.force) {
       throw new UsageError(
@@ -218,16 +235,21 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
       if (!/^[A-Z0-9]{3,10}$/.test(ods))
         throw new UsageError(`"${ods}" is not an ODS code (3–10 upper-case letters or digits)`);
     }
+    const chosen = chosenKids(values.kid ?? [], [...recipients, values.gateway]);
     const entries = await Promise.all([
       ...recipients.map((ods) =>
-        generateKey('recipient-decrypt', 'RSA-OAEP-256', `${ods.toLowerCase()}-enc-${month}`, ods, {
-          modulusLength,
-        }),
+        generateKey(
+          'recipient-decrypt',
+          'RSA-OAEP-256',
+          chosen.get(ods) ?? `${ods.toLowerCase()}-enc-${month}`,
+          ods,
+          { modulusLength },
+        ),
       ),
       generateKey(
         'response-sign',
         'ES256',
-        `${values.gateway.toLowerCase()}-response-${month}`,
+        chosen.get(values.gateway) ?? `${values.gateway.toLowerCase()}-response-${month}`,
         values.gateway,
       ),
     ]);
@@ -546,23 +568,49 @@ async function dlqCommand(argv: readonly string[], write: Write): Promise<number
   throw new UsageError('usage: itk3 dlq list|show MESSAGE_ID|redrive STAGE|all|MESSAGE_ID [--out DIR]');
 }
 
+/** `--kid ODS=KID` values of `keys init`, each naming one of `owners` once. */
+function chosenKids(values: readonly string[], owners: readonly string[]): Map<string, string> {
+  const chosen = new Map<string, string>();
+  for (const value of values) {
+    const [ods, kid, ...extra] = value.split('=');
+    if (!ods || !kid || extra.length > 0) throw new UsageError(`--kid ${value}: expected ODS=KID`);
+    if (!owners.includes(ods)) {
+      throw new UsageError(`--kid ${value}: ${ods} is neither a --recipient nor the --gateway`);
+    }
+    if (!KID_PATTERN.test(kid)) throw new UsageError(`--kid ${value}: a key id is 1–64 of A-Z a-z 0-9 . _ -`);
+    if (chosen.has(ods)) throw new UsageError(`--kid: ${ods} is given twice`);
+    if ([...chosen.values()].includes(kid)) throw new UsageError(`--kid: key id ${kid} is given twice`);
+    chosen.set(ods, kid);
+  }
+  return chosen;
+}
+
 function configCommand(argv: readonly string[], write: Write): number {
-  const [sub, file] = argv;
+  const [sub, ...rest] = argv;
   if (sub === 'schema') {
     write(JSON.stringify(configJsonSchema(), null, 2));
     return 0;
   }
-  if (sub === 'validate' && file) {
+  const { values, positionals } = args(rest, { keystore: { type: 'string' } }, true);
+  const file = positionals[0];
+  if (sub === 'validate' && file && positionals.length === 1) {
     const config = loadConfigFile(file);
+    const warnings = [...config.warnings, ...expiredGrantWarnings(config, Date.now())];
+    if (values.keystore) {
+      // Without this, a key id the keystore lacks shows only at run time: every message dead-letters.
+      const problems = keystoreProblems(config, readKeystore(values.keystore).keys, values.keystore);
+      if (problems.length > 0) throw new ConfigError(problems, warnings);
+    }
     write(
       `valid: ${config.doc.issuers.length} issuers, ${config.doc.senders.length} senders, ` +
-        `${config.doc.recipients.length} recipients, ${config.doc.rules.length} rules, ${config.doc.delegations.length} delegation grants`,
+        `${config.doc.recipients.length} recipients, ${config.doc.rules.length} rules, ${config.doc.delegations.length} delegation grants` +
+        (values.keystore ? `; every key id is in ${values.keystore}` : ''),
     );
-    // Allowed, but widening trust: said on every validation so an overlap is never silent.
-    for (const warning of config.warnings) write(`warning: ${warning}`);
+    // Allowed, but widening trust or doing nothing: said on every validation so it is never silent.
+    for (const warning of warnings) write(`warning: ${warning}`);
     return 0;
   }
-  throw new UsageError('usage: itk3 config validate FILE | itk3 config schema');
+  throw new UsageError('usage: itk3 config validate FILE [--keystore F] | itk3 config schema');
 }
 
 function readInput(path: string): Buffer {

@@ -26,9 +26,16 @@ import { PublicKeyCache } from './key-cache.js';
 /** Header members the contract defines; `typ` is tolerated because some JOSE libraries add it. */
 const KNOWN_JWS_HEADERS = new Set(['alg', 'kid', 'cty', 'itk', 'typ']);
 
+/**
+ * `cty` values accepted per format. RFC 7515 §4.1.10: a value without `/` means the same as with
+ * `application/` in front, so both spellings are one media type; nothing else (no case folding,
+ * no parameters) is accepted (A29).
+ */
 const FORMAT_BY_CTY: ReadonlyMap<string, BundleFormat> = new Map([
   [CTY_BY_FORMAT.xml, 'xml'],
   [CTY_BY_FORMAT.json, 'json'],
+  [`application/${CTY_BY_FORMAT.xml}`, 'xml'],
+  [`application/${CTY_BY_FORMAT.json}`, 'json'],
 ]);
 
 /** The allow-listed JWS protected header. */
@@ -91,7 +98,7 @@ export function parseSigned(
   if (segments[2] === '') malformed('signature is missing');
 
   const checked = checkHeader(header);
-  const format = FORMAT_BY_CTY.get(checked.cty) as BundleFormat;
+  const format = checked.cty === CTY_BY_FORMAT.xml ? 'xml' : 'json';
   return { compact, header: checked, alg: checked.alg, kid: checked.kid, format, routing: checked.itk };
 }
 
@@ -109,14 +116,19 @@ function checkHeader(header: JsonObject): SignedHeader {
   if (!isSigningAlg(alg)) fail('SIGNATURE_ALG_NOT_ALLOWED', 'message signature alg is not allowed');
   if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) malformed('kid is missing or not a valid key id');
   if (typeof cty !== 'string') malformed('cty is required');
-  // Exact match, no case folding or `application/` prefix games (A29).
-  if (!FORMAT_BY_CTY.has(cty)) {
-    fail('SIGNATURE_HEADER_NOT_ALLOWED', 'message signature cty must be fhir+xml or fhir+json');
+  // Exact match of one of the two spellings, no case folding (A29).
+  const format = FORMAT_BY_CTY.get(cty);
+  if (!format) {
+    fail(
+      'SIGNATURE_HEADER_NOT_ALLOWED',
+      'message signature cty must be fhir+xml or fhir+json (application/ prefix optional)',
+    );
   }
   if (typ !== undefined && typeof typ !== 'string') malformed('typ must be a string');
   const routing = ItkRoutingSchema.safeParse(itk);
   if (!routing.success) malformed('itk routing header is missing or invalid');
-  const checked: SignedHeader = { alg, kid, cty: cty as SignedHeader['cty'], itk: routing.data };
+  // Held in the short form whichever spelling was sent.
+  const checked: SignedHeader = { alg, kid, cty: CTY_BY_FORMAT[format], itk: routing.data };
   if (typ !== undefined) checked.typ = typ;
   return checked;
 }

@@ -122,7 +122,27 @@ export interface VerifiedCredential extends Principal {
 }
 
 /**
- * Verify a credential at receipt time (authenticate stage).
+ * The checks {@link verifyCredential} makes, in the order it makes them. `itk3 explain` is told
+ * each one that passed, so it can show where a credential stopped.
+ */
+export const CREDENTIAL_CHECKS = [
+  'present',
+  'structure',
+  'header',
+  'issuer',
+  'key',
+  'signature',
+  'claims',
+  'organisation',
+  'scope',
+  'client',
+  'delegation-chain',
+] as const;
+export type CredentialCheck = (typeof CREDENTIAL_CHECKS)[number];
+
+/**
+ * Verify a credential at receipt time (authenticate stage). `onPass` (explain only) is told each
+ * check of {@link CREDENTIAL_CHECKS} as it passes.
  *
  * Throws {@link AuthenticationError} with a catalogue code; messages and causes never carry the
  * token or its claims. Replay (`iss`, `jti`) is the caller's job: it needs the once-store.
@@ -137,9 +157,11 @@ export async function verifyCredential(
   token: string,
   config: LoadedConfig,
   receivedAtMs: number,
+  onPass: (check: CredentialCheck) => void = () => {},
 ): Promise<VerifiedCredential> {
   const limits = config.doc.limits;
   if (typeof token !== 'string' || token.length === 0) reject('TOKEN_MISSING', 'no credential');
+  onPass('present');
 
   const { segments, header } = parseCompact(token, {
     maxBytes: limits.maxTokenBytes,
@@ -150,6 +172,7 @@ export async function verifyCredential(
   if (hasAnyMember(header, FORBIDDEN_JWS_HEADERS)) {
     reject('TOKEN_MALFORMED', 'credential header carries a parameter that is not accepted');
   }
+  onPass('structure');
   if (!isSigningAlg(header.alg)) reject('TOKEN_ALG_NOT_ALLOWED', 'credential alg is not allowed');
   const alg = header.alg;
   if (typeof header.kid !== 'string' || !KID_PATTERN.test(header.kid)) {
@@ -158,6 +181,7 @@ export async function verifyCredential(
   const kid = header.kid;
   // Exact, not jose's case-insensitive comparison: the contract says `JWT` (A29 typ games).
   if (header.typ !== 'JWT') reject('TOKEN_CLAIM_INVALID', 'credential typ must be JWT');
+  onPass('header');
 
   // Read `iss` with our own guarded decoder: jose's decodeJwt has no size, depth or duplicate check.
   const unverified = decodeJsonSegment(segments[1] ?? '', {
@@ -168,10 +192,12 @@ export async function verifyCredential(
   if (typeof unverified.iss !== 'string') reject('TOKEN_CLAIM_INVALID', 'credential has no iss');
   const issuer = config.issuersByIss.get(unverified.iss);
   if (!issuer) reject('TOKEN_ISSUER_UNKNOWN', 'credential issuer is not trusted');
+  onPass('issuer');
 
   const jwk = issuer.keys.find((k) => k.kid === kid);
   if (!jwk) reject('TOKEN_KEY_UNKNOWN', 'no key with this kid for the issuer');
   if (jwk.alg !== alg) reject('TOKEN_ALG_NOT_ALLOWED', 'credential alg does not match the issuer key');
+  onPass('key');
 
   const key = await issuerKey(issuer, jwk);
   let payload: JWTPayload;
@@ -187,10 +213,15 @@ export async function verifyCredential(
       currentDate: new Date(receivedAtMs),
     }));
   } catch (error) {
+    // jose validates the claims only after the signature verified.
+    if (error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired) {
+      onPass('signature');
+    }
     throw mapJoseError(error);
   }
+  onPass('signature');
 
-  return judgeClaims(payload as JsonObject, issuer, config, receivedAtMs);
+  return judgeClaims(payload as JsonObject, issuer, config, receivedAtMs, onPass);
 }
 
 /** Checks `jwtVerify` does not make, on a payload whose signature and standard claims passed. */
@@ -199,6 +230,7 @@ function judgeClaims(
   issuer: IssuerConfig,
   config: LoadedConfig,
   receivedAtMs: number,
+  onPass: (check: CredentialCheck) => void,
 ): VerifiedCredential {
   const limits = config.doc.limits;
   const { iss, sub, aud, iat, exp, jti } = payload;
@@ -223,17 +255,20 @@ function judgeClaims(
   if (issuer.requireIssEqualsSub && iss !== sub) {
     reject('TOKEN_CLAIM_INVALID', 'credential iss and sub must be equal');
   }
+  onPass('claims');
 
   const organisation = readPath(payload, issuer.organisationClaim);
   if (typeof organisation !== 'string' || !ODS_PATTERN.test(organisation)) {
     reject('TOKEN_ORGANISATION_MISSING', 'credential carries no organisation code');
   }
+  onPass('organisation');
   // Federation scope: an issuer vouches only for the organisations configured for it, and only
   // through the clients registered under it. Both are judged here, before a principal exists, so
   // a rejection is answered as unauthenticated and never lands in that organisation's target.
   if (!scopeCovers(issuer.organisations, organisation)) {
     reject('TOKEN_ORGANISATION_OUT_OF_SCOPE', "credential organisation is outside its issuer's scope");
   }
+  onPass('scope');
   // An organisation that is not registered has no clients; authorise answers it (20003).
   const sender = config.sendersByOds.get(organisation);
   if (sender && !isClientOf(sender, issuer.id, sub)) {
@@ -242,18 +277,12 @@ function judgeClaims(
       'credential subject is not a client registered under its issuer for this organisation',
     );
   }
+  onPass('client');
 
-  return {
-    issuer: issuer.id,
-    issuerId: issuer.id,
-    iss,
-    subject: sub,
-    organisation,
-    actors: actorChain(payload.act, iss, limits.maxDelegationDepth),
-    roles: issuer.rolesClaim ? rolesFrom(readPath(payload, issuer.rolesClaim)) : [],
-    jti,
-    exp,
-  };
+  const actors = actorChain(payload.act, iss, limits.maxDelegationDepth);
+  const roles = issuer.rolesClaim ? rolesFrom(readPath(payload, issuer.rolesClaim)) : [];
+  onPass('delegation-chain');
+  return { issuer: issuer.id, issuerId: issuer.id, iss, subject: sub, organisation, actors, roles, jti, exp };
 }
 
 /**

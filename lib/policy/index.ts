@@ -21,8 +21,32 @@ export interface AuthoriseInput {
   receivedAt: number;
 }
 
-/** Decide whether a message may proceed to decryption. Throws the specific rejection otherwise. */
-export function authorise(input: AuthoriseInput, config: LoadedConfig): Decision {
+/**
+ * The checks {@link authorise} makes, in the order it makes them. `itk3 explain` is told each one
+ * that passed, so it can show where a message stopped without deciding anything itself.
+ */
+export const POLICY_CHECKS = [
+  'issuer-configured',
+  'issuer-scope',
+  'routing-sender',
+  'sender-known',
+  'client-of-sender',
+  'recipient-known',
+  'recipient-key',
+  'delegation',
+  'rule',
+] as const;
+export type PolicyCheck = (typeof POLICY_CHECKS)[number];
+
+/**
+ * Decide whether a message may proceed to decryption. Throws the specific rejection otherwise.
+ * `onPass` (explain only) is told each check of {@link POLICY_CHECKS} as it passes.
+ */
+export function authorise(
+  input: AuthoriseInput,
+  config: LoadedConfig,
+  onPass: (check: PolicyCheck) => void = () => {},
+): Decision {
   const { principal, routing, kid, receivedAt } = input;
 
   // The principal comes off a queue: re-check that its issuer may still speak for it, so a scope
@@ -31,12 +55,14 @@ export function authorise(input: AuthoriseInput, config: LoadedConfig): Decision
   if (!issuer || issuer.issuer !== principal.iss) {
     throw new AuthorisationError('POLICY_DENIED', 'principal issuer is not a configured issuer');
   }
+  onPass('issuer-configured');
   if (!scopeCovers(issuer.organisations, principal.organisation)) {
     throw new AuthorisationError(
       'TOKEN_ORGANISATION_OUT_OF_SCOPE',
       "principal organisation is outside its issuer's scope",
     );
   }
+  onPass('issuer-scope');
 
   // The envelope must be sent for the organisation the credential speaks for.
   if (routing.from !== principal.organisation) {
@@ -45,27 +71,34 @@ export function authorise(input: AuthoriseInput, config: LoadedConfig): Decision
       'routing sender differs from the credential organisation',
     );
   }
+  onPass('routing-sender');
   const sender = config.sendersByOds.get(routing.from);
   if (!sender) throw new AuthorisationError('SENDER_UNKNOWN', 'sender organisation is not registered');
+  onPass('sender-known');
   if (!isClientOf(sender, principal.issuer, principal.subject)) {
     throw new AuthorisationError(
       'POLICY_DENIED',
       'credential (issuer, subject) is not a client of the sender organisation',
     );
   }
+  onPass('client-of-sender');
 
   const recipient = config.recipientsByOds.get(routing.to);
   if (!recipient)
     throw new AuthorisationError('RECIPIENT_UNKNOWN', 'recipient organisation is not served here');
+  onPass('recipient-known');
   if (config.recipientByKid.get(kid) !== recipient.ods) {
     throw new EnvelopeError('ENVELOPE_KEY_UNKNOWN', 'the envelope key id is not a key of the recipient');
   }
+  onPass('recipient-key');
 
   const delegation = checkDelegation(principal, routing, receivedAt, config.doc.delegations);
+  onPass('delegation');
 
   const rule = config.doc.rules.find((r) => ruleMatches(r, principal, routing));
   if (!rule)
     throw new AuthorisationError('POLICY_DENIED', 'no policy rule allows this sender, event and recipient');
+  onPass('rule');
 
   return {
     ruleId: rule.id,
@@ -81,13 +114,26 @@ export function ruleById(config: LoadedConfig, id: string): PolicyRule | undefin
 }
 
 function ruleMatches(rule: PolicyRule, principal: Principal, routing: ItkRouting): boolean {
-  return (
-    rule.sender.ods === routing.from &&
-    rule.event === routing.event &&
-    rule.recipients.includes(routing.to) &&
-    (rule.sender.clients === undefined ||
-      rule.sender.clients.some((c) => c.issuer === principal.issuer && c.sub === principal.subject))
-  );
+  return ruleMismatches(rule, principal, routing).length === 0;
+}
+
+/** Why `rule` does not match a message: empty when it matches. Named for `itk3 explain`. */
+export function ruleMismatches(
+  rule: PolicyRule,
+  principal: Pick<Principal, 'issuer' | 'subject'>,
+  routing: ItkRouting,
+): ('sender' | 'event' | 'recipient' | 'client')[] {
+  const out: ('sender' | 'event' | 'recipient' | 'client')[] = [];
+  if (rule.sender.ods !== routing.from) out.push('sender');
+  if (rule.event !== routing.event) out.push('event');
+  if (!rule.recipients.includes(routing.to)) out.push('recipient');
+  if (
+    rule.sender.clients !== undefined &&
+    !rule.sender.clients.some((c) => c.issuer === principal.issuer && c.sub === principal.subject)
+  ) {
+    out.push('client');
+  }
+  return out;
 }
 
 /**

@@ -42,7 +42,8 @@ interface Output {
   afterForward?: () => Promise<void>;
 }
 
-const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
+// The auth-scheme is case-insensitive (RFC 7235 §2.1).
+const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i;
 
 /** Process one SQS event for `stage`, returning the partial batch response. */
 export async function processStageBatch(
@@ -374,6 +375,12 @@ export function recordFromIngress(sqsRecord: SQSRecord): PipelineRecord {
       );
     }
     const parsed = InboundClaimCheckSchema.safeParse(json);
+    if (!parsed.success && json !== null && typeof json === 'object' && 'ciphertext' in json) {
+      throw new RejectionError(
+        'ENVELOPE_MALFORMED',
+        'inbound body is a JSON-serialised JWE: send the compact serialisation',
+      );
+    }
     if (!parsed.success) {
       throw new RejectionError(
         'ENVELOPE_MALFORMED',

@@ -86,7 +86,13 @@ describe('parseSigned', () => {
 
   it('requires cty fhir+xml or fhir+json exactly (A29), a kid and a valid itk', async () => {
     const key = world.senderGp.privateKey;
-    for (const cty of ['application/fhir+xml', 'FHIR+XML', 'JOSE', 'xml']) {
+    for (const cty of [
+      'FHIR+XML',
+      'Application/fhir+xml',
+      'application/fhir+xml; charset=utf-8',
+      'JOSE',
+      'xml',
+    ]) {
       await parseFails(rawSign(gpHeader({ cty }), BUNDLE, key, 'PS256'), 'SIGNATURE_HEADER_NOT_ALLOWED');
     }
     await parseFails(rawSign(gpHeader({ cty: undefined }), BUNDLE, key, 'PS256'), 'SIGNATURE_MALFORMED');
@@ -97,6 +103,17 @@ describe('parseSigned', () => {
       rawSign(gpHeader({ itk: { ...ROUTING, id: 7 } }), BUNDLE, key, 'PS256'),
       'SIGNATURE_MALFORMED',
     );
+  });
+
+  it('treats cty application/fhir+xml and application/fhir+json as fhir+xml and fhir+json (RFC 7515 §4.1.10)', async () => {
+    const key = world.senderGp.privateKey;
+    const xml = rawSign(gpHeader({ cty: 'application/fhir+xml' }), BUNDLE, key, 'PS256');
+    expect(parseSigned(xml, limits)).toMatchObject({ format: 'xml', header: { cty: 'fhir+xml' } });
+    const verified = await verify(xml);
+    expect(Buffer.from(verified.payload).equals(BUNDLE)).toBe(true);
+    expect(verified.format).toBe('xml');
+    const json = rawSign(gpHeader({ cty: 'application/fhir+json' }), BUNDLE, key, 'PS256');
+    expect(parseSigned(json, limits)).toMatchObject({ format: 'json', header: { cty: 'fhir+json' } });
   });
 
   it('rejects content that is not a compact JWS (signature stripping, A18)', async () => {
