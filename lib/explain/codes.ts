@@ -371,6 +371,22 @@ const ITK3_MEANINGS: Readonly<Record<Itk3ResponseCode, string>> = {
 const INGEST_RESPONSES: readonly [string, string, string][] = [
   ['401', 'TOKEN_MISSING', 'no `Authorization: Bearer <jwt>` header (scheme matched case-insensitively)'],
   ['401', 'TOKEN_TOO_LARGE', 'credential over `limits.maxTokenBytes`'],
+  [
+    '401',
+    'TOKEN_REJECTED',
+    'the credential failed a check the front door makes before storing anything (issuer, key, signature, times, audience, scope, client); one answer whatever failed, the reason is in the operator log only',
+  ],
+  [
+    '401',
+    'UNAUTHENTICATED',
+    '`itk3 serve`: the same front-door credential check, made before the body is read (also for a missing or oversized credential)',
+  ],
+  ['421', 'MISDIRECTED', '`itk3 serve`: the `Host` header is not on the allow-list (`--allowed-host`)'],
+  [
+    '503',
+    'BACKLOG_FULL',
+    '`itk3 serve`: the pipeline backlog is over its bound; retry after `Retry-After` seconds',
+  ],
   ['413', 'MESSAGE_TOO_LARGE', 'body over `limits.maxSealedBytes`'],
   [
     '400',
