@@ -59,6 +59,8 @@ export interface OnceStore {
 export interface BlobStore {
   put(key: string, bytes: Uint8Array): Promise<void>;
   get(key: string): Promise<Uint8Array>;
+  /** Remove `key`; removing a key that is not there is not an error. */
+  delete(key: string): Promise<void>;
 }
 
 /** Where a verified message goes for one recipient, and where responses go. */

@@ -160,6 +160,7 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
           counters.gets += 1;
           return blobs.get(key);
         },
+        delete: (key) => blobs.delete(key),
       },
       // The runtime's own queues, with the body sizes noted (SQS bills per 64 KiB chunk).
       queues: {

@@ -1,4 +1,4 @@
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { TransientError } from '../../errors.js';
 import { BLOB_BUCKET } from '../../infra/definitions.js';
 import type { BlobStore } from '../../ports/index.js';
@@ -60,6 +60,15 @@ export class S3BlobStore implements BlobStore {
       return await out.Body.transformToByteArray();
     } catch (error) {
       throw blobError('GetObject', error);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    countCall('s3', 'DeleteObject');
+    try {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+    } catch (error) {
+      throw blobError('DeleteObject', error);
     }
   }
 }
