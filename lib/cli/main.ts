@@ -26,8 +26,9 @@ import { sealMessage } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { ConfigError, PipelineError, UsageError } from '../errors.js';
 import { parseBundle } from '../itk3/index.js';
-import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
+import type { MessageOutcome } from '../runtime/embedded.js';
+import { sha256Hex } from '../stages/context.js';
 import { runDemo } from './demo.js';
 import { keysWrapCommand } from './keys-wrap.js';
 import {
@@ -39,6 +40,8 @@ import {
   dlqList,
   dlqRedrive,
   dlqShow,
+  openRunState,
+  reconcileDeliveryFolders,
   runFiles,
   trace,
   warnUnreachableTargets,
@@ -69,9 +72,12 @@ Commands:
                                             sign then encrypt an ITK3 Bundle (XML or JSON) for a recipient
   process PATH... --config F [--keystore F] [--out DIR]
                                             run sealed messages (NAME.jwe with its credential NAME.jwt) through
-                                            the embedded pipeline; one JSON line per message
-  serve --config F [--keystore F] [--port N] [--out DIR]
-                                            HTTP POST /messages on 127.0.0.1 into the embedded pipeline
+                                            the embedded pipeline; one JSON line per message as it finishes; state in
+                                            DIR/state.db, a re-run finishes what a killed run left
+  serve --config F [--keystore F] [--port N] [--out DIR] [--stop-timeout S] [--max-backlog N] [--max-backlog-bytes B]
+                                            HTTP POST /messages on 127.0.0.1 into the embedded pipeline; state in
+                                            DIR/state.db (202 = stored), resumes unfinished work on start,
+                                            503 over the backlog bounds, SIGTERM stops within S seconds (default 10)
   dlq list [--out DIR] [--stage S] [--json]  dead letters an embedded run left (never their bodies)
   dlq show MESSAGE_ID [--out DIR]           one dead letter: stage, reason, attempts and its audit trail
   dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
@@ -372,6 +378,9 @@ function recipientKey(
   return { key: publicJwk(entry) as Record<string, string>, kid };
 }
 
+/** How many accepted messages `process` lets wait before it drains (bounds memory and backlog). */
+const PROCESS_WINDOW = 64;
+
 async function processCommand(argv: readonly string[], write: Write): Promise<number> {
   const { values, positionals } = args(
     argv,
@@ -388,43 +397,95 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
   const keys = new SoftwareKeyService(readKeystore(values.keystore));
   const sealedFiles = positionals.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
-  const files = runFiles(values.out);
-  const pipeline = commandLinePipeline(config, keys, values.out);
-  const traces: { file: string; traceId: string }[] = [];
-  for (const file of sealedFiles) {
-    const sealed = readInput(file).toString('utf8').trim();
-    const tokenFile = file.replace(/\.jwe$/, '.jwt');
-    const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
-    const traceId = credential
-      ? await pipeline.submit(credential, sealed).then((r) => (r.status === 202 ? r.trackingId : undefined))
-      : pipeline.submitRaw(sealed);
-    if (!traceId) {
+  const state = openRunState(values.out);
+  const pipeline = commandLinePipeline(config, keys, state);
+  const stop = () => pipeline.stop();
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    // Whatever a killed earlier run left in flight finishes in this one.
+    reconcileDeliveryFolders(config, runFiles(values.out).dir);
+    pipeline.resume();
+    let failures = 0;
+    const reported = new Set<string>();
+    const report = (file: string, o: MessageOutcome) => {
+      if (reported.has(o.traceId)) return;
+      reported.add(o.traceId);
+      if (o.status !== 'delivered') failures += 1;
       write(
-        JSON.stringify({ file, status: 'refused', stage: 'ingest', itk3Code: null, error: 'INGEST_REFUSED' }),
+        JSON.stringify({
+          file: basename(file),
+          trackingId: o.traceId,
+          messageId: o.messageId ?? null,
+          status: o.status,
+          stage: o.stage ?? null,
+          itk3Code: o.itk3Code ?? null,
+          error: o.code ?? null,
+        }),
       );
-      continue;
+    };
+    // One line per message as it finishes, not at the end.
+    pipeline.onOutcome = (o) => {
+      const submitted = state.submissionOf(o.traceId);
+      if (submitted) report(submitted.file, o);
+    };
+    let waiting = 0;
+    for (const file of sealedFiles) {
+      if (pipeline.stopping) break;
+      const sealed = readInput(file).toString('utf8').trim();
+      const tokenFile = file.replace(/\.jwe$/, '.jwt');
+      const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
+      // A file is known by its content: a re-run neither resubmits it (its credential is spent and
+      // its message id taken) nor answers the sender again; it reports the outcome it already has.
+      const key = sha256Hex(`${credential}\n${sealed}`);
+      const known = state.submission(key);
+      if (known) {
+        const done = state.storedOutcome(known.traceId);
+        if (done) report(file, done);
+        continue; // otherwise in flight: resumed, reported when it finishes
+      }
+      if (waiting >= PROCESS_WINDOW || pipeline.overloaded()) {
+        await pipeline.drain();
+        waiting = 0;
+        if (pipeline.stopping) break;
+      }
+      const remember = (traceId: string) => state.recordSubmission(key, traceId, file);
+      let traceId: string | undefined;
+      if (credential) {
+        const result = await pipeline.submit(credential, sealed, remember);
+        if (state.failure) throw state.failure;
+        if (result.status === 202) traceId = result.trackingId;
+      } else {
+        traceId = pipeline.submitRaw(sealed, undefined, remember);
+      }
+      if (!traceId) {
+        failures += 1;
+        write(
+          JSON.stringify({
+            file,
+            status: 'refused',
+            stage: 'ingest',
+            itk3Code: null,
+            error: 'INGEST_REFUSED',
+          }),
+        );
+        continue;
+      }
+      waiting += 1;
     }
-    traces.push({ file, traceId });
+    await pipeline.drain();
+    if (pipeline.stopping) {
+      process.stderr.write(
+        `stopped: unfinished messages stay queued in ${state.file}; run the same command again to finish them\n`,
+      );
+      return 1;
+    }
+    return failures === 0 ? 0 : 1;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    state.close();
   }
-  await pipeline.drain();
-  saveDeadLetters(files.dir, pipeline);
-  let failures = 0;
-  for (const { file, traceId } of traces) {
-    const o = await pipeline.outcome(traceId);
-    if (o.status !== 'delivered') failures += 1;
-    write(
-      JSON.stringify({
-        file: basename(file),
-        trackingId: traceId,
-        messageId: o.messageId ?? null,
-        status: o.status,
-        stage: o.stage ?? null,
-        itk3Code: o.itk3Code ?? null,
-        error: o.code ?? null,
-      }),
-    );
-  }
-  return failures === 0 ? 0 : 1;
 }
 
 async function serveCommand(argv: readonly string[], write: Write): Promise<number> {
@@ -433,27 +494,60 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     keystore: { type: 'string', default: '.itk3/keystore.json' },
     port: { type: 'string', default: '8080' },
     out: { type: 'string', default: '.itk3/run' },
+    'stop-timeout': { type: 'string', default: '10' },
+    'max-backlog': { type: 'string' },
+    'max-backlog-bytes': { type: 'string' },
   });
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0–65535');
+  const stopTimeout = Number(values['stop-timeout']);
+  if (!(stopTimeout > 0 && stopTimeout <= 3600))
+    throw new UsageError('--stop-timeout must be 1–3600 seconds');
+  const bound = (name: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer`);
+    return n;
+  };
+  const maxMessages = bound('max-backlog', values['max-backlog']);
+  const maxBytes = bound('max-backlog-bytes', values['max-backlog-bytes']);
   const config = loadConfigFile(values.config);
   warnUnreachableTargets(config);
+  let failed: Error | undefined;
+  let fail: (e: Error) => void = () => undefined;
   const server = await startServer({
     config,
     keys: new SoftwareKeyService(readKeystore(values.keystore)),
     baseDir: resolve(values.out),
     port,
+    limits: {
+      ...(maxMessages !== undefined ? { maxMessages } : {}),
+      ...(maxBytes !== undefined ? { maxBytes } : {}),
+    },
+    onFatal: (e) => fail(e),
   });
   write(
     `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
   );
+  if (server.resumed > 0) write(`resumed ${server.resumed} messages the previous run left in flight`);
   await new Promise<void>((done) => {
-    const stop = () => server.close().then(done);
+    const stop = () => {
+      process.stderr.write(`stopping: finishing or parking work in hand (at most ${stopTimeout} s)\n`);
+      server.close(stopTimeout * 1000).then(done);
+    };
+    fail = (e) => {
+      failed = e;
+      process.stderr.write(`error: ${e.message}; stopped taking messages, nothing accepted is lost\n`);
+      server.close(0).then(done);
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  return 0;
+  // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never
+  // committed, so exiting now loses nothing and keeps the stop bound.
+  setTimeout(() => process.exit(), 200).unref();
+  return failed ? 1 : 0;
 }
 
 async function dlqCommand(argv: readonly string[], write: Write): Promise<number> {

@@ -3,58 +3,93 @@
  * (visibility timeouts really wait). `POST /messages` takes `Authorization: Bearer <jwt>` and the
  * compact JWE as the body and answers 202 with a tracking id; `GET /messages/<id>` reports where
  * that message stands.
+ *
+ * State lives in `<out>/state.db` (docs/DURABILITY.md): a 202 is sent only once the submission is
+ * committed there, a start resumes every trace without a terminal outcome, and a stop finishes or
+ * parks the work in hand within a bound.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
 import { ingest } from '../ingest.js';
-import { saveDeadLetters } from '../ops/dead-letters.js';
-import type { KeyService } from '../ports/index.js';
+import type { KeyService, StageName } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
-import { EmbeddedPipeline } from '../runtime/embedded.js';
+import { type BacklogLimits, EmbeddedPipeline, type StageSettings } from '../runtime/embedded.js';
+import { reconcileDeliveryFolders } from './ops.js';
 
 export interface ServeOptions {
   config: LoadedConfig;
   keys: KeyService;
   baseDir: string;
   port: number;
+  /** Backpressure bounds (defaults: DEFAULT_LIMITS in lib/runtime/embedded.ts). */
+  limits?: Partial<BacklogLimits>;
+  /** Per-stage overrides (tests shorten visibility timeouts). */
+  stages?: Partial<Record<StageName, Partial<StageSettings>>>;
+  /** Told when the state file can no longer be written: the server has stopped taking work. */
+  onFatal?: (error: Error) => void;
 }
 
 export interface RunningServer {
   port: number;
   pipeline: EmbeddedPipeline;
+  /** How many traces were in flight when the previous process stopped, resumed at start. */
+  resumed: number;
   /** Resolves once every accepted message has finished (delivered, rejected or dead-lettered). */
   idle(): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Graceful stop: no new requests, the running handler invocation finishes, nothing waits for a
+   * visibility timeout; whatever is unfinished stays in the state file for the next start. Resolves
+   * within `timeoutMs` (then an invocation still running is abandoned: its unit of work was never
+   * committed, so it runs again on the next start).
+   */
+  close(timeoutMs?: number): Promise<void>;
 }
 
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  const state = new SqliteState(join(opts.baseDir, 'state.db'), { clock: systemClock });
   const pipeline = new EmbeddedPipeline({
     config: opts.config,
     keys: opts.keys,
     baseDir: opts.baseDir,
     clock: systemClock,
-    auditFile: join(opts.baseDir, 'audit.jsonl'),
-    onceFile: join(opts.baseDir, 'once.jsonl'),
+    state,
+    ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.stages ? { stages: opts.stages } : {}),
   });
+  state.once.sweep();
+  reconcileDeliveryFolders(opts.config, opts.baseDir);
+  const resumed = pipeline.resume();
+  let fatal: Error | undefined;
   // One drain at a time; a submission during a drain schedules another.
   let draining: Promise<void> = Promise.resolve();
   let again = false;
   let running = false;
   const kick = () => {
+    if (fatal || pipeline.stopping) return;
     if (running) {
       again = true;
       return;
     }
     running = true;
     draining = (async () => {
-      do {
-        again = false;
-        await pipeline.drain();
-        saveDeadLetters(opts.baseDir, pipeline);
-      } while (again);
-      running = false;
+      try {
+        do {
+          again = false;
+          await pipeline.drain();
+        } while (again && !pipeline.stopping);
+      } catch (error) {
+        // The state file cannot be written: stop taking work; nothing half-written was committed.
+        fatal = error as Error;
+        server.close();
+        opts.onFatal?.(fatal);
+      } finally {
+        running = false;
+      }
     })();
   };
 
@@ -95,18 +130,31 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   await new Promise<void>((resolve) => server.listen(opts.port, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
+  // Resumed work starts at once, not at the next submission.
+  kick();
+  let closing: Promise<void> | undefined;
   return {
     port,
     pipeline,
+    resumed,
     idle: async () => {
       do await draining;
       while (running);
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
+    close: (timeoutMs = DEFAULT_STOP_TIMEOUT_MS) => {
+      closing ??= (async () => {
+        const deadline = Date.now() + timeoutMs;
+        pipeline.stop();
+        // Requests already being read finish (their 202 waits for a commit); idle connections go.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const rest = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())));
+        await Promise.race([Promise.all([closed, draining]), rest()]);
         server.closeAllConnections();
-      }).then(() => draining),
+        state.close();
+      })();
+      return closing;
+    },
   };
 }
 

@@ -1,7 +1,8 @@
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
+import { writeFileDurably } from './durable-file.js';
 
 /**
  * Delivers to folders on this machine. Writes go to a temporary name and are renamed into place,
@@ -25,11 +26,13 @@ export class FolderDeliverer implements Deliverer {
     const file = join(dir, name);
     try {
       mkdirSync(dir, { recursive: true });
-      const tmp = `${file}.${process.pid}.tmp`;
-      writeFileSync(tmp, bytes, { mode: 0o640 });
-      renameSync(tmp, file);
+      // On disk before the delivery's outcome can be committed (docs/DURABILITY.md).
+      writeFileDurably(file, bytes, 0o640);
     } catch (cause) {
-      throw new TransientError('DELIVERY_UNAVAILABLE', 'cannot write to the delivery folder', { cause });
+      const errno = (cause as NodeJS.ErrnoException).code ?? 'error';
+      throw new TransientError('DELIVERY_UNAVAILABLE', `cannot write to the delivery folder (${errno})`, {
+        cause,
+      });
     }
     return file;
   }

@@ -363,11 +363,17 @@ export class SqliteState implements RuntimeState {
     return rows.map((r) => ({ ...fromRow(r), queue: r.queue }));
   }
 
+  /**
+   * Close the file. Work no one holds is committed; a unit of work still held (a handler
+   * invocation cut short by a stop deadline) is rolled back, so it runs again on the next start.
+   */
   close(): void {
     if (!this.db.open) return;
     try {
-      if (this.#inTransaction && !this.#failed) this.commit();
+      if (this.#inTransaction && this.#holds === 0 && !this.#failed) this.commit();
     } finally {
+      this.#failed ??= new StateWriteError('CLOSED', 'the state file is closed');
+      for (const w of this.#waiters.splice(0)) w.reject(this.#failed);
       this.db.close();
     }
   }
