@@ -527,10 +527,10 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     },
     onFatal: (e) => fail(e),
   });
+  if (server.resumed > 0) write(`resumed ${server.resumed} queued messages the previous run left unfinished`);
   write(
     `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
   );
-  if (server.resumed > 0) write(`resumed ${server.resumed} messages the previous run left in flight`);
   await new Promise<void>((done) => {
     const stop = () => {
       process.stderr.write(`stopping: finishing or parking work in hand (at most ${stopTimeout} s)\n`);

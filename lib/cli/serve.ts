@@ -35,7 +35,7 @@ export interface ServeOptions {
 export interface RunningServer {
   port: number;
   pipeline: EmbeddedPipeline;
-  /** How many traces were in flight when the previous process stopped, resumed at start. */
+  /** How many queued messages the previous process left unfinished, resumed at start. */
   resumed: number;
   /** Resolves once every accepted message has finished (delivered, rejected or dead-lettered). */
   idle(): Promise<void>;

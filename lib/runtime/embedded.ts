@@ -242,7 +242,7 @@ export class EmbeddedPipeline {
 
   /**
    * After a restart: every message that was in flight is visible again, so drain resumes every
-   * trace that has no terminal outcome. Returns how many were in flight.
+   * trace that has no terminal outcome. Returns how many queued messages there are to finish.
    */
   resume(): number {
     return this.state.resume(this.clock.now());

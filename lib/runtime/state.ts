@@ -74,7 +74,10 @@ export interface RuntimeState {
   /** Commit the held unit of work; throws when the state cannot be written. */
   release(): void;
   backlog(): Backlog;
-  /** Every queued message that was in flight when the process died becomes visible now. */
+  /**
+   * Every queued message that was in flight when the process died becomes visible now. Returns how
+   * many messages are queued (work without a terminal outcome, picked up by the next drain).
+   */
   resume(now: number): number;
   recordOutcome(outcome: StoredOutcome): void;
   storedOutcome(traceId: string): StoredOutcome | undefined;

@@ -286,14 +286,16 @@ export class SqliteState implements RuntimeState {
   }
 
   resume(now: number): number {
-    return this.transact(
-      () =>
-        this.db
-          .prepare(
-            'UPDATE messages SET visible_at = ?, receipt_handle = NULL WHERE dead_at IS NULL AND visible_at > ?',
-          )
-          .run(now, now).changes,
-    );
+    return this.transact(() => {
+      this.db
+        .prepare(
+          'UPDATE messages SET visible_at = ?, receipt_handle = NULL WHERE dead_at IS NULL AND visible_at > ?',
+        )
+        .run(now, now);
+      return (
+        this.db.prepare('SELECT count(*) AS n FROM messages WHERE dead_at IS NULL').get() as { n: number }
+      ).n;
+    });
   }
 
   recordOutcome(outcome: StoredOutcome): void {
