@@ -297,7 +297,9 @@ export class EmbeddedPipeline {
         if (this.#stopping) break;
         // The receive commits on its own: a crash during the handler still counts the attempt, so a
         // message that kills the process every time ends in the DLQ instead of looping.
-        const batch = this.state.transact(() => this.queues[stage].receive(this.settings[stage].batchSize));
+        const batch = this.state.transact(() => this.queues[stage].receive(this.settings[stage].batchSize), {
+          survivesCrashOnly: true,
+        });
         this.#announce();
         if (batch.length === 0) continue;
         progressed = true;

@@ -67,8 +67,12 @@ export interface RuntimeState {
   run<T>(fn: () => T): T;
   /** Run `fn` and resolve once it is committed (durable, for the SQLite state). */
   write<T>(fn: () => T): Promise<T>;
-  /** Run `fn` and commit now, unless a unit of work is held open (then it joins it). */
-  transact<T>(fn: () => T): T;
+  /**
+   * Run `fn` and commit now, unless a unit of work is held open (then it joins it).
+   * `survivesCrashOnly`: the commit must survive a crash of the process, not necessarily a power
+   * loss (the SQLite state may then skip its fsync).
+   */
+  transact<T>(fn: () => T, opts?: { survivesCrashOnly?: boolean }): T;
   /** Hold one unit of work open (one handler invocation) until {@link release}. */
   hold(): void;
   /** Commit the held unit of work; throws when the state cannot be written. */
