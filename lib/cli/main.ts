@@ -380,6 +380,8 @@ function recipientKey(
 
 /** How many accepted messages `process` lets wait before it drains (bounds memory and backlog). */
 const PROCESS_WINDOW = 64;
+/** How many submissions `process` makes at once (they share one commit). */
+const SUBMIT_GROUP = 16;
 
 async function processCommand(argv: readonly string[], write: Write): Promise<number> {
   const { values, positionals } = args(
@@ -430,6 +432,36 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
       if (submitted) report(submitted.file, o);
     };
     let waiting = 0;
+    // Submissions go in groups, as concurrent senders would: one commit (one fsync) per group.
+    let group: { file: string; key: string; sealed: string; credential: string }[] = [];
+    const submitGroup = async () => {
+      const results = await Promise.all(
+        group.map(async ({ file, key, sealed, credential }) => {
+          const remember = (traceId: string) => state.recordSubmission(key, traceId, file);
+          if (!credential) return { file, traceId: pipeline.submitRaw(sealed, undefined, remember) };
+          const result = await pipeline.submit(credential, sealed, remember);
+          return { file, traceId: result.status === 202 ? result.trackingId : undefined };
+        }),
+      );
+      group = [];
+      if (state.failure) throw state.failure;
+      for (const { file, traceId } of results) {
+        if (traceId) {
+          waiting += 1;
+          continue;
+        }
+        failures += 1;
+        write(
+          JSON.stringify({
+            file,
+            status: 'refused',
+            stage: 'ingest',
+            itk3Code: null,
+            error: 'INGEST_REFUSED',
+          }),
+        );
+      }
+    };
     for (const file of sealedFiles) {
       if (pipeline.stopping) break;
       const sealed = readInput(file).toString('utf8').trim();
@@ -444,35 +476,14 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
         if (done) report(file, done);
         continue; // otherwise in flight: resumed, reported when it finishes
       }
+      group.push({ file, key, sealed, credential });
+      if (group.length >= SUBMIT_GROUP) await submitGroup();
       if (waiting >= PROCESS_WINDOW || pipeline.overloaded()) {
         await pipeline.drain();
         waiting = 0;
-        if (pipeline.stopping) break;
       }
-      const remember = (traceId: string) => state.recordSubmission(key, traceId, file);
-      let traceId: string | undefined;
-      if (credential) {
-        const result = await pipeline.submit(credential, sealed, remember);
-        if (state.failure) throw state.failure;
-        if (result.status === 202) traceId = result.trackingId;
-      } else {
-        traceId = pipeline.submitRaw(sealed, undefined, remember);
-      }
-      if (!traceId) {
-        failures += 1;
-        write(
-          JSON.stringify({
-            file,
-            status: 'refused',
-            stage: 'ingest',
-            itk3Code: null,
-            error: 'INGEST_REFUSED',
-          }),
-        );
-        continue;
-      }
-      waiting += 1;
     }
+    if (group.length > 0 && !pipeline.stopping) await submitGroup();
     await pipeline.drain();
     if (pipeline.stopping) {
       process.stderr.write(
