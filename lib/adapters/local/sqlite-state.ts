@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS messages (
   id TEXT NOT NULL UNIQUE,
   queue TEXT NOT NULL,
   trace_id TEXT NOT NULL,
-  body TEXT NOT NULL,
   attributes TEXT NOT NULL,
   bytes INTEGER NOT NULL,
   sent_at INTEGER NOT NULL,
@@ -63,6 +62,9 @@ CREATE TABLE IF NOT EXISTS messages (
   dead_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at, seq);
+-- Bodies apart from the queue bookkeeping: SQLite rewrites a whole record on UPDATE, and a receive
+-- (count, visibility, receipt handle) must not rewrite a 200 KB body.
+CREATE TABLE IF NOT EXISTS message_bodies (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, entry TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_trace ON audit (trace_id, seq);
@@ -71,6 +73,7 @@ CREATE INDEX IF NOT EXISTS blobs_by_trace ON blobs (trace_id);
 CREATE TABLE IF NOT EXISTS outcomes (trace_id TEXT PRIMARY KEY, outcome TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS submissions (key TEXT PRIMARY KEY, trace_id TEXT NOT NULL, file TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
+CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 `;
 
 interface MessageRow {
@@ -112,6 +115,7 @@ export class SqliteState implements RuntimeState {
   #commitScheduled = false;
   #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   #failed: StateWriteError | undefined;
+  #synchronous: 'NORMAL' | 'FULL' = 'FULL';
 
   constructor(file: string, opts: SqliteStateOptions) {
     this.file = file;
@@ -161,7 +165,15 @@ export class SqliteState implements RuntimeState {
 
   run<T>(fn: () => T): T {
     this.#open();
-    const value = this.#savepoint(fn);
+    // No savepoint here (it costs two statements per port call): a statement that fails is undone
+    // by SQLite on its own, and an I/O failure stops the state and rolls the whole unit back.
+    let value: T;
+    try {
+      value = fn();
+    } catch (error) {
+      if (isIoError(error)) throw this.#fail(error, 'cannot write to the state file');
+      throw error;
+    }
     if (this.#holds === 0) this.#scheduleCommit();
     return value;
   }
@@ -179,24 +191,17 @@ export class SqliteState implements RuntimeState {
   }
 
   transact<T>(fn: () => T, opts: { survivesCrashOnly?: boolean } = {}): T {
-    // A commit that stands alone and that nobody waits on may skip the fsync (synchronous=NORMAL,
-    // which SQLite only lets us switch outside a transaction): it still survives a crash of the
-    // process (the OS has the WAL frames), and the next FULL commit makes it durable against power
-    // loss too. Used for receives, never for an accepted submission.
-    const light = opts.survivesCrashOnly === true && !this.#inTransaction && !this.#failed;
-    if (light) this.db.exec('PRAGMA synchronous = NORMAL');
-    try {
-      this.#open();
-      const value = this.#savepoint(fn);
-      if (this.#holds === 0) this.commit();
-      return value;
-    } finally {
-      if (light && !this.#failed && this.db.open) this.db.exec('PRAGMA synchronous = FULL');
-    }
+    this.#open(opts.survivesCrashOnly === true);
+    const value = this.#savepoint(fn);
+    if (this.#holds === 0) this.commit();
+    return value;
   }
 
   hold(): void {
-    this.#open();
+    // A handler's unit of work needs to survive a crash of the process, not a power loss: on power
+    // loss SQLite keeps a consistent prefix of the commits that always includes every accepted
+    // submission (those commits are full), and the lost handler work simply runs again.
+    this.#open(true);
     this.#holds += 1;
   }
 
@@ -211,8 +216,9 @@ export class SqliteState implements RuntimeState {
     const waiters = this.#waiters;
     this.#waiters = [];
     try {
-      this.db.exec('COMMIT');
+      this.stmt('COMMIT').run();
       this.#inTransaction = false;
+      if (waiters.length > 0 && this.#synchronous !== 'FULL') this.#syncWal();
     } catch (cause) {
       const error = this.#fail(cause, 'cannot commit to the state file');
       for (const w of waiters) w.reject(error);
@@ -226,28 +232,49 @@ export class SqliteState implements RuntimeState {
     return this.#failed;
   }
 
-  #open(): void {
+  /**
+   * Open a transaction unless one is open. `crashSafeOnly`: its commit may skip the fsync
+   * (synchronous=NORMAL, which SQLite only lets us switch outside a transaction). Such a commit
+   * survives `kill -9` (the OS has the WAL frames) and becomes power-safe with the next full commit;
+   * a writer waiting for durability (an accepted submission) that joined it gets an explicit sync.
+   */
+  #open(crashSafeOnly = false): void {
     if (this.#failed) throw this.#failed;
     if (this.#inTransaction) return;
     try {
-      this.db.exec('BEGIN IMMEDIATE');
+      this.#setSynchronous(crashSafeOnly ? 'NORMAL' : 'FULL');
+      this.stmt('BEGIN IMMEDIATE').run();
     } catch (cause) {
       throw this.#fail(cause, 'cannot start a transaction on the state file');
     }
     this.#inTransaction = true;
   }
 
+  #setSynchronous(level: 'NORMAL' | 'FULL'): void {
+    if (this.#synchronous === level) return;
+    this.db.exec(`PRAGMA synchronous = ${level}`);
+    this.#synchronous = level;
+  }
+
+  /** Make every commit so far power-safe: a full commit of one tiny write fsyncs the whole WAL. */
+  #syncWal(): void {
+    this.#setSynchronous('FULL');
+    this.stmt('BEGIN IMMEDIATE').run();
+    this.stmt('INSERT OR REPLACE INTO sync_marker (id, at) VALUES (1, ?)').run(Date.now());
+    this.stmt('COMMIT').run();
+  }
+
   #savepoint<T>(fn: () => T): T {
     // A failing statement in the middle of `fn` must not leave half of `fn` in the unit of work.
-    this.db.exec('SAVEPOINT unit');
+    this.stmt('SAVEPOINT unit').run();
     try {
       const value = fn();
-      this.db.exec('RELEASE unit');
+      this.stmt('RELEASE unit').run();
       return value;
     } catch (error) {
       try {
-        this.db.exec('ROLLBACK TO unit');
-        this.db.exec('RELEASE unit');
+        this.stmt('ROLLBACK TO unit').run();
+        this.stmt('RELEASE unit').run();
       } catch (cause) {
         throw this.#fail(cause, 'cannot roll back on the state file');
       }
@@ -380,7 +407,7 @@ export class SqliteState implements RuntimeState {
   /** Dead letters of every queue, oldest first, bodies included (operator tooling only). */
   deadLetters(): (QueuedMessage & { queue: string })[] {
     const rows = this.stmt(
-      'SELECT * FROM messages WHERE dead_at IS NOT NULL ORDER BY dead_at, seq',
+      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.dead_at IS NOT NULL ORDER BY m.dead_at, m.seq',
     ).all() as MessageRow[];
     return rows.map((r) => ({ ...fromRow(r), queue: r.queue }));
   }
@@ -406,7 +433,6 @@ export class SqliteQueue implements StageQueue {
   readonly settings: QueueSettings;
   readonly #state: SqliteState;
   readonly #clock: Clock;
-  readonly #db: Database.Database;
   readonly #insert: Database.Statement;
   readonly #select: Database.Statement;
   readonly #byId: Database.Statement;
@@ -416,17 +442,18 @@ export class SqliteQueue implements StageQueue {
     this.settings = settings;
     this.#state = state;
     this.#clock = clock;
-    this.#db = state.db;
     this.#insert = this.#state.stmt(
-      `INSERT INTO messages (id, queue, trace_id, body, attributes, bytes, sent_at, receive_count,
+      `INSERT INTO messages (id, queue, trace_id, attributes, bytes, sent_at, receive_count,
          first_received_at, visible_at, receipt_handle, dead_source, dead_reason, dead_at)
-       VALUES (@id, @queue, @trace_id, @body, @attributes, @bytes, @sent_at, @receive_count,
+       VALUES (@id, @queue, @trace_id, @attributes, @bytes, @sent_at, @receive_count,
          @first_received_at, @visible_at, NULL, @dead_source, @dead_reason, @dead_at)`,
     );
     this.#select = this.#state.stmt(
-      'SELECT * FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?',
+      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? AND m.visible_at <= ? ORDER BY m.seq LIMIT ?',
     );
-    this.#byId = this.#state.stmt('SELECT * FROM messages WHERE id = ? AND queue = ?');
+    this.#byId = this.#state.stmt(
+      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ? AND m.queue = ?',
+    );
   }
 
   send(
@@ -443,11 +470,10 @@ export class SqliteQueue implements StageQueue {
   enqueue(m: QueuedMessage): void {
     const bytes = Buffer.byteLength(m.body, 'utf8');
     this.#state.run(() => {
-      this.#insert.run({
+      const { lastInsertRowid } = this.#insert.run({
         id: m.messageId,
         queue: this.name,
         trace_id: traceIdOf(m.body, m.messageId),
-        body: m.body,
         attributes: JSON.stringify(m.attributes),
         bytes,
         sent_at: m.sentAt,
@@ -458,8 +484,18 @@ export class SqliteQueue implements StageQueue {
         dead_reason: m.deadLetter?.reason ?? null,
         dead_at: m.deadLetter?.at ?? null,
       });
+      this.#state.stmt('INSERT INTO message_bodies (seq, body) VALUES (?, ?)').run(lastInsertRowid, m.body);
     });
     if (!m.deadLetter) this.#state.adjustBacklog(1, bytes);
+  }
+
+  #remove(messageId: string): void {
+    const row = this.#state.stmt('SELECT seq FROM messages WHERE id = ?').get(messageId) as
+      | { seq: number }
+      | undefined;
+    if (!row) return;
+    this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(row.seq);
+    this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(row.seq);
   }
 
   receive(max: number): QueuedMessage[] {
@@ -518,7 +554,7 @@ export class SqliteQueue implements StageQueue {
         .stmt('SELECT bytes, dead_at FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ?')
         .get(messageId, this.name, receiptHandle) as { bytes: number; dead_at: number | null } | undefined;
       if (!row) return false;
-      this.#state.stmt('DELETE FROM messages WHERE id = ?').run(messageId);
+      this.#remove(messageId);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return true;
     });
@@ -536,7 +572,7 @@ export class SqliteQueue implements StageQueue {
     return this.#state.run(() => {
       const row = this.#byId.get(messageId, this.name) as MessageRow | undefined;
       if (!row) return undefined;
-      this.#state.stmt('DELETE FROM messages WHERE id = ?').run(messageId);
+      this.#remove(messageId);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return fromRow(row);
     });
@@ -544,7 +580,9 @@ export class SqliteQueue implements StageQueue {
 
   peekAll(): QueuedMessage[] {
     const rows = this.#state
-      .stmt('SELECT * FROM messages WHERE queue = ? ORDER BY seq')
+      .stmt(
+        'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? ORDER BY m.seq',
+      )
       .all(this.name) as MessageRow[];
     return rows.map(fromRow);
   }
