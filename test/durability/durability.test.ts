@@ -8,6 +8,7 @@
  *   twice, and prints one line per file.
  * - SIGTERM while deliveries wait for a retry: the server exits within its stop bound and the next
  *   start finishes the parked work.
+ * - backpressure: over `--max-backlog` a submission gets 503, and is accepted again later.
  * - a full disk (a small tmpfs as `--out`): a clear error or dead letters with their reason, never a
  *   lost 202, and the server starts again on what was left.
  */
@@ -248,6 +249,40 @@ describe('SIGTERM while deliveries wait for a retry', () => {
     server.proc.kill('SIGTERM');
     expect((await server.exited).code).toBe(0);
     accountFor(out, accepted, messages);
+  });
+});
+
+describe('backpressure', () => {
+  it('answers 503 once the backlog bound is reached, and accepts again once the work is done', async () => {
+    const out = makeTempDir('itk3-backlog-');
+    const blocked = worldPaths(out).delivered('A83627');
+    mkdirSync(join(blocked, '..'), { recursive: true });
+    writeFileSync(blocked, 'not a folder');
+    const messages = await sealMany(world, 4);
+    let server = await startServe(files, out, ['--max-backlog', '2', '--stop-timeout', '3']);
+    const first = await post(server.port, await freshCredential(world), messages[0]!.sealed);
+    const second = await post(server.port, await freshCredential(world), messages[1]!.sealed);
+    expect([first.status, second.status]).toEqual([202, 202]);
+    // Both wait at deliver for a retry: the bound is reached.
+    const third = await post(server.port, await freshCredential(world), messages[2]!.sealed);
+    expect(third.status).toBe(503);
+    server.proc.kill('SIGTERM');
+    expect((await server.exited).code).toBe(0);
+
+    rmSync(blocked);
+    server = await startServe(files, out, ['--max-backlog', '2']);
+    await waitUntilFinished(out, [first.trackingId!, second.trackingId!]);
+    const later = await post(server.port, await freshCredential(world), messages[2]!.sealed);
+    expect(later.status).toBe(202);
+    await waitUntilFinished(out, [later.trackingId!]);
+    server.proc.kill('SIGTERM');
+    expect((await server.exited).code).toBe(0);
+    const accepted = new Map([
+      [first.trackingId!, messages[0]!],
+      [second.trackingId!, messages[1]!],
+      [later.trackingId!, messages[2]!],
+    ]);
+    accountFor(out, accepted, messages.slice(0, 3));
   });
 });
 
