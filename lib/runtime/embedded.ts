@@ -361,7 +361,7 @@ export class EmbeddedPipeline {
     let failed: Set<string>;
     let handlerError: string | undefined;
     // One unit of work per invocation: the handler's writes and the deletion of its batch commit
-    // together (one fsync per batch); a crash before the commit leaves the batch to be received again.
+    // together (one commit per batch); a crash before the commit leaves the batch to be received again.
     this.state.hold();
     try {
       try {

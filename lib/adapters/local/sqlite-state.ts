@@ -38,11 +38,6 @@ export class StateWriteError extends Error {
   }
 }
 
-/** Refused by backpressure: the queues hold as much as they may. */
-export class BacklogFullError extends Error {
-  override readonly name = 'BacklogFullError';
-}
-
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
