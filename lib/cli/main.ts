@@ -538,11 +538,8 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     },
     onFatal: (e) => fail(e),
   });
-  if (server.resumed > 0) write(`resumed ${server.resumed} queued messages the previous run left unfinished`);
-  write(
-    `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
-  );
-  await new Promise<void>((done) => {
+  // Signal handlers first: a process manager may send SIGTERM as soon as it reads the line below.
+  const stopped = new Promise<void>((done) => {
     const stop = () => {
       process.stderr.write(`stopping: finishing or parking work in hand (at most ${stopTimeout} s)\n`);
       server.close(stopTimeout * 1000).then(done);
@@ -555,6 +552,11 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  if (server.resumed > 0) write(`resumed ${server.resumed} queued messages the previous run left unfinished`);
+  write(
+    `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
+  );
+  await stopped;
   // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never
   // committed, so exiting now loses nothing and keeps the stop bound.
   setTimeout(() => process.exit(), 200).unref();

@@ -10,7 +10,8 @@
  *   start finishes the parked work.
  * - backpressure: over `--max-backlog` a submission gets 503, and is accepted again later.
  * - a full disk (a small tmpfs as `--out`): a clear error or dead letters with their reason, never a
- *   lost 202, and the server starts again on what was left.
+ *   lost 202, and the server starts again on what was left; the same file system read-only: a clear
+ *   error at start.
  */
 import '../support/env.js';
 import { execFileSync } from 'node:child_process';
@@ -359,6 +360,29 @@ describe('a full disk under --out', () => {
     } finally {
       state.close();
     }
+  });
+
+  it('a read-only --out stops serve with a clear error, and it starts again once writable', async (ctx) => {
+    if (!mounted) ctx.skip();
+    const out = mountPoint!;
+    // The full-disk test above left a state file here; make the file system read-only.
+    execFileSync('mount', ['-o', 'remount,ro', out]);
+    try {
+      const refused = await startServe(files, out).then(
+        (s) => {
+          s.proc.kill('SIGKILL');
+          return undefined;
+        },
+        (error: Error) => error.message,
+      );
+      expect(refused).toMatch(/error: .*(read-only|SQLITE_READONLY|SQLITE_CANTOPEN|EROFS)/);
+    } finally {
+      execFileSync('mount', ['-o', 'remount,rw', out]);
+    }
+    const server = await startServe(files, out);
+    server.proc.kill('SIGTERM');
+    const exit = await server.exited;
+    expect(exit, server.stderr.join('')).toEqual({ code: 0, signal: null });
   });
 });
 
