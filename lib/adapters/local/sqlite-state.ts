@@ -128,6 +128,9 @@ export class SqliteState implements RuntimeState {
         if (fresh) chmodSync(file, 0o600);
       }
       this.db.pragma('busy_timeout = 5000');
+      // A read-only open succeeds even where the file cannot be read (WAL index missing on a
+      // read-only folder): read once now, so that surfaces here with a clear message.
+      this.db.prepare('SELECT count(*) FROM sqlite_master').get();
     } catch (cause) {
       throw stateError(cause, `cannot open the state file ${file}`);
     }
@@ -791,6 +794,8 @@ function stateError(cause: unknown, what: string): StateWriteError {
         ? 'an I/O error'
         : code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB')
           ? 'it is not a valid state file'
-          : ((cause as Error)?.message?.slice(0, 120) ?? 'unknown error');
+          : code.startsWith('SQLITE_CANTOPEN')
+            ? 'it cannot be created or opened (a read-only file system, missing permissions or a missing folder)'
+            : ((cause as Error)?.message?.slice(0, 120) ?? 'unknown error');
   return new StateWriteError(code, `${what}: ${reason} (${code})`, { cause });
 }
