@@ -2,15 +2,16 @@
  * `itk3 demo` (what `npm start` runs): a throw-away keystore and configuration, the ITK3 samples
  * sealed by their senders, the hostile set, all through the embedded pipeline, then a table.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
+import { SqliteState } from '../adapters/local/sqlite-state.js';
 import { buildScenario, type ScenarioMessage } from '../demo/scenario.js';
 import { createWorld, publishRecipientKeys } from '../demo/world.js';
 import { fixturesDir } from '../itk3/index.js';
-import { EmbeddedPipeline, type MessageOutcome } from '../runtime/embedded.js';
+import { EmbeddedPipeline, type MessageOutcome, VirtualClock } from '../runtime/embedded.js';
 import type { PipelineRuntime } from '../runtime/runtime.js';
 import { renderTable } from './table.js';
 
@@ -51,6 +52,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   write(`  done in ${((Date.now() - started) / 1000).toFixed(1)} s; keystore.json and config.json written`);
 
   let pipeline: PipelineRuntime;
+  let state: SqliteState | undefined;
   if (opts.emulator) {
     const { EmulatorPipeline } = await import('../runtime/emulator.js');
     write(
@@ -70,11 +72,18 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     );
     pipeline = emulated;
   } else {
+    // The demo's world (keys, configuration) is new on every run, so is its state: an old state
+    // file in the same folder would hold the previous run's message ids.
+    const stateFile = join(baseDir, 'state.db');
+    for (const f of [stateFile, `${stateFile}-wal`, `${stateFile}-shm`]) rmSync(f, { force: true });
+    const clock = new VirtualClock();
+    state = new SqliteState(stateFile, { clock });
     pipeline = new EmbeddedPipeline({
       config: world.config,
       keys: new SoftwareKeyService(world.keystore),
       baseDir,
-      auditFile: join(baseDir, 'audit.jsonl'),
+      clock,
+      state,
     });
   }
 
@@ -146,8 +155,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     );
   } else {
     write(`deliveries: ${join(baseDir, 'delivered')}   signed ITK3 responses: ${join(baseDir, 'responses')}`);
-    write(`audit trail: ${join(baseDir, 'audit.jsonl')}`);
+    write(`state (queues, audit trail, outcomes): ${join(baseDir, 'state.db')}`);
   }
+  state?.close();
   write(
     allAsExpected
       ? 'Every message ended as a correct pipeline must end it.'

@@ -28,8 +28,9 @@ import { mintToken } from '../envelope/token.js';
 import { ConfigError, PipelineError, UsageError } from '../errors.js';
 import { codesCommand, EXPLAIN_USAGE, explainCommand } from '../explain/cli.js';
 import { parseBundle } from '../itk3/index.js';
-import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
+import type { MessageOutcome } from '../runtime/embedded.js';
+import { sha256Hex } from '../stages/context.js';
 import { runDemo } from './demo.js';
 import { keysWrapCommand } from './keys-wrap.js';
 import {
@@ -41,6 +42,8 @@ import {
   dlqList,
   dlqRedrive,
   dlqShow,
+  openRunState,
+  reconcileDeliveryFolders,
   runFiles,
   trace,
   warnUnreachableTargets,
@@ -73,11 +76,14 @@ Commands:
                                             sign then encrypt an ITK3 Bundle (XML or JSON) for a recipient
   process PATH... --config F [--keystore F] [--out DIR]
                                             run sealed messages (NAME.jwe with its credential NAME.jwt) through
-                                            the embedded pipeline; one JSON line per message
-  serve --config F [--keystore F] [--port N] [--out DIR] [--allowed-host H:P]...
+                                            the embedded pipeline; one JSON line per message as it finishes; state in
+                                            DIR/state.db, a re-run finishes what a killed run left
+  serve --config F [--keystore F] [--port N] [--out DIR] [--stop-timeout S] [--allowed-host H:P]...
         [--headers-timeout S] [--request-timeout S] [--keep-alive-timeout S] [--idle-timeout S]
         [--max-connections N] [--max-backlog-messages N] [--max-backlog-bytes N]
                                             HTTP POST /messages on 127.0.0.1 into the embedded pipeline;
+                                            state in DIR/state.db (202 = stored), unfinished work resumed
+                                            on start, SIGTERM stops within S seconds (default 10).
                                             GET /messages/<trackingId> with the submitter's credential.
                                             Host must be 127.0.0.1:<port> or localhost:<port> unless
                                             --allowed-host is given; defaults 10 s headers, 60 s request,
@@ -401,6 +407,11 @@ function recipientKey(
   return { key: publicJwk(entry) as Record<string, string>, kid };
 }
 
+/** How many accepted messages `process` lets wait before it drains (bounds memory and backlog). */
+const PROCESS_WINDOW = 64;
+/** How many submissions `process` makes at once (they share one commit). */
+const SUBMIT_GROUP = 16;
+
 async function processCommand(argv: readonly string[], write: Write): Promise<number> {
   const { values, positionals } = args(
     argv,
@@ -417,43 +428,104 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
   const keys = new SoftwareKeyService(readKeystore(values.keystore));
   const sealedFiles = positionals.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
-  const files = runFiles(values.out);
-  const pipeline = commandLinePipeline(config, keys, values.out);
-  const traces: { file: string; traceId: string }[] = [];
-  for (const file of sealedFiles) {
-    const sealed = readInput(file).toString('utf8').trim();
-    const tokenFile = file.replace(/\.jwe$/, '.jwt');
-    const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
-    const traceId = credential
-      ? await pipeline.submit(credential, sealed).then((r) => (r.status === 202 ? r.trackingId : undefined))
-      : pipeline.submitRaw(sealed);
-    if (!traceId) {
+  const state = openRunState(values.out);
+  const pipeline = commandLinePipeline(config, keys, state);
+  const stop = () => pipeline.stop();
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    // Whatever a killed earlier run left in flight finishes in this one.
+    reconcileDeliveryFolders(config, runFiles(values.out).dir);
+    pipeline.resume();
+    let failures = 0;
+    const reported = new Set<string>();
+    const report = (file: string, o: MessageOutcome) => {
+      if (reported.has(o.traceId)) return;
+      reported.add(o.traceId);
+      if (o.status !== 'delivered') failures += 1;
       write(
-        JSON.stringify({ file, status: 'refused', stage: 'ingest', itk3Code: null, error: 'INGEST_REFUSED' }),
+        JSON.stringify({
+          file: basename(file),
+          trackingId: o.traceId,
+          messageId: o.messageId ?? null,
+          status: o.status,
+          stage: o.stage ?? null,
+          itk3Code: o.itk3Code ?? null,
+          error: o.code ?? null,
+        }),
       );
-      continue;
+    };
+    // One line per message as it finishes, not at the end.
+    pipeline.onOutcome = (o) => {
+      const submitted = state.submissionOf(o.traceId);
+      if (submitted) report(submitted.file, o);
+    };
+    let waiting = 0;
+    // Submissions go in groups, as concurrent senders would: one commit (one fsync) per group.
+    let group: { file: string; key: string; sealed: string; credential: string }[] = [];
+    const submitGroup = async () => {
+      const results = await Promise.all(
+        group.map(async ({ file, key, sealed, credential }) => {
+          const remember = (traceId: string) => state.recordSubmission(key, traceId, file);
+          if (!credential) return { file, traceId: pipeline.submitRaw(sealed, undefined, remember) };
+          const result = await pipeline.submit(credential, sealed, remember);
+          return { file, traceId: result.status === 202 ? result.trackingId : undefined };
+        }),
+      );
+      group = [];
+      if (state.failure) throw state.failure;
+      for (const { file, traceId } of results) {
+        if (traceId) {
+          waiting += 1;
+          continue;
+        }
+        failures += 1;
+        write(
+          JSON.stringify({
+            file,
+            status: 'refused',
+            stage: 'ingest',
+            itk3Code: null,
+            error: 'INGEST_REFUSED',
+          }),
+        );
+      }
+    };
+    for (const file of sealedFiles) {
+      if (pipeline.stopping) break;
+      const sealed = readInput(file).toString('utf8').trim();
+      const tokenFile = file.replace(/\.jwe$/, '.jwt');
+      const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
+      // A file is known by its content: a re-run neither resubmits it (its credential is spent and
+      // its message id taken) nor answers the sender again; it reports the outcome it already has.
+      const key = sha256Hex(`${credential}\n${sealed}`);
+      const known = state.submission(key);
+      if (known) {
+        const done = state.storedOutcome(known.traceId);
+        if (done) report(file, done);
+        continue; // otherwise in flight: resumed, reported when it finishes
+      }
+      group.push({ file, key, sealed, credential });
+      if (group.length >= SUBMIT_GROUP) await submitGroup();
+      if (waiting >= PROCESS_WINDOW || pipeline.overloaded()) {
+        await pipeline.drain();
+        waiting = 0;
+      }
     }
-    traces.push({ file, traceId });
+    if (group.length > 0 && !pipeline.stopping) await submitGroup();
+    await pipeline.drain();
+    if (pipeline.stopping) {
+      process.stderr.write(
+        `stopped: unfinished messages stay queued in ${state.file}; run the same command again to finish them\n`,
+      );
+      return 1;
+    }
+    return failures === 0 ? 0 : 1;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    state.close();
   }
-  await pipeline.drain();
-  saveDeadLetters(files.dir, pipeline);
-  let failures = 0;
-  for (const { file, traceId } of traces) {
-    const o = await pipeline.outcome(traceId);
-    if (o.status !== 'delivered') failures += 1;
-    write(
-      JSON.stringify({
-        file: basename(file),
-        trackingId: traceId,
-        messageId: o.messageId ?? null,
-        status: o.status,
-        stage: o.stage ?? null,
-        itk3Code: o.itk3Code ?? null,
-        error: o.code ?? null,
-      }),
-    );
-  }
-  return failures === 0 ? 0 : 1;
 }
 
 async function serveCommand(argv: readonly string[], write: Write): Promise<number> {
@@ -469,6 +541,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     'idle-timeout': { type: 'string' },
     'max-connections': { type: 'string' },
     'max-backlog-messages': { type: 'string' },
+    'stop-timeout': { type: 'string', default: '10' },
     'max-backlog-bytes': { type: 'string' },
   });
   if (!values.config) throw new UsageError('--config is required');
@@ -508,8 +581,13 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
       throw new UsageError(`--allowed-host "${host}" is not a host[:port]`);
     }
   }
+  const stopTimeout = Number(values['stop-timeout']);
+  if (!(stopTimeout > 0 && stopTimeout <= 3600))
+    throw new UsageError('--stop-timeout must be 1–3600 seconds');
   const config = loadConfigFile(values.config);
   warnUnreachableTargets(config);
+  let failed: Error | undefined;
+  let fail: (e: Error) => void = () => undefined;
   const server = await startServer({
     config,
     keys: new SoftwareKeyService(readKeystore(values.keystore)),
@@ -517,16 +595,31 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     port,
     limits,
     ...(allowedHosts ? { allowedHosts } : {}),
+    onFatal: (e) => fail(e),
   });
-  write(
-    `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
-  );
-  await new Promise<void>((done) => {
-    const stop = () => server.close().then(done);
+  // Signal handlers first: a process manager may send SIGTERM as soon as it reads the line below.
+  const stopped = new Promise<void>((done) => {
+    const stop = () => {
+      process.stderr.write(`stopping: finishing or parking work in hand (at most ${stopTimeout} s)\n`);
+      server.close(stopTimeout * 1000).then(done);
+    };
+    fail = (e) => {
+      failed = e;
+      process.stderr.write(`error: ${e.message}; stopped taking messages, nothing accepted is lost\n`);
+      server.close(0).then(done);
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  return 0;
+  if (server.resumed > 0) write(`resumed ${server.resumed} queued messages the previous run left unfinished`);
+  write(
+    `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
+  );
+  await stopped;
+  // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never
+  // committed, so exiting now loses nothing and keeps the stop bound.
+  setTimeout(() => process.exit(), 200).unref();
+  return failed ? 1 : 0;
 }
 
 async function dlqCommand(argv: readonly string[], write: Write): Promise<number> {

@@ -1,16 +1,24 @@
 /**
  * Operator commands for embedded runs: `itk3 dlq list|show|redrive` and `itk3 trace`.
- * They read what `itk3 process` / `itk3 serve` left in their `--out` folder: the audit trail
- * (audit.jsonl), the once-store (once.jsonl) and the dead letters (dlq/<stage>/).
+ * They read what `itk3 process` / `itk3 serve` / `itk3 demo` keep in their `--out` folder: the
+ * state file `state.db` (queues, DLQs, once-store, audit trail, outcomes; docs/DURABILITY.md).
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { MemoryAuditLog } from '../adapters/local/memory-stores.js';
+import { removeStrayTemporaries } from '../adapters/local/durable-file.js';
+import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
-import { findDeadLetter, listDeadLetters, removeDeadLetter, saveDeadLetters } from '../ops/dead-letters.js';
-import { type AuditEntry, type KeyService, STAGES, type StageName, systemClock } from '../ports/index.js';
-import { EmbeddedPipeline, outcomeFromAudit } from '../runtime/embedded.js';
+import { findDeadLetter, listDeadLetters } from '../ops/dead-letters.js';
+import {
+  type AuditEntry,
+  type Clock,
+  type KeyService,
+  STAGES,
+  type StageName,
+  systemClock,
+} from '../ports/index.js';
+import { type BacklogLimits, EmbeddedPipeline, outcomeFromAudit } from '../runtime/embedded.js';
 import { renderTable } from './table.js';
 
 type Write = (line: string) => void;
@@ -18,7 +26,36 @@ type Write = (line: string) => void;
 /** Files an embedded run keeps in its output folder. */
 export function runFiles(out: string) {
   const dir = resolve(out);
-  return { dir, audit: join(dir, 'audit.jsonl'), once: join(dir, 'once.jsonl') };
+  return { dir, state: join(dir, 'state.db') };
+}
+
+/** The run's state file, created when missing. */
+export function openRunState(out: string, clock: Clock = systemClock): SqliteState {
+  return new SqliteState(runFiles(out).state, { clock });
+}
+
+/**
+ * At start: remove the temporary files a crash left in the delivery folders. A finished delivery
+ * was renamed into place before its outcome was committed; one whose outcome was not committed is
+ * still queued and is written again under the same name (docs/DURABILITY.md).
+ */
+export function reconcileDeliveryFolders(config: LoadedConfig, baseDir: string): number {
+  const targets = [
+    ...config.doc.recipients.map((r) => r.target),
+    ...config.doc.senders.map((s) => s.responseTarget),
+    config.doc.unauthenticatedResponseTarget,
+  ];
+  let removed = 0;
+  for (const t of targets)
+    if (t.type === 'folder') removed += removeStrayTemporaries(resolve(baseDir, t.path));
+  return removed;
+}
+
+/** The run's state file for reading only (operator commands); a missing file is a usage error. */
+function readRunState(out: string): SqliteState {
+  const file = runFiles(out).state;
+  if (!existsSync(file)) throw new UsageError(`no state file at ${file}`);
+  return new SqliteState(file, { clock: systemClock, readonly: true });
 }
 
 /** Visibility timeout of embedded command-line runs: a failed record is retried after this long. */
@@ -29,22 +66,28 @@ const CLI_VISIBILITY_SECONDS = 1;
  * (so the audit trail's timestamps are true), and retries after a short visibility timeout instead
  * of the deployed 6 × function timeout.
  */
-export function commandLinePipeline(config: LoadedConfig, keys: KeyService, out: string): EmbeddedPipeline {
+export function commandLinePipeline(
+  config: LoadedConfig,
+  keys: KeyService,
+  state: SqliteState,
+  limits?: Partial<BacklogLimits>,
+): EmbeddedPipeline {
   warnUnreachableTargets(config);
-  const files = runFiles(out);
   return new EmbeddedPipeline({
     config,
     keys,
-    baseDir: files.dir,
-    auditFile: files.audit,
-    onceFile: files.once,
+    baseDir: resolve(state.file, '..'),
+    state,
     clock: systemClock,
+    ...(limits ? { limits } : {}),
     stages: Object.fromEntries(STAGES.map((s) => [s, { visibilityTimeoutSeconds: CLI_VISIBILITY_SECONDS }])),
   });
 }
 
 export function dlqList(out: string, stage: StageName | undefined, json: boolean, write: Write): number {
-  const letters = listDeadLetters(runFiles(out).dir, stage);
+  const state = readRunState(out);
+  const letters = listDeadLetters(state, stage);
+  state.close();
   if (json) {
     for (const l of letters) write(JSON.stringify(l));
     return 0;
@@ -65,7 +108,9 @@ export function dlqList(out: string, stage: StageName | undefined, json: boolean
 
 export async function dlqShow(out: string, messageId: string, write: Write): Promise<number> {
   const files = runFiles(out);
-  const letter = findDeadLetter(files.dir, messageId);
+  const state = readRunState(out);
+  const letter = findDeadLetter(state, messageId);
+  state.close();
   if (!letter) throw new UsageError(`no dead letter ${messageId} in ${files.dir}`);
   // Never the body: it holds the credential and message content.
   const { body, attributes: _a, sentAt: _s, ...summary } = letter;
@@ -81,50 +126,49 @@ export async function dlqRedrive(
   write: Write,
 ): Promise<number> {
   const files = runFiles(out);
-  const stage = (STAGES as readonly string[]).includes(target) ? (target as StageName) : undefined;
-  const letters =
-    target === 'all' || stage
-      ? listDeadLetters(files.dir, stage).map((s) => findDeadLetter(files.dir, s.messageId)!)
-      : [findDeadLetter(files.dir, target)].filter((l) => l !== undefined);
-  if (letters.length === 0) throw new UsageError(`nothing to redrive for "${target}" in ${files.dir}`);
+  const state = openRunState(out);
+  try {
+    const stage = (STAGES as readonly string[]).includes(target) ? (target as StageName) : undefined;
+    const letters =
+      target === 'all' || stage
+        ? listDeadLetters(state, stage)
+        : [findDeadLetter(state, target)].filter((l) => l !== undefined);
+    if (letters.length === 0) throw new UsageError(`nothing to redrive for "${target}" in ${files.dir}`);
 
-  const pipeline = commandLinePipeline(config, keys, out);
-  for (const letter of letters) {
-    pipeline.queues[letter.stage].send(letter.body, letter.attributes, letter.messageId, letter.sentAt);
-    removeDeadLetter(files.dir, letter);
-    await pipeline.audit.append({
-      traceId: letter.traceId,
-      at: new Date().toISOString(),
-      stage: 'operator',
-      event: 'redriven',
-      detail: `back to ${letter.stage}`,
-    });
+    const pipeline = commandLinePipeline(config, keys, state);
+    // Whatever an earlier run left in flight finishes too.
+    pipeline.resume();
+    for (const letter of letters) await pipeline.redrive(letter.stage, letter.messageId);
+    await pipeline.drain();
+    for (const letter of letters) {
+      const o = await pipeline.outcome(letter.traceId);
+      write(
+        JSON.stringify({
+          messageId: letter.messageId,
+          traceId: letter.traceId,
+          status: o.status,
+          stage: o.stage ?? null,
+          itk3Code: o.itk3Code ?? null,
+          error: o.code ?? null,
+        }),
+      );
+    }
+    return 0;
+  } finally {
+    state.close();
   }
-  await pipeline.drain();
-  saveDeadLetters(files.dir, pipeline);
-  for (const letter of letters) {
-    const o = await pipeline.outcome(letter.traceId);
-    write(
-      JSON.stringify({
-        messageId: letter.messageId,
-        traceId: letter.traceId,
-        status: o.status,
-        stage: o.stage ?? null,
-        itk3Code: o.itk3Code ?? null,
-        error: o.code ?? null,
-      }),
-    );
-  }
-  return 0;
 }
 
 export async function trace(out: string, traceId: string, write: Write): Promise<number> {
-  const files = runFiles(out);
-  if (!existsSync(files.audit)) throw new UsageError(`no audit trail at ${files.audit}`);
-  const entries = await new MemoryAuditLog({ file: files.audit }).byTrace(traceId);
-  if (entries.length === 0) throw new UsageError(`no trace ${traceId} in ${files.audit}`);
-  writeTrace(traceId, entries, write);
-  return 0;
+  const state = readRunState(out);
+  try {
+    const entries = await state.audit.byTrace(traceId);
+    if (entries.length === 0) throw new UsageError(`no trace ${traceId} in ${state.file}`);
+    writeTrace(traceId, entries, write);
+    return 0;
+  } finally {
+    state.close();
+  }
 }
 
 /**

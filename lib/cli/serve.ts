@@ -11,17 +11,22 @@
  * header, request, keep-alive and idle timeouts and a connection cap bound what slow clients hold;
  * over a backlog bound new submissions get 503 with `Retry-After`. An outcome is shown only to the
  * organisation recorded as the trace's sender; anyone else gets the 404 of an unknown id.
+ *
+ * State lives in `<out>/state.db` (docs/DURABILITY.md): a 202 is sent only once the submission is
+ * committed there, a start resumes every trace without a terminal outcome, and a stop finishes or
+ * parks the work in hand within a bound.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
 import { ingest } from '../ingest.js';
-import { saveDeadLetters } from '../ops/dead-letters.js';
-import type { KeyService } from '../ports/index.js';
+import type { KeyService, StageName } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
-import { EmbeddedPipeline } from '../runtime/embedded.js';
+import { EmbeddedPipeline, type StageSettings } from '../runtime/embedded.js';
+import { reconcileDeliveryFolders } from './ops.js';
 
 /** What the listener holds open and queues, at most. Times in milliseconds. */
 export interface ListenerLimits {
@@ -66,6 +71,10 @@ export interface ServeOptions {
   allowedHosts?: readonly string[];
   /** @default DEFAULT_LISTENER_LIMITS */
   limits?: Partial<ListenerLimits>;
+  /** Per-stage overrides (tests shorten visibility timeouts). */
+  stages?: Partial<Record<StageName, Partial<StageSettings>>>;
+  /** Told when the state file can no longer be written: the server has stopped taking work. */
+  onFatal?: (error: Error) => void;
 }
 
 export interface RunningServer {
@@ -73,9 +82,17 @@ export interface RunningServer {
   pipeline: EmbeddedPipeline;
   /** The limits in force (defaults filled in). */
   limits: Readonly<ListenerLimits>;
+  /** How many queued messages the previous process left unfinished, resumed at start. */
+  resumed: number;
   /** Resolves once every accepted message has finished (delivered, rejected or dead-lettered). */
   idle(): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Graceful stop: no new requests, the running handler invocation finishes, nothing waits for a
+   * visibility timeout; whatever is unfinished stays in the state file for the next start. Resolves
+   * within `timeoutMs` (then an invocation still running is abandoned: its unit of work was never
+   * committed, so it runs again on the next start).
+   */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 /** Every refusal of a credential, whatever the reason: the reason would tell issuers, kids and algs apart. */
@@ -87,34 +104,51 @@ const NOT_FOUND = { error: 'NOT_FOUND', message: 'unknown tracking id' } as cons
 const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' } as const;
 const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
 
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const limits: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS, ...opts.limits };
   checkLimits(limits);
+  const state = new SqliteState(join(opts.baseDir, 'state.db'), { clock: systemClock });
   const pipeline = new EmbeddedPipeline({
     config: opts.config,
     keys: opts.keys,
     baseDir: opts.baseDir,
     clock: systemClock,
-    auditFile: join(opts.baseDir, 'audit.jsonl'),
-    onceFile: join(opts.baseDir, 'once.jsonl'),
+    state,
+    // One backlog rule: the listener's bounds are the pipeline's (ingest refuses over them too).
+    limits: { maxMessages: limits.maxBacklogMessages, maxBytes: limits.maxBacklogBytes },
+    ...(opts.stages ? { stages: opts.stages } : {}),
   });
+  state.once.sweep();
+  reconcileDeliveryFolders(opts.config, opts.baseDir);
+  const resumed = pipeline.resume();
+  let fatal: Error | undefined;
   // One drain at a time; a submission during a drain schedules another.
   let draining: Promise<void> = Promise.resolve();
   let again = false;
   let running = false;
   const kick = () => {
+    if (fatal || pipeline.stopping) return;
     if (running) {
       again = true;
       return;
     }
     running = true;
     draining = (async () => {
-      do {
-        again = false;
-        await pipeline.drain();
-        saveDeadLetters(opts.baseDir, pipeline);
-      } while (again);
-      running = false;
+      try {
+        do {
+          again = false;
+          await pipeline.drain();
+        } while (again && !pipeline.stopping);
+      } catch (error) {
+        // The state file cannot be written: stop taking work; nothing half-written was committed.
+        fatal = error as Error;
+        server.close();
+        opts.onFatal?.(fatal);
+      } finally {
+        running = false;
+      }
     })();
   };
 
@@ -202,6 +236,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return send(res, 202, { trackingId: result.trackingId });
     }
     if (result.status === 401) return send(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
+    if (result.status === 503) {
+      return send(
+        res,
+        503,
+        { error: result.error, message: result.message },
+        { 'retry-after': String(limits.retryAfterSeconds) },
+      );
+    }
     return send(res, result.status, { error: result.error, message: result.message });
   }
 
@@ -225,19 +267,32 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   allowedHosts = new Set(
     (opts.allowedHosts ?? [`127.0.0.1:${port}`, `localhost:${port}`]).map((h) => h.toLowerCase()),
   );
+  // Resumed work starts at once, not at the next submission.
+  kick();
+  let closing: Promise<void> | undefined;
   return {
     port,
     pipeline,
     limits,
+    resumed,
     idle: async () => {
       do await draining;
       while (running);
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
+    close: (timeoutMs = DEFAULT_STOP_TIMEOUT_MS) => {
+      closing ??= (async () => {
+        const deadline = Date.now() + timeoutMs;
+        pipeline.stop();
+        // Requests already being read finish (their 202 waits for a commit); idle connections go.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const rest = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())));
+        await Promise.race([Promise.all([closed, draining]), rest()]);
         server.closeAllConnections();
-      }).then(() => draining),
+        state.close();
+      })();
+      return closing;
+    },
   };
 }
 

@@ -11,14 +11,15 @@
  */
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
-import { MemoryAuditLog, MemoryBlobStore, MemoryOnceStore } from '../adapters/local/memory-stores.js';
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
 import type {
   AuditEntry,
+  BlobStore,
   Clock,
   KeyService,
+  OnceStore,
   Ports,
   QueueName,
   QueueSender,
@@ -26,7 +27,14 @@ import type {
 } from '../ports/index.js';
 import { STAGES } from '../ports/index.js';
 import { lambdaContext } from './binding.js';
-import { MemoryQueue, type QueuedMessage } from './memory-queue.js';
+import type { QueuedMessage } from './memory-queue.js';
+import {
+  type InspectableAuditLog,
+  memoryState,
+  type RuntimeState,
+  type StageQueue,
+  type StoredOutcome,
+} from './state.js';
 
 export type StageHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
 
@@ -60,16 +68,35 @@ export interface EmbeddedOptions {
   baseDir: string;
   /** Defaults to a virtual clock starting now. */
   clock?: Clock & { advanceTo?(t: number): void };
-  /** Mirror the audit trail to this JSON-lines file. */
+  /**
+   * Where queues, once-store, audit, blobs and outcomes live. Defaults to memory (unit tests); the
+   * command line passes the SQLite state (lib/adapters/local/sqlite-state.ts).
+   */
+  state?: RuntimeState;
+  /** Memory state only: mirror the audit trail to this JSON-lines file. */
   auditFile?: string;
-  /** Persist the once-store (jti, message and document ids) to this JSON-lines file. */
+  /** Memory state only: persist the once-store to this JSON-lines file. */
   onceFile?: string;
+  /** Backpressure: refuse new submissions while this much is queued (defaults: {@link DEFAULT_LIMITS}). */
+  limits?: Partial<BacklogLimits>;
   /** Per-stage overrides of the shared definitions (lib/infra/definitions.ts). */
   stages?: Partial<Record<StageName, Partial<StageSettings>>>;
   /** Replace individual ports (fault-injection tests wrap the local adapters). */
   ports?: Partial<Ports>;
   /** Handlers to invoke; defaults to the deployed handler exports. */
   handlers?: Record<StageName, StageHandler>;
+}
+
+export interface BacklogLimits {
+  maxMessages: number;
+  maxBytes: number;
+}
+
+export const DEFAULT_LIMITS: BacklogLimits = { maxMessages: 10_000, maxBytes: 512 * 1024 * 1024 };
+
+/** Refused by backpressure: ingest answers 503 and `serve` adds Retry-After. */
+export class BacklogFullError extends Error {
+  override readonly name = 'BacklogFullError';
 }
 
 export type MessageStatus = 'delivered' | 'rejected' | 'dead-lettered' | 'in-flight';
@@ -87,27 +114,41 @@ export interface MessageOutcome {
 export class EmbeddedPipeline {
   readonly config: LoadedConfig;
   readonly clock: Clock & { advanceTo?(t: number): void };
-  readonly queues: Record<StageName, MemoryQueue>;
-  readonly dlqs: Record<StageName, MemoryQueue>;
+  readonly queues: Record<StageName, StageQueue>;
+  readonly dlqs: Record<StageName, StageQueue>;
   readonly settings: Record<StageName, StageSettings>;
-  readonly audit: MemoryAuditLog;
-  readonly once: MemoryOnceStore;
-  readonly blobs: MemoryBlobStore;
+  readonly state: RuntimeState;
+  readonly audit: InspectableAuditLog;
+  readonly once: OnceStore;
+  readonly blobs: BlobStore;
   readonly ports: Ports;
+  readonly limits: BacklogLimits;
   readonly invocations: Record<StageName, number>;
+  /** Told about every trace that reaches a terminal outcome, once it is committed. */
+  onOutcome: ((outcome: StoredOutcome) => void) | undefined;
   readonly #handlers: Promise<Record<StageName, StageHandler>>;
   readonly #pendingAudits: Promise<void>[] = [];
+  #finished: StoredOutcome[] = [];
+  #stopping = false;
+  #wake: (() => void) | undefined;
 
   constructor(opts: EmbeddedOptions) {
     this.config = opts.config;
     this.clock = opts.clock ?? new VirtualClock();
-    this.audit = new MemoryAuditLog(opts.auditFile ? { file: opts.auditFile } : {});
-    this.once = new MemoryOnceStore(this.clock, opts.onceFile ? { file: opts.onceFile } : {});
-    this.blobs = new MemoryBlobStore();
+    this.state =
+      opts.state ??
+      memoryState(this.clock, {
+        ...(opts.auditFile ? { auditFile: opts.auditFile } : {}),
+        ...(opts.onceFile ? { onceFile: opts.onceFile } : {}),
+      });
+    this.audit = this.state.audit;
+    this.once = this.state.once;
+    this.blobs = this.state.blobs;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
 
     const settings = {} as Record<StageName, StageSettings>;
-    const queues = {} as Record<StageName, MemoryQueue>;
-    const dlqs = {} as Record<StageName, MemoryQueue>;
+    const queues = {} as Record<StageName, StageQueue>;
+    const dlqs = {} as Record<StageName, StageQueue>;
     for (const stage of STAGES) {
       const def = STAGE_DEFINITIONS[stage];
       const s: StageSettings = {
@@ -117,17 +158,14 @@ export class EmbeddedPipeline {
         ...opts.stages?.[stage],
       };
       settings[stage] = s;
-      dlqs[stage] = new MemoryQueue({ name: def.dlq, visibilityTimeoutSeconds: 30 }, this.clock);
-      queues[stage] = new MemoryQueue(
-        {
-          name: def.queue,
-          visibilityTimeoutSeconds: s.visibilityTimeoutSeconds,
-          maxReceiveCount: s.maxReceiveCount,
-          dlq: dlqs[stage],
-          onDeadLetter: (m) => this.#auditDeadLetter(stage, m),
-        },
-        this.clock,
-      );
+      dlqs[stage] = this.state.queue({ name: def.dlq, visibilityTimeoutSeconds: 30 });
+      queues[stage] = this.state.queue({
+        name: def.queue,
+        visibilityTimeoutSeconds: s.visibilityTimeoutSeconds,
+        maxReceiveCount: s.maxReceiveCount,
+        dlq: dlqs[stage],
+        onDeadLetter: (m) => this.#auditDeadLetter(stage, m),
+      });
     }
     this.settings = settings;
     this.queues = queues;
@@ -136,11 +174,15 @@ export class EmbeddedPipeline {
 
     const sender: QueueSender = {
       sendBatch: async (queue: QueueName, bodies: readonly string[]) => {
-        for (const body of bodies) this.queues[queue].send(body);
+        // Joins the handler's unit of work: forwarded with the deletion of its source, or not at all.
+        this.state.run(() => {
+          for (const body of bodies) this.queues[queue].send(body);
+        });
         return { failed: [] };
       },
-      sendInbound: async (body: string, attributes: Readonly<Record<string, string>>) =>
-        this.queues.authenticate.send(body, { ...attributes }),
+      // Accept means stored: resolves only once the record is committed.
+      sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
+        this.#sendInbound(body, attributes),
     };
     this.ports = {
       keys: opts.keys,
@@ -155,18 +197,89 @@ export class EmbeddedPipeline {
     this.#handlers = opts.handlers ? Promise.resolve(opts.handlers) : loadDeployedHandlers();
   }
 
-  /** Submit through the same front door as the HTTP API. */
-  submit(credential: string, sealed: string): Promise<IngestResult> {
+  /**
+   * Submit through the same front door as the HTTP API. `onAccepted` runs in the same commit as
+   * the inbound record (the `process` command ties its input file to the trace there).
+   */
+  submit(credential: string, sealed: string, onAccepted?: (traceId: string) => void): Promise<IngestResult> {
+    const ports = onAccepted
+      ? {
+          ...this.ports,
+          queues: {
+            ...this.ports.queues,
+            sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
+              this.#sendInbound(body, attributes, onAccepted),
+          },
+        }
+      : this.ports;
     return ingest(
       { authorization: `Bearer ${credential}`, body: sealed, receivedAt: this.clock.now(), source: 'cli' },
-      this.ports,
+      ports,
       this.config,
     );
   }
 
   /** Direct SQS ingestion: the JWE as the body, the credential as the `Authorization` attribute. */
-  submitRaw(sealed: string, authorization?: string): string {
-    return this.queues.authenticate.send(sealed, authorization ? { Authorization: authorization } : {});
+  submitRaw(sealed: string, authorization?: string, onAccepted?: (traceId: string) => void): string {
+    this.#admit();
+    return this.state.transact(() => {
+      const id = this.queues.authenticate.send(sealed, authorization ? { Authorization: authorization } : {});
+      onAccepted?.(id);
+      return id;
+    });
+  }
+
+  /** What is queued and not finished: the serve command answers 503 above the limits. */
+  backlog(): { messages: number; bytes: number } {
+    return this.state.backlog();
+  }
+
+  /** Whether a new submission would be refused (503) now. */
+  overloaded(): boolean {
+    const b = this.state.backlog();
+    return b.messages >= this.limits.maxMessages || b.bytes >= this.limits.maxBytes;
+  }
+
+  /**
+   * After a restart: every message that was in flight is visible again, so drain resumes every
+   * trace that has no terminal outcome. Returns how many queued messages there are to finish.
+   */
+  resume(): number {
+    return this.state.resume(this.clock.now());
+  }
+
+  /**
+   * Stop draining at the next safe point: the running handler invocation finishes (or, if the
+   * process is killed first, rolls back), waits for visibility timeouts end at once, and
+   * everything not finished stays queued for the next start.
+   */
+  stop(): void {
+    this.#stopping = true;
+    this.#wake?.();
+  }
+
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  async #sendInbound(
+    body: string,
+    attributes: Readonly<Record<string, string>>,
+    onAccepted?: (traceId: string) => void,
+  ): Promise<string> {
+    this.#admit();
+    return this.state.write(() => {
+      const id = this.queues.authenticate.send(body, { ...attributes });
+      const claimCheck = claimCheckKey(body);
+      if (claimCheck) this.state.ownBlob(claimCheck, id);
+      onAccepted?.(id);
+      return id;
+    });
+  }
+
+  #admit(): void {
+    if (this.overloaded())
+      throw new BacklogFullError('the pipeline holds as much work as it may; retry later');
   }
 
   /**
@@ -177,11 +290,17 @@ export class EmbeddedPipeline {
     const handlers = await this.#handlers;
     const maxRounds = opts.maxRounds ?? 1_000_000;
     let invoked = 0;
-    for (let round = 0; round < maxRounds; round += 1) {
+    for (let round = 0; round < maxRounds && !this.#stopping; round += 1) {
       let progressed = false;
       // Later stages first, so a long run keeps few records in flight.
       for (const stage of [...STAGES].reverse()) {
-        const batch = this.queues[stage].receive(this.settings[stage].batchSize);
+        if (this.#stopping) break;
+        // The receive commits on its own: a crash during the handler still counts the attempt, so a
+        // message that kills the process every time ends in the DLQ instead of looping.
+        const batch = this.state.transact(() => this.queues[stage].receive(this.settings[stage].batchSize), {
+          survivesCrashOnly: true,
+        });
+        this.#announce();
         if (batch.length === 0) continue;
         progressed = true;
         invoked += 1;
@@ -197,26 +316,12 @@ export class EmbeddedPipeline {
     return invoked;
   }
 
-  /** Where a trace stands, from its audit trail and the DLQs. */
+  /** Where a trace stands: its terminal outcome once it has one, else from its audit trail. */
   async outcome(traceId: string): Promise<MessageOutcome> {
+    const stored = this.state.storedOutcome(traceId);
+    if (stored) return stored;
     const entries = await this.audit.byTrace(traceId);
     return outcomeFromAudit(traceId, entries);
-  }
-
-  /**
-   * Work waiting in the five stage queues (visible or in flight; DLQs not counted): messages and
-   * their body bytes. `itk3 serve` refuses new submissions with 503 while it is over a bound.
-   */
-  backlog(): { messages: number; bytes: number } {
-    let messages = 0;
-    let bytes = 0;
-    for (const stage of STAGES) {
-      for (const m of this.queues[stage].peekAll()) {
-        messages += 1;
-        bytes += Buffer.byteLength(m.body, 'utf8');
-      }
-    }
-    return { messages, bytes };
   }
 
   /** Records currently in any DLQ. */
@@ -229,19 +334,22 @@ export class EmbeddedPipeline {
     const ids = messageId ? [messageId] : this.dlqs[stage].peekAll().map((m) => m.messageId);
     let moved = 0;
     for (const id of ids) {
-      const m = this.dlqs[stage].take(id);
+      const m = this.state.transact(() => this.dlqs[stage].take(id));
       if (!m) continue;
       // Keep the original send time: the authenticate stage judges credentials at receipt time, and a
       // redrive is not a new receipt.
-      this.queues[stage].send(m.body, m.attributes, m.messageId, m.sentAt);
-      moved += 1;
-      await this.audit.append({
-        traceId: traceIdOf(m),
-        at: new Date(this.clock.now()).toISOString(),
-        stage: 'operator',
-        event: 'redriven',
-        detail: `back to ${stage}`,
+      this.state.transact(() => {
+        this.queues[stage].send(m.body, m.attributes, m.messageId, m.sentAt);
+        this.state.forgetOutcome(traceIdOf(m));
+        void this.audit.append({
+          traceId: traceIdOf(m),
+          at: new Date(this.clock.now()).toISOString(),
+          stage: 'operator',
+          event: 'redriven',
+          detail: `back to ${stage}`,
+        });
       });
+      moved += 1;
     }
     return moved;
   }
@@ -252,21 +360,48 @@ export class EmbeddedPipeline {
     const context = lambdaContext(stage, { ports: this.ports, config: this.config });
     let failed: Set<string>;
     let handlerError: string | undefined;
+    // One unit of work per invocation: the handler's writes and the deletion of its batch commit
+    // together (one commit per batch); a crash before the commit leaves the batch to be received again.
+    this.state.hold();
     try {
-      const response = await handler(event, context);
-      failed = new Set((response?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
-    } catch (error) {
-      // A handler that throws fails the whole batch, as in Lambda.
-      failed = new Set(batch.map((m) => m.messageId));
-      handlerError = `handler error: ${(error as Error).name}`;
-    }
-    for (const m of batch) {
-      if (failed.has(m.messageId)) {
-        this.queues[stage].noteFailure(m.messageId, handlerError ?? (await this.#lastFailure(m, stage)));
-      } else {
-        this.queues[stage].delete(m.messageId, m.receiptHandle!);
+      try {
+        const response = await handler(event, context);
+        failed = new Set((response?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+      } catch (error) {
+        // A handler that throws fails the whole batch, as in Lambda.
+        failed = new Set(batch.map((m) => m.messageId));
+        handlerError = `handler error: ${(error as Error).name}`;
       }
+      for (const m of batch) {
+        if (failed.has(m.messageId)) {
+          this.queues[stage].noteFailure(m.messageId, handlerError ?? (await this.#lastFailure(m, stage)));
+        } else {
+          this.queues[stage].delete(m.messageId, m.receiptHandle!);
+          if (stage === 'deliver') await this.#finish(traceIdOf(m));
+        }
+      }
+    } finally {
+      this.state.release();
     }
+    this.#announce();
+  }
+
+  /** A trace left the deliver stage: record its terminal outcome and drop its claim-check blobs. */
+  async #finish(traceId: string): Promise<void> {
+    const outcome = outcomeFromAudit(traceId, await this.audit.byTrace(traceId));
+    if (outcome.status === 'in-flight' || outcome.status === 'dead-lettered') return;
+    const stored = terminal(outcome);
+    this.state.recordOutcome(stored);
+    this.state.releaseTrace(traceId);
+    this.#finished.push(stored);
+  }
+
+  /** Tell the listener about outcomes that are now committed. */
+  #announce(): void {
+    if (this.#finished.length === 0) return;
+    const done = this.#finished;
+    this.#finished = [];
+    for (const o of done) this.onOutcome?.(o);
   }
 
   async #lastFailure(m: QueuedMessage, stage: StageName): Promise<string> {
@@ -276,16 +411,22 @@ export class EmbeddedPipeline {
   }
 
   #auditDeadLetter(stage: StageName, m: QueuedMessage): void {
+    const traceId = traceIdOf(m);
+    const reason = m.deadLetter?.reason ?? 'unknown';
     this.#pendingAudits.push(
       this.audit.append({
-        traceId: traceIdOf(m),
+        traceId,
         at: new Date(this.clock.now()).toISOString(),
         stage,
         event: 'dead-lettered',
-        code: m.deadLetter?.reason ?? 'unknown',
+        code: reason,
         detail: `after ${this.settings[stage].maxReceiveCount} receives`,
       }),
     );
+    // Terminal until an operator redrives it; its blobs stay, the redrive needs them.
+    const outcome: StoredOutcome = { traceId, status: 'dead-lettered', stage, code: reason };
+    this.state.recordOutcome(outcome);
+    this.#finished.push(outcome);
   }
 
   #nextVisibleAt(): number | undefined {
@@ -303,7 +444,16 @@ export class EmbeddedPipeline {
       return;
     }
     const ms = Math.max(0, t - this.clock.now());
-    await new Promise((resolve) => setTimeout(resolve, Math.min(ms, 1000)));
+    // A stop ends the wait at once: waiting out a visibility timeout parks nothing more safely.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, Math.min(ms, 1000));
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    });
+    this.#wake = undefined;
   }
 }
 
@@ -333,6 +483,28 @@ export function outcomeFromAudit(traceId: string, entries: readonly AuditEntry[]
     return { ...base, status: 'dead-lettered', stage: dead.stage, code: dead.code! };
   }
   return { ...base, status: 'in-flight' };
+}
+
+function terminal(o: MessageOutcome): StoredOutcome {
+  return {
+    traceId: o.traceId,
+    status: o.status as StoredOutcome['status'],
+    ...(o.stage ? { stage: o.stage } : {}),
+    ...(o.itk3Code ? { itk3Code: o.itk3Code } : {}),
+    ...(o.code ? { code: o.code } : {}),
+    ...(o.messageId ? { messageId: o.messageId } : {}),
+  };
+}
+
+/** The blob key of an inbound claim-check body (`{"claimCheck": {"key": …}}`), if it is one. */
+function claimCheckKey(body: string): string | undefined {
+  if (!body.startsWith('{"claimCheck"')) return undefined;
+  try {
+    const key = (JSON.parse(body) as { claimCheck?: { key?: unknown } }).claimCheck?.key;
+    return typeof key === 'string' ? key : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function traceIdOf(m: QueuedMessage): string {

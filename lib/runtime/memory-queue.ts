@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../ports/index.js';
+import type { StageQueue } from './state.js';
 
 export interface QueuedMessage {
   messageId: string;
@@ -24,12 +25,12 @@ export interface QueueSettings {
   visibilityTimeoutSeconds: number;
   /** Redrive: after this many receives, the next receive moves the message to `dlq`. */
   maxReceiveCount?: number;
-  dlq?: MemoryQueue;
+  dlq?: StageQueue;
   /** Told about each message moved to the DLQ (the runtime audits it). */
   onDeadLetter?: (message: QueuedMessage) => void;
 }
 
-export class MemoryQueue {
+export class MemoryQueue implements StageQueue {
   readonly name: string;
   readonly settings: QueueSettings;
   readonly #clock: Clock;

@@ -7,7 +7,7 @@
  *   npm run bench                              full run (≈ 5–8 min on 2 cores)
  *   npm run bench -- --quick                   CI-sized run (≈ 1–2 min)
  *   npm run bench -- --emulator http://127.0.0.1:4566   (or ITK3_MINISTACK_ENDPOINT)
- *   npm run bench -- --skip bundles,emulator   leave parts out
+ *   npm run bench -- --skip bundles,emulator   leave parts out (floor, embedded, durable, emulator, bundles)
  *   npm run bench -- --sizes small             only some size classes
  *
  * Every figure is a median over repeated runs with its spread; compare ratios, not absolute times:
@@ -27,6 +27,7 @@ import { STAGES } from '../../lib/ports/index.js';
 import { type BundleFigures, type BundleVariant, benchBundles } from './bundles.js';
 import { ASSUMED_LATENCY_MS, type CostEstimate, estimateCost, PRICES } from './cost.js';
 import { type FloorResult, measureCryptoFloor } from './crypto-floor.js';
+import { benchDurable, burstMemory, type DurableResult } from './durable.js';
 import { benchEmbeddedSize, type EmbeddedSizeResult, PHASES } from './embedded.js';
 import { benchEmulator, type EmulatorResult } from './emulator.js';
 import { fmt } from './stats.js';
@@ -58,7 +59,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--sizes') args.sizes = new Set((argv[++i] ?? '').split(',').map((x) => x.trim()));
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,emulator,bundles] [--sizes small,1MB,5MB]',
+        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,durable,emulator,bundles] [--sizes small,1MB,5MB]',
       );
       process.exit(0);
     } else {
@@ -84,6 +85,7 @@ const PLANS = {
       runs: 5,
     },
     emulator: { messages: 200, repeats: 3 },
+    durable: { messages: 200, runs: 7, acceptRequests: 400, acceptConcurrency: 16, burstMessages: 12 },
     bundles: {
       initRepeats: 7,
       variants: ['as-deployed', 'zod-namespace', 'zod-namespace+sdk-external'] as BundleVariant[],
@@ -98,6 +100,7 @@ const PLANS = {
       runs: 3,
     },
     emulator: { messages: 40, repeats: 2 },
+    durable: { messages: 60, runs: 3, acceptRequests: 120, acceptConcurrency: 16, burstMessages: 4 },
     bundles: { initRepeats: 3, variants: ['as-deployed'] as BundleVariant[] },
   },
 } as const;
@@ -171,6 +174,32 @@ async function main(): Promise<void> {
       const paced = await prepareMessages(world, size, counts.paced, { now, infAck: true });
       embedded.push(await benchEmbeddedSize(world, keys, size, backlog, paced, now, plan.embedded.runs, log));
     }
+  }
+
+  let durable: DurableResult | undefined;
+  if (!args.skip.has('durable')) {
+    const small = SIZE_CLASSES.find((x) => x.label === 'small')!;
+    const d = plan.durable;
+    log(`durable embedded runtime: sealing ${d.messages + d.acceptRequests} small messages (not timed)…`);
+    const backlog = await prepareMessages(world, small, d.messages, { now, infAck: true });
+    // Accept latency runs on the real clock: fresh credentials, minted just before.
+    const acceptMessages = await prepareMessages(world, small, d.acceptRequests, {
+      now: Date.now(),
+      infAck: true,
+    });
+    durable = await benchDurable(
+      world,
+      keys,
+      backlog,
+      acceptMessages,
+      now,
+      { runs: d.runs, acceptConcurrency: d.acceptConcurrency },
+      log,
+    );
+    const large = SIZE_CLASSES.find((x) => x.label === '5MB')!;
+    log(`  memory after a burst: sealing ${d.burstMessages} × 5 MB (not timed)…`);
+    const burst = await prepareMessages(world, large, d.burstMessages, { now, infAck: true });
+    durable.burst = await burstMemory(world, keys, burst, now);
   }
 
   let emulator: EmulatorResult | undefined;
@@ -381,8 +410,63 @@ async function main(): Promise<void> {
     print(`   largest parts of the decrypt bundle (KiB): ${top.map((t) => `${t.name} ${t.kib}`).join(', ')}`);
   }
 
+  if (durable) {
+    print(
+      '\nDurable embedded runtime (SQLite state file, WAL, synchronous=FULL) vs in-memory, small messages',
+    );
+    print(
+      table(
+        ['state', 'msg/s', 'messages × runs'],
+        [
+          [
+            'in memory (unit tests, lost on exit)',
+            fmt(durable.memoryThroughput, 1),
+            `${durable.messages} × ${durable.runs}`,
+          ],
+          [
+            'SQLite state file (serve, process, demo)',
+            fmt(durable.durableThroughput, 1),
+            `${durable.messages} × ${durable.runs}`,
+          ],
+        ],
+      ),
+    );
+    const a = durable.accept;
+    print(
+      `   CPU ms per message: in memory ${fmt(durable.memoryCpuMsPerMessage, 2)}, SQLite ${fmt(durable.durableCpuMsPerMessage, 2)}; ` +
+        `in-memory CPU ÷ durable CPU ${fmt(durable.cpuRatio, 2)} (steadier than wall time on a shared host)`,
+    );
+    print(
+      `   durable ÷ in-memory (pairs run back to back): ${fmt(durable.ratio, 2)}; ` +
+        `itk3 serve accept latency (POST → 202 after commit), ${a.requests} requests × ${a.concurrency} concurrent senders, pipeline draining: ` +
+        `p50 ${a.p50Ms.toFixed(1)} ms, p99 ${a.p99Ms.toFixed(1)} ms, max ${a.maxMs.toFixed(1)} ms, ${a.rps.toFixed(0)} accepts/s`,
+    );
+    const b = durable.burst;
+    if (b) {
+      print(
+        `   RSS around a burst of ${b.messages} × ${(b.bundleBytes / 1e6).toFixed(1)} MB messages (durable): ` +
+          `before ${b.rssBeforeMiB.toFixed(0)} MiB, peak ${b.rssPeakMiB.toFixed(0)} MiB, after drain + GC ${b.rssAfterMiB.toFixed(0)} MiB`,
+      );
+    }
+  }
+
   // ---- Targets ----------------------------------------------------------------------------------
   const targets: Target[] = [];
+  if (durable) {
+    targets.push({
+      name: 'durable embedded ÷ in-memory throughput (small)',
+      target: '≥ 0.8',
+      measured: `${durable.ratio.median.toFixed(2)} wall (CPU: ${durable.cpuRatio.median.toFixed(2)})`,
+      met: durable.ratio.median >= 0.8,
+    });
+    targets.push({
+      name: 'serve accept latency p99 under load (durable)',
+      target: '-',
+      measured: `${durable.accept.p99Ms.toFixed(1)} ms`,
+      met: undefined,
+      note: `${durable.accept.concurrency} concurrent senders`,
+    });
+  }
   const smallE = embedded.find((e) => e.size === 'small');
   const smallF = floor?.sizes.find((s) => s.size === 'small');
   if (smallE && smallF) {
@@ -475,7 +559,7 @@ async function main(): Promise<void> {
       met: maxInit <= 150,
     });
   }
-  print('\n6. Targets (issue 6)');
+  print('\n6. Targets (issues 6 and 10)');
   print(
     table(
       ['target', 'wanted', 'measured', 'met'],
@@ -509,6 +593,7 @@ async function main(): Promise<void> {
     floor,
     embedded,
     emulator: emulator ?? { skipped: emulatorSkipped },
+    durable,
     costs,
     prices: PRICES,
     assumedLatencyMs: ASSUMED_LATENCY_MS,

@@ -114,14 +114,14 @@ async function check(
     // The front door checks the credential itself (issue 9, class 4): a credential the stage would
     // refuse is answered 401 TOKEN_REJECTED (one answer whatever failed: no oracle), and nothing
     // is stored or queued for it.
-    const blobsBefore = harness.pipeline.blobs.size;
+    const blobsBefore = harness.blobCount;
     const atDoor = await harness.run(input);
     expect({ stage: atDoor.outcome.stage, code: atDoor.outcome.code, http: atDoor.http }, id).toEqual({
       stage: 'ingest',
       code: expected.code === 'TOKEN_MISSING' ? 'TOKEN_MISSING' : 'TOKEN_REJECTED',
       http: 401,
     });
-    expect(harness.pipeline.blobs.size).toBe(blobsBefore);
+    expect(harness.blobCount).toBe(blobsBefore);
     // The stage still refuses the same credential on the direct SQS path.
     return check(id, attack, { ...input, via: 'sqs' }, expected, harness);
   }

@@ -22,6 +22,7 @@ import {
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { MemoryBlobStore, MemoryOnceStore } from '../../lib/adapters/local/memory-stores.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import type { LoadedConfig } from '../../lib/config/load.js';
 import type { DemoWorld } from '../../lib/demo/world.js';
@@ -237,6 +238,16 @@ export class Harness {
       clock: this.clock,
       ...(opts.ports ? { ports: opts.ports } : {}),
     });
+  }
+
+  /** Claim-check blobs held now (the harness runs on the in-memory state). */
+  get blobCount(): number {
+    return (this.pipeline.blobs as MemoryBlobStore).size;
+  }
+
+  /** Once-store keys held now (jti, duplicate ids, outcome markers). */
+  get onceCount(): number {
+    return (this.pipeline.once as MemoryOnceStore).size;
   }
 
   /** Receipt time of the next submission, ms since epoch. */

@@ -1,10 +1,11 @@
-import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
+import { writeFileDurably } from './durable-file.js';
 
 /**
- * Delivers to folders on this machine. Writes go to a temporary name and are hard-linked into
+ * Delivers to folders on this machine. Writes go to a temporary name, are fsynced and hard-linked into
  * place, so a reader never sees half a file and an existing file is never replaced: a repeated
  * delivery of the same name with the same bytes has one effect, and a different file already under
  * the name is a `DELIVERY_CONFLICT`, never a delivery (issue 9, class 3).
@@ -28,30 +29,18 @@ export class FolderDeliverer implements Deliverer {
     let placed: boolean;
     try {
       mkdirSync(dir, { recursive: true });
-      const tmp = `${file}.${process.pid}.tmp`;
-      writeFileSync(tmp, bytes, { mode: 0o640 });
-      try {
-        placed = linkOnce(tmp, file);
-      } finally {
-        rmSync(tmp, { force: true });
-      }
+      // On disk before the delivery's outcome can be committed (docs/DURABILITY.md), and never
+      // replacing a file already under the name.
+      placed = writeFileDurably(file, bytes, 0o640, { replace: false });
     } catch (cause) {
-      throw new TransientError('DELIVERY_UNAVAILABLE', 'cannot write to the delivery folder', { cause });
+      const errno = (cause as NodeJS.ErrnoException).code ?? 'error';
+      throw new TransientError('DELIVERY_UNAVAILABLE', `cannot write to the delivery folder (${errno})`, {
+        cause,
+      });
     }
     if (!placed && Buffer.compare(readFileSync(file), bytes) !== 0) {
       throw new TransientError('DELIVERY_CONFLICT', 'a different file already holds the delivery name');
     }
     return file;
-  }
-}
-
-/** Link `from` to `to` unless `to` exists (atomic, unlike a rename, which replaces). */
-function linkOnce(from: string, to: string): boolean {
-  try {
-    linkSync(from, to);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
   }
 }

@@ -56,6 +56,8 @@ export class MemoryOnceStore implements OnceStore {
 /** Claim-check payloads in memory. */
 export class MemoryBlobStore implements BlobStore {
   readonly #blobs = new Map<string, Uint8Array>();
+  /** Blobs whose key does not name their trace (the inbound claim check), by owning trace. */
+  readonly #owned = new Map<string, string[]>();
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
     this.#blobs.set(key, bytes.slice());
@@ -71,8 +73,26 @@ export class MemoryBlobStore implements BlobStore {
     this.#blobs.delete(key);
   }
 
+  own(key: string, traceId: string): void {
+    this.#owned.set(traceId, [...(this.#owned.get(traceId) ?? []), key]);
+  }
+
+  /** Remove every blob of one trace: its artefacts and any blob it owns. */
+  deleteTrace(traceId: string): void {
+    const prefix = `claim-check/${traceId}/`;
+    for (const key of [...this.#blobs.keys()]) if (key.startsWith(prefix)) this.#blobs.delete(key);
+    for (const key of this.#owned.get(traceId) ?? []) this.#blobs.delete(key);
+    this.#owned.delete(traceId);
+  }
+
   get size(): number {
     return this.#blobs.size;
+  }
+
+  get bytes(): number {
+    let n = 0;
+    for (const b of this.#blobs.values()) n += b.byteLength;
+    return n;
   }
 }
 

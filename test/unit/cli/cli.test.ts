@@ -356,7 +356,7 @@ describe('itk3 token → seal → process', () => {
     });
     const delivered = deliveredFile(worldPaths(out).delivered('A83627'), line.messageId);
     expect(Buffer.compare(readFileSync(delivered), Buffer.from(sample.bytes))).toBe(0);
-    expect(filesIn(out)).toContain('audit.jsonl');
+    expect(filesIn(out)).toContain('state.db');
   });
 
   it('process reports a rejection as a JSON line and exits 1', async () => {

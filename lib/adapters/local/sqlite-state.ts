@@ -1,0 +1,801 @@
+/**
+ * The embedded runtime's durable state: one SQLite file (`<out>/state.db`) holding the five stage
+ * queues and their DLQs, the once-store, the audit trail, terminal outcomes, claim-check blobs and
+ * the `process` command's submissions. See docs/DURABILITY.md for why SQLite, why this driver and
+ * why these pragmas.
+ *
+ * - WAL journal: readers (`itk3 trace`, `dlq list`, `GET /messages/<id>`) never block the writer.
+ * - `synchronous = FULL`: every commit fsyncs the WAL, so a commit that returned survives power
+ *   loss, not only a process crash. NORMAL would lose the last commits on power loss, and a lost
+ *   commit here is a 202 that was already answered.
+ * - One connection, one writer: units of work (see lib/runtime/state.ts) are plain transactions.
+ *
+ * Every statement is synchronous (better-sqlite3), so a queue operation and its audit event run
+ * back to back with no interleaving inside the process.
+ */
+import { randomUUID } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { AuditEntry, Clock, OnceStore } from '../../ports/index.js';
+import { safeAuditEntry } from '../../ports/index.js';
+import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
+import type {
+  Backlog,
+  InspectableAuditLog,
+  RuntimeState,
+  StageQueue,
+  StoredOutcome,
+} from '../../runtime/state.js';
+
+/** The state file cannot be written (disk full, read-only, I/O error): the runtime must stop. */
+export class StateWriteError extends Error {
+  override readonly name = 'StateWriteError';
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  queue TEXT NOT NULL,
+  trace_id TEXT NOT NULL,
+  attributes TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  sent_at INTEGER NOT NULL,
+  receive_count INTEGER NOT NULL DEFAULT 0,
+  first_received_at INTEGER,
+  visible_at INTEGER NOT NULL,
+  receipt_handle TEXT,
+  last_failure TEXT,
+  dead_source TEXT,
+  dead_reason TEXT,
+  dead_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at, seq);
+-- Bodies apart from the queue bookkeeping: SQLite rewrites a whole record on UPDATE, and a receive
+-- (count, visibility, receipt handle) must not rewrite a 200 KB body.
+CREATE TABLE IF NOT EXISTS message_bodies (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, entry TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_trace ON audit (trace_id, seq);
+CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL, trace_id TEXT);
+CREATE INDEX IF NOT EXISTS blobs_by_trace ON blobs (trace_id);
+CREATE TABLE IF NOT EXISTS outcomes (trace_id TEXT PRIMARY KEY, outcome TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS submissions (key TEXT PRIMARY KEY, trace_id TEXT NOT NULL, file TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
+CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+`;
+
+interface MessageRow {
+  id: string;
+  queue: string;
+  body: string;
+  attributes: string;
+  bytes: number;
+  sent_at: number;
+  receive_count: number;
+  first_received_at: number | null;
+  visible_at: number;
+  receipt_handle: string | null;
+  last_failure: string | null;
+  dead_source: string | null;
+  dead_reason: string | null;
+  dead_at: number | null;
+}
+
+export interface SqliteStateOptions {
+  clock: Clock;
+  /** Open an existing file only to read it (operator commands while a server runs). */
+  readonly?: boolean;
+}
+
+export class SqliteState implements RuntimeState {
+  readonly durable = true;
+  readonly file: string;
+  readonly db: Database.Database;
+  readonly audit: SqliteAuditLog;
+  readonly once: SqliteOnceStore;
+  readonly blobs: SqliteBlobStore;
+  readonly #clock: Clock;
+  readonly #queues = new Map<string, SqliteQueue>();
+  readonly #statements = new Map<string, Database.Statement>();
+  readonly #backlog: Backlog = { messages: 0, bytes: 0 };
+  #inTransaction = false;
+  #holds = 0;
+  #commitScheduled = false;
+  #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  #failed: StateWriteError | undefined;
+  #synchronous: 'NORMAL' | 'FULL' = 'FULL';
+
+  constructor(file: string, opts: SqliteStateOptions) {
+    this.file = file;
+    this.#clock = opts.clock;
+    try {
+      if (!opts.readonly) mkdirSync(dirname(file), { recursive: true });
+      const fresh = !existsSync(file);
+      this.db = new Database(file, opts.readonly ? { readonly: true, fileMustExist: true } : {});
+      if (!opts.readonly) {
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma('synchronous = FULL');
+        this.db.pragma('foreign_keys = ON');
+        this.db.exec(SCHEMA);
+        // The file holds credentials and message content, like an SQS queue at rest.
+        if (fresh) chmodSync(file, 0o600);
+      }
+      this.db.pragma('busy_timeout = 5000');
+      // A read-only open succeeds even where the file cannot be read (WAL index missing on a
+      // read-only folder): read once now, so that surfaces here with a clear message.
+      this.db.prepare('SELECT count(*) FROM sqlite_master').get();
+    } catch (cause) {
+      throw stateError(cause, `cannot open the state file ${file}`);
+    }
+    this.audit = new SqliteAuditLog(this);
+    this.once = new SqliteOnceStore(this, this.#clock);
+    this.blobs = new SqliteBlobStore(this);
+    if (!opts.readonly) this.#recountBacklog();
+  }
+
+  /** A prepared statement, prepared once per connection. */
+  stmt(sql: string): Database.Statement {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  queue(settings: QueueSettings): StageQueue {
+    let q = this.#queues.get(settings.name);
+    if (!q) {
+      q = new SqliteQueue(this, settings, this.#clock);
+      this.#queues.set(settings.name, q);
+    }
+    return q;
+  }
+
+  // ---- units of work -------------------------------------------------------------------------
+
+  run<T>(fn: () => T): T {
+    this.#open();
+    // No savepoint here (it costs two statements per port call): a statement that fails is undone
+    // by SQLite on its own, and an I/O failure stops the state and rolls the whole unit back.
+    let value: T;
+    try {
+      value = fn();
+    } catch (error) {
+      if (isIoError(error)) throw this.#fail(error, 'cannot write to the state file');
+      throw error;
+    }
+    if (this.#holds === 0) this.#scheduleCommit();
+    return value;
+  }
+
+  write<T>(fn: () => T): Promise<T> {
+    let value: T;
+    try {
+      value = this.run(fn);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#waiters.push({ resolve: () => resolve(value), reject });
+    });
+  }
+
+  transact<T>(fn: () => T, opts: { survivesCrashOnly?: boolean } = {}): T {
+    this.#open(opts.survivesCrashOnly === true);
+    const value = this.#savepoint(fn);
+    if (this.#holds === 0) this.commit();
+    return value;
+  }
+
+  hold(): void {
+    // A handler's unit of work needs to survive a crash of the process, not a power loss: on power
+    // loss SQLite keeps a consistent prefix of the commits that always includes every accepted
+    // submission (those commits are full), and the lost handler work simply runs again.
+    this.#open(true);
+    this.#holds += 1;
+  }
+
+  release(): void {
+    this.#holds = Math.max(0, this.#holds - 1);
+    if (this.#holds === 0) this.commit();
+  }
+
+  /** Commit whatever is open now and tell the writers waiting on it. */
+  commit(): void {
+    if (!this.#inTransaction) return;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    try {
+      this.stmt('COMMIT').run();
+      this.#inTransaction = false;
+      if (waiters.length > 0 && this.#synchronous !== 'FULL') this.#syncWal();
+    } catch (cause) {
+      const error = this.#fail(cause, 'cannot commit to the state file');
+      for (const w of waiters) w.reject(error);
+      throw error;
+    }
+    for (const w of waiters) w.resolve();
+  }
+
+  /** The error that stopped this state, if any: after it, every write is refused. */
+  get failure(): StateWriteError | undefined {
+    return this.#failed;
+  }
+
+  /**
+   * Open a transaction unless one is open. `crashSafeOnly`: its commit may skip the fsync
+   * (synchronous=NORMAL, which SQLite only lets us switch outside a transaction). Such a commit
+   * survives `kill -9` (the OS has the WAL frames) and becomes power-safe with the next full commit;
+   * a writer waiting for durability (an accepted submission) that joined it gets an explicit sync.
+   */
+  #open(crashSafeOnly = false): void {
+    if (this.#failed) throw this.#failed;
+    if (this.#inTransaction) return;
+    try {
+      this.#setSynchronous(crashSafeOnly ? 'NORMAL' : 'FULL');
+      this.stmt('BEGIN IMMEDIATE').run();
+    } catch (cause) {
+      throw this.#fail(cause, 'cannot start a transaction on the state file');
+    }
+    this.#inTransaction = true;
+  }
+
+  #setSynchronous(level: 'NORMAL' | 'FULL'): void {
+    if (this.#synchronous === level) return;
+    this.db.exec(`PRAGMA synchronous = ${level}`);
+    this.#synchronous = level;
+  }
+
+  /** Make every commit so far power-safe: a full commit of one tiny write fsyncs the whole WAL. */
+  #syncWal(): void {
+    this.#setSynchronous('FULL');
+    this.stmt('BEGIN IMMEDIATE').run();
+    this.stmt('INSERT OR REPLACE INTO sync_marker (id, at) VALUES (1, ?)').run(Date.now());
+    this.stmt('COMMIT').run();
+  }
+
+  #savepoint<T>(fn: () => T): T {
+    // A failing statement in the middle of `fn` must not leave half of `fn` in the unit of work.
+    this.stmt('SAVEPOINT unit').run();
+    try {
+      const value = fn();
+      this.stmt('RELEASE unit').run();
+      return value;
+    } catch (error) {
+      try {
+        this.stmt('ROLLBACK TO unit').run();
+        this.stmt('RELEASE unit').run();
+      } catch (cause) {
+        throw this.#fail(cause, 'cannot roll back on the state file');
+      }
+      if (isIoError(error)) throw this.#fail(error, 'cannot write to the state file');
+      throw error;
+    }
+  }
+
+  #scheduleCommit(): void {
+    if (this.#commitScheduled) return;
+    this.#commitScheduled = true;
+    // Group commit: writes made in the same turn of the event loop share one fsync.
+    setImmediate(() => {
+      this.#commitScheduled = false;
+      if (this.#holds > 0) return;
+      try {
+        this.commit();
+      } catch {
+        // The waiters were told; the runtime sees `failure` on its next write.
+      }
+    });
+  }
+
+  #fail(cause: unknown, what: string): StateWriteError {
+    if (!this.#failed) {
+      this.#failed = stateError(cause, what);
+      try {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      } catch {
+        // Rolled back by SQLite already, or the file is gone: nothing was committed either way.
+      }
+      this.#inTransaction = false;
+      for (const w of this.#waiters.splice(0)) w.reject(this.#failed);
+    }
+    return this.#failed;
+  }
+
+  // ---- backlog and recovery -----------------------------------------------------------------
+
+  backlog(): Backlog {
+    return { ...this.#backlog };
+  }
+
+  /** @internal queue bookkeeping */
+  adjustBacklog(messages: number, bytes: number): void {
+    this.#backlog.messages += messages;
+    this.#backlog.bytes += bytes;
+  }
+
+  #recountBacklog(): void {
+    const m = this.stmt(
+      'SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM messages WHERE dead_at IS NULL',
+    ).get() as { n: number; b: number };
+    const b = this.stmt('SELECT coalesce(sum(size), 0) AS b FROM blobs').get() as { b: number };
+    this.#backlog.messages = m.n;
+    this.#backlog.bytes = m.b + b.b;
+  }
+
+  resume(now: number): number {
+    return this.transact(() => {
+      this.stmt(
+        'UPDATE messages SET visible_at = ?, receipt_handle = NULL WHERE dead_at IS NULL AND visible_at > ?',
+      ).run(now, now);
+      return (this.stmt('SELECT count(*) AS n FROM messages WHERE dead_at IS NULL').get() as { n: number }).n;
+    });
+  }
+
+  recordOutcome(outcome: StoredOutcome): void {
+    this.run(() =>
+      this.stmt('INSERT OR REPLACE INTO outcomes (trace_id, outcome) VALUES (?, ?)').run(
+        outcome.traceId,
+        JSON.stringify(outcome),
+      ),
+    );
+  }
+
+  storedOutcome(traceId: string): StoredOutcome | undefined {
+    const row = this.stmt('SELECT outcome FROM outcomes WHERE trace_id = ?').get(traceId) as
+      | { outcome: string }
+      | undefined;
+    return row ? (JSON.parse(row.outcome) as StoredOutcome) : undefined;
+  }
+
+  forgetOutcome(traceId: string): void {
+    this.run(() => this.stmt('DELETE FROM outcomes WHERE trace_id = ?').run(traceId));
+  }
+
+  ownBlob(key: string, traceId: string): void {
+    this.run(() => this.stmt('UPDATE blobs SET trace_id = ? WHERE key = ?').run(traceId, key));
+  }
+
+  releaseTrace(traceId: string): void {
+    this.run(() => {
+      const rows = this.stmt(
+        "SELECT key, size FROM blobs WHERE trace_id = ? OR key LIKE 'claim-check/' || ? || '/%'",
+      ).all(traceId, traceId) as { key: string; size: number }[];
+      const del = this.stmt('DELETE FROM blobs WHERE key = ?');
+      for (const r of rows) {
+        del.run(r.key);
+        this.adjustBacklog(0, -r.size);
+      }
+    });
+  }
+
+  /** `process`: the trace a submission (by content key) became, if it was accepted before. */
+  submission(key: string): { traceId: string; file: string } | undefined {
+    const row = this.stmt('SELECT trace_id, file FROM submissions WHERE key = ?').get(key) as
+      | { trace_id: string; file: string }
+      | undefined;
+    return row ? { traceId: row.trace_id, file: row.file } : undefined;
+  }
+
+  submissionOf(traceId: string): { key: string; file: string } | undefined {
+    const row = this.stmt('SELECT key, file FROM submissions WHERE trace_id = ?').get(traceId) as
+      | { key: string; file: string }
+      | undefined;
+    return row;
+  }
+
+  recordSubmission(key: string, traceId: string, file: string): void {
+    this.run(() =>
+      this.stmt('INSERT OR REPLACE INTO submissions (key, trace_id, file) VALUES (?, ?, ?)').run(
+        key,
+        traceId,
+        file,
+      ),
+    );
+  }
+
+  /** Dead letters of every queue, oldest first, bodies included (operator tooling only). */
+  deadLetters(): (QueuedMessage & { queue: string })[] {
+    const rows = this.stmt(
+      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.dead_at IS NOT NULL ORDER BY m.dead_at, m.seq',
+    ).all() as MessageRow[];
+    return rows.map((r) => ({ ...fromRow(r), queue: r.queue }));
+  }
+
+  /**
+   * Close the file. Work no one holds is committed; a unit of work still held (a handler
+   * invocation cut short by a stop deadline) is rolled back, so it runs again on the next start.
+   */
+  close(): void {
+    if (!this.db.open) return;
+    try {
+      if (this.#inTransaction && this.#holds === 0 && !this.#failed) this.commit();
+    } finally {
+      this.#failed ??= new StateWriteError('CLOSED', 'the state file is closed');
+      for (const w of this.#waiters.splice(0)) w.reject(this.#failed);
+      this.db.close();
+    }
+  }
+}
+
+export class SqliteQueue implements StageQueue {
+  readonly name: string;
+  readonly settings: QueueSettings;
+  readonly #state: SqliteState;
+  readonly #clock: Clock;
+  readonly #insert: Database.Statement;
+  readonly #select: Database.Statement;
+  readonly #byId: Database.Statement;
+
+  constructor(state: SqliteState, settings: QueueSettings, clock: Clock) {
+    this.name = settings.name;
+    this.settings = settings;
+    this.#state = state;
+    this.#clock = clock;
+    this.#insert = this.#state.stmt(
+      `INSERT INTO messages (id, queue, trace_id, attributes, bytes, sent_at, receive_count,
+         first_received_at, visible_at, receipt_handle, dead_source, dead_reason, dead_at)
+       VALUES (@id, @queue, @trace_id, @attributes, @bytes, @sent_at, @receive_count,
+         @first_received_at, @visible_at, NULL, @dead_source, @dead_reason, @dead_at)`,
+    );
+    this.#select = this.#state.stmt(
+      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? AND m.visible_at <= ? ORDER BY m.seq LIMIT ?',
+    );
+    this.#byId = this.#state.stmt(
+      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ? AND m.queue = ?',
+    );
+  }
+
+  send(
+    body: string,
+    attributes: Record<string, string> = {},
+    messageId: string = randomUUID(),
+    sentAt?: number,
+  ): string {
+    const now = this.#clock.now();
+    this.enqueue({ messageId, body, attributes, sentAt: sentAt ?? now, receiveCount: 0, visibleAt: now });
+    return messageId;
+  }
+
+  enqueue(m: QueuedMessage): void {
+    const bytes = Buffer.byteLength(m.body, 'utf8');
+    this.#state.run(() => {
+      const { lastInsertRowid } = this.#insert.run({
+        id: m.messageId,
+        queue: this.name,
+        trace_id: traceIdOf(m.body, m.messageId),
+        attributes: JSON.stringify(m.attributes),
+        bytes,
+        sent_at: m.sentAt,
+        receive_count: m.receiveCount,
+        first_received_at: m.firstReceivedAt ?? null,
+        visible_at: m.visibleAt,
+        dead_source: m.deadLetter?.sourceQueue ?? null,
+        dead_reason: m.deadLetter?.reason ?? null,
+        dead_at: m.deadLetter?.at ?? null,
+      });
+      this.#state.stmt('INSERT INTO message_bodies (seq, body) VALUES (?, ?)').run(lastInsertRowid, m.body);
+    });
+    if (!m.deadLetter) this.#state.adjustBacklog(1, bytes);
+  }
+
+  #remove(messageId: string): void {
+    const row = this.#state.stmt('SELECT seq FROM messages WHERE id = ?').get(messageId) as
+      | { seq: number }
+      | undefined;
+    if (!row) return;
+    this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(row.seq);
+    this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(row.seq);
+  }
+
+  receive(max: number): QueuedMessage[] {
+    const out: QueuedMessage[] = [];
+    const { maxReceiveCount, dlq, onDeadLetter } = this.settings;
+    return this.#state.run(() => {
+      for (;;) {
+        const now = this.#clock.now();
+        const rows = this.#select.all(this.name, now, max - out.length) as MessageRow[];
+        if (rows.length === 0) return out;
+        let moved = 0;
+        for (const row of rows) {
+          if (dlq && maxReceiveCount !== undefined && row.receive_count >= maxReceiveCount) {
+            const reason = row.last_failure ?? 'unknown';
+            this.#state
+              .stmt(
+                `UPDATE messages SET queue = ?, receive_count = 0, visible_at = ?, receipt_handle = NULL,
+                   dead_source = ?, dead_reason = ?, dead_at = ? WHERE id = ?`,
+              )
+              .run(dlq.name, now, this.name, reason, now, row.id);
+            this.#state.adjustBacklog(-1, -row.bytes);
+            moved += 1;
+            onDeadLetter?.({
+              ...fromRow(row),
+              receiveCount: 0,
+              visibleAt: now,
+              deadLetter: { sourceQueue: this.name, reason, at: now },
+            });
+            continue;
+          }
+          const receiptHandle = randomUUID();
+          const visibleAt = now + this.settings.visibilityTimeoutSeconds * 1000;
+          this.#state
+            .stmt(
+              `UPDATE messages SET receive_count = receive_count + 1,
+                 first_received_at = coalesce(first_received_at, ?), visible_at = ?, receipt_handle = ?
+               WHERE id = ?`,
+            )
+            .run(now, visibleAt, receiptHandle, row.id);
+          out.push({
+            ...fromRow(row),
+            receiveCount: row.receive_count + 1,
+            firstReceivedAt: row.first_received_at ?? now,
+            visibleAt,
+            receiptHandle,
+          });
+        }
+        if (moved === 0 || out.length >= max) return out;
+      }
+    });
+  }
+
+  delete(messageId: string, receiptHandle: string): boolean {
+    return this.#state.run(() => {
+      const row = this.#state
+        .stmt('SELECT bytes, dead_at FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ?')
+        .get(messageId, this.name, receiptHandle) as { bytes: number; dead_at: number | null } | undefined;
+      if (!row) return false;
+      this.#remove(messageId);
+      if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
+      return true;
+    });
+  }
+
+  noteFailure(messageId: string, reason: string): void {
+    this.#state.run(() =>
+      this.#state
+        .stmt('UPDATE messages SET last_failure = ? WHERE id = ? AND queue = ?')
+        .run(reason, messageId, this.name),
+    );
+  }
+
+  take(messageId: string): QueuedMessage | undefined {
+    return this.#state.run(() => {
+      const row = this.#byId.get(messageId, this.name) as MessageRow | undefined;
+      if (!row) return undefined;
+      this.#remove(messageId);
+      if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
+      return fromRow(row);
+    });
+  }
+
+  peekAll(): QueuedMessage[] {
+    const rows = this.#state
+      .stmt(
+        'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? ORDER BY m.seq',
+      )
+      .all(this.name) as MessageRow[];
+    return rows.map(fromRow);
+  }
+
+  get depth(): number {
+    return (
+      this.#state.stmt('SELECT count(*) AS n FROM messages WHERE queue = ?').get(this.name) as { n: number }
+    ).n;
+  }
+
+  nextVisibleAt(): number | undefined {
+    const row = this.#state
+      .stmt('SELECT min(visible_at) AS t FROM messages WHERE queue = ?')
+      .get(this.name) as {
+      t: number | null;
+    };
+    return row.t ?? undefined;
+  }
+}
+
+/**
+ * Conditional writes with expiry. One rule beyond a plain once-store: a duplicate key (`msg#`,
+ * `doc#`) whose value names a trace that ended dead-lettered no longer blocks the same message:
+ * that trace never reached the recipient, so a resend is the rightful owner (docs/DURABILITY.md).
+ */
+export class SqliteOnceStore implements OnceStore {
+  readonly #state: SqliteState;
+  readonly #clock: Clock;
+
+  constructor(state: SqliteState, clock: Clock) {
+    this.#state = state;
+    this.#clock = clock;
+  }
+
+  async putIfAbsent(
+    key: string,
+    value: string,
+    ttlSeconds: number,
+  ): Promise<{ created: true } | { created: false; existing: string }> {
+    return this.#state.run(() => {
+      const now = this.#clock.now();
+      const row = this.#state.stmt('SELECT value, expires_at FROM once_keys WHERE key = ?').get(key) as
+        | { value: string; expires_at: number }
+        | undefined;
+      if (row && row.expires_at > now && !this.#ownerDeadLettered(row.value)) {
+        return { created: false as const, existing: row.value };
+      }
+      this.#state
+        .stmt('INSERT OR REPLACE INTO once_keys (key, value, expires_at) VALUES (?, ?, ?)')
+        .run(key, value, now + ttlSeconds * 1000);
+      return { created: true as const };
+    });
+  }
+
+  #ownerDeadLettered(value: string): boolean {
+    if (!value.startsWith('{')) return false;
+    let owner: unknown;
+    try {
+      owner = (JSON.parse(value) as { traceId?: unknown }).traceId;
+    } catch {
+      return false;
+    }
+    return typeof owner === 'string' && this.#state.storedOutcome(owner)?.status === 'dead-lettered';
+  }
+
+  /** Drop expired keys (run at start; expired keys are ignored anyway). */
+  sweep(): number {
+    return this.#state.transact(
+      () => this.#state.stmt('DELETE FROM once_keys WHERE expires_at <= ?').run(this.#clock.now()).changes,
+    );
+  }
+}
+
+export class SqliteBlobStore {
+  readonly #state: SqliteState;
+
+  constructor(state: SqliteState) {
+    this.#state = state;
+  }
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    this.#state.run(() => {
+      const old = this.#state.stmt('SELECT size FROM blobs WHERE key = ?').get(key) as
+        | { size: number }
+        | undefined;
+      this.#state
+        .stmt('INSERT OR REPLACE INTO blobs (key, bytes, size, trace_id) VALUES (?, ?, ?, NULL)')
+        .run(key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), bytes.byteLength);
+      this.#state.adjustBacklog(0, bytes.byteLength - (old?.size ?? 0));
+    });
+  }
+
+  async get(key: string): Promise<Uint8Array> {
+    const row = this.#state.stmt('SELECT bytes FROM blobs WHERE key = ?').get(key) as
+      | { bytes: Buffer }
+      | undefined;
+    if (!row) throw new Error(`blob ${key} not found`);
+    return new Uint8Array(row.bytes.buffer, row.bytes.byteOffset, row.bytes.byteLength);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#state.run(() => {
+      const old = this.#state.stmt('SELECT size FROM blobs WHERE key = ?').get(key) as
+        | { size: number }
+        | undefined;
+      if (!old) return;
+      this.#state.stmt('DELETE FROM blobs WHERE key = ?').run(key);
+      this.#state.adjustBacklog(0, -old.size);
+    });
+  }
+
+  get size(): number {
+    return (this.#state.stmt('SELECT count(*) AS n FROM blobs').get() as { n: number }).n;
+  }
+}
+
+export class SqliteAuditLog implements InspectableAuditLog {
+  readonly #state: SqliteState;
+
+  constructor(state: SqliteState) {
+    this.#state = state;
+  }
+
+  async append(raw: AuditEntry): Promise<void> {
+    const entry = safeAuditEntry(raw);
+    this.#state.run(() =>
+      this.#state
+        .stmt('INSERT INTO audit (trace_id, entry) VALUES (?, ?)')
+        .run(entry.traceId, JSON.stringify(entry)),
+    );
+  }
+
+  async byTrace(traceId: string): Promise<AuditEntry[]> {
+    return this.byTraceNow(traceId);
+  }
+
+  byTraceNow(traceId: string): AuditEntry[] {
+    const rows = this.#state.stmt('SELECT entry FROM audit WHERE trace_id = ? ORDER BY seq').all(traceId) as {
+      entry: string;
+    }[];
+    return rows.map((r) => JSON.parse(r.entry) as AuditEntry);
+  }
+
+  all(): AuditEntry[] {
+    const rows = this.#state.stmt('SELECT entry FROM audit ORDER BY seq').all() as { entry: string }[];
+    return rows.map((r) => JSON.parse(r.entry) as AuditEntry);
+  }
+
+  traces(): string[] {
+    const rows = this.#state.stmt('SELECT trace_id FROM audit GROUP BY trace_id ORDER BY min(seq)').all() as {
+      trace_id: string;
+    }[];
+    return rows.map((r) => r.trace_id);
+  }
+
+  get count(): number {
+    return (this.#state.stmt('SELECT count(*) AS n FROM audit').get() as { n: number }).n;
+  }
+}
+
+function fromRow(r: MessageRow): QueuedMessage {
+  return {
+    messageId: r.id,
+    body: r.body,
+    attributes: JSON.parse(r.attributes) as Record<string, string>,
+    sentAt: r.sent_at,
+    receiveCount: r.receive_count,
+    ...(r.first_received_at !== null ? { firstReceivedAt: r.first_received_at } : {}),
+    visibleAt: r.visible_at,
+    ...(r.receipt_handle !== null ? { receiptHandle: r.receipt_handle } : {}),
+    ...(r.dead_at !== null
+      ? {
+          deadLetter: { sourceQueue: r.dead_source ?? '', reason: r.dead_reason ?? 'unknown', at: r.dead_at },
+        }
+      : {}),
+  };
+}
+
+/** The trace a queue body belongs to: a pipeline record names it; an inbound body is its own. */
+export function traceIdOf(body: string, fallback: string): string {
+  if (body.startsWith('{"traceId":"')) {
+    const end = body.indexOf('"', 12);
+    if (end > 12) return body.slice(12, end);
+  }
+  if (body.startsWith('{')) {
+    try {
+      const t = (JSON.parse(body) as { traceId?: unknown }).traceId;
+      if (typeof t === 'string') return t;
+    } catch {
+      // not a record
+    }
+  }
+  return fallback;
+}
+
+const IO_CODES = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|PERM)/;
+
+function isIoError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' && IO_CODES.test(code);
+}
+
+/** A clear, specific error for an unwritable state file (no message content in it). */
+function stateError(cause: unknown, what: string): StateWriteError {
+  const code = String((cause as { code?: unknown })?.code ?? 'UNKNOWN');
+  const reason = code.startsWith('SQLITE_FULL')
+    ? 'the disk is full'
+    : code.startsWith('SQLITE_READONLY')
+      ? 'the file or its folder is read-only'
+      : code.startsWith('SQLITE_IOERR')
+        ? 'an I/O error'
+        : code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB')
+          ? 'it is not a valid state file'
+          : code.startsWith('SQLITE_CANTOPEN')
+            ? 'it cannot be created or opened (a read-only file system, missing permissions or a missing folder)'
+            : ((cause as Error)?.message?.slice(0, 120) ?? 'unknown error');
+  return new StateWriteError(code, `${what}: ${reason} (${code})`, { cause });
+}

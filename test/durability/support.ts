@@ -1,0 +1,179 @@
+/**
+ * Real processes for the durability tests: `node bin/itk3.js serve|process` spawned on a world
+ * written to disk, messages sealed and credentialed by the test world, and the state file read
+ * back to account for every message.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { writeKeystore } from '../../lib/adapters/local/keystore.js';
+import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
+import type { DemoWorld } from '../../lib/demo/world.js';
+import type { AuditEntry } from '../../lib/ports/index.js';
+import { systemClock } from '../../lib/ports/index.js';
+import type { StoredOutcome } from '../../lib/runtime/state.js';
+import { type BuiltMessage, buildMessage, credentialFor, sealAs } from '../support/world.js';
+
+export const REPO = resolve(import.meta.dirname, '../..');
+const BIN = join(REPO, 'bin/itk3.js');
+
+/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface WorldFiles {
+  keystore: string;
+  config: string;
+}
+
+export function writeWorld(world: DemoWorld, dir: string, configDoc: unknown = world.configDoc): WorldFiles {
+  mkdirSync(dir, { recursive: true });
+  const keystore = join(dir, 'keystore.json');
+  const config = join(dir, 'config.json');
+  writeKeystore(keystore, world.keystore);
+  writeFileSync(config, `${JSON.stringify(configDoc, null, 2)}\n`);
+  return { keystore, config };
+}
+
+export interface Sealed {
+  msg: BuiltMessage;
+  sealed: string;
+}
+
+export async function sealMany(world: DemoWorld, n: number, attachmentBytes = 0): Promise<Sealed[]> {
+  const out: Sealed[] = [];
+  for (let i = 0; i < n; i += 1) {
+    const msg = buildMessage('X26', attachmentBytes > 0 ? { attachmentBytes } : {});
+    out.push({ msg, sealed: await sealAs(world, 'X26', msg) });
+  }
+  return out;
+}
+
+export interface Child {
+  proc: ChildProcess;
+  stdout: string[];
+  stderr: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function spawnItk3(args: string[], onLine?: (line: string) => void): Child {
+  const proc = spawn(process.execPath, [BIN, ...args], {
+    cwd: REPO,
+    env: { ...process.env, ITK3_LOG_LEVEL: 'SILENT' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const child: Child = {
+    proc,
+    stdout: [],
+    stderr: [],
+    exited: new Promise((done) => proc.on('exit', (code, signal) => done({ code, signal }))),
+  };
+  let buffered = '';
+  proc.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) {
+      child.stdout.push(line);
+      onLine?.(line);
+    }
+  });
+  proc.stderr!.on('data', (chunk: Buffer) => child.stderr.push(chunk.toString('utf8')));
+  return child;
+}
+
+export interface Server extends Child {
+  port: number;
+}
+
+/** Start `itk3 serve` on a free port and wait for it to listen. */
+export async function startServe(files: WorldFiles, out: string, extra: string[] = []): Promise<Server> {
+  let listening: (port: number) => void = () => undefined;
+  const port = new Promise<number>((done) => {
+    listening = done;
+  });
+  const child = spawnItk3(
+    ['serve', '--config', files.config, '--keystore', files.keystore, '--port', '0', '--out', out, ...extra],
+    (line) => {
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+      if (m) listening(Number(m[1]));
+    },
+  );
+  const started = await Promise.race([
+    port,
+    child.exited.then((e) => {
+      throw new Error(`serve exited before listening (${e.code ?? e.signal}): ${child.stderr.join('')}`);
+    }),
+  ]);
+  return { ...child, port: started };
+}
+
+export async function post(
+  port: number,
+  credential: string,
+  sealed: string,
+): Promise<{ status: number; trackingId?: string; retryAfter?: string | null }> {
+  const response = await fetch(`http://127.0.0.1:${port}/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${credential}` },
+    body: sealed,
+  });
+  const body = (await response.json()) as { trackingId?: string };
+  return {
+    status: response.status,
+    ...(body.trackingId ? { trackingId: body.trackingId } : {}),
+    retryAfter: response.headers.get('retry-after'),
+  };
+}
+
+export function freshCredential(world: DemoWorld): Promise<string> {
+  return credentialFor(world, 'X26', Date.now());
+}
+
+/** What the state file says once the processes are gone (or while one runs: WAL readers are fine). */
+export function readState(out: string): {
+  outcome(traceId: string): StoredOutcome | undefined;
+  audit: AuditEntry[];
+  queued: number;
+  deliveredPerMessage: Map<string, number>;
+  close(): void;
+} {
+  const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
+  const audit = state.audit.all();
+  const deliveredPerMessage = new Map<string, number>();
+  for (const e of audit) {
+    if (e.event === 'delivered' && e.messageId)
+      deliveredPerMessage.set(e.messageId, (deliveredPerMessage.get(e.messageId) ?? 0) + 1);
+  }
+  const queued = (
+    state.db.prepare('SELECT count(*) AS n FROM messages WHERE dead_at IS NULL').get() as { n: number }
+  ).n;
+  return {
+    outcome: (t) => state.storedOutcome(t),
+    audit,
+    queued,
+    deliveredPerMessage,
+    close: () => state.close(),
+  };
+}
+
+/** Poll until `check` holds or `ms` pass. */
+export async function waitFor(check: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
