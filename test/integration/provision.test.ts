@@ -5,7 +5,7 @@ import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { beforeAll, expect, it } from 'vitest';
 import { type AwsClients, awsPortsFromEnv } from '../../lib/adapters/aws/clients.js';
 import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../../lib/adapters/aws/provision.js';
-import { ENV, STAGE_DEFINITIONS, VISIBILITY_FACTOR } from '../../lib/infra/definitions.js';
+import { BLOB_BUCKET, ENV, STAGE_DEFINITIONS, VISIBILITY_FACTOR } from '../../lib/infra/definitions.js';
 import { STAGES } from '../../lib/ports/index.js';
 import { testConfig } from './support/config.js';
 import { describeEachEmulator, emulatorClients } from './support/emulators.js';
@@ -81,7 +81,7 @@ describeEachEmulator('provisionEmulator', ({ clients: own, emulator, unique, gap
     const { Rules = [] } = await clients.s3.send(
       new GetBucketLifecycleConfigurationCommand({ Bucket: first.blobBucket }),
     );
-    expect(Rules.map((r) => r.Expiration?.Days)).toEqual([30]);
+    expect(Rules.map((r) => r.Expiration?.Days)).toEqual([BLOB_BUCKET.expireDays]);
   });
 
   const enablesTtl = async () => {
