@@ -90,7 +90,8 @@ const MAILBOX_ID = /^[A-Za-z0-9]{3,20}$/;
  * The function may: read its mailboxes' secrets (nothing else in Secrets Manager); put, read and
  * delete once-store items under `mesh#` and lease items under `lease#mesh#` only
  * (`dynamodb:LeadingKeys`); append to the audit table; put claim-check objects under
- * `claim-check/mesh-`; send to the inbound queue. The schedules' role may only invoke this function.
+ * `claim-check/claim-check/mesh-` (the blob store's prefix, then the poller's artefact keys);
+ * send to the inbound queue. The schedules' role may only invoke this function.
  * The function is not in a VPC: it reaches MESH over the internet with mutual TLS.
  *
  * Grants on the data and inbound keys through SQS, DynamoDB and S3 are given by the pipeline
@@ -273,14 +274,18 @@ export class MeshPoller extends Construct {
       }),
     );
     auditTable.grant(role, 'dynamodb:PutItem');
-    const claimChecks = blobBucket.arnForObjects(`${BLOB_BUCKET.claimCheckPrefix}mesh-*`);
+    // The S3 blob store keeps its keys under the claim-check prefix, and the poller's keys are
+    // artefact keys themselves (`claim-check/mesh-<hash>/mesh-body`, lib/mesh/poller.ts).
+    const claimChecks = blobBucket.arnForObjects(
+      `${BLOB_BUCKET.claimCheckPrefix}${BLOB_BUCKET.claimCheckPrefix}mesh-*`,
+    );
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [claimChecks] }),
     );
     wildcards.allow(
       claimChecks,
       ['s3:PutObject'],
-      'MESH bodies above the claim-check size are objects named per message under claim-check/mesh-; the poller may only put objects there.',
+      'MESH bodies above the claim-check size are objects named per message under claim-check/claim-check/mesh-; the poller may only put objects there.',
     );
   }
 }

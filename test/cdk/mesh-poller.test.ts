@@ -282,7 +282,7 @@ describe('least privilege of the poller', () => {
     ]);
     const s3 = statements.filter((s) => arr(s.Action).some((a) => a.startsWith('s3:')));
     expect(s3).toHaveLength(1);
-    expect(JSON.stringify(s3[0]?.Resource)).toContain('/claim-check/mesh-*');
+    expect(JSON.stringify(s3[0]?.Resource)).toContain('/claim-check/claim-check/mesh-*');
     // The data key: only as SQS, DynamoDB, S3 and Secrets Manager use it for the poller.
     const dataKey = statements.filter((s) =>
       JSON.stringify(s.Resource).includes(idOf(stack.pipeline.keys.dataKey)),
