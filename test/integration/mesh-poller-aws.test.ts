@@ -26,7 +26,6 @@ import { createBucket, deleteBucket } from './support/buckets.js';
 import { testConfig } from './support/config.js';
 import { emulatorClients } from './support/emulators.js';
 import {
-  MAILBOX,
   MAILBOX_PASSWORD,
   MESH_SANDBOX,
   MESH_SHARED_KEY,
@@ -63,9 +62,12 @@ if (!MINISTACK || !MESH_SANDBOX) {
       audit: `itk3-it-mesh-audit-${run}`,
       bucket: `itk3-it-mesh-blobs-${run}`,
       queue: `itk3-it-mesh-inbound-${run}`,
-      secret: `itk3-it/mesh/${MAILBOX.gateway}-${run}`,
+      secret: `itk3-it/mesh/X26ABC3-${run}`,
     };
-    const gateway = MAILBOX.gateway;
+    // A mailbox of its own, sending to itself: test/integration/mesh-sandbox.test.ts, which may run
+    // at the same time, empties and resets X26ABC1 and X26ABC2 before each of its tests.
+    const gateway = 'X26ABC3';
+    const gp = gateway;
     let queueUrl: string;
     let handler: (event: unknown, context: Context) => Promise<MeshPollJobResult>;
     const saved = { ...process.env };
@@ -163,7 +165,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
       for (const sample of samples) {
         sent.set(
           partnerSend({
-            mailbox: MAILBOX.gp,
+            mailbox: gp,
             to: gateway,
             body: sample.bytes,
             workflowId: 'GPFED_CONSULT_REPORT',
@@ -176,7 +178,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
         `<Bundle>${'x'.repeat(testConfig().doc.limits.claimCheckBytes + 1)}</Bundle>`,
       );
       const largeId = partnerSend({
-        mailbox: MAILBOX.gp,
+        mailbox: gp,
         to: gateway,
         body: large,
         workflowId: 'GPFED_CONSULT_REPORT',
@@ -198,7 +200,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
       expect(queued).toHaveLength(3);
       for (const [meshId, bytes] of sent) {
         const m = queued.find((q) => q.attributes['Mex-MessageID'] === meshId);
-        expect(m?.attributes).toMatchObject({ Transport: 'mesh', 'Mex-From': MAILBOX.gp, 'Mex-To': gateway });
+        expect(m?.attributes).toMatchObject({ Transport: 'mesh', 'Mex-From': gp, 'Mex-To': gateway });
         expect(m?.body).toBe(new TextDecoder().decode(bytes));
       }
       const ref = JSON.parse(queued.find((q) => q.attributes['Mex-MessageID'] === largeId)!.body) as {
@@ -228,7 +230,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
       const crashed = await leases.acquire(`lease#mesh#${gateway}`, 'crashed-invocation', 2);
       expect(crashed.acquired).toBe(true);
       const meshId = partnerSend({
-        mailbox: MAILBOX.gp,
+        mailbox: gp,
         to: gateway,
         body: new TextEncoder().encode('<Bundle xmlns="http://hl7.org/fhir"/>'),
         workflowId: 'GPFED_CONSULT_REPORT',
