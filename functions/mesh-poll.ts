@@ -28,13 +28,13 @@ export interface MeshPollEvent {
 
 const metrics = stageMetrics('mesh-poll');
 /** Per container: the secrets cache lives in it, so credentials are read once per TTL, not per pass. */
-let setup: MeshPollSetup | undefined;
+let cachedSetup: MeshPollSetup | undefined;
 
 function setupFromEnv(): MeshPollSetup {
-  setup ??= meshPollSetupFromEnv(
+  cachedSetup ??= meshPollSetupFromEnv(
     new DynamoLease(sharedAwsClients().dynamodb, process.env[ENV.onceTable] || ONCE_TABLE.name),
   );
-  return setup;
+  return cachedSetup;
 }
 
 const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<MeshPollJobResult> => {
@@ -42,12 +42,13 @@ const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<Me
     throw new MeshConfigError('the schedule input must be {"mailbox": "<MESH mailbox id>"}');
   }
   const { ports, config } = await bindingFor(context);
+  const setup = setupFromEnv();
   const result = await runMeshPollJob(
     event.mailbox,
     {
-      ...setupFromEnv(),
+      ...setup,
       // The pipeline's own claim-check size: bodies above it go to S3, the queue gets a reference.
-      pollOptions: { claimCheckBytes: config.doc.limits.claimCheckBytes, ...setupFromEnv().pollOptions },
+      pollOptions: { claimCheckBytes: config.doc.limits.claimCheckBytes, ...setup.pollOptions },
     },
     ports,
     { owner: context.awsRequestId, remainingMs: context.getRemainingTimeInMillis() },

@@ -13,6 +13,7 @@ import { Construct } from 'constructs';
 import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
 import { ConfigError } from '../../lib/errors.js';
 import { BLOB_BUCKET, ENV } from '../../lib/infra/definitions.js';
+import { MeshPollOptionsSchema } from '../../lib/mesh/poller.js';
 import { PipelineFunction, type PipelineFunctionProps } from './pipeline-function.js';
 import type { WildcardJustifications } from './wildcard-justifications.js';
 
@@ -320,6 +321,15 @@ function validateSettings(settings: MeshPollerSettings): string[] {
   const timeout = settings.timeout?.toSeconds();
   if (timeout !== undefined && (timeout < 180 || timeout > 900)) {
     problems.push('mesh.timeout: between 3 and 15 minutes (a pass stops 90 s before it)');
+  }
+  if (settings.limits !== undefined) {
+    // The poller's own rules, checked at synth rather than at the first pass.
+    const limits = MeshPollOptionsSchema.safeParse(settings.limits);
+    for (const issue of limits.success ? [] : limits.error.issues) {
+      problems.push(
+        `mesh.limits${issue.path.length > 0 ? `.${issue.path.join('.')}` : ''}: ${issue.message}`,
+      );
+    }
   }
   if (settings.caBundle !== undefined && !/-----BEGIN CERTIFICATE-----/.test(settings.caBundle)) {
     problems.push('mesh.caBundle: must be PEM certificates');

@@ -17,6 +17,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { CONTEXT, meshFromContext } from '../../cdk/build-app.js';
 import { MeshPoller } from '../../cdk/constructs/mesh-poller.js';
 import { WildcardJustifications } from '../../cdk/constructs/wildcard-justifications.js';
 import { nagPacks } from '../../cdk/nag.js';
@@ -332,6 +333,7 @@ describe('settings', () => {
             { mailboxId: 'bad id!' },
           ],
           timeout: Duration.minutes(20),
+          limits: { maxMessageBytes: 300 * 1024 * 1024 },
         },
         dataKey: key,
         onceTable: table,
@@ -355,6 +357,31 @@ describe('settings', () => {
       'mesh.mailboxes.1.mailboxId: X26ABC1 is listed twice',
       'mesh.mailboxes.2.mailboxId: letters and digits, 3–20',
       'mesh.timeout: between 3 and 15 minutes (a pass stops 90 s before it)',
+      'mesh.limits: maxBytesPerPass must be at least maxMessageBytes (else a large message could never be taken)',
     ]);
+  });
+});
+
+describe('app context', () => {
+  const from = (values: Record<string, string>) => meshFromContext((key) => values[key]);
+  it('builds the simple poller from itk3:meshUrl and itk3:meshMailboxes, and nothing without them', () => {
+    expect(from({})).toBeUndefined();
+    expect(
+      from({
+        [CONTEXT.meshUrl]: 'https://msg.intspineservices.nhs.uk',
+        [CONTEXT.meshMailboxes]: 'X26ABC1, X26ABC2',
+      }),
+    ).toEqual({
+      url: 'https://msg.intspineservices.nhs.uk',
+      mailboxes: [{ mailboxId: 'X26ABC1' }, { mailboxId: 'X26ABC2' }],
+    });
+  });
+  it('refuses one without the other', () => {
+    expect(() => from({ [CONTEXT.meshMailboxes]: 'X26ABC1' })).toThrow(
+      'itk3:meshUrl: required with itk3:meshMailboxes',
+    );
+    expect(() => from({ [CONTEXT.meshUrl]: 'https://m.example', [CONTEXT.meshMailboxes]: ' , ' })).toThrow(
+      'itk3:meshMailboxes: give at least one mailbox id with itk3:meshUrl',
+    );
   });
 });
