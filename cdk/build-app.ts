@@ -29,6 +29,10 @@ export const CONTEXT = {
   keyCacheTtlSeconds: 'itk3:keyCacheTtlSeconds',
   /** Cached mode, optional: comma-separated recipient kids that stay on their RSA KMS key. */
   directKids: 'itk3:directKids',
+  /** MESH poller: comma-separated mailbox ids, each polled every 5 minutes with a placeholder secret. */
+  meshMailboxes: 'itk3:meshMailboxes',
+  /** MESH poller: the MESH base URL (required with `itk3:meshMailboxes`). */
+  meshUrl: 'itk3:meshUrl',
 } as const;
 
 /** The context keys that only mean something in the cached mode. */
@@ -83,6 +87,7 @@ export function buildApp(options: BuildAppOptions = {}): { app: App; stack: Itk3
   }
 
   const keyMode = keyModeFromContext(context);
+  const mesh = meshFromContext(context);
 
   const stack = new Itk3PipelineStack(app, context(CONTEXT.stackName) ?? DEFAULT_STACK_NAME, {
     description: 'ITK3 secure pipeline: authenticate, authorise, decrypt, verify, deliver (keys in KMS)',
@@ -91,6 +96,7 @@ export function buildApp(options: BuildAppOptions = {}): { app: App; stack: Itk3
     removalPolicy: removal === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     physicalNames: context(CONTEXT.physicalNames) === 'true',
     ...(keyMode ? { keyMode } : {}),
+    ...(mesh ? { mesh } : {}),
   });
 
   if (options.nag ?? true) addNagChecks(app);
@@ -179,4 +185,28 @@ export function keyModeFromContext(context: (key: string) => string | undefined)
     ...(ttl !== undefined ? { cacheTtl: Duration.seconds(ttl) } : {}),
     ...(directKids.length > 0 ? { directKids } : {}),
   };
+}
+
+/**
+ * The MESH poller from `itk3:meshUrl` and `itk3:meshMailboxes` (comma-separated ids): the simple
+ * case of one placeholder secret and a 5-minute schedule per mailbox. Schedules, imported secrets,
+ * a CA bundle or limits need the construct's `mesh` prop (docs/DEPLOY.md, "MESH poller").
+ *
+ * @throws {ConfigError} when only one of the two is given
+ */
+export function meshFromContext(
+  context: (key: string) => string | undefined,
+): { url: string; mailboxes: { mailboxId: string }[] } | undefined {
+  const url = context(CONTEXT.meshUrl);
+  const mailboxes = (context(CONTEXT.meshMailboxes) ?? '')
+    .split(',')
+    .map((m) => m.trim())
+    .filter((m) => m !== '');
+  if (url === undefined && mailboxes.length === 0) return undefined;
+  if (url === undefined)
+    throw new ConfigError([`${CONTEXT.meshUrl}: required with ${CONTEXT.meshMailboxes}`]);
+  if (mailboxes.length === 0) {
+    throw new ConfigError([`${CONTEXT.meshMailboxes}: give at least one mailbox id with ${CONTEXT.meshUrl}`]);
+  }
+  return { url, mailboxes: mailboxes.map((mailboxId) => ({ mailboxId })) };
 }

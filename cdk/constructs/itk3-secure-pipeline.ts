@@ -17,6 +17,7 @@ import { NEXT_STAGE } from '../../lib/record.js';
 import { type IngestionSettings, PipelineIngestion } from './ingestion.js';
 import { type KeyModeProps, type ResolvedKeyMode, resolveKeyMode } from './key-mode.js';
 import { PipelineKeys } from './keys.js';
+import { MESH_POLL_ENTRY, MeshPoller, type MeshPollerSettings } from './mesh-poller.js';
 import { PipelineObservability, pascal } from './observability.js';
 import type { PowertoolsLogLevel } from './observability-names.js';
 import type { PipelineFunction } from './pipeline-function.js';
@@ -114,6 +115,13 @@ export interface Itk3SecurePipelineProps {
    * @default - the root of this repository
    */
   readonly projectRoot?: string;
+  /**
+   * The MESH poller (docs/DEPLOY.md, "MESH poller"): per mailbox an EventBridge Scheduler schedule
+   * invoking one poller function, which moves the inbox onto the inbound queue under a per-mailbox
+   * DynamoDB lease, with the credentials in Secrets Manager.
+   * @default - no MESH poller
+   */
+  readonly mesh?: MeshPollerSettings;
 }
 
 /**
@@ -155,6 +163,8 @@ export class Itk3SecurePipeline extends Construct {
   readonly observability: PipelineObservability;
   /** The inbound queue: the authenticate stage's source queue, for direct SQS ingestion. */
   readonly inboundQueue: PipelineStage['queue'];
+  /** The MESH poller, when the `mesh` prop is given. */
+  readonly meshPoller?: MeshPoller;
 
   readonly #wildcards = new WildcardJustifications();
 
@@ -285,6 +295,26 @@ export class Itk3SecurePipeline extends Construct {
       Stack.of(this).toJsonString({ [this.keys.signingKey.kid]: this.keys.signingKey.key.keyArn }),
     );
     this.grantDeliveryTargets(stages.deliver.fn, deliveryTargets);
+
+    // MESH poller (optional): like ingest, a producer of the inbound queue, plus its own grants.
+    if (props.mesh) {
+      const poller = new MeshPoller(this, 'MeshPoller', {
+        ...functionDefaults,
+        entry: resolve(projectRoot, MESH_POLL_ENTRY),
+        settings: props.mesh,
+        dataKey: this.keys.dataKey,
+        onceTable: this.state.onceTable,
+        auditTable: this.state.auditTable,
+        blobBucket: this.state.blobBucket,
+        inboundQueue: this.inboundQueue,
+        wildcards: this.#wildcards,
+        alarmTopic: props.alarmTopic,
+        physicalNames: props.physicalNames,
+      });
+      this.grantDataKeyThroughServices(poller.fn);
+      this.grantInboundKeyThroughSqs(poller.fn);
+      this.meshPoller = poller;
+    }
 
     this.observability = new PipelineObservability(this, 'Observability', {
       stages: STAGES.map((stage) => ({

@@ -1,0 +1,92 @@
+/**
+ * MESH poll: EventBridge Scheduler invokes this once per mailbox and schedule with
+ * `{ "mailbox": "<id>" }`. One bounded poller pass under the mailbox's DynamoDB lease, inbox →
+ * inbound queue (lib/adapters/aws/mesh-poll-job.ts); it stops well before the function timeout.
+ */
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import type { Context } from 'aws-lambda';
+import { sharedAwsClients } from '../lib/adapters/aws/clients.js';
+import { DynamoLease } from '../lib/adapters/aws/dynamo-lease.js';
+import {
+  type MeshPollJobResult,
+  type MeshPollSetup,
+  meshPollSetupFromEnv,
+  runMeshPollJob,
+} from '../lib/adapters/aws/mesh-poll-job.js';
+import { ENV, ONCE_TABLE } from '../lib/infra/definitions.js';
+import { MeshConfigError } from '../lib/mesh/errors.js';
+import { bindingFor } from '../lib/runtime/binding.js';
+import { logger, stageMetrics } from './commons/powertools.js';
+
+/** The Scheduler's input: which mailbox to poll. */
+export interface MeshPollEvent {
+  mailbox?: unknown;
+}
+
+const metrics = stageMetrics('mesh-poll');
+/** Per container: the secrets cache lives in it, so credentials are read once per TTL, not per pass. */
+let cachedSetup: MeshPollSetup | undefined;
+
+function setupFromEnv(): MeshPollSetup {
+  cachedSetup ??= meshPollSetupFromEnv(
+    new DynamoLease(sharedAwsClients().dynamodb, process.env[ENV.onceTable] || ONCE_TABLE.name),
+  );
+  return cachedSetup;
+}
+
+const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<MeshPollJobResult> => {
+  if (typeof event?.mailbox !== 'string' || event.mailbox.trim() === '') {
+    throw new MeshConfigError('the schedule input must be {"mailbox": "<MESH mailbox id>"}');
+  }
+  const { ports, config } = await bindingFor(context);
+  const setup = setupFromEnv();
+  const result = await runMeshPollJob(
+    event.mailbox,
+    {
+      ...setup,
+      // The pipeline's own claim-check size: bodies above it go to S3, the queue gets a reference.
+      pollOptions: { claimCheckBytes: config.doc.limits.claimCheckBytes, ...setup.pollOptions },
+    },
+    ports,
+    { owner: context.awsRequestId, remainingMs: context.getRemainingTimeInMillis() },
+  );
+  if (result.outcome === 'locked') {
+    // Another pass still holds the mailbox (a slow one, or one that crashed: its lease lapses).
+    logger.info('mailbox busy: pass skipped', {
+      mailbox: result.mailbox,
+      holder: result.holder,
+      leaseExpiresAt: result.expiresAtSeconds,
+    });
+    metrics.addMetric('MeshPassesSkipped', MetricUnit.Count, 1);
+    return result;
+  }
+  const { summary } = result;
+  // Ids and counts only: never a body, a header or a credential.
+  logger.info('mesh pass finished', {
+    mailbox: summary.mailbox,
+    enqueued: summary.enqueued,
+    reacknowledged: summary.reacknowledged.length,
+    reports: summary.reports.length,
+    refused: summary.refused.map((r) => r.meshMessageId),
+    bytes: summary.bytes,
+    stopped: summary.stopped?.reason,
+    stoppedDetail: summary.stopped?.detail,
+    outOfTime: result.outOfTime,
+    leaseReleased: result.leaseReleased,
+  });
+  metrics.addMetric('MeshMessagesEnqueued', MetricUnit.Count, summary.enqueued.length);
+  metrics.addMetric('MeshReportsReceived', MetricUnit.Count, summary.reports.length);
+  metrics.addMetric('MeshMessagesRefused', MetricUnit.Count, summary.refused.length);
+  if (summary.stopped?.reason === 'transient-failure' && !result.outOfTime) {
+    metrics.addMetric('MeshTransientFailures', MetricUnit.Count, 1);
+  }
+  return result;
+};
+
+// logEvent pinned off, as for every handler: the event is harmless here, the rule is not worth an exception.
+export const handler = middy(lambdaHandler)
+  .use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }))
+  .use(logMetrics(metrics));

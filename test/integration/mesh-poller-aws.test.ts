@@ -1,0 +1,252 @@
+/**
+ * The AWS MESH poller's Lambda handler (functions/mesh-poll.ts), run in-process with the AWS
+ * adapters pointed at ministack (SQS inbound queue, DynamoDB once-store and lease, S3 claim checks,
+ * Secrets Manager credentials) and NHS England's MESH sandbox, with NHS England's Python mesh-client
+ * as the GP system: the very code a scheduled invocation runs, minus only the Scheduler itself.
+ *
+ * Runs when both `ITK3_MINISTACK_ENDPOINT` and `ITK3_MESH_SANDBOX` are set; otherwise skipped with the
+ * reason printed.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import {
+  CreateSecretCommand,
+  DeleteSecretCommand,
+  SecretsManagerClient,
+} from '@aws-sdk/client-secrets-manager';
+import { CreateQueueCommand, DeleteQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import type { Context } from 'aws-lambda';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DynamoLease } from '../../lib/adapters/aws/dynamo-lease.js';
+import type { MeshPollJobResult } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { loadSamples } from '../../lib/itk3/samples.js';
+import { HttpMeshClient } from '../../lib/mesh/index.js';
+import { createBucket, deleteBucket } from './support/buckets.js';
+import { testConfig } from './support/config.js';
+import { emulatorClients } from './support/emulators.js';
+import {
+  MAILBOX_PASSWORD,
+  MESH_SANDBOX,
+  MESH_SHARED_KEY,
+  partnerSend,
+  resetMailbox,
+} from './support/mesh.js';
+import { createTable, deleteTable } from './support/tables.js';
+
+const MINISTACK = process.env.ITK3_MINISTACK_ENDPOINT || undefined;
+const SUITE = 'MESH poller Lambda handler on ministack and the MESH sandbox';
+
+if (!MINISTACK || !MESH_SANDBOX) {
+  const missing = [!MINISTACK && 'ITK3_MINISTACK_ENDPOINT', !MESH_SANDBOX && 'ITK3_MESH_SANDBOX'].filter(
+    Boolean,
+  );
+  console.warn(
+    `SKIPPED suite "${SUITE}": ${missing.join(' and ')} not set (scripts/emulator.sh start ministack; scripts/mesh-sandbox.sh start)`,
+  );
+  describe.skip(SUITE, () => {
+    it('needs ITK3_MINISTACK_ENDPOINT and ITK3_MESH_SANDBOX', () => {});
+  });
+} else {
+  describe(SUITE, () => {
+    const endpoint = MINISTACK;
+    const clients = emulatorClients(endpoint);
+    const secrets = new SecretsManagerClient({
+      endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    const run = randomBytes(3).toString('hex');
+    const names = {
+      once: `itk3-it-mesh-once-${run}`,
+      audit: `itk3-it-mesh-audit-${run}`,
+      bucket: `itk3-it-mesh-blobs-${run}`,
+      queue: `itk3-it-mesh-inbound-${run}`,
+      secret: `itk3-it/mesh/X26ABC3-${run}`,
+    };
+    // A mailbox of its own, sending to itself: test/integration/mesh-sandbox.test.ts, which may run
+    // at the same time, empties and resets X26ABC1 and X26ABC2 before each of its tests.
+    const gateway = 'X26ABC3';
+    const gp = gateway;
+    let queueUrl: string;
+    let handler: (event: unknown, context: Context) => Promise<MeshPollJobResult>;
+    const saved = { ...process.env };
+
+    const invoke = () =>
+      handler({ mailbox: gateway.toLowerCase() }, {
+        awsRequestId: randomUUID(),
+        functionName: 'itk3-mesh-poll',
+        getRemainingTimeInMillis: () => 300_000,
+      } as Context);
+
+    const receiveAll = async () => {
+      const out: { body: string; attributes: Record<string, string> }[] = [];
+      for (let i = 0; i < 5; i += 1) {
+        const r = await clients.sqs.send(
+          new ReceiveMessageCommand({
+            QueueUrl: queueUrl,
+            MaxNumberOfMessages: 10,
+            MessageAttributeNames: ['All'],
+            WaitTimeSeconds: 0,
+            VisibilityTimeout: 300,
+          }),
+        );
+        for (const m of r.Messages ?? []) {
+          out.push({
+            body: m.Body ?? '',
+            attributes: Object.fromEntries(
+              Object.entries(m.MessageAttributes ?? {}).map(([k, v]) => [k, v.StringValue ?? '']),
+            ),
+          });
+        }
+        if ((r.Messages ?? []).length === 0) break;
+      }
+      return out;
+    };
+
+    beforeAll(async () => {
+      await createTable(clients, names.once, 'once');
+      await createTable(clients, names.audit, 'audit');
+      await createBucket(clients, names.bucket);
+      queueUrl = (await clients.sqs.send(new CreateQueueCommand({ QueueName: names.queue }))).QueueUrl!;
+      // Loopback sandbox over HTTP: no client certificate, so the secret holds password and shared key.
+      await secrets.send(
+        new CreateSecretCommand({
+          Name: names.secret,
+          SecretString: JSON.stringify({ password: MAILBOX_PASSWORD, sharedKey: MESH_SHARED_KEY }),
+        }),
+      );
+      Object.assign(process.env, {
+        AWS_ENDPOINT_URL: endpoint,
+        AWS_REGION: 'us-east-1',
+        AWS_ACCESS_KEY_ID: 'test',
+        AWS_SECRET_ACCESS_KEY: 'test',
+        ITK3_CONFIG_JSON: JSON.stringify(testConfig().doc),
+        ITK3_ONCE_TABLE: names.once,
+        ITK3_AUDIT_TABLE: names.audit,
+        ITK3_BLOB_BUCKET: names.bucket,
+        ITK3_QUEUE_URL_AUTHENTICATE: queueUrl,
+        ITK3_KMS_KEYS: '{}',
+        ITK3_MESH_URL: MESH_SANDBOX,
+        ITK3_MESH_MAILBOXES: JSON.stringify({ [gateway]: names.secret }),
+      });
+      ({ handler } = (await import('../../functions/mesh-poll.js')) as unknown as {
+        handler: typeof handler;
+      });
+      // Whatever earlier runs left in the gateway's inbox.
+      const client = new HttpMeshClient({
+        url: MESH_SANDBOX,
+        mailbox: gateway,
+        password: MAILBOX_PASSWORD,
+        sharedKey: MESH_SHARED_KEY,
+      });
+      for (const id of (await client.listInbox()).messageIds) await client.acknowledge(id);
+      client.close();
+      await resetMailbox(gateway);
+    });
+
+    afterAll(async () => {
+      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+      Object.assign(process.env, saved);
+      await secrets
+        .send(new DeleteSecretCommand({ SecretId: names.secret, ForceDeleteWithoutRecovery: true }))
+        .catch(() => {});
+      await clients.sqs.send(new DeleteQueueCommand({ QueueUrl: queueUrl })).catch(() => {});
+      await deleteTable(clients, names.once);
+      await deleteTable(clients, names.audit);
+      await deleteBucket(clients, names.bucket);
+    });
+
+    it('moves the GP’s messages onto the SQS inbound queue byte-identical, large ones through S3, and gives the lease back', async () => {
+      const samples = loadSamples()
+        .filter((s) => s.kind === 'itk3')
+        .slice(0, 2);
+      const sent = new Map<string, Uint8Array>();
+      for (const sample of samples) {
+        sent.set(
+          partnerSend({
+            mailbox: gp,
+            to: gateway,
+            body: sample.bytes,
+            workflowId: 'GPFED_CONSULT_REPORT',
+          }),
+          sample.bytes,
+        );
+      }
+      // Above the configuration's claim-check size: the queue gets a reference, S3 the bytes.
+      const large = new TextEncoder().encode(
+        `<Bundle>${'x'.repeat(testConfig().doc.limits.claimCheckBytes + 1)}</Bundle>`,
+      );
+      const largeId = partnerSend({
+        mailbox: gp,
+        to: gateway,
+        body: large,
+        workflowId: 'GPFED_CONSULT_REPORT',
+      });
+
+      const result = await invoke();
+      expect(result).toMatchObject({
+        mailbox: gateway,
+        outcome: 'polled',
+        outOfTime: false,
+        leaseReleased: true,
+      });
+      if (result.outcome !== 'polled') throw new Error('expected a pass');
+      expect(new Set(result.summary.enqueued.map((e) => e.meshMessageId))).toEqual(
+        new Set([...sent.keys(), largeId]),
+      );
+
+      const queued = await receiveAll();
+      expect(queued).toHaveLength(3);
+      for (const [meshId, bytes] of sent) {
+        const m = queued.find((q) => q.attributes['Mex-MessageID'] === meshId);
+        expect(m?.attributes).toMatchObject({ Transport: 'mesh', 'Mex-From': gp, 'Mex-To': gateway });
+        expect(m?.body).toBe(new TextDecoder().decode(bytes));
+      }
+      const ref = JSON.parse(queued.find((q) => q.attributes['Mex-MessageID'] === largeId)!.body) as {
+        claimCheck: { key: string; bytes: number };
+      };
+      expect(ref.claimCheck.key).toMatch(/^claim-check\/mesh-/);
+      // The S3 blob store keeps keys under its claim-check prefix (what the CDK grant names).
+      const object = await clients.s3.send(
+        new GetObjectCommand({ Bucket: names.bucket, Key: `claim-check/${ref.claimCheck.key}` }),
+      );
+      expect(Buffer.from(await object.Body!.transformToByteArray()).equals(Buffer.from(large))).toBe(true);
+
+      const lease = await clients.dynamodb.send(
+        new GetItemCommand({
+          TableName: names.once,
+          Key: { k: { S: `lease#mesh#${gateway}` } },
+          ConsistentRead: true,
+        }),
+      );
+      expect(lease.Item).toBeUndefined();
+      const second = await invoke();
+      expect(second).toMatchObject({ outcome: 'polled', summary: { enqueued: [] } });
+    });
+
+    it('skips the mailbox while another pass holds its lease, and takes over once a crashed holder’s lease lapses', async () => {
+      const leases = new DynamoLease(clients.dynamodb, names.once);
+      const crashed = await leases.acquire(`lease#mesh#${gateway}`, 'crashed-invocation', 2);
+      expect(crashed.acquired).toBe(true);
+      const meshId = partnerSend({
+        mailbox: gp,
+        to: gateway,
+        body: new TextEncoder().encode('<Bundle xmlns="http://hl7.org/fhir"/>'),
+        workflowId: 'GPFED_CONSULT_REPORT',
+      });
+
+      expect(await invoke()).toMatchObject({ outcome: 'locked', holder: 'crashed-invocation' });
+      expect(await receiveAll()).toHaveLength(0);
+
+      await new Promise((resolve) => setTimeout(resolve, 3_100));
+      const result = await invoke();
+      expect(result).toMatchObject({ outcome: 'polled', leaseReleased: true });
+      if (result.outcome !== 'polled') throw new Error('expected a pass');
+      expect(result.summary.enqueued.map((e) => e.meshMessageId)).toEqual([meshId]);
+      // The crashed holder, back from the dead, cannot release what is no longer its lease.
+      if (crashed.acquired) expect(await leases.release(crashed.lease)).toBe(false);
+      expect(await receiveAll()).toHaveLength(1);
+    });
+  });
+}
