@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DemoWorld, worldPaths } from '../../lib/demo/world.js';
-import { makeTempDir, removeTempDirs, testWorld } from '../support/world.js';
+import { deliveredFile, makeTempDir, removeTempDirs, testWorld } from '../support/world.js';
 import {
   freshCredential,
   post,
@@ -63,7 +63,7 @@ function accountFor(out: string, accepted: Map<string, Sealed>, messages: readon
     }
     for (const m of messages) {
       expect(state.deliveredPerMessage.get(m.msg.messageId), `${m.msg.messageId} delivered`).toBe(1);
-      const file = join(worldPaths(out).delivered('A83627'), `${m.msg.messageId}.xml`);
+      const file = deliveredFile(worldPaths(out).delivered('A83627'), m.msg.messageId);
       expect(Buffer.compare(readFileSync(file), Buffer.from(m.msg.bytes))).toBe(0);
     }
   } finally {
