@@ -220,6 +220,16 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
   };
 }
 
+/** Throughput (msg/s) of one backlog run: submit everything, then drain. */
+export async function backlogThroughput(
+  world: DemoWorld,
+  keys: KeyService,
+  messages: readonly PreparedMessage[],
+  clockStart: number,
+): Promise<number> {
+  return (await backlogRun(world, keys, messages, clockStart)).throughput;
+}
+
 async function backlogRun(
   world: DemoWorld,
   keys: KeyService,
