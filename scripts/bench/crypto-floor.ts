@@ -259,7 +259,9 @@ export async function measureSampleFloor(
 ): Promise<SampleFloor> {
   const signer = createPrivateKey({ key: { ...world.senders.GP0001.key.privateJwk }, format: 'jwk' });
   const signerPublic = createPublicKey(signer);
-  const header = Buffer.from(JSON.stringify({ alg: 'ES256', kid: 'k', cty: 'fhir+xml' })).toString('base64url');
+  const header = Buffer.from(JSON.stringify({ alg: 'ES256', kid: 'k', cty: 'fhir+xml' })).toString(
+    'base64url',
+  );
   const payloadB64 = Buffer.from(bundle).toString('base64url');
   const signingInput = Buffer.from(`${header}.${payloadB64}`, 'ascii');
   const signature = sign('sha256', signingInput, { key: signer, dsaEncoding: 'ieee-p1363' });

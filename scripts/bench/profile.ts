@@ -61,7 +61,9 @@ export function groupOf(frame: ProfileNode['callFrame']): string {
   ];
   for (const [re, group] of rules) if (re.test(url)) return group;
   if (url === '') {
-    if (/^(verify|sign|privateDecrypt|publicEncrypt|update|final|digest|createHash|oneShotDigest)$/.test(fn)) {
+    if (
+      /^(verify|sign|privateDecrypt|publicEncrypt|update|final|digest|createHash|oneShotDigest)$/.test(fn)
+    ) {
       return 'native crypto';
     }
     if (/^(parse|stringify)$/.test(fn)) return 'native JSON';
@@ -124,9 +126,14 @@ async function sampleMessages(world: DemoWorld, n: number, now: number) {
     const copy = new TextEncoder().encode(freshSampleCopy(original));
     const msg = parseBundle(copy, 'xml');
     const sender = world.senders.GP0001;
-    const rule = world.config.doc.rules.find((r) => r.sender.ods === sender.ods && r.event === msg.header.event.code);
+    const rule = world.config.doc.rules.find(
+      (r) => r.sender.ods === sender.ods && r.event === msg.header.event.code,
+    );
     const routing = routingFor(msg, rule?.recipients[0] ?? 'A83627');
-    out.push({ credential: await tokenFor(world, sender, now), sealed: await sealFor(world, sender, copy, 'xml', routing) });
+    out.push({
+      credential: await tokenFor(world, sender, now),
+      sealed: await sealFor(world, sender, copy, 'xml', routing),
+    });
   }
   return out;
 }
@@ -167,7 +174,11 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   writeFileSync(join(outDir, `${stamp}-embedded-${modulus}.cpuprofile`), JSON.stringify(embedded));
   writeFileSync(join(outDir, `${stamp}-process-${modulus}.cpuprofile`), JSON.stringify(processProfile));
-  print(`embedded, small messages, RSA-${modulus}, ${messages} messages: self time by group`, summariseProfile(embedded), messages);
+  print(
+    `embedded, small messages, RSA-${modulus}, ${messages} messages: self time by group`,
+    summariseProfile(embedded),
+    messages,
+  );
   print(
     `itk3 process pipeline, fresh 63 KB samples, RSA-${modulus}, ${samples.length} messages: self time by group`,
     summariseProfile(processProfile),

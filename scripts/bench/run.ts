@@ -35,8 +35,14 @@ import {
   type SampleFloor,
 } from './crypto-floor.js';
 import { backlogThroughput, benchEmbeddedSize, type EmbeddedSizeResult, PHASES } from './embedded.js';
-import { benchProcessSamples, PROCESS_SAMPLE, type ProcessResult, processResult, sampleBytes } from './process-samples.js';
 import { benchEmulator, type EmulatorResult } from './emulator.js';
+import {
+  benchProcessSamples,
+  PROCESS_SAMPLE,
+  type ProcessResult,
+  processResult,
+  sampleBytes,
+} from './process-samples.js';
 import { fmt, type Summary, summarise } from './stats.js';
 import { immunisationBundle, prepareMessages, SIZE_CLASSES } from './workload.js';
 
@@ -338,7 +344,8 @@ async function main(): Promise<void> {
         ]),
       ),
     );
-    if (close.processSkipped) print(`   ${PROCESS_SAMPLE} through itk3 process skipped: ${close.processSkipped}`);
+    if (close.processSkipped)
+      print(`   ${PROCESS_SAMPLE} through itk3 process skipped: ${close.processSkipped}`);
   }
 
   // ---- Cost -------------------------------------------------------------------------------------
@@ -668,7 +675,14 @@ async function closeToFloor(
     const floorMs = modulus === 4096 ? sampleFloor.floor.rsa4096 : sampleFloor.floor.rsa2048;
     // msg/s from ms per message: median, and the spread from the slowest and fastest repeats.
     const ms = p.msPerMessage;
-    const throughput: Summary = { ...ms, median: 1000 / ms.median, min: 1000 / ms.max, max: 1000 / ms.min, q1: 1000 / ms.q3, q3: 1000 / ms.q1 };
+    const throughput: Summary = {
+      ...ms,
+      median: 1000 / ms.median,
+      min: 1000 / ms.max,
+      max: 1000 / ms.min,
+      q1: 1000 / ms.q3,
+      q3: 1000 / ms.q1,
+    };
     rows.push({
       workload: 'itk3 process 63 KB',
       modulus,
