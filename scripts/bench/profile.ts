@@ -40,10 +40,13 @@ export function groupOf(frame: ProfileNode['callFrame']): string {
   const { url, functionName: fn } = frame;
   if (fn === '(garbage collector)') return 'garbage collection';
   if (fn === '(program)' || fn === '(idle)' || fn === '(root)') return 'idle / program';
+  // The profiler's own stop message, not the pipeline's work.
+  if (fn === 'dispatch' && url === '') return 'idle / program';
   const rules: [RegExp, string][] = [
     [/node_modules\/saxes\//, 'XML: saxes'],
     [/node_modules\/xmlchars\//, 'XML: saxes'],
     [/lib\/itk3\/xml\.ts/, 'XML: reader (xml.ts)'],
+    [/lib\/itk3\/xml-fast\.ts/, 'XML: fast pass (xml-fast.ts)'],
     [/lib\/itk3\/json\.ts/, 'JSON reader (json.ts)'],
     [/lib\/itk3\//, 'ITK3 walk/validate/serialise/response'],
     [/node_modules\/jose\//, 'jose'],

@@ -6,9 +6,11 @@
  * same jose error code and claim in the cause (hence the same catalogue code).
  */
 
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { compactVerify, errors, importJWK, jwtVerify } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseSigned, verifySigned } from '../../../lib/envelope/jws.js';
+import { SignatureKeyError, verifyJwsSignature } from '../../../lib/envelope/signature.js';
 import { verifyCredential } from '../../../lib/envelope/token.js';
 import { PipelineError } from '../../../lib/errors.js';
 import {
@@ -256,5 +258,36 @@ describe('verifySigned with node:crypto agrees with jose compactVerify', () => {
     expect(() => parseSigned(unencoded, limits)).toThrow(
       expect.objectContaining({ code: 'SIGNATURE_HEADER_NOT_ALLOWED' }),
     );
+  });
+});
+
+describe('verifyJwsSignature refuses keys unfit for the alg, as jose did', () => {
+  const input = Buffer.from('e30.e30', 'ascii');
+  it('an RSA key under 2048 bits, an RSA key for ES256 and a P-384 key for ES256', () => {
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const sig = sign('sha512', input, small.privateKey);
+    expect(() => verifyJwsSignature('RS512', small.publicKey, input, sig)).toThrow(SignatureKeyError);
+    expect(() => verifyJwsSignature('PS256', small.publicKey, input, sig)).toThrow(SignatureKeyError);
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    expect(() => verifyJwsSignature('ES256', rsa.publicKey, input, new Uint8Array(64))).toThrow(
+      SignatureKeyError,
+    );
+    const p384 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
+    expect(() => verifyJwsSignature('ES256', p384.publicKey, input, new Uint8Array(64))).toThrow(
+      SignatureKeyError,
+    );
+    const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    expect(() => verifyJwsSignature('RS512', ec.publicKey, input, new Uint8Array(256))).toThrow(
+      SignatureKeyError,
+    );
+  });
+
+  it('a DER-encoded or wrong-length ES256 signature is false, never an exception', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const der = sign('sha256', input, ec.privateKey);
+    const p1363 = sign('sha256', input, { key: ec.privateKey, dsaEncoding: 'ieee-p1363' });
+    expect(verifyJwsSignature('ES256', ec.publicKey, input, p1363)).toBe(true);
+    expect(verifyJwsSignature('ES256', ec.publicKey, input, der)).toBe(false);
+    expect(verifyJwsSignature('ES256', ec.publicKey, input, p1363.subarray(0, 63))).toBe(false);
   });
 });
