@@ -220,14 +220,19 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
   };
 }
 
-/** Throughput (msg/s) of one backlog run: submit everything, then drain. */
+/**
+ * Throughput (msg/s) of one backlog run (submit everything, then drain), and the process's CPU ms
+ * per message over the whole run (every thread: handlers, runtime, libuv pool).
+ */
 export async function backlogThroughput(
   world: DemoWorld,
   keys: KeyService,
   messages: readonly PreparedMessage[],
   clockStart: number,
-): Promise<number> {
-  return (await backlogRun(world, keys, messages, clockStart)).throughput;
+): Promise<{ throughput: number; cpuMsPerMessage: number }> {
+  const c0 = process.cpuUsage();
+  const { throughput } = await backlogRun(world, keys, messages, clockStart);
+  return { throughput, cpuMsPerMessage: cpuMsSince(c0) / messages.length };
 }
 
 async function backlogRun(

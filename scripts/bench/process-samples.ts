@@ -79,9 +79,16 @@ async function prepare(world: DemoWorld, n: number, now: number): Promise<Prepar
   return { dir, config, keystore, inputs };
 }
 
-/** Wall ms of one `itk3 process` run over `input`; every message must be delivered. */
-function runProcess(root: string, p: PreparedDir, input: string, expected: number): number {
+/** Wall and CPU ms of one `itk3 process` run over `input`; every message must be delivered. */
+function runProcess(
+  root: string,
+  p: PreparedDir,
+  input: string,
+  expected: number,
+): { wall: number; cpu: number } {
   const out = mkdtempSync(join(p.dir, 'out-'));
+  const cpuFile = join(out, 'cpu.json');
+  const preload = join(root, 'scripts/bench/cpu-at-exit.cjs');
   const t0 = performance.now();
   const stdout = execFileSync(
     process.execPath,
@@ -96,21 +103,38 @@ function runProcess(root: string, p: PreparedDir, input: string, expected: numbe
       '--out',
       out,
     ],
-    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+    {
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+      env: {
+        ...process.env,
+        ITK3_BENCH_CPU_FILE: cpuFile,
+        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${preload}`.trim(),
+      },
+    },
   );
-  const ms = performance.now() - t0;
+  const wall = performance.now() - t0;
+  const cpu = (JSON.parse(readFileSync(cpuFile, 'utf8')) as { cpuMs: number }).cpuMs;
   const delivered = stdout.split('\n').filter((l) => l.includes('"status":"delivered"')).length;
   if (delivered !== expected) throw new Error(`itk3 process delivered ${delivered} of ${expected} samples`);
   rmSync(out, { recursive: true, force: true });
-  return ms;
+  return { wall, cpu };
 }
 
 export interface ProcessResult {
   modulus: number;
   messages: number;
-  /** ms per message with start-up cancelled out, per repeat. */
+  /** Wall ms per message with start-up cancelled out, over the repeats. */
   msPerMessage: Summary;
+  /** CPU ms per message (the child's own user + system time), start-up cancelled out likewise. */
+  cpuMsPerMessage: Summary;
   throughput: number;
+}
+
+/** Per-message figures of one pair of runs. */
+export interface ProcessSample {
+  wallMs: number;
+  cpuMs: number;
 }
 
 /**
@@ -123,20 +147,21 @@ export async function benchProcessSamples(
   modulus: number,
   n: number,
   now: number,
-): Promise<{ modulus: number; run: () => number; cleanup: () => void }> {
+): Promise<{ modulus: number; run: () => ProcessSample; cleanup: () => void }> {
   const p = await prepare(world, n, now);
   return {
     modulus,
     run: () => {
       const single = runProcess(root, p, p.inputs.single, n);
       const double = runProcess(root, p, p.inputs.double, 2 * n);
-      return (double - single) / n;
+      return { wallMs: (double.wall - single.wall) / n, cpuMs: (double.cpu - single.cpu) / n };
     },
     cleanup: () => rmSync(p.dir, { recursive: true, force: true }),
   };
 }
 
-export function processResult(modulus: number, n: number, samples: readonly number[]): ProcessResult {
-  const msPerMessage = summarise(samples);
-  return { modulus, messages: n, msPerMessage, throughput: 1000 / msPerMessage.median };
+export function processResult(modulus: number, n: number, samples: readonly ProcessSample[]): ProcessResult {
+  const msPerMessage = summarise(samples.map((s) => s.wallMs));
+  const cpuMsPerMessage = summarise(samples.map((s) => s.cpuMs));
+  return { modulus, messages: n, msPerMessage, cpuMsPerMessage, throughput: 1000 / msPerMessage.median };
 }

@@ -40,6 +40,7 @@ import {
   benchProcessSamples,
   PROCESS_SAMPLE,
   type ProcessResult,
+  type ProcessSample,
   processResult,
   sampleBytes,
 } from './process-samples.js';
@@ -333,7 +334,18 @@ async function main(): Promise<void> {
     print('\n2b. Close to the floor at every key size (issue 14 item 2; runs alternate between key sizes)');
     print(
       table(
-        ['workload', 'key', 'floor ms/msg', 'floor msg/s', 'measured msg/s', 'ratio'],
+        [
+          'workload',
+          'key',
+          'floor ms/msg',
+          'floor msg/s',
+          'measured msg/s (wall)',
+          'wall ratio',
+          'CPU ms/msg',
+          'CPU ratio',
+          'target',
+          'met (CPU)',
+        ],
         close.rows.map((r) => [
           r.workload,
           `RSA-${r.modulus}`,
@@ -341,6 +353,10 @@ async function main(): Promise<void> {
           (1000 / r.floorMs).toFixed(1),
           fmt(r.throughput, 1),
           r.ratio.toFixed(2),
+          fmt(r.cpuMs, 3),
+          r.cpuRatio.toFixed(2),
+          `≥ ${r.target}`,
+          r.cpuRatio >= r.target ? 'yes' : 'NO',
         ]),
       ),
     );
@@ -520,10 +536,10 @@ async function main(): Promise<void> {
   }
   for (const r of close?.rows ?? []) {
     targets.push({
-      name: `${r.workload} ÷ floor, RSA-${r.modulus} (issue 14)`,
+      name: `${r.workload} ÷ floor, RSA-${r.modulus}, one core (issue 14)`,
       target: `≥ ${r.target}`,
-      measured: r.ratio.toFixed(2),
-      met: r.ratio >= r.target,
+      measured: `${r.cpuRatio.toFixed(2)} CPU (wall ${r.ratio.toFixed(2)})`,
+      met: r.cpuRatio >= r.target,
     });
   }
   print('\n6. Targets (issues 6 and 14)');
@@ -581,7 +597,12 @@ interface CloseRow {
   modulus: 4096 | 2048;
   floorMs: number;
   throughput: Summary;
+  /** Measured throughput ÷ floor throughput (wall clock: the host's load is in it). */
   ratio: number;
+  /** CPU ms per message, over the repeats. */
+  cpuMs: Summary;
+  /** Floor CPU ÷ pipeline CPU per message: the one-core throughput ratio, steady under load. */
+  cpuRatio: number;
   target: number;
 }
 
@@ -623,12 +644,15 @@ async function closeToFloor(
       keys: new SoftwareKeyService(w.world.keystore),
       messages: await prepareMessages(w.world, small, plan.close.backlog, { now, infAck: true }),
       samples: [] as number[],
+      cpu: [] as number[],
     });
   }
   for (const p of prepared) await backlogThroughput(p.world, p.keys, p.messages.slice(0, 20), now); // warm-up
   for (let r = 0; r < plan.close.runs; r += 1) {
     for (const p of r % 2 === 0 ? prepared : [...prepared].reverse()) {
-      p.samples.push(await backlogThroughput(p.world, p.keys, p.messages, now));
+      const run = await backlogThroughput(p.world, p.keys, p.messages, now);
+      p.samples.push(run.throughput);
+      p.cpu.push(run.cpuMsPerMessage);
     }
     log(
       `  close run ${r + 1}/${plan.close.runs}: ${prepared.map((p) => `RSA-${p.modulus} ${p.samples.at(-1)?.toFixed(1)} msg/s`).join(', ')}`,
@@ -636,6 +660,7 @@ async function closeToFloor(
   }
   const rows: CloseRow[] = prepared.map((p) => {
     const throughput = summarise(p.samples);
+    const cpuMs = summarise(p.cpu);
     const floorMs = p.modulus === 4096 ? floors.rsa4096 : floors.rsa2048;
     return {
       workload: 'embedded small',
@@ -643,6 +668,8 @@ async function closeToFloor(
       floorMs,
       throughput,
       ratio: (throughput.median * floorMs) / 1000,
+      cpuMs,
+      cpuRatio: floorMs / cpuMs.median,
       target: CLOSE_TARGETS['embedded small'][p.modulus],
     };
   });
@@ -657,13 +684,13 @@ async function closeToFloor(
     // A fresh token clock: the child processes judge credentials against the real time.
     runners.push(await benchProcessSamples(ROOT, w.world, w.modulus, n, Date.now()));
   }
-  const perMessage = runners.map(() => [] as number[]);
+  const perMessage = runners.map(() => [] as ProcessSample[]);
   try {
     for (let r = 0; r < plan.close.processRepeats; r += 1) {
       const order = r % 2 === 0 ? [0, 1] : [1, 0];
       for (const i of order) perMessage[i]?.push((runners[i] as (typeof runners)[number]).run());
       log(
-        `  itk3 process repeat ${r + 1}/${plan.close.processRepeats}: ${runners.map((x, i) => `RSA-${x.modulus} ${perMessage[i]?.at(-1)?.toFixed(2)} ms/msg`).join(', ')}`,
+        `  itk3 process repeat ${r + 1}/${plan.close.processRepeats}: ${runners.map((x, i) => `RSA-${x.modulus} ${perMessage[i]?.at(-1)?.wallMs.toFixed(2)} ms/msg (CPU ${perMessage[i]?.at(-1)?.cpuMs.toFixed(2)})`).join(', ')}`,
       );
     }
   } finally {
@@ -689,6 +716,8 @@ async function closeToFloor(
       floorMs,
       throughput,
       ratio: floorMs / p.msPerMessage.median,
+      cpuMs: p.cpuMsPerMessage,
+      cpuRatio: floorMs / p.cpuMsPerMessage.median,
       target: CLOSE_TARGETS['itk3 process 63 KB'][modulus],
     });
   }
