@@ -175,7 +175,7 @@ function corporaSection(): string {
   if (jws) {
     const s = jws.signature;
     lines.push(
-      `| Wycheproof JWS, registrable keys | \`verifySigned\` on the unparsed header (key registry, alg pinning, \`compactVerify\`) | ${s.run} | — | ${s.validAccepted ?? 0} | ${s.validRejected ?? 0} | ${s.invalidRejected ?? 0} | **${s.invalidAccepted ?? 0}** |`,
+      `| Wycheproof JWS, registrable keys | \`verifySigned\` on the unparsed header (key registry, alg pinning, \`node:crypto\` verify) | ${s.run} | — | ${s.validAccepted ?? 0} | ${s.validRejected ?? 0} | ${s.invalidRejected ?? 0} | **${s.invalidAccepted ?? 0}** |`,
     );
   }
   if (jwePipe) {

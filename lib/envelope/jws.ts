@@ -1,12 +1,11 @@
 /**
- * The inner message signature (verify stage): structural parsing, then `compactVerify` with the key
+ * The inner message signature (verify stage): structural parsing, then a `node:crypto` verify with the key
  * registered to the **authenticated** sender organisation (SECURITY-CORPUS.md §3, rule 6).
  *
  * Decryption proves nothing about who wrote the content — anyone holding our public key can
  * encrypt to us (A18) — so the JWS is always verified, with a key chosen from configuration by
  * `kid` and then required to belong to the sender the credential authenticated.
  */
-import { type CryptoKey, compactVerify, errors } from 'jose';
 import type { LoadedConfig } from '../config/load.js';
 import type { Limits, PublicJwk } from '../config/schema.js';
 import { EnvelopeError, type RejectionCode, SignatureError } from '../errors.js';
@@ -21,7 +20,7 @@ import {
   KID_PATTERN,
   type SigningAlg,
 } from './contract.js';
-import { PublicKeyCache } from './key-cache.js';
+import { PublicKeyObjects, SignatureKeyError, signedParts, verifyJwsSignature } from './signature.js';
 
 /** Header members the contract defines; `typ` is tolerated because some JOSE libraries add it. */
 const KNOWN_JWS_HEADERS = new Set(['alg', 'kid', 'cty', 'itk', 'typ']);
@@ -136,7 +135,7 @@ function checkHeader(header: JsonObject): SignedHeader {
 /**
  * Verify the inner JWS with the key registered under its `kid`, which must belong to
  * `expectedSenderOds` (the organisation the credential authenticated, or that its actor acts for).
- * The JWS header `alg` must equal the registered key's `alg`; `jose` is told that one algorithm.
+ * The JWS header `alg` must equal the registered key's `alg`, and only that algorithm is verified.
  *
  * Bindings between this routing, the JWE routing, the credential and the MessageHeader are the
  * verify stage's job; this function only proves who signed which bytes.
@@ -159,25 +158,34 @@ export async function verifySigned(
   if (parsed.alg !== entry.jwk.alg) {
     fail('SIGNATURE_ALG_NOT_ALLOWED', 'message signature alg does not match the registered key');
   }
-  const key = await senderKey(entry.ods, entry.jwk);
-  let payload: Uint8Array;
+  // node:crypto on the guarded segments (signature.ts): same checks as jose's compactVerify with
+  // the one registered algorithm, without its base64url and WebCrypto costs.
+  const key = senderKey(entry.ods, entry.jwk);
+  const { signingInput, payloadSegment, signature } = signedParts(parsed.compact);
+  let valid: boolean;
   try {
-    ({ payload } = await compactVerify(parsed.compact, key, { algorithms: [entry.jwk.alg] }));
+    valid = verifyJwsSignature(entry.jwk.alg, key, signingInput, signature);
   } catch (error) {
-    const code =
-      error instanceof errors.JOSEAlgNotAllowed || error instanceof errors.JOSENotSupported
-        ? 'SIGNATURE_ALG_NOT_ALLOWED'
-        : 'SIGNATURE_INVALID';
-    const joseCode = error instanceof errors.JOSEError ? error.code : 'TypeError';
-    throw new SignatureError(code, 'message signature is invalid', { cause: { joseCode } });
+    if (!(error instanceof SignatureKeyError)) throw error;
+    // A registered key unfit for its alg (an RSA key under 2048 bits): refused as jose refused it.
+    throw new SignatureError('SIGNATURE_INVALID', 'message signature is invalid', {
+      cause: { joseCode: 'TypeError' },
+    });
   }
+  if (!valid) {
+    throw new SignatureError('SIGNATURE_INVALID', 'message signature is invalid', {
+      cause: { joseCode: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' },
+    });
+  }
+  const decoded = Buffer.from(payloadSegment, 'base64url');
+  const payload = new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
   return { payload, format: parsed.format, routing: parsed.routing };
 }
 
 /** Imported sender keys per (sender ODS, kid). */
-const senderKeys = new PublicKeyCache();
+const senderKeys = new PublicKeyObjects();
 
-function senderKey(ods: string, jwk: PublicJwk): Promise<CryptoKey> {
+function senderKey(ods: string, jwk: PublicJwk) {
   return senderKeys.get(`${ods}\u0000${jwk.kid}`, jwk);
 }
 

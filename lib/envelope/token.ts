@@ -7,7 +7,7 @@
  * `jwtVerify` is called with the one algorithm of that key and every claim check switched on.
  */
 import { randomUUID } from 'node:crypto';
-import { type CryptoKey, errors, type JWTPayload, jwtVerify, SignJWT } from 'jose';
+import { type JWTPayload, SignJWT } from 'jose';
 import { isClientOf, type LoadedConfig } from '../config/load.js';
 import type { IssuerConfig, PublicJwk } from '../config/schema.js';
 import { scopeCovers } from '../config/scope.js';
@@ -24,13 +24,19 @@ import {
   type SigningAlg,
   toJoseKey,
 } from './contract.js';
-import { PublicKeyCache } from './key-cache.js';
+import { PublicKeyObjects, SignatureKeyError, signedParts, verifyJwsSignature } from './signature.js';
 
 /** Default credential lifetime when neither `exp` nor `lifetimeSeconds` is given. */
 export const DEFAULT_TOKEN_LIFETIME_SECONDS = 300;
 
 /** Claims the verifier requires on every credential. */
 const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'iat', 'exp', 'jti'];
+/**
+ * The order jose checked their presence in (required claims, then those implied by maxTokenAge,
+ * audience and issuer, reversed and de-duplicated): iss, aud, iat, jti, exp, sub. The first
+ * missing one is the claim named in the rejection.
+ */
+const PRESENCE_ORDER = [...new Set([...REQUIRED_CLAIMS, 'iat', 'aud', 'iss'].reverse())];
 
 /** Bound on `sub`, `jti` and actor ids: they become store keys and audit fields. */
 const MAX_ID_LENGTH = 256;
@@ -199,29 +205,81 @@ export async function verifyCredential(
   if (jwk.alg !== alg) reject('TOKEN_ALG_NOT_ALLOWED', 'credential alg does not match the issuer key');
   onPass('key');
 
-  const key = await issuerKey(issuer, jwk);
-  let payload: JWTPayload;
+  // Signature with node:crypto on the guarded segments, then the claim checks jose's jwtVerify made
+  // with these options, in its order and with its codes (checkStandardClaims).
+  const key = issuerKey(issuer, jwk);
+  const { signingInput, signature } = signedParts(token);
+  let valid: boolean;
   try {
-    ({ payload } = await jwtVerify(token, key, {
-      algorithms: [jwk.alg],
-      issuer: issuer.issuer,
-      audience: config.doc.audience,
-      typ: 'JWT',
-      requiredClaims: REQUIRED_CLAIMS,
-      maxTokenAge: limits.maxTokenLifetimeSeconds,
-      clockTolerance: limits.clockSkewSeconds,
-      currentDate: new Date(receivedAtMs),
-    }));
+    valid = verifyJwsSignature(jwk.alg, key, signingInput, signature);
   } catch (error) {
-    // jose validates the claims only after the signature verified.
-    if (error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired) {
-      onPass('signature');
-    }
-    throw mapJoseError(error);
+    if (!(error instanceof SignatureKeyError)) throw error;
+    throw new AuthenticationError('TOKEN_MALFORMED', 'credential could not be verified', {
+      cause: { joseCode: 'TypeError' },
+    });
+  }
+  if (!valid) {
+    throw new AuthenticationError('TOKEN_SIGNATURE_INVALID', 'credential signature is invalid', {
+      cause: { joseCode: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' },
+    });
   }
   onPass('signature');
+  // The claims set verified above is exactly the segment `unverified` was decoded from.
+  checkStandardClaims(unverified, issuer.issuer, config.doc.audience, limits, receivedAtMs);
+  return judgeClaims(unverified, issuer, config, receivedAtMs, onPass);
+}
 
-  return judgeClaims(payload as JsonObject, issuer, config, receivedAtMs, onPass);
+/**
+ * The standard claim checks, as `jose` `jwtVerify` made them with `issuer`, `audience`,
+ * `requiredClaims`, `maxTokenAge`, `clockTolerance` and `currentDate` (jose 6, `validateClaimsSet`):
+ * same order, so the same claim is named when several fail, and the same codes.
+ */
+function checkStandardClaims(
+  claims: JsonObject,
+  iss: string,
+  audience: string,
+  limits: LoadedConfig['doc']['limits'],
+  receivedAtMs: number,
+): void {
+  for (const claim of PRESENCE_ORDER) {
+    if (!Object.hasOwn(claims, claim)) claimFailed(claim, 'missing');
+  }
+  if (claims.iss !== iss) claimFailed('iss', 'check_failed');
+  const aud = claims.aud;
+  const audienceOk =
+    typeof aud === 'string' ? aud === audience : Array.isArray(aud) && aud.includes(audience);
+  if (!audienceOk) claimFailed('aud', 'check_failed');
+  const tolerance = limits.clockSkewSeconds;
+  const now = Math.floor(receivedAtMs / 1000);
+  const iat = claims.iat;
+  if (typeof iat !== 'number') claimFailed('iat', 'invalid');
+  const nbf = claims.nbf;
+  if (nbf !== undefined) {
+    if (typeof nbf !== 'number') claimFailed('nbf', 'invalid');
+    if (nbf > now + tolerance) claimFailed('nbf', 'check_failed');
+  }
+  const exp = claims.exp;
+  if (exp !== undefined) {
+    if (typeof exp !== 'number') claimFailed('exp', 'invalid');
+    if (exp <= now - tolerance) expired('exp');
+  }
+  const age = now - iat;
+  if (age - tolerance > limits.maxTokenLifetimeSeconds) expired('iat');
+  if (age < -tolerance) claimFailed('iat', 'check_failed');
+}
+
+/** A failed claim check, with the code and cause jose's `JWTClaimValidationFailed` mapped to. */
+function claimFailed(claim: string, reason: 'missing' | 'invalid' | 'check_failed'): never {
+  const [code, message] = joseCodeFor('ERR_JWT_CLAIM_VALIDATION_FAILED', claim, reason);
+  throw new AuthenticationError(code, message, {
+    cause: { joseCode: 'ERR_JWT_CLAIM_VALIDATION_FAILED', claim },
+  });
+}
+
+/** An expired credential (`exp` passed, or `iat` older than the maximum token age). */
+function expired(claim: 'exp' | 'iat'): never {
+  const [code, message] = joseCodeFor('ERR_JWT_EXPIRED', claim, 'check_failed');
+  throw new AuthenticationError(code, message, { cause: { joseCode: 'ERR_JWT_EXPIRED', claim } });
 }
 
 /** Checks `jwtVerify` does not make, on a payload whose signature and standard claims passed. */
@@ -352,9 +410,9 @@ function actClaim(actors: readonly string[]): Record<string, unknown> | undefine
 }
 
 /** Imported issuer keys per (issuer id, kid). */
-const issuerKeys = new PublicKeyCache();
+const issuerKeys = new PublicKeyObjects();
 
-function issuerKey(issuer: IssuerConfig, jwk: PublicJwk): Promise<CryptoKey> {
+function issuerKey(issuer: IssuerConfig, jwk: PublicJwk) {
   return issuerKeys.get(`${issuer.id}\u0000${jwk.kid}`, jwk);
 }
 
@@ -368,26 +426,7 @@ function reject(code: RejectionCode, message: string): never {
   throw new AuthenticationError(code, message);
 }
 
-/**
- * Map a `jose` error to a catalogue code. The jose error itself is dropped: its claim-validation
- * errors carry the whole payload (A28). Only its code and the claim name are kept as cause.
- */
-function mapJoseError(error: unknown): AuthenticationError {
-  if (!(error instanceof errors.JOSEError)) {
-    return new AuthenticationError('TOKEN_MALFORMED', 'credential could not be verified', {
-      cause: { joseCode: 'TypeError' },
-    });
-  }
-  const claimError =
-    error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired
-      ? error
-      : undefined;
-  const claim = claimError?.claim;
-  const cause = claim === undefined ? { joseCode: error.code } : { joseCode: error.code, claim };
-  const [code, message] = joseCodeFor(error.code, claim, claimError?.reason);
-  return new AuthenticationError(code, message, { cause });
-}
-
+/** The catalogue code and message for a claim failure, in jose's error vocabulary. */
 function joseCodeFor(
   joseCode: string,
   claim: string | undefined,

@@ -16,6 +16,7 @@
  */
 import { SaxesParser } from 'saxes';
 import { FHIR_NS } from './constants.js';
+import { readXmlFast } from './xml-fast.js';
 
 /** Namespace of the narrative `div` (FHIR Narrative.div). */
 export const XHTML_NS = 'http://www.w3.org/1999/xhtml';
@@ -76,7 +77,19 @@ type Frame = XmlElement | 'xhtml' | 'foreign';
  * Parse an XML string under the given caps. Throws {@link XmlRefusal} on anything refused or not
  * well-formed; the caller maps that to an ITK3 code.
  */
-export function readXml(text: string, limits: XmlLimits): XmlDocument {
+export function readXml(text: string, limits: XmlLimits, fastPath = true): XmlDocument {
+  // The common, plain FHIR document in one fast pass; anything it does not vouch for is read by
+  // saxes, which alone refuses (xml-fast.ts). `fastPath` false is for the differential tests.
+  const doc = (fastPath ? readXmlFast(text, limits) : undefined) ?? readXmlSaxes(text, limits);
+  if (doc.root !== undefined) refuseObfuscatingReferences(text);
+  return doc;
+}
+
+/**
+ * The saxes reader with every refusal rule of this file except the character-reference check,
+ * which {@link readXml} runs after either reader. Exported for the fast path's differential test.
+ */
+export function readXmlSaxes(text: string, limits: XmlLimits): XmlDocument {
   const parser = new SaxesParser({ xmlns: true, position: false });
   const stack: Frame[] = [];
   // Qualified names of the attributes of the element being opened (a repeat is refused).
@@ -192,7 +205,6 @@ export function readXml(text: string, limits: XmlLimits): XmlDocument {
     throw new XmlRefusal('XML is not well-formed');
   }
   if (rootName === '') throw new XmlRefusal('XML has no root element');
-  if (root !== undefined) refuseObfuscatingReferences(text);
   return { rootName, rootNs, root };
 }
 

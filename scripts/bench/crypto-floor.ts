@@ -64,6 +64,30 @@ export interface FloorResult {
   sizes: SizeFloor[];
 }
 
+/** The floor of one message at each recipient key size (same items, other unwrap). */
+export interface FloorByModulus {
+  /** ms per message with the RSA-4096 unwrap (the key in use). */
+  rsa4096: number;
+  /** ms per message with the RSA-2048 unwrap. */
+  rsa2048: number;
+}
+
+export const UNWRAP_4096 = 'CEK unwrap RSA-OAEP-256 4096 (node:crypto)';
+export const UNWRAP_2048 = 'CEK unwrap RSA-OAEP-256 2048 (node:crypto, reference)';
+
+/** `floorMs` of a size with the RSA-2048 unwrap in place of the RSA-4096 one. */
+export function floorByModulus(floor: FloorResult, size: SizeFloor): FloorByModulus {
+  const unwrap = (name: string) => floor.common.find((i) => i.name === name)?.cpuMs.median ?? Number.NaN;
+  return { rsa4096: size.floorMs, rsa2048: size.floorMs - unwrap(UNWRAP_4096) + unwrap(UNWRAP_2048) };
+}
+
+/** The floor of the real 63 KB sample (GP0001: ES256 credential, ES256 inner signature). */
+export interface SampleFloor {
+  bundleBytes: number;
+  items: FloorItem[];
+  floor: FloorByModulus;
+}
+
 /** Time `fn` in a loop for at least `loopMs`, `repeats` times; per-call CPU and wall medians. */
 async function measure(
   name: string,
@@ -131,8 +155,8 @@ export async function measureCryptoFloor(
   const common = [
     await measure('credential verify ES256 (jose)', plan, es256),
     await measure('credential verify PS256 (jose)', plan, ps256),
-    await measure('CEK unwrap RSA-OAEP-256 4096 (node:crypto)', plan, oaep(recipient)),
-    await measure('CEK unwrap RSA-OAEP-256 2048 (node:crypto, reference)', plan, oaep(rsa2048)),
+    await measure(UNWRAP_4096, plan, oaep(recipient)),
+    await measure(UNWRAP_2048, plan, oaep(rsa2048)),
   ];
 
   const senderPrivate = createPrivateKey({ key: { ...world.senders.X26.key.privateJwk }, format: 'jwk' });
@@ -181,7 +205,7 @@ export async function measureCryptoFloor(
     ];
     const composition = [
       'credential verify PS256 (jose)',
-      'CEK unwrap RSA-OAEP-256 4096 (node:crypto)',
+      UNWRAP_4096,
       'inner JWS verify RS512 (node:crypto)',
       'AES-256-GCM decrypt (node:crypto)',
       'base64url decode, JWE ciphertext + JWS payload (Buffer)',
@@ -201,4 +225,63 @@ export async function measureCryptoFloor(
     });
   }
   return { common, sizes: sizeFloors };
+}
+
+/** AES-256-GCM around `plaintext`, and a function that decrypts it (the JWE content layer). */
+function gcmLayer(plaintext: Buffer): { ciphertextB64: string; decrypt: () => Buffer } {
+  const cek = randomBytes(32);
+  const iv = randomBytes(12);
+  const aad = Buffer.from('eyJhbGciOiJSU0EtT0FFUC0yNTYifQ', 'ascii');
+  const cipher = createCipheriv('aes-256-gcm', cek, iv, { authTagLength: 16 });
+  cipher.setAAD(aad);
+  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  const tag = cipher.getAuthTag();
+  return {
+    ciphertextB64: ciphertext.toString('base64url'),
+    decrypt: () => {
+      const d = createDecipheriv('aes-256-gcm', cek, iv, { authTagLength: 16 });
+      d.setAAD(aad);
+      d.setAuthTag(tag);
+      return Buffer.concat([d.update(ciphertext), d.final()]);
+    },
+  };
+}
+
+/**
+ * The floor of the real sample as its sender seals it: ES256 credential (`jose`, as in the main
+ * floor) + unwrap + ES256 inner verify (`node:crypto`) + AES-256-GCM + base64url of its sizes.
+ */
+export async function measureSampleFloor(
+  world: DemoWorld,
+  bundle: Uint8Array,
+  floor: FloorResult,
+  plan: FloorPlan,
+): Promise<SampleFloor> {
+  const signer = createPrivateKey({ key: { ...world.senders.GP0001.key.privateJwk }, format: 'jwk' });
+  const signerPublic = createPublicKey(signer);
+  const header = Buffer.from(JSON.stringify({ alg: 'ES256', kid: 'k', cty: 'fhir+xml' })).toString(
+    'base64url',
+  );
+  const payloadB64 = Buffer.from(bundle).toString('base64url');
+  const signingInput = Buffer.from(`${header}.${payloadB64}`, 'ascii');
+  const signature = sign('sha256', signingInput, { key: signer, dsaEncoding: 'ieee-p1363' });
+  const jws = Buffer.from(`${header}.${payloadB64}.${signature.toString('base64url')}`, 'ascii');
+  const gcm = gcmLayer(jws);
+  const items = [
+    await measure('inner JWS verify ES256 (node:crypto)', plan, () =>
+      verify('sha256', signingInput, { key: signerPublic, dsaEncoding: 'ieee-p1363' }, signature),
+    ),
+    await measure('AES-256-GCM decrypt (node:crypto)', plan, gcm.decrypt),
+    await measure('base64url decode, JWE ciphertext + JWS payload (Buffer)', plan, () => {
+      Buffer.from(gcm.ciphertextB64, 'base64url');
+      return Buffer.from(payloadB64, 'base64url');
+    }),
+  ];
+  const common = (name: string) => floor.common.find((i) => i.name === name)?.cpuMs.median ?? Number.NaN;
+  const rest = common('credential verify ES256 (jose)') + items.reduce((sum, i) => sum + i.cpuMs.median, 0);
+  return {
+    bundleBytes: bundle.byteLength,
+    items,
+    floor: { rsa4096: rest + common(UNWRAP_4096), rsa2048: rest + common(UNWRAP_2048) },
+  };
 }
