@@ -378,6 +378,7 @@ export class EmbeddedPipeline {
         } else {
           this.queues[stage].delete(m.messageId, m.receiptHandle!);
           if (stage === 'deliver') await this.#finish(traceIdOf(m));
+          else if (stage === 'authenticate') await this.#finishIfUnanswered(traceIdOf(m));
         }
       }
     } finally {
@@ -386,7 +387,7 @@ export class EmbeddedPipeline {
     this.#announce();
   }
 
-  /** A trace left the deliver stage: record its terminal outcome and drop its claim-check blobs. */
+  /** A trace ended (it left deliver, or was refused unanswered): record its outcome, drop its blobs. */
   async #finish(traceId: string): Promise<void> {
     const outcome = outcomeFromAudit(traceId, await this.audit.byTrace(traceId));
     if (outcome.status === 'in-flight' || outcome.status === 'dead-lettered') return;
@@ -394,6 +395,18 @@ export class EmbeddedPipeline {
     this.state.recordOutcome(stored);
     this.state.releaseTrace(traceId);
     this.#finished.push(stored);
+  }
+
+  /**
+   * A rejection of a sender that was never authenticated ends at authenticate: no response job
+   * goes to deliver (nothing is signed or stored for it), so its outcome is terminal here. Only
+   * authenticate can reject without a principal; its audit entry is the one without a sender.
+   */
+  async #finishIfUnanswered(traceId: string): Promise<void> {
+    const entries = await this.audit.byTrace(traceId);
+    if (entries.some((e) => e.event === 'rejected' && e.stage === 'authenticate' && !e.sender)) {
+      await this.#finish(traceId);
+    }
   }
 
   /** Tell the listener about outcomes that are now committed. */

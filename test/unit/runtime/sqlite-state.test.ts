@@ -16,6 +16,7 @@ import { VirtualClock } from '../../../lib/runtime/embedded.js';
 import type { QueueSettings } from '../../../lib/runtime/memory-queue.js';
 import {
   buildMessage,
+  credentialFor,
   embeddedPipeline,
   makeTempDir,
   removeTempDirs,
@@ -246,7 +247,8 @@ describe('the embedded pipeline on the SQLite state', () => {
     await submitMessage(pipeline, world, 'X26', buildMessage('X26'));
     await submitMessage(pipeline, world, 'X26', buildMessage('X26'));
     const sealed = await sealAs(world, 'X26', buildMessage('X26'));
-    const refused = await pipeline.submit('a.b.c', sealed);
+    // A valid credential: the front door refuses a bad one with 401 before the backlog is looked at.
+    const refused = await pipeline.submit(await credentialFor(world, 'X26', clock.now()), sealed);
     expect(refused).toMatchObject({ status: 503 });
     expect(() => pipeline.submitRaw(sealed)).toThrow(/retry later/);
     await pipeline.drain();
