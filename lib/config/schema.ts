@@ -91,8 +91,13 @@ export const DeliveryTargetSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('folder'), path: z.string().min(1) }).strict(),
   z.object({ type: z.literal('s3'), bucket: z.string().min(3), prefix: z.string().default('') }).strict(),
   z.object({ type: z.literal('sqs'), queueUrl: z.string().url() }).strict(),
-  /** A MESH mailbox: the bytes are sent from the gateway's mailbox with this workflow id. */
-  z.object({ type: z.literal('mesh'), mailbox: meshMailboxId, workflowId: meshWorkflowId }).strict(),
+  /**
+   * A MESH mailbox: the bytes are sent from the gateway's mailbox with this workflow id (default:
+   * the workflow the message arrived with over MESH, else the event's first workflow, ITK3.md §3).
+   */
+  z
+    .object({ type: z.literal('mesh'), mailbox: meshMailboxId, workflowId: meshWorkflowId.optional() })
+    .strict(),
 ]);
 
 export const IssuerSchema = z

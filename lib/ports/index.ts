@@ -80,7 +80,7 @@ export type DeliveryTarget =
    * A MESH mailbox, sent to from the gateway's mailbox `from` (default: the configured sending
    * mailbox) with `localId` as `Mex-LocalID` (the trace id, so MESH REPORTs join the trace).
    */
-  | { type: 'mesh'; mailbox: string; workflowId: string; from?: string; localId?: string };
+  | { type: 'mesh'; mailbox: string; workflowId?: string; from?: string; localId?: string };
 
 /** One audit event. Never message bytes, tokens, keys or patient data. */
 export interface AuditEntry {
