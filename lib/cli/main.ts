@@ -30,6 +30,7 @@ import { saveDeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../ports/index.js';
 import { runDemo } from './demo.js';
 import { keysWrapCommand } from './keys-wrap.js';
+import { MESH_HELP, meshCommand, startMeshPolling } from './mesh.js';
 import {
   awsDlqList,
   awsDlqRedrive,
@@ -70,7 +71,7 @@ Commands:
   process PATH... --config F [--keystore F] [--out DIR]
                                             run sealed messages (NAME.jwe with its credential NAME.jwt) through
                                             the embedded pipeline; one JSON line per message
-  serve --config F [--keystore F] [--port N] [--out DIR] [--allowed-host H:P]...
+  serve --config F [--keystore F] [--port N] [--out DIR] [--mesh] [--allowed-host H:P]...
         [--headers-timeout S] [--request-timeout S] [--keep-alive-timeout S] [--idle-timeout S]
         [--max-connections N] [--max-backlog-messages N] [--max-backlog-bytes N]
                                             HTTP POST /messages on 127.0.0.1 into the embedded pipeline;
@@ -78,7 +79,9 @@ Commands:
                                             Host must be 127.0.0.1:<port> or localhost:<port> unless
                                             --allowed-host is given; defaults 10 s headers, 60 s request,
                                             5 s keep-alive, 30 s idle, 256 connections; 503 + Retry-After
-                                            over 1000 queued messages or 256 MiB
+                                            over 1000 queued messages or 256 MiB; --mesh also polls the
+                                            gateway's MESH mailboxes every mesh.pollIntervalSeconds
+${MESH_HELP}
   dlq list [--out DIR] [--stage S] [--json]  dead letters an embedded run left (never their bodies)
   dlq show MESSAGE_ID [--out DIR]           one dead letter: stage, reason, attempts and its audit trail
   dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
@@ -125,6 +128,18 @@ export async function main(
         return configCommand(rest, write);
       case 'dlq':
         return await dlqCommand(rest, write);
+      case 'mesh': {
+        const { values, positionals } = args(
+          rest,
+          {
+            config: { type: 'string' },
+            keystore: { type: 'string', default: '.itk3/keystore.json' },
+            out: { type: 'string', default: '.itk3/run' },
+          },
+          true,
+        );
+        return await meshCommand(positionals, values, write);
+      }
       case 'trace': {
         const { values, positionals } = args(
           rest,
@@ -448,6 +463,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     'max-connections': { type: 'string' },
     'max-backlog-messages': { type: 'string' },
     'max-backlog-bytes': { type: 'string' },
+    mesh: { type: 'boolean', default: false },
   });
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
@@ -499,8 +515,17 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
   write(
     `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
   );
+  // --mesh: also poll the gateway's MESH mailboxes (config "mesh") into the same pipeline.
+  const meshPolling = values.mesh
+    ? startMeshPolling(server.pipeline, config, resolve(values.out), (l) => process.stderr.write(`${l}\n`))
+    : undefined;
+  if (meshPolling) {
+    write(
+      `polling MESH mailboxes ${[...meshPolling.gateway.clients.keys()].join(', ')} every ${config.doc.mesh?.pollIntervalSeconds} s`,
+    );
+  }
   await new Promise<void>((done) => {
-    const stop = () => server.close().then(done);
+    const stop = () => (meshPolling?.stop() ?? Promise.resolve()).then(() => server.close()).then(done);
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
