@@ -503,7 +503,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     }
   }
   const config = loadConfigFile(values.config);
-  warnUnreachableTargets(config);
+  warnUnreachableTargets(config, undefined, values.mesh);
   const server = await startServer({
     config,
     keys: new SoftwareKeyService(readKeystore(values.keystore)),

@@ -40,7 +40,7 @@ export async function meshCommand(
   const config = loadConfigFile(options.config);
   requireMesh(config);
   const keys = new SoftwareKeyService(readKeystore(options.keystore));
-  const pipeline = commandLinePipeline(config, keys, options.out);
+  const pipeline = commandLinePipeline(config, keys, options.out, { mesh: true });
   const gateway = attachMesh(pipeline, meshClientsFromConfig(config));
   try {
     const summaries = await gateway.poll();

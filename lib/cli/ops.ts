@@ -29,8 +29,13 @@ const CLI_VISIBILITY_SECONDS = 1;
  * (so the audit trail's timestamps are true), and retries after a short visibility timeout instead
  * of the deployed 6 × function timeout.
  */
-export function commandLinePipeline(config: LoadedConfig, keys: KeyService, out: string): EmbeddedPipeline {
-  warnUnreachableTargets(config);
+export function commandLinePipeline(
+  config: LoadedConfig,
+  keys: KeyService,
+  out: string,
+  opts: { mesh?: boolean } = {},
+): EmbeddedPipeline {
+  warnUnreachableTargets(config, undefined, opts.mesh);
   const files = runFiles(out);
   return new EmbeddedPipeline({
     config,
@@ -264,19 +269,22 @@ function writeTrace(traceId: string, entries: readonly AuditEntry[], write: Writ
 export function warnUnreachableTargets(
   config: LoadedConfig,
   warn: Write = (l) => process.stderr.write(`${l}\n`),
+  /** MESH is attached (`mesh poll`, `serve --mesh`): `mesh` targets are reachable too. */
+  meshAttached = false,
 ): void {
+  const reachable = (type: string) => type === 'folder' || (meshAttached && type === 'mesh');
   const unreachable = [
     ...config.doc.recipients
-      .filter((r) => r.target.type !== 'folder')
+      .filter((r) => !reachable(r.target.type))
       .map((r) => `recipient ${r.ods} (${r.target.type})`),
     ...config.doc.senders
-      .filter((s) => s.responseTarget.type !== 'folder')
+      .filter((s) => !reachable(s.responseTarget.type))
       .map((s) => `responses for ${s.ods} (${s.responseTarget.type})`),
     ...(config.doc.unauthenticatedResponseTarget.type !== 'folder' ? ['unauthenticated responses'] : []),
   ];
   if (unreachable.length > 0) {
     warn(
-      `warning: embedded mode delivers to folders only; these targets will dead-letter: ${unreachable.join(', ')}`,
+      `warning: embedded mode delivers to folders${meshAttached ? ' and MESH' : ''} only; these targets will dead-letter: ${unreachable.join(', ')}`,
     );
   }
 }
