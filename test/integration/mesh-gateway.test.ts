@@ -80,7 +80,20 @@ describeWithMeshSandbox('MESH end to end: the gateway between mesh-client partne
       sender: { ods: 'GP0001' },
       transports: ['mesh'],
     });
+    doc.rules[1]!.transports = ['https', 'mesh'];
     doc.rules[2]!.transports = ['https', 'mesh'];
+    // X26ABC1 also carries X26's immunisation reports, as a supplier's shared mailbox: a grant.
+    doc.delegations = [
+      ...(doc.delegations ?? []),
+      {
+        id: 'gp-system-mailbox-for-x26',
+        actor: 'gp-system-supplier',
+        meshMailboxes: [GP],
+        onBehalfOf: ['X26'],
+        events: ['ITK009D'],
+        expires: '2099-12-31',
+      },
+    ];
     loadConfig(doc);
     const file = join(dir, name);
     writeFileSync(file, JSON.stringify(doc));
