@@ -51,6 +51,17 @@ export const ERROR_CATALOGUE = {
   /** The credential's (issuer, sub) is not a registered client of its organisation. */
   TOKEN_CLIENT_NOT_REGISTERED: '20012',
   DELEGATION_CHAIN_TOO_DEEP: '20012',
+  // MESH as the identity source (docs/MESH.md). The first three leave the sender unauthenticated.
+  /** `Transport: mesh` without the poller's valid attestation: not from our MESH poller. */
+  MESH_ATTESTATION_INVALID: '20012',
+  /** The sending mailbox is no configured sender's and no grant's. */
+  MESH_MAILBOX_UNKNOWN: '20012',
+  /** The same MESH message on a second trace (a poller crash window): the first one is answered. */
+  MESH_MESSAGE_REPEATED: '20007',
+  /** The mailbox is known but not registered for the organisation the MessageHeader names. */
+  MESH_MAILBOX_NOT_REGISTERED: '20012',
+  /** MessageHeader.source.endpoint names another mailbox than the one MESH authenticated. */
+  MESH_SOURCE_MISMATCH: '20012',
 
   // Authorisation.
   POLICY_DENIED: '20012',
@@ -84,6 +95,8 @@ export const ERROR_CATALOGUE = {
   BUNDLE_NOT_ITK3: '10009',
   ITK3_HEADER_INVALID: '20006',
   HEADER_CONTRADICTS_ENVELOPE: '20006',
+  /** `Mex-WorkflowID` is not a workflow of the MessageHeader's event (ITK3.md §3). */
+  MESH_WORKFLOW_MISMATCH: '20006',
   // One view of the message: what any reasonable reader would read differently is refused.
   BUNDLE_BYTE_ORDER_MARK: '20006',
   BUNDLE_FOREIGN_CONTENT: '20006',
@@ -118,6 +131,8 @@ export type TransientCode =
   /** A different object already holds the delivery name: never claimed as delivered (issue 9). */
   | 'DELIVERY_CONFLICT'
   | 'AUDIT_UNAVAILABLE'
+  /** MESH did not take a message or response (retried, then dead-lettered with MESH's reason). */
+  | 'MESH_SEND_FAILED'
   | 'UNEXPECTED';
 
 export type PipelineErrorCode = RejectionCode | TransientCode | 'CONFIG_INVALID' | 'USAGE';

@@ -38,6 +38,8 @@ export const PrincipalSchema = z.object({
   actors: z.array(z.string()), // act chain, outermost (current actor) first; empty when not delegated
   roles: z.array(z.string()),
   jti: z.string(),
+  /** `mesh` when MESH authenticated the sender: `subject` is the sending mailbox, `jti` the MESH message id. */
+  transport: z.literal('mesh').optional(),
 });
 export type Principal = z.infer<typeof PrincipalSchema>;
 
@@ -78,12 +80,39 @@ export const RejectionSchema = z.object({
 });
 export type Rejection = z.infer<typeof RejectionSchema>;
 
+/**
+ * What MESH says about a message the gateway's poller took from its mailbox (docs/MESH.md): the
+ * sending and receiving mailboxes, the workflow, MESH's message id, the sender's local id, how the
+ * queue body is encoded and its hash. The poller attests these facts with the gateway's key; the
+ * authenticate stage accepts a MESH message only with a valid attestation over exactly them.
+ */
+export const MeshFactsSchema = z
+  .object({
+    from: z.string().min(1).max(64),
+    to: z.string().min(1).max(64),
+    workflowId: z.string().min(1).max(64),
+    messageId: z.string().min(1).max(128),
+    localId: z.string().max(256).optional(),
+    bodyEncoding: z.enum(['utf-8', 'base64']),
+    /** SHA-256 (hex) of the inbound queue body: the message text or its claim-check reference. */
+    bodySha256: z.string().regex(/^[0-9a-f]{64}$/),
+  })
+  .strict();
+export type MeshFacts = z.infer<typeof MeshFactsSchema>;
+
 export const PipelineRecordSchema = z.object({
   v: z.literal(RECORD_VERSION),
   traceId: z.string().min(1).max(128),
   receivedAt: z.number().int().nonnegative(), // ms epoch, receipt time at ingress
-  source: z.enum(['http', 'sqs', 'cli']),
+  source: z.enum(['http', 'sqs', 'cli', 'mesh']),
   credential: z.string().optional(), // dropped after authenticate
+  /** MESH transport: the attested facts, kept to the end (responses go back through MESH). */
+  mesh: MeshFactsSchema.optional(),
+  meshAttestation: z.string().max(4096).optional(), // dropped after authenticate
+  /** MESH transport: the body as it came, until authorise tells a sealed JWE from plain ITK3. */
+  meshBody: ArtefactSchema.optional(),
+  /** MESH transport: a plain ITK3 Bundle (no JWE/JWS); dropped after verify. */
+  plain: ArtefactSchema.optional(),
   sealed: ArtefactSchema.optional(), // the JWE; dropped after decrypt
   principal: PrincipalSchema.optional(),
   routing: ItkRoutingSchema.optional(), // the JWE itk header (unauthenticated until verify)

@@ -445,6 +445,9 @@ export class Itk3SecurePipeline extends Construct {
           else problems.push(`${where}.queueUrl: "${target.queueUrl}" is not an SQS queue URL`);
           break;
         }
+        case 'mesh':
+          // Sent through MESH, not to an AWS resource: no grant here (the MESH poller construct).
+          break;
       }
     }
     if (problems.length > 0) throw new ConfigError(problems);

@@ -33,6 +33,7 @@ import type { MessageOutcome } from '../runtime/embedded.js';
 import { sha256Hex } from '../stages/context.js';
 import { runDemo } from './demo.js';
 import { keysWrapCommand } from './keys-wrap.js';
+import { MESH_HELP, meshCommand, startMeshPolling } from './mesh.js';
 import {
   awsDlqList,
   awsDlqRedrive,
@@ -78,7 +79,7 @@ Commands:
                                             run sealed messages (NAME.jwe with its credential NAME.jwt) through
                                             the embedded pipeline; one JSON line per message as it finishes; state in
                                             DIR/state.db, a re-run finishes what a killed run left
-  serve --config F [--keystore F] [--port N] [--out DIR] [--stop-timeout S] [--allowed-host H:P]...
+  serve --config F [--keystore F] [--port N] [--out DIR] [--stop-timeout S] [--mesh] [--allowed-host H:P]...
         [--headers-timeout S] [--request-timeout S] [--keep-alive-timeout S] [--idle-timeout S]
         [--max-connections N] [--max-backlog-messages N] [--max-backlog-bytes N]
                                             HTTP POST /messages on 127.0.0.1 into the embedded pipeline;
@@ -88,7 +89,9 @@ Commands:
                                             Host must be 127.0.0.1:<port> or localhost:<port> unless
                                             --allowed-host is given; defaults 10 s headers, 60 s request,
                                             5 s keep-alive, 30 s idle, 256 connections; 503 + Retry-After
-                                            over 1000 queued messages or 256 MiB
+                                            over 1000 queued messages or 256 MiB; --mesh also polls the
+                                            gateway's MESH mailboxes every mesh.pollIntervalSeconds
+${MESH_HELP}
   dlq list [--out DIR] [--stage S] [--json]  dead letters an embedded run left (never their bodies)
   dlq show MESSAGE_ID [--out DIR]           one dead letter: stage, reason, attempts and its audit trail
   dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
@@ -147,6 +150,18 @@ export async function main(
         return codesCommand(rest, write);
       case 'dlq':
         return await dlqCommand(rest, write);
+      case 'mesh': {
+        const { values, positionals } = args(
+          rest,
+          {
+            config: { type: 'string' },
+            keystore: { type: 'string', default: '.itk3/keystore.json' },
+            out: { type: 'string', default: '.itk3/run' },
+          },
+          true,
+        );
+        return await meshCommand(positionals, values, write);
+      }
       case 'trace': {
         const { values, positionals } = args(
           rest,
@@ -543,6 +558,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     'max-backlog-messages': { type: 'string' },
     'stop-timeout': { type: 'string', default: '10' },
     'max-backlog-bytes': { type: 'string' },
+    mesh: { type: 'boolean', default: false },
   });
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
@@ -585,7 +601,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
   if (!(stopTimeout > 0 && stopTimeout <= 3600))
     throw new UsageError('--stop-timeout must be 1–3600 seconds');
   const config = loadConfigFile(values.config);
-  warnUnreachableTargets(config);
+  warnUnreachableTargets(config, undefined, values.mesh);
   let failed: Error | undefined;
   let fail: (e: Error) => void = () => undefined;
   const server = await startServer({
@@ -597,16 +613,27 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     ...(allowedHosts ? { allowedHosts } : {}),
     onFatal: (e) => fail(e),
   });
+  // --mesh: also poll the gateway's MESH mailboxes (config "mesh") into the same pipeline.
+  const meshPolling = values.mesh
+    ? startMeshPolling(server.pipeline, config, (l) => process.stderr.write(`${l}\n`))
+    : undefined;
   // Signal handlers first: a process manager may send SIGTERM as soon as it reads the line below.
   const stopped = new Promise<void>((done) => {
+    // The MESH pass in progress ends with the pipeline's drain; a MESH call still hanging is left
+    // at the bound (nothing it read was acknowledged before its enqueue was committed).
+    const stopBoth = (ms: number) =>
+      Promise.all([
+        server.close(ms),
+        meshPolling && Promise.race([meshPolling.stop(), new Promise((r) => setTimeout(r, ms))]),
+      ]).then(() => done());
     const stop = () => {
       process.stderr.write(`stopping: finishing or parking work in hand (at most ${stopTimeout} s)\n`);
-      server.close(stopTimeout * 1000).then(done);
+      void stopBoth(stopTimeout * 1000);
     };
     fail = (e) => {
       failed = e;
       process.stderr.write(`error: ${e.message}; stopped taking messages, nothing accepted is lost\n`);
-      server.close(0).then(done);
+      void stopBoth(0);
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
@@ -615,6 +642,11 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
   write(
     `listening on http://127.0.0.1:${server.port} — POST /messages, GET /messages/<trackingId>; Ctrl-C to stop`,
   );
+  if (meshPolling) {
+    write(
+      `polling MESH mailboxes ${[...meshPolling.gateway.clients.keys()].join(', ')} every ${config.doc.mesh?.pollIntervalSeconds} s`,
+    );
+  }
   await stopped;
   // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never
   // committed, so exiting now loses nothing and keeps the stop bound.

@@ -70,16 +70,16 @@ export function commandLinePipeline(
   config: LoadedConfig,
   keys: KeyService,
   state: SqliteState,
-  limits?: Partial<BacklogLimits>,
+  opts: { limits?: Partial<BacklogLimits>; mesh?: boolean } = {},
 ): EmbeddedPipeline {
-  warnUnreachableTargets(config);
+  warnUnreachableTargets(config, undefined, opts.mesh);
   return new EmbeddedPipeline({
     config,
     keys,
     baseDir: resolve(state.file, '..'),
     state,
     clock: systemClock,
-    ...(limits ? { limits } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
     stages: Object.fromEntries(STAGES.map((s) => [s, { visibilityTimeoutSeconds: CLI_VISIBILITY_SECONDS }])),
   });
 }
@@ -308,19 +308,22 @@ function writeTrace(traceId: string, entries: readonly AuditEntry[], write: Writ
 export function warnUnreachableTargets(
   config: LoadedConfig,
   warn: Write = (l) => process.stderr.write(`${l}\n`),
+  /** MESH is attached (`mesh poll`, `serve --mesh`): `mesh` targets are reachable too. */
+  meshAttached = false,
 ): void {
+  const reachable = (type: string) => type === 'folder' || (meshAttached && type === 'mesh');
   const unreachable = [
     ...config.doc.recipients
-      .filter((r) => r.target.type !== 'folder')
+      .filter((r) => !reachable(r.target.type))
       .map((r) => `recipient ${r.ods} (${r.target.type})`),
     ...config.doc.senders
-      .filter((s) => s.responseTarget.type !== 'folder')
+      .filter((s) => !reachable(s.responseTarget.type))
       .map((s) => `responses for ${s.ods} (${s.responseTarget.type})`),
     ...(config.doc.unauthenticatedResponseTarget.type !== 'folder' ? ['unauthenticated responses'] : []),
   ];
   if (unreachable.length > 0) {
     warn(
-      `warning: embedded mode delivers to folders only; these targets will dead-letter: ${unreachable.join(', ')}`,
+      `warning: embedded mode delivers to folders${meshAttached ? ' and MESH' : ''} only; these targets will dead-letter: ${unreachable.join(', ')}`,
     );
   }
 }

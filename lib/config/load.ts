@@ -24,6 +24,8 @@ export interface LoadedConfig {
   readonly recipientByKid: ReadonlyMap<string, string>;
   /** Sender signing key id → owning sender ODS and the key. */
   readonly senderKeyByKid: ReadonlyMap<string, { ods: string; jwk: PublicJwk }>;
+  /** MESH mailbox → the sender organisation that owns it (`senders[].mesh.mailboxes`). */
+  readonly meshSenderByMailbox: ReadonlyMap<string, string>;
   /**
    * Things that are allowed but widen trust, for `config validate` to show: today, two issuers
    * whose scopes overlap (both may speak for the same organisation).
@@ -54,6 +56,7 @@ export function loadConfig(input: unknown): LoadedConfig {
     rules: indexed(doc.rules),
     delegations: indexed(doc.delegations),
     responseSigningKid: doc.responseSigning.kid,
+    ...(doc.mesh ? { mesh: doc.mesh } : {}),
   });
   if (problems.length > 0) throw new ConfigError(problems, indexes.warnings);
   return deepFreeze({ doc, ...indexes });
@@ -67,6 +70,7 @@ interface Sections {
   rules: [number, PipelineConfig['rules'][number]][];
   delegations: [number, PipelineConfig['delegations'][number]][];
   responseSigningKid: string | undefined;
+  mesh?: PipelineConfig['mesh'];
   /**
    * Names (sender and recipient ODS codes, issuer ids) of elements that are present but failed the
    * schema: they are already reported, so references to them are not reported again as unknown.
@@ -87,6 +91,7 @@ function bestEffortSections(input: unknown): Sections {
     });
   };
   const signing = shape.responseSigning.safeParse(raw.responseSigning);
+  const meshSection = shape.mesh.safeParse(raw.mesh);
   const malformedNames = (key: string, name: string, schema: z.ZodType): Set<string> => {
     const list = raw[key];
     const names = new Set<string>();
@@ -109,6 +114,7 @@ function bestEffortSections(input: unknown): Sections {
     rules: valid('rules', shape.rules.element),
     delegations: valid('delegations', shape.delegations.unwrap().element),
     responseSigningKid: signing.success ? signing.data.kid : undefined,
+    ...(meshSection.success && meshSection.data ? { mesh: meshSection.data } : {}),
   };
 }
 
@@ -149,6 +155,7 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
   };
 
   const sendersByOds = new Map<string, SenderConfig>();
+  const meshSenderByMailbox = new Map<string, string>();
   const senderKeyByKid = new Map<string, { ods: string; jwk: PublicJwk }>();
   for (const [i, sender] of sections.senders) {
     if (sendersByOds.has(sender.ods)) problems.push(`senders.${i}.ods: "${sender.ods}" is listed twice`);
@@ -161,6 +168,14 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
         problems.push(`senders.${i}.clients.${c}: ${describeClient(client)} is listed twice`);
       }
       clientKeys.add(key);
+    }
+    for (const [m, mailbox] of (sender.mesh?.mailboxes ?? []).entries()) {
+      const owner = meshSenderByMailbox.get(mailbox);
+      if (owner !== undefined) {
+        problems.push(
+          `senders.${i}.mesh.mailboxes.${m}: MESH mailbox "${mailbox}" already belongs to ${owner}: a mailbox speaks for one organisation (use a delegation grant for a third party's mailbox)`,
+        );
+      } else meshSenderByMailbox.set(mailbox, sender.ods);
     }
     for (const [k, jwk] of sender.signingKeys.entries()) {
       if (senderKeyByKid.has(jwk.kid)) {
@@ -221,7 +236,11 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
         problems.push(`delegations.${i}.onBehalfOf: "${org}" is not a configured sender`);
       // The actor's credential carries the organisation, so only a named issuer that may speak
       // for it can ever use this grant for it.
-      if (named.length === grant.issuers.length && !named.some((n) => scopeCovers(n.organisations, org))) {
+      if (
+        grant.issuers.length > 0 &&
+        named.length === grant.issuers.length &&
+        !named.some((n) => scopeCovers(n.organisations, org))
+      ) {
         problems.push(
           `delegations.${i}.onBehalfOf: "${org}" is outside the organisations of every issuer the grant names, so the grant can never apply to it`,
         );
@@ -229,9 +248,17 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
     }
   }
 
+  if (sections.mesh) meshProblems(sections.mesh, recipientsByOds, meshSenderByMailbox, problems);
+  for (const [i, rule] of sections.rules) {
+    if (rule.transports.includes('mesh') && !sections.mesh) {
+      problems.push(`rules.${i}.transports: "mesh" needs the gateway's MESH connection (the "mesh" section)`);
+    }
+  }
+
   return {
     problems,
     warnings,
+    meshSenderByMailbox,
     issuersByIss,
     issuersById,
     sendersByOds,
@@ -239,6 +266,41 @@ function crossReference(sections: Sections): Omit<LoadedConfig, 'doc'> & { probl
     recipientByKid,
     senderKeyByKid,
   };
+}
+
+/** The gateway's MESH section: its mailboxes are its own, serve known recipients, one per recipient. */
+function meshProblems(
+  mesh: NonNullable<PipelineConfig['mesh']>,
+  recipientsByOds: ReadonlyMap<string, RecipientConfig>,
+  meshSenderByMailbox: ReadonlyMap<string, string>,
+  problems: string[],
+): void {
+  const mailboxes = new Set<string>();
+  const servedBy = new Map<string, string>();
+  for (const [i, entry] of mesh.mailboxes.entries()) {
+    if (mailboxes.has(entry.mailbox))
+      problems.push(`mesh.mailboxes.${i}.mailbox: "${entry.mailbox}" is listed twice`);
+    mailboxes.add(entry.mailbox);
+    const owner = meshSenderByMailbox.get(entry.mailbox);
+    if (owner) {
+      problems.push(
+        `mesh.mailboxes.${i}.mailbox: "${entry.mailbox}" is the gateway's, but sender ${owner} lists it too`,
+      );
+    }
+    for (const ods of entry.recipients) {
+      if (!recipientsByOds.has(ods)) {
+        problems.push(`mesh.mailboxes.${i}.recipients: "${ods}" is not a configured recipient`);
+      }
+      const other = servedBy.get(ods);
+      if (other !== undefined && other !== entry.mailbox) {
+        problems.push(`mesh.mailboxes.${i}.recipients: "${ods}" is already served by mailbox ${other}`);
+      }
+      servedBy.set(ods, entry.mailbox);
+    }
+  }
+  if (mesh.sendFrom !== undefined && !mailboxes.has(mesh.sendFrom)) {
+    problems.push(`mesh.sendFrom: "${mesh.sendFrom}" is not one of mesh.mailboxes`);
+  }
 }
 
 /**

@@ -13,6 +13,28 @@ const ods = z.string().regex(/^[A-Z0-9]{3,10}$/, 'an ODS code: 3–10 upper-case
 const kid = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a key id: 1–64 of A-Z a-z 0-9 . _ -');
 const eventCode = z.string().regex(/^ITK\d{3}[A-Z]$/, 'an ITK3 event code such as ITK007C');
 const issuerId = z.string().regex(/^[a-z0-9-]{1,64}$/, 'an issuer id: 1–64 of a-z 0-9 -');
+const meshMailboxId = z
+  .string()
+  .regex(/^[A-Z0-9]{3,20}$/, 'a MESH mailbox id: 3–20 upper-case letters or digits, such as X26ABC1');
+const meshWorkflowId = z
+  .string()
+  .regex(
+    /^[A-Z0-9_]{1,64}$/,
+    'a MESH workflow id: upper-case letters, digits and _, such as GPFED_CONSULT_REPORT',
+  );
+
+/**
+ * A secret given by reference, never inline: the name of an environment variable holding it, or a
+ * file whose contents are the secret (trailing newline removed). Resolved when a MESH connection is
+ * made; the value is never printed.
+ */
+export const SecretRefSchema = z.union([
+  z
+    .object({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name') })
+    .strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+]);
+export type SecretRef = z.infer<typeof SecretRefSchema>;
 
 /** One entry of an issuer's scope: an exact ODS code or a prefix pattern such as `FA*`. */
 const scopeEntry = z
@@ -69,6 +91,13 @@ export const DeliveryTargetSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('folder'), path: z.string().min(1) }).strict(),
   z.object({ type: z.literal('s3'), bucket: z.string().min(3), prefix: z.string().default('') }).strict(),
   z.object({ type: z.literal('sqs'), queueUrl: z.string().url() }).strict(),
+  /**
+   * A MESH mailbox: the bytes are sent from the gateway's mailbox with this workflow id (default:
+   * the workflow the message arrived with over MESH, else the event's first workflow, ITK3.md §3).
+   */
+  z
+    .object({ type: z.literal('mesh'), mailbox: meshMailboxId, workflowId: meshWorkflowId.optional() })
+    .strict(),
 ]);
 
 export const IssuerSchema = z
@@ -107,16 +136,48 @@ export const SenderSchema = z
   .object({
     ods,
     name: z.string().optional(),
-    /** Token subjects allowed to send for this organisation, each bound to the issuer that names it. */
-    clients: z.array(ClientSchema).min(1),
-    /** MESH mailbox expected in MessageHeader.source.endpoint, if checked. */
+    /**
+     * Token subjects allowed to send for this organisation, each bound to the issuer that names it.
+     * May be empty only for an organisation that sends through MESH alone.
+     */
+    clients: z.array(ClientSchema),
+    /** MESH mailbox expected in MessageHeader.source.endpoint of sealed messages, if checked. */
     meshMailbox: z.string().optional(),
-    /** Keys that sign this organisation's messages (inner JWS). */
-    signingKeys: z.array(PublicJwkSchema).min(1),
+    /**
+     * This organisation as a MESH sender: the mailboxes it owns (a message from one of them is this
+     * organisation's) and whether its ITK3 responses through MESH are signed (a JWS, as over HTTPS)
+     * or the plain ITK008M Bundle MESH senders expect (the default).
+     */
+    mesh: z
+      .object({
+        mailboxes: z.array(meshMailboxId).min(1),
+        signedResponses: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
+    /** Keys that sign this organisation's messages (inner JWS). Empty only for plain-ITK3 MESH senders. */
+    signingKeys: z.array(PublicJwkSchema),
     /** Where ITK3 responses for this sender go. */
     responseTarget: DeliveryTargetSchema,
   })
-  .strict();
+  .strict()
+  .superRefine((sender, ctx) => {
+    if (sender.clients.length === 0 && !sender.mesh) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['clients'],
+        message:
+          'a sender needs at least one client, or MESH mailboxes (mesh.mailboxes) if it sends only through MESH',
+      });
+    }
+    if (sender.signingKeys.length === 0 && sender.clients.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['signingKeys'],
+        message: 'a sender with clients (sealed messages over HTTPS or SQS) needs at least one signing key',
+      });
+    }
+  });
 
 export const RecipientKeySchema = z
   .object({
@@ -162,6 +223,19 @@ export const PolicyRuleSchema = z
      * `allow` (accepted with a warning). `sender` must always resolve.
      */
     unresolvedReferences: z.enum(['refuse', 'allow']).default('refuse'),
+    /**
+     * Transports the rule accepts: `https` (the HTTP front door and direct SQS, with a credential
+     * and a sealed envelope) and `mesh` (a configured MESH mailbox). Default `["https"]`.
+     */
+    transports: z
+      .array(z.enum(['https', 'mesh']))
+      .min(1)
+      .default(['https']),
+    /**
+     * For MESH: `optional` accepts plain ITK3 (the Bundle as the body) and sealed messages (the
+     * JWE as the body, whose inner JWS still proves the organisation); `required` accepts only sealed.
+     */
+    meshSealed: z.enum(['optional', 'required']).default('optional'),
   })
   .strict();
 
@@ -171,14 +245,75 @@ export const DelegationGrantSchema = z
     /** Token `act.sub` of the acting party. */
     actor: z.string().min(1),
     /** Issuer ids whose credentials may carry this actor; an actor vouched for by any other gets nothing. */
-    issuers: z.array(issuerId).min(1),
+    issuers: z.array(issuerId).default([]),
+    /**
+     * MESH mailboxes the actor runs for the organisations below (a third party's mailbox sending for
+     * a practice): a MESH message from one of them may speak for those organisations and events.
+     */
+    meshMailboxes: z.array(meshMailboxId).min(1).optional(),
     /** Organisations it may act for (the token's organisation). */
     onBehalfOf: z.array(ods).min(1),
     events: z.array(eventCode).min(1),
     /** ISO date or date-time; the grant is void at and after this instant. */
     expires: z.iso.date().or(z.iso.datetime({ offset: true })),
   })
+  .strict()
+  .refine((grant) => grant.issuers.length > 0 || grant.meshMailboxes !== undefined, {
+    message:
+      'a grant names the issuers that vouch for the actor, or the MESH mailboxes it runs (meshMailboxes)',
+    path: ['issuers'],
+  });
+
+/** A gateway mailbox: where senders send to reach the recipients it lists. */
+export const MeshGatewayMailboxSchema = z
+  .object({
+    mailbox: meshMailboxId,
+    /** The mailbox password, by reference. */
+    password: SecretRefSchema,
+    /** Recipients this mailbox receives for: a message whose `Mex-To` is this mailbox is for one of them. */
+    recipients: z.array(ods).min(1),
+  })
   .strict();
+
+/** Extra event ↔ workflow pairs, beside the built-in table of ITK3.md §3. */
+export const MeshWorkflowSchema = z
+  .object({
+    event: eventCode,
+    /** Workflow ids a sender may use for this event. */
+    send: z.array(meshWorkflowId).min(1),
+    /** Workflow id of the ITK008M responses to it (default: the send workflow + `_ACK`). */
+    ack: meshWorkflowId.optional(),
+  })
+  .strict();
+
+/** The gateway's MESH connection (docs/MESH.md): mailboxes, URL, credentials by reference, TLS files. */
+export const MeshGatewaySchema = z
+  .object({
+    /** `https://host[:port]` (http only for loopback, e.g. the sandbox). */
+    url: z.url({ protocol: /^https?$/ }),
+    /** The environment-wide MESH shared secret, by reference. */
+    sharedKey: SecretRefSchema,
+    /** Client certificate, key and CA bundle as PEM file paths; required for any non-loopback URL. */
+    tls: z
+      .object({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() })
+      .strict()
+      .optional(),
+    mailboxes: z.array(MeshGatewayMailboxSchema).min(1),
+    /** The gateway mailbox that sends deliveries to `mesh` targets (default: the first mailbox). */
+    sendFrom: meshMailboxId.optional(),
+    /** `itk3 serve --mesh`: seconds between polls of each mailbox. */
+    pollIntervalSeconds: z.number().int().min(1).max(3600).default(60),
+    /** Messages per mailbox per pass. */
+    maxMessagesPerPass: z.number().int().positive().max(10_000).default(100),
+    /**
+     * Key id that signs the poller's attestation of each MESH message it enqueues (default: the
+     * response-signing key). Only a holder of this key can put a MESH message on the inbound queue.
+     */
+    attestationKid: kid.optional(),
+    workflows: z.array(MeshWorkflowSchema).default([]),
+  })
+  .strict();
+export type MeshGatewayConfig = z.output<typeof MeshGatewaySchema>;
 
 export const LimitsSchema = z
   .object({
@@ -221,6 +356,8 @@ export const ConfigSchema = z
     recipients: z.array(RecipientSchema).min(1),
     rules: z.array(PolicyRuleSchema),
     delegations: z.array(DelegationGrantSchema).default([]),
+    /** MESH transport: the gateway's mailboxes and connection. Absent: no MESH. */
+    mesh: MeshGatewaySchema.optional(),
   })
   .strict();
 

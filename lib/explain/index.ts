@@ -723,6 +723,8 @@ function describeTarget(target: LoadedConfig['doc']['recipients'][number]['targe
       return `s3://${target.bucket}/${target.prefix}`;
     case 'sqs':
       return `queue ${target.queueUrl}`;
+    case 'mesh':
+      return `MESH mailbox ${target.mailbox}${target.workflowId ? ` (workflow ${target.workflowId})` : ''}`;
   }
 }
 

@@ -14,7 +14,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore, QueueSender } from '../ports/index.js';
+import type { MeshFacts } from '../record.js';
 import { artefactKey, sha256Hex } from '../stages/context.js';
+import { MESH_ATTESTATION_ATTRIBUTE, meshFactsFrom } from './attestation.js';
 import type { MeshClient, MeshDownloadedMessage } from './client.js';
 import { MeshConfigError, MeshError } from './errors.js';
 import { MESH_DEDUPE_SECONDS, onceAcrossCrashes } from './once.js';
@@ -25,6 +27,12 @@ export interface MeshPollerPorts {
   blobs: BlobStore;
   audit: AuditLog;
   clock: Clock;
+  /**
+   * Sign the MESH facts of a message before it is enqueued (lib/mesh/attestation.ts); the
+   * authenticate stage accepts a MESH message only with this attestation. Without it the poller
+   * still moves messages, but the pipeline treats them as unauthenticated.
+   */
+  attest?: (facts: MeshFacts) => Promise<string>;
 }
 
 export const MeshPollOptionsSchema = z
@@ -192,7 +200,10 @@ async function handleOne(
   const outcome = await viaPorts(() =>
     onceAcrossCrashes(ports.once, base, passId, async () => {
       const { body, encoding } = await queueBody(ports.blobs, base, message, opts.claimCheckBytes);
-      const traceId = await ports.queues.sendInbound(body, attributesOf(message, encoding));
+      const attributes = attributesOf(message, encoding);
+      const facts = ports.attest ? meshFactsFrom(attributes, body) : undefined;
+      if (ports.attest && facts) attributes[MESH_ATTESTATION_ATTRIBUTE] = await ports.attest(facts);
+      const traceId = await ports.queues.sendInbound(body, attributes);
       // Links the MESH message to the trace: `itk3 trace <traceId>` shows where it came from. The
       // message is on the queue already: an audit hiccup must not make the next pass enqueue it again.
       await ports.audit

@@ -75,7 +75,12 @@ export interface Deliverer {
 export type DeliveryTarget =
   | { type: 'folder'; path: string }
   | { type: 's3'; bucket: string; prefix: string }
-  | { type: 'sqs'; queueUrl: string };
+  | { type: 'sqs'; queueUrl: string }
+  /**
+   * A MESH mailbox, sent to from the gateway's mailbox `from` (default: the configured sending
+   * mailbox) with `localId` as `Mex-LocalID` (the trace id, so MESH REPORTs join the trace).
+   */
+  | { type: 'mesh'; mailbox: string; workflowId?: string; from?: string; localId?: string };
 
 /** One audit event. Never message bytes, tokens, keys or patient data. */
 export interface AuditEntry {

@@ -9,6 +9,7 @@
  */
 import { verifyCredential } from '../envelope/token.js';
 import { AuthenticationError, TransientError } from '../errors.js';
+import { attestationKid, verifyMeshAttestation } from '../mesh/attestation.js';
 import type { PipelineRecord } from '../record.js';
 import type { StageContext } from './context.js';
 
@@ -20,6 +21,7 @@ export interface AuthenticateInput {
 
 export async function authenticate(input: AuthenticateInput, ctx: StageContext): Promise<PipelineRecord> {
   const { record } = input;
+  if (record.source === 'mesh' || record.mesh) return authenticateMesh(record, ctx);
   if (!record.credential) throw new AuthenticationError('TOKEN_MISSING', 'no credential was presented');
   if (!record.sealed) throw new AuthenticationError('TOKEN_MISSING', 'no sealed message was presented');
 
@@ -56,6 +58,74 @@ export async function authenticate(input: AuthenticateInput, ctx: StageContext):
       actors: credential.actors,
       roles: credential.roles,
       jti: credential.jti,
+    },
+  };
+}
+
+/**
+ * MESH as the identity source: the principal is the sending mailbox (`Mex-From`), which MESH
+ * authenticated (mutual TLS and the NHSMESH token of the sender). We believe the facts only from
+ * our own poller (its attestation, lib/mesh/attestation.ts). The mailbox must be a configured
+ * sender's or named by a delegation grant; an unknown mailbox is unauthenticated (no response, no
+ * stored artefact: the issue 9 rule). Which organisation it speaks for is decided at authorise,
+ * against the MessageHeader (or the sealed routing header).
+ */
+async function authenticateMesh(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+  const { config } = ctx;
+  const facts = record.mesh;
+  if (!facts || !record.meshAttestation || !record.meshBody || !config.doc.mesh) {
+    throw new AuthenticationError('MESH_ATTESTATION_INVALID', 'MESH message without an attestation');
+  }
+  let attested: boolean;
+  try {
+    attested = await verifyMeshAttestation(
+      ctx.ports.keys,
+      attestationKid(config),
+      record.meshAttestation,
+      facts,
+    );
+  } catch (cause) {
+    throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'cannot read the attestation key', { cause });
+  }
+  if (!attested) {
+    throw new AuthenticationError(
+      'MESH_ATTESTATION_INVALID',
+      "MESH facts are not attested by the gateway's poller",
+    );
+  }
+  const owner = config.meshSenderByMailbox.get(facts.from);
+  const granted = config.doc.delegations.some((g) => g.meshMailboxes?.includes(facts.from));
+  if (owner === undefined && !granted) {
+    throw new AuthenticationError('MESH_MAILBOX_UNKNOWN', 'the sending mailbox is not registered');
+  }
+  // One trace per MESH message: a second enqueue of the same message (the poller's one crash
+  // window) is not answered twice.
+  let result: Awaited<ReturnType<typeof ctx.ports.once.putIfAbsent>>;
+  try {
+    result = await ctx.ports.once.putIfAbsent(
+      `meshmsg#${facts.to}#${facts.messageId}`,
+      record.traceId,
+      config.doc.limits.dedupeDays * 86_400,
+    );
+  } catch (cause) {
+    throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
+  }
+  if (!result.created && result.existing !== record.traceId) {
+    throw new AuthenticationError('MESH_MESSAGE_REPEATED', 'this MESH message is already on another trace');
+  }
+  const { meshAttestation: _dropped, ...rest } = record;
+  return {
+    ...rest,
+    principal: {
+      transport: 'mesh',
+      issuer: 'mesh',
+      iss: 'mesh',
+      subject: facts.from,
+      // The owner; for a third party's mailbox, settled at authorise from its grants.
+      organisation: owner ?? `MESH:${facts.from}`,
+      actors: [],
+      roles: [],
+      jti: facts.messageId,
     },
   };
 }

@@ -11,7 +11,8 @@
 import { BatchProcessor, EventType } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import * as z from 'zod';
-import { classify, RejectionError, TransientError } from '../errors.js';
+import { AuthenticationError, classify, RejectionError, TransientError } from '../errors.js';
+import { MESH_ATTESTATION_ATTRIBUTE, meshFactsFrom } from '../mesh/attestation.js';
 import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
 import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
 import { authenticate } from './authenticate.js';
@@ -360,6 +361,9 @@ export function recordFromIngress(sqsRecord: SQSRecord): PipelineRecord {
     receivedAt: Number(sqsRecord.attributes?.SentTimestamp ?? Date.now()),
     source: ingressOf(sqsRecord),
   } satisfies Partial<PipelineRecord>;
+  // A `Transport` attribute claims MESH: the message is judged only as MESH (its attestation is
+  // checked at authenticate), never as a sealed submission with the claim ignored.
+  if (sqsRecord.messageAttributes?.Transport !== undefined) return meshRecordFromIngress(sqsRecord, base);
   const header = sqsRecord.messageAttributes?.Authorization?.stringValue ?? '';
   const credential = BEARER.exec(header)?.[1];
   let sealed: PipelineRecord['sealed'];
@@ -394,6 +398,62 @@ export function recordFromIngress(sqsRecord: SQSRecord): PipelineRecord {
   return { ...base, ...(credential ? { credential } : {}), sealed };
 }
 
+/** The claim-check reference the MESH poller writes for a large MESH body (lib/mesh/poller.ts). */
+const MeshClaimCheckSchema = z
+  .object({
+    claimCheck: z
+      .object({
+        key: z.string().regex(/^claim-check\/mesh-[0-9a-f]{32}\/mesh-body$/),
+        bytes: z.number().int().positive(),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      })
+      .strict(),
+  })
+  .strict();
+
+/**
+ * A message the MESH poller enqueued: its MESH facts from the attributes, its body (the text, or a
+ * claim check), and the poller's attestation, verified at authenticate. Missing or malformed MESH
+ * attributes are an unauthenticated submission.
+ */
+function meshRecordFromIngress(
+  sqsRecord: SQSRecord,
+  base: Pick<PipelineRecord, 'v' | 'traceId' | 'receivedAt'>,
+): PipelineRecord {
+  const attributes: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(sqsRecord.messageAttributes ?? {})) {
+    attributes[name] = value.stringValue;
+  }
+  const facts = attributes.Transport === 'mesh' ? meshFactsFrom(attributes, sqsRecord.body) : undefined;
+  if (!facts) {
+    throw new AuthenticationError(
+      'MESH_ATTESTATION_INVALID',
+      'MESH transport attributes are missing or malformed',
+    );
+  }
+  let meshBody: PipelineRecord['meshBody'];
+  if (sqsRecord.body.startsWith('{"claimCheck"')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(sqsRecord.body);
+    } catch {
+      json = undefined;
+    }
+    const parsed = MeshClaimCheckSchema.safeParse(json);
+    meshBody = parsed.success ? { ref: parsed.data.claimCheck } : { inline: sqsRecord.body };
+  } else {
+    meshBody = { inline: sqsRecord.body };
+  }
+  const attestation = attributes[MESH_ATTESTATION_ATTRIBUTE];
+  return {
+    ...base,
+    source: 'mesh',
+    mesh: facts,
+    ...(attestation ? { meshAttestation: attestation.slice(0, 4096) } : {}),
+    meshBody,
+  };
+}
+
 /** Informational only (an attribute any writer can set): never used for a decision. */
 function ingressOf(sqsRecord: SQSRecord): PipelineRecord['source'] {
   const value = sqsRecord.messageAttributes?.Ingress?.stringValue;
@@ -424,6 +484,8 @@ function rejectionRecord(
     traceId: base.traceId,
     receivedAt: base.receivedAt,
     source: base.source,
+    // A MESH sender is answered through MESH, to its mailbox, with the response workflow.
+    ...(base.mesh ? { mesh: base.mesh } : {}),
     ...(base.principal ? { principal: base.principal } : {}),
     ...(base.routing ? { routing: base.routing } : {}),
     ...(base.decision ? { decision: base.decision } : {}),

@@ -59,7 +59,10 @@ export function artefactKey(traceId: string, name: string): string {
  * Drop an artefact from a record once the next stage no longer needs it, remembering its
  * claim-check key (if any) so the blob is removed when the trace ends.
  */
-export function dropArtefact(record: PipelineRecord, field: 'sealed' | 'signed'): PipelineRecord {
+export function dropArtefact(
+  record: PipelineRecord,
+  field: 'sealed' | 'signed' | 'plain' | 'meshBody',
+): PipelineRecord {
   const { [field]: dropped, ...rest } = record;
   if (!dropped || !('ref' in dropped)) return rest;
   return { ...rest, claimChecks: [...(record.claimChecks ?? []), dropped.ref.key] };
@@ -69,7 +72,13 @@ export function dropArtefact(record: PipelineRecord, field: 'sealed' | 'signed')
 export function claimCheckKeys(record: PipelineRecord | undefined): string[] {
   if (!record) return [];
   const keys = new Set(record.claimChecks ?? []);
-  for (const artefact of [record.sealed, record.signed, record.message?.bundle]) {
+  for (const artefact of [
+    record.sealed,
+    record.signed,
+    record.plain,
+    record.meshBody,
+    record.message?.bundle,
+  ]) {
     if (artefact && 'ref' in artefact) keys.add(artefact.ref.key);
   }
   return [...keys];

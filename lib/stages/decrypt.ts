@@ -10,6 +10,8 @@ import { artefactKey, dropArtefact, loadArtefact, type StageContext, storeArtefa
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 export async function decryptStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+  // Plain ITK3 over MESH has no envelope: nothing to decrypt, verify reads the Bundle itself.
+  if (record.principal?.transport === 'mesh' && record.plain && record.decision) return record;
   if (!record.principal || !record.decision || !record.sealed || !record.routing) {
     throw new AuthenticationError('TOKEN_MISSING', 'record reached decrypt without authorisation');
   }

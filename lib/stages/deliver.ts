@@ -13,11 +13,14 @@
  * A rejection whose sender was never authenticated is not answered here at all: no signature, no
  * stored response (issue 9, class 4). The batch processor audits and counts it, and that is all.
  */
+
+import type { SenderConfig } from '../config/schema.js';
 import { signCompactWithKeyService } from '../envelope/response-sign.js';
 import { TransientError } from '../errors.js';
 import { buildResponse } from '../itk3/index.js';
+import { ackWorkflowFor, sendWorkflowFor } from '../mesh/workflows.js';
 import type { DeliveryTarget } from '../ports/index.js';
-import type { PipelineRecord, Rejection, VerifiedMessage } from '../record.js';
+import type { MeshFacts, PipelineRecord, Rejection, VerifiedMessage } from '../record.js';
 import { loadArtefact, type StageContext, sha256Hex } from './context.js';
 
 export const UNREADABLE_ID = 'UNREADABLE-IN-ORIGINAL-MESSAGE';
@@ -49,7 +52,17 @@ export async function deliverStage(record: PipelineRecord, ctx: StageContext): P
   const bytes = new TextEncoder().encode(await loadArtefact(ctx, message.bundle));
   const location = await deliverTo(
     ctx,
-    recipient.target,
+    // Over MESH the trace id travels as Mex-LocalID, so MESH's REPORTs join the trace.
+    recipient.target.type === 'mesh'
+      ? {
+          ...recipient.target,
+          localId: record.traceId,
+          workflowId:
+            recipient.target.workflowId ??
+            record.mesh?.workflowId ??
+            sendWorkflowFor(ctx.config, message.event),
+        }
+      : recipient.target,
     deliveryName(message, record.traceId),
     bytes,
     message.format === 'xml' ? 'application/fhir+xml' : 'application/fhir+json',
@@ -100,6 +113,7 @@ async function sendResponse(
     event: 'ITK008M',
     id: responseId,
   };
+  if (record.mesh) return sendMeshResponse(ctx, record, record.mesh, code, format, sender, bytes, routing);
   const kid = config.doc.responseSigning.kid;
   const signed = await signCompactWithKeyService(
     ctx.ports.keys,
@@ -114,6 +128,56 @@ async function sendResponse(
     responseName(record.traceId, code),
     new TextEncoder().encode(jws),
     'application/jose',
+  );
+}
+
+/**
+ * A response to a message that came through MESH goes back through MESH: to the sending mailbox,
+ * from the gateway mailbox that received it, with the response workflow of its workflow (e.g.
+ * `GPFED_CONSULT_REPORT_ACK`) and the trace id as `Mex-LocalID`. The body is the plain ITK008M
+ * Bundle, which is what MESH senders read, unless the sender is configured for signed responses
+ * (`senders[].mesh.signedResponses`): then the same signed JWS as over HTTPS.
+ */
+async function sendMeshResponse(
+  ctx: StageContext,
+  record: PipelineRecord,
+  facts: MeshFacts,
+  code: string,
+  format: 'xml' | 'json',
+  sender: SenderConfig | undefined,
+  bytes: Uint8Array,
+  routing: { from: string; to: string; event: string; id: string },
+): Promise<string> {
+  const target: DeliveryTarget = {
+    type: 'mesh',
+    mailbox: facts.from,
+    workflowId: ackWorkflowFor(ctx.config, facts.workflowId),
+    from: facts.to,
+    localId: record.traceId,
+  };
+  if (sender?.mesh?.signedResponses) {
+    const kid = ctx.config.doc.responseSigning.kid;
+    const signed = await signCompactWithKeyService(
+      ctx.ports.keys,
+      kid,
+      { alg: 'ES256', kid, cty: format === 'xml' ? 'fhir+xml' : 'fhir+json', itk: routing },
+      bytes,
+    );
+    const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);
+    return deliverTo(
+      ctx,
+      target,
+      responseName(record.traceId, code),
+      new TextEncoder().encode(jws),
+      'application/jose',
+    );
+  }
+  return deliverTo(
+    ctx,
+    target,
+    responseName(record.traceId, code).replace(/\.jws$/, `.${format}`),
+    bytes,
+    format === 'xml' ? 'application/fhir+xml' : 'application/fhir+json',
   );
 }
 

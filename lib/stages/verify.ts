@@ -15,8 +15,9 @@ import {
   TransientError,
 } from '../errors.js';
 import { type Itk3Message, parseBundle, validateItk3 } from '../itk3/index.js';
+import { workflowMatchesEvent } from '../mesh/workflows.js';
 import { ruleById } from '../policy/index.js';
-import type { PipelineRecord, VerifiedMessage } from '../record.js';
+import type { ItkRouting, MeshFacts, PipelineRecord, VerifiedMessage } from '../record.js';
 import {
   artefactKey,
   dropArtefact,
@@ -29,6 +30,7 @@ import {
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 export async function verifyStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+  if (record.principal?.transport === 'mesh' && record.plain) return verifyPlainMesh(record, ctx);
   const { principal, routing, decision } = record;
   if (!principal || !routing || !decision || !record.signed) {
     throw new AuthenticationError('TOKEN_MISSING', 'record reached verify without decryption');
@@ -68,28 +70,106 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
   };
   withHints(() => {
     validateItk3(msg, { unresolvedReferences: rule?.unresolvedReferences ?? 'refuse' });
-    checkHeaderBindings(msg, verified.routing, config.sendersByOds.get(principal.organisation)?.meshMailbox);
+    checkHeaderBindings(
+      msg,
+      verified.routing,
+      // Over MESH the source endpoint is bound to the mailbox MESH authenticated instead.
+      record.mesh ? undefined : config.sendersByOds.get(principal.organisation)?.meshMailbox,
+    );
+    if (record.mesh) checkMeshBindings(msg, record.mesh, config);
     if (rule) checkRuleConstraints(msg, rule);
   }, hints);
 
-  const sha256 = sha256Hex(verified.payload);
-  await withHintsAsync(() => checkDuplicates(ctx, record.traceId, verified.routing.from, msg, sha256), hints);
+  const message = await verifiedMessage(ctx, record, msg, verified.payload, verified.format, hints);
+  return { ...dropArtefact(record, 'signed'), message };
+}
 
-  const bundleText = decoder.decode(verified.payload);
-  const message: VerifiedMessage = {
+/**
+ * Plain ITK3 over MESH: no JWS; MESH authenticated the mailbox and authorise bound it to the
+ * organisation. The Bundle is read and held to every binding: MessageHeader sender = the
+ * organisation authorise settled, `source.endpoint` = `Mex-From`, the event's workflow =
+ * `Mex-WorkflowID`; then the usual ITK3 rules, the rule's constraints and the per-organisation
+ * duplicate checks, as for a sealed message.
+ */
+async function verifyPlainMesh(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+  const { principal, routing, decision, mesh: facts } = record;
+  if (!principal || !routing || !decision || !facts || !record.plain) {
+    throw new AuthenticationError('TOKEN_MISSING', 'MESH record reached verify without authorisation');
+  }
+  const { config } = ctx;
+  const payload = Buffer.from(await loadArtefact(ctx, record.plain), 'utf8');
+  const rule = ruleById(config, decision.ruleId);
+  const maxBytes = Math.min(config.doc.limits.maxBundleBytes, rule?.maxBytes ?? Number.POSITIVE_INFINITY);
+  if (payload.byteLength > maxBytes) {
+    throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
+  }
+  const format = payload.subarray(0, 64).toString('latin1').trimStart().startsWith('{') ? 'json' : 'xml';
+  const msg = withHints(() => parseBundle(payload, format), { format });
+  const hints = {
+    originalMessageId: msg.header.id,
+    format,
+    ...(msg.header.handling.senderReference ? { senderReference: msg.header.handling.senderReference } : {}),
+  } as const;
+  withHints(() => {
+    validateItk3(msg, { unresolvedReferences: rule?.unresolvedReferences ?? 'refuse' });
+    if (principal.organisation !== routing.from) {
+      throw new SignatureError('BINDING_MISMATCH', 'routing sender differs from the authorised organisation');
+    }
+    checkHeaderBindings(msg, routing, undefined);
+    checkMeshBindings(msg, facts, config);
+    if (rule) checkRuleConstraints(msg, rule);
+  }, hints);
+  const message = await verifiedMessage(ctx, { ...record, routing }, msg, payload, format, hints);
+  return { ...dropArtefact(record, 'plain'), message };
+}
+
+/**
+ * MESH facts against the MessageHeader: the mailbox MESH authenticated is the one the header names
+ * as its source (20012 otherwise: the message claims another sender's mailbox), and the workflow
+ * MESH carried it under is one of the header event's (ITK3.md §3; 20006 otherwise: the header
+ * contradicts its transport).
+ */
+function checkMeshBindings(msg: Itk3Message, facts: MeshFacts, config: StageContext['config']): void {
+  if (msg.header.sourceEndpoint?.toUpperCase() !== facts.from) {
+    throw new SignatureError(
+      'MESH_SOURCE_MISMATCH',
+      'MessageHeader.source.endpoint is not the sending mailbox',
+    );
+  }
+  if (!workflowMatchesEvent(config, facts.workflowId, msg.header.event.code)) {
+    throw new Itk3ValidationError(
+      'MESH_WORKFLOW_MISMATCH',
+      "Mex-WorkflowID is not a workflow of the message's event",
+    );
+  }
+}
+
+/** Duplicate checks, then the record deliver needs. */
+async function verifiedMessage(
+  ctx: StageContext,
+  record: PipelineRecord & { routing?: ItkRouting },
+  msg: Itk3Message,
+  payload: Uint8Array,
+  format: 'xml' | 'json',
+  hints: NonNullable<RejectionError['responseHints']>,
+): Promise<VerifiedMessage> {
+  const routing = record.routing!;
+  const sha256 = sha256Hex(payload);
+  await withHintsAsync(() => checkDuplicates(ctx, record.traceId, routing.from, msg, sha256), hints);
+  const bundleText = decoder.decode(payload);
+  return {
     messageId: msg.header.id,
     ...(msg.documentId ? { documentId: msg.documentId } : {}),
     event: msg.header.event.code,
-    sender: verified.routing.from,
-    recipient: verified.routing.to,
-    format: verified.format,
+    sender: routing.from,
+    recipient: routing.to,
+    format,
     sha256,
     infAckRequested: msg.header.handling.infAckRequested === true,
     busAckRequested: msg.header.handling.busAckRequested === true,
     ...(hints.senderReference ? { senderReference: hints.senderReference } : {}),
-    bundle: await storeArtefact(ctx, artefactKey(record.traceId, `bundle.${verified.format}`), bundleText),
+    bundle: await storeArtefact(ctx, artefactKey(record.traceId, `bundle.${format}`), bundleText),
   };
-  return { ...dropArtefact(record, 'signed'), message };
 }
 
 function checkHeaderBindings(

@@ -61,6 +61,9 @@ export class AwsDeliverer implements Deliverer {
         return this.#putObject(target.bucket, joinPrefix(target.prefix, name), bytes, contentType);
       case 'sqs':
         return this.#sendMessage(target.queueUrl, name, bytes, contentType);
+      case 'mesh':
+        // MESH sending wraps this deliverer (lib/mesh/deliverer.ts) where a MESH connection exists.
+        throw new TransientError('DELIVERY_UNAVAILABLE', 'a mesh target needs a MESH connection');
     }
   }
 

@@ -7,9 +7,9 @@
  * from the venv the script installs, through test/integration/support/mesh_partner.py.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { projectRoot } from '../../../lib/itk3/samples.js';
 
 export const MESH_SANDBOX = process.env.ITK3_MESH_SANDBOX || undefined;
@@ -38,7 +38,53 @@ export function describeWithMeshSandbox(suite: string, body: (url: string) => vo
   if (!existsSync(PYTHON)) {
     throw new Error(`ITK3_MESH_SANDBOX is set but ${PYTHON} is missing: run scripts/mesh-sandbox.sh start`);
   }
-  describe(suite, () => body(MESH_SANDBOX));
+  describe(suite, () => {
+    // Suites share the sandbox's three mailboxes and stop and restart it: one at a time.
+    beforeAll(acquireSandboxLock, 110_000);
+    afterAll(releaseSandboxLock);
+    body(MESH_SANDBOX);
+  });
+}
+
+const LOCK_DIR = join(ROOT, '.mesh/suite.lock');
+
+/** A cross-process lock (mkdir is atomic); a lock whose holder died is taken over. */
+async function acquireSandboxLock(): Promise<void> {
+  const deadline = Date.now() + 100_000;
+  for (;;) {
+    try {
+      mkdirSync(LOCK_DIR);
+      writeFileSync(join(LOCK_DIR, 'pid'), String(process.pid));
+      return;
+    } catch {
+      const holder = Number(readFileSyncSafe(join(LOCK_DIR, 'pid')));
+      if (holder && !alive(holder)) rmSync(LOCK_DIR, { recursive: true, force: true });
+      if (Date.now() > deadline) throw new Error(`the MESH sandbox is held by another suite (${LOCK_DIR})`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+function releaseSandboxLock(): void {
+  if (readFileSyncSafe(join(LOCK_DIR, 'pid')) === String(process.pid))
+    rmSync(LOCK_DIR, { recursive: true, force: true });
+}
+
+function readFileSyncSafe(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 interface PartnerMessage {

@@ -202,7 +202,7 @@ describe('configuration: federation scope', () => {
       { ...grant, id: 'wrong-issuer', issuers: ['nhs-identity'] },
     ];
     expect(configError(bad).issues).toEqual([
-      'delegations.0.issuers: Too small: expected array to have >=1 items',
+      'delegations.0.issuers: a grant names the issuers that vouch for the actor, or the MESH mailboxes it runs (meshMailboxes)',
       'delegations.1.issuers.0: "retired-idp" is not a configured issuer id',
       'delegations.2.onBehalfOf: "X26" is outside the organisations of every issuer the grant names, so the grant can never apply to it',
     ]);
