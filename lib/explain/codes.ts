@@ -161,6 +161,42 @@ export const REJECTION_CODES: Readonly<Record<string, CodeDescription>> = {
       "the sealed message or the Bundle is over its size limit (`maxSealedBytes`, `maxBundleBytes`, the rule's `maxBytes`)",
     toPass: 'send a smaller Bundle',
   },
+  MESH_ATTESTATION_INVALID: {
+    stages: ['authenticate'],
+    meaning:
+      "the inbound record claims to come from MESH but carries no valid gateway attestation over its MESH facts and body (only the gateway's own poller may say MESH)",
+    toPass:
+      'send through MESH to a gateway mailbox, or over HTTPS / the inbound queue without MESH attributes',
+  },
+  MESH_MAILBOX_UNKNOWN: {
+    stages: ['authenticate'],
+    meaning:
+      'the sending mailbox (`Mex-From`) belongs to no configured sender and no delegation grant names it',
+    toPass: 'have the operator register your mailbox under your organisation (`senders[].mesh.mailboxes`)',
+  },
+  MESH_MESSAGE_REPEATED: {
+    stages: ['authenticate'],
+    meaning:
+      "the same MESH message was enqueued a second time (the poller's one crash window); it is not answered again",
+    toPass: 'nothing: the first copy is processed',
+  },
+  MESH_MAILBOX_NOT_REGISTERED: {
+    stages: ['authorise'],
+    meaning:
+      "the mailbox may not speak for the MessageHeader's sender organisation (not its own mailbox, and no grant names the mailbox, organisation and event)",
+    toPass:
+      "send from your organisation's own mailbox, or have the operator add a grant (`delegations[].meshMailboxes`)",
+  },
+  MESH_SOURCE_MISMATCH: {
+    stages: ['verify'],
+    meaning: '`MessageHeader.source.endpoint` is not the mailbox the message came from (`Mex-From`)',
+    toPass: 'put the sending mailbox id in `MessageHeader.source.endpoint`',
+  },
+  MESH_WORKFLOW_MISMATCH: {
+    stages: ['verify'],
+    meaning: "`Mex-WorkflowID` is not a workflow of the message's event code (ITK3.md §3)",
+    toPass: 'send with the workflow id of the event (e.g. `GPFED_CONSULT_REPORT` for ITK007C)',
+  },
   DECRYPT_FAILED: {
     stages: ['decrypt'],
     meaning: 'the sealed message could not be decrypted (one answer for every cause, RFC 7516 §11.5)',
