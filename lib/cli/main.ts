@@ -29,7 +29,7 @@ import { ConfigError, PipelineError, UsageError } from '../errors.js';
 import { codesCommand, EXPLAIN_USAGE, explainCommand } from '../explain/cli.js';
 import { parseBundle } from '../itk3/index.js';
 import { STAGES, type StageName } from '../ports/index.js';
-import type { MessageOutcome } from '../runtime/embedded.js';
+import { type MessageOutcome, type OutcomeView, outcomeView } from '../runtime/embedded.js';
 import { sha256Hex } from '../stages/context.js';
 import { runDemo } from './demo.js';
 import { keysWrapCommand } from './keys-wrap.js';
@@ -458,17 +458,7 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
       if (reported.has(o.traceId)) return;
       reported.add(o.traceId);
       if (o.status !== 'delivered') failures += 1;
-      write(
-        JSON.stringify({
-          file: basename(file),
-          trackingId: o.traceId,
-          messageId: o.messageId ?? null,
-          status: o.status,
-          stage: o.stage ?? null,
-          itk3Code: o.itk3Code ?? null,
-          error: o.code ?? null,
-        }),
-      );
+      write(JSON.stringify({ file: basename(file), ...outcomeView(o) }));
     };
     // One line per message as it finishes, not at the end.
     pipeline.onOutcome = (o) => {
@@ -484,26 +474,29 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
           const remember = (traceId: string) => state.recordSubmission(key, traceId, file);
           if (!credential) return { file, traceId: pipeline.submitRaw(sealed, undefined, remember) };
           const result = await pipeline.submit(credential, sealed, remember);
-          return { file, traceId: result.status === 202 ? result.trackingId : undefined };
+          return result.status === 202
+            ? { file, traceId: result.trackingId }
+            : { file, traceId: undefined, refusal: result.error };
         }),
       );
       group = [];
       if (state.failure) throw state.failure;
-      for (const { file, traceId } of results) {
-        if (traceId) {
+      for (const result of results) {
+        if (result.traceId) {
           waiting += 1;
           continue;
         }
         failures += 1;
-        write(
-          JSON.stringify({
-            file,
-            status: 'refused',
-            stage: 'ingest',
-            itk3Code: null,
-            error: 'INGEST_REFUSED',
-          }),
-        );
+        // Turned away at the front door (no tracking id): the front door's own reason.
+        const refused: OutcomeView = {
+          trackingId: null,
+          messageId: null,
+          status: 'refused',
+          stage: 'ingest',
+          itk3Code: null,
+          error: 'refusal' in result ? (result.refusal ?? null) : null,
+        };
+        write(JSON.stringify({ file: basename(result.file), ...refused }));
       }
     };
     for (const file of sealedFiles) {

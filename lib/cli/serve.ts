@@ -25,7 +25,7 @@ import { type VerifiedCredential, verifyCredential } from '../envelope/token.js'
 import { ingest } from '../ingest.js';
 import type { KeyService, StageName } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
-import { EmbeddedPipeline, type StageSettings } from '../runtime/embedded.js';
+import { EmbeddedPipeline, outcomeView, type StageSettings } from '../runtime/embedded.js';
 import { reconcileDeliveryFolders } from './ops.js';
 
 /** What the listener holds open and queues, at most. Times in milliseconds. */
@@ -259,7 +259,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (senders.length === 0 || senders.some((s) => s !== principal.organisation)) {
       return send(res, 404, NOT_FOUND);
     }
-    return send(res, 200, await pipeline.outcome(traceId), { 'cache-control': 'no-store' });
+    return send(res, 200, outcomeView(await pipeline.outcome(traceId)), { 'cache-control': 'no-store' });
   }
 
   await new Promise<void>((resolve) => server.listen(opts.port, '127.0.0.1', resolve));

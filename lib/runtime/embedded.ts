@@ -111,6 +111,32 @@ export interface MessageOutcome {
   detail?: string;
 }
 
+/**
+ * The one outcome shape a sender or operator reads, from `itk3 process` (one JSON line per message,
+ * plus `file`) and from `GET /messages/<trackingId>` alike. `status` is one of `delivered`,
+ * `rejected`, `dead-lettered`, `in-flight`, or `refused` (turned away at the front door: no
+ * tracking id). `error` is the stable code (docs/REJECTION-CODES.md) or null.
+ */
+export interface OutcomeView {
+  trackingId: string | null;
+  messageId: string | null;
+  status: MessageStatus | 'refused';
+  stage: string | null;
+  itk3Code: string | null;
+  error: string | null;
+}
+
+export function outcomeView(o: MessageOutcome): OutcomeView {
+  return {
+    trackingId: o.traceId,
+    messageId: o.messageId ?? null,
+    status: o.status,
+    stage: o.stage ?? null,
+    itk3Code: o.itk3Code ?? null,
+    error: o.code ?? null,
+  };
+}
+
 export class EmbeddedPipeline {
   readonly config: LoadedConfig;
   readonly clock: Clock & { advanceTo?(t: number): void };

@@ -118,7 +118,14 @@ async function sendResponse(
   const signed = await signCompactWithKeyService(
     ctx.ports.keys,
     kid,
-    { alg: 'ES256', kid, cty: format === 'xml' ? 'fhir+xml' : 'fhir+json', itk: routing },
+    // `trackingId` (the 202's) inside the signed header: a sender matches even an early rejection.
+    {
+      alg: 'ES256',
+      kid,
+      cty: format === 'xml' ? 'fhir+xml' : 'fhir+json',
+      itk: routing,
+      trackingId: record.traceId,
+    },
     bytes,
   );
   const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);
@@ -160,7 +167,14 @@ async function sendMeshResponse(
     const signed = await signCompactWithKeyService(
       ctx.ports.keys,
       kid,
-      { alg: 'ES256', kid, cty: format === 'xml' ? 'fhir+xml' : 'fhir+json', itk: routing },
+      // `trackingId` (the 202's) inside the signed header: a sender matches even an early rejection.
+    {
+      alg: 'ES256',
+      kid,
+      cty: format === 'xml' ? 'fhir+xml' : 'fhir+json',
+      itk: routing,
+      trackingId: record.traceId,
+    },
       bytes,
     );
     const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);

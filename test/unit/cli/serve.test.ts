@@ -126,11 +126,14 @@ describe('itk3 serve: submission and outcomes', () => {
     // The submitter (the same credential, or a fresh one of the same organisation) sees it.
     const owner = await getOutcome(server, trackingId, await credentialFor(world, 'X26', Date.now()));
     expect(owner.status).toBe(200);
-    expect(JSON.parse(owner.body)).toMatchObject({
-      traceId: trackingId,
-      status: 'delivered',
+    // The same outcome shape as `itk3 process` prints (lib/runtime/embedded.ts outcomeView).
+    expect(JSON.parse(owner.body)).toEqual({
+      trackingId,
       messageId: msg.messageId,
+      status: 'delivered',
+      stage: 'deliver',
       itk3Code: '20013',
+      error: null,
     });
     expect(filesIn(worldPaths(baseDir).delivered('A83627'))).toHaveLength(1);
 
