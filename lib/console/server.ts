@@ -260,7 +260,6 @@ export function createConsole(opts: ConsoleOptions): ConsoleHandler {
       traceId: traceIdOfBody(message.body) ?? message.messageId,
       reason: message.deadLetter?.reason ?? 'unknown',
       deadLetteredAt: new Date(message.deadLetter?.at ?? 0).toISOString(),
-      receiveCount: message.receiveCount,
     }));
   }
 }

@@ -240,7 +240,7 @@ function DeadLetters({ letters, busy, onRedrive }) {
           : html`
             <table>
               <thead>
-                <tr><th>stage</th><th>message id</th><th>trace</th><th>reason</th><th>dead-lettered</th><th>receives</th><th></th></tr>
+                <tr><th>stage</th><th>message id</th><th>trace</th><th>reason</th><th>dead-lettered</th><th></th></tr>
               </thead>
               <tbody>
                 ${letters.map(
@@ -251,7 +251,6 @@ function DeadLetters({ letters, busy, onRedrive }) {
                       <td title=${l.traceId}>${short(l.traceId)}</td>
                       <td><code>${l.reason}</code></td>
                       <td>${time(l.deadLetteredAt)}</td>
-                      <td>${l.receiveCount}</td>
                       <td>
                         <button class="redrive" disabled=${busy} onClick=${() => onRedrive(l)}>Redrive</button>
                       </td>
