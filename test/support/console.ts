@@ -23,7 +23,13 @@ export interface ConsoleRun {
   origin: string;
   token: string;
   /** Tracking ids of what was submitted, by what it is. */
-  traces: { delivered: string[]; hostile: string; deadLettered: string };
+  traces: {
+    delivered: string[];
+    hostile: string;
+    policyDenied: string;
+    duplicate: string;
+    deadLettered: string;
+  };
   /** Every credential and sealed message sent: none of them may ever appear in a console answer. */
   secrets: string[];
 }
@@ -63,6 +69,7 @@ export async function startConsoleRun(world: DemoWorld): Promise<ConsoleRun> {
   const first = buildMessage('X26');
   const second = buildMessage('GP0001');
   const forged = buildMessage('X26');
+  const unlisted = buildMessage('X26', { to: 'A8797979' });
   const unreachable = buildMessage('FQ123');
   const traces = {
     delivered: [
@@ -70,10 +77,11 @@ export async function startConsoleRun(world: DemoWorld): Promise<ConsoleRun> {
       await submit('GP0001', sealAs(world, 'GP0001', second)),
     ],
     // X26's routing and credential, GP0001's signing key: refused at verify (SIGNATURE_KEY_NOT_SENDERS, 20012).
-    hostile: await submit(
-      'X26',
-      sealCustom(world, forged, { signer: 'GP0001', recipientKey: 'A83627' }),
-    ),
+    hostile: await submit('X26', sealCustom(world, forged, { signer: 'GP0001', recipientKey: 'A83627' })),
+    // No policy rule lets X26 send to A8797979: refused at authorise (POLICY_DENIED, 20012).
+    policyDenied: await submit('X26', sealAs(world, 'X26', unlisted)),
+    // GP0001's message again, freshly sealed: refused at verify (DUPLICATE_MESSAGE, 20007).
+    duplicate: await submit('GP0001', sealAs(world, 'GP0001', second)),
     deadLettered: await submit('FQ123', sealAs(world, 'FQ123', unreachable)),
   };
   await server.idle();

@@ -16,7 +16,9 @@ const TOKEN_KEY = 'itk3-operator-token';
 const REFRESH_MS = 5000;
 const STAGES = ['authenticate', 'authorise', 'decrypt', 'verify', 'deliver'];
 const STAGE_COLOURS = ['#005eb8', '#7c2855', '#ed8b00', '#007f3b', '#330072'];
-const CODE_COLOURS = ['#007f3b', '#d5281b', '#ed8b00', '#005eb8', '#7c2855', '#330072', '#768692', '#00a499'];
+/** 20013 (delivered, acknowledged) is green; rejection codes take the other colours in order. */
+const ACK_COLOUR = '#007f3b';
+const REJECTION_COLOURS = ['#d5281b', '#ed8b00', '#7c2855', '#005eb8', '#330072', '#768692', '#00a499'];
 
 class Unauthorised extends Error {}
 
@@ -37,14 +39,17 @@ async function api(token, path, method = 'GET') {
 const time = (iso) => iso.slice(11, 23);
 const short = (id) => (id ? id.slice(0, 8) : '');
 
-/** The stage strip of a trace: passed, the deciding stage (by outcome), or not reached. */
+/**
+ * The stage strip of a trace: passed, the deciding stage (coloured by the outcome), then either
+ * `responded` (deliver signed the ITK3 response to a rejection) or not reached.
+ */
 function stageStates(trace, timeline) {
   const seen = timeline.map((e) => STAGES.indexOf(e.stage)).filter((i) => i >= 0);
   const decider = trace.stage ? STAGES.indexOf(trace.stage) : Math.max(-1, ...seen);
   return STAGES.map((stage, i) => {
     if (i < decider) return { stage, state: 'passed' };
     if (i === decider) return { stage, state: trace.status };
-    return { stage, state: 'not-reached' };
+    return { stage, state: seen.includes(i) ? 'responded' : 'not-reached' };
   });
 }
 
@@ -103,11 +108,12 @@ class MinuteChart extends Component {
         cursor: { drag: { x: false, y: false } },
         scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
         axes: [{}, { size: 40, values: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) ? t : '')) }],
+        legend: { live: false },
         series: [
           { label: 'minute' },
           ...seriesKeys.map((key, i) => ({
             label: key,
-            stroke: colours[i % colours.length],
+            stroke: colours[i],
             width: 2,
             points: { show: true, size: 5 },
           })),
@@ -142,7 +148,9 @@ function Charts({ counts }) {
           counts=${counts}
           seriesKeys=${codes}
           series=${codes.map((c) => counts.itk3Codes[c])}
-          colours=${CODE_COLOURS}
+          colours=${codes.map((code, i) =>
+            code === '20013' ? ACK_COLOUR : REJECTION_COLOURS[i % REJECTION_COLOURS.length],
+          )}
         />
       </div>
     </section>
@@ -220,7 +228,7 @@ function Timeline({ detail }) {
                 <td>${e.event}</td>
                 <td>${e.code ?? ''}</td>
                 <td>${e.itk3Code ?? ''}</td>
-                <td>${[e.ruleId, e.detail].filter(Boolean).join(' · ')}</td>
+                <td class="wrap">${[e.ruleId, e.detail].filter(Boolean).join(' · ')}</td>
               </tr>
             `,
           )}

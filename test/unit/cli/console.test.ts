@@ -225,6 +225,18 @@ describe('operator console: what it shows', () => {
       sender: 'X26',
       recipient: 'A83627',
     });
+    expect(byId.get(run.traces.policyDenied)).toMatchObject({
+      status: 'rejected',
+      stage: 'authorise',
+      code: 'POLICY_DENIED',
+      itk3Code: '20012',
+    });
+    expect(byId.get(run.traces.duplicate)).toMatchObject({
+      status: 'rejected',
+      stage: 'verify',
+      code: 'DUPLICATE_MESSAGE',
+      itk3Code: '20007',
+    });
     expect(byId.get(run.traces.deadLettered)).toMatchObject({
       status: 'dead-lettered',
       stage: 'deliver',
