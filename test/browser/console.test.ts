@@ -82,7 +82,7 @@ describe.skipIf(!chromium)('operator console in headless Chromium', () => {
   it('with the token, shows the recent traces and their outcomes', async () => {
     problems.length = 0; // the refused token's 401s were expected
     await page.$eval('#token', (input) => {
-      (input as HTMLInputElement).value = '';
+      (input as unknown as { value: string }).value = '';
     });
     await page.type('#token', run.token);
     await page.click('.token-form button[type=submit]');
@@ -98,7 +98,7 @@ describe.skipIf(!chromium)('operator console in headless Chromium', () => {
       /FQ123 → \?.*dead-lettered.*deliver.*DELIVERY_UNAVAILABLE/,
     );
     // The token stays in this tab's sessionStorage and never reaches a cookie.
-    expect(await page.evaluate(() => document.cookie)).toBe('');
+    expect(await page.evaluate('document.cookie')).toBe('');
   });
 
   it("shows a hostile message's stage timeline", async () => {
@@ -166,13 +166,14 @@ describe.skipIf(!chromium)('operator console in headless Chromium', () => {
 
     // The target is still unreachable: it is dead-lettered again, which the next refresh shows.
     await run.server.idle();
-    await page.waitForFunction(
-      () => {
-        const events = [...document.querySelectorAll('#timeline tr.event')].map((r) => r.className);
-        return events.lastIndexOf('event dead-lettered') > events.indexOf('event redriven');
-      },
-      { timeout: 15_000 },
-    );
+    const deadLetteredAgain = async () => {
+      const events = await page.$$eval('#timeline tr.event', (rows) => rows.map((r) => r.className));
+      return events.lastIndexOf('event dead-lettered') > events.indexOf('event redriven');
+    };
+    const deadline = Date.now() + 15_000;
+    while (!(await deadLetteredAgain()) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 200));
+    expect(await deadLetteredAgain()).toBe(true);
     await page.waitForSelector('#dead-letters tr[data-dead-letter]', { timeout: 15_000 });
   });
 

@@ -71,11 +71,14 @@ export async function startConsoleRun(world: DemoWorld): Promise<ConsoleRun> {
   const forged = buildMessage('X26');
   const unlisted = buildMessage('X26', { to: 'A8797979' });
   const unreachable = buildMessage('FQ123');
+  const delivered = [
+    await submit('X26', sealAs(world, 'X26', first)),
+    await submit('GP0001', sealAs(world, 'GP0001', second)),
+  ];
+  // Delivered before its duplicate arrives, so which of the two is the duplicate is fixed.
+  await server.idle();
   const traces = {
-    delivered: [
-      await submit('X26', sealAs(world, 'X26', first)),
-      await submit('GP0001', sealAs(world, 'GP0001', second)),
-    ],
+    delivered,
     // X26's routing and credential, GP0001's signing key: refused at verify (SIGNATURE_KEY_NOT_SENDERS, 20012).
     hostile: await submit('X26', sealCustom(world, forged, { signer: 'GP0001', recipientKey: 'A83627' })),
     // No policy rule lets X26 send to A8797979: refused at authorise (POLICY_DENIED, 20012).
