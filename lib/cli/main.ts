@@ -22,6 +22,7 @@ import {
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { expiredGrantWarnings, keystoreProblems } from '../config/deployment-checks.js';
 import { configJsonSchema, loadConfigFile } from '../config/load.js';
+import { generateOperatorToken, operatorTokenFromFile } from '../console/token.js';
 import { isSigningAlg, KID_PATTERN } from '../envelope/contract.js';
 import { sealMessage } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
@@ -91,6 +92,10 @@ Commands:
                                             5 s keep-alive, 30 s idle, 256 connections; 503 + Retry-After
                                             over 1000 queued messages or 256 MiB; --mesh also polls the
                                             gateway's MESH mailboxes every mesh.pollIntervalSeconds
+        [--console] [--operator-token-file F]
+                                            the operator console at /console/ (docs/CONSOLE.md); its token
+                                            is read from F, or generated (into F with mode 0600, or shown
+                                            once on stderr without F)
 ${MESH_HELP}
   dlq list [--out DIR] [--stage S] [--json]  dead letters an embedded run left (never their bodies)
   dlq show MESSAGE_ID [--out DIR]           one dead letter: stage, reason, attempts and its audit trail
@@ -552,6 +557,8 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     'stop-timeout': { type: 'string', default: '10' },
     'max-backlog-bytes': { type: 'string' },
     mesh: { type: 'boolean', default: false },
+    console: { type: 'boolean' },
+    'operator-token-file': { type: 'string' },
   });
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
@@ -595,6 +602,13 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     throw new UsageError('--stop-timeout must be 1–3600 seconds');
   const config = loadConfigFile(values.config);
   warnUnreachableTargets(config, undefined, values.mesh);
+  const tokenFile = values['operator-token-file'];
+  const operator =
+    tokenFile !== undefined
+      ? operatorTokenFromFile(resolve(tokenFile))
+      : values.console
+        ? { token: generateOperatorToken(), generated: true }
+        : undefined;
   let failed: Error | undefined;
   let fail: (e: Error) => void = () => undefined;
   const server = await startServer({
@@ -604,6 +618,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     port,
     limits,
     ...(allowedHosts ? { allowedHosts } : {}),
+    ...(operator ? { console: { operatorToken: operator.token } } : {}),
     onFatal: (e) => fail(e),
   });
   // --mesh: also poll the gateway's MESH mailboxes (config "mesh") into the same pipeline.
@@ -639,6 +654,17 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     write(
       `polling MESH mailboxes ${[...meshPolling.gateway.clients.keys()].join(', ')} every ${config.doc.mesh?.pollIntervalSeconds} s`,
     );
+  }
+  if (operator) {
+    write(`operator console: http://127.0.0.1:${server.port}/console/`);
+    // The token is shown here once, or said where it is kept; it is never logged again.
+    if (tokenFile !== undefined) {
+      process.stderr.write(
+        `operator token ${operator.generated ? 'generated into' : 'read from'} ${resolve(tokenFile)}\n`,
+      );
+    } else {
+      process.stderr.write(`operator token (shown once, kept nowhere): ${operator.token}\n`);
+    }
   }
   await stopped;
   // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never

@@ -21,6 +21,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
+import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
 import { ingest } from '../ingest.js';
 import type { KeyService, StageName } from '../ports/index.js';
@@ -75,6 +76,12 @@ export interface ServeOptions {
   stages?: Partial<Record<StageName, Partial<StageSettings>>>;
   /** Told when the state file can no longer be written: the server has stopped taking work. */
   onFatal?: (error: Error) => void;
+  /**
+   * The operator console under `/console/` (lib/console/server.ts), with the operator token its
+   * API requires.
+   * @default - no console: `/console/…` is 404 like any unknown path
+   */
+  console?: { operatorToken: string };
 }
 
 export interface RunningServer {
@@ -152,6 +159,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     })();
   };
 
+  const operatorConsole = opts.console
+    ? createConsole({ token: opts.console.operatorToken, audit: state.audit, pipeline, onRedrive: kick })
+    : undefined;
+
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
   let allowedHosts = new Set<string>();
 
@@ -195,6 +206,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     if (req.method === 'POST' && url.pathname === '/messages') return submit(req, res);
+    if (operatorConsole && (url.pathname === '/console' || url.pathname.startsWith('/console/'))) {
+      return operatorConsole(req, res, url);
+    }
     const match = /^\/messages\/([A-Za-z0-9-]{1,64})$/.exec(url.pathname);
     if (req.method === 'GET' && match) return report(req, res, match[1]!);
     return drop(res, 404, { error: 'NOT_FOUND', message: 'POST /messages or GET /messages/<trackingId>' });

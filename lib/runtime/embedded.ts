@@ -355,8 +355,11 @@ export class EmbeddedPipeline {
     return STAGES.flatMap((stage) => this.dlqs[stage].peekAll().map((message) => ({ stage, message })));
   }
 
-  /** Move one DLQ message (or all of a stage's) back to its source queue. */
-  async redrive(stage: StageName, messageId?: string): Promise<number> {
+  /**
+   * Move one DLQ message (or all of a stage's) back to its source queue. `by` names who asked
+   * (e.g. `console`) in the operator's audit entry.
+   */
+  async redrive(stage: StageName, messageId?: string, by?: string): Promise<number> {
     const ids = messageId ? [messageId] : this.dlqs[stage].peekAll().map((m) => m.messageId);
     let moved = 0;
     for (const id of ids) {
@@ -372,7 +375,7 @@ export class EmbeddedPipeline {
           at: new Date(this.clock.now()).toISOString(),
           stage: 'operator',
           event: 'redriven',
-          detail: `back to ${stage}`,
+          detail: by ? `back to ${stage} by ${by}` : `back to ${stage}`,
         });
       });
       moved += 1;

@@ -168,13 +168,13 @@ async function sendMeshResponse(
       ctx.ports.keys,
       kid,
       // `trackingId` (the 202's) inside the signed header: a sender matches even an early rejection.
-    {
-      alg: 'ES256',
-      kid,
-      cty: format === 'xml' ? 'fhir+xml' : 'fhir+json',
-      itk: routing,
-      trackingId: record.traceId,
-    },
+      {
+        alg: 'ES256',
+        kid,
+        cty: format === 'xml' ? 'fhir+xml' : 'fhir+json',
+        itk: routing,
+        trackingId: record.traceId,
+      },
       bytes,
     );
     const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);

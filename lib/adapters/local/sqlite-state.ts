@@ -739,6 +739,22 @@ export class SqliteAuditLog implements InspectableAuditLog {
   get count(): number {
     return (this.#state.stmt('SELECT count(*) AS n FROM audit').get() as { n: number }).n;
   }
+
+  /** Operator console (read only): the ids of the `limit` traces with the latest audit activity, newest first. */
+  recentTraceIds(limit: number): string[] {
+    const rows = this.#state
+      .stmt('SELECT trace_id FROM audit GROUP BY trace_id ORDER BY max(seq) DESC LIMIT ?')
+      .all(limit) as { trace_id: string }[];
+    return rows.map((r) => r.trace_id);
+  }
+
+  /** Operator console (read only): the newest `limit` audit entries, oldest first. */
+  latest(limit: number): AuditEntry[] {
+    const rows = this.#state.stmt('SELECT entry FROM audit ORDER BY seq DESC LIMIT ?').all(limit) as {
+      entry: string;
+    }[];
+    return rows.reverse().map((r) => JSON.parse(r.entry) as AuditEntry);
+  }
 }
 
 function fromRow(r: MessageRow): QueuedMessage {
