@@ -737,10 +737,15 @@ export class SqliteAuditLog implements InspectableAuditLog {
   /** The stream id of this state file, chosen at random when the file was created. */
   get stream(): string {
     if (this.#stream === undefined) {
-      const row = this.#state.stmt("SELECT value FROM audit_meta WHERE key = 'stream'").get() as
-        | { value: string }
-        | undefined;
-      if (!row) throw new StateWriteError('NO_AUDIT_CHAIN', 'this state file has no audit chain');
+      let row: { value: string } | undefined;
+      try {
+        row = this.#state.stmt("SELECT value FROM audit_meta WHERE key = 'stream'").get() as typeof row;
+      } catch {
+        // A file from before the chain, opened read-only (so not migrated).
+      }
+      if (!row) {
+        throw new StateWriteError('NO_AUDIT_CHAIN', `${this.#state.file} was written before the audit chain`);
+      }
       this.#stream = row.value;
     }
     return this.#stream;
