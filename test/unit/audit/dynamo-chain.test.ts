@@ -4,6 +4,10 @@
  * tampering of the table (as an attacker with write access would) is caught with the first bad
  * entry named.
  */
+
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   type AttributeValue,
   BatchGetItemCommand,
@@ -15,8 +19,9 @@ import {
   TransactionCanceledException,
   TransactWriteItemsCommand,
 } from '@aws-sdk/client-dynamodb';
+import { GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
-import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   checkpointKey,
   DynamoAuditLog,
@@ -27,6 +32,7 @@ import {
 import { createKeystore, generateKey } from '../../../lib/adapters/local/keystore.js';
 import { SoftwareKeyService } from '../../../lib/adapters/local/software-keys.js';
 import type { CheckpointKeys, CheckpointSigner } from '../../../lib/audit/chain.js';
+import { main } from '../../../lib/cli/main.js';
 import type { AuditEntry } from '../../../lib/ports/index.js';
 
 type Item = Record<string, AttributeValue>;
@@ -237,5 +243,51 @@ describe('DynamoDB audit chain', () => {
     const b = (await verifyOne(audit)).break;
     expect(b).toMatchObject({ firstBadEntry: 5, kind: 'bad-checkpoint' });
     expect(b?.reason).toMatch(/replaced/);
+  });
+});
+
+describe('itk3 audit verify --aws-outputs', () => {
+  const kms = mockClient(KMSClient);
+  afterEach(() => {
+    kms.reset();
+    vi.unstubAllEnvs();
+  });
+
+  async function run(): Promise<{ code: number; out: string[] }> {
+    vi.stubEnv('AWS_REGION', 'eu-west-2');
+    const dir = mkdtempSync(join(tmpdir(), 'itk3-audit-aws-'));
+    const outputs = join(dir, 'outputs.json');
+    writeFileSync(
+      outputs,
+      JSON.stringify({
+        Itk3Pipeline: { AuditTableName: 'audit', ResponseSigningKeyArn: 'arn:aws:kms:eu-west-2:1:key/sign' },
+      }),
+    );
+    kms
+      .on(GetPublicKeyCommand, { KeyId: 'arn:aws:kms:eu-west-2:1:key/sign' })
+      .resolves({ PublicKey: trusted.get('gw-response-1')! });
+    const out: string[] = [];
+    const code = await main(['audit', 'verify', '--aws-outputs', outputs], (l) => out.push(l));
+    return { code, out };
+  }
+
+  it('proves the table with the public key of the deployed signing key, and exits 1 once an entry is deleted', async () => {
+    const audit = await writeStream(6);
+    const proven = await run();
+    expect(proven.code).toBe(0);
+    expect(proven.out.join('\n')).toMatch(
+      /proven {2}stream itk3-deliver\/.*: 6 entries, 2 signed checkpoints/,
+    );
+
+    table.items.delete(table.keyOf(entryItemOf(audit, 2)));
+    const broken = await run();
+    expect(broken.code).toBe(1);
+    expect(broken.out.join('\n')).toMatch(/first bad entry 2: missing/);
+  });
+
+  it('is a usage error (2) when the outputs file names no audit table', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'itk3-audit-aws-'));
+    writeFileSync(join(dir, 'o.json'), '{"Other":{}}');
+    expect(await main(['audit', 'verify', '--aws-outputs', join(dir, 'o.json')], () => undefined)).toBe(2);
   });
 });
