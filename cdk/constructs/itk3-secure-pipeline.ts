@@ -294,6 +294,8 @@ export class Itk3SecurePipeline extends Construct {
       ENV.kmsKeys,
       Stack.of(this).toJsonString({ [this.keys.signingKey.kid]: this.keys.signingKey.key.keyArn }),
     );
+    // Deliver alone may sign, so its audit stream is the one checkpointed in KMS (docs/AUDIT.md).
+    stages.deliver.fn.addEnvironment(ENV.auditCheckpointKid, this.keys.signingKey.kid);
     this.grantDeliveryTargets(stages.deliver.fn, deliveryTargets);
 
     // MESH poller (optional): like ingest, a producer of the inbound queue, plus its own grants.

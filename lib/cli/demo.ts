@@ -156,6 +156,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   } else {
     write(`deliveries: ${join(baseDir, 'delivered')}   signed ITK3 responses: ${join(baseDir, 'responses')}`);
     write(`state (queues, audit trail, outcomes): ${join(baseDir, 'state.db')}`);
+    write(`prove the audit trail: itk3 audit verify --out ${baseDir}`);
   }
   state?.close();
   write(

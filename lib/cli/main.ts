@@ -102,6 +102,10 @@ ${MESH_HELP}
   dlq redrive STAGE|all|MESSAGE_ID --config F [--keystore F] [--out DIR]
                                             send dead letters back to their queue and run them again
   trace TRACKING_ID [--out DIR]             a message's path through the audit trail
+  audit verify [--out DIR [--keystore F] | --aws-outputs F] [--json]
+                                            prove the hash-chained audit trail complete and unaltered against
+                                            its signed checkpoints, or name the first entry that is not
+                                            (exit 0 proven, 1 broken); docs/AUDIT.md
                                             (dlq and trace: --aws-outputs F works on a deployed stack, F being
                                             the cdk deploy --outputs-file JSON)
   explain NAME.jwe… --config F [--keystore F] [--json]
@@ -167,6 +171,9 @@ export async function main(
         );
         return await meshCommand(positionals, values, write);
       }
+
+      case 'audit':
+        return await auditCommand(rest, write);
       case 'trace': {
         const { values, positionals } = args(
           rest,
@@ -671,6 +678,27 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
   // committed, so exiting now loses nothing and keeps the stop bound.
   setTimeout(() => process.exit(), 200).unref();
   return failed ? 1 : 0;
+}
+
+const AUDIT_USAGE = 'usage: itk3 audit verify [--out DIR [--keystore F] | --aws-outputs F] [--json]';
+
+async function auditCommand(argv: readonly string[], write: Write): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'verify') throw new UsageError(AUDIT_USAGE);
+  const { values, positionals } = args(
+    rest,
+    {
+      out: { type: 'string', default: '.itk3/run' },
+      keystore: { type: 'string' },
+      'aws-outputs': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    true,
+  );
+  if (positionals.length > 0) throw new UsageError(AUDIT_USAGE);
+  const { auditVerify, awsAuditVerify } = await import('./audit.js');
+  if (values['aws-outputs']) return awsAuditVerify(values['aws-outputs'], values.json === true, write);
+  return auditVerify(values.out, values.keystore, values.json === true, write);
 }
 
 async function dlqCommand(argv: readonly string[], write: Write): Promise<number> {

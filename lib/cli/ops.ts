@@ -204,6 +204,36 @@ export async function awsOps(outputsFile: string) {
   };
 }
 
+/**
+ * AWS mode for `itk3 audit verify`: the audit table and the one trusted checkpoint key, the
+ * deployed response-signing key (`ResponseSigningKeyArn`), whose public half comes from KMS.
+ */
+export async function awsAuditChain(outputsFile: string) {
+  const { readFileSync } = await import('node:fs');
+  const { createAwsClients } = await import('../adapters/aws/clients.js');
+  const { DynamoAuditLog } = await import('../adapters/aws/dynamo-audit-log.js');
+  const { KmsKeyService } = await import('../adapters/aws/kms-key-service.js');
+  let all: Record<string, Record<string, string>>;
+  try {
+    all = JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Record<string, string>>;
+  } catch {
+    throw new UsageError(`cannot read the cdk outputs file ${outputsFile}`);
+  }
+  const outputs = Object.values(all).find((o) => o.AuditTableName && o.ResponseSigningKeyArn);
+  if (!outputs) throw new UsageError(`${outputsFile} holds no ITK3 pipeline stack outputs`);
+  const clients = createAwsClients();
+  return {
+    audit: new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName!, systemClock, { writer: 'verifier' }),
+    checkpointKeys: async () => {
+      const spki = await new KmsKeyService(clients.kms, {
+        signer: outputs.ResponseSigningKeyArn!,
+      }).publicKeySpki('signer');
+      // Every checkpoint must verify under this one key, whatever kid it names.
+      return { get: () => spki };
+    },
+  };
+}
+
 export async function awsDlqList(
   outputsFile: string,
   stage: StageName | undefined,

@@ -85,6 +85,8 @@ export const ENV = {
   /** JSON configuration document (emulator mode / tests); deployments bundle it instead. */
   configJson: 'ITK3_CONFIG_JSON',
   configFile: 'ITK3_CONFIG_FILE',
+  /** Key id that signs audit checkpoints (docs/AUDIT.md); set only where `kms:Sign` is granted. */
+  auditCheckpointKid: 'ITK3_AUDIT_CHECKPOINT_KID',
 } as const;
 
 /** CloudWatch namespace of the pipeline's own metrics (`POWERTOOLS_METRICS_NAMESPACE`). */

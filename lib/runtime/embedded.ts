@@ -221,6 +221,8 @@ export class EmbeddedPipeline {
       ...opts.ports,
     };
     this.#handlers = opts.handlers ? Promise.resolve(opts.handlers) : loadDeployedHandlers();
+    // A chained audit log signs its checkpoints with the gateway's response-signing key (docs/AUDIT.md).
+    this.audit.useCheckpointSigner?.({ kid: this.config.doc.responseSigning.kid, keys: this.ports.keys });
   }
 
   /**
@@ -339,6 +341,8 @@ export class EmbeddedPipeline {
       await this.#waitUntil(next);
     }
     await Promise.all(this.#pendingAudits);
+    // Sign the head once the work is done, so a finished run leaves no unsigned tail.
+    await this.audit.checkpoint?.().catch(() => false);
     return invoked;
   }
 

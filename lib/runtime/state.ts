@@ -13,6 +13,7 @@
  */
 
 import { MemoryAuditLog, MemoryBlobStore, MemoryOnceStore } from '../adapters/local/memory-stores.js';
+import type { CheckpointSigner } from '../audit/chain.js';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore } from '../ports/index.js';
 import { MemoryQueue, type QueuedMessage, type QueueSettings } from './memory-queue.js';
 
@@ -36,6 +37,10 @@ export interface InspectableAuditLog extends AuditLog {
   all(): AuditEntry[];
   traces(): string[];
   readonly count: number;
+  /** Chained logs (the SQLite state): sign checkpoints with this key (docs/AUDIT.md). */
+  useCheckpointSigner?(signer: CheckpointSigner): void;
+  /** Chained logs: sign and file a checkpoint of the current head now. */
+  checkpoint?(): Promise<boolean>;
 }
 
 export type TerminalStatus = 'delivered' | 'rejected' | 'dead-lettered';

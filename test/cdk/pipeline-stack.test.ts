@@ -208,6 +208,13 @@ describe('keys', () => {
       expect(envOf(stage).ITK3_KMS_KEYS).toBe('{}');
     }
   });
+
+  it('lets deliver alone sign audit checkpoints, with the response-signing key it may already use', () => {
+    expect(envOf('deliver').ITK3_AUDIT_CHECKPOINT_KID).toBe('gw-response-1');
+    for (const stage of ['ingest', 'authenticate', 'authorise', 'decrypt', 'verify'] as const) {
+      expect(envOf(stage).ITK3_AUDIT_CHECKPOINT_KID).toBeUndefined();
+    }
+  });
 });
 
 describe('queues', () => {

@@ -163,13 +163,21 @@ export function awsPortsFromEnv(
     if (url) queueUrls[stage] = url;
   }
   const blobBucket = nonEmpty(env[ENV.blobBucket]) ?? BLOB_BUCKET.name;
+  const keys = keyServiceFromEnv(config, clients.kms, env);
+  // Only a function allowed to sign with the key checkpoints its audit stream (docs/AUDIT.md).
+  const checkpointKid = nonEmpty(env[ENV.auditCheckpointKid]);
   return {
-    keys: keyServiceFromEnv(config, clients.kms, env),
+    keys,
     queues: new SqsQueueSender(clients.sqs, queueUrls),
     once: new DynamoOnceStore(clients.dynamodb, nonEmpty(env[ENV.onceTable]) ?? ONCE_TABLE.name),
     blobs: new S3BlobStore(clients.s3, blobBucket),
     deliverer: new AwsDeliverer({ s3: clients.s3, sqs: clients.sqs, blobBucket }),
-    audit: new DynamoAuditLog(clients.dynamodb, nonEmpty(env[ENV.auditTable]) ?? AUDIT_TABLE.name),
+    audit: new DynamoAuditLog(
+      clients.dynamodb,
+      nonEmpty(env[ENV.auditTable]) ?? AUDIT_TABLE.name,
+      systemClock,
+      checkpointKid ? { signer: { kid: checkpointKid, keys } } : {},
+    ),
     clock: systemClock,
   };
 }

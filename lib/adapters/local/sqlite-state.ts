@@ -17,6 +17,19 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import {
+  type ChainLink,
+  type CheckpointKeys,
+  type CheckpointPolicy,
+  type CheckpointSigner,
+  DEFAULT_CHECKPOINT_POLICY,
+  genesisHash,
+  linkHash,
+  type StoredCheckpoint,
+  type StreamReport,
+  signCheckpoint,
+  verifyStream,
+} from '../../audit/chain.js';
 import type { AuditEntry, Clock, OnceStore } from '../../ports/index.js';
 import { safeAuditEntry } from '../../ports/index.js';
 import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
@@ -61,8 +74,12 @@ CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at, seq
 -- (count, visibility, receipt handle) must not rewrite a 200 KB body.
 CREATE TABLE IF NOT EXISTS message_bodies (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, entry TEXT NOT NULL);
+-- The audit trail is one hash chain (docs/AUDIT.md): seq is the entry's position in the stream, prev
+-- the hash of the entry before it, hash this entry's; audit_checkpoints holds the signed heads.
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, entry TEXT NOT NULL, prev TEXT, hash TEXT);
 CREATE INDEX IF NOT EXISTS audit_by_trace ON audit (trace_id, seq);
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_checkpoints (n INTEGER PRIMARY KEY, jws TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL, trace_id TEXT);
 CREATE INDEX IF NOT EXISTS blobs_by_trace ON blobs (trace_id);
 CREATE TABLE IF NOT EXISTS outcomes (trace_id TEXT PRIMARY KEY, outcome TEXT NOT NULL) WITHOUT ROWID;
@@ -124,6 +141,7 @@ export class SqliteState implements RuntimeState {
         this.db.pragma('synchronous = FULL');
         this.db.pragma('foreign_keys = ON');
         this.db.exec(SCHEMA);
+        migrateAuditChain(this.db);
         // The file holds credentials and message content, like an SQS queue at rest.
         if (fresh) chmodSync(file, 0o600);
       }
@@ -134,7 +152,7 @@ export class SqliteState implements RuntimeState {
     } catch (cause) {
       throw stateError(cause, `cannot open the state file ${file}`);
     }
-    this.audit = new SqliteAuditLog(this);
+    this.audit = new SqliteAuditLog(this, this.#clock);
     this.once = new SqliteOnceStore(this, this.#clock);
     this.blobs = new SqliteBlobStore(this);
     if (!opts.readonly) this.#recountBacklog();
@@ -697,20 +715,135 @@ export class SqliteBlobStore {
   }
 }
 
+/**
+ * The audit trail of one state file: a single hash-chained stream (docs/AUDIT.md). An append reads
+ * the head and writes the next link inside the current unit of work, so a unit that rolls back
+ * takes its links with it and the next append continues from the committed head: no holes.
+ */
 export class SqliteAuditLog implements InspectableAuditLog {
   readonly #state: SqliteState;
+  readonly #clock: Clock;
+  #stream: string | undefined;
+  #signer: CheckpointSigner | undefined;
+  #policy: CheckpointPolicy = DEFAULT_CHECKPOINT_POLICY;
+  #lastCheckpoint = { n: 0, at: 0 };
+  #checkpointing: Promise<boolean> | undefined;
 
-  constructor(state: SqliteState) {
+  constructor(state: SqliteState, clock: Clock) {
     this.#state = state;
+    this.#clock = clock;
+  }
+
+  /** The stream id of this state file, chosen at random when the file was created. */
+  get stream(): string {
+    if (this.#stream === undefined) {
+      let row: { value: string } | undefined;
+      try {
+        row = this.#state.stmt("SELECT value FROM audit_meta WHERE key = 'stream'").get() as typeof row;
+      } catch {
+        // A file from before the chain, opened read-only (so not migrated).
+      }
+      if (!row) {
+        throw new StateWriteError('NO_AUDIT_CHAIN', `${this.#state.file} was written before the audit chain`);
+      }
+      this.#stream = row.value;
+    }
+    return this.#stream;
+  }
+
+  /** Sign checkpoints with this key from now on (the embedded runtime's response-signing key). */
+  useCheckpointSigner(signer: CheckpointSigner, policy: CheckpointPolicy = DEFAULT_CHECKPOINT_POLICY): void {
+    this.#signer = signer;
+    this.#policy = policy;
+    const last = this.#state.stmt('SELECT max(n) AS n FROM audit_checkpoints').get() as { n: number | null };
+    this.#lastCheckpoint = { n: last.n ?? 0, at: this.#clock.now() };
   }
 
   async append(raw: AuditEntry): Promise<void> {
     const entry = safeAuditEntry(raw);
-    this.#state.run(() =>
+    const stream = this.stream;
+    const n = this.#state.run(() => {
+      const head = this.#head();
+      const n = (head?.seq ?? 0) + 1;
+      const prev = head ? (head.hash ?? '') : genesisHash(stream);
       this.#state
-        .stmt('INSERT INTO audit (trace_id, entry) VALUES (?, ?)')
-        .run(entry.traceId, JSON.stringify(entry)),
+        .stmt('INSERT INTO audit (seq, trace_id, entry, prev, hash) VALUES (?, ?, ?, ?, ?)')
+        .run(n, entry.traceId, JSON.stringify(entry), prev, linkHash(stream, n, prev, entry));
+      return n;
+    });
+    if (this.#due(n)) void this.checkpoint().catch(() => undefined);
+  }
+
+  #head(): { seq: number; hash: string | null } | undefined {
+    return this.#state.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
+      | { seq: number; hash: string | null }
+      | undefined;
+  }
+
+  #due(n: number): boolean {
+    if (!this.#signer || this.#checkpointing) return false;
+    const since = n - this.#lastCheckpoint.n;
+    return (
+      since >= this.#policy.entries ||
+      (since > 0 && this.#clock.now() - this.#lastCheckpoint.at >= this.#policy.seconds * 1000)
     );
+  }
+
+  /**
+   * Sign the current head and file the checkpoint in the current unit of work. The signature is
+   * asynchronous (KMS-shaped port), so the head is checked again before filing: a head rolled back
+   * meanwhile is not checkpointed. Returns whether a checkpoint was filed.
+   */
+  checkpoint(): Promise<boolean> {
+    this.#checkpointing ??= this.#checkpoint().finally(() => {
+      this.#checkpointing = undefined;
+    });
+    return this.#checkpointing;
+  }
+
+  async #checkpoint(): Promise<boolean> {
+    const signer = this.#signer;
+    if (!signer || this.#state.failure) return false;
+    const head = this.#head();
+    if (!head?.hash || head.seq <= this.#lastCheckpoint.n) return false;
+    const at = this.#clock.now();
+    const jws = await signCheckpoint(signer, {
+      stream: this.stream,
+      n: head.seq,
+      hash: head.hash,
+      at: new Date(at).toISOString(),
+    });
+    if (this.#state.failure) return false;
+    const filed = this.#state.run(() => {
+      const row = this.#state.stmt('SELECT hash FROM audit WHERE seq = ?').get(head.seq) as
+        | { hash: string | null }
+        | undefined;
+      if (row?.hash !== head.hash) return false;
+      this.#state.stmt('INSERT OR IGNORE INTO audit_checkpoints (n, jws) VALUES (?, ?)').run(head.seq, jws);
+      return true;
+    });
+    if (filed) this.#lastCheckpoint = { n: head.seq, at };
+    return filed;
+  }
+
+  /** Prove the chain of this file with the trusted checkpoint keys (`itk3 audit verify`). */
+  verify(keys: CheckpointKeys): StreamReport {
+    const rows = this.#state.stmt('SELECT seq, entry, prev, hash FROM audit ORDER BY seq').all() as {
+      seq: number;
+      entry: string;
+      prev: string | null;
+      hash: string | null;
+    }[];
+    const links: ChainLink[] = rows.map((r) => ({
+      n: r.seq,
+      prev: r.prev ?? '',
+      hash: r.hash ?? '',
+      entry: JSON.parse(r.entry) as AuditEntry,
+    }));
+    const checkpoints = this.#state
+      .stmt('SELECT n, jws FROM audit_checkpoints ORDER BY n')
+      .all() as StoredCheckpoint[];
+    return verifyStream(this.stream, links, checkpoints, keys);
   }
 
   async byTrace(traceId: string): Promise<AuditEntry[]> {
@@ -790,6 +923,18 @@ export function traceIdOf(body: string, fallback: string): string {
     }
   }
   return fallback;
+}
+
+/** State files made before the chain: add its columns (their old entries stay unchained). */
+function migrateAuditChain(db: Database.Database): void {
+  const columns = new Set(
+    (db.prepare('PRAGMA table_info(audit)').all() as { name: string }[]).map((c) => c.name),
+  );
+  if (!columns.has('prev')) db.exec('ALTER TABLE audit ADD COLUMN prev TEXT');
+  if (!columns.has('hash')) db.exec('ALTER TABLE audit ADD COLUMN hash TEXT');
+  db.prepare("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('stream', ?)").run(
+    `embedded-${randomUUID()}`,
+  );
 }
 
 const IO_CODES = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|PERM)/;

@@ -4,6 +4,7 @@ import {
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
+  TransactWriteItemsCommand,
 } from '@aws-sdk/client-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -100,7 +101,7 @@ describe('DynamoOnceStore', () => {
 
 describe('DynamoAuditLog', () => {
   it('writes a sortable, unique sort key and a TTL of event time + 400 days', async () => {
-    ddb.on(PutItemCommand).resolves({});
+    ddb.on(TransactWriteItemsCommand).resolves({});
     const audit = new DynamoAuditLog(client(), 'audit', clock);
 
     await audit.append({
@@ -112,7 +113,10 @@ describe('DynamoAuditLog', () => {
     });
     await audit.append({ traceId: 't', at: '2026-01-01T00:00:00.000Z', stage: 'decrypt', event: 'rejected' });
 
-    const [a, b] = ddb.commandCalls(PutItemCommand).map((c) => c.args[0].input.Item ?? {});
+    // Each append is one transaction; its first write is the entry item in the trace's partition.
+    const [a, b] = ddb
+      .commandCalls(TransactWriteItemsCommand)
+      .map((c) => c.args[0].input.TransactItems?.[0]?.Put?.Item ?? {});
     expect(a?.sk?.S).toMatch(/^2026-01-01T00:00:00\.000Z#decrypt#rejected#[0-9a-f]{12}$/);
     expect(a?.sk?.S).not.toBe(b?.sk?.S);
     expect(a?.expiresAt?.N).toBe(String(1_767_225_600 + 400 * 86_400));
@@ -147,7 +151,7 @@ describe('DynamoAuditLog', () => {
   });
 
   it('throws TransientError AUDIT_UNAVAILABLE on throttling', async () => {
-    ddb.on(PutItemCommand).rejects(serviceError('ProvisionedThroughputExceededException', 400));
+    ddb.on(TransactWriteItemsCommand).rejects(serviceError('ProvisionedThroughputExceededException', 400));
     const thrown = await new DynamoAuditLog(client(), 'audit', clock)
       .append({ traceId: 't', at: 'x', stage: 'ingest', event: 'received' })
       .catch((e: unknown) => e);
