@@ -247,7 +247,7 @@ async function unwrapWithKeyService(parsed: SealedParts, keys: KeyService): Prom
  */
 async function agreeAndUnwrap(parsed: SealedParts, keys: KeyService): Promise<Uint8Array | undefined> {
   const epk = p256PublicJwk(parsed.epk);
-  if (!epk || !keys.deriveSharedSecret) return undefined;
+  if (!epk) return undefined;
   let sharedSecret: Uint8Array | undefined;
   try {
     const result = await keys.deriveSharedSecret(parsed.kid, epk);

@@ -22,11 +22,11 @@ export interface KeyService {
    * key (already checked to be a point on P-256), for JWE `ECDH-ES+A256KW`: returns the raw shared
    * secret Z (32 bytes); the caller runs the Concat KDF and the AES key unwrap. Same failure rules
    * as {@link unwrapKey}: `{ ok: false }` for an unknown kid, a kid that is not an agreement key or
-   * a refused public key; {@link import('../errors.js').TransientError} when unavailable. A key
-   * service without agreement keys may leave it out: such messages then fail like a bad unwrap.
-   * The caller zeroes Z once used, so return a fresh buffer per call.
+   * a refused public key; {@link import('../errors.js').TransientError} when unavailable. The
+   * caller zeroes Z once used, so return a fresh buffer per call. (Required, not optional, so a
+   * wrapper around a key service cannot silently drop it.)
    */
-  deriveSharedSecret?(
+  deriveSharedSecret(
     kid: string,
     ephemeralPublicKey: EcPublicJwk,
   ): Promise<{ ok: true; sharedSecret: Uint8Array } | { ok: false }>;

@@ -65,7 +65,7 @@ export interface FloorResult {
 }
 
 /** Time `fn` in a loop for at least `loopMs`, `repeats` times; per-call CPU and wall medians. */
-async function measure(
+export async function measure(
   name: string,
   plan: FloorPlan,
   fn: () => unknown | Promise<unknown>,

@@ -29,6 +29,7 @@ import { ASSUMED_LATENCY_MS, type CostEstimate, estimateCost, PRICES } from './c
 import { type FloorResult, measureCryptoFloor } from './crypto-floor.js';
 import { benchEmbeddedSize, type EmbeddedSizeResult, PHASES } from './embedded.js';
 import { benchEmulator, type EmulatorResult } from './emulator.js';
+import { benchRecipientKeys, type RecipientKeyRow } from './recipient-keys.js';
 import { fmt } from './stats.js';
 import { immunisationBundle, prepareMessages, SIZE_CLASSES } from './workload.js';
 
@@ -58,7 +59,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--sizes') args.sizes = new Set((argv[++i] ?? '').split(',').map((x) => x.trim()));
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,emulator,bundles] [--sizes small,1MB,5MB]',
+        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,recipient-keys,emulator,bundles] [--sizes small,1MB,5MB]',
       );
       process.exit(0);
     } else {
@@ -84,6 +85,7 @@ const PLANS = {
       runs: 5,
     },
     emulator: { messages: 200, repeats: 3 },
+    recipientKeys: { floor: { repeats: 5, loopMs: 200 }, backlog: 300, paced: 150, runs: 5 },
     bundles: {
       initRepeats: 7,
       variants: ['as-deployed', 'zod-namespace', 'zod-namespace+sdk-external'] as BundleVariant[],
@@ -98,6 +100,7 @@ const PLANS = {
       runs: 3,
     },
     emulator: { messages: 40, repeats: 2 },
+    recipientKeys: { floor: { repeats: 3, loopMs: 60 }, backlog: 60, paced: 30, runs: 3 },
     bundles: { initRepeats: 3, variants: ['as-deployed'] as BundleVariant[] },
   },
 } as const;
@@ -171,6 +174,12 @@ async function main(): Promise<void> {
       const paced = await prepareMessages(world, size, counts.paced, { now, infAck: true });
       embedded.push(await benchEmbeddedSize(world, keys, size, backlog, paced, now, plan.embedded.runs, log));
     }
+  }
+
+  // Every recipient key choice side by side (needs the floor's shared part).
+  let recipientKeys: RecipientKeyRow[] | undefined;
+  if (floor && !args.skip.has('recipient-keys')) {
+    recipientKeys = await benchRecipientKeys(floor, plan.recipientKeys, now, log);
   }
 
   let emulator: EmulatorResult | undefined;
@@ -381,6 +390,37 @@ async function main(): Promise<void> {
     print(`   largest parts of the decrypt bundle (KiB): ${top.map((t) => `${t.name} ${t.kib}`).join(', ')}`);
   }
 
+  if (recipientKeys) {
+    print('\n2b. Recipient key choice (small messages; local key = cached-mode work; same run)');
+    print(
+      table(
+        [
+          'recipient key',
+          'JWE alg',
+          'key step CPU ms',
+          'floor ms/msg',
+          'floor msg/s',
+          'embedded msg/s',
+          'embedded ÷ floor',
+          'encrypted key chars',
+        ],
+        recipientKeys.map((r) => [
+          r.label,
+          r.label.startsWith('ECDH') ? 'ECDH-ES+A256KW' : 'RSA-OAEP-256',
+          fmt(r.keyStepMs, 3),
+          r.floorMs.toFixed(3),
+          r.floorThroughput.toFixed(1),
+          fmt(r.embedded, 1),
+          r.ratio.toFixed(2),
+          String(r.encryptedKeyChars),
+        ]),
+      ),
+    );
+    print(
+      '   floor = the small floor of section 1 with its RSA-4096 unwrap replaced by this key step (ECDH-ES: epk import + ECDH + Concat KDF + AES-KW unwrap)',
+    );
+  }
+
   // ---- Targets ----------------------------------------------------------------------------------
   const targets: Target[] = [];
   const smallE = embedded.find((e) => e.size === 'small');
@@ -508,6 +548,7 @@ async function main(): Promise<void> {
     })),
     floor,
     embedded,
+    recipientKeys,
     emulator: emulator ?? { skipped: emulatorSkipped },
     costs,
     prices: PRICES,

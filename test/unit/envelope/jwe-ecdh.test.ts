@@ -224,15 +224,6 @@ describe('ECDH-ES+A256KW: every failure is the uniform DECRYPT_FAILED', () => {
     );
   });
 
-  it('a key service without key agreement fails the same way', async () => {
-    const rsaOnly: KeyService = {
-      unwrapKey: (kid, encryptedKey) => keys.unwrapKey(kid, encryptedKey),
-      signEs256: () => Promise.reject(new Error('unused')),
-      publicKeySpki: (kid) => keys.publicKeySpki(kid),
-    };
-    await decryptFails(sealed, rsaOnly);
-  });
-
   it('a key service error is the same failure; unavailability is rethrown for a retry', async () => {
     const failing = (error: Error): KeyService => ({
       unwrapKey: () => Promise.reject(error),
