@@ -96,6 +96,8 @@ export const WRAPPED_KEY_PURPOSE = wrappedKeyContext('any')['itk3:purpose'];
  * is something else pasted by mistake (a public key, a kid, a key id).
  */
 const MIN_WRAPPED_BYTES = 1024;
+/** The same for a P-256 recipient key (`keySpec` `ECC_NIST_P256`): its PKCS#8 DER is ≈ 138 bytes. */
+const MIN_WRAPPED_P256_BYTES = 128;
 
 /** JWK members that carry private key material: never in a published key. */
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const;
@@ -127,13 +129,14 @@ export function resolveKeyMode(keyMode: KeyModeProps | undefined, config: Pipeli
   const directKids = new Set(keyMode.directKids ?? []);
 
   // Where each configured recipient kid is, for coverage and for messages that name the recipient.
-  const configured = new Map<string, { ods: string; where: string; kmsKeyId?: string }>();
+  const configured = new Map<string, { ods: string; where: string; kmsKeyId?: string; p256: boolean }>();
   for (const [r, recipient] of config.recipients.entries()) {
     for (const [k, key] of recipient.keys.entries()) {
       configured.set(key.kid, {
         ods: recipient.ods,
         where: `recipients.${r}.keys.${k}`,
         kmsKeyId: key.kmsKeyId,
+        p256: key.keySpec === 'ECC_NIST_P256',
       });
     }
   }
@@ -156,7 +159,10 @@ export function resolveKeyMode(keyMode: KeyModeProps | undefined, config: Pipeli
     if (!configured.has(kid)) {
       problems.push(`keyMode.wrappedKeys.${kid}: not a recipient kid of the configuration`);
     }
-    const blobProblem = base64Problem(blob);
+    const blobProblem = base64Problem(
+      blob,
+      configured.get(kid)?.p256 ? MIN_WRAPPED_P256_BYTES : MIN_WRAPPED_BYTES,
+    );
     if (blobProblem) problems.push(`keyMode.wrappedKeys.${kid}: ${blobProblem}`);
     if (directKids.has(kid)) problems.push(`keyMode.directKids: "${kid}" is also wrapped; choose one`);
   }
@@ -243,30 +249,40 @@ export function wrappedKeyConditions(kids: Iterable<string>): Record<string, Rec
 }
 
 /** Why `blob` is not a wrapped key in canonical base64, or undefined if it may be one. */
-function base64Problem(blob: unknown): string | undefined {
+function base64Problem(blob: unknown, minBytes: number): string | undefined {
   if (typeof blob !== 'string') return 'must be a base64 string';
   // Canonical standard base64 only: the runtime (ITK3_WRAPPED_KEYS) accepts nothing else.
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(blob) || blob.length % 4 !== 0) return 'not valid base64';
   const bytes = Buffer.from(blob, 'base64');
   if (bytes.toString('base64') !== blob) return 'not valid base64';
-  if (bytes.length < MIN_WRAPPED_BYTES) {
-    return `decodes to ${bytes.length} bytes: too short for a wrapped RSA private key (use wrappedPrivateKey of itk3 keys wrap)`;
+  if (bytes.length < minBytes) {
+    return `decodes to ${bytes.length} bytes: too short for a wrapped ${minBytes === MIN_WRAPPED_BYTES ? 'RSA' : 'P-256'} private key (use wrappedPrivateKey of itk3 keys wrap)`;
   }
   return undefined;
 }
 
-/** Problems of a JWK to publish for a wrapped kid: RSA, public members only, the recipient alg/use. */
+/**
+ * Problems of a JWK to publish for a wrapped kid: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`),
+ * public members only, the recipient alg/use.
+ */
 function publicJwkProblems(jwk: RecipientPublicJwk): string[] {
   const problems: string[] = [];
   const members = jwk as unknown as Record<string, unknown>;
   const leaked = PRIVATE_JWK_MEMBERS.filter((m) => members[m] !== undefined);
   if (leaked.length > 0)
     problems.push(`holds private key members (${leaked.join(', ')}); publish the public JWK only`);
-  if (members.kty !== 'RSA') problems.push('kty must be "RSA"');
-  if (typeof members.n !== 'string' || typeof members.e !== 'string') problems.push('n and e are required');
+  if (members.kty === 'EC') {
+    if (members.crv !== 'P-256') problems.push('crv must be "P-256"');
+    if (typeof members.x !== 'string' || typeof members.y !== 'string') problems.push('x and y are required');
+    if (members.alg !== undefined && members.alg !== 'ECDH-ES+A256KW')
+      problems.push('alg must be "ECDH-ES+A256KW"');
+  } else {
+    if (members.kty !== 'RSA') problems.push('kty must be "RSA" or "EC"');
+    if (typeof members.n !== 'string' || typeof members.e !== 'string') problems.push('n and e are required');
+    if (members.alg !== undefined && members.alg !== 'RSA-OAEP-256')
+      problems.push('alg must be "RSA-OAEP-256"');
+  }
   if (typeof members.kid !== 'string') problems.push('kid is required');
-  if (members.alg !== undefined && members.alg !== 'RSA-OAEP-256')
-    problems.push('alg must be "RSA-OAEP-256"');
   if (members.use !== undefined && members.use !== 'enc') problems.push('use must be "enc"');
   return problems;
 }

@@ -56,6 +56,8 @@ export interface PipelineKey {
   readonly key: kms.IKey;
   /** True when this stack created the key (and so controls its key policy). */
   readonly owned: boolean;
+  /** A `KEY_AGREEMENT` P-256 recipient key (JWE `ECDH-ES+A256KW`) rather than an RSA one. */
+  readonly agreement?: boolean;
 }
 
 /** Properties of {@link PipelineKeys}. */
@@ -90,9 +92,10 @@ export interface KeyWrappingProps {
 
 /**
  * Every key of the pipeline:
- * - one `RSA_4096` `ENCRYPT_DECRYPT` key per recipient key id (`recipients[].keys[].kid`), so
- *   several kids can be live during a rotation; a key entry with `kmsKeyId` references that
- *   existing key instead of creating one;
+ * - one key per recipient key id (`recipients[].keys[].kid`), so several kids can be live during a
+ *   rotation, of the entry's `keySpec`: `RSA_4096` (default), `RSA_3072` or `RSA_2048`
+ *   `ENCRYPT_DECRYPT` for `RSA-OAEP-256`, or `ECC_NIST_P256` `KEY_AGREEMENT` for `ECDH-ES+A256KW`;
+ *   a key entry with `kmsKeyId` references that existing key instead of creating one;
  * - the `ECC_NIST_P256` `SIGN_VERIFY` key that signs ITK3 responses (`responseSigning.kid`);
  * - a symmetric customer-managed key with yearly rotation for queues, tables, buckets and logs;
  * - a second one, the **inbound key**, for the inbound (authenticate) queue and its DLQ alone: the
@@ -149,19 +152,20 @@ export class PipelineKeys extends Construct {
         // A wrapped kid's key pair lives in its blob: an RSA KMS key would be a second, unused pair.
         if (this.wrappedKids.has(entry.kid)) continue;
         const id = `Recipient${safeId(entry.kid)}`;
+        const agreement = entry.keySpec === 'ECC_NIST_P256';
         if (entry.kmsKeyId) {
           const key = this.existingKey(id, entry.kmsKeyId, `recipients.${r}.keys.${k}.kmsKeyId`, problems);
-          if (key) recipientKeys.push({ kid: entry.kid, key, owned: false });
+          if (key) recipientKeys.push({ kid: entry.kid, key, owned: false, agreement });
           continue;
         }
         const key = new kms.Key(this, id, {
-          description: `ITK3 recipient ${recipient.ods} decryption key, kid ${entry.kid}`,
-          keySpec: kms.KeySpec.RSA_4096,
-          keyUsage: kms.KeyUsage.ENCRYPT_DECRYPT,
+          description: `ITK3 recipient ${recipient.ods} ${agreement ? 'key-agreement' : 'decryption'} key, kid ${entry.kid}`,
+          keySpec: kms.KeySpec[entry.keySpec ?? 'RSA_4096'],
+          keyUsage: agreement ? kms.KeyUsage.KEY_AGREEMENT : kms.KeyUsage.ENCRYPT_DECRYPT,
           policy: adminOnlyPolicy(),
           removalPolicy,
         });
-        recipientKeys.push({ kid: entry.kid, key, owned: true });
+        recipientKeys.push({ kid: entry.kid, key, owned: true, agreement });
       }
     }
     this.recipientKeys = recipientKeys;
@@ -200,12 +204,15 @@ export class PipelineKeys extends Construct {
   }
 
   /**
-   * Let `role` unwrap content keys: `kms:Decrypt` with every RSA recipient key, and in the cached
+   * Let `role` unwrap content keys: `kms:Decrypt` with every RSA recipient key,
+   * `kms:DeriveSharedSecret` with every key-agreement (P-256) recipient key, and in the cached
    * mode `kms:Decrypt` with the wrapping key bound to the wrapped kids' encryption context — nothing
    * else. Call it for the decrypt stage only.
    */
   grantUnwrap(role: iam.IRole): void {
-    for (const k of this.recipientKeys) grantExclusive(k, role, ['kms:Decrypt']);
+    for (const k of this.recipientKeys) {
+      grantExclusive(k, role, [k.agreement ? 'kms:DeriveSharedSecret' : 'kms:Decrypt']);
+    }
     if (!this.wrappingKey || this.wrappedKids.size === 0) return;
     const conditions = wrappedKeyConditions(this.wrappedKids);
     // Explicit statement instead of `key.grant`, which cannot carry the condition.

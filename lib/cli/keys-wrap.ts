@@ -14,13 +14,13 @@ import type { RecipientKeyPairSpec, WrappedKeyRecord } from '../adapters/aws/key
 import { UsageError } from '../errors.js';
 
 export const KEYS_WRAP_USAGE =
-  'usage: itk3 keys wrap --wrapping-key KEY --kid KID [--spec RSA_2048|RSA_3072|RSA_4096] [--out FILE [--force]]';
+  'usage: itk3 keys wrap --wrapping-key KEY --kid KID [--spec RSA_2048|RSA_3072|RSA_4096|ECC_NIST_P256] [--out FILE [--force]]';
 
 /** Same rule as a kid in the configuration (lib/config/schema.ts), so every wrapped kid is usable. */
 const KID = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** Key-pair specs accepted on the command line (kept here so a typo is a usage error without the SDK). */
-const SPECS: readonly RecipientKeyPairSpec[] = ['RSA_2048', 'RSA_3072', 'RSA_4096'];
+const SPECS: readonly RecipientKeyPairSpec[] = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'];
 
 /**
  * A KMS key reference KMS accepts for `KeyId`: key id (UUID or multi-Region `mrk-…`), key ARN,

@@ -60,10 +60,12 @@ Commands:
   demo [--out DIR] [--fast] [--emulator URL [--local-state]]
                                             run the samples and hostile messages through the embedded pipeline
                                             (or, with --emulator, against an emulator's real SQS/KMS/DynamoDB/S3)
-  keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--kid ODS=KID]... [--modulus N]
+  keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--kid ODS=KID]... [--recipient-alg A] [--modulus N]
                                             create a keystore (recipient + response-signing keys), print public JWKS
                                             (--kid chooses the key id of a recipient's key or of the gateway's
-                                            response-signing key; default ods-enc-YYYYMM / ods-response-YYYYMM)
+                                            response-signing key; default ods-enc-YYYYMM / ods-response-YYYYMM;
+                                            --recipient-alg RSA-OAEP-256 (default, --modulus 2048|3072|4096)
+                                            or ECDH-ES+A256KW (P-256))
   keys add --purpose P --alg A --owner O [--kid K] [--keystore F]
                                             add a key (purposes: ${KEY_PURPOSES.join(', ')})
   keys public [--keystore F]                print the public JWKS of every key
@@ -249,7 +251,8 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
       keystore: { type: 'string', default: '.itk3/keystore.json' },
       recipient: { type: 'string', multiple: true },
       gateway: { type: 'string', default: 'ITK3GW' },
-      modulus: { type: 'string', default: '4096' },
+      'recipient-alg': { type: 'string', default: 'RSA-OAEP-256' },
+      modulus: { type: 'string' },
       force: { type: 'boolean' },
       kid: { type: 'string', multiple: true },
     });
@@ -258,9 +261,11 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
         `${values.keystore} exists; pass --force to replace it (its private keys would be lost)`,
       );
     }
-    const modulusLength = Number(values.modulus);
-    if (![2048, 3072, 4096].includes(modulusLength))
-      throw new UsageError('--modulus must be 2048, 3072 or 4096');
+    const recipientAlg = values['recipient-alg'];
+    if (recipientAlg !== 'RSA-OAEP-256' && recipientAlg !== 'ECDH-ES+A256KW') {
+      throw new UsageError('--recipient-alg must be RSA-OAEP-256 or ECDH-ES+A256KW');
+    }
+    const modulusLength = recipientModulus(recipientAlg, values.modulus) ?? 4096;
     const recipients = values.recipient ?? [];
     if (recipients.length === 0) throw new UsageError('name at least one recipient: --recipient ODS');
     const month = new Date().toISOString().slice(0, 7).replace('-', '');
@@ -273,7 +278,7 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
       ...recipients.map((ods) =>
         generateKey(
           'recipient-decrypt',
-          'RSA-OAEP-256',
+          recipientAlg,
           chosen.get(ods) ?? `${ods.toLowerCase()}-enc-${month}`,
           ods,
           { modulusLength },
@@ -310,13 +315,8 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
     const ks = existsSync(values.keystore) ? readKeystore(values.keystore) : createKeystore([]);
     const kid = values.kid ?? `${values.owner.toLowerCase()}-${purpose}-${Date.now().toString(36)}`;
     if (findKey(ks, kid)) throw new UsageError(`kid ${kid} already exists in ${values.keystore}`);
-    const entry = await generateKey(
-      purpose,
-      alg,
-      kid,
-      values.owner,
-      values.modulus ? { modulusLength: Number(values.modulus) } : {},
-    );
+    const modulusLength = recipientModulus(alg, values.modulus);
+    const entry = await generateKey(purpose, alg, kid, values.owner, modulusLength ? { modulusLength } : {});
     writeKeystore(values.keystore, createKeystore([...ks.keys, entry]));
     write(JSON.stringify(publicJwk(entry), null, 2));
     return 0;
@@ -328,6 +328,16 @@ async function keysCommand(argv: readonly string[], write: Write): Promise<numbe
   }
   if (sub === 'wrap') return await keysWrapCommand(rest, write);
   throw new UsageError('usage: itk3 keys init|add|public|wrap [options]');
+}
+
+/** `--modulus`: RSA only, 2048, 3072 or 4096; `undefined` when not given. */
+function recipientModulus(alg: string, modulus: string | undefined): number | undefined {
+  if (modulus === undefined) return undefined;
+  if (alg === 'ES256' || alg === 'ECDH-ES+A256KW')
+    throw new UsageError(`--modulus does not apply to ${alg} (P-256)`);
+  const bits = Number(modulus);
+  if (![2048, 3072, 4096].includes(bits)) throw new UsageError('--modulus must be 2048, 3072 or 4096');
+  return bits;
 }
 
 async function tokenCommand(argv: readonly string[], write: Write): Promise<number> {
@@ -420,11 +430,21 @@ function recipientKey(
 ) {
   if (jwksFile) {
     const jwks = JSON.parse(readInput(jwksFile).toString()) as {
-      keys?: { kid?: string; use?: string; kty?: string }[];
+      keys?: { kid?: string; use?: string; kty?: string; crv?: string; alg?: string }[];
     };
-    const keys = (jwks.keys ?? []).filter((k) => k.kty === 'RSA' && (kid === undefined || k.kid === kid));
-    if (keys.length !== 1)
-      throw new UsageError('--recipient-jwks must hold exactly one matching RSA key (add --recipient-kid)');
+    // An encryption key: RSA (RSA-OAEP-256) or P-256 (ECDH-ES+A256KW); the JWE alg follows the key.
+    const keys = (jwks.keys ?? []).filter(
+      (k) =>
+        (k.kty === 'RSA' || (k.kty === 'EC' && k.crv === 'P-256')) &&
+        k.use !== 'sig' &&
+        (k.alg === undefined || k.alg === 'RSA-OAEP-256' || k.alg === 'ECDH-ES+A256KW') &&
+        (kid === undefined || k.kid === kid),
+    );
+    if (keys.length !== 1) {
+      throw new UsageError(
+        '--recipient-jwks must hold exactly one matching RSA or P-256 encryption key (add --recipient-kid)',
+      );
+    }
     const key = keys[0]!;
     return { key: key as Record<string, string>, kid: key.kid! };
   }

@@ -179,11 +179,24 @@ export const SenderSchema = z
     }
   });
 
+/**
+ * KMS key spec of a recipient key, which fixes its JWE `alg`: RSA specs are `ENCRYPT_DECRYPT` keys
+ * for `RSA-OAEP-256`; `ECC_NIST_P256` is a `KEY_AGREEMENT` key for `ECDH-ES+A256KW`.
+ */
+export const RECIPIENT_KEY_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
+export type RecipientKeySpec = (typeof RECIPIENT_KEY_SPECS)[number];
+
 export const RecipientKeySchema = z
   .object({
     kid,
     /** KMS key id, ARN or alias (AWS mode). Locally the keystore holds the key under `kid`. */
     kmsKeyId: z.string().optional(),
+    /**
+     * The key's KMS spec (created keys are made with it; a referenced key must have it).
+     * `ECC_NIST_P256` means senders use `ECDH-ES+A256KW`; every RSA spec `RSA-OAEP-256`.
+     * @default 'RSA_4096'
+     */
+    keySpec: z.enum(RECIPIENT_KEY_SPECS).optional(),
   })
   .strict();
 

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
-import { generateKey } from '../adapters/local/keystore.js';
+import { generateKey, publicJwk } from '../adapters/local/keystore.js';
 import { encryptSigned, type SignerKey, sealMessage, signBundle } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { Itk3ValidationError } from '../errors.js';
@@ -504,6 +504,6 @@ export function recipientKeyFor(world: DemoWorld, ods: string): { key: JWK; kid:
   const published = world.publishedRecipientKeys?.[ods] ?? world.publishedRecipientKeys?.A83627;
   if (published) return published;
   const entry = (world.recipients[ods as keyof DemoWorld['recipients']] ?? world.recipients.A83627).key;
-  const { kty, n, e } = entry.privateJwk as { kty: string; n: string; e: string };
-  return { key: { kty, n, e }, kid: entry.kid };
+  // As published (RSA or P-256, with its `alg`): the sealed message's JWE alg follows the key.
+  return { key: publicJwk(entry), kid: entry.kid };
 }

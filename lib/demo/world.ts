@@ -67,6 +67,8 @@ export interface WorldOptions {
   now?: number;
   /** Recipient RSA size: 4096 as deployed in KMS; 2048 makes tests faster. @default 4096 */
   recipientModulus?: number;
+  /** Recipient key algorithm (ECDH-ES+A256KW: P-256, `recipientModulus` unused). @default 'RSA-OAEP-256' */
+  recipientAlg?: 'RSA-OAEP-256' | 'ECDH-ES+A256KW';
 }
 
 /** Generate a fresh world. Takes a few seconds with RSA-4096 recipient keys. */
@@ -80,9 +82,15 @@ export async function createWorld(opts: WorldOptions = {}): Promise<DemoWorld> {
   const senderEntry = (ods: string, alg: SigningAlg) =>
     generateKey('sender-sign', alg, `${ods.toLowerCase()}-sign-${stamp}`, ods);
   const recipientEntry = (ods: string) =>
-    generateKey('recipient-decrypt', 'RSA-OAEP-256', `${ods.toLowerCase()}-enc-${stamp}`, ods, {
-      modulusLength,
-    });
+    generateKey(
+      'recipient-decrypt',
+      opts.recipientAlg ?? 'RSA-OAEP-256',
+      `${ods.toLowerCase()}-enc-${stamp}`,
+      ods,
+      {
+        modulusLength,
+      },
+    );
 
   const [nhsKey, fedKey, gpKey, x26Key, fqKey, a836Key, a879Key, responseKey] = await Promise.all([
     issuerEntry('nhs-identity', 'ES256'),

@@ -14,8 +14,13 @@ export const KID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 /** An ODS code as the configuration defines it. */
 export const ODS_PATTERN = /^[A-Z0-9]{3,10}$/;
 
-/** JWE protected header values the contract fixes. */
+/** JWE protected header values the contract fixes. `JWE_ALG` is the RSA key-management choice. */
 export const JWE_ALG = 'RSA-OAEP-256';
+/** Key agreement on P-256 with AES-256 key wrap (RFC 7518 §4.6): the elliptic-curve recipient choice. */
+export const JWE_ECDH_ALG = 'ECDH-ES+A256KW';
+/** Every JWE `alg` the contract accepts; which one a message uses follows the recipient's key. */
+export const JWE_ALGS = [JWE_ALG, JWE_ECDH_ALG] as const;
+export type JweAlg = (typeof JWE_ALGS)[number];
 export const JWE_ENC = 'A256GCM';
 export const JWE_CTY = 'JOSE';
 
@@ -42,6 +47,11 @@ export const FORBIDDEN_JWE_HEADERS = [
 
 /** A private or public key as callers hold it: WebCrypto, Node `KeyObject`, or a JWK. */
 export type KeyLike = CryptoKey | KeyObject | JWK;
+
+/** True for a JWE key-management algorithm the contract allows. */
+export function isJweAlg(value: unknown): value is JweAlg {
+  return typeof value === 'string' && (JWE_ALGS as readonly string[]).includes(value);
+}
 
 /** True for a signing algorithm the contract allows. */
 export function isSigningAlg(value: unknown): value is SigningAlg {

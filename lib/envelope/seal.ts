@@ -6,14 +6,18 @@
  * suite can build envelopes that disagree with themselves (different `itk` in JWE and JWS,
  * encrypt-only content, extra header parameters).
  */
-import { CompactEncrypt, CompactSign } from 'jose';
+import { KeyObject } from 'node:crypto';
+import { CompactEncrypt, CompactSign, type CryptoKey } from 'jose';
 import type { ItkRouting } from '../record.js';
 import {
   type BundleFormat,
   CTY_BY_FORMAT,
+  isJwk,
   JWE_ALG,
   JWE_CTY,
+  JWE_ECDH_ALG,
   JWE_ENC,
+  type JweAlg,
   type KeyLike,
   type SigningAlg,
   toJoseKey,
@@ -27,11 +31,16 @@ export interface SignerKey {
   alg: SigningAlg;
 }
 
-/** The recipient's encryption key (RSA, used with RSA-OAEP-256). */
+/** The recipient's encryption key: RSA (RSA-OAEP-256) or P-256 (ECDH-ES+A256KW). */
 export interface RecipientKey {
   /** Public key: CryptoKey, KeyObject or public JWK. */
   key: KeyLike;
   kid: string;
+  /**
+   * Key-management algorithm. @default - from the key: a JWK's `alg` when it is one the contract
+   * allows, else `ECDH-ES+A256KW` for an EC key and `RSA-OAEP-256` for an RSA key
+   */
+  alg?: JweAlg;
 }
 
 /** Options for {@link signBundle}. */
@@ -87,8 +96,39 @@ export async function signBundle(opts: SignBundleOptions): Promise<string> {
 }
 
 /**
- * Outer JWE: compact, `RSA-OAEP-256` + `A256GCM`, protected header `{alg, enc, kid, cty: 'JOSE', itk}`.
- * No `zip`, ever (A21).
+ * The JWE `alg` a recipient key calls for, as its published JWKS entry says (docs/WIRE-FORMAT.md):
+ * the JWK's `alg`, else its key type. An EC key on a curve other than P-256 is refused.
+ */
+export function recipientAlg(recipient: RecipientKey): JweAlg {
+  if (recipient.alg) return recipient.alg;
+  const { key } = recipient;
+  let kty: string | undefined;
+  let crv: string | undefined;
+  if (isJwk(key)) {
+    if (key.alg === JWE_ALG) return JWE_ALG;
+    if (key.alg === JWE_ECDH_ALG) return JWE_ECDH_ALG;
+    if (key.alg !== undefined)
+      throw new TypeError(`recipient key alg ${key.alg} is not a JWE alg the contract allows`);
+    ({ kty, crv } = key);
+  } else if (key instanceof KeyObject) {
+    kty =
+      key.asymmetricKeyType === 'ec' ? 'EC' : key.asymmetricKeyType === 'rsa' ? 'RSA' : key.asymmetricKeyType;
+    crv =
+      key.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'P-256' : key.asymmetricKeyDetails?.namedCurve;
+  } else {
+    const algorithm = (key as CryptoKey).algorithm as { name: string; namedCurve?: string };
+    kty = algorithm.name === 'ECDH' || algorithm.name === 'ECDSA' ? 'EC' : 'RSA';
+    crv = algorithm.namedCurve;
+  }
+  if (kty === 'RSA') return JWE_ALG;
+  if (kty === 'EC' && crv === 'P-256') return JWE_ECDH_ALG;
+  throw new TypeError('recipient key must be RSA or EC P-256');
+}
+
+/**
+ * Outer JWE: compact, `RSA-OAEP-256` or `ECDH-ES+A256KW` (by the recipient key, {@link recipientAlg})
+ * + `A256GCM`, protected header `{alg, enc, kid, cty: 'JOSE', itk}` (and `epk` for ECDH-ES, which
+ * `jose` generates per message). No `zip`, ever (A21).
  *
  * @example
  * ```ts
@@ -97,10 +137,11 @@ export async function signBundle(opts: SignBundleOptions): Promise<string> {
  */
 export async function encryptSigned(opts: EncryptSignedOptions): Promise<string> {
   const plaintext = typeof opts.plaintext === 'string' ? Buffer.from(opts.plaintext, 'utf8') : opts.plaintext;
-  const key = await toJoseKey(opts.recipient.key, JWE_ALG);
+  const alg = recipientAlg(opts.recipient);
+  const key = await toJoseKey(opts.recipient.key, alg);
   return new CompactEncrypt(plaintext)
     .setProtectedHeader({
-      alg: JWE_ALG,
+      alg,
       enc: JWE_ENC,
       kid: opts.recipient.kid,
       cty: JWE_CTY,

@@ -60,10 +60,11 @@ const refusingAudit: AuditLog = {
   byTrace: async () => [],
 };
 
-/** A key service that may unwrap a content key (to decrypt) and nothing else. */
+/** A key service that may unwrap a content key or agree one (to decrypt) and nothing else. */
 function unwrapOnly(keys: KeyService): KeyService {
   return {
     unwrapKey: (kid, encryptedKey) => keys.unwrapKey(kid, encryptedKey),
+    deriveSharedSecret: (kid, epk) => keys.deriveSharedSecret(kid, epk),
     signEs256: async () => {
       throw new Refused('signs');
     },
@@ -73,6 +74,9 @@ function unwrapOnly(keys: KeyService): KeyService {
 
 const noKeys: KeyService = {
   unwrapKey: async () => {
+    throw new Refused('decrypts without a keystore');
+  },
+  deriveSharedSecret: async () => {
     throw new Refused('decrypts without a keystore');
   },
   signEs256: async () => {

@@ -18,12 +18,33 @@ export interface KeyService {
    */
   unwrapKey(kid: string, encryptedKey: Uint8Array): Promise<{ ok: true; cek: Uint8Array } | { ok: false }>;
   /**
+   * ECDH on P-256 between the recipient key-agreement key `kid` and a sender's ephemeral public
+   * key (already checked to be a point on P-256), for JWE `ECDH-ES+A256KW`: returns the raw shared
+   * secret Z (32 bytes); the caller runs the Concat KDF and the AES key unwrap. Same failure rules
+   * as {@link unwrapKey}: `{ ok: false }` for an unknown kid, a kid that is not an agreement key or
+   * a refused public key; {@link import('../errors.js').TransientError} when unavailable. The
+   * caller zeroes Z once used, so return a fresh buffer per call. (Required, not optional, so a
+   * wrapper around a key service cannot silently drop it.)
+   */
+  deriveSharedSecret(
+    kid: string,
+    ephemeralPublicKey: EcPublicJwk,
+  ): Promise<{ ok: true; sharedSecret: Uint8Array } | { ok: false }>;
+  /**
    * Sign `signingInput` (the ASCII of `base64url(header).base64url(payload)`) with the
    * response-signing key `kid` using ES256. Returns the 64-byte JOSE `r‖s` signature.
    */
   signEs256(kid: string, signingInput: Uint8Array): Promise<Uint8Array>;
   /** Public key of `kid` as SPKI DER (for JWKS publication and self-tests). */
   publicKeySpki(kid: string): Promise<Uint8Array>;
+}
+
+/** A P-256 public key as a JWK with exactly its public members (a JWE `epk`). */
+export interface EcPublicJwk {
+  kty: 'EC';
+  crv: 'P-256';
+  x: string;
+  y: string;
 }
 
 /** Queue sending. Receiving is the job of the event source (Lambda or the embedded runtime). */

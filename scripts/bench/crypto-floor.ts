@@ -89,7 +89,7 @@ export interface SampleFloor {
 }
 
 /** Time `fn` in a loop for at least `loopMs`, `repeats` times; per-call CPU and wall medians. */
-async function measure(
+export async function measure(
   name: string,
   plan: FloorPlan,
   fn: () => unknown | Promise<unknown>,

@@ -137,6 +137,11 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
       portCalls.unwrap += 1;
       return keys.unwrapKey(kid, encryptedKey);
     },
+    // Counted with the unwraps: one asymmetric KMS request per message either way (same price).
+    deriveSharedSecret: (kid, epk) => {
+      portCalls.unwrap += 1;
+      return keys.deriveSharedSecret(kid, epk);
+    },
     signEs256: (kid, input) => {
       portCalls.sign += 1;
       return keys.signEs256(kid, input);

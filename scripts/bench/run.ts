@@ -45,6 +45,7 @@ import {
   processResult,
   sampleBytes,
 } from './process-samples.js';
+import { benchRecipientKeys, type RecipientKeyRow } from './recipient-keys.js';
 import { fmt, type Summary, summarise } from './stats.js';
 import { immunisationBundle, prepareMessages, SIZE_CLASSES } from './workload.js';
 
@@ -74,7 +75,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--sizes') args.sizes = new Set((argv[++i] ?? '').split(',').map((x) => x.trim()));
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,close,durable,emulator,bundles] [--sizes small,1MB,5MB]',
+        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,recipient-keys,close,durable,emulator,bundles] [--sizes small,1MB,5MB]',
       );
       process.exit(0);
     } else {
@@ -102,6 +103,7 @@ const PLANS = {
     emulator: { messages: 200, repeats: 3 },
     durable: { messages: 200, runs: 7, acceptRequests: 400, acceptConcurrency: 16, burstMessages: 12 },
     close: { backlog: 200, runs: 7, processMessages: 150, processRepeats: 5 },
+    recipientKeys: { floor: { repeats: 5, loopMs: 200 }, backlog: 300, paced: 150, runs: 5 },
     bundles: {
       initRepeats: 7,
       variants: ['as-deployed', 'zod-namespace', 'zod-namespace+sdk-external'] as BundleVariant[],
@@ -118,6 +120,7 @@ const PLANS = {
     emulator: { messages: 40, repeats: 2 },
     durable: { messages: 60, runs: 3, acceptRequests: 120, acceptConcurrency: 16, burstMessages: 4 },
     close: { backlog: 60, runs: 5, processMessages: 60, processRepeats: 3 },
+    recipientKeys: { floor: { repeats: 3, loopMs: 60 }, backlog: 60, paced: 30, runs: 3 },
     bundles: { initRepeats: 3, variants: ['as-deployed'] as BundleVariant[] },
   },
 } as const;
@@ -217,6 +220,12 @@ async function main(): Promise<void> {
     log(`  memory after a burst: sealing ${d.burstMessages} × 5 MB (not timed)…`);
     const burst = await prepareMessages(world, large, d.burstMessages, { now, infAck: true });
     durable.burst = await burstMemory(world, keys, burst, now);
+  }
+
+  // Every recipient key choice side by side (needs the floor's shared part).
+  let recipientKeys: RecipientKeyRow[] | undefined;
+  if (floor && !args.skip.has('recipient-keys')) {
+    recipientKeys = await benchRecipientKeys(floor, plan.recipientKeys, now, log);
   }
 
   let emulator: EmulatorResult | undefined;
@@ -508,6 +517,36 @@ async function main(): Promise<void> {
       );
     }
   }
+  if (recipientKeys) {
+    print('\n2b. Recipient key choice (small messages; local key = cached-mode work; same run)');
+    print(
+      table(
+        [
+          'recipient key',
+          'JWE alg',
+          'key step CPU ms',
+          'floor ms/msg',
+          'floor msg/s',
+          'embedded msg/s',
+          'embedded ÷ floor',
+          'encrypted key chars',
+        ],
+        recipientKeys.map((r) => [
+          r.label,
+          r.label.startsWith('ECDH') ? 'ECDH-ES+A256KW' : 'RSA-OAEP-256',
+          fmt(r.keyStepMs, 3),
+          r.floorMs.toFixed(3),
+          r.floorThroughput.toFixed(1),
+          fmt(r.embedded, 1),
+          r.ratio.toFixed(2),
+          String(r.encryptedKeyChars),
+        ]),
+      ),
+    );
+    print(
+      '   floor = the small floor of section 1 with its RSA-4096 unwrap replaced by this key step (ECDH-ES: epk import + ECDH + Concat KDF + AES-KW unwrap)',
+    );
+  }
 
   // ---- Targets ----------------------------------------------------------------------------------
   const targets: Target[] = [];
@@ -660,6 +699,7 @@ async function main(): Promise<void> {
     floor,
     embedded,
     closeToFloor: close,
+    recipientKeys,
     emulator: emulator ?? { skipped: emulatorSkipped },
     durable,
     costs,

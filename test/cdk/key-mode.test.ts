@@ -455,6 +455,25 @@ describe('cached key mode validated at synth', () => {
     ]);
   });
 
+  it('accepts a P-256-sized blob only for a kid whose keySpec is ECC_NIST_P256', () => {
+    const p256Blob = randomBytes(300).toString('base64');
+    const withP256: PipelineConfigInput = {
+      ...owned,
+      recipients: owned.recipients.map((r) => ({
+        ...r,
+        keys: r.keys.map((k) => (k.kid === 'a83627-enc-1' ? { ...k, keySpec: 'ECC_NIST_P256' as const } : k)),
+      })),
+    };
+    const problems = synth(withP256, {
+      wrappedKeys: { ...wrapped, 'a83627-enc-1': p256Blob, 'b12345-enc-1': p256Blob },
+    });
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^keyMode\.wrappedKeys\.b12345-enc-1: decodes to 300 bytes: too short for a wrapped RSA private key/,
+      ),
+    ]);
+  });
+
   it('refuses a wrapped key for an unknown kid, and a kid that is also an existing KMS key', () => {
     const problems = synth(base, { wrappedKeys: { ...wrapped, 'zz-enc-9': blob() } });
     expect(problems).toEqual([
@@ -471,7 +490,7 @@ describe('cached key mode validated at synth', () => {
       directKids: ['a83627-enc-1', 'nope'],
       cacheTtl: Duration.days(2),
       publicJwks: [
-        { ...jwks[0]!, d: 'secret' } as RecipientPublicJwk,
+        { ...jwks[0]!, d: 'secret' } as unknown as RecipientPublicJwk,
         publicJwk('not-wrapped'),
         { ...jwks[1]!, alg: 'RSA1_5' } as unknown as RecipientPublicJwk,
       ],

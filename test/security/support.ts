@@ -26,7 +26,7 @@ import type { MemoryBlobStore, MemoryOnceStore } from '../../lib/adapters/local/
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import type { LoadedConfig } from '../../lib/config/load.js';
 import type { DemoWorld } from '../../lib/demo/world.js';
-import type { Ports } from '../../lib/ports/index.js';
+import type { EcPublicJwk, Ports } from '../../lib/ports/index.js';
 import { EmbeddedPipeline, type MessageOutcome, VirtualClock } from '../../lib/runtime/embedded.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -185,13 +185,20 @@ export function rawEncrypt(opts: RawEncryptOptions): string {
 // ---------------------------------------------------------------------------------------------
 // The pipeline under attack.
 
-/** A key service that counts unwrap calls (A27: none before authentication and authorisation). */
+/**
+ * A key service that counts unwrap calls, key agreements included (A27: none before
+ * authentication and authorisation).
+ */
 export class CountingKeys extends SoftwareKeyService {
   unwraps = 0;
   signs = 0;
   override async unwrapKey(kid: string, encryptedKey: Uint8Array) {
     this.unwraps += 1;
     return super.unwrapKey(kid, encryptedKey);
+  }
+  override async deriveSharedSecret(kid: string, ephemeralPublicKey: EcPublicJwk) {
+    this.unwraps += 1;
+    return super.deriveSharedSecret(kid, ephemeralPublicKey);
   }
   override async signEs256(kid: string, signingInput: Uint8Array) {
     this.signs += 1;

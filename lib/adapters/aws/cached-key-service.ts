@@ -7,10 +7,20 @@
  * ({@link KmsKeyService}) at the price of a plaintext private key in the function's memory for the
  * TTL. The direct mode stays the default; the trade-off is written down in docs/PERFORMANCE.md.
  *
+ * A P-256 recipient key (JWE `ECDH-ES+A256KW`) works the same way: the wrapped PKCS#8 P-256 key
+ * is unwrapped once, and each message's ECDH is done locally instead of a KMS `DeriveSharedSecret`.
+ *
  * Everything else stays on KMS: `signEs256` (response signing) and, for kids without a wrapped key,
  * `unwrapKey` and `publicKeySpki` go to the wrapped {@link KmsKeyService}.
  */
-import { constants, createPrivateKey, createPublicKey, type KeyObject, privateDecrypt } from 'node:crypto';
+import {
+  constants,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  type KeyObject,
+  privateDecrypt,
+} from 'node:crypto';
 import {
   DecryptCommand,
   EncryptCommand,
@@ -18,7 +28,7 @@ import {
   type KMSClient,
 } from '@aws-sdk/client-kms';
 import { TransientError } from '../../errors.js';
-import type { KeyService } from '../../ports/index.js';
+import type { EcPublicJwk, KeyService } from '../../ports/index.js';
 import { countCall } from './calls.js';
 import { awsErrorName } from './errors.js';
 import { KmsKeyService } from './kms-key-service.js';
@@ -41,7 +51,7 @@ export function wrappedKeyContext(kid: string): Record<string, string> {
 
 /** Options of {@link CachedKeyService}. */
 export interface CachedKeyServiceOptions {
-  /** kid → KMS ciphertext blob of the recipient's RSA private key (PKCS#8 DER). */
+  /** kid → KMS ciphertext blob of the recipient's RSA or P-256 private key (PKCS#8 DER). */
   wrappedKeys: Readonly<Record<string, Uint8Array>>;
   /** kid → KMS key id for what stays on KMS (response signing, kids without a wrapped key). */
   kmsKeyIds: Readonly<Record<string, string>>;
@@ -115,6 +125,7 @@ export class CachedKeyService implements KeyService {
     // A kid with no wrapped key (e.g. an older key during rotation) stays on direct KMS.
     if (!this.#wrapped.has(kid)) return this.#direct.unwrapKey(kid, encryptedKey);
     const key = await this.#privateKey(kid);
+    if (key.asymmetricKeyType !== 'rsa') return { ok: false };
     try {
       const cek = privateDecrypt(
         { key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
@@ -123,6 +134,22 @@ export class CachedKeyService implements KeyService {
       return { ok: true, cek };
     } catch {
       // No reason is given: the caller continues with a random CEK (RFC 7516 §11.5).
+      return { ok: false };
+    }
+  }
+
+  /** ECDH with a wrapped P-256 key, locally; a kid without a wrapped key stays on direct KMS. */
+  async deriveSharedSecret(
+    kid: string,
+    ephemeralPublicKey: EcPublicJwk,
+  ): Promise<{ ok: true; sharedSecret: Uint8Array } | { ok: false }> {
+    if (!this.#wrapped.has(kid)) return this.#direct.deriveSharedSecret(kid, ephemeralPublicKey);
+    const privateKey = await this.#privateKey(kid);
+    if (privateKey.asymmetricKeyType !== 'ec') return { ok: false };
+    try {
+      const publicKey = createPublicKey({ key: { ...ephemeralPublicKey }, format: 'jwk' });
+      return { ok: true, sharedSecret: diffieHellman({ privateKey, publicKey }) };
+    } catch {
       return { ok: false };
     }
   }
@@ -180,21 +207,29 @@ export class CachedKeyService implements KeyService {
     if (!plaintext) throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'KMS Decrypt returned no key');
     try {
       const key = createPrivateKey({ key: Buffer.from(plaintext), format: 'der', type: 'pkcs8' });
-      const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-      if (key.asymmetricKeyType !== 'rsa' || bits < MIN_MODULUS_BITS) {
-        throw new Error('not an RSA private key of at least 2048 bits');
+      if (!isUsableRecipientKey(key)) {
+        throw new Error('not an RSA private key of at least 2048 bits nor a P-256 private key');
       }
       return key;
     } catch (cause) {
       // The blob is configuration, not the message: dead-letter and alarm, never reject.
-      throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'wrapped key is not a usable RSA private key', {
-        cause,
-      });
+      throw new TransientError(
+        'KEY_SERVICE_UNAVAILABLE',
+        'wrapped key is not a usable RSA or P-256 private key',
+        { cause },
+      );
     } finally {
       // The DER copy in the SDK's buffer is no longer needed: OpenSSL holds the key now.
       plaintext.fill(0);
     }
   }
+}
+
+/** RSA of at least 2048 bits (RSA-OAEP-256) or P-256 (ECDH-ES+A256KW): nothing else is a recipient key. */
+function isUsableRecipientKey(key: KeyObject): boolean {
+  if (key.asymmetricKeyType === 'rsa')
+    return (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_MODULUS_BITS;
+  return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
 }
 
 /** A recipient key made for the cached mode: what to configure and what to publish. */
@@ -216,7 +251,7 @@ export async function generateWrappedRecipientKey(
   kms: KMSClient,
   wrappingKeyId: string,
   kid: string,
-  keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' = 'RSA_4096',
+  keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' | 'ECC_NIST_P256' = 'RSA_4096',
 ): Promise<WrappedRecipientKey> {
   countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
   const out = await kms.send(
@@ -233,7 +268,7 @@ export async function generateWrappedRecipientKey(
 }
 
 /**
- * Wrap an existing RSA private key (PKCS#8 DER, at most 4 096 bytes: RSA-4096 is ≈ 2 400) with KMS
+ * Wrap an existing RSA or P-256 private key (PKCS#8 DER, at most 4 096 bytes: RSA-4096 is ≈ 2 400) with KMS
  * `Encrypt` under `wrappingKeyId` and {@link wrappedKeyContext}: for emulators without
  * `GenerateDataKeyPair`, and for moving an existing key into the cached mode.
  */
@@ -244,7 +279,8 @@ export async function wrapRecipientKey(
   pkcs8Der: Uint8Array,
 ): Promise<WrappedRecipientKey> {
   const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
-  if (key.asymmetricKeyType !== 'rsa') throw new TypeError('an RSA private key is expected');
+  if (!isUsableRecipientKey(key))
+    throw new TypeError('an RSA (≥ 2048 bits) or P-256 private key is expected');
   countCall('kms', 'Encrypt');
   const out = await kms.send(
     new EncryptCommand({

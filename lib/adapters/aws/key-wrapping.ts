@@ -17,22 +17,17 @@ import { countCall } from './calls.js';
 import { createAwsClients } from './clients.js';
 import { awsErrorName } from './errors.js';
 
-/** Key-pair specs a recipient key may have: RSA only, since senders encrypt with RSA-OAEP-256. */
-export const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096'] as const;
+/** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */
+export const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
 export type RecipientKeyPairSpec = (typeof RECIPIENT_KEY_PAIR_SPECS)[number];
 
 /** The spec deployed recipient keys use (the direct mode's KMS keys are `RSA_4096` too). */
 export const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
 
 /** Public JWK of a recipient key, as senders need it to seal messages (docs/WIRE-FORMAT.md). */
-export interface RecipientPublicJwk {
-  kty: 'RSA';
-  kid: string;
-  alg: 'RSA-OAEP-256';
-  use: 'enc';
-  n: string;
-  e: string;
-}
+export type RecipientPublicJwk =
+  | { kty: 'RSA'; kid: string; alg: 'RSA-OAEP-256'; use: 'enc'; n: string; e: string }
+  | { kty: 'EC'; kid: string; alg: 'ECDH-ES+A256KW'; use: 'enc'; crv: 'P-256'; x: string; y: string };
 
 /**
  * One wrapped recipient key: what `itk3 keys wrap` prints and what the CDK app reads from
@@ -120,9 +115,19 @@ export function kmsClientFromEnv(env: NodeJS.ProcessEnv = process.env): KMSClien
   return createAwsClients({ env }).kms;
 }
 
-/** The SPKI KMS returned as a recipient JWK, refusing anything but RSA of the requested size. */
+/** The SPKI KMS returned as a recipient JWK, refusing anything but a key of the requested spec. */
 function recipientJwk(spki: Uint8Array, kid: string, spec: RecipientKeyPairSpec): RecipientPublicJwk {
   const key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  if (spec === 'ECC_NIST_P256') {
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new KeyWrappingError(`KMS returned a public key that is not ${spec}`);
+    }
+    const { x, y } = key.export({ format: 'jwk' });
+    if (typeof x !== 'string' || typeof y !== 'string') {
+      throw new KeyWrappingError('KMS returned a public key without coordinates');
+    }
+    return { kty: 'EC', kid, alg: 'ECDH-ES+A256KW', use: 'enc', crv: 'P-256', x, y };
+  }
   const bits = Number(spec.slice('RSA_'.length));
   if (key.asymmetricKeyType !== 'rsa' || key.asymmetricKeyDetails?.modulusLength !== bits) {
     throw new KeyWrappingError(`KMS returned a public key that is not ${spec}`);

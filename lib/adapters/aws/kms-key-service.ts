@@ -1,8 +1,15 @@
-import { DecryptCommand, GetPublicKeyCommand, type KMSClient, SignCommand } from '@aws-sdk/client-kms';
+import { createPublicKey } from 'node:crypto';
+import {
+  DecryptCommand,
+  DeriveSharedSecretCommand,
+  GetPublicKeyCommand,
+  type KMSClient,
+  SignCommand,
+} from '@aws-sdk/client-kms';
 import { derToJoseEs256 } from '../../envelope/response-sign.js';
 import { ConfigError, TransientError } from '../../errors.js';
 import { ENV } from '../../infra/definitions.js';
-import type { KeyService } from '../../ports/index.js';
+import type { EcPublicJwk, KeyService } from '../../ports/index.js';
 import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
@@ -14,6 +21,9 @@ import { awsErrorName, isTransientAwsError } from './errors.js';
  *   with a random CEK and fails at the tag like any tampering (RFC 7516 §11.5, SECURITY-CORPUS.md
  *   §4). Throttling, KMS internal errors, timeouts and network failures throw
  *   `TransientError('KEY_SERVICE_UNAVAILABLE')`: retried, never substituted.
+ * - `deriveSharedSecret` → `DeriveSharedSecret` (`ECDH`) with an `ECC_NIST_P256` `KEY_AGREEMENT`
+ *   key (the JWE `ECDH-ES+A256KW` agreement; the KDF and AES unwrap stay in the decrypt stage), the
+ *   sender's ephemeral key passed as SPKI DER. Same failure split as `unwrapKey`.
  * - `signEs256` → `Sign` (`RAW`, `ECDSA_SHA_256`), the DER signature converted to JOSE `r‖s`.
  * - `publicKeySpki` → `GetPublicKey`, cached per kid for the life of the container.
  *
@@ -62,6 +72,45 @@ export class KmsKeyService implements KeyService {
       }
       // InvalidCiphertextException, IncorrectKeyException, KMSInvalidStateException, NotFound,
       // DisabledException, validation errors: the message cannot be opened with this key.
+      return { ok: false };
+    }
+  }
+
+  async deriveSharedSecret(
+    kid: string,
+    ephemeralPublicKey: EcPublicJwk,
+  ): Promise<{ ok: true; sharedSecret: Uint8Array } | { ok: false }> {
+    const keyId = this.#keyIds.get(kid);
+    if (keyId === undefined) return { ok: false };
+    let publicKeySpki: Buffer;
+    try {
+      publicKeySpki = createPublicKey({ key: { ...ephemeralPublicKey }, format: 'jwk' }).export({
+        format: 'der',
+        type: 'spki',
+      });
+    } catch {
+      return { ok: false };
+    }
+    countCall('kms', 'DeriveSharedSecret');
+    try {
+      const out = await this.#client.send(
+        new DeriveSharedSecretCommand({
+          KeyId: keyId,
+          KeyAgreementAlgorithm: 'ECDH',
+          PublicKey: publicKeySpki,
+        }),
+      );
+      return out.SharedSecret ? { ok: true, sharedSecret: out.SharedSecret } : { ok: false };
+    } catch (error) {
+      if (isTransientAwsError(error)) {
+        throw new TransientError(
+          'KEY_SERVICE_UNAVAILABLE',
+          `KMS DeriveSharedSecret failed (${errorLabel(error)})`,
+          { cause: error },
+        );
+      }
+      // InvalidKeyUsageException (an RSA kid), a refused public key, a disabled or unknown key:
+      // the message cannot be opened with this key, like a bad unwrap.
       return { ok: false };
     }
   }

@@ -18,12 +18,12 @@ const generateKeyPair = promisify(generateKeyPairCb);
 export const KEY_PURPOSES = ['recipient-decrypt', 'response-sign', 'issuer-sign', 'sender-sign'] as const;
 export type KeyPurpose = (typeof KEY_PURPOSES)[number];
 
-export const KEY_ALGS = ['RSA-OAEP-256', 'ES256', 'RS512', 'PS256'] as const;
+export const KEY_ALGS = ['RSA-OAEP-256', 'ECDH-ES+A256KW', 'ES256', 'RS512', 'PS256'] as const;
 export type KeyAlg = (typeof KEY_ALGS)[number];
 
 /** Which algorithms each purpose may use: one algorithm family per key (A24). */
 const ALGS_BY_PURPOSE: Record<KeyPurpose, readonly KeyAlg[]> = {
-  'recipient-decrypt': ['RSA-OAEP-256'],
+  'recipient-decrypt': ['RSA-OAEP-256', 'ECDH-ES+A256KW'],
   'response-sign': ['ES256'],
   'issuer-sign': ['RS512', 'PS256', 'ES256'],
   'sender-sign': ['RS512', 'PS256', 'ES256'],
@@ -63,11 +63,16 @@ export const KeystoreEntrySchema = z
         message: `alg ${entry.alg} is not allowed for purpose ${entry.purpose}`,
       });
     }
-    const wantKty = entry.alg === 'ES256' ? 'EC' : 'RSA';
+    const wantKty = isEcAlg(entry.alg) ? 'EC' : 'RSA';
     if (entry.privateJwk.kty !== wantKty) {
       ctx.addIssue({ code: 'custom', message: `alg ${entry.alg} needs a ${wantKty} key` });
     }
   });
+
+/** ES256 signing and ECDH-ES key agreement use P-256 keys; every other algorithm an RSA key. */
+export function isEcAlg(alg: KeyAlg): boolean {
+  return alg === 'ES256' || alg === 'ECDH-ES+A256KW';
+}
 
 /** Keystore document shape. Duplicate kids are checked by {@link validateKeystore}. */
 export const KeystoreSchema = z
@@ -105,7 +110,7 @@ export async function generateKey(
     throw new TypeError(`alg ${alg} is not allowed for purpose ${purpose}`);
   }
   let privateKey: KeyObject;
-  if (alg === 'ES256') {
+  if (isEcAlg(alg)) {
     ({ privateKey } = await generateKeyPair('ec', { namedCurve: 'P-256' }));
   } else {
     const modulusLength = opts.modulusLength ?? (purpose === 'recipient-decrypt' ? 4096 : 2048);

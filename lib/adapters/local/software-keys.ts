@@ -10,15 +10,16 @@ import {
   constants,
   createPrivateKey,
   createPublicKey,
+  diffieHellman,
   type KeyObject,
   privateDecrypt,
   sign,
 } from 'node:crypto';
-import type { KeyService } from '../../ports/index.js';
+import type { EcPublicJwk, KeyService } from '../../ports/index.js';
 import type { Keystore, KeystoreEntry } from './keystore.js';
 
 /** Operations of the port, as named to the fault-injection hook. */
-export type KeyServiceOperation = 'unwrapKey' | 'signEs256' | 'publicKeySpki';
+export type KeyServiceOperation = 'unwrapKey' | 'deriveSharedSecret' | 'signEs256' | 'publicKeySpki';
 
 /** Options for {@link SoftwareKeyService}. */
 export interface SoftwareKeyServiceOptions {
@@ -64,6 +65,22 @@ export class SoftwareKeyService implements KeyService {
       return { ok: true, cek };
     } catch {
       // No reason is given: the caller continues with a random CEK (RFC 7516 §11.5).
+      return { ok: false };
+    }
+  }
+
+  /** ECDH on P-256 with an `ECDH-ES+A256KW` recipient key, like KMS `DeriveSharedSecret`. */
+  async deriveSharedSecret(
+    kid: string,
+    ephemeralPublicKey: EcPublicJwk,
+  ): Promise<{ ok: true; sharedSecret: Uint8Array } | { ok: false }> {
+    await this.#beforeCall?.('deriveSharedSecret', kid);
+    const entry = this.#entries.get(kid);
+    if (entry?.purpose !== 'recipient-decrypt' || entry.alg !== 'ECDH-ES+A256KW') return { ok: false };
+    try {
+      const publicKey = createPublicKey({ key: { ...ephemeralPublicKey }, format: 'jwk' });
+      return { ok: true, sharedSecret: diffieHellman({ privateKey: this.#privateKey(entry), publicKey }) };
+    } catch {
       return { ok: false };
     }
   }

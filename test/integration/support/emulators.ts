@@ -11,7 +11,12 @@ import { describe, it } from 'vitest';
 import { type AwsClients, createAwsClients } from '../../../lib/adapters/aws/clients.js';
 
 /** Capabilities some emulator lacks. */
-export type Gap = 'dynamodb' | 'startMessageMoveTask' | 'kmsInvalidCiphertext' | 'kmsKeySpecChecks';
+export type Gap =
+  | 'dynamodb'
+  | 'startMessageMoveTask'
+  | 'kmsInvalidCiphertext'
+  | 'kmsKeySpecChecks'
+  | 'kmsDeriveSharedSecret';
 
 export interface Emulator {
   name: 'ministack' | 'localstack';
@@ -28,6 +33,8 @@ export const EMULATORS: readonly Emulator[] = [
     endpoint: process.env.ITK3_MINISTACK_ENDPOINT || undefined,
     gaps: {
       startMessageMoveTask: 'ministack implements no StartMessageMoveTask (LOCAL-AWS.md §3)',
+      kmsDeriveSharedSecret:
+        'ministack 1.5.33 implements no KMS DeriveSharedSecret (KEY_AGREEMENT keys), so the direct-mode ECDH-ES path runs on LocalStack 4.14.0 only',
     },
   },
   {

@@ -1,6 +1,14 @@
-import { constants, generateKeyPairSync, type KeyObject, publicEncrypt, randomBytes } from 'node:crypto';
+import {
+  constants,
+  diffieHellman,
+  generateKeyPairSync,
+  type KeyObject,
+  publicEncrypt,
+  randomBytes,
+} from 'node:crypto';
 import {
   DecryptCommand,
+  DeriveSharedSecretCommand,
   EncryptCommand,
   GenerateDataKeyPairWithoutPlaintextCommand,
   GetPublicKeyCommand,
@@ -144,9 +152,13 @@ describe('CachedKeyService.unwrapKey', () => {
     expect(kms.commandCalls(DecryptCommand)).toHaveLength(2);
   });
 
-  it('refuses a wrapped key that is not an RSA private key of at least 2048 bits', async () => {
-    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+  it('refuses a wrapped key that is neither RSA of at least 2048 bits nor P-256', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey;
     kms.on(DecryptCommand).resolves({ Plaintext: ec.export({ format: 'der', type: 'pkcs8' }) });
+    await expect(service().unwrapKey('rx', wrapCek(randomBytes(32)))).rejects.toBeInstanceOf(TransientError);
+    kms.reset();
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey;
+    kms.on(DecryptCommand).resolves({ Plaintext: small.export({ format: 'der', type: 'pkcs8' }) });
     await expect(service().unwrapKey('rx', wrapCek(randomBytes(32)))).rejects.toBeInstanceOf(TransientError);
     kms.reset();
     kms.on(DecryptCommand).resolves({ Plaintext: new Uint8Array([1, 2, 3]) });
@@ -305,5 +317,69 @@ describe('keyServiceFromEnv', () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).issues.join(' ')).toContain(message);
+  });
+});
+
+describe('CachedKeyService.deriveSharedSecret (ECDH-ES+A256KW, wrapped P-256 key)', () => {
+  const p256 = () => generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwkOf = (key: KeyObject) => {
+    const { x, y } = key.export({ format: 'jwk' });
+    return { kty: 'EC', crv: 'P-256', x: x as string, y: y as string } as const;
+  };
+
+  it('unwraps the P-256 key once and derives every Z locally, equal to the sender-side ECDH', async () => {
+    const recipient = p256();
+    kms.on(DecryptCommand).callsFake(() => ({
+      Plaintext: recipient.privateKey.export({ format: 'der', type: 'pkcs8' }),
+    }));
+    const keys = service();
+    for (let i = 0; i < 5; i += 1) {
+      const ephemeral = p256();
+      const result = await keys.deriveSharedSecret('rx', jwkOf(ephemeral.publicKey));
+      const expected = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient.publicKey });
+      expect(result.ok && Buffer.from(result.sharedSecret).equals(expected)).toBe(true);
+    }
+    expect(kms.commandCalls(DecryptCommand)).toHaveLength(1);
+    expect(kms.commandCalls(DeriveSharedSecretCommand)).toHaveLength(0);
+    // The same wrapped P-256 key never unwraps an RSA-OAEP key.
+    expect(await keys.unwrapKey('rx', new Uint8Array(256))).toEqual({ ok: false });
+  });
+
+  it('an RSA wrapped key refuses key agreement; a kid without a wrapped key goes to KMS DeriveSharedSecret', async () => {
+    decryptsToKey();
+    const epk = jwkOf(p256().publicKey);
+    expect(await service().deriveSharedSecret('rx', epk)).toEqual({ ok: false });
+    kms.on(DeriveSharedSecretCommand).resolves({ SharedSecret: new Uint8Array(32).fill(3) });
+    expect(await service().deriveSharedSecret('old', epk)).toEqual({
+      ok: true,
+      sharedSecret: new Uint8Array(32).fill(3),
+    });
+    expect(kms.commandCalls(DeriveSharedSecretCommand)[0]?.args[0].input).toMatchObject({
+      KeyId: 'key-old',
+      KeyAgreementAlgorithm: 'ECDH',
+    });
+  });
+
+  it('wrapRecipientKey accepts a P-256 key; generateWrappedRecipientKey asks for ECC_NIST_P256', async () => {
+    const recipient = p256();
+    kms.on(EncryptCommand).resolves({ CiphertextBlob: BLOB });
+    const out = await wrapRecipientKey(
+      new KMSClient({ region: 'eu-west-2' }),
+      'wrap',
+      'rx',
+      recipient.privateKey.export({ format: 'der', type: 'pkcs8' }),
+    );
+    expect(Buffer.from(out.publicKeySpki)).toEqual(
+      recipient.publicKey.export({ format: 'der', type: 'spki' }),
+    );
+    kms.on(GenerateDataKeyPairWithoutPlaintextCommand).resolves({
+      PrivateKeyCiphertextBlob: BLOB,
+      PublicKey: new Uint8Array([1]),
+    });
+    await generateWrappedRecipientKey(new KMSClient({ region: 'eu-west-2' }), 'wrap', 'rx', 'ECC_NIST_P256');
+    expect(kms.commandCalls(GenerateDataKeyPairWithoutPlaintextCommand)[0]?.args[0].input).toMatchObject({
+      KeyPairSpec: 'ECC_NIST_P256',
+      EncryptionContext: wrappedKeyContext('rx'),
+    });
   });
 });

@@ -1,6 +1,7 @@
 import { generateKeyPairSync, sign as nodeSign, verify } from 'node:crypto';
 import {
   DecryptCommand,
+  DeriveSharedSecretCommand,
   GetPublicKeyCommand,
   IncorrectKeyException,
   InvalidCiphertextException,
@@ -139,5 +140,50 @@ describe('KmsKeyService.publicKeySpki', () => {
 
     await expect(service.publicKeySpki('rx')).rejects.toBeInstanceOf(TransientError);
     expect(await service.publicKeySpki('rx')).toEqual(new Uint8Array([0x30]));
+  });
+});
+
+describe('KmsKeyService.deriveSharedSecret (ECDH-ES+A256KW)', () => {
+  const ephemeral = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
+  const { x, y } = ephemeral.export({ format: 'jwk' });
+  const epk = { kty: 'EC', crv: 'P-256', x: x as string, y: y as string } as const;
+
+  it('calls DeriveSharedSecret with ECDH, the mapped key id and the epk as SPKI DER', async () => {
+    kms.on(DeriveSharedSecretCommand).resolves({ SharedSecret: new Uint8Array(32).fill(4) });
+    const result = await keys().deriveSharedSecret('rx', epk);
+    expect(result).toEqual({ ok: true, sharedSecret: new Uint8Array(32).fill(4) });
+    const input = kms.commandCalls(DeriveSharedSecretCommand)[0]?.args[0].input;
+    expect(input).toMatchObject({ KeyId: 'key-rx', KeyAgreementAlgorithm: 'ECDH' });
+    expect(Buffer.from(input?.PublicKey as Uint8Array)).toEqual(
+      ephemeral.export({ format: 'der', type: 'spki' }),
+    );
+    expect(awsCalls.kms).toEqual({ DeriveSharedSecret: 1 });
+  });
+
+  it.each([
+    ['InvalidKeyUsageException (an RSA kid)', serviceError('InvalidKeyUsageException', 400)],
+    ['KMSInvalidStateException', serviceError('KMSInvalidStateException', 400)],
+    ['ValidationException', serviceError('ValidationException', 400)],
+  ])('reports %s as ok:false', async (_name, error) => {
+    kms.on(DeriveSharedSecretCommand).rejects(error);
+    expect(await keys().deriveSharedSecret('rx', epk)).toEqual({ ok: false });
+  });
+
+  it('throws TransientError on throttling and network failures', async () => {
+    kms.on(DeriveSharedSecretCommand).rejects(serviceError('ThrottlingException', 400));
+    await expect(keys().deriveSharedSecret('rx', epk)).rejects.toBeInstanceOf(TransientError);
+    kms.reset();
+    kms.on(DeriveSharedSecretCommand).rejects(networkError('ECONNRESET'));
+    await expect(keys().deriveSharedSecret('rx', epk)).rejects.toBeInstanceOf(TransientError);
+  });
+
+  it('an unknown kid or an unusable public key never reaches KMS', async () => {
+    expect(await keys().deriveSharedSecret('nobody', epk)).toEqual({ ok: false });
+    expect(
+      await keys().deriveSharedSecret('rx', { ...epk, y: Buffer.alloc(32, 7).toString('base64url') }),
+    ).toEqual({
+      ok: false,
+    });
+    expect(kms.commandCalls(DeriveSharedSecretCommand)).toHaveLength(0);
   });
 });

@@ -64,7 +64,7 @@ describe('itk3 keys wrap: arguments', () => {
     [['--wrapping-key', KEY_ARN], /--kid is required/],
     [['--wrapping-key', 'rx-1', '--kid', 'rx-1'], /--wrapping-key "rx-1" is not a KMS key id/],
     [['--wrapping-key', KEY_ARN, '--kid', 'no spaces'], /--kid "no spaces" is not a key id/],
-    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--spec', 'ECC_NIST_P256'], /--spec must be one of/],
+    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--spec', 'ECC_NIST_P384'], /--spec must be one of/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--force'], /--force only applies with --out/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--bogus'], /Unknown option '--bogus'/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', 'extra'], /Unexpected argument 'extra'/],
@@ -92,7 +92,7 @@ describe('itk3 keys wrap: arguments', () => {
     expect(code).toBe(2);
     expect(err).toContain('--wrapping-key "x"');
     expect(err).toContain('--kid "?"');
-    expect(err).toContain('--spec must be one of RSA_2048, RSA_3072, RSA_4096');
+    expect(err).toContain('--spec must be one of RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256');
     expect(err).toContain('usage: itk3 keys wrap');
   });
 
@@ -152,6 +152,49 @@ describe('itk3 keys wrap: the request and the record', () => {
     for (const member of ['d', 'p', 'q', 'dp', 'dq', 'qi'] as const) {
       expect(out).not.toContain(String(privateJwk[member]));
     }
+  });
+
+  it('ECC_NIST_P256 prints a public-only ECDH-ES+A256KW JWK and refuses a key of another type', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    generates(ec.publicKey.export({ format: 'der', type: 'spki' }));
+    const { code, out } = await cli(
+      'keys',
+      'wrap',
+      '--wrapping-key',
+      KEY_ARN,
+      '--kid',
+      'rx-ec',
+      '--spec',
+      'ECC_NIST_P256',
+    );
+    expect(code).toBe(0);
+    const { x, y } = ec.publicKey.export({ format: 'jwk' });
+    expect((JSON.parse(out) as { publicJwk: unknown }).publicJwk).toEqual({
+      kty: 'EC',
+      kid: 'rx-ec',
+      alg: 'ECDH-ES+A256KW',
+      use: 'enc',
+      crv: 'P-256',
+      x,
+      y,
+    });
+    expect(kms.commandCalls(GenerateDataKeyPairWithoutPlaintextCommand)[0]?.args[0].input.KeyPairSpec).toBe(
+      'ECC_NIST_P256',
+    );
+    kms.reset();
+    generates();
+    const wrong = await cli(
+      'keys',
+      'wrap',
+      '--wrapping-key',
+      KEY_ARN,
+      '--kid',
+      'rx-ec',
+      '--spec',
+      'ECC_NIST_P256',
+    );
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toContain('not ECC_NIST_P256');
   });
 
   it('refuses a public key that is not of the requested size', async () => {

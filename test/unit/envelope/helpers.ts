@@ -284,6 +284,11 @@ export class OaepTestKeyService implements KeyService {
     }
   }
 
+  /** RSA only: no key agreement, like an unknown kid. */
+  async deriveSharedSecret(): Promise<{ ok: false }> {
+    return { ok: false };
+  }
+
   async signEs256(): Promise<Uint8Array> {
     throw new Error('not a signing key service');
   }

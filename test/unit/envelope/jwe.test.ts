@@ -243,6 +243,7 @@ describe('decryptSealed — one uniform error (A22, A23)', () => {
   it('zeroes the CEK the key service returned once used', async () => {
     let returned: Uint8Array | undefined;
     const spying: KeyService = {
+      deriveSharedSecret: (kid, epk) => keys.deriveSharedSecret(kid, epk),
       unwrapKey: async (kid, encryptedKey) => {
         const result = await keys.unwrapKey(kid, encryptedKey);
         if (result.ok) returned = result.cek;

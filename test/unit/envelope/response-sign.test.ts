@@ -66,6 +66,7 @@ describe('signCompactWithKeyService', () => {
     const otherKeys = new SoftwareKeyService(createKeystore([other]));
     const mismatched: KeyService = {
       unwrapKey: (k, e) => keys.unwrapKey(k, e),
+      deriveSharedSecret: (k, epk) => keys.deriveSharedSecret(k, epk),
       signEs256: (k, input) => otherKeys.signEs256(k, input),
       publicKeySpki: (k) => keys.publicKeySpki(k),
     };
@@ -80,6 +81,7 @@ describe('signCompactWithKeyService', () => {
     const privateKey = createPrivateKey({ key: entry.privateJwk, format: 'jwk' });
     const derService: KeyService = {
       unwrapKey: (k, e) => inner.unwrapKey(k, e),
+      deriveSharedSecret: (k, epk) => inner.deriveSharedSecret(k, epk),
       signEs256: async (_k, input) => nodeSign('sha256', input, privateKey),
       publicKeySpki: (k) => inner.publicKeySpki(k),
     };
@@ -113,6 +115,7 @@ describe('signCompactWithKeyService', () => {
     const inner = new SoftwareKeyService(createKeystore([entry]));
     const wrongCurve: KeyService = {
       unwrapKey: (k, e) => inner.unwrapKey(k, e),
+      deriveSharedSecret: (k, epk) => inner.deriveSharedSecret(k, epk),
       signEs256: (k, input) => inner.signEs256(k, input),
       publicKeySpki: async () => p384.publicKey.export({ format: 'der', type: 'spki' }),
     };

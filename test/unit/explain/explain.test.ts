@@ -23,6 +23,7 @@ beforeAll(async () => {
   // Counts signing calls: explain must never sign (it sends no responses).
   keys = {
     unwrapKey: (kid, key) => real.unwrapKey(kid, key),
+    deriveSharedSecret: (kid, epk) => real.deriveSharedSecret(kid, epk),
     publicKeySpki: (kid) => real.publicKeySpki(kid),
     signEs256: (kid, input) => {
       signed += 1;
