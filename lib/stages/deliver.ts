@@ -114,11 +114,32 @@ async function sendResponse(
     id: responseId,
   };
   if (record.mesh) return sendMeshResponse(ctx, record, record.mesh, code, format, sender, bytes, routing);
-  const kid = config.doc.responseSigning.kid;
+  return deliverTo(
+    ctx,
+    target,
+    responseName(record.traceId, code),
+    await signedResponse(ctx, record, code, format, routing, bytes),
+    'application/jose',
+  );
+}
+
+/**
+ * The ITK008M as a compact ES256 JWS by the response-signing key, signed once per trace and code
+ * (a retry re-sends the same bytes). `trackingId` (the 202's) is inside the signed header, so a
+ * sender matches even an early rejection to its submission.
+ */
+async function signedResponse(
+  ctx: StageContext,
+  record: PipelineRecord,
+  code: string,
+  format: 'xml' | 'json',
+  routing: { from: string; to: string; event: string; id: string },
+  bytes: Uint8Array,
+): Promise<Uint8Array> {
+  const kid = ctx.config.doc.responseSigning.kid;
   const signed = await signCompactWithKeyService(
     ctx.ports.keys,
     kid,
-    // `trackingId` (the 202's) inside the signed header: a sender matches even an early rejection.
     {
       alg: 'ES256',
       kid,
@@ -128,14 +149,7 @@ async function sendResponse(
     },
     bytes,
   );
-  const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);
-  return deliverTo(
-    ctx,
-    target,
-    responseName(record.traceId, code),
-    new TextEncoder().encode(jws),
-    'application/jose',
-  );
+  return new TextEncoder().encode(await firstSignature(ctx, `response#${record.traceId}#${code}`, signed));
 }
 
 /**
@@ -163,26 +177,11 @@ async function sendMeshResponse(
     localId: record.traceId,
   };
   if (sender?.mesh?.signedResponses) {
-    const kid = ctx.config.doc.responseSigning.kid;
-    const signed = await signCompactWithKeyService(
-      ctx.ports.keys,
-      kid,
-      // `trackingId` (the 202's) inside the signed header: a sender matches even an early rejection.
-      {
-        alg: 'ES256',
-        kid,
-        cty: format === 'xml' ? 'fhir+xml' : 'fhir+json',
-        itk: routing,
-        trackingId: record.traceId,
-      },
-      bytes,
-    );
-    const jws = await firstSignature(ctx, `response#${record.traceId}#${code}`, signed);
     return deliverTo(
       ctx,
       target,
       responseName(record.traceId, code),
-      new TextEncoder().encode(jws),
+      await signedResponse(ctx, record, code, format, routing, bytes),
       'application/jose',
     );
   }
