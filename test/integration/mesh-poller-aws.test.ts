@@ -9,6 +9,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { CreateKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import {
   CreateSecretCommand,
@@ -19,9 +20,16 @@ import { CreateQueueCommand, DeleteQueueCommand, ReceiveMessageCommand } from '@
 import type { Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoLease } from '../../lib/adapters/aws/dynamo-lease.js';
+import { KmsKeyService } from '../../lib/adapters/aws/kms-key-service.js';
 import type { MeshPollJobResult } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import { loadSamples } from '../../lib/itk3/samples.js';
-import { HttpMeshClient } from '../../lib/mesh/index.js';
+import {
+  HttpMeshClient,
+  MESH_ATTESTATION_ATTRIBUTE,
+  meshFactsFrom,
+  verifyMeshAttestation,
+} from '../../lib/mesh/index.js';
 import { createBucket, deleteBucket } from './support/buckets.js';
 import { testConfig } from './support/config.js';
 import { emulatorClients } from './support/emulators.js';
@@ -69,6 +77,12 @@ if (!MINISTACK || !MESH_SANDBOX) {
     const gateway = 'X26ABC3';
     const gp = gateway;
     let queueUrl: string;
+    let signingKeyId: string;
+    /** The integration configuration with the gateway mailbox in its `mesh` section (AWS: no secret refs). */
+    const config: LoadedConfig = loadConfig({
+      ...structuredClone(testConfig().doc),
+      mesh: { url: MESH_SANDBOX, mailboxes: [{ mailbox: gateway, recipients: ['RCP01'] }] },
+    });
     let handler: (event: unknown, context: Context) => Promise<MeshPollJobResult>;
     const saved = { ...process.env };
 
@@ -109,6 +123,10 @@ if (!MINISTACK || !MESH_SANDBOX) {
       await createTable(clients, names.audit, 'audit');
       await createBucket(clients, names.bucket);
       queueUrl = (await clients.sqs.send(new CreateQueueCommand({ QueueName: names.queue }))).QueueUrl!;
+      // The response-signing key in KMS: the poller attests every message with it (kms:Sign).
+      signingKeyId = (
+        await clients.kms.send(new CreateKeyCommand({ KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY' }))
+      ).KeyMetadata!.KeyId!;
       // Loopback sandbox over HTTP: no client certificate, so the secret holds password and shared key.
       await secrets.send(
         new CreateSecretCommand({
@@ -121,12 +139,12 @@ if (!MINISTACK || !MESH_SANDBOX) {
         AWS_REGION: 'us-east-1',
         AWS_ACCESS_KEY_ID: 'test',
         AWS_SECRET_ACCESS_KEY: 'test',
-        ITK3_CONFIG_JSON: JSON.stringify(testConfig().doc),
+        ITK3_CONFIG_JSON: JSON.stringify(config.doc),
         ITK3_ONCE_TABLE: names.once,
         ITK3_AUDIT_TABLE: names.audit,
         ITK3_BLOB_BUCKET: names.bucket,
         ITK3_QUEUE_URL_AUTHENTICATE: queueUrl,
-        ITK3_KMS_KEYS: '{}',
+        ITK3_KMS_KEYS: JSON.stringify({ [config.doc.responseSigning.kid]: signingKeyId }),
         ITK3_MESH_URL: MESH_SANDBOX,
         ITK3_MESH_MAILBOXES: JSON.stringify({ [gateway]: names.secret }),
       });
@@ -152,6 +170,9 @@ if (!MINISTACK || !MESH_SANDBOX) {
         .send(new DeleteSecretCommand({ SecretId: names.secret, ForceDeleteWithoutRecovery: true }))
         .catch(() => {});
       await clients.sqs.send(new DeleteQueueCommand({ QueueUrl: queueUrl })).catch(() => {});
+      await clients.kms
+        .send(new ScheduleKeyDeletionCommand({ KeyId: signingKeyId, PendingWindowInDays: 7 }))
+        .catch(() => {});
       await deleteTable(clients, names.once);
       await deleteTable(clients, names.audit);
       await deleteBucket(clients, names.bucket);
@@ -175,7 +196,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
       }
       // Above the configuration's claim-check size: the queue gets a reference, S3 the bytes.
       const large = new TextEncoder().encode(
-        `<Bundle>${'x'.repeat(testConfig().doc.limits.claimCheckBytes + 1)}</Bundle>`,
+        `<Bundle>${'x'.repeat(config.doc.limits.claimCheckBytes + 1)}</Bundle>`,
       );
       const largeId = partnerSend({
         mailbox: gp,
@@ -202,6 +223,20 @@ if (!MINISTACK || !MESH_SANDBOX) {
         const m = queued.find((q) => q.attributes['Mex-MessageID'] === meshId);
         expect(m?.attributes).toMatchObject({ Transport: 'mesh', 'Mex-From': gp, 'Mex-To': gateway });
         expect(m?.body).toBe(new TextDecoder().decode(bytes));
+      }
+      // Each is attested by the gateway key in KMS, over exactly its MESH facts and queue body.
+      const keys = new KmsKeyService(clients.kms, { [config.doc.responseSigning.kid]: signingKeyId });
+      for (const q of queued) {
+        const facts = meshFactsFrom(q.attributes, q.body);
+        expect(facts).toBeDefined();
+        const attestation = q.attributes[MESH_ATTESTATION_ATTRIBUTE]!;
+        expect(await verifyMeshAttestation(keys, config.doc.responseSigning.kid, attestation, facts!)).toBe(
+          true,
+        );
+        const forged = { ...facts!, from: 'X26EVIL1' };
+        expect(await verifyMeshAttestation(keys, config.doc.responseSigning.kid, attestation, forged)).toBe(
+          false,
+        );
       }
       const ref = JSON.parse(queued.find((q) => q.attributes['Mex-MessageID'] === largeId)!.body) as {
         claimCheck: { key: string; bytes: number };
