@@ -1,7 +1,8 @@
 /**
  * MESH poll: EventBridge Scheduler invokes this once per mailbox and schedule with
  * `{ "mailbox": "<id>" }`. One bounded poller pass under the mailbox's DynamoDB lease, inbox →
- * inbound queue (lib/adapters/aws/mesh-poll-job.ts); it stops well before the function timeout.
+ * inbound queue (lib/adapters/aws/mesh-poll-job.ts), each message attested with the gateway key
+ * (lib/mesh/attestation.ts); it stops well before the function timeout.
  */
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -17,6 +18,7 @@ import {
   runMeshPollJob,
 } from '../lib/adapters/aws/mesh-poll-job.js';
 import { ENV, ONCE_TABLE } from '../lib/infra/definitions.js';
+import { meshAttester } from '../lib/mesh/connect.js';
 import { MeshConfigError } from '../lib/mesh/errors.js';
 import { bindingFor } from '../lib/runtime/binding.js';
 import { logger, stageMetrics } from './commons/powertools.js';
@@ -50,7 +52,9 @@ const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<Me
       // The pipeline's own claim-check size: bodies above it go to S3, the queue gets a reference.
       pollOptions: { claimCheckBytes: config.doc.limits.claimCheckBytes, ...setup.pollOptions },
     },
-    ports,
+    // Every message it enqueues carries the gateway's attestation (KMS Sign with the attestation
+    // key): the authenticate stage accepts a MESH message only with it.
+    { ...ports, attest: meshAttester(config, ports.keys) },
     { owner: context.awsRequestId, remainingMs: context.getRemainingTimeInMillis() },
   );
   if (result.outcome === 'locked') {

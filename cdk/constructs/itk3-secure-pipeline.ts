@@ -8,6 +8,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
 import { KEY_MODE_ENV } from '../../lib/adapters/aws/clients.js';
+import { MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
@@ -17,7 +18,12 @@ import { NEXT_STAGE } from '../../lib/record.js';
 import { type IngestionSettings, PipelineIngestion } from './ingestion.js';
 import { type KeyModeProps, type ResolvedKeyMode, resolveKeyMode } from './key-mode.js';
 import { PipelineKeys } from './keys.js';
-import { MESH_POLL_ENTRY, MeshPoller, type MeshPollerSettings } from './mesh-poller.js';
+import {
+  MESH_POLL_ENTRY,
+  MeshPoller,
+  type PipelineMeshSettings,
+  resolveMeshSettings,
+} from './mesh-poller.js';
 import { PipelineObservability, pascal } from './observability.js';
 import type { PowertoolsLogLevel } from './observability-names.js';
 import type { PipelineFunction } from './pipeline-function.js';
@@ -121,7 +127,7 @@ export interface Itk3SecurePipelineProps {
    * DynamoDB lease, with the credentials in Secrets Manager.
    * @default - no MESH poller
    */
-  readonly mesh?: MeshPollerSettings;
+  readonly mesh?: PipelineMeshSettings;
 }
 
 /**
@@ -230,6 +236,10 @@ export class Itk3SecurePipeline extends Construct {
       stages[stage] = new PipelineStage(this, pascal(stage), {
         ...functionDefaults,
         ...(stage === 'decrypt' ? { bundledEnvironment: wrappedKeysBundled } : {}),
+        // The deliver stage sends through MESH with the same CA bundle as the poller.
+        ...(stage === 'deliver' && props.mesh?.caBundle
+          ? { bundledEnvironment: { [MESH_POLL_ENV.caBundle]: props.mesh.caBundle } }
+          : {}),
         definition: STAGE_DEFINITIONS[stage],
         entry: entry(stage),
         settings: props.stages?.[stage],
@@ -300,10 +310,16 @@ export class Itk3SecurePipeline extends Construct {
 
     // MESH poller (optional): like ingest, a producer of the inbound queue, plus its own grants.
     if (props.mesh) {
+      const settings = resolveMeshSettings(props.mesh, doc.mesh);
+      if (doc.mesh?.attestationKid && doc.mesh.attestationKid !== doc.responseSigning.kid) {
+        throw new ConfigError([
+          'mesh.attestationKid: the stack attests MESH messages with the response-signing key; leave attestationKid unset or equal to responseSigning.kid',
+        ]);
+      }
       const poller = new MeshPoller(this, 'MeshPoller', {
         ...functionDefaults,
         entry: resolve(projectRoot, MESH_POLL_ENTRY),
-        settings: props.mesh,
+        settings,
         dataKey: this.keys.dataKey,
         onceTable: this.state.onceTable,
         auditTable: this.state.auditTable,
@@ -315,6 +331,22 @@ export class Itk3SecurePipeline extends Construct {
       });
       this.grantDataKeyThroughServices(poller.fn);
       this.grantInboundKeyThroughSqs(poller.fn);
+      // Attestation (lib/mesh/attestation.ts): the poller signs what it read from MESH with the
+      // response-signing key, the authenticate stage checks it with the public key (read once per
+      // container). Nobody else may sign with it except the deliver stage (responses).
+      const signingKeyEnv = Stack.of(this).toJsonString({
+        [this.keys.signingKey.kid]: this.keys.signingKey.key.keyArn,
+      });
+      this.keys.grantAttestationSigning(poller.fn.executionRole);
+      poller.fn.addEnvironment(ENV.kmsKeys, signingKeyEnv);
+      this.keys.grantAttestationCheck(stages.authenticate.fn.executionRole);
+      stages.authenticate.fn.addEnvironment(ENV.kmsKeys, signingKeyEnv);
+      // Delivery through MESH (recipients behind MESH, responses to MESH senders): the deliver
+      // stage reads the same mailbox secrets as the poller.
+      for (const [name, value] of Object.entries(poller.connectionEnvironment)) {
+        stages.deliver.fn.addEnvironment(name, value);
+      }
+      poller.grantReadSecrets(stages.deliver.fn.executionRole, this.keys.dataKey);
       this.meshPoller = poller;
     }
 

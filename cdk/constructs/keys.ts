@@ -241,6 +241,19 @@ export class PipelineKeys extends Construct {
   }
 
   /**
+   * Let `role` sign MESH attestations (lib/mesh/attestation.ts) with the response-signing key, under
+   * the attestation `typ`: the MESH poller. Sign only: it never reads the public key.
+   */
+  grantAttestationSigning(role: iam.IRole): void {
+    grantExclusive(this.signingKey, role, ['kms:Sign']);
+  }
+
+  /** Let `role` read the response-signing public key to check MESH attestations: the authenticate stage. */
+  grantAttestationCheck(role: iam.IRole): void {
+    grantExclusive(this.signingKey, role, ['kms:GetPublicKey']);
+  }
+
+  /**
    * The wrapping key: the given one, or a symmetric key with yearly rotation whose policy lets the
    * account administer it and generate wrapped recipient key pairs (`itk3 keys wrap`), and nobody
    * decrypt until {@link grantUnwrap} names the decrypt role.

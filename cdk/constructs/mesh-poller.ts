@@ -108,6 +108,8 @@ export class MeshPoller extends Construct {
   readonly schedulerRole: iam.Role;
   /** Fires when a pass fails (credentials refused, a secret not filled in, MESH's clock rule). */
   readonly errorAlarm: cloudwatch.Alarm;
+  /** The MESH base URL. */
+  readonly url: string;
 
   constructor(scope: Construct, id: string, props: MeshPollerProps) {
     super(scope, id);
@@ -125,6 +127,7 @@ export class MeshPoller extends Construct {
     } = props;
     const mailboxes = validateSettings(settings);
     const timeout = settings.timeout ?? Duration.minutes(5);
+    this.url = settings.url;
 
     const secrets: Record<string, secretsmanager.ISecret> = {};
     for (const mailbox of mailboxes) {
@@ -163,24 +166,7 @@ export class MeshPoller extends Construct {
     this.grantState(props);
     const role = this.fn.executionRole;
     // Its own mailboxes' secrets, by ARN, read-only; and their keys only as Secrets Manager uses them.
-    iam.Grant.addToPrincipal({
-      grantee: role,
-      actions: ['secretsmanager:GetSecretValue'],
-      resourceArns: Object.values(secrets).map((s) => s.secretArn),
-    });
-    const secretKeys = new Set<kms.IKey>();
-    for (const secret of Object.values(secrets)) {
-      const key = secret.encryptionKey ?? (secret instanceof secretsmanager.Secret ? dataKey : undefined);
-      if (key) secretKeys.add(key);
-    }
-    if (secretKeys.size > 0) {
-      iam.Grant.addToPrincipal({
-        grantee: role,
-        actions: ['kms:Decrypt'],
-        resourceArns: [...secretKeys].map((k) => k.keyArn),
-        conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${Aws.REGION}.amazonaws.com` } },
-      });
-    }
+    this.grantReadSecrets(role, dataKey);
     inboundQueue.grant(role, 'sqs:SendMessage');
 
     this.schedulerRole = new iam.Role(this, 'SchedulerRole', {
@@ -226,6 +212,41 @@ export class MeshPoller extends Construct {
     if (alarmTopic) {
       this.errorAlarm.addAlarmAction(new actions.SnsAction(alarmTopic));
       this.errorAlarm.addOkAction(new actions.SnsAction(alarmTopic));
+    }
+  }
+
+  /** The environment naming the MESH URL and each mailbox's secret (the poller's, and the deliver stage's). */
+  get connectionEnvironment(): Record<string, string> {
+    return {
+      [MESH_POLL_ENV.url]: this.url,
+      [MESH_POLL_ENV.mailboxes]: Stack.of(this).toJsonString(
+        Object.fromEntries(Object.entries(this.secrets).map(([m, s]) => [m, s.secretArn])),
+      ),
+    };
+  }
+
+  /**
+   * Let `grantee` read the mailbox secrets (nothing else in Secrets Manager) and decrypt them
+   * through Secrets Manager only: the poller, and the deliver stage that sends through MESH.
+   */
+  grantReadSecrets(grantee: iam.IGrantable, dataKey: kms.IKey): void {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['secretsmanager:GetSecretValue'],
+      resourceArns: Object.values(this.secrets).map((s) => s.secretArn),
+    });
+    const secretKeys = new Set<kms.IKey>();
+    for (const secret of Object.values(this.secrets)) {
+      const key = secret.encryptionKey ?? (secret instanceof secretsmanager.Secret ? dataKey : undefined);
+      if (key) secretKeys.add(key);
+    }
+    if (secretKeys.size > 0) {
+      iam.Grant.addToPrincipal({
+        grantee,
+        actions: ['kms:Decrypt'],
+        resourceArns: [...secretKeys].map((k) => k.keyArn),
+        conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${Aws.REGION}.amazonaws.com` } },
+      });
     }
   }
 
@@ -340,3 +361,59 @@ function validateSettings(settings: MeshPollerSettings): string[] {
 
 /** Handler source of the poller function, relative to the project root. */
 export const MESH_POLL_ENTRY = 'functions/mesh-poll.ts';
+
+/**
+ * The pipeline's `mesh` prop: the poller settings, where `url` and `mailboxes` may be left out to
+ * take them from the configuration's `mesh` section (the one source of truth for which mailboxes
+ * the gateway runs and which recipients each serves).
+ */
+export interface PipelineMeshSettings extends Omit<MeshPollerSettings, 'url' | 'mailboxes'> {
+  /** @default - the configuration's `mesh.url` */
+  readonly url?: string;
+  /** @default - one entry per mailbox of the configuration's `mesh.mailboxes`, with a created secret */
+  readonly mailboxes?: readonly MeshMailboxProps[];
+}
+
+/**
+ * The poller settings for a pipeline whose configuration is `mesh` (its `mesh` section). The stack
+ * and the configuration must agree: the authenticate stage accepts MESH messages only for the
+ * configuration's mailboxes, and the deliver stage sends from them, so a mailbox polled but not
+ * configured (or configured but not polled) is a mistake caught at synth.
+ *
+ * @throws {ConfigError} listing every disagreement
+ */
+export function resolveMeshSettings(
+  settings: PipelineMeshSettings,
+  mesh: { url: string; mailboxes: readonly { mailbox: string }[] } | undefined,
+): MeshPollerSettings {
+  if (!mesh) {
+    throw new ConfigError([
+      'mesh: the stack has a MESH poller but the configuration has no "mesh" section (its mailboxes and their recipients)',
+    ]);
+  }
+  const problems: string[] = [];
+  const url = settings.url ?? mesh.url;
+  if (normalUrl(url) !== normalUrl(mesh.url)) {
+    problems.push(`mesh.url: ${url} differs from the configuration's mesh.url ${mesh.url}`);
+  }
+  const configured = mesh.mailboxes.map((m) => m.mailbox.toUpperCase());
+  const mailboxes = settings.mailboxes ?? configured.map((mailboxId) => ({ mailboxId }));
+  const polled = new Set(mailboxes.map((m) => m.mailboxId.toUpperCase()));
+  for (const m of polled) {
+    if (!configured.includes(m))
+      problems.push(`mesh.mailboxes: ${m} is not in the configuration's mesh.mailboxes`);
+  }
+  for (const m of configured) {
+    if (!polled.has(m)) problems.push(`mesh.mailboxes: the configuration's mailbox ${m} is not polled`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { ...settings, url, mailboxes };
+}
+
+function normalUrl(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
+  }
+}

@@ -281,8 +281,12 @@ export const DelegationGrantSchema = z
 export const MeshGatewayMailboxSchema = z
   .object({
     mailbox: meshMailboxId,
-    /** The mailbox password, by reference. */
-    password: SecretRefSchema,
+    /**
+     * The mailbox password, by reference: required by the embedded runtime (`itk3 serve --mesh`,
+     * `itk3 mesh poll`). On the deployed stack it is not read: the mailbox's Secrets Manager secret
+     * holds the password, shared key and certificates (docs/DEPLOY.md, "MESH poller").
+     */
+    password: SecretRefSchema.optional(),
     /** Recipients this mailbox receives for: a message whose `Mex-To` is this mailbox is for one of them. */
     recipients: z.array(ods).min(1),
   })
@@ -304,9 +308,15 @@ export const MeshGatewaySchema = z
   .object({
     /** `https://host[:port]` (http only for loopback, e.g. the sandbox). */
     url: z.url({ protocol: /^https?$/ }),
-    /** The environment-wide MESH shared secret, by reference. */
-    sharedKey: SecretRefSchema,
-    /** Client certificate, key and CA bundle as PEM file paths; required for any non-loopback URL. */
+    /**
+     * The environment-wide MESH shared secret, by reference: required by the embedded runtime; on
+     * the deployed stack each mailbox's Secrets Manager secret holds it instead.
+     */
+    sharedKey: SecretRefSchema.optional(),
+    /**
+     * Client certificate, key and CA bundle as PEM file paths; required for any non-loopback URL in
+     * the embedded runtime (on the deployed stack: in each mailbox's secret).
+     */
     tls: z
       .object({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() })
       .strict()

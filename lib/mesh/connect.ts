@@ -22,10 +22,16 @@ const defaultSources: SecretSources = { env: process.env, readFile: (p) => readF
 
 /** The secret a reference names. */
 export function resolveSecret(
-  ref: SecretRef,
+  ref: SecretRef | undefined,
   where: string,
   sources: SecretSources = defaultSources,
 ): string {
+  if (ref === undefined) {
+    // Optional in the schema because the deployed stack reads Secrets Manager instead.
+    throw new MeshConfigError(
+      `${where}: required to connect to MESH from this process (give {"env": ...} or {"file": ...})`,
+    );
+  }
   if ('env' in ref) {
     const value = sources.env[ref.env];
     if (!value) throw new MeshConfigError(`${where}: environment variable ${ref.env} is not set`);

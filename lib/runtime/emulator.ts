@@ -39,6 +39,11 @@ export interface EmulatorOptions {
   /** Wrap individual ports (fault-injection tests). */
   wrapPorts?: (ports: Ports) => Ports;
   /**
+   * Environment added to the provisioned one when the AWS ports are built, as a function's own
+   * environment adds to it (e.g. the deliver stage's `ITK3_MESH_URL` and `ITK3_MESH_MAILBOXES`).
+   */
+  env?: NodeJS.ProcessEnv;
+  /**
    * How long a lost emulator connection is retried (exponential back-off) before the drain gives up
    * with a clear line on stderr. @default DEFAULT_RECONNECT (30 s), or `ITK3_EMULATOR_RECONNECT_SECONDS`
    */
@@ -94,7 +99,7 @@ export class EmulatorPipeline {
         ? { visibilityTimeoutSeconds: opts.visibilityTimeoutSeconds }
         : {}),
     });
-    const aws = awsPortsFromEnv(opts.config, { env: provisionedEnv(resources), clients });
+    const aws = awsPortsFromEnv(opts.config, { env: { ...provisionedEnv(resources), ...opts.env }, clients });
     const base: Ports = opts.localState
       ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() }
       : aws;

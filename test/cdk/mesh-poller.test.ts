@@ -18,7 +18,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CONTEXT, meshFromContext } from '../../cdk/build-app.js';
-import { MeshPoller } from '../../cdk/constructs/mesh-poller.js';
+import { MeshPoller, resolveMeshSettings } from '../../cdk/constructs/mesh-poller.js';
 import { WildcardJustifications } from '../../cdk/constructs/wildcard-justifications.js';
 import { nagPacks } from '../../cdk/nag.js';
 import { Itk3PipelineStack } from '../../cdk/pipeline-stack.js';
@@ -68,6 +68,36 @@ function statementsOf(roleId: string): Statement[] {
 }
 const poller = () => stack.pipeline.meshPoller!;
 const pollerRoleId = () => stack.getLogicalId(poller().fn.executionRole.node.defaultChild as never);
+const roleIdOf = (stage: 'authenticate' | 'deliver') =>
+  stack.getLogicalId(stack.pipeline.stages[stage].fn.executionRole.node.defaultChild as never);
+const envOf = (fn: { node: { defaultChild?: unknown } }) =>
+  (resources[idOf(fn)]!.Properties.Environment as { Variables: Json }).Variables;
+
+const MESH_URL = 'https://msg.intspineservices.nhs.uk';
+
+/** The test configuration with the `mesh` section the stack must agree with (no secret refs: AWS). */
+async function meshConfig() {
+  const base = await validConfig();
+  return {
+    ...base,
+    recipients: [
+      ...base.recipients,
+      {
+        ods: 'C00003',
+        keys: [{ kid: 'c00003-enc-1' }],
+        target: { type: 'folder' as const, path: 'delivered/C00003' },
+      },
+    ],
+    mesh: {
+      url: MESH_URL,
+      mailboxes: [
+        { mailbox: 'X26ABC1', recipients: ['A83627'] },
+        { mailbox: 'X26ABC2', recipients: ['B12345'] },
+        { mailbox: 'X26XYZ9', recipients: ['C00003'] },
+      ],
+    },
+  };
+}
 
 beforeAll(async () => {
   app = new App({
@@ -77,7 +107,7 @@ beforeAll(async () => {
   const shared = new Stack(app, 'Shared');
   new CfnWaitConditionHandle(shared, 'Placeholder');
   stack = new Itk3PipelineStack(app, 'Itk3MeshTest', {
-    config: await validConfig(),
+    config: await meshConfig(),
     alarmTopic: sns.Topic.fromTopicArn(shared, 'Alarms', ALARM_TOPIC_ARN),
     mesh: {
       url: 'https://msg.intspineservices.nhs.uk',
@@ -186,18 +216,19 @@ describe('secrets', () => {
     expect(map).toContain(IMPORTED_SECRET_ARN);
   });
 
-  it('lets the poller alone read the mailbox secrets, and nothing else in Secrets Manager', () => {
+  it('lets the poller and the deliver stage alone read the mailbox secrets, and nothing else in Secrets Manager', () => {
     const readers = ofType('AWS::IAM::Policy').filter(([, r]) =>
       (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement.some((s) =>
         arr(s.Action).some((a) => a.startsWith('secretsmanager:')),
       ),
     );
-    expect(readers.map(([, r]) => (r.Properties.Roles as { Ref: string }[])[0]?.Ref)).toEqual([
-      pollerRoleId(),
-    ]);
-    const read = statementsOf(pollerRoleId()).filter((s) =>
-      arr(s.Action).some((a) => a.startsWith('secretsmanager:')),
+    expect(readers.map(([, r]) => (r.Properties.Roles as { Ref: string }[])[0]?.Ref).sort()).toEqual(
+      [pollerRoleId(), roleIdOf('deliver')].sort(),
     );
+    const readBy = (roleId: string) =>
+      statementsOf(roleId).filter((s) => arr(s.Action).some((a) => a.startsWith('secretsmanager:')));
+    expect(readBy(roleIdOf('deliver'))).toEqual(readBy(pollerRoleId()));
+    const read = readBy(pollerRoleId());
     expect(read).toEqual([
       {
         Effect: 'Allow',
@@ -224,6 +255,7 @@ describe('least privilege of the poller', () => {
         'kms:DescribeKey',
         'kms:Encrypt',
         'kms:GenerateDataKey',
+        'kms:Sign',
         'logs:CreateLogStream',
         'logs:PutLogEvents',
         's3:PutObject',
@@ -296,6 +328,91 @@ describe('least privilege of the poller', () => {
           JSON.stringify(s.Condition).includes('secretsmanager.') && arr(s.Action).join() === 'kms:Decrypt',
       ),
     ).toBe(true);
+  });
+});
+
+describe('attestation and delivery through MESH', () => {
+  const signingKeyId = () => idOf(stack.pipeline.keys.signingKey.key as never);
+  const kmsStatements = (roleId: string) =>
+    statementsOf(roleId).filter((s) =>
+      arr(s.Resource).some((r) => JSON.stringify(r).includes(signingKeyId())),
+    );
+
+  it('lets the poller sign attestations with the response-signing key, and nothing more with it', () => {
+    expect(kmsStatements(pollerRoleId()).map((s) => s.Action)).toEqual(['kms:Sign']);
+    const keys = JSON.stringify(envOf(poller().fn).ITK3_KMS_KEYS);
+    expect(keys).toContain('gw-response-1');
+    expect(keys).toContain(signingKeyId());
+  });
+
+  it('lets the authenticate stage read the public key to check attestations, and not sign', () => {
+    expect(kmsStatements(roleIdOf('authenticate')).map((s) => s.Action)).toEqual(['kms:GetPublicKey']);
+    expect(JSON.stringify(envOf(stack.pipeline.stages.authenticate.fn).ITK3_KMS_KEYS)).toContain(
+      signingKeyId(),
+    );
+  });
+
+  it('names the poller and authenticate in the signing key’s own policy, each for its one action', () => {
+    const policy = resources[signingKeyId()]!.Properties.KeyPolicy as {
+      Statement: (Statement & { Principal?: Json })[];
+    };
+    const forRole = (roleId: string) =>
+      policy.Statement.filter((s) => JSON.stringify(s.Principal ?? {}).includes(roleId)).map((s) => s.Action);
+    expect(forRole(pollerRoleId())).toEqual(['kms:Sign']);
+    expect(forRole(roleIdOf('authenticate'))).toEqual(['kms:GetPublicKey']);
+  });
+
+  it('gives the deliver stage the MESH URL and the same mailbox → secret map as the poller', () => {
+    const deliver = envOf(stack.pipeline.stages.deliver.fn);
+    expect(deliver.ITK3_MESH_URL).toBe(MESH_URL);
+    expect(deliver.ITK3_MESH_MAILBOXES).toEqual(envOf(poller().fn).ITK3_MESH_MAILBOXES);
+  });
+});
+
+describe('the stack and the configuration agree on MESH', () => {
+  const mesh = {
+    url: MESH_URL,
+    mailboxes: [{ mailbox: 'X26ABC1' }, { mailbox: 'X26ABC2' }],
+  };
+  it('takes the URL and the mailboxes from the configuration when the prop leaves them out', () => {
+    expect(resolveMeshSettings({ limits: { maxMessages: 5 } }, mesh)).toEqual({
+      url: MESH_URL,
+      mailboxes: [{ mailboxId: 'X26ABC1' }, { mailboxId: 'X26ABC2' }],
+      limits: { maxMessages: 5 },
+    });
+  });
+  it('refuses a poller without a mesh section, or mailboxes and URL that differ', () => {
+    expect(() => resolveMeshSettings({}, undefined)).toThrow(/configuration has no "mesh" section/);
+    const error = (() => {
+      try {
+        resolveMeshSettings(
+          { url: 'https://other.example', mailboxes: [{ mailboxId: 'x26abc1' }, { mailboxId: 'X26ZZZ9' }] },
+          mesh,
+        );
+      } catch (e) {
+        return e as ConfigError;
+      }
+      throw new Error('expected a ConfigError');
+    })();
+    expect(error.issues).toEqual([
+      `mesh.url: https://other.example differs from the configuration's mesh.url ${MESH_URL}`,
+      "mesh.mailboxes: X26ZZZ9 is not in the configuration's mesh.mailboxes",
+      "mesh.mailboxes: the configuration's mailbox X26ABC2 is not polled",
+    ]);
+  });
+  it('refuses an attestation key the stack does not have', async () => {
+    const config = await meshConfig();
+    expect(
+      () =>
+        new Itk3PipelineStack(
+          new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } }),
+          'K',
+          {
+            config: { ...config, mesh: { ...config.mesh, attestationKid: 'other-key' } },
+            mesh: {},
+          },
+        ),
+    ).toThrow(/mesh.attestationKid/);
   });
 });
 

@@ -4,11 +4,21 @@
  * Secrets Manager credentials) and NHS England's MESH sandbox, with NHS England's Python mesh-client
  * as the GP system: the very code a scheduled invocation runs, minus only the Scheduler itself.
  *
+ * Every message it enqueues carries the attestation signed with the response-signing key in KMS.
+ *
+ * End to end (issue 12): the same poll job (attesting with KMS) feeds a pipeline provisioned on
+ * ministack whose five stage handlers run in-process on the AWS adapters (lib/runtime/emulator.ts),
+ * the deliver stage sending through MESH with the mailbox secret from Secrets Manager (the deliver
+ * function's composition, lib/adapters/aws/mesh-delivery.ts): the recipient's mesh-client receives
+ * the report byte-identical and the sender's mesh-client a signed ITK008M 20013, verified with the
+ * KMS public key. Not covered here: CloudFormation, IAM and the Lambda runtime of a deployed stack.
+ *
  * Runs when both `ITK3_MINISTACK_ENDPOINT` and `ITK3_MESH_SANDBOX` are set; otherwise skipped with the
  * reason printed.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createPublicKey, randomBytes, randomUUID } from 'node:crypto';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { CreateKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import {
   CreateSecretCommand,
@@ -17,19 +27,39 @@ import {
 } from '@aws-sdk/client-secrets-manager';
 import { CreateQueueCommand, DeleteQueueCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import type { Context } from 'aws-lambda';
+import { compactVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoLease } from '../../lib/adapters/aws/dynamo-lease.js';
-import type { MeshPollJobResult } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { KmsKeyService } from '../../lib/adapters/aws/kms-key-service.js';
+import {
+  type MeshPollJobResult,
+  meshPollSetupFromEnv,
+  runMeshPollJob,
+} from '../../lib/adapters/aws/mesh-poll-job.js';
+import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
+import type { PipelineConfigInput } from '../../lib/config/schema.js';
+import { parseBundle } from '../../lib/itk3/index.js';
 import { loadSamples } from '../../lib/itk3/samples.js';
-import { HttpMeshClient } from '../../lib/mesh/index.js';
+import { meshAttester } from '../../lib/mesh/connect.js';
+import {
+  HttpMeshClient,
+  MESH_ATTESTATION_ATTRIBUTE,
+  meshFactsFrom,
+  verifyMeshAttestation,
+} from '../../lib/mesh/index.js';
+import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
+import { testWorld } from '../support/world.js';
 import { createBucket, deleteBucket } from './support/buckets.js';
 import { testConfig } from './support/config.js';
 import { emulatorClients } from './support/emulators.js';
 import {
+  acquireSandboxLock,
   MAILBOX_PASSWORD,
   MESH_SANDBOX,
   MESH_SHARED_KEY,
+  partnerReceive,
   partnerSend,
+  releaseSandboxLock,
   resetMailbox,
 } from './support/mesh.js';
 import { createTable, deleteTable } from './support/tables.js';
@@ -49,6 +79,9 @@ if (!MINISTACK || !MESH_SANDBOX) {
   });
 } else {
   describe(SUITE, () => {
+    // The sandbox's mailboxes are shared with the other MESH suites, which reset them: one at a time.
+    beforeAll(acquireSandboxLock, 110_000);
+    afterAll(releaseSandboxLock);
     const endpoint = MINISTACK;
     const clients = emulatorClients(endpoint);
     const secrets = new SecretsManagerClient({
@@ -69,6 +102,12 @@ if (!MINISTACK || !MESH_SANDBOX) {
     const gateway = 'X26ABC3';
     const gp = gateway;
     let queueUrl: string;
+    let signingKeyId: string;
+    /** The integration configuration with the gateway mailbox in its `mesh` section (AWS: no secret refs). */
+    const config: LoadedConfig = loadConfig({
+      ...structuredClone(testConfig().doc),
+      mesh: { url: MESH_SANDBOX, mailboxes: [{ mailbox: gateway, recipients: ['RCP01'] }] },
+    });
     let handler: (event: unknown, context: Context) => Promise<MeshPollJobResult>;
     const saved = { ...process.env };
 
@@ -109,6 +148,10 @@ if (!MINISTACK || !MESH_SANDBOX) {
       await createTable(clients, names.audit, 'audit');
       await createBucket(clients, names.bucket);
       queueUrl = (await clients.sqs.send(new CreateQueueCommand({ QueueName: names.queue }))).QueueUrl!;
+      // The response-signing key in KMS: the poller attests every message with it (kms:Sign).
+      signingKeyId = (
+        await clients.kms.send(new CreateKeyCommand({ KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY' }))
+      ).KeyMetadata!.KeyId!;
       // Loopback sandbox over HTTP: no client certificate, so the secret holds password and shared key.
       await secrets.send(
         new CreateSecretCommand({
@@ -121,12 +164,12 @@ if (!MINISTACK || !MESH_SANDBOX) {
         AWS_REGION: 'us-east-1',
         AWS_ACCESS_KEY_ID: 'test',
         AWS_SECRET_ACCESS_KEY: 'test',
-        ITK3_CONFIG_JSON: JSON.stringify(testConfig().doc),
+        ITK3_CONFIG_JSON: JSON.stringify(config.doc),
         ITK3_ONCE_TABLE: names.once,
         ITK3_AUDIT_TABLE: names.audit,
         ITK3_BLOB_BUCKET: names.bucket,
         ITK3_QUEUE_URL_AUTHENTICATE: queueUrl,
-        ITK3_KMS_KEYS: '{}',
+        ITK3_KMS_KEYS: JSON.stringify({ [config.doc.responseSigning.kid]: signingKeyId }),
         ITK3_MESH_URL: MESH_SANDBOX,
         ITK3_MESH_MAILBOXES: JSON.stringify({ [gateway]: names.secret }),
       });
@@ -152,6 +195,9 @@ if (!MINISTACK || !MESH_SANDBOX) {
         .send(new DeleteSecretCommand({ SecretId: names.secret, ForceDeleteWithoutRecovery: true }))
         .catch(() => {});
       await clients.sqs.send(new DeleteQueueCommand({ QueueUrl: queueUrl })).catch(() => {});
+      await clients.kms
+        .send(new ScheduleKeyDeletionCommand({ KeyId: signingKeyId, PendingWindowInDays: 7 }))
+        .catch(() => {});
       await deleteTable(clients, names.once);
       await deleteTable(clients, names.audit);
       await deleteBucket(clients, names.bucket);
@@ -175,7 +221,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
       }
       // Above the configuration's claim-check size: the queue gets a reference, S3 the bytes.
       const large = new TextEncoder().encode(
-        `<Bundle>${'x'.repeat(testConfig().doc.limits.claimCheckBytes + 1)}</Bundle>`,
+        `<Bundle>${'x'.repeat(config.doc.limits.claimCheckBytes + 1)}</Bundle>`,
       );
       const largeId = partnerSend({
         mailbox: gp,
@@ -203,6 +249,20 @@ if (!MINISTACK || !MESH_SANDBOX) {
         expect(m?.attributes).toMatchObject({ Transport: 'mesh', 'Mex-From': gp, 'Mex-To': gateway });
         expect(m?.body).toBe(new TextDecoder().decode(bytes));
       }
+      // Each is attested by the gateway key in KMS, over exactly its MESH facts and queue body.
+      const keys = new KmsKeyService(clients.kms, { [config.doc.responseSigning.kid]: signingKeyId });
+      for (const q of queued) {
+        const facts = meshFactsFrom(q.attributes, q.body);
+        expect(facts).toBeDefined();
+        const attestation = q.attributes[MESH_ATTESTATION_ATTRIBUTE]!;
+        expect(await verifyMeshAttestation(keys, config.doc.responseSigning.kid, attestation, facts!)).toBe(
+          true,
+        );
+        const forged = { ...facts!, from: 'X26EVIL1' };
+        expect(await verifyMeshAttestation(keys, config.doc.responseSigning.kid, attestation, forged)).toBe(
+          false,
+        );
+      }
       const ref = JSON.parse(queued.find((q) => q.attributes['Mex-MessageID'] === largeId)!.body) as {
         claimCheck: { key: string; bytes: number };
       };
@@ -223,6 +283,105 @@ if (!MINISTACK || !MESH_SANDBOX) {
       expect(lease.Item).toBeUndefined();
       const second = await invoke();
       expect(second).toMatchObject({ outcome: 'polled', summary: { enqueued: [] } });
+    });
+
+    it('end to end through the five stages on ministack: a consultation report sent with mesh-client is delivered byte-identical and answered with ITK008M 20013 through MESH', async () => {
+      // The gateway is X26ABC3 as above; X26ABC1 plays both the GP system and the recipient's system
+      // (the sandbox has three mailboxes; the fewer this suite shares with the other MESH suites,
+      // which run at the same time, the better).
+      const sender = 'X26ABC1';
+      const world = await testWorld();
+      const doc = structuredClone(world.configDoc) as PipelineConfigInput;
+      doc.mesh = {
+        url: MESH_SANDBOX!,
+        mailboxes: [{ mailbox: gateway, recipients: ['A83627', 'A8797979'] }],
+      };
+      // Signed responses: the ITK008M is the JWS by the response-signing key in KMS, checked below.
+      doc.senders[0]!.mesh = { mailboxes: [sender], signedResponses: true };
+      doc.recipients[0]!.target = { type: 'mesh', mailbox: sender };
+      doc.rules.push({
+        ...structuredClone(doc.rules[0]!),
+        id: 'gp0001-over-mesh',
+        sender: { ods: 'GP0001' },
+        transports: ['mesh'],
+      });
+      const meshConfig = loadConfig(doc);
+      // The deliver function's MESH environment, as the stack sets it (same secret as the poller).
+      const meshEnv = {
+        AWS_ENDPOINT_URL: endpoint,
+        AWS_REGION: 'us-east-1',
+        ITK3_MESH_URL: MESH_SANDBOX,
+        ITK3_MESH_MAILBOXES: JSON.stringify({ [gateway]: names.secret }),
+      };
+      const pipeline = await EmulatorPipeline.start({
+        config: meshConfig,
+        endpoint,
+        prefix: `it-meshe2e-${run}-`,
+        env: meshEnv,
+      });
+      await resetMailbox(gateway);
+      await resetMailbox(sender);
+
+      const original = loadSamples().find((x) => x.name === 'consultation_report.xml')!;
+      const body = Buffer.from(
+        Buffer.from(original.bytes)
+          .toString('utf8')
+          .replace('<endpoint value="MESHGP0001"', `<endpoint value="${sender}"`),
+      );
+      partnerSend({
+        mailbox: sender,
+        to: gateway,
+        body,
+        workflowId: 'GPFED_CONSULT_REPORT',
+        localId: 'ehr-4711',
+      });
+
+      // The poll job as the poller function composes it: the pipeline's AWS ports, attesting with KMS.
+      const setup = meshPollSetupFromEnv(
+        new DynamoLease(pipeline.clients.dynamodb, pipeline.resources.onceTable),
+        {
+          ...meshEnv,
+          AWS_ACCESS_KEY_ID: 'test',
+          AWS_SECRET_ACCESS_KEY: 'test',
+        },
+      );
+      const pass = await runMeshPollJob(
+        gateway,
+        setup,
+        { ...pipeline.ports, attest: meshAttester(meshConfig, pipeline.ports.keys) },
+        { owner: randomUUID(), remainingMs: 300_000 },
+      );
+      expect(pass).toMatchObject({ outcome: 'polled', leaseReleased: true });
+      if (pass.outcome !== 'polled') throw new Error('expected a pass');
+      expect(pass.summary.enqueued).toHaveLength(1);
+
+      // The real stage handlers, AWS adapters on ministack, fed from the emulator's SQS queues.
+      await pipeline.drain({ timeoutMs: 120_000 });
+      const traceId = pass.summary.enqueued[0]!.traceId;
+      // What the pipeline decided, from its DynamoDB audit trail (shown if the next check fails).
+      expect(await pipeline.outcome(traceId)).toMatchObject({ status: 'delivered' });
+
+      const received = partnerReceive(sender);
+      const delivered = received.filter((m) => m.workflow_id === 'GPFED_CONSULT_REPORT');
+      const answers = received.filter((m) => m.workflow_id === 'GPFED_CONSULT_REPORT_ACK');
+      expect(delivered).toHaveLength(1);
+      expect(delivered[0]!.body.equals(body)).toBe(true);
+      expect(answers).toHaveLength(1);
+      expect(answers[0]!.local_id).toBe(delivered[0]!.local_id);
+      const spki = await pipeline.ports.keys.publicKeySpki(meshConfig.doc.responseSigning.kid);
+      const { payload, protectedHeader } = await compactVerify(
+        answers[0]!.body.toString('utf8').trim(),
+        createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }),
+        { algorithms: ['ES256'] },
+      );
+      expect(protectedHeader.kid).toBe(meshConfig.doc.responseSigning.kid);
+      const ack = parseBundle(payload, protectedHeader.cty === 'fhir+json' ? 'json' : 'xml');
+      expect(ack.header.event.code).toBe('ITK008M');
+      expect(ack.header.response).toMatchObject({
+        identifier: parseBundle(body, 'xml').header.id,
+        code: 'ok',
+        itkCode: '20013',
+      });
     });
 
     it('skips the mailbox while another pass holds its lease, and takes over once a crashed holder’s lease lapses', async () => {

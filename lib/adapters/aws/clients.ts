@@ -11,6 +11,8 @@ import { CachedKeyService } from './cached-key-service.js';
 import { DynamoAuditLog } from './dynamo-audit-log.js';
 import { DynamoOnceStore } from './dynamo-once-store.js';
 import { KmsKeyService } from './kms-key-service.js';
+import { awsMeshDeliverer } from './mesh-delivery.js';
+import { awsMeshConnectionFromEnv } from './mesh-poll-job.js';
 import { S3BlobStore } from './s3-blob-store.js';
 import { SqsQueueSender } from './sqs-queue-sender.js';
 
@@ -166,12 +168,19 @@ export function awsPortsFromEnv(
   const keys = keyServiceFromEnv(config, clients.kms, env);
   // Only a function allowed to sign with the key checkpoints its audit stream (docs/AUDIT.md).
   const checkpointKid = nonEmpty(env[ENV.auditCheckpointKid]);
+  const once = new DynamoOnceStore(clients.dynamodb, nonEmpty(env[ENV.onceTable]) ?? ONCE_TABLE.name);
   return {
     keys,
     queues: new SqsQueueSender(clients.sqs, queueUrls),
-    once: new DynamoOnceStore(clients.dynamodb, nonEmpty(env[ENV.onceTable]) ?? ONCE_TABLE.name),
+    once,
     blobs: new S3BlobStore(clients.s3, blobBucket),
-    deliverer: new AwsDeliverer({ s3: clients.s3, sqs: clients.sqs, blobBucket }),
+    // `mesh` targets go through MESH where the function has the gateway mailboxes' secrets (deliver).
+    deliverer: awsMeshDeliverer(
+      config,
+      new AwsDeliverer({ s3: clients.s3, sqs: clients.sqs, blobBucket }),
+      once,
+      awsMeshConnectionFromEnv(env),
+    ),
     audit: new DynamoAuditLog(
       clients.dynamodb,
       nonEmpty(env[ENV.auditTable]) ?? AUDIT_TABLE.name,

@@ -199,21 +199,33 @@ export class DeadlineMeshClient implements MeshClient {
   }
 }
 
+/** The MESH connection of a function in AWS: URL, mailboxes and their Secrets Manager credentials. */
+export interface AwsMeshConnection {
+  url: string;
+  /** Mailboxes with a secret (upper case). */
+  mailboxes: readonly string[];
+  credentials: MeshCredentialSource;
+  caBundle?: string;
+}
+
 /**
- * The setup from the poller function's environment ({@link MESH_POLL_ENV}), with a Secrets Manager
- * client pointed like the other AWS clients (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, then
- * `AWS_ENDPOINT_URL`: an emulator) and the lease on the once-store table.
+ * The MESH connection from a function's environment ({@link MESH_POLL_ENV}: the URL, the mailbox →
+ * secret map and the bundled CA), with a Secrets Manager client pointed like the other AWS clients
+ * (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, then `AWS_ENDPOINT_URL`: an emulator). The poller and the
+ * deliver stage both read it; in AWS the `{env}`/`{file}` secret references of the configuration's
+ * `mesh` section are not used: every credential is in the mailbox's secret (docs/DEPLOY.md).
  *
+ * @returns undefined when the function has no MESH mailboxes (`ITK3_MESH_MAILBOXES` unset)
  * @throws {MeshConfigError} naming the variable that is missing or malformed
  */
-export function meshPollSetupFromEnv(
-  leases: Pick<DynamoLease, 'acquire' | 'release'>,
+export function awsMeshConnectionFromEnv(
   env: NodeJS.ProcessEnv = process.env,
-): MeshPollSetup {
+): AwsMeshConnection | undefined {
+  const secretIds = jsonObject(env[MESH_POLL_ENV.mailboxes], MESH_POLL_ENV.mailboxes);
+  if (secretIds === undefined) return undefined;
   const url = env[MESH_POLL_ENV.url]?.trim();
   if (!url) throw new MeshConfigError(`${MESH_POLL_ENV.url}: required (the MESH base URL)`);
-  const secretIds = jsonObject(env[MESH_POLL_ENV.mailboxes], MESH_POLL_ENV.mailboxes);
-  if (secretIds === undefined || Object.keys(secretIds).length === 0) {
+  if (Object.keys(secretIds).length === 0) {
     throw new MeshConfigError(`${MESH_POLL_ENV.mailboxes}: required, a JSON object of mailbox → secret ARN`);
   }
   const ids: Record<string, string> = {};
@@ -223,7 +235,6 @@ export function meshPollSetupFromEnv(
     }
     ids[mailbox.toUpperCase()] = secretId;
   }
-  const pollOptions = jsonObject(env[MESH_POLL_ENV.pollOptions], MESH_POLL_ENV.pollOptions);
   const caBundle = env[MESH_POLL_ENV.caBundle]?.trim();
   const endpoint = env.AWS_ENDPOINT_URL_SECRETS_MANAGER?.trim() || env.AWS_ENDPOINT_URL?.trim() || undefined;
   const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined);
@@ -236,8 +247,31 @@ export function meshPollSetupFromEnv(
     url,
     mailboxes: Object.keys(ids),
     credentials: new SecretsManagerMeshCredentials(secrets, ids),
-    leases,
     ...(caBundle ? { caBundle } : {}),
+  };
+}
+
+/**
+ * The setup from the poller function's environment ({@link awsMeshConnectionFromEnv}) with the
+ * lease on the once-store table.
+ *
+ * @throws {MeshConfigError} naming the variable that is missing or malformed
+ */
+export function meshPollSetupFromEnv(
+  leases: Pick<DynamoLease, 'acquire' | 'release'>,
+  env: NodeJS.ProcessEnv = process.env,
+): MeshPollSetup {
+  if (!env[MESH_POLL_ENV.url]?.trim()) {
+    throw new MeshConfigError(`${MESH_POLL_ENV.url}: required (the MESH base URL)`);
+  }
+  const connection = awsMeshConnectionFromEnv(env);
+  if (!connection) {
+    throw new MeshConfigError(`${MESH_POLL_ENV.mailboxes}: required, a JSON object of mailbox → secret ARN`);
+  }
+  const pollOptions = jsonObject(env[MESH_POLL_ENV.pollOptions], MESH_POLL_ENV.pollOptions);
+  return {
+    ...connection,
+    leases,
     ...(pollOptions ? { pollOptions: pollOptions as MeshPollOptions } : {}),
   };
 }

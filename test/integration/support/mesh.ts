@@ -49,7 +49,7 @@ export function describeWithMeshSandbox(suite: string, body: (url: string) => vo
 const LOCK_DIR = join(ROOT, '.mesh/suite.lock');
 
 /** A cross-process lock (mkdir is atomic); a lock whose holder died is taken over. */
-async function acquireSandboxLock(): Promise<void> {
+export async function acquireSandboxLock(): Promise<void> {
   const deadline = Date.now() + 100_000;
   for (;;) {
     try {
@@ -65,7 +65,7 @@ async function acquireSandboxLock(): Promise<void> {
   }
 }
 
-function releaseSandboxLock(): void {
+export function releaseSandboxLock(): void {
   if (readFileSyncSafe(join(LOCK_DIR, 'pid')) === String(process.pid))
     rmSync(LOCK_DIR, { recursive: true, force: true });
 }
