@@ -79,9 +79,6 @@ if (!MINISTACK || !MESH_SANDBOX) {
   });
 } else {
   describe(SUITE, () => {
-    // The sandbox's mailboxes are shared with the other MESH suites, which reset them: one at a time.
-    beforeAll(acquireSandboxLock, 110_000);
-    afterAll(releaseSandboxLock);
     const endpoint = MINISTACK;
     const clients = emulatorClients(endpoint);
     const secrets = new SecretsManagerClient({
@@ -144,6 +141,8 @@ if (!MINISTACK || !MESH_SANDBOX) {
     };
 
     beforeAll(async () => {
+      // The sandbox's mailboxes are shared with the other MESH suites, which reset them: one at a time.
+      await acquireSandboxLock();
       await createTable(clients, names.once, 'once');
       await createTable(clients, names.audit, 'audit');
       await createBucket(clients, names.bucket);
@@ -189,6 +188,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
     });
 
     afterAll(async () => {
+      releaseSandboxLock();
       for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
       Object.assign(process.env, saved);
       await secrets

@@ -15,7 +15,6 @@ import {
   buildMessage,
   credentialFor,
   deliveredFile,
-  deliveredIds,
   filesIn,
   makeTempDir,
   removeTempDirs,
