@@ -20,6 +20,7 @@ import {
 import { ENV, ONCE_TABLE } from '../lib/infra/definitions.js';
 import { meshAttester } from '../lib/mesh/connect.js';
 import { MeshConfigError } from '../lib/mesh/errors.js';
+import { meshMailboxKnown } from '../lib/policy/mesh.js';
 import { bindingFor } from '../lib/runtime/binding.js';
 import { logger, stageMetrics } from './commons/powertools.js';
 
@@ -54,7 +55,12 @@ const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<Me
     },
     // Every message it enqueues carries the gateway's attestation (KMS Sign with the attestation
     // key): the authenticate stage accepts a MESH message only with it.
-    { ...ports, attest: meshAttester(config, ports.keys) },
+    // Unregistered sending mailboxes cost nothing (no Sign, no S3, no enqueue).
+    {
+      ...ports,
+      attest: meshAttester(config, ports.keys),
+      knownSender: (from) => meshMailboxKnown(config, from),
+    },
     { owner: context.awsRequestId, remainingMs: context.getRemainingTimeInMillis() },
   );
   if (result.outcome === 'locked') {

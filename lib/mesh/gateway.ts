@@ -5,6 +5,7 @@
  * over every gateway mailbox, with the attestation the authenticate stage requires.
  */
 import type { LoadedConfig } from '../config/load.js';
+import { meshMailboxKnown } from '../policy/mesh.js';
 import type { Ports } from '../ports/index.js';
 import type { MeshClient } from './client.js';
 import { meshAttester, sendingMailbox } from './connect.js';
@@ -52,6 +53,7 @@ export function attachMesh(
               audit: ports.audit,
               clock: ports.clock,
               attest,
+              knownSender: (from) => meshMailboxKnown(config, from),
             },
             { maxMessages: mesh.maxMessagesPerPass, claimCheckBytes: config.doc.limits.claimCheckBytes },
           ),

@@ -33,6 +33,13 @@ export interface MeshPollerPorts {
    * still moves messages, but the pipeline treats them as unauthenticated.
    */
   attest?: (facts: MeshFacts) => Promise<string>;
+  /**
+   * Whether the sending mailbox (`Mex-From`) is registered (lib/policy/mesh.ts
+   * `meshMailboxKnown`). A message from any other mailbox costs nothing: no attestation signature,
+   * no claim check, no enqueue; it is audited once and acknowledged. Without it every sender passes
+   * here and authenticate refuses the unknown ones.
+   */
+  knownSender?: (mailbox: string | undefined) => boolean;
 }
 
 export const MeshPollOptionsSchema = z
@@ -176,7 +183,13 @@ async function handleOne(
     }
     if (error instanceof MeshError && (error.kind === 'too-large' || error.kind === 'permanent')) {
       summary.refused.push({ meshMessageId, reason: error.message });
-      await auditRefusal(ports, mailbox, meshMessageId, error);
+      await auditRefusal(
+        ports,
+        mailbox,
+        meshMessageId,
+        error.kind === 'too-large' ? 'MESH_MESSAGE_TOO_LARGE' : 'MESH_MESSAGE_UNREADABLE',
+        error.message,
+      );
       return true;
     }
     throw error;
@@ -194,6 +207,20 @@ async function handleOne(
     );
     await client.acknowledge(meshMessageId);
     summary.reports.push({ meshMessageId, traceId, statusCode: message.report?.statusCode });
+    return true;
+  }
+
+  if (ports.knownSender && !ports.knownSender(message.from)) {
+    // Nothing for free to an unauthenticated sender: audited once, acknowledged, never enqueued.
+    summary.refused.push({ meshMessageId, reason: 'sending mailbox is not registered' });
+    await auditRefusal(
+      ports,
+      mailbox,
+      meshMessageId,
+      'MESH_MAILBOX_UNKNOWN',
+      'sending mailbox not registered',
+    );
+    await client.acknowledge(meshMessageId);
     return true;
   }
 
@@ -343,11 +370,12 @@ async function auditRefusal(
   ports: MeshPollerPorts,
   mailbox: string,
   meshMessageId: string,
-  error: MeshError,
+  code: string,
+  detail: string,
 ): Promise<void> {
   // Once per message, however many passes see it.
   const first = await ports.once
-    .putIfAbsent(`mesh#${mailbox}#${meshMessageId}#refused`, error.kind, MESH_DEDUPE_SECONDS)
+    .putIfAbsent(`mesh#${mailbox}#${meshMessageId}#refused`, code, MESH_DEDUPE_SECONDS)
     .catch(() => ({ created: false }));
   if (!first.created) return;
   await ports.audit
@@ -356,8 +384,8 @@ async function auditRefusal(
       at: new Date(ports.clock.now()).toISOString(),
       stage: 'mesh',
       event: 'mesh-refused',
-      code: error.kind === 'too-large' ? 'MESH_MESSAGE_TOO_LARGE' : 'MESH_MESSAGE_UNREADABLE',
-      detail: error.message,
+      code,
+      detail,
     })
     .catch(() => undefined);
 }

@@ -8,6 +8,19 @@ import { AuthorisationError, EnvelopeError } from '../errors.js';
 import type { Decision, ItkRouting, MeshFacts, Principal } from '../record.js';
 import { grantExpiry } from './index.js';
 
+/**
+ * Whether `mailbox` may send to the gateway at all: it belongs to a sender
+ * (`senders[].mesh.mailboxes`) or a delegation grant names it. The poller asks before it spends
+ * anything on a message (attestation signature, claim check, enqueue); authenticate asks again.
+ */
+export function meshMailboxKnown(config: LoadedConfig, mailbox: string | undefined): boolean {
+  if (mailbox === undefined) return false;
+  return (
+    config.meshSenderByMailbox.has(mailbox) ||
+    config.doc.delegations.some((g) => g.meshMailboxes?.includes(mailbox))
+  );
+}
+
 export interface MeshAuthoriseInput {
   principal: Principal;
   facts: MeshFacts;

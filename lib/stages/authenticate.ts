@@ -10,6 +10,7 @@
 import { verifyCredential } from '../envelope/token.js';
 import { AuthenticationError, TransientError } from '../errors.js';
 import { attestationKid, verifyMeshAttestation } from '../mesh/attestation.js';
+import { meshMailboxKnown } from '../policy/mesh.js';
 import type { PipelineRecord } from '../record.js';
 import type { StageContext } from './context.js';
 
@@ -94,8 +95,7 @@ async function authenticateMesh(record: PipelineRecord, ctx: StageContext): Prom
     );
   }
   const owner = config.meshSenderByMailbox.get(facts.from);
-  const granted = config.doc.delegations.some((g) => g.meshMailboxes?.includes(facts.from));
-  if (owner === undefined && !granted) {
+  if (!meshMailboxKnown(config, facts.from)) {
     throw new AuthenticationError('MESH_MAILBOX_UNKNOWN', 'the sending mailbox is not registered');
   }
   // One trace per MESH message: a second enqueue of the same message (the poller's one crash

@@ -104,6 +104,20 @@ if (!MINISTACK || !MESH_SANDBOX) {
     const config: LoadedConfig = loadConfig({
       ...structuredClone(testConfig().doc),
       mesh: { url: MESH_SANDBOX, mailboxes: [{ mailbox: gateway, recipients: ['RCP01'] }] },
+      // The sandbox has three mailboxes: here the "GP" sends from the gateway mailbox itself, which a
+      // grant registers as a sending mailbox (the poller spends nothing on unregistered senders).
+      delegations: [
+        ...structuredClone(testConfig().doc.delegations ?? []),
+        {
+          id: 'it-sandbox-sender',
+          actor: 'mesh-it',
+          issuers: [],
+          meshMailboxes: [gateway],
+          onBehalfOf: ['GP0001'],
+          events: ['ITK007C'],
+          expires: '2099-01-01',
+        },
+      ],
     });
     let handler: (event: unknown, context: Context) => Promise<MeshPollJobResult>;
     const saved = { ...process.env };

@@ -8,7 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PipelineConfigInput } from '../../../lib/config/schema.js';
 import type { DemoWorld } from '../../../lib/demo/world.js';
 import { parseBundle } from '../../../lib/itk3/index.js';
-import { attachMesh, attestMeshFacts, type MeshGateway, meshFactsFrom } from '../../../lib/mesh/index.js';
+import {
+  attachMesh,
+  attestMeshFacts,
+  type MeshGateway,
+  meshAttester,
+  meshFactsFrom,
+  pollMailbox,
+} from '../../../lib/mesh/index.js';
 import type { EmbeddedPipeline } from '../../../lib/runtime/embedded.js';
 import { MemoryMeshNetwork } from '../../support/memory-mesh.js';
 import {
@@ -255,15 +262,39 @@ describe('MESH: rejections get their ITK3 code through MESH', () => {
 });
 
 describe('MESH: nothing for free to the unauthenticated', () => {
-  it('an unknown mailbox gets no response and nothing is stored for it', async () => {
+  it('an unknown mailbox gets no response and nothing is signed, stored or queued for it', async () => {
     const run = start();
-    const traceId = await sendAndRun(
-      run,
-      'STRANGER1',
-      buildMessage('GP0001', { meshMailbox: 'STRANGER1' }).bytes,
-      'GPFED_CONSULT_REPORT',
-    );
-    expect(await run.pipeline.outcome(traceId)).toMatchObject({
+    run.net.deliver('STRANGER1', GATEWAY, buildMessage('GP0001', { meshMailbox: 'STRANGER1' }).bytes, {
+      workflowId: 'GPFED_CONSULT_REPORT',
+      localId: 'gp-local-1',
+    });
+    const [summary] = await run.gateway.poll();
+    await run.pipeline.drain();
+    // Refused by the poller before the attestation signature, the claim check and the enqueue.
+    expect(summary!.enqueued).toEqual([]);
+    expect(summary!.refused).toMatchObject([{ reason: 'sending mailbox is not registered' }]);
+    expect(run.pipeline.backlog().messages).toBe(0);
+    expect(run.pipeline.audit.all().filter((e) => e.event === 'mesh-refused')).toMatchObject([
+      { code: 'MESH_MAILBOX_UNKNOWN' },
+    ]);
+    expect(run.net.drainInbox('STRANGER1')).toHaveLength(0);
+    expect(run.net.sends).toBe(0);
+  });
+
+  it('an unknown mailbox that reaches the queue anyway is refused at authenticate, unanswered', async () => {
+    const run = start();
+    // As if the poller had no registry check: the stage refuses it on its own.
+    const [client] = run.gateway.clients.values();
+    run.net.deliver('STRANGER1', GATEWAY, buildMessage('GP0001', { meshMailbox: 'STRANGER1' }).bytes, {
+      workflowId: 'GPFED_CONSULT_REPORT',
+      localId: 'gp-local-2',
+    });
+    const summary = await pollMailbox(client!, {
+      ...run.pipeline.ports,
+      attest: meshAttester(run.pipeline.config, run.pipeline.ports.keys),
+    });
+    await run.pipeline.drain();
+    expect(await run.pipeline.outcome(summary.enqueued[0]!.traceId)).toMatchObject({
       status: 'rejected',
       stage: 'authenticate',
       code: 'MESH_MAILBOX_UNKNOWN',

@@ -167,6 +167,31 @@ describe('pollMailbox', () => {
     expect(trail[0]!.detail).toContain(a);
   });
 
+  it('spends nothing on a message from an unregistered mailbox: no signature, no blob, no enqueue', async () => {
+    let signatures = 0;
+    const guarded: MeshPollerPorts = {
+      ...ports,
+      attest: async () => {
+        signatures += 1;
+        return 'attestation';
+      },
+      knownSender: (from) => from === 'X26ABC1',
+    };
+    const stranger = mesh.add('x'.repeat(300_000), { from: 'X26ABC9' });
+    const known = mesh.add('<Bundle xmlns="http://hl7.org/fhir"/>');
+    const first = await pollMailbox(mesh, guarded, { claimCheckBytes: 1024 });
+    expect(first.enqueued.map((e) => e.meshMessageId)).toEqual([known]);
+    expect(first.refused).toEqual([{ meshMessageId: stranger, reason: 'sending mailbox is not registered' }]);
+    expect(signatures).toBe(1);
+    expect(queue.peekAll()).toHaveLength(1);
+    expect(ports.blobs.size).toBe(0);
+    // Acknowledged (MESH would otherwise redeliver it for 5 days) and audited once, without its body.
+    expect(mesh.acknowledged).toContain(stranger);
+    const refusal = ports.audit.all().filter((e) => e.event === 'mesh-refused');
+    expect(refusal).toMatchObject([{ code: 'MESH_MAILBOX_UNKNOWN' }]);
+    expect(JSON.stringify(refusal)).not.toContain('xxxx');
+  });
+
   it('acknowledges without enqueueing again when an earlier pass died between enqueue and acknowledge', async () => {
     const a = mesh.add('<Bundle/>');
     mesh.failAcks = 1; // MESH goes away right after the enqueue
