@@ -113,7 +113,7 @@ if (!MINISTACK || !MESH_SANDBOX) {
           actor: 'mesh-it',
           issuers: [],
           meshMailboxes: [gateway],
-          onBehalfOf: ['GP0001'],
+          onBehalfOf: [testConfig().doc.senders[0]!.ods],
           events: ['ITK007C'],
           expires: '2099-01-01',
         },
