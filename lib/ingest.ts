@@ -14,7 +14,7 @@ import { verifyCredential } from './envelope/token.js';
 import { AuthenticationError } from './errors.js';
 import type { Ports } from './ports/index.js';
 import type { PipelineRecord } from './record.js';
-import { artefactKey, storeArtefact } from './stages/context.js';
+import { artefactKey, storeArtefact } from './stages/claim-check.js';
 
 export interface Submission {
   authorization: string | undefined;

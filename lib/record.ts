@@ -6,21 +6,10 @@
  * job for the deliver stage, which is the only stage that signs responses.
  */
 import * as z from 'zod';
+import { ItkRoutingSchema } from './envelope/routing.js';
 import { RejectionError } from './errors.js';
-import type { StageName } from './ports/index.js';
 
 export const RECORD_VERSION = 1;
-
-/** The routing header `itk` carried in both the JWE and JWS protected headers. */
-export const ItkRoutingSchema = z
-  .object({
-    from: z.string().min(1).max(64),
-    to: z.string().min(1).max(64),
-    event: z.string().min(1).max(64),
-    id: z.string().min(1).max(128),
-  })
-  .strict();
-export type ItkRouting = z.infer<typeof ItkRoutingSchema>;
 
 export const ArtefactSchema = z.union([
   z.object({ inline: z.string() }).strict(),
@@ -146,12 +135,3 @@ export function parseRecord(body: string): PipelineRecord {
 export function serialiseRecord(record: PipelineRecord): string {
   return JSON.stringify(record);
 }
-
-/** The stage that reads each queue, and the queue each stage forwards to. */
-export const NEXT_STAGE: Record<StageName, StageName | undefined> = {
-  authenticate: 'authorise',
-  authorise: 'decrypt',
-  decrypt: 'verify',
-  verify: 'deliver',
-  deliver: undefined,
-};

@@ -27,15 +27,15 @@ process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
 process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
 
 import { SoftwareKeyService } from '../lib/adapters/local/software-keys.js';
-import { recipientKeyFor, tokenFor } from '../lib/demo/scenario.js';
-import { createWorld, type DemoSender, type DemoWorld, publishRecipientKeys } from '../lib/demo/world.js';
+import type { ItkRouting } from '../lib/envelope/routing.js';
 import { encryptSigned, signBundle } from '../lib/envelope/seal.js';
 import { ERROR_CATALOGUE, type RejectionCode } from '../lib/errors.js';
 import { buildItk3Message } from '../lib/itk3/index.js';
-import type { ItkRouting } from '../lib/record.js';
 import { EmbeddedPipeline, VirtualClock } from '../lib/runtime/embedded.js';
 import { EmulatorPipeline } from '../lib/runtime/emulator.js';
 import type { PipelineRuntime } from '../lib/runtime/runtime.js';
+import { recipientKeyFor, tokenFor } from '../lib/testkit/scenario.js';
+import { createWorld, type DemoSender, type DemoWorld, publishRecipientKeys } from '../lib/testkit/world.js';
 
 export interface LoadOptions {
   /** Messages to send. @default 10 000 */

@@ -6,7 +6,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import type { StageName } from '../../lib/ports/index.js';
+import type { StageName } from '../../lib/pipeline/topology.js';
 import { METRIC, METRICS_NAMESPACE, SERVICE_NAME } from './observability-names.js';
 
 /** What the observability construct watches for one stage. */

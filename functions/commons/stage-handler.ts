@@ -11,7 +11,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { METRIC } from '../../lib/infra/definitions.js';
-import type { StageName } from '../../lib/ports/index.js';
+import type { StageName } from '../../lib/pipeline/topology.js';
 import { bindingFor } from '../../lib/runtime/binding.js';
 import { processStageBatch, type StageObserver } from '../../lib/stages/batch.js';
 import { logger, stageMetrics } from './powertools.js';

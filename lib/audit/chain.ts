@@ -6,7 +6,8 @@
  * This module is storage-free: the SQLite and DynamoDB adapters store links and checkpoints, and
  * {@link verifyStream} judges what they read back.
  */
-import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto';
+import { createPublicKey, verify as verifySignature } from 'node:crypto';
+import { sha256Hex } from '../hashing.js';
 import type { AuditEntry, KeyService } from '../ports/index.js';
 
 /** Version tag inside every hashed link, so a future format cannot be confused with this one. */
@@ -255,10 +256,6 @@ export function verifyStream(
     if (!report.break.entry && stored) report.break.entry = stored.entry;
   }
   return report;
-}
-
-export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
 }
 
 function b64u(text: string): string {

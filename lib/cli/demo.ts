@@ -8,11 +8,11 @@ import { join, resolve } from 'node:path';
 import { writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
-import { buildScenario, type ScenarioMessage } from '../demo/scenario.js';
-import { createWorld, publishRecipientKeys } from '../demo/world.js';
 import { fixturesDir } from '../itk3/index.js';
 import { EmbeddedPipeline, type MessageOutcome, VirtualClock } from '../runtime/embedded.js';
 import type { PipelineRuntime } from '../runtime/runtime.js';
+import { buildScenario, type ScenarioMessage } from '../testkit/scenario.js';
+import { createWorld, publishRecipientKeys } from '../testkit/world.js';
 import { renderTable } from './table.js';
 
 export interface DemoOptions {

@@ -10,14 +10,8 @@ import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import { findDeadLetter, listDeadLetters } from '../ops/dead-letters.js';
-import {
-  type AuditEntry,
-  type Clock,
-  type KeyService,
-  STAGES,
-  type StageName,
-  systemClock,
-} from '../ports/index.js';
+import { STAGES, type StageName } from '../pipeline/topology.js';
+import { type AuditEntry, type Clock, type KeyService, systemClock } from '../ports/index.js';
 import { type BacklogLimits, EmbeddedPipeline, outcomeFromAudit } from '../runtime/embedded.js';
 import { renderTable } from './table.js';
 

@@ -21,7 +21,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type AuditEntry, STAGES, type StageName, safeAuditEntry } from '../ports/index.js';
+import { STAGES, type StageName } from '../pipeline/topology.js';
+import { type AuditEntry, safeAuditEntry } from '../ports/index.js';
 import type { EmbeddedPipeline } from '../runtime/embedded.js';
 import { operatorTokenMatches } from './token.js';
 

@@ -15,7 +15,6 @@ import { createDecipheriv, createHash, createPublicKey, randomBytes } from 'node
 import type { Limits } from '../config/schema.js';
 import { DecryptionError, EnvelopeError, type RejectionCode, TransientError } from '../errors.js';
 import type { EcPublicJwk, KeyService } from '../ports/index.js';
-import { type ItkRouting, ItkRoutingSchema } from '../record.js';
 import { type GuardErrorFactory, type JsonObject, parseCompact } from './compact.js';
 import {
   FORBIDDEN_JWE_HEADERS,
@@ -28,6 +27,7 @@ import {
   type JweAlg,
   KID_PATTERN,
 } from './contract.js';
+import { type ItkRouting, ItkRoutingSchema } from './routing.js';
 
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

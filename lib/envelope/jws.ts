@@ -9,7 +9,6 @@
 import type { LoadedConfig } from '../config/load.js';
 import type { Limits, PublicJwk } from '../config/schema.js';
 import { EnvelopeError, type RejectionCode, SignatureError } from '../errors.js';
-import { type ItkRouting, ItkRoutingSchema } from '../record.js';
 import { type GuardErrorFactory, type JsonObject, parseCompact } from './compact.js';
 import {
   type BundleFormat,
@@ -20,6 +19,7 @@ import {
   KID_PATTERN,
   type SigningAlg,
 } from './contract.js';
+import { type ItkRouting, ItkRoutingSchema } from './routing.js';
 import { PublicKeyObjects, SignatureKeyError, signedParts, verifyJwsSignature } from './signature.js';
 
 /** Header members the contract defines; `typ` is tolerated because some JOSE libraries add it. */

@@ -8,7 +8,6 @@
  */
 import { KeyObject } from 'node:crypto';
 import { CompactEncrypt, CompactSign, type CryptoKey } from 'jose';
-import type { ItkRouting } from '../record.js';
 import {
   type BundleFormat,
   CTY_BY_FORMAT,
@@ -22,6 +21,7 @@ import {
   type SigningAlg,
   toJoseKey,
 } from './contract.js';
+import type { ItkRouting } from './routing.js';
 
 /** The sender organisation's signing key. */
 export interface SignerKey {

@@ -15,8 +15,10 @@ import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from 'j
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { PublicJwk } from '../config/schema.js';
 import { parseSealed } from '../envelope/jwe.js';
+import type { ItkRouting } from '../envelope/routing.js';
 import { CREDENTIAL_CHECKS, type CredentialCheck, verifyCredential } from '../envelope/token.js';
 import { ERROR_CATALOGUE, type Itk3ResponseCode, type RejectionCode, RejectionError } from '../errors.js';
+import type { StageName } from '../pipeline/topology.js';
 import {
   authorise as decide,
   grantExpiry,
@@ -24,12 +26,12 @@ import {
   type PolicyCheck,
   ruleMismatches,
 } from '../policy/index.js';
-import type { KeyService, StageName } from '../ports/index.js';
-import { type ItkRouting, type PipelineRecord, RECORD_VERSION } from '../record.js';
+import type { KeyService } from '../ports/index.js';
+import { type PipelineRecord, RECORD_VERSION } from '../record.js';
 import { authenticate } from '../stages/authenticate.js';
 import { authoriseStage } from '../stages/authorise.js';
-import type { StageContext } from '../stages/context.js';
 import { decryptStage } from '../stages/decrypt.js';
+import type { StageContext } from '../stages/stage.js';
 import { verifyStage } from '../stages/verify.js';
 import { describeCode } from './codes.js';
 import { DryRunOnceStore, dryRunPorts, type RememberedLookup } from './ports.js';

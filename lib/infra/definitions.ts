@@ -3,7 +3,7 @@
  * (lib/adapters/aws/provision.ts), so local runs use the same queues, tables and settings as a
  * deployment. Plain data: no AWS SDK, no CDK imports.
  */
-import { STAGES, type StageName } from '../ports/index.js';
+import { STAGES, type StageName } from '../pipeline/topology.js';
 
 export interface StageDefinition {
   stage: StageName;

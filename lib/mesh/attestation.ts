@@ -16,9 +16,9 @@
  */
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { signCompactWithKeyService } from '../envelope/response-sign.js';
+import { sha256Hex } from '../hashing.js';
 import type { KeyService } from '../ports/index.js';
 import type { MeshFacts } from '../record.js';
-import { sha256Hex } from '../stages/context.js';
 
 /** The queue message attribute holding the attestation (a compact ES256 JWS). */
 export const MESH_ATTESTATION_ATTRIBUTE = 'Mesh-Attestation';

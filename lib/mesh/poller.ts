@@ -13,9 +13,10 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { sha256Hex } from '../hashing.js';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore, QueueSender } from '../ports/index.js';
 import type { MeshFacts } from '../record.js';
-import { artefactKey, sha256Hex } from '../stages/context.js';
+import { artefactKey } from '../stages/claim-check.js';
 import { MESH_ATTESTATION_ATTRIBUTE, meshFactsFrom } from './attestation.js';
 import type { MeshClient, MeshDownloadedMessage } from './client.js';
 import { MeshConfigError, MeshError } from './errors.js';

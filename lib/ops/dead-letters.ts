@@ -7,7 +7,7 @@
  */
 import type { SqliteState } from '../adapters/local/sqlite-state.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
-import { STAGES, type StageName } from '../ports/index.js';
+import { STAGES, type StageName } from '../pipeline/topology.js';
 
 export interface DeadLetter {
   stage: StageName;

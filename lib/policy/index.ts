@@ -10,8 +10,9 @@
 import { isClientOf, type LoadedConfig } from '../config/load.js';
 import type { DelegationGrant, PolicyRule } from '../config/schema.js';
 import { scopeCovers } from '../config/scope.js';
+import type { ItkRouting } from '../envelope/routing.js';
 import { AuthorisationError, EnvelopeError } from '../errors.js';
-import type { Decision, ItkRouting, Principal } from '../record.js';
+import type { Decision, Principal } from '../record.js';
 
 export interface AuthoriseInput {
   principal: Principal;

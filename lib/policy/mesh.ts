@@ -4,8 +4,9 @@
  * rule requires it, only sealed)? Deny by default, as for credentials (lib/policy/index.ts).
  */
 import type { LoadedConfig } from '../config/load.js';
+import type { ItkRouting } from '../envelope/routing.js';
 import { AuthorisationError, EnvelopeError } from '../errors.js';
-import type { Decision, ItkRouting, MeshFacts, Principal } from '../record.js';
+import type { Decision, MeshFacts, Principal } from '../record.js';
 import { grantExpiry } from './index.js';
 
 /**

@@ -3,10 +3,7 @@
  * (lib/adapters/local) and an AWS adapter (lib/adapters/aws). Stages import only these types.
  */
 
-/** Stage names, in pipeline order. `ingest` is the HTTP front door. */
-export const STAGES = ['authenticate', 'authorise', 'decrypt', 'verify', 'deliver'] as const;
-export type StageName = (typeof STAGES)[number];
-export type QueueName = StageName;
+import type { QueueName, StageName } from '../pipeline/topology.js';
 
 /** Private-key operations. In AWS the keys never leave KMS. */
 export interface KeyService {

@@ -11,7 +11,8 @@ import type { Context } from 'aws-lambda';
 import type { LoadedConfig } from '../config/load.js';
 import { configFromEnvironment } from '../config/source.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
-import type { Ports, StageName } from '../ports/index.js';
+import type { StageName } from '../pipeline/topology.js';
+import type { Ports } from '../ports/index.js';
 
 export const EMBEDDED_BINDING = Symbol.for('itk3.embedded-binding');
 

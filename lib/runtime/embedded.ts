@@ -14,6 +14,8 @@ import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
+import type { QueueName, StageName } from '../pipeline/topology.js';
+import { STAGES } from '../pipeline/topology.js';
 import type {
   AuditEntry,
   BlobStore,
@@ -21,11 +23,8 @@ import type {
   KeyService,
   OnceStore,
   Ports,
-  QueueName,
   QueueSender,
-  StageName,
 } from '../ports/index.js';
-import { STAGES } from '../ports/index.js';
 import { lambdaContext } from './binding.js';
 import type { QueuedMessage } from './memory-queue.js';
 import {

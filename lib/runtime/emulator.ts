@@ -17,7 +17,8 @@ import { MemoryAuditLog, MemoryOnceStore } from '../adapters/local/memory-stores
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
-import { type Ports, STAGES, type StageName } from '../ports/index.js';
+import { STAGES, type StageName } from '../pipeline/topology.js';
+import type { Ports } from '../ports/index.js';
 import { lambdaContext } from './binding.js';
 import { type MessageOutcome, outcomeFromAudit, type StageHandler } from './embedded.js';
 

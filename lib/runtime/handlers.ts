@@ -7,7 +7,7 @@ import { handler as authorise } from '../../functions/authorise.js';
 import { handler as decrypt } from '../../functions/decrypt.js';
 import { handler as deliver } from '../../functions/deliver.js';
 import { handler as verify } from '../../functions/verify.js';
-import type { StageName } from '../ports/index.js';
+import type { StageName } from '../pipeline/topology.js';
 import type { StageHandler } from './embedded.js';
 
 export const deployedHandlers: Record<StageName, StageHandler> = {

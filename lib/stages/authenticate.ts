@@ -12,7 +12,7 @@ import { AuthenticationError, TransientError } from '../errors.js';
 import { attestationKid, verifyMeshAttestation } from '../mesh/attestation.js';
 import { meshMailboxKnown } from '../policy/mesh.js';
 import type { PipelineRecord } from '../record.js';
-import type { StageContext } from './context.js';
+import type { StageContext } from './stage.js';
 
 export interface AuthenticateInput {
   record: PipelineRecord;

@@ -4,12 +4,14 @@
  * its mailbox and its routing: the JWE header when sealed, else the plain Bundle's MessageHeader.
  */
 import { parseSealed } from '../envelope/jwe.js';
+import type { ItkRouting } from '../envelope/routing.js';
 import { AuthenticationError, EnvelopeError, Itk3ValidationError, type RejectionError } from '../errors.js';
 import { parseBundle } from '../itk3/index.js';
 import { authorise as decide } from '../policy/index.js';
 import { authoriseMesh, soleRecipientOf } from '../policy/mesh.js';
-import type { ItkRouting, PipelineRecord } from '../record.js';
-import { loadArtefact, type StageContext } from './context.js';
+import type { PipelineRecord } from '../record.js';
+import { loadArtefact } from './claim-check.js';
+import type { StageContext } from './stage.js';
 
 export async function authoriseStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
   if (record.principal?.transport === 'mesh') return authoriseMeshStage(record, ctx);

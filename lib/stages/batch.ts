@@ -13,13 +13,16 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import * as z from 'zod';
 import { AuthenticationError, classify, RejectionError, TransientError } from '../errors.js';
 import { MESH_ATTESTATION_ATTRIBUTE, meshFactsFrom } from '../mesh/attestation.js';
-import type { AuditEntry, QueueName, StageName } from '../ports/index.js';
-import { NEXT_STAGE, type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
+import type { QueueName, StageName } from '../pipeline/topology.js';
+import { NEXT_STAGE } from '../pipeline/topology.js';
+import type { AuditEntry } from '../ports/index.js';
+import { type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
 import { authenticate } from './authenticate.js';
 import { authoriseStage } from './authorise.js';
-import { claimCheckKeys, removeClaimChecks, type StageContext } from './context.js';
+import { claimCheckKeys, removeClaimChecks } from './claim-check.js';
 import { decryptStage } from './decrypt.js';
 import { type DeliverOutcome, deliverStage } from './deliver.js';
+import type { StageContext } from './stage.js';
 import { verifyStage } from './verify.js';
 
 export type RecordResult = 'forwarded' | 'rejected' | 'delivered' | 'responded' | 'transient';

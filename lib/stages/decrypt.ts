@@ -5,7 +5,8 @@
 import { decryptSealed, parseSealed } from '../envelope/jwe.js';
 import { AuthenticationError, EnvelopeError } from '../errors.js';
 import type { PipelineRecord } from '../record.js';
-import { artefactKey, dropArtefact, loadArtefact, type StageContext, storeArtefact } from './context.js';
+import { artefactKey, dropArtefact, loadArtefact, storeArtefact } from './claim-check.js';
+import type { StageContext } from './stage.js';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 

@@ -17,13 +17,13 @@
 import type { SenderConfig } from '../config/schema.js';
 import { signCompactWithKeyService } from '../envelope/response-sign.js';
 import { TransientError } from '../errors.js';
+import { sha256Hex } from '../hashing.js';
 import { buildResponse } from '../itk3/index.js';
 import { ackWorkflowFor, sendWorkflowFor } from '../mesh/workflows.js';
 import type { DeliveryTarget } from '../ports/index.js';
 import type { MeshFacts, PipelineRecord, Rejection, VerifiedMessage } from '../record.js';
-import { loadArtefact, type StageContext, sha256Hex } from './context.js';
-
-export const UNREADABLE_ID = 'UNREADABLE-IN-ORIGINAL-MESSAGE';
+import { loadArtefact } from './claim-check.js';
+import type { StageContext } from './stage.js';
 
 export type DeliverOutcome =
   | { kind: 'delivered'; location: string; response?: string }

@@ -7,6 +7,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { parseSigned, verifySigned } from '../envelope/jws.js';
+import type { ItkRouting } from '../envelope/routing.js';
 import {
   AuthenticationError,
   Itk3ValidationError,
@@ -14,18 +15,13 @@ import {
   SignatureError,
   TransientError,
 } from '../errors.js';
+import { sha256Hex } from '../hashing.js';
 import { type Itk3Message, parseBundle, validateItk3 } from '../itk3/index.js';
 import { workflowMatchesEvent } from '../mesh/workflows.js';
 import { ruleById } from '../policy/index.js';
-import type { ItkRouting, MeshFacts, PipelineRecord, VerifiedMessage } from '../record.js';
-import {
-  artefactKey,
-  dropArtefact,
-  loadArtefact,
-  type StageContext,
-  sha256Hex,
-  storeArtefact,
-} from './context.js';
+import type { MeshFacts, PipelineRecord, VerifiedMessage } from '../record.js';
+import { artefactKey, dropArtefact, loadArtefact, storeArtefact } from './claim-check.js';
+import type { StageContext } from './stage.js';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 

@@ -7,7 +7,7 @@
  * as in ../shared/docs/PERFORMANCE.md: D = AWS documentation, 3P = third-party summaries, C = ours.
  */
 import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
-import { STAGES, type StageName } from '../../lib/ports/index.js';
+import { STAGES, type StageName } from '../../lib/pipeline/topology.js';
 import type { EmbeddedSizeResult, Phase } from './embedded.js';
 
 export interface Price {

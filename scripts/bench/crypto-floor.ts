@@ -29,8 +29,8 @@ import {
   verify,
 } from 'node:crypto';
 import { compactVerify, importJWK, jwtVerify } from 'jose';
-import { tokenFor } from '../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
+import { tokenFor } from '../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { cpuMsSince, type Summary, summarise } from './stats.js';
 
 export interface FloorPlan {

@@ -16,9 +16,9 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
 import { startServer } from '../../lib/cli/serve.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import type { KeyService } from '../../lib/ports/index.js';
 import { EmbeddedPipeline, VirtualClock } from '../../lib/runtime/embedded.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { cpuMsSince, quantile, type Summary, summarise } from './stats.js';
 import type { PreparedMessage } from './workload.js';
 

@@ -16,11 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FolderDeliverer } from '../../lib/adapters/local/folder-deliverer.js';
 import { MemoryBlobStore } from '../../lib/adapters/local/memory-stores.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
-import type { KeyService, QueueName, StageName } from '../../lib/ports/index.js';
-import { STAGES } from '../../lib/ports/index.js';
+import type { QueueName, StageName } from '../../lib/pipeline/topology.js';
+import { STAGES } from '../../lib/pipeline/topology.js';
+import type { KeyService } from '../../lib/ports/index.js';
 import { EmbeddedPipeline, type StageHandler, VirtualClock } from '../../lib/runtime/embedded.js';
 import { deployedHandlers } from '../../lib/runtime/handlers.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { cpuMsSince, quantile, type Summary, summarise } from './stats.js';
 import type { PreparedMessage, SizeClass } from './workload.js';
 

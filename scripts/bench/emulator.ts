@@ -24,9 +24,10 @@ import { generateWrappedRecipientKey } from '../../lib/adapters/aws/cached-key-s
 import { awsCallSnapshot, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
 import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/clients.js';
 import { provisionedEnv } from '../../lib/adapters/aws/provision.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
-import { type KeyService, STAGES } from '../../lib/ports/index.js';
+import { STAGES } from '../../lib/pipeline/topology.js';
+import type { KeyService } from '../../lib/ports/index.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { type Summary, summarise } from './stats.js';
 import { type PreparedMessage, prepareMessages, SIZE_CLASSES } from './workload.js';
 

@@ -12,9 +12,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeKeystore } from '../../lib/adapters/local/keystore.js';
-import { routingFor, sealFor, tokenFor } from '../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { fixturesDir, ITK3_SAMPLE_FACTS, parseBundle } from '../../lib/itk3/index.js';
+import { routingFor, sealFor, tokenFor } from '../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { type Summary, summarise } from './stats.js';
 
 export const PROCESS_SAMPLE = 'consultation_report.xml';

@@ -22,8 +22,8 @@ import {
   randomBytes,
 } from 'node:crypto';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
-import { createWorld } from '../../lib/demo/world.js';
 import { concatKdfA256 } from '../../lib/envelope/jwe.js';
+import { createWorld } from '../../lib/testkit/world.js';
 import { type FloorPlan, type FloorResult, measure } from './crypto-floor.js';
 import { benchEmbeddedSize } from './embedded.js';
 import type { Summary } from './stats.js';

@@ -21,9 +21,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/cached-key-service.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
-import { createWorld } from '../../lib/demo/world.js';
 import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
-import { STAGES } from '../../lib/ports/index.js';
+import { STAGES } from '../../lib/pipeline/topology.js';
+import { createWorld } from '../../lib/testkit/world.js';
 import { type BundleFigures, type BundleVariant, benchBundles } from './bundles.js';
 import { ASSUMED_LATENCY_MS, type CostEstimate, estimateCost, PRICES } from './cost.js';
 import {

@@ -5,8 +5,8 @@
  * section. Message bytes and tokens are never printed.
  */
 import { randomUUID } from 'node:crypto';
-import { freshImmunisation, sealFor, tokenFor } from '../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
+import { freshImmunisation, sealFor, tokenFor } from '../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 
 export interface SizeClass {
   /** Label in the table and report. */

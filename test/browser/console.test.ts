@@ -14,7 +14,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../lib/demo/world.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { type ConsoleRun, startConsoleRun } from '../support/console.js';
 import { makeTempDir, removeTempDirs, testWorld } from '../support/world.js';
 

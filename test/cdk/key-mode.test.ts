@@ -26,7 +26,7 @@ import { KEY_MODE_ENV } from '../../lib/adapters/aws/clients.js';
 import type { RecipientPublicJwk } from '../../lib/adapters/aws/key-wrapping.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
-import { STAGES, type StageName } from '../../lib/ports/index.js';
+import { STAGES, type StageName } from '../../lib/pipeline/topology.js';
 import {
   cdkJsonContext,
   IMPORTED_RECIPIENT_KEY_ARN,

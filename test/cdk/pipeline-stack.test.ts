@@ -24,7 +24,7 @@ import {
   STAGE_DEFINITIONS,
   VISIBILITY_FACTOR,
 } from '../../lib/infra/definitions.js';
-import { STAGES, type StageName } from '../../lib/ports/index.js';
+import { STAGES, type StageName } from '../../lib/pipeline/topology.js';
 import { cdkJsonContext, IMPORTED_RECIPIENT_KEY_ARN, testApp, validConfig } from './fixtures.js';
 
 type Json = Record<string, unknown>;

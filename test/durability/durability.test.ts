@@ -18,7 +18,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DemoWorld, worldPaths } from '../../lib/demo/world.js';
+import { type DemoWorld, worldPaths } from '../../lib/testkit/world.js';
 import { deliveredFile, makeTempDir, removeTempDirs, testWorld } from '../support/world.js';
 import {
   freshCredential,

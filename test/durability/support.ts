@@ -8,10 +8,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeKeystore } from '../../lib/adapters/local/keystore.js';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import type { AuditEntry } from '../../lib/ports/index.js';
 import { systemClock } from '../../lib/ports/index.js';
 import type { StoredOutcome } from '../../lib/runtime/state.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { type BuiltMessage, buildMessage, credentialFor, sealAs } from '../support/world.js';
 
 export const REPO = resolve(import.meta.dirname, '../..');

@@ -20,10 +20,10 @@ import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
 import { type AwsClients, createAwsClients } from '../../lib/adapters/aws/clients.js';
 import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
 import { sendDirect } from '../../lib/adapters/aws/sqs-event-source.js';
-import { buildScenario, type ScenarioMessage } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { parseBundle } from '../../lib/itk3/index.js';
 import { type MessageOutcome, outcomeFromAudit } from '../../lib/runtime/embedded.js';
+import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
+import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';
 
 const endpoint = process.env.ITK3_MINISTACK_ENDPOINT;
 const enabled = Boolean(endpoint) && process.env.ITK3_DEPLOYED_E2E === '1';

@@ -5,8 +5,8 @@
  */
 import '../support/env.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { recipientKeyFor } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld } from '../../lib/demo/world.js';
+import { recipientKeyFor } from '../../lib/testkit/scenario.js';
+import { createWorld, type DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

@@ -12,10 +12,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitScenarioMessage } from '../../lib/cli/demo.js';
-import { buildScenario, type ScenarioMessage } from '../../lib/demo/scenario.js';
-import { type DemoWorld, worldPaths } from '../../lib/demo/world.js';
 import { fixturesDir, loadSamples, parseBundle, type Sample } from '../../lib/itk3/index.js';
 import type { EmbeddedPipeline, MessageOutcome } from '../../lib/runtime/embedded.js';
+import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
+import { type DemoWorld, worldPaths } from '../../lib/testkit/world.js';
 import {
   embeddedPipeline,
   filesBelow,

@@ -6,10 +6,10 @@
  */
 import { beforeAll, expect, it } from 'vitest';
 import { AwsDeadLetters } from '../../lib/adapters/aws/dead-letters.js';
-import { freshImmunisation, sealFor, tokenFor } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { TransientError } from '../../lib/errors.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
+import { freshImmunisation, sealFor, tokenFor } from '../../lib/testkit/scenario.js';
+import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';
 import { describeEachEmulator } from './support/emulators.js';
 
 describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => {

@@ -7,9 +7,9 @@
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { beforeAll, expect, it } from 'vitest';
 import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
-import { buildScenario, type ScenarioMessage } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
+import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
+import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';
 import { describeEachEmulator } from './support/emulators.js';
 
 describeEachEmulator('emulator-mode pipeline', ({ emulator, endpoint, unique }) => {

@@ -17,10 +17,10 @@ import { writeKeystore } from '../../lib/adapters/local/keystore.js';
 import { main } from '../../lib/cli/main.js';
 import { loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { parseBundle } from '../../lib/itk3/index.js';
 import { loadSamples } from '../../lib/itk3/samples.js';
 import { attachMesh, HttpMeshClient, type MeshClient } from '../../lib/mesh/index.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   embeddedPipeline,
   makeTempDir,

@@ -6,7 +6,7 @@ import { beforeAll, expect, it } from 'vitest';
 import { type AwsClients, awsPortsFromEnv } from '../../lib/adapters/aws/clients.js';
 import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../../lib/adapters/aws/provision.js';
 import { BLOB_BUCKET, ENV, STAGE_DEFINITIONS, VISIBILITY_FACTOR } from '../../lib/infra/definitions.js';
-import { STAGES } from '../../lib/ports/index.js';
+import { STAGES } from '../../lib/pipeline/topology.js';
 import { testConfig } from './support/config.js';
 import { describeEachEmulator, emulatorClients } from './support/emulators.js';
 

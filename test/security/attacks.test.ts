@@ -17,11 +17,11 @@ import path from 'node:path';
 import { createDeflateRaw } from 'node:zlib';
 import { CompactEncrypt, compactVerify, exportJWK, FlattenedEncrypt, FlattenedSign } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { tokenFor } from '../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
+import type { ItkRouting } from '../../lib/envelope/routing.js';
 import { encryptSigned, signBundle } from '../../lib/envelope/seal.js';
 import { ERROR_CATALOGUE, type RejectionCode } from '../../lib/errors.js';
-import type { ItkRouting } from '../../lib/record.js';
+import { tokenFor } from '../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   type BuiltMessage,
   buildMessage,

@@ -27,11 +27,11 @@ import { createKeystore, type KeystoreEntry } from '../../lib/adapters/local/key
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PublicJwk } from '../../lib/config/schema.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { decryptSealed, parseSealed } from '../../lib/envelope/jwe.js';
 import { type ParsedSigned, parseSigned, type SignedHeader, verifySigned } from '../../lib/envelope/jws.js';
 import { verifyCredential } from '../../lib/envelope/token.js';
 import { ConfigError, PipelineError } from '../../lib/errors.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { credentialFor, makeTempDir, removeTempDirs, testWorld } from '../support/world.js';
 import { Harness, headerOf, Results, vectorsDir } from './support.js';
 

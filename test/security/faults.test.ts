@@ -18,10 +18,10 @@ import path from 'node:path';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { TransientError } from '../../lib/errors.js';
-import type { OnceStore, QueueSender, StageName } from '../../lib/ports/index.js';
-import { STAGES } from '../../lib/ports/index.js';
+import type { StageName } from '../../lib/pipeline/topology.js';
+import { STAGES } from '../../lib/pipeline/topology.js';
+import type { OnceStore, QueueSender } from '../../lib/ports/index.js';
 import {
   EmbeddedPipeline,
   type StageHandler,
@@ -30,6 +30,7 @@ import {
 } from '../../lib/runtime/embedded.js';
 import { deployedHandlers } from '../../lib/runtime/handlers.js';
 import type { QueuedMessage } from '../../lib/runtime/memory-queue.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

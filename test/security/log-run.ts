@@ -6,10 +6,10 @@
 import { createPrivateKey } from 'node:crypto';
 import { compactDecrypt } from 'jose';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
-import { buildScenario } from '../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { TransientError } from '../../lib/errors.js';
 import { EmbeddedPipeline, VirtualClock } from '../../lib/runtime/embedded.js';
+import { buildScenario } from '../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { makeTempDir } from '../support/world.js';
 import { captureOutput, type Secrets } from './log-scan.js';
 

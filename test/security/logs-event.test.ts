@@ -7,7 +7,7 @@
  */
 import './log-env-event.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../lib/demo/world.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { removeTempDirs, testWorld } from '../support/world.js';
 import { captureScenarioRun } from './log-run.js';
 import { leakSummary, scanForLeaks } from './log-scan.js';

@@ -12,14 +12,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { parseSealed } from '../../lib/envelope/jwe.js';
 import { parseSigned } from '../../lib/envelope/jws.js';
+import type { ItkRouting } from '../../lib/envelope/routing.js';
 import { encryptSigned } from '../../lib/envelope/seal.js';
 import { verifyCredential } from '../../lib/envelope/token.js';
 import { ERROR_CATALOGUE, PipelineError, type RejectionCode } from '../../lib/errors.js';
 import { parseBundle } from '../../lib/itk3/index.js';
-import type { ItkRouting } from '../../lib/record.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

@@ -16,13 +16,14 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import { decryptSealed, parseSealed } from '../../lib/envelope/jwe.js';
 import { parseSigned, verifySigned } from '../../lib/envelope/jws.js';
+import type { ItkRouting } from '../../lib/envelope/routing.js';
 import { verifyCredential } from '../../lib/envelope/token.js';
 import { AuthorisationError, EnvelopeError, PipelineError } from '../../lib/errors.js';
 import { authorise, grantExpiry } from '../../lib/policy/index.js';
-import type { ItkRouting, Principal } from '../../lib/record.js';
+import type { Principal } from '../../lib/record.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

@@ -25,9 +25,9 @@ import { fileURLToPath } from 'node:url';
 import type { MemoryBlobStore, MemoryOnceStore } from '../../lib/adapters/local/memory-stores.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import type { LoadedConfig } from '../../lib/config/load.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
 import type { EcPublicJwk, Ports } from '../../lib/ports/index.js';
 import { EmbeddedPipeline, type MessageOutcome, VirtualClock } from '../../lib/runtime/embedded.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const reportsDir = path.join(projectRoot, 'reports', 'security');

@@ -13,10 +13,10 @@
  */
 import '../support/env.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../lib/demo/world.js';
-import { worldPaths } from '../../lib/demo/world.js';
 import { TransientError } from '../../lib/errors.js';
 import type { OnceStore } from '../../lib/ports/index.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
+import { worldPaths } from '../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

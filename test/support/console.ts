@@ -6,7 +6,7 @@
  */
 import { type RunningServer, startServer } from '../../lib/cli/serve.js';
 import { generateOperatorToken } from '../../lib/console/token.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
   configWith,

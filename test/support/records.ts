@@ -9,11 +9,12 @@ import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../../lib/adapters/local/folder-deliverer.js';
 import { MemoryAuditLog, MemoryBlobStore, MemoryOnceStore } from '../../lib/adapters/local/memory-stores.js';
 import type { LoadedConfig } from '../../lib/config/load.js';
-import type { DemoWorld } from '../../lib/demo/world.js';
-import type { KeyService, Ports, QueueName, QueueSender } from '../../lib/ports/index.js';
+import type { QueueName } from '../../lib/pipeline/topology.js';
+import type { KeyService, Ports, QueueSender } from '../../lib/ports/index.js';
 import { type PipelineRecord, RECORD_VERSION } from '../../lib/record.js';
 import { VirtualClock } from '../../lib/runtime/embedded.js';
-import type { StageContext } from '../../lib/stages/context.js';
+import type { StageContext } from '../../lib/stages/stage.js';
+import type { DemoWorld } from '../../lib/testkit/world.js';
 import { keyService } from './world.js';
 
 /** A queue sender that keeps every body it is given. */

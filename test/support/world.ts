@@ -18,12 +18,12 @@ import {
 } from '../../lib/adapters/local/software-keys.js';
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
-import { recipientKeyFor, sealFor, signerFor, tokenFor } from '../../lib/demo/scenario.js';
-import { createWorld, type DemoSender, type DemoWorld } from '../../lib/demo/world.js';
+import type { ItkRouting } from '../../lib/envelope/routing.js';
 import { encryptSigned, signBundle } from '../../lib/envelope/seal.js';
 import { type BuildOptions, buildItk3Message, type Itk3Message, parseBundle } from '../../lib/itk3/index.js';
-import type { ItkRouting } from '../../lib/record.js';
 import { type EmbeddedOptions, EmbeddedPipeline } from '../../lib/runtime/embedded.js';
+import { recipientKeyFor, sealFor, signerFor, tokenFor } from '../../lib/testkit/scenario.js';
+import { createWorld, type DemoSender, type DemoWorld } from '../../lib/testkit/world.js';
 
 export type SenderOds = 'GP0001' | 'X26' | 'FQ123';
 export type RecipientOds = 'A83627' | 'A8797979';

@@ -14,7 +14,7 @@ import {
   SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import { STAGES, type StageName } from '../../ports/index.js';
+import { STAGES, type StageName } from '../../pipeline/topology.js';
 import { countCall } from './calls.js';
 
 export interface AwsDeadLetter {

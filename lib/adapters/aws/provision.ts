@@ -33,7 +33,7 @@ import {
   STAGE_DEFINITIONS,
   VISIBILITY_FACTOR,
 } from '../../infra/definitions.js';
-import { STAGES, type StageName } from '../../ports/index.js';
+import { STAGES, type StageName } from '../../pipeline/topology.js';
 import type { AwsClients } from './clients.js';
 import { awsErrorName } from './errors.js';
 

@@ -17,7 +17,7 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import type { StageName } from '../../ports/index.js';
+import type { StageName } from '../../pipeline/topology.js';
 import { countCall } from './calls.js';
 
 export interface SqsEventSourceOptions {

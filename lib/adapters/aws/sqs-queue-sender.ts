@@ -6,7 +6,8 @@ import {
 } from '@aws-sdk/client-sqs';
 import { ConfigError, TransientError } from '../../errors.js';
 import { ENV } from '../../infra/definitions.js';
-import type { QueueName, QueueSender } from '../../ports/index.js';
+import type { QueueName } from '../../pipeline/topology.js';
+import type { QueueSender } from '../../ports/index.js';
 import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 

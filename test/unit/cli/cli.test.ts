@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
 import { main } from '../../../lib/cli/main.js';
-import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/demo/world.js';
 import { loadSamples } from '../../../lib/itk3/index.js';
+import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

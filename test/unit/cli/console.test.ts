@@ -18,9 +18,9 @@ import {
   operatorTokenFromFile,
   operatorTokenMatches,
 } from '../../../lib/console/token.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { UsageError } from '../../../lib/errors.js';
 import type { AuditEntry } from '../../../lib/ports/index.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { startServe, writeWorld } from '../../durability/support.js';
 import { type ConsoleRun, startConsoleRun } from '../../support/console.js';
 import { credentialFor, keyService, makeTempDir, removeTempDirs, testWorld } from '../../support/world.js';

@@ -9,8 +9,8 @@ import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, type ServeOptions, startServer } from '../../../lib/cli/serve.js';
-import { type DemoWorld, worldPaths } from '../../../lib/demo/world.js';
 import { mintToken } from '../../../lib/envelope/token.js';
+import { type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
 import {
   buildMessage,
   configWithLimits,

@@ -8,8 +8,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configJsonSchema, loadConfig, loadConfigFile } from '../../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../../lib/config/schema.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { ConfigError } from '../../../lib/errors.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { makeTempDir, removeTempDirs, testWorld } from '../../support/world.js';
 
 let world: DemoWorld;

@@ -6,8 +6,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../../lib/config/schema.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { ConfigError } from '../../../lib/errors.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { testWorld } from '../../support/world.js';
 
 let world: DemoWorld;

@@ -20,9 +20,9 @@ import { generateKey, type KeystoreEntry, publicJwk } from '../../../lib/adapter
 import { type LoadedConfig, loadConfig } from '../../../lib/config/load.js';
 import type { PipelineConfigInput, PublicJwk } from '../../../lib/config/schema.js';
 import type { SealedParts } from '../../../lib/envelope/jwe.js';
+import type { ItkRouting } from '../../../lib/envelope/routing.js';
 import type { PipelineError, PipelineErrorCode } from '../../../lib/errors.js';
 import type { KeyService } from '../../../lib/ports/index.js';
-import type { ItkRouting } from '../../../lib/record.js';
 
 export const AUDIENCE = 'https://itk3.test.example/messages';
 

@@ -7,10 +7,10 @@
  */
 import '../../support/env.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildScenario, type ScenarioMessage, tokenFor } from '../../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { Explainer, type Explanation, explain, renderExplanation } from '../../../lib/explain/index.js';
 import type { KeyService } from '../../../lib/ports/index.js';
+import { buildScenario, type ScenarioMessage, tokenFor } from '../../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { buildMessage, keyService, removeTempDirs, sealAs, testWorld } from '../../support/world.js';
 
 let world: DemoWorld;

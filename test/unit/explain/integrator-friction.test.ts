@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
 import { main } from '../../../lib/cli/main.js';
-import { buildScenario, tokenFor } from '../../../lib/demo/scenario.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { ERROR_CATALOGUE } from '../../../lib/errors.js';
 import { REJECTION_CODES, rejectionCodesMarkdown } from '../../../lib/explain/index.js';
 import { ingest } from '../../../lib/ingest.js';
 import { recordFromIngress } from '../../../lib/stages/batch.js';
+import { buildScenario, tokenFor } from '../../../lib/testkit/scenario.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { sqsRecord, stageContext } from '../../support/records.js';
 import {
   buildMessage,

@@ -5,8 +5,8 @@
 import { inspect } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { MeshConfigError, meshClientsFromConfig, resolveSecret } from '../../../lib/mesh/index.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { configWith, testWorld } from '../../support/world.js';
 
 let world: DemoWorld;

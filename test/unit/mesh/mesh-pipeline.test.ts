@@ -6,7 +6,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PipelineConfigInput } from '../../../lib/config/schema.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { parseBundle } from '../../../lib/itk3/index.js';
 import {
   attachMesh,
@@ -17,6 +16,7 @@ import {
   pollMailbox,
 } from '../../../lib/mesh/index.js';
 import type { EmbeddedPipeline } from '../../../lib/runtime/embedded.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { MemoryMeshNetwork } from '../../support/memory-mesh.js';
 import {
   type BuiltMessage,

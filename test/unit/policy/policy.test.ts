@@ -4,7 +4,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
+import type { ItkRouting } from '../../../lib/envelope/routing.js';
 import {
   AuthorisationError,
   EnvelopeError,
@@ -12,7 +12,8 @@ import {
   RejectionError,
 } from '../../../lib/errors.js';
 import { type AuthoriseInput, authorise, grantExpiry } from '../../../lib/policy/index.js';
-import type { ItkRouting, Principal } from '../../../lib/record.js';
+import type { Principal } from '../../../lib/record.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { configWith, testWorld } from '../../support/world.js';
 
 let world: DemoWorld;

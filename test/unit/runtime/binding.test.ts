@@ -6,11 +6,11 @@
 import type { Context } from 'aws-lambda';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resetConfigCache } from '../../../lib/config/source.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { ConfigError } from '../../../lib/errors.js';
 import { ENV } from '../../../lib/infra/definitions.js';
 import { systemClock } from '../../../lib/ports/index.js';
 import { bindingFor, EMBEDDED_BINDING, type EmbeddedContext } from '../../../lib/runtime/binding.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { embeddedPipeline, makeTempDir, testWorld } from '../../support/world.js';
 
 let world: DemoWorld;

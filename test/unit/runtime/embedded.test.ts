@@ -9,19 +9,14 @@ import type { SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FolderDeliverer } from '../../../lib/adapters/local/folder-deliverer.js';
 import { submitScenarioMessage } from '../../../lib/cli/demo.js';
-import { hostileMessages, type ScenarioMessage, tokenFor } from '../../../lib/demo/scenario.js';
-import { type DemoWorld, worldPaths } from '../../../lib/demo/world.js';
 import { TransientError } from '../../../lib/errors.js';
-import type {
-  AuditEntry,
-  Deliverer,
-  DeliveryTarget,
-  QueueSender,
-  StageName,
-} from '../../../lib/ports/index.js';
-import { STAGES } from '../../../lib/ports/index.js';
+import type { StageName } from '../../../lib/pipeline/topology.js';
+import { STAGES } from '../../../lib/pipeline/topology.js';
+import type { AuditEntry, Deliverer, DeliveryTarget, QueueSender } from '../../../lib/ports/index.js';
 import type { EmbeddedPipeline, StageHandler } from '../../../lib/runtime/embedded.js';
 import { deployedHandlers } from '../../../lib/runtime/handlers.js';
+import { hostileMessages, type ScenarioMessage, tokenFor } from '../../../lib/testkit/scenario.js';
+import { type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
 import {
   type BuiltMessage,
   buildMessage,

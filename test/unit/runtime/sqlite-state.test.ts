@@ -10,10 +10,10 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteState } from '../../../lib/adapters/local/sqlite-state.js';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { TransientError } from '../../../lib/errors.js';
 import { VirtualClock } from '../../../lib/runtime/embedded.js';
 import type { QueueSettings } from '../../../lib/runtime/memory-queue.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

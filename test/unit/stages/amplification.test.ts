@@ -8,11 +8,11 @@
 import '../../support/env.js';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../../lib/demo/world.js';
 import { ingest } from '../../../lib/ingest.js';
 import type { PipelineRecord } from '../../../lib/record.js';
 import { parseRecord, serialiseRecord } from '../../../lib/record.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { CountingKeys } from '../../security/support.js';
 import { sqsEvent, sqsRecord, stageContext, type TestStageContext } from '../../support/records.js';
 import {

@@ -8,8 +8,6 @@
 import '../../support/env.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
-import { tokenFor } from '../../../lib/demo/scenario.js';
-import { type DemoIssuer, type DemoWorld, worldPaths } from '../../../lib/demo/world.js';
 import {
   AuthenticationError,
   AuthorisationError,
@@ -20,6 +18,8 @@ import type { PipelineRecord } from '../../../lib/record.js';
 import { authenticate } from '../../../lib/stages/authenticate.js';
 import { authoriseStage } from '../../../lib/stages/authorise.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
+import { tokenFor } from '../../../lib/testkit/scenario.js';
+import { type DemoIssuer, type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
 import {
   ingressRecord,
   sqsEvent,

@@ -7,8 +7,8 @@ import '../../support/env.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DemoWorld } from '../../../lib/demo/world.js';
-import { worldPaths } from '../../../lib/demo/world.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
+import { worldPaths } from '../../../lib/testkit/world.js';
 import {
   buildMessage,
   credentialFor,

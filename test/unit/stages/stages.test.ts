@@ -9,7 +9,6 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
-import { type DemoWorld, GATEWAY_ODS, worldPaths } from '../../../lib/demo/world.js';
 import {
   AuthenticationError,
   AuthorisationError,
@@ -29,6 +28,7 @@ import { processStageBatch, type StageObserver } from '../../../lib/stages/batch
 import { decryptStage } from '../../../lib/stages/decrypt.js';
 import { deliverStage, deliveryName, responseName } from '../../../lib/stages/deliver.js';
 import { verifyStage } from '../../../lib/stages/verify.js';
+import { type DemoWorld, GATEWAY_ODS, worldPaths } from '../../../lib/testkit/world.js';
 import { CountingKeys } from '../../security/support.js';
 import {
   ingressRecord,

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
 import { generateKey, publicJwk } from '../adapters/local/keystore.js';
+import type { ItkRouting } from '../envelope/routing.js';
 import { encryptSigned, type SignerKey, sealMessage, signBundle } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { Itk3ValidationError } from '../errors.js';
@@ -17,7 +18,6 @@ import {
   type UnresolvedReferencePolicy,
   validateItk3,
 } from '../itk3/index.js';
-import type { ItkRouting } from '../record.js';
 import type { DemoSender, DemoWorld } from './world.js';
 
 export interface Expected {

@@ -1,21 +1,14 @@
-import { createHash } from 'node:crypto';
-import type { LoadedConfig } from '../config/load.js';
+/**
+ * Claim check: an artefact above `limits.claimCheckBytes` travels as a reference into the blob store
+ * (with its hash) instead of inline in the queue record, and its blob is removed when the trace ends.
+ */
 import { TransientError } from '../errors.js';
-import type { Ports } from '../ports/index.js';
+import { sha256Hex } from '../hashing.js';
 import type { Artefact, PipelineRecord } from '../record.js';
-
-/** What every stage function receives besides its record. */
-export interface StageContext {
-  ports: Ports;
-  config: LoadedConfig;
-}
+import type { StageContext } from './stage.js';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
-
-export function sha256Hex(bytes: Uint8Array | string): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
 
 /**
  * Keep an artefact inline when small; above the claim-check threshold store it in the blob store
