@@ -12,7 +12,13 @@ import { MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
-import { BLOB_BUCKET, ENV, INGEST_ENTRY, STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
+import {
+  BLOB_BUCKET,
+  ENV,
+  INGEST_ENTRY,
+  STAGE_DEFINITIONS,
+  type StageSettings,
+} from '../../lib/infra/definitions.js';
 import { NEXT_STAGE, STAGES, type StageName } from '../../lib/pipeline/topology.js';
 import type { DeliveryTarget } from '../../lib/ports/index.js';
 import { type IngestionSettings, PipelineIngestion } from './ingestion.js';
@@ -27,7 +33,7 @@ import {
 import { PipelineObservability, pascal } from './observability.js';
 import type { PowertoolsLogLevel } from './observability-names.js';
 import type { PipelineFunction } from './pipeline-function.js';
-import { PipelineStage, type StageSettings } from './stage.js';
+import { PipelineStage } from './stage.js';
 import { PipelineState } from './state.js';
 import { WildcardJustifications } from './wildcard-justifications.js';
 
@@ -56,10 +62,11 @@ export interface Itk3SecurePipelineProps {
    */
   readonly keyMode?: KeyModeProps;
   /**
-   * Per-stage tuning: receive count, batch size and window, concurrency, memory, timeout.
+   * Per-stage tuning: receive count, batch size and window, concurrency, memory, timeout (seconds and
+   * MB: the one `StageSettings` the emulator and the embedded runtime take too).
    * @default - the values in `STAGE_DEFINITIONS` (lib/infra/definitions.ts)
    */
-  readonly stages?: Partial<Record<StageName, StageSettings>>;
+  readonly stages?: Partial<Record<StageName, Partial<StageSettings>>>;
   /**
    * HTTP API throttling and ingest function sizing.
    * @default - 50 requests/s, burst 100, 1 024 MB

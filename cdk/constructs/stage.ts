@@ -3,52 +3,13 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { type StageDefinition, VISIBILITY_FACTOR } from '../../lib/infra/definitions.js';
+import {
+  type StageDefinition,
+  type StageSettings,
+  stageSettings,
+  VISIBILITY_FACTOR,
+} from '../../lib/infra/definitions.js';
 import { PipelineFunction, type PipelineFunctionProps } from './pipeline-function.js';
-
-/**
- * Per-stage tuning. Every setting defaults to the stage's entry in `STAGE_DEFINITIONS`
- * (lib/infra/definitions.ts), the same numbers the embedded runtime and the emulator mode use.
- */
-export interface StageSettings {
-  /**
-   * Receives before a message moves to the stage's dead-letter queue (1–1 000).
-   * @default - `STAGE_DEFINITIONS[stage].maxReceiveCount` (5)
-   */
-  readonly maxReceiveCount?: number;
-  /**
-   * Records per invocation (1–10 000; above 10 needs a batching window). A batch is one synchronous
-   * invoke, so it must fit 6 MB.
-   * @default - `STAGE_DEFINITIONS[stage].batchSize` (10)
-   */
-  readonly batchSize?: number;
-  /**
-   * How long the event source gathers records before invoking (0–300 s).
-   * @default - `STAGE_DEFINITIONS[stage].maxBatchingWindowSeconds` (1 s)
-   */
-  readonly maxBatchingWindow?: Duration;
-  /**
-   * Reserved concurrency of the stage function.
-   * @default - none
-   */
-  readonly reservedConcurrency?: number;
-  /**
-   * Maximum concurrent invocations the event source starts (2–1 000). Use it to keep a stage under
-   * a downstream quota, e.g. decrypt under the shared KMS RSA request rate.
-   * @default - none: the event source scales to the account limit
-   */
-  readonly maxConcurrency?: number;
-  /**
-   * Function memory in MB.
-   * @default - `STAGE_DEFINITIONS[stage].memoryMb` (1 024)
-   */
-  readonly memorySize?: number;
-  /**
-   * Function timeout. The queue's visibility timeout follows it (six times, plus the window).
-   * @default - `STAGE_DEFINITIONS[stage].timeoutSeconds` (30 s; 60 s for decrypt)
-   */
-  readonly timeout?: Duration;
-}
 
 /** Properties of a {@link PipelineStage}. */
 export interface PipelineStageProps
@@ -58,10 +19,10 @@ export interface PipelineStageProps
   /** Absolute path of the stage handler. */
   readonly entry: string;
   /**
-   * Overrides of the definition's defaults.
+   * Overrides of the definition's defaults (the one `StageSettings` of lib/infra/definitions.ts).
    * @default - the definition's values
    */
-  readonly settings?: StageSettings;
+  readonly settings?: Partial<StageSettings>;
   /** Customer-managed key for the queue and its dead-letter queue. */
   readonly queueKey: kms.IKey;
   /**
@@ -88,26 +49,23 @@ export class PipelineStage extends Construct {
   /** The stage function. */
   readonly fn: PipelineFunction;
   /** Effective settings after defaults. */
-  readonly settings: Required<Omit<StageSettings, 'reservedConcurrency' | 'maxConcurrency'>> &
-    Pick<StageSettings, 'reservedConcurrency' | 'maxConcurrency'>;
+  readonly settings: ReturnType<typeof stageSettings>;
 
   constructor(scope: Construct, id: string, props: PipelineStageProps) {
     super(scope, id);
     const def = props.definition;
-    const s = props.settings ?? {};
-    this.settings = {
-      maxReceiveCount: s.maxReceiveCount ?? def.maxReceiveCount,
-      batchSize: s.batchSize ?? def.batchSize,
-      maxBatchingWindow: s.maxBatchingWindow ?? Duration.seconds(def.maxBatchingWindowSeconds),
-      memorySize: s.memorySize ?? def.memoryMb,
-      timeout: s.timeout ?? Duration.seconds(def.timeoutSeconds),
-      reservedConcurrency: s.reservedConcurrency,
-      maxConcurrency: s.maxConcurrency,
-    };
-    const { maxReceiveCount, batchSize, maxBatchingWindow, memorySize, timeout } = this.settings;
+    this.settings = stageSettings(def.stage, props.settings);
+    const { maxReceiveCount, batchSize, memoryMb, visibilityTimeoutSeconds } = this.settings;
+    const timeout = Duration.seconds(this.settings.timeoutSeconds);
+    const maxBatchingWindow = Duration.seconds(this.settings.maxBatchingWindowSeconds);
     if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1 || maxReceiveCount > 1000) {
       throw new Error(
         `${def.stage}: maxReceiveCount must be an integer from 1 to 1000, got ${maxReceiveCount}`,
+      );
+    }
+    if (visibilityTimeoutSeconds < this.settings.timeoutSeconds * VISIBILITY_FACTOR) {
+      throw new Error(
+        `${def.stage}: visibilityTimeoutSeconds must be at least ${VISIBILITY_FACTOR} × timeoutSeconds, got ${visibilityTimeoutSeconds}`,
       );
     }
 
@@ -132,16 +90,14 @@ export class PipelineStage extends Construct {
       encryptionMasterKey: props.queueKey,
       enforceSSL: true,
       retentionPeriod: Duration.days(4),
-      visibilityTimeout: Duration.seconds(
-        timeout.toSeconds() * VISIBILITY_FACTOR + maxBatchingWindow.toSeconds(),
-      ),
+      visibilityTimeout: Duration.seconds(visibilityTimeoutSeconds),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount },
     });
 
     const { definition: _d, settings: _s, queueKey: _k, physicalNames: _p, ...fnProps } = props;
     this.fn = new PipelineFunction(this, 'Function', {
       ...fnProps,
-      memorySize,
+      memorySize: memoryMb,
       timeout,
       reservedConcurrentExecutions: this.settings.reservedConcurrency,
       description: `ITK3 pipeline stage: ${def.stage}`,

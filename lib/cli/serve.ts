@@ -23,11 +23,12 @@ import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
 import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
+import type { StageSettings } from '../infra/definitions.js';
 import { ingest } from '../ingest.js';
 import type { StageName } from '../pipeline/topology.js';
 import type { KeyService } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
-import { EmbeddedPipeline, outcomeView, type StageSettings } from '../runtime/embedded.js';
+import { EmbeddedPipeline, outcomeView } from '../runtime/embedded.js';
 import { reconcileDeliveryFolders } from './ops.js';
 
 /** What the listener holds open and queues, at most. Times in milliseconds. */

@@ -5,22 +5,76 @@
  */
 import { STAGES, type StageName } from '../pipeline/topology.js';
 
-export interface StageDefinition {
+/**
+ * Per-stage tuning, in plain numbers: the one settings type of the CDK construct
+ * (`Itk3SecurePipelineProps.stages`), the emulator provisioner and the embedded runtime. Every
+ * stage's defaults are its entry in {@link STAGE_DEFINITIONS}.
+ */
+export interface StageSettings {
+  /** Receives before a message moves to the stage's dead-letter queue (1–1 000). */
+  maxReceiveCount: number;
+  /** Records per invocation (1–10 000; above 10 needs a batching window); a batch must fit 6 MB. */
+  batchSize: number;
+  /** How long the event source gathers records before invoking (0–300 s). */
+  maxBatchingWindowSeconds: number;
+  /** Function timeout; the queue's visibility timeout follows it ({@link visibilityTimeoutSeconds}). */
+  timeoutSeconds: number;
+  /** Function memory in MB (CPU scales with it). */
+  memoryMb: number;
+  /** Reserved concurrency of the stage function (deployed only). Default: none. */
+  reservedConcurrency?: number;
+  /**
+   * Maximum concurrent invocations the event source starts (2–1 000, deployed only), e.g. to keep
+   * decrypt under the shared KMS RSA request rate. Default: none.
+   */
+  maxConcurrency?: number;
+  /**
+   * The stage queue's visibility timeout. Default: {@link visibilityTimeoutSeconds} of the settings;
+   * emulator and command-line runs shorten it so a retried record comes back in seconds.
+   */
+  visibilityTimeoutSeconds?: number;
+}
+
+export interface StageDefinition extends StageSettings {
   stage: StageName;
   /** Handler entry, relative to the project root. */
   entry: string;
   /** Queue the stage reads. */
   queue: string;
   dlq: string;
-  timeoutSeconds: number;
-  memoryMb: number;
-  batchSize: number;
-  maxBatchingWindowSeconds: number;
-  maxReceiveCount: number;
 }
 
 /** Lambda visibility rule of thumb: at least six times the function timeout. */
 export const VISIBILITY_FACTOR = 6;
+
+/**
+ * The one visibility-timeout formula (AWS's guidance for SQS event sources): six times the function
+ * timeout plus the batching window, so a message is not redelivered while a slow invocation still
+ * holds it.
+ */
+export function visibilityTimeoutSeconds(
+  settings: Pick<StageSettings, 'timeoutSeconds' | 'maxBatchingWindowSeconds'>,
+): number {
+  return settings.timeoutSeconds * VISIBILITY_FACTOR + settings.maxBatchingWindowSeconds;
+}
+
+/** A stage's effective settings: its definition's defaults under `overrides`, visibility resolved. */
+export function stageSettings(
+  stage: StageName,
+  overrides: Partial<StageSettings> = {},
+): StageSettings & { visibilityTimeoutSeconds: number } {
+  const { stage: _s, entry: _e, queue: _q, dlq: _d, ...defaults } = STAGE_DEFINITIONS[stage];
+  const settings = { ...defaults, ...definedOnly(overrides) };
+  return {
+    ...settings,
+    visibilityTimeoutSeconds: settings.visibilityTimeoutSeconds ?? visibilityTimeoutSeconds(settings),
+  };
+}
+
+/** An override given as `undefined` keeps the default. */
+function definedOnly<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
 
 const defaults = {
   timeoutSeconds: 30,

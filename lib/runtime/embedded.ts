@@ -12,7 +12,7 @@
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
 import type { LoadedConfig } from '../config/load.js';
-import { STAGE_DEFINITIONS } from '../infra/definitions.js';
+import { STAGE_DEFINITIONS, type StageSettings, stageSettings } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
 import type { QueueName, StageName } from '../pipeline/topology.js';
 import { STAGES } from '../pipeline/topology.js';
@@ -54,11 +54,8 @@ export class VirtualClock implements Clock {
   }
 }
 
-export interface StageSettings {
-  batchSize: number;
-  maxReceiveCount: number;
-  visibilityTimeoutSeconds: number;
-}
+/** A stage's settings with every default applied (lib/infra/definitions.ts). */
+export type EffectiveStageSettings = ReturnType<typeof stageSettings>;
 
 export interface EmbeddedOptions {
   config: LoadedConfig;
@@ -141,7 +138,7 @@ export class EmbeddedPipeline {
   readonly clock: Clock & { advanceTo?(t: number): void };
   readonly queues: Record<StageName, StageQueue>;
   readonly dlqs: Record<StageName, StageQueue>;
-  readonly settings: Record<StageName, StageSettings>;
+  readonly settings: Record<StageName, EffectiveStageSettings>;
   readonly state: RuntimeState;
   readonly audit: InspectableAuditLog;
   readonly once: OnceStore;
@@ -171,17 +168,12 @@ export class EmbeddedPipeline {
     this.blobs = this.state.blobs;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
 
-    const settings = {} as Record<StageName, StageSettings>;
+    const settings = {} as Record<StageName, EffectiveStageSettings>;
     const queues = {} as Record<StageName, StageQueue>;
     const dlqs = {} as Record<StageName, StageQueue>;
     for (const stage of STAGES) {
       const def = STAGE_DEFINITIONS[stage];
-      const s: StageSettings = {
-        batchSize: def.batchSize,
-        maxReceiveCount: def.maxReceiveCount,
-        visibilityTimeoutSeconds: def.timeoutSeconds * 6,
-        ...opts.stages?.[stage],
-      };
+      const s = stageSettings(stage, opts.stages?.[stage]);
       settings[stage] = s;
       dlqs[stage] = this.state.queue({ name: def.dlq, visibilityTimeoutSeconds: 30 });
       queues[stage] = this.state.queue({

@@ -7,7 +7,7 @@
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { App, CfnWaitConditionHandle, Duration, Stack } from 'aws-cdk-lib';
+import { App, CfnWaitConditionHandle, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -97,9 +97,9 @@ beforeAll(async () => {
       decrypt: { maxReceiveCount: 3, batchSize: 5, maxConcurrency: 20 },
       verify: {
         reservedConcurrency: 10,
-        memorySize: 2048,
-        timeout: Duration.seconds(45),
-        maxBatchingWindow: Duration.seconds(5),
+        memoryMb: 2048,
+        timeoutSeconds: 45,
+        maxBatchingWindowSeconds: 5,
       },
     },
   });

@@ -5,7 +5,12 @@ import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { beforeAll, expect, it } from 'vitest';
 import { type AwsClients, awsPortsFromEnv } from '../../lib/adapters/aws/clients.js';
 import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../../lib/adapters/aws/provision.js';
-import { BLOB_BUCKET, ENV, STAGE_DEFINITIONS, VISIBILITY_FACTOR } from '../../lib/infra/definitions.js';
+import {
+  BLOB_BUCKET,
+  ENV,
+  STAGE_DEFINITIONS,
+  visibilityTimeoutSeconds,
+} from '../../lib/infra/definitions.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import { testConfig } from './support/config.js';
 import { describeEachEmulator, emulatorClients } from './support/emulators.js';
@@ -51,7 +56,7 @@ describeEachEmulator('provisionEmulator', ({ clients: own, emulator, unique, gap
         new GetQueueAttributesCommand({ QueueUrl: first.queueUrls[stage], AttributeNames: ['All'] }),
       );
       const def = STAGE_DEFINITIONS[stage];
-      expect(Number(Attributes.VisibilityTimeout), stage).toBe(VISIBILITY_FACTOR * def.timeoutSeconds);
+      expect(Number(Attributes.VisibilityTimeout), stage).toBe(visibilityTimeoutSeconds(def));
       expect(JSON.parse(Attributes.RedrivePolicy ?? '{}'), stage).toEqual({
         deadLetterTargetArn: first.dlqArns[stage],
         maxReceiveCount: def.maxReceiveCount,

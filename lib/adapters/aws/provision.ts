@@ -31,7 +31,7 @@ import {
   ENV,
   ONCE_TABLE,
   STAGE_DEFINITIONS,
-  VISIBILITY_FACTOR,
+  stageSettings,
 } from '../../infra/definitions.js';
 import { STAGES, type StageName } from '../../pipeline/topology.js';
 import type { AwsClients } from './clients.js';
@@ -53,8 +53,8 @@ export interface ProvisionOptions {
    */
   tables?: boolean;
   /**
-   * Visibility timeout of the stage queues. Default: as deployed, `VISIBILITY_FACTOR` × the function
-   * timeout. Emulator-mode tests shorten it so a retried record comes back in seconds.
+   * Visibility timeout of the stage queues. Default: as deployed, `visibilityTimeoutSeconds` of the stage's
+   * settings (lib/infra/definitions.ts). Emulator-mode tests shorten it so a retried record comes back in seconds.
    */
   visibilityTimeoutSeconds?: number;
 }
@@ -83,8 +83,8 @@ const DLQ_RETENTION_SECONDS = 1_209_600;
 /**
  * Create, on an emulator (or any account), the resources the pipeline runs on, from the same
  * definitions the CDK stack uses (lib/infra/definitions.ts):
- * - per stage a queue and its DLQ, with `RedrivePolicy.maxReceiveCount` and a visibility timeout of
- *   `VISIBILITY_FACTOR` × the function timeout;
+ * - per stage a queue and its DLQ, with `RedrivePolicy.maxReceiveCount` and a visibility timeout from
+ *   `stageSettings` (the one formula CDK and the embedded runtime use too);
  * - the once-store and audit tables (on-demand) with TTL on `expiresAt`;
  * - the blob bucket, with the claim-check expiry rule;
  * - per recipient key id an `RSA_4096` `ENCRYPT_DECRYPT` KMS key, and the `ECC_NIST_P256`
@@ -118,6 +118,7 @@ export async function provisionEmulator(
   const dlqArns = {} as Record<StageName, string>;
   for (const stage of STAGES) {
     const def = STAGE_DEFINITIONS[stage];
+    const settings = stageSettings(stage, { visibilityTimeoutSeconds: opts.visibilityTimeoutSeconds });
     const dlq = await ensureQueue(
       clients,
       prefix + def.dlq,
@@ -128,8 +129,11 @@ export async function provisionEmulator(
       clients,
       prefix + def.queue,
       {
-        VisibilityTimeout: String(opts.visibilityTimeoutSeconds ?? VISIBILITY_FACTOR * def.timeoutSeconds),
-        RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlq.arn, maxReceiveCount: def.maxReceiveCount }),
+        VisibilityTimeout: String(settings.visibilityTimeoutSeconds),
+        RedrivePolicy: JSON.stringify({
+          deadLetterTargetArn: dlq.arn,
+          maxReceiveCount: settings.maxReceiveCount,
+        }),
       },
       created,
     );
