@@ -2,15 +2,33 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2, Context } from 'aws-lambda';
+import { blobBucketFromEnv, S3BlobStore } from '../lib/adapters/aws/s3-blob-store.js';
+import { createS3Client } from '../lib/adapters/aws/sdk-s3.js';
+import { createSqsClient } from '../lib/adapters/aws/sdk-sqs.js';
+import { SqsQueueSender } from '../lib/adapters/aws/sqs-queue-sender.js';
+import { configFromEnvironment } from '../lib/config/source.js';
+import { ENV } from '../lib/infra/definitions.js';
 import { ingest } from '../lib/ingest.js';
-import { bindingFor } from '../lib/runtime/binding.js';
-import { logger } from './commons/powertools.js';
+import { type BoundContext, portsMiddleware } from '../lib/runtime/ports-middleware.js';
+import { logger } from '../lib/runtime/powertools.js';
+
+/** Ingest's ports: the inbound queue (SQS) and the blob store for a large envelope's claim check (S3). */
+export function awsPortsForIngest() {
+  const inbound = process.env[ENV.queueUrl('authenticate')];
+  return {
+    config: configFromEnvironment(),
+    ports: {
+      queues: new SqsQueueSender(createSqsClient(), inbound ? { authenticate: inbound } : {}),
+      blobs: new S3BlobStore(createS3Client(), blobBucketFromEnv()),
+    },
+  };
+}
 
 const lambdaHandler = async (
   event: APIGatewayProxyEventV2,
   context: Context,
 ): Promise<APIGatewayProxyResultV2> => {
-  const { ports, config } = await bindingFor(context);
+  const { ports, config } = context as BoundContext<'queues' | 'blobs'>;
   const body =
     event.body === undefined
       ? ''
@@ -44,6 +62,6 @@ function json(statusCode: number, body: unknown): APIGatewayProxyResultV2 {
 }
 
 // logEvent pinned off: an event holds credentials and sealed messages, whatever POWERTOOLS_LOGGER_LOG_EVENT says.
-export const handler = middy(lambdaHandler).use(
-  injectLambdaContext(logger, { resetKeys: true, logEvent: false }),
-);
+export const handler = middy(lambdaHandler)
+  .use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }))
+  .use(portsMiddleware(awsPortsForIngest));

@@ -9,20 +9,23 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { sharedAwsClients } from '../lib/adapters/aws/clients.js';
+import { awsBatchPorts, createBatchClients } from '../lib/adapters/aws/batch-ports.js';
 import { DynamoLease } from '../lib/adapters/aws/dynamo-lease.js';
+import { keyServiceFromEnv } from '../lib/adapters/aws/key-service-env.js';
 import {
   type MeshPollJobResult,
   type MeshPollSetup,
   meshPollSetupFromEnv,
   runMeshPollJob,
 } from '../lib/adapters/aws/mesh-poll-job.js';
+import { createKmsClient } from '../lib/adapters/aws/sdk-kms.js';
+import { configFromEnvironment } from '../lib/config/source.js';
 import { ENV, ONCE_TABLE } from '../lib/infra/definitions.js';
 import { meshAttester } from '../lib/mesh/connect.js';
 import { MeshConfigError } from '../lib/mesh/errors.js';
 import { meshMailboxKnown } from '../lib/policy/mesh.js';
-import { bindingFor } from '../lib/runtime/binding.js';
-import { logger, stageMetrics } from './commons/powertools.js';
+import { type BoundContext, portsMiddleware } from '../lib/runtime/ports-middleware.js';
+import { logger, stageMetrics } from '../lib/runtime/powertools.js';
 
 /** The Scheduler's input: which mailbox to poll. */
 export interface MeshPollEvent {
@@ -30,24 +33,43 @@ export interface MeshPollEvent {
 }
 
 const metrics = stageMetrics('mesh-poll');
-/** Per container: the secrets cache lives in it, so credentials are read once per TTL, not per pass. */
-let cachedSetup: MeshPollSetup | undefined;
 
-function setupFromEnv(): MeshPollSetup {
-  cachedSetup ??= meshPollSetupFromEnv(
-    new DynamoLease(sharedAwsClients().dynamodb, process.env[ENV.onceTable] || ONCE_TABLE.name),
-  );
-  return cachedSetup;
+/**
+ * The poller's ports (SQS inbound queue, DynamoDB once-store and audit, S3 claim checks), the key
+ * service (KMS: the attestation signature) and, per container, its setup: the mailbox lease and the
+ * secrets cache, so credentials are read once per TTL, not per pass.
+ */
+export function awsPortsForMeshPoll() {
+  const config = configFromEnvironment();
+  const keys = keyServiceFromEnv(config, createKmsClient());
+  const clients = createBatchClients();
+  return {
+    config,
+    ports: { ...awsBatchPorts({ clients, keys }), keys },
+    setup: meshPollSetupFromEnv(
+      new DynamoLease(clients.dynamodb, process.env[ENV.onceTable] || ONCE_TABLE.name),
+    ),
+  };
 }
 
+type MeshPollContext = BoundContext<'queues' | 'once' | 'blobs' | 'audit' | 'clock' | 'keys'> & {
+  setup: MeshPollSetup;
+};
+
+/** The schedule's input is checked before anything is built for it. */
+const mailboxInput = {
+  before: (request: { event: MeshPollEvent }) => {
+    const { mailbox } = request.event ?? {};
+    if (typeof mailbox !== 'string' || mailbox.trim() === '') {
+      throw new MeshConfigError('the schedule input must be {"mailbox": "<MESH mailbox id>"}');
+    }
+  },
+};
+
 const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<MeshPollJobResult> => {
-  if (typeof event?.mailbox !== 'string' || event.mailbox.trim() === '') {
-    throw new MeshConfigError('the schedule input must be {"mailbox": "<MESH mailbox id>"}');
-  }
-  const { ports, config } = await bindingFor(context);
-  const setup = setupFromEnv();
+  const { ports, config, setup } = context as MeshPollContext;
   const result = await runMeshPollJob(
-    event.mailbox,
+    event.mailbox as string,
     {
       ...setup,
       // The pipeline's own claim-check size: bodies above it go to S3, the queue gets a reference.
@@ -99,4 +121,6 @@ const lambdaHandler = async (event: MeshPollEvent, context: Context): Promise<Me
 // logEvent pinned off, as for every handler: the event is harmless here, the rule is not worth an exception.
 export const handler = middy(lambdaHandler)
   .use(injectLambdaContext(logger, { resetKeys: true, logEvent: false }))
-  .use(logMetrics(metrics));
+  .use(logMetrics(metrics))
+  .use(mailboxInput)
+  .use(portsMiddleware(awsPortsForMeshPoll));

@@ -39,7 +39,7 @@ const BEARER = /^Bearer +([A-Za-z0-9._-]+)$/i;
 
 export async function ingest(
   submission: Submission,
-  ports: Ports,
+  ports: Pick<Ports, 'queues' | 'blobs'>,
   config: LoadedConfig,
 ): Promise<IngestResult> {
   const { limits } = config.doc;

@@ -1,6 +1,6 @@
 /**
  * Names shared by the functions' Powertools settings and the dashboard, so a metric the handlers
- * emit (functions/commons/stage-handler.ts) is the metric the dashboard draws. The names themselves
+ * emit (lib/runtime/stage-handler.ts) is the metric the dashboard draws. The names themselves
  * live in lib/infra/definitions.ts, which the handlers read too.
  */
 export { METRIC, METRICS_NAMESPACE, SERVICE_NAME } from '../../lib/infra/definitions.js';

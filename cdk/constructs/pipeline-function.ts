@@ -20,6 +20,21 @@ export const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
 export const CREATE_REQUIRE_BANNER =
   "import { createRequire as __itk3CreateRequire } from 'node:module'; const require = __itk3CreateRequire(import.meta.url);";
 
+/**
+ * The bundling options every pipeline function shares (local esbuild): minified ESM with source maps
+ * but not their sources, every dependency bundled (the AWS SDK too: ministack runs functions on a
+ * host Node without one). test/unit/runtime/handler-bundles.test.ts bundles each handler with these.
+ */
+export const PIPELINE_BUNDLING = {
+  format: OutputFormat.ESM,
+  mainFields: ['module', 'main'],
+  minify: true,
+  sourceMap: true,
+  // Source maps without the sources: stack traces keep file and line, the asset stays small.
+  sourcesContent: false,
+  externalModules: [] as string[],
+};
+
 /** Properties of a {@link PipelineFunction}. */
 export interface PipelineFunctionProps {
   /** Absolute path of the handler source; it must export `handler`. */
@@ -137,13 +152,7 @@ export class PipelineFunction extends NodejsFunction {
         ...props.environment,
       },
       bundling: {
-        format: OutputFormat.ESM,
-        mainFields: ['module', 'main'],
-        minify: true,
-        sourceMap: true,
-        // Source maps without the sources: stack traces keep file and line, the asset stays small.
-        sourcesContent: false,
-        externalModules: [],
+        ...PIPELINE_BUNDLING,
         // The bundle inlines every dependency, so this runs before any of them reads process.env.
         banner: [
           CREATE_REQUIRE_BANNER,

@@ -28,11 +28,11 @@ import {
 } from '../policy/index.js';
 import type { KeyService } from '../ports/index.js';
 import { type PipelineRecord, RECORD_VERSION } from '../record.js';
-import { authenticate } from '../stages/authenticate.js';
-import { authoriseStage } from '../stages/authorise.js';
-import { decryptStage } from '../stages/decrypt.js';
+import { authenticateRecord } from '../stages/authenticate.js';
+import { authoriseRecord } from '../stages/authorise.js';
+import { decryptRecord } from '../stages/decrypt.js';
 import type { StageContext } from '../stages/stage.js';
-import { verifyStage } from '../stages/verify.js';
+import { verifyRecord } from '../stages/verify.js';
 import { describeCode } from './codes.js';
 import { DryRunOnceStore, dryRunPorts, type RememberedLookup } from './ports.js';
 
@@ -267,11 +267,11 @@ export class Explainer {
       return walk.finish({ incomplete: true });
     }
     const kid = record.decision?.kid;
-    const decrypted = await walk.coded('decrypt', DECRYPT_CHECKS, () => decryptStage(record, ctx), {
+    const decrypted = await walk.coded('decrypt', DECRYPT_CHECKS, () => decryptRecord(record, ctx), {
       decrypt: `one answer whatever failed (RFC 7516 §11.5): the JWE was altered, encrypted to another key, or the key service does not hold ${kid} (check with config validate --keystore)`,
     });
     if (!decrypted) return walk.finish();
-    const verified = await walk.coded('verify', VERIFY_CHECKS, () => verifyStage(decrypted, ctx));
+    const verified = await walk.coded('verify', VERIFY_CHECKS, () => verifyRecord(decrypted, ctx));
     if (!verified) return walk.finish();
     walk.deliverable(verified);
     return walk.finish();
@@ -393,7 +393,7 @@ class Walk {
     let error: unknown;
     try {
       await verifyCredential(credential, ctx.config, record.receivedAt, (c) => passed.add(c));
-      result = await authenticate({ record, inboundMessageId: record.traceId }, ctx);
+      result = await authenticateRecord({ record, inboundMessageId: record.traceId }, ctx);
       passed.add('replay');
     } catch (e) {
       error = e;
@@ -444,7 +444,7 @@ class Walk {
     this.policy(principal, parsed.routing, parsed.kid, record.receivedAt, { envelopeSkipped: false });
     if (this.failed) return undefined;
     try {
-      return await authoriseStage(record, ctx);
+      return await authoriseRecord(record, ctx);
     } catch (error) {
       // The policy just allowed this message, so the stage cannot disagree; if it ever does, say so.
       this.#fail('authorise', error);

@@ -16,3 +16,10 @@ export const NEXT_STAGE: Record<StageName, StageName | undefined> = {
   verify: 'deliver',
   deliver: undefined,
 };
+
+/**
+ * Where every other stage sends a permanent failure: deliver answers it (a signed ITK3 response to
+ * an authenticated sender). A rejection inside deliver has nowhere else to go: it is retried, then
+ * dead-lettered.
+ */
+export const REJECTIONS_TO: QueueName = 'deliver';

@@ -2,18 +2,20 @@
  * The embedded runtime: the whole pipeline in one process, with no AWS.
  *
  * Five in-memory queues (each with a DLQ) stand in for SQS, and an event-source loop per stage
- * invokes the very handler exports Lambda runs (functions/*.ts) with SQS events, honouring Lambda's
- * SQS semantics: batch size, partial batch failure, visibility timeout, receive count, redrive to
- * the DLQ. Ports are handed to the handlers on the Lambda context (lib/runtime/binding.ts).
+ * invokes the very handler chain Lambda runs — each stage value composed with the batch step and
+ * the middy middlewares (lib/runtime/stage-handler.ts), its local ports passed to the composer —
+ * with SQS events, honouring Lambda's SQS semantics: batch size, partial batch failure, visibility
+ * timeout, receive count, redrive to the DLQ.
  *
  * Time can be virtual: when nothing is visible, a virtual clock jumps to the next visibility
  * timeout instead of sleeping, so retries and dead-lettering run instantly in tests and the demo.
  */
-import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS, type StageSettings, stageSettings } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
+import { PIPELINE_STAGES } from '../pipeline/stages.js';
 import type { QueueName, StageName } from '../pipeline/topology.js';
 import { STAGES } from '../pipeline/topology.js';
 import type {
@@ -25,8 +27,10 @@ import type {
   Ports,
   QueueSender,
 } from '../ports/index.js';
-import { lambdaContext } from './binding.js';
+import { lambdaContext } from './lambda-context.js';
 import type { QueuedMessage } from './memory-queue.js';
+import type { BindingProvider } from './ports-middleware.js';
+import { composeStageHandler, type StageHandler } from './stage-handler.js';
 import {
   type InspectableAuditLog,
   memoryState,
@@ -34,8 +38,6 @@ import {
   type StageQueue,
   type StoredOutcome,
 } from './state.js';
-
-export type StageHandler = (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
 
 /** A clock that only moves when told to. */
 export class VirtualClock implements Clock {
@@ -79,8 +81,13 @@ export interface EmbeddedOptions {
   stages?: Partial<Record<StageName, Partial<StageSettings>>>;
   /** Replace individual ports (fault-injection tests wrap the local adapters). */
   ports?: Partial<Ports>;
-  /** Handlers to invoke; defaults to the deployed handler exports. */
-  handlers?: Record<StageName, StageHandler>;
+  /**
+   * Handlers to invoke; defaults to {@link pipelineHandlers} over this runtime's ports. A function
+   * receives those defaults (to wrap them, as fault-injection tests do).
+   */
+  handlers?:
+    | Record<StageName, StageHandler>
+    | ((defaults: Record<StageName, StageHandler>) => Record<StageName, StageHandler>);
 }
 
 export interface BacklogLimits {
@@ -148,7 +155,7 @@ export class EmbeddedPipeline {
   readonly invocations: Record<StageName, number>;
   /** Told about every trace that reaches a terminal outcome, once it is committed. */
   onOutcome: ((outcome: StoredOutcome) => void) | undefined;
-  readonly #handlers: Promise<Record<StageName, StageHandler>>;
+  readonly #handlers: Record<StageName, StageHandler>;
   readonly #pendingAudits: Promise<void>[] = [];
   #finished: StoredOutcome[] = [];
   #stopping = false;
@@ -211,7 +218,9 @@ export class EmbeddedPipeline {
       clock: this.clock,
       ...opts.ports,
     };
-    this.#handlers = opts.handlers ? Promise.resolve(opts.handlers) : loadDeployedHandlers();
+    const defaults = pipelineHandlers(() => ({ ports: this.ports, config: this.config }));
+    this.#handlers =
+      typeof opts.handlers === 'function' ? opts.handlers(defaults) : (opts.handlers ?? defaults);
     // A chained audit log signs its checkpoints with the gateway's response-signing key (docs/AUDIT.md).
     this.audit.useCheckpointSigner?.({ kid: this.config.doc.responseSigning.kid, keys: this.ports.keys });
   }
@@ -306,7 +315,7 @@ export class EmbeddedPipeline {
    * number of handler invocations made.
    */
   async drain(opts: { maxRounds?: number; onProgress?: (done: number) => void } = {}): Promise<number> {
-    const handlers = await this.#handlers;
+    const handlers = this.#handlers;
     const maxRounds = opts.maxRounds ?? 1_000_000;
     let invoked = 0;
     for (let round = 0; round < maxRounds && !this.#stopping; round += 1) {
@@ -381,7 +390,7 @@ export class EmbeddedPipeline {
   async #invoke(stage: StageName, batch: QueuedMessage[], handler: StageHandler): Promise<void> {
     this.invocations[stage] += 1;
     const event: SQSEvent = { Records: batch.map((m) => toSqsRecord(stage, m, this.clock.now())) };
-    const context = lambdaContext(stage, { ports: this.ports, config: this.config });
+    const context = lambdaContext(stage);
     let failed: Set<string>;
     let handlerError: string | undefined;
     // One unit of work per invocation: the handler's writes and the deletion of its batch commit
@@ -581,7 +590,13 @@ export function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQ
   };
 }
 
-async function loadDeployedHandlers(): Promise<Record<StageName, StageHandler>> {
-  const { deployedHandlers } = await import('./handlers.js');
-  return deployedHandlers;
+/**
+ * The five stage handlers over one set of ports: each stage value (lib/pipeline/stages.ts) composed
+ * with the batch step and the middy middlewares, exactly as functions/<stage>.ts composes it for
+ * Lambda — only the ports differ.
+ */
+export function pipelineHandlers(provide: BindingProvider): Record<StageName, StageHandler> {
+  const handlers = {} as Record<StageName, StageHandler>;
+  for (const stage of STAGES) handlers[stage] = composeStageHandler(PIPELINE_STAGES[stage], provide);
+  return handlers;
 }

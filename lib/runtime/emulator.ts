@@ -1,5 +1,5 @@
 /**
- * Emulator mode: the same handler exports, driven by a Lambda-style SQS event source, against the
+ * Emulator mode: the same stage handler chain (lib/runtime/stage-handler.ts), driven by a Lambda-style SQS event source, against the
  * real SQS, KMS, DynamoDB and S3 APIs of an emulator (ministack, or LocalStack 4.14.0 with the
  * once-store and audit trail kept local because it has no DynamoDB offline). The queues, tables,
  * bucket and keys are created from the same definitions the CDK stack uses (lib/infra/definitions.ts).
@@ -19,8 +19,9 @@ import { STAGE_DEFINITIONS } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
 import { STAGES, type StageName } from '../pipeline/topology.js';
 import type { Ports } from '../ports/index.js';
-import { lambdaContext } from './binding.js';
-import { type MessageOutcome, outcomeFromAudit, type StageHandler } from './embedded.js';
+import { type MessageOutcome, outcomeFromAudit, pipelineHandlers } from './embedded.js';
+import { lambdaContext } from './lambda-context.js';
+import type { StageHandler } from './stage-handler.js';
 
 export interface EmulatorOptions {
   config: LoadedConfig;
@@ -35,7 +36,7 @@ export interface EmulatorOptions {
    * a retried record comes back in seconds, not minutes.
    */
   visibilityTimeoutSeconds?: number;
-  /** Handlers to invoke; defaults to the deployed handler exports. */
+  /** Handlers to invoke; defaults to the stage handler chain over the emulator's AWS ports. */
   handlers?: Record<StageName, StageHandler>;
   /** Wrap individual ports (fault-injection tests). */
   wrapPorts?: (ports: Ports) => Ports;
@@ -105,7 +106,7 @@ export class EmulatorPipeline {
       ? { ...aws, once: new MemoryOnceStore(), audit: new MemoryAuditLog() }
       : aws;
     const ports = opts.wrapPorts ? opts.wrapPorts(base) : base;
-    const handlers = opts.handlers ?? (await import('./handlers.js')).deployedHandlers;
+    const handlers = opts.handlers ?? pipelineHandlers(() => ({ ports, config: opts.config }));
     const reconnect = opts.reconnect ?? reconnectFromEnv(process.env.ITK3_EMULATOR_RECONNECT_SECONDS);
     return new EmulatorPipeline(opts.config, clients, resources, ports, handlers, reconnect);
   }
@@ -152,7 +153,7 @@ export class EmulatorPipeline {
       let received = 0;
       for (const stage of [...STAGES].reverse()) {
         const n = await this.#sources[stage].pollOnce((event) =>
-          this.#handlers[stage](event, lambdaContext(stage, { ports: this.ports, config: this.config })),
+          this.#handlers[stage](event, lambdaContext(stage)),
         );
         if (n > 0) {
           invocations += 1;

@@ -12,7 +12,11 @@ import { AuthenticationError, TransientError } from '../errors.js';
 import { attestationKid, verifyMeshAttestation } from '../mesh/attestation.js';
 import { meshMailboxKnown } from '../policy/mesh.js';
 import type { PipelineRecord } from '../record.js';
-import type { StageContext } from './stage.js';
+import { recordFromIngress } from './ingress.js';
+import type { Stage, StageContext } from './stage.js';
+
+/** The ports authenticate's own code uses: the attestation key (MESH) and the once-store (jti). */
+type AuthenticatePorts = 'keys' | 'once';
 
 export interface AuthenticateInput {
   record: PipelineRecord;
@@ -20,7 +24,10 @@ export interface AuthenticateInput {
   inboundMessageId: string;
 }
 
-export async function authenticate(input: AuthenticateInput, ctx: StageContext): Promise<PipelineRecord> {
+export async function authenticateRecord(
+  input: AuthenticateInput,
+  ctx: StageContext<AuthenticatePorts>,
+): Promise<PipelineRecord> {
   const { record } = input;
   if (record.source === 'mesh' || record.mesh) return authenticateMesh(record, ctx);
   if (!record.credential) throw new AuthenticationError('TOKEN_MISSING', 'no credential was presented');
@@ -71,7 +78,10 @@ export async function authenticate(input: AuthenticateInput, ctx: StageContext):
  * stored artefact: the issue 9 rule). Which organisation it speaks for is decided at authorise,
  * against the MessageHeader (or the sealed routing header).
  */
-async function authenticateMesh(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+async function authenticateMesh(
+  record: PipelineRecord,
+  ctx: StageContext<AuthenticatePorts>,
+): Promise<PipelineRecord> {
   const { config } = ctx;
   const facts = record.mesh;
   if (!facts || !record.meshAttestation || !record.meshBody || !config.doc.mesh) {
@@ -129,3 +139,18 @@ async function authenticateMesh(record: PipelineRecord, ctx: StageContext): Prom
     },
   };
 }
+
+/** Stage 1: the inbound queue's message decoded, its sender authenticated. */
+export const authenticate: Stage<AuthenticatePorts> = {
+  name: 'authenticate',
+  decode: recordFromIngress,
+  async run(record, ctx, inboundMessageId) {
+    return {
+      kind: 'forward',
+      record: await authenticateRecord({ record, inboundMessageId }, ctx),
+      // Only an authenticated submission is worth a `received` entry: anonymous traffic gets one
+      // audit entry in all, its rejection (issue 9, class 4).
+      auditFirst: { traceId: record.traceId, stage: 'authenticate', event: 'received' },
+    };
+  },
+};

@@ -6,14 +6,20 @@
 import { parseSealed } from '../envelope/jwe.js';
 import type { ItkRouting } from '../envelope/routing.js';
 import { AuthenticationError, EnvelopeError, Itk3ValidationError, type RejectionError } from '../errors.js';
-import { parseBundle } from '../itk3/index.js';
+import { parseBundle } from '../itk3/parse.js';
 import { authorise as decide } from '../policy/index.js';
 import { authoriseMesh, soleRecipientOf } from '../policy/mesh.js';
 import type { PipelineRecord } from '../record.js';
 import { loadArtefact } from './claim-check.js';
-import type { StageContext } from './stage.js';
+import type { Stage, StageContext } from './stage.js';
 
-export async function authoriseStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+/** The ports authorise's own code uses: the blob store, for a claim-checked envelope. */
+type AuthorisePorts = 'blobs';
+
+export async function authoriseRecord(
+  record: PipelineRecord,
+  ctx: StageContext<AuthorisePorts>,
+): Promise<PipelineRecord> {
   if (record.principal?.transport === 'mesh') return authoriseMeshStage(record, ctx);
   if (!record.principal || !record.sealed) {
     throw new AuthenticationError('TOKEN_MISSING', 'record reached authorise without a principal');
@@ -30,7 +36,10 @@ export async function authoriseStage(record: PipelineRecord, ctx: StageContext):
 /** A compact JWE: five base64url segments, the first a JSON object. */
 const COMPACT_JWE = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
-async function authoriseMeshStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+async function authoriseMeshStage(
+  record: PipelineRecord,
+  ctx: StageContext<AuthorisePorts>,
+): Promise<PipelineRecord> {
   const { principal, mesh: facts, meshBody } = record;
   if (!principal || !facts || !meshBody) {
     throw new AuthenticationError('TOKEN_MISSING', 'MESH record reached authorise without its facts');
@@ -81,7 +90,7 @@ async function authoriseMeshStage(record: PipelineRecord, ctx: StageContext): Pr
 function plainRouting(
   bytes: Uint8Array,
   gatewayMailbox: string,
-  ctx: StageContext,
+  ctx: StageContext<AuthorisePorts>,
 ): { routing: ItkRouting; hints: NonNullable<RejectionError['responseHints']> } {
   const format = sniff(bytes);
   let msg: ReturnType<typeof parseBundle>;
@@ -131,3 +140,11 @@ function sniff(bytes: Uint8Array): 'xml' | 'json' {
     'the MESH message is neither a compact JWE nor an ITK3 Bundle',
   );
 }
+
+/** Stage 2: the policy's decision on the authenticated sender and the routing, before any decryption. */
+export const authorise: Stage<AuthorisePorts> = {
+  name: 'authorise',
+  async run(record, ctx) {
+    return { kind: 'forward', record: await authoriseRecord(record, ctx) };
+  },
+};

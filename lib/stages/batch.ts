@@ -10,20 +10,12 @@
  */
 import { BatchProcessor, EventType } from '@aws-lambda-powertools/batch';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import * as z from 'zod';
-import { AuthenticationError, classify, RejectionError, TransientError } from '../errors.js';
-import { MESH_ATTESTATION_ATTRIBUTE, meshFactsFrom } from '../mesh/attestation.js';
-import type { QueueName, StageName } from '../pipeline/topology.js';
-import { NEXT_STAGE } from '../pipeline/topology.js';
+import { classify, RejectionError, TransientError } from '../errors.js';
+import { NEXT_STAGE, type QueueName, REJECTIONS_TO, type StageName } from '../pipeline/topology.js';
 import type { AuditEntry } from '../ports/index.js';
 import { type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
-import { authenticate } from './authenticate.js';
-import { authoriseStage } from './authorise.js';
 import { claimCheckKeys, removeClaimChecks } from './claim-check.js';
-import { decryptStage } from './decrypt.js';
-import { type DeliverOutcome, deliverStage } from './deliver.js';
-import type { StageContext } from './stage.js';
-import { verifyStage } from './verify.js';
+import type { BatchPortName, PortName, Stage, StageContext } from './stage.js';
 
 export type RecordResult = 'forwarded' | 'rejected' | 'delivered' | 'responded' | 'transient';
 
@@ -46,14 +38,13 @@ interface Output {
   afterForward?: () => Promise<void>;
 }
 
-// The auth-scheme is case-insensitive (RFC 7235 §2.1).
-const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i;
+type BatchContext = StageContext<BatchPortName>;
 
-/** Process one SQS event for `stage`, returning the partial batch response. */
-export async function processStageBatch(
-  stage: StageName,
+/** Process one SQS event through `stage`, returning the partial batch response. */
+export async function processStageBatch<P extends PortName>(
+  stage: Stage<P>,
   event: SQSEvent,
-  ctx: StageContext,
+  ctx: StageContext<P | BatchPortName>,
   observer: StageObserver,
   lambdaContext?: Context,
 ): Promise<SQSBatchResponse> {
@@ -104,48 +95,52 @@ export async function processStageBatch(
   return { batchItemFailures: [...failed].map((itemIdentifier) => ({ itemIdentifier })) };
 }
 
-async function processRecord(
-  stage: StageName,
+async function processRecord<P extends PortName>(
+  stage: Stage<P>,
   sqsRecord: SQSRecord,
-  ctx: StageContext,
+  ctx: StageContext<P | BatchPortName>,
   observer: StageObserver,
 ): Promise<Output | undefined> {
   const receiveCount = Number(sqsRecord.attributes?.ApproximateReceiveCount ?? '1');
+  const name = stage.name;
   let record: PipelineRecord | undefined;
   try {
-    record = stage === 'authenticate' ? recordFromIngress(sqsRecord) : parseRecord(sqsRecord.body);
-    const result = await runStage(stage, record, sqsRecord.messageId, ctx);
-    if (stage === 'authenticate' && result.kind === 'forward') {
-      // Only an authenticated submission is worth a `received` entry: anonymous traffic gets one
-      // audit entry in all, its rejection (issue 9, class 4).
-      await auditFirst(ctx, { traceId: record.traceId, stage, event: 'received' }, receiveCount);
-    }
+    record = stage.decode ? stage.decode(sqsRecord) : parseRecord(sqsRecord.body);
+    const result = await stage.run(record, ctx, sqsRecord.messageId);
     if (result.kind === 'forward') {
-      observer.record({ stage, traceId: record.traceId, result: 'forwarded', receiveCount });
-      return { queue: NEXT_STAGE[stage]!, body: serialiseRecord(result.record) };
+      if (result.auditFirst) await auditFirst(ctx, result.auditFirst, receiveCount);
+      observer.record({ stage: name, traceId: record.traceId, result: 'forwarded', receiveCount });
+      return { queue: NEXT_STAGE[name]!, body: serialiseRecord(result.record) };
+    }
+    let outcome: RecordResult | 'reprocessed' = 'reprocessed';
+    if (result.kind === 'end') {
+      const first = result.audit.length > 0 && (await auditOnce(ctx, result.audit));
+      // The trace has ended: its claim-check blobs are no longer needed.
+      await removeClaimChecks(ctx, claimCheckKeys(record));
+      if (first && result.outcome !== 'reprocessed') outcome = result.outcome;
     }
     // A reprocessed record's outcome was counted when it first happened.
-    if (result.kind !== 'reprocessed') {
-      observer.record({ stage, traceId: record.traceId, result: result.kind, receiveCount });
+    if (outcome !== 'reprocessed') {
+      observer.record({ stage: name, traceId: record.traceId, result: outcome, receiveCount });
     }
     return undefined;
   } catch (error) {
     const classified = classify(error);
     const traceId = record?.traceId ?? sqsRecord.messageId;
-    if (classified instanceof RejectionError && stage !== 'deliver') {
-      const rejected = rejectionRecord(stage, record, sqsRecord, classified);
+    if (classified instanceof RejectionError && name !== REJECTIONS_TO) {
+      const rejected = rejectionRecord(name, record, sqsRecord, classified);
       if (!rejected.rejection?.respondTo) {
         // The sender is not authenticated: no response job, so nothing is signed or stored for it.
         // One audit entry, one count, and its claim-check blob removed: that is all.
         const first = await auditFirst(
           ctx,
-          { traceId, stage, event: 'rejected', code: classified.code, itk3Code: classified.itk3Code },
+          { traceId, stage: name, event: 'rejected', code: classified.code, itk3Code: classified.itk3Code },
           receiveCount,
         );
         await removeClaimChecks(ctx, claimCheckKeys(record));
         if (first) {
           observer.record({
-            stage,
+            stage: name,
             traceId,
             result: 'rejected',
             code: classified.code,
@@ -159,7 +154,7 @@ async function processRecord(
         const first = await auditOnce(ctx, [
           {
             traceId,
-            stage,
+            stage: name,
             event: 'rejected',
             code: classified.code,
             itk3Code: classified.itk3Code,
@@ -174,7 +169,7 @@ async function processRecord(
         ]);
         if (!first) return;
         observer.record({
-          stage,
+          stage: name,
           traceId,
           result: 'rejected',
           code: classified.code,
@@ -182,113 +177,18 @@ async function processRecord(
           receiveCount,
         });
       };
-      return { queue: 'deliver', body: serialiseRecord(rejected), afterForward };
+      return { queue: REJECTIONS_TO, body: serialiseRecord(rejected), afterForward };
     }
     // Transient (or a permanent failure inside deliver, which has nowhere else to go): retry, then DLQ.
-    observer.record({ stage, traceId, result: 'transient', code: classified.code, receiveCount });
+    observer.record({ stage: name, traceId, result: 'transient', code: classified.code, receiveCount });
     await audit(ctx, {
       traceId,
-      stage,
+      stage: name,
       event: 'transient-failure',
       code: classified.code,
       detail: `attempt ${receiveCount}`,
     }).catch(() => undefined);
     throw classified;
-  }
-}
-
-type StageResult =
-  | { kind: 'forward'; record: PipelineRecord }
-  | { kind: 'delivered' }
-  | { kind: 'responded' }
-  /** The outcome was already recorded by an earlier run of the same record. */
-  | { kind: 'reprocessed' };
-
-async function runStage(
-  stage: StageName,
-  record: PipelineRecord,
-  inboundMessageId: string,
-  ctx: StageContext,
-): Promise<StageResult> {
-  switch (stage) {
-    case 'authenticate':
-      return { kind: 'forward', record: await authenticate({ record, inboundMessageId }, ctx) };
-    case 'authorise':
-      return { kind: 'forward', record: await authoriseStage(record, ctx) };
-    case 'decrypt':
-      return { kind: 'forward', record: await decryptStage(record, ctx) };
-    case 'verify':
-      return { kind: 'forward', record: await verifyStage(record, ctx) };
-    case 'deliver': {
-      const outcome = await deliverOrReprocessed(record, ctx);
-      if (outcome === 'reprocessed') return { kind: 'reprocessed' };
-      if (outcome.kind === 'unanswered') {
-        // A rejection of an unauthenticated sender queued before this version: the rejecting
-        // stage audited it; nothing is signed for it.
-        await removeClaimChecks(ctx, claimCheckKeys(record));
-        return { kind: 'reprocessed' };
-      }
-      if (outcome.kind === 'delivered') {
-        const m = record.message!;
-        const first = await auditOnce(ctx, [
-          {
-            traceId: record.traceId,
-            stage,
-            event: 'delivered',
-            messageId: m.messageId,
-            sender: m.sender,
-            recipient: m.recipient,
-            ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
-          },
-          ...(outcome.response
-            ? [
-                {
-                  traceId: record.traceId,
-                  stage,
-                  event: 'response-sent' as const,
-                  itk3Code: '20013',
-                  messageId: m.messageId,
-                },
-              ]
-            : []),
-        ]);
-        // The trace has ended: its claim-check blobs are no longer needed.
-        await removeClaimChecks(ctx, claimCheckKeys(record));
-        return { kind: first ? 'delivered' : 'reprocessed' };
-      }
-      const first = await auditOnce(ctx, [
-        {
-          traceId: record.traceId,
-          stage,
-          event: 'response-sent',
-          code: record.rejection!.code,
-          itk3Code: record.rejection!.itk3Code,
-          ...(record.rejection!.respondTo ? { sender: record.rejection!.respondTo } : {}),
-        },
-      ]);
-      await removeClaimChecks(ctx, claimCheckKeys(record));
-      return { kind: first ? 'responded' : 'reprocessed' };
-    }
-  }
-}
-
-/**
- * Deliver, or recognise a redelivery of a record whose trace already ended: its claim-check blobs
- * were removed after the outcome was audited, so a missing blob with a `delivered` entry in the
- * audit means there is nothing left to do (the audit read happens only on that rare path).
- */
-async function deliverOrReprocessed(
-  record: PipelineRecord,
-  ctx: StageContext,
-): Promise<DeliverOutcome | 'reprocessed'> {
-  try {
-    return await deliverStage(record, ctx);
-  } catch (error) {
-    if (error instanceof TransientError && error.code === 'BLOB_STORE_UNAVAILABLE') {
-      const trail = await ctx.ports.audit.byTrace(record.traceId);
-      if (trail.some((e) => e.stage === 'deliver' && e.event === 'delivered')) return 'reprocessed';
-    }
-    throw error;
   }
 }
 
@@ -298,7 +198,7 @@ async function deliverOrReprocessed(
  * Returns whether this call wrote it.
  */
 async function auditFirst(
-  ctx: StageContext,
+  ctx: BatchContext,
   entry: Omit<AuditEntry, 'at'>,
   receiveCount: number,
 ): Promise<boolean> {
@@ -316,7 +216,7 @@ async function auditFirst(
  * decides. A reprocessing that finds the marker but not the events (the first run died between
  * the writes) writes the missing ones. Returns whether this call was the first to record it.
  */
-async function auditOnce(ctx: StageContext, entries: readonly Omit<AuditEntry, 'at'>[]): Promise<boolean> {
+async function auditOnce(ctx: BatchContext, entries: readonly Omit<AuditEntry, 'at'>[]): Promise<boolean> {
   const head = entries[0]!;
   const marker = `audit#${head.traceId}#${head.stage}#${head.event}`;
   let created: boolean;
@@ -333,134 +233,6 @@ async function auditOnce(ctx: StageContext, entries: readonly Omit<AuditEntry, '
     );
   for (const entry of entries) if (!written(entry)) await audit(ctx, entry);
   return created;
-}
-
-/** The only JSON body the inbound queue accepts: a claim-check reference to a large envelope. */
-const InboundClaimCheckSchema = z
-  .object({
-    claimCheck: z
-      .object({
-        // Only a key the front door makes (a random id per submission): a writer cannot point the
-        // pipeline at another trace's artefacts, to read them or to have them removed.
-        key: z.string().regex(/^claim-check\/ingest-[0-9a-f-]{36}\/sealed\.jwe$/),
-        bytes: z.number().int().positive(),
-        sha256: z.string().regex(/^[0-9a-f]{64}$/),
-      })
-      .strict(),
-  })
-  .strict();
-
-/**
- * The inbound queue has one format, whoever writes to it (the ingest function or a sender using
- * direct SQS ingestion): the body is the compact JWE, or a claim-check reference to it; the
- * credential is the `Authorization` message attribute (`Bearer <jwt>`). The trace id is the SQS
- * message id and the receipt time the queue's SentTimestamp — facts the queue assigns, so no writer
- * can choose a trace id, reuse another message's, or backdate its receipt.
- */
-export function recordFromIngress(sqsRecord: SQSRecord): PipelineRecord {
-  const base = {
-    v: RECORD_VERSION,
-    traceId: sqsRecord.messageId,
-    receivedAt: Number(sqsRecord.attributes?.SentTimestamp ?? Date.now()),
-    source: ingressOf(sqsRecord),
-  } satisfies Partial<PipelineRecord>;
-  // A `Transport` attribute claims MESH: the message is judged only as MESH (its attestation is
-  // checked at authenticate), never as a sealed submission with the claim ignored.
-  if (sqsRecord.messageAttributes?.Transport !== undefined) return meshRecordFromIngress(sqsRecord, base);
-  const header = sqsRecord.messageAttributes?.Authorization?.stringValue ?? '';
-  const credential = BEARER.exec(header)?.[1];
-  let sealed: PipelineRecord['sealed'];
-  if (sqsRecord.body.startsWith('{')) {
-    let json: unknown;
-    try {
-      json = JSON.parse(sqsRecord.body);
-    } catch (cause) {
-      throw new RejectionError(
-        'ENVELOPE_MALFORMED',
-        'inbound body is neither a compact JWE nor a claim check',
-        { cause },
-      );
-    }
-    const parsed = InboundClaimCheckSchema.safeParse(json);
-    if (!parsed.success && json !== null && typeof json === 'object' && 'ciphertext' in json) {
-      throw new RejectionError(
-        'ENVELOPE_MALFORMED',
-        'inbound body is a JSON-serialised JWE: send the compact serialisation',
-      );
-    }
-    if (!parsed.success) {
-      throw new RejectionError(
-        'ENVELOPE_MALFORMED',
-        'inbound body is neither a compact JWE nor a claim check',
-      );
-    }
-    sealed = { ref: parsed.data.claimCheck };
-  } else {
-    sealed = { inline: sqsRecord.body };
-  }
-  return { ...base, ...(credential ? { credential } : {}), sealed };
-}
-
-/** The claim-check reference the MESH poller writes for a large MESH body (lib/mesh/poller.ts). */
-const MeshClaimCheckSchema = z
-  .object({
-    claimCheck: z
-      .object({
-        key: z.string().regex(/^claim-check\/mesh-[0-9a-f]{32}\/mesh-body$/),
-        bytes: z.number().int().positive(),
-        sha256: z.string().regex(/^[0-9a-f]{64}$/),
-      })
-      .strict(),
-  })
-  .strict();
-
-/**
- * A message the MESH poller enqueued: its MESH facts from the attributes, its body (the text, or a
- * claim check), and the poller's attestation, verified at authenticate. Missing or malformed MESH
- * attributes are an unauthenticated submission.
- */
-function meshRecordFromIngress(
-  sqsRecord: SQSRecord,
-  base: Pick<PipelineRecord, 'v' | 'traceId' | 'receivedAt'>,
-): PipelineRecord {
-  const attributes: Record<string, string | undefined> = {};
-  for (const [name, value] of Object.entries(sqsRecord.messageAttributes ?? {})) {
-    attributes[name] = value.stringValue;
-  }
-  const facts = attributes.Transport === 'mesh' ? meshFactsFrom(attributes, sqsRecord.body) : undefined;
-  if (!facts) {
-    throw new AuthenticationError(
-      'MESH_ATTESTATION_INVALID',
-      'MESH transport attributes are missing or malformed',
-    );
-  }
-  let meshBody: PipelineRecord['meshBody'];
-  if (sqsRecord.body.startsWith('{"claimCheck"')) {
-    let json: unknown;
-    try {
-      json = JSON.parse(sqsRecord.body);
-    } catch {
-      json = undefined;
-    }
-    const parsed = MeshClaimCheckSchema.safeParse(json);
-    meshBody = parsed.success ? { ref: parsed.data.claimCheck } : { inline: sqsRecord.body };
-  } else {
-    meshBody = { inline: sqsRecord.body };
-  }
-  const attestation = attributes[MESH_ATTESTATION_ATTRIBUTE];
-  return {
-    ...base,
-    source: 'mesh',
-    mesh: facts,
-    ...(attestation ? { meshAttestation: attestation.slice(0, 4096) } : {}),
-    meshBody,
-  };
-}
-
-/** Informational only (an attribute any writer can set): never used for a decision. */
-function ingressOf(sqsRecord: SQSRecord): PipelineRecord['source'] {
-  const value = sqsRecord.messageAttributes?.Ingress?.stringValue;
-  return value === 'http' || value === 'cli' ? value : 'sqs';
 }
 
 function rejectionRecord(
@@ -506,6 +278,6 @@ function rejectionRecord(
   };
 }
 
-async function audit(ctx: StageContext, entry: Omit<AuditEntry, 'at'>): Promise<void> {
+async function audit(ctx: BatchContext, entry: Omit<AuditEntry, 'at'>): Promise<void> {
   await ctx.ports.audit.append({ ...entry, at: new Date(ctx.ports.clock.now()).toISOString() });
 }

@@ -14,7 +14,11 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  * Keep an artefact inline when small; above the claim-check threshold store it in the blob store
  * and carry a reference with its hash, so SQS messages stay well under 1 MiB (PERFORMANCE.md §3).
  */
-export async function storeArtefact(ctx: StageContext, key: string, text: string): Promise<Artefact> {
+export async function storeArtefact(
+  ctx: StageContext<'blobs'>,
+  key: string,
+  text: string,
+): Promise<Artefact> {
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes <= ctx.config.doc.limits.claimCheckBytes) return { inline: text };
   const data = encoder.encode(text);
@@ -27,7 +31,7 @@ export async function storeArtefact(ctx: StageContext, key: string, text: string
 }
 
 /** Load an artefact's text, checking a claim-check payload against the hash in the record. */
-export async function loadArtefact(ctx: StageContext, artefact: Artefact): Promise<string> {
+export async function loadArtefact(ctx: StageContext<'blobs'>, artefact: Artefact): Promise<string> {
   if ('inline' in artefact) return artefact.inline;
   let data: Uint8Array;
   try {
@@ -81,6 +85,6 @@ export function claimCheckKeys(record: PipelineRecord | undefined): string[] {
  * Remove a finished trace's claim-check blobs. Best effort: the outcome is already recorded, and a
  * blob left behind by a failed delete still expires with the bucket's short claim-check rule.
  */
-export async function removeClaimChecks(ctx: StageContext, keys: readonly string[]): Promise<void> {
+export async function removeClaimChecks(ctx: StageContext<'blobs'>, keys: readonly string[]): Promise<void> {
   await Promise.all(keys.map((key) => ctx.ports.blobs.delete(key).catch(() => undefined)));
 }

@@ -6,11 +6,17 @@ import { decryptSealed, parseSealed } from '../envelope/jwe.js';
 import { AuthenticationError, EnvelopeError } from '../errors.js';
 import type { PipelineRecord } from '../record.js';
 import { artefactKey, dropArtefact, loadArtefact, storeArtefact } from './claim-check.js';
-import type { StageContext } from './stage.js';
+import type { Stage, StageContext } from './stage.js';
+
+/** The ports decrypt's own code uses: the key service (content-key unwrap) and the blob store. */
+type DecryptPorts = 'keys' | 'blobs';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-export async function decryptStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+export async function decryptRecord(
+  record: PipelineRecord,
+  ctx: StageContext<DecryptPorts>,
+): Promise<PipelineRecord> {
   // Plain ITK3 over MESH has no envelope: nothing to decrypt, verify reads the Bundle itself.
   if (record.principal?.transport === 'mesh' && record.plain && record.decision) return record;
   if (!record.principal || !record.decision || !record.sealed || !record.routing) {
@@ -35,3 +41,11 @@ export async function decryptStage(record: PipelineRecord, ctx: StageContext): P
     signed: await storeArtefact(ctx, artefactKey(record.traceId, 'signed.jws'), signed),
   };
 }
+
+/** Stage 3: the sealed message opened with the recipient key the decision named. */
+export const decrypt: Stage<DecryptPorts> = {
+  name: 'decrypt',
+  async run(record, ctx) {
+    return { kind: 'forward', record: await decryptRecord(record, ctx) };
+  },
+};

@@ -18,12 +18,15 @@ import type { SenderConfig } from '../config/schema.js';
 import { signCompactWithKeyService } from '../envelope/response-sign.js';
 import { TransientError } from '../errors.js';
 import { sha256Hex } from '../hashing.js';
-import { buildResponse } from '../itk3/index.js';
+import { buildResponse } from '../itk3/response.js';
 import { ackWorkflowFor, sendWorkflowFor } from '../mesh/workflows.js';
 import type { DeliveryTarget } from '../ports/index.js';
 import type { MeshFacts, PipelineRecord, Rejection, VerifiedMessage } from '../record.js';
 import { loadArtefact } from './claim-check.js';
-import type { StageContext } from './stage.js';
+import type { AuditEvent, BatchPortName, Stage, StageContext, StageResult } from './stage.js';
+
+/** The ports deliver's own code uses: the recipient target, the response-signing key, the once-store, time, blobs. */
+type DeliverPorts = 'deliverer' | 'keys' | 'once' | 'clock' | 'blobs';
 
 export type DeliverOutcome =
   | { kind: 'delivered'; location: string; response?: string }
@@ -31,7 +34,10 @@ export type DeliverOutcome =
   /** A rejection of an unauthenticated sender: nothing signed, nothing written. */
   | { kind: 'unanswered' };
 
-export async function deliverStage(record: PipelineRecord, ctx: StageContext): Promise<DeliverOutcome> {
+export async function deliverRecord(
+  record: PipelineRecord,
+  ctx: StageContext<DeliverPorts>,
+): Promise<DeliverOutcome> {
   if (record.rejection) {
     if (!record.rejection.respondTo) return { kind: 'unanswered' };
     // An authenticated sender is told which check failed (a stable code, nothing more), so an
@@ -85,7 +91,7 @@ type ResponseFacts = Pick<Rejection, 'respondTo' | 'originalMessageId' | 'format
 };
 
 async function sendResponse(
-  ctx: StageContext,
+  ctx: StageContext<DeliverPorts>,
   record: PipelineRecord,
   code: string,
   facts: ResponseFacts,
@@ -129,7 +135,7 @@ async function sendResponse(
  * sender matches even an early rejection to its submission.
  */
 async function signedResponse(
-  ctx: StageContext,
+  ctx: StageContext<DeliverPorts>,
   record: PipelineRecord,
   code: string,
   format: 'xml' | 'json',
@@ -160,7 +166,7 @@ async function signedResponse(
  * (`senders[].mesh.signedResponses`): then the same signed JWS as over HTTPS.
  */
 async function sendMeshResponse(
-  ctx: StageContext,
+  ctx: StageContext<DeliverPorts>,
   record: PipelineRecord,
   facts: MeshFacts,
   code: string,
@@ -199,7 +205,7 @@ async function sendMeshResponse(
  * redelivery that re-signs would carry different bytes under the same name; keeping the first one
  * makes the redelivery byte-identical, which the deliverers require (same name, same bytes).
  */
-async function firstSignature(ctx: StageContext, key: string, jws: string): Promise<string> {
+async function firstSignature(ctx: StageContext<DeliverPorts>, key: string, jws: string): Promise<string> {
   try {
     const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
     const stored = await ctx.ports.once.putIfAbsent(key, jws, ttl);
@@ -210,7 +216,7 @@ async function firstSignature(ctx: StageContext, key: string, jws: string): Prom
 }
 
 async function deliverTo(
-  ctx: StageContext,
+  ctx: StageContext<DeliverPorts>,
   target: DeliveryTarget,
   name: string,
   bytes: Uint8Array,
@@ -252,6 +258,83 @@ export function deliveryName(
 export function responseName(traceId: string, code: string): string {
   if (NAME_PART.test(traceId) && /^\d{5}$/.test(code)) return `${traceId}-${code}.jws`;
   return `x-${sha256Hex(`${traceId}\n${code}`)}.jws`;
+}
+
+/**
+ * Stage 5: a verified message delivered (with its 20013 when asked for) or a rejection answered;
+ * either way the trace ends here. The batch step writes the outcome's audit entries once per trace
+ * and then removes the trace's claim-check blobs.
+ */
+export const deliver: Stage<DeliverPorts> = {
+  name: 'deliver',
+  async run(record, ctx): Promise<StageResult> {
+    const outcome = await deliverOrReprocessed(record, ctx);
+    if (outcome === 'reprocessed') return { kind: 'reprocessed' };
+    // A rejection of an unauthenticated sender queued before this version: the rejecting stage
+    // audited it; nothing is signed for it.
+    if (outcome.kind === 'unanswered') return { kind: 'end', outcome: 'reprocessed', audit: [] };
+    if (outcome.kind === 'delivered') {
+      const m = record.message!;
+      const audit: AuditEvent[] = [
+        {
+          traceId: record.traceId,
+          stage: 'deliver',
+          event: 'delivered',
+          messageId: m.messageId,
+          sender: m.sender,
+          recipient: m.recipient,
+          ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
+        },
+        ...(outcome.response
+          ? [
+              {
+                traceId: record.traceId,
+                stage: 'deliver' as const,
+                event: 'response-sent' as const,
+                itk3Code: '20013',
+                messageId: m.messageId,
+              },
+            ]
+          : []),
+      ];
+      return { kind: 'end', outcome: 'delivered', audit };
+    }
+    const rejection = record.rejection!;
+    return {
+      kind: 'end',
+      outcome: 'responded',
+      audit: [
+        {
+          traceId: record.traceId,
+          stage: 'deliver',
+          event: 'response-sent',
+          code: rejection.code,
+          itk3Code: rejection.itk3Code,
+          ...(rejection.respondTo ? { sender: rejection.respondTo } : {}),
+        },
+      ],
+    };
+  },
+};
+
+/**
+ * Deliver, or recognise a redelivery of a record whose trace already ended: its claim-check blobs
+ * were removed after the outcome was audited, so a missing blob with a `delivered` entry in the
+ * audit means there is nothing left to do (the audit read happens only on that rare path).
+ */
+async function deliverOrReprocessed(
+  record: PipelineRecord,
+  ctx: StageContext<DeliverPorts | BatchPortName>,
+): Promise<DeliverOutcome | 'reprocessed'> {
+  try {
+    return await deliverRecord(record, ctx);
+  } catch (error) {
+    if (error instanceof TransientError && error.code === 'BLOB_STORE_UNAVAILABLE') {
+      const trail = await ctx.ports.audit.byTrace(record.traceId);
+      if (trail.some((e) => e.stage === 'deliver' && e.event === 'delivered')) return 'reprocessed';
+    }
+    throw error;
+  }
 }
 
 export type { VerifiedMessage };

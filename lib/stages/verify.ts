@@ -16,16 +16,23 @@ import {
   TransientError,
 } from '../errors.js';
 import { sha256Hex } from '../hashing.js';
-import { type Itk3Message, parseBundle, validateItk3 } from '../itk3/index.js';
+import { type Itk3Message, parseBundle } from '../itk3/parse.js';
+import { validateItk3 } from '../itk3/validate.js';
 import { workflowMatchesEvent } from '../mesh/workflows.js';
 import { ruleById } from '../policy/index.js';
 import type { MeshFacts, PipelineRecord, VerifiedMessage } from '../record.js';
 import { artefactKey, dropArtefact, loadArtefact, storeArtefact } from './claim-check.js';
-import type { StageContext } from './stage.js';
+import type { Stage, StageContext } from './stage.js';
+
+/** The ports verify's own code uses: the once-store (duplicates) and the blob store. */
+type VerifyPorts = 'once' | 'blobs';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-export async function verifyStage(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+export async function verifyRecord(
+  record: PipelineRecord,
+  ctx: StageContext<VerifyPorts>,
+): Promise<PipelineRecord> {
   if (record.principal?.transport === 'mesh' && record.plain) return verifyPlainMesh(record, ctx);
   const { principal, routing, decision } = record;
   if (!principal || !routing || !decision || !record.signed) {
@@ -87,7 +94,10 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
  * `Mex-WorkflowID`; then the usual ITK3 rules, the rule's constraints and the per-organisation
  * duplicate checks, as for a sealed message.
  */
-async function verifyPlainMesh(record: PipelineRecord, ctx: StageContext): Promise<PipelineRecord> {
+async function verifyPlainMesh(
+  record: PipelineRecord,
+  ctx: StageContext<VerifyPorts>,
+): Promise<PipelineRecord> {
   const { principal, routing, decision, mesh: facts } = record;
   if (!principal || !routing || !decision || !facts || !record.plain) {
     throw new AuthenticationError('TOKEN_MISSING', 'MESH record reached verify without authorisation');
@@ -142,7 +152,7 @@ function checkMeshBindings(msg: Itk3Message, facts: MeshFacts, config: StageCont
 
 /** Duplicate checks, then the record deliver needs. */
 async function verifiedMessage(
-  ctx: StageContext,
+  ctx: StageContext<VerifyPorts>,
   record: PipelineRecord & { routing?: ItkRouting },
   msg: Itk3Message,
   payload: Uint8Array,
@@ -228,7 +238,7 @@ function sameDefinition(allowed: string, actual: string | undefined): boolean {
  * The same trace seeing its own id again is an SQS redelivery, not a duplicate.
  */
 async function checkDuplicates(
-  ctx: StageContext,
+  ctx: StageContext<VerifyPorts>,
   traceId: string,
   senderOds: string,
   msg: Itk3Message,
@@ -293,3 +303,11 @@ function attachHints(error: unknown, hints: RejectionError['responseHints']): vo
     (error as RejectionError).responseHints = { ...hints, ...(error as RejectionError).responseHints };
   }
 }
+
+/** Stage 4: the sender's signature, every binding, the ITK3 rules and duplicate detection. */
+export const verify: Stage<VerifyPorts> = {
+  name: 'verify',
+  async run(record, ctx) {
+    return { kind: 'forward', record: await verifyRecord(record, ctx) };
+  },
+};

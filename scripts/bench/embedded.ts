@@ -19,8 +19,8 @@ import { MemoryBlobStore } from '../../lib/adapters/local/memory-stores.js';
 import type { QueueName, StageName } from '../../lib/pipeline/topology.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import type { KeyService } from '../../lib/ports/index.js';
-import { EmbeddedPipeline, type StageHandler, VirtualClock } from '../../lib/runtime/embedded.js';
-import { deployedHandlers } from '../../lib/runtime/handlers.js';
+import { EmbeddedPipeline, VirtualClock } from '../../lib/runtime/embedded.js';
+import type { StageHandler } from '../../lib/runtime/stage-handler.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import { cpuMsSince, quantile, type Summary, summarise } from './stats.js';
 import type { PreparedMessage, SizeClass } from './workload.js';
@@ -109,24 +109,25 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
     QueueName,
     { n: number; bytes: number }
   >;
-  const handlers = Object.fromEntries(
-    STAGES.map((stage) => {
-      const real = deployedHandlers[stage];
-      // Untimed runs use the handlers as deployed: the per-invocation cpuUsage reads are bench cost.
-      if (!timed) return [stage, real];
-      const wrapped: StageHandler = async (event, context) => {
-        const c0 = process.cpuUsage();
-        const t0 = performance.now();
-        try {
-          return await real(event, context);
-        } finally {
-          cpu[stage] += cpuMsSince(c0);
-          wall[stage] += performance.now() - t0;
-        }
-      };
-      return [stage, wrapped];
-    }),
-  ) as Record<StageName, StageHandler>;
+  const handlers = (defaults: Record<StageName, StageHandler>) =>
+    Object.fromEntries(
+      STAGES.map((stage) => {
+        const real = defaults[stage];
+        // Untimed runs use the handlers as deployed: the per-invocation cpuUsage reads are bench cost.
+        if (!timed) return [stage, real];
+        const wrapped: StageHandler = async (event, context) => {
+          const c0 = process.cpuUsage();
+          const t0 = performance.now();
+          try {
+            return await real(event, context);
+          } finally {
+            cpu[stage] += cpuMsSince(c0);
+            wall[stage] += performance.now() - t0;
+          }
+        };
+        return [stage, wrapped];
+      }),
+    ) as Record<StageName, StageHandler>;
   const folder = new FolderDeliverer(baseDir);
   let pipeline: EmbeddedPipeline | undefined;
   const note = (queue: QueueName, body: string) => {

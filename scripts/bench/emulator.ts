@@ -22,7 +22,7 @@ import {
 import type { JWK } from 'jose';
 import { generateWrappedRecipientKey } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCallSnapshot, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/clients.js';
+import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
 import { provisionedEnv } from '../../lib/adapters/aws/provision.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import type { KeyService } from '../../lib/ports/index.js';

@@ -11,7 +11,7 @@ import { CompactEncrypt, importJWK } from 'jose';
 import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { CachedKeyService } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/clients.js';
+import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
 import type { WrappedKeyRecord } from '../../lib/adapters/aws/key-wrapping.js';
 import { main } from '../../lib/cli/main.js';
 import { loadConfig } from '../../lib/config/load.js';

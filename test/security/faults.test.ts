@@ -22,14 +22,9 @@ import { TransientError } from '../../lib/errors.js';
 import type { StageName } from '../../lib/pipeline/topology.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import type { OnceStore, QueueSender } from '../../lib/ports/index.js';
-import {
-  EmbeddedPipeline,
-  type StageHandler,
-  toSqsRecord,
-  VirtualClock,
-} from '../../lib/runtime/embedded.js';
-import { deployedHandlers } from '../../lib/runtime/handlers.js';
+import { EmbeddedPipeline, toSqsRecord, VirtualClock } from '../../lib/runtime/embedded.js';
 import type { QueuedMessage } from '../../lib/runtime/memory-queue.js';
+import type { StageHandler } from '../../lib/runtime/stage-handler.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
@@ -98,7 +93,7 @@ class FaultRun {
       keys,
       baseDir: this.baseDir,
       clock: this.clock,
-      ...(opts.handlers ? { handlers: opts.handlers(deployedHandlers, this) } : {}),
+      ...(opts.handlers ? { handlers: (real) => opts.handlers!(real, this) } : {}),
     });
     // The runtime builds its sender and once-store around its own queues and clock, so the faults
     // wrap them in place, on the very ports object the handlers and the front door use.

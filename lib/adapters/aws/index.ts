@@ -5,18 +5,12 @@
  */
 export { AwsDeliverer, FOLDER_DELIVERY_PREFIX, folderKey, sqsSafeText } from './aws-deliverer.js';
 export { type AwsService, awsCallSnapshot, awsCalls, countCall, resetAwsCalls } from './calls.js';
-export {
-  type AwsClientOptions,
-  type AwsClients,
-  awsPortsFromEnv,
-  createAwsClients,
-  endpointFor,
-  kmsKeyMap,
-  sharedAwsClients,
-} from './clients.js';
+export { type AwsClientOptions, endpointFor } from './client-options.js';
+export { type AwsClients, awsPortsFromEnv, createAwsClients, sharedAwsClients } from './clients.js';
 export { DynamoAuditLog } from './dynamo-audit-log.js';
 export { DynamoOnceStore } from './dynamo-once-store.js';
 export { isTransientAwsError } from './errors.js';
+export { kmsKeyMap } from './key-service-env.js';
 export { KmsKeyService } from './kms-key-service.js';
 export {
   aliasSafe,

@@ -12,8 +12,11 @@ import { MeshDeliverer } from '../../mesh/deliverer.js';
 import { MeshConfigError } from '../../mesh/errors.js';
 import { HttpMeshClient } from '../../mesh/http-client.js';
 import type { Deliverer, OnceStore } from '../../ports/index.js';
-import type { AwsMeshConnection } from './mesh-poll-job.js';
+import { AwsDeliverer } from './aws-deliverer.js';
+import type { BatchClients } from './batch-ports.js';
+import { type AwsMeshConnection, awsMeshConnectionFromEnv } from './mesh-poll-job.js';
 import type { MeshCredentials } from './mesh-secrets.js';
+import { blobBucketFromEnv } from './s3-blob-store.js';
 
 type ClosableClient = MeshClient & { close(): void };
 
@@ -110,4 +113,23 @@ export function awsMeshDeliverer(
     connection.mailboxes.map((m) => [m, new SecretBackedMeshClient(m, connection, connect)]),
   );
   return new MeshDeliverer({ inner, clients, defaultFrom: from, once });
+}
+
+/**
+ * The deliver stage's deliverer from the environment: folder, S3 and SQS targets through
+ * {@link AwsDeliverer} (folders as prefixes of the pipeline's bucket), and `mesh` targets through
+ * MESH where the function has the gateway mailboxes' secrets (`ITK3_MESH_MAILBOXES`).
+ */
+export function awsDelivererFromEnv(
+  config: LoadedConfig,
+  once: OnceStore,
+  clients: Pick<BatchClients, 's3' | 'sqs'>,
+  env: NodeJS.ProcessEnv = process.env,
+): Deliverer {
+  return awsMeshDeliverer(
+    config,
+    new AwsDeliverer({ s3: clients.s3, sqs: clients.sqs, blobBucket: blobBucketFromEnv(env) }),
+    once,
+    awsMeshConnectionFromEnv(env),
+  );
 }

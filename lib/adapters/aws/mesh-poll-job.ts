@@ -7,17 +7,16 @@
  * the emulators and in unit tests; {@link meshPollSetupFromEnv} reads the Lambda environment.
  */
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+// The MESH modules themselves, not the lib/mesh barrel: a handler bundle takes only what it runs.
+import type { MeshClient, MeshDownloadedMessage } from '../../mesh/client.js';
+import { MeshConfigError, MeshError } from '../../mesh/errors.js';
 import { HttpMeshClient } from '../../mesh/http-client.js';
 import {
-  type MeshClient,
-  MeshConfigError,
-  type MeshDownloadedMessage,
-  MeshError,
   type MeshPollerPorts,
   type MeshPollOptions,
   type MeshPollSummary,
   pollMailbox,
-} from '../../mesh/index.js';
+} from '../../mesh/poller.js';
 import type { Clock } from '../../ports/index.js';
 import type { DynamoLease, HeldLease, LeaseAttempt } from './dynamo-lease.js';
 import { type MeshCredentialSource, SecretsManagerMeshCredentials } from './mesh-secrets.js';

@@ -1,6 +1,6 @@
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { TransientError } from '../../errors.js';
-import { BLOB_BUCKET } from '../../infra/definitions.js';
+import { BLOB_BUCKET, ENV } from '../../infra/definitions.js';
 import type { BlobStore } from '../../ports/index.js';
 import { countCall } from './calls.js';
 import { awsErrorName } from './errors.js';
@@ -90,4 +90,9 @@ function blobError(operation: string, error: unknown): TransientError {
       cause: error,
     },
   );
+}
+
+/** The pipeline's bucket: claim checks, and folder-type delivery targets as prefixes of it. */
+export function blobBucketFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+  return env[ENV.blobBucket]?.trim() || BLOB_BUCKET.name;
 }

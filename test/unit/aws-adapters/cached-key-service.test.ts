@@ -25,7 +25,7 @@ import {
   wrapRecipientKey,
 } from '../../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../../lib/adapters/aws/clients.js';
+import { KEY_MODE_ENV, keyServiceFromEnv } from '../../../lib/adapters/aws/key-service-env.js';
 import { KmsKeyService } from '../../../lib/adapters/aws/kms-key-service.js';
 import { loadConfig } from '../../../lib/config/load.js';
 import { ConfigError, TransientError } from '../../../lib/errors.js';

@@ -1,12 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { awsCallSnapshot, countCall, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
-import {
-  awsPortsFromEnv,
-  createAwsClients,
-  endpointFor,
-  kmsKeyMap,
-} from '../../../lib/adapters/aws/clients.js';
+import { endpointFor } from '../../../lib/adapters/aws/client-options.js';
+import { awsPortsFromEnv, createAwsClients } from '../../../lib/adapters/aws/clients.js';
 import { isTransientAwsError } from '../../../lib/adapters/aws/errors.js';
+import { kmsKeyMap } from '../../../lib/adapters/aws/key-service-env.js';
 import { aliasSafe, type ProvisionResult, provisionedEnv } from '../../../lib/adapters/aws/provision.js';
 import { type LoadedConfig, loadConfig } from '../../../lib/config/load.js';
 import { ConfigError } from '../../../lib/errors.js';

@@ -13,8 +13,8 @@ import { TransientError } from '../../../lib/errors.js';
 import type { StageName } from '../../../lib/pipeline/topology.js';
 import { STAGES } from '../../../lib/pipeline/topology.js';
 import type { AuditEntry, Deliverer, DeliveryTarget, QueueSender } from '../../../lib/ports/index.js';
-import type { EmbeddedPipeline, StageHandler } from '../../../lib/runtime/embedded.js';
-import { deployedHandlers } from '../../../lib/runtime/handlers.js';
+import type { EmbeddedPipeline } from '../../../lib/runtime/embedded.js';
+import type { StageHandler } from '../../../lib/runtime/stage-handler.js';
 import { hostileMessages, type ScenarioMessage, tokenFor } from '../../../lib/testkit/scenario.js';
 import { type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
 import {
@@ -59,24 +59,33 @@ function deliveryFailingFor(
   return wrapper;
 }
 
-/** The deployed handlers, with every batch each stage was invoked with recorded. */
-function recordingHandlers(overrides: Partial<Record<StageName, StageHandler>> = {}) {
+/** An override of one stage's handler, given the runtime's own handler for that stage. */
+type Override = (
+  event: SQSEvent,
+  context: Parameters<StageHandler>[1],
+  real: StageHandler,
+) => ReturnType<StageHandler>;
+
+/** The runtime's own stage handlers, with every batch each stage was invoked with recorded. */
+function recordingHandlers(overrides: Partial<Record<StageName, Override>> = {}) {
   const batches: { stage: StageName; records: { id: string; receiveCount: number }[] }[] = [];
-  const handlers = Object.fromEntries(
-    STAGES.map((stage) => [
-      stage,
-      async (event: SQSEvent, context: Parameters<StageHandler>[1]) => {
-        batches.push({
-          stage,
-          records: event.Records.map((r) => ({
-            id: r.messageId,
-            receiveCount: Number(r.attributes.ApproximateReceiveCount),
-          })),
-        });
-        return (overrides[stage] ?? deployedHandlers[stage])(event, context);
-      },
-    ]),
-  ) as Record<StageName, StageHandler>;
+  const handlers = (real: Record<StageName, StageHandler>) =>
+    Object.fromEntries(
+      STAGES.map((stage) => [
+        stage,
+        async (event: SQSEvent, context: Parameters<StageHandler>[1]) => {
+          batches.push({
+            stage,
+            records: event.Records.map((r) => ({
+              id: r.messageId,
+              receiveCount: Number(r.attributes.ApproximateReceiveCount),
+            })),
+          });
+          const override = overrides[stage];
+          return override ? override(event, context, real[stage]) : real[stage](event, context);
+        },
+      ]),
+    ) as Record<StageName, StageHandler>;
   return { handlers, batches };
 }
 
@@ -279,12 +288,12 @@ describe('embedded runtime: partial batch failure, retry and DLQ', () => {
     const baseDir = makeTempDir();
     let thrown = false;
     const { handlers, batches } = recordingHandlers({
-      verify: async (event, context) => {
+      verify: async (event, context, real) => {
         if (!thrown) {
           thrown = true;
           throw new Error('verify function crashed');
         }
-        return deployedHandlers.verify(event, context);
+        return real(event, context);
       },
     });
     const pipeline = embeddedPipeline(world, { baseDir, handlers });

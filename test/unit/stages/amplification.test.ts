@@ -9,6 +9,8 @@ import '../../support/env.js';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingest } from '../../../lib/ingest.js';
+import { PIPELINE_STAGES } from '../../../lib/pipeline/stages.js';
+import type { StageName } from '../../../lib/pipeline/topology.js';
 import type { PipelineRecord } from '../../../lib/record.js';
 import { parseRecord, serialiseRecord } from '../../../lib/record.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
@@ -56,13 +58,13 @@ function garbageEnvelope(bytes: number): string {
 /** Run `stage` on one queue body, as the event source would, and return what it forwarded. */
 async function runStage(
   ctx: TestStageContext,
-  stage: Parameters<typeof processStageBatch>[0],
+  stage: StageName,
   body: string,
   opts: { attributes?: Record<string, string>; messageId?: string } = {},
 ): Promise<PipelineRecord[]> {
   const before = ctx.queues.sent.length;
   const response = await processStageBatch(
-    stage,
+    PIPELINE_STAGES[stage],
     sqsEvent([sqsRecord(body, { sentAt: ctx.clock.now(), ...opts })]),
     ctx,
     observer,
@@ -123,7 +125,7 @@ describe('an unauthenticated rejection is audited and counted, and that is all',
     const body = garbageEnvelope(200);
     await runStage(ctx, 'authenticate', body, { messageId });
     await processStageBatch(
-      'authenticate',
+      PIPELINE_STAGES.authenticate,
       sqsEvent([sqsRecord(body, { messageId, receiveCount: 2, sentAt: ctx.clock.now() })]),
       ctx,
       observer,

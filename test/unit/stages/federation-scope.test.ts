@@ -14,9 +14,10 @@ import {
   type RejectionCode,
   RejectionError,
 } from '../../../lib/errors.js';
+import { PIPELINE_STAGES } from '../../../lib/pipeline/stages.js';
 import type { PipelineRecord } from '../../../lib/record.js';
-import { authenticate } from '../../../lib/stages/authenticate.js';
-import { authoriseStage } from '../../../lib/stages/authorise.js';
+import { authenticateRecord } from '../../../lib/stages/authenticate.js';
+import { authoriseRecord } from '../../../lib/stages/authorise.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
 import { tokenFor } from '../../../lib/testkit/scenario.js';
 import { type DemoIssuer, type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
@@ -84,8 +85,8 @@ async function expectRefused(
   expect({ code: error.code, itk3Code: error.itk3Code }).toEqual({ code, itk3Code: '20012' });
 }
 
-function authenticateRecord(ctx: TestStageContext, record: PipelineRecord): Promise<PipelineRecord> {
-  return authenticate({ record, inboundMessageId: record.traceId }, ctx);
+function authenticateIngress(ctx: TestStageContext, record: PipelineRecord): Promise<PipelineRecord> {
+  return authenticateRecord({ record, inboundMessageId: record.traceId }, ctx);
 }
 
 describe('authenticate: an issuer speaks only for its organisations', () => {
@@ -96,7 +97,7 @@ describe('authenticate: an issuer speaks only for its organisations', () => {
     const sealed = await sealAs(world, 'GP0001', msg);
     const bearer = await credential(ctx, 'GP0001', world.issuers.federation);
     await expectRefused(
-      authenticateRecord(ctx, ingressRecord({ credential: bearer, sealed, receivedAt: ctx.clock.now() })),
+      authenticateIngress(ctx, ingressRecord({ credential: bearer, sealed, receivedAt: ctx.clock.now() })),
       AuthenticationError,
       'TOKEN_ORGANISATION_OUT_OF_SCOPE',
     );
@@ -104,7 +105,7 @@ describe('authenticate: an issuer speaks only for its organisations', () => {
     // Through the batch and deliver, as deployed: the response goes to the unauthenticated
     // target, quotes no message id and names no recipient.
     const response = await processStageBatch(
-      'authenticate',
+      PIPELINE_STAGES.authenticate,
       sqsEvent([
         sqsRecord(sealed, { sentAt: ctx.clock.now(), attributes: { Authorization: `Bearer ${bearer}` } }),
       ]),
@@ -128,7 +129,7 @@ describe('authenticate: an issuer speaks only for its organisations', () => {
     const sealed = await sealAs(world, 'FQ123', msg);
     // FQ123 is covered by the federation's "F*".
     const principal = (
-      await authenticateRecord(
+      await authenticateIngress(
         ctx,
         ingressRecord({
           credential: await credential(ctx, 'FQ123', world.issuers.federation),
@@ -147,7 +148,7 @@ describe('authenticate: an issuer speaks only for its organisations', () => {
       const organisationClaim = issuer === world.issuers.nhs ? { ods } : { organisation: { ods_code: ods } };
       const bearer = await credential(ctx, 'X26', issuer, { claims: organisationClaim });
       await expectRefused(
-        authenticateRecord(ctx, ingressRecord({ credential: bearer, sealed, receivedAt: ctx.clock.now() })),
+        authenticateIngress(ctx, ingressRecord({ credential: bearer, sealed, receivedAt: ctx.clock.now() })),
         AuthenticationError,
         'TOKEN_ORGANISATION_OUT_OF_SCOPE',
       );
@@ -173,14 +174,14 @@ describe('authenticate: a client is (issuer, sub)', () => {
       sealed: await sealAs(world, 'X26', msg),
       receivedAt: ctx.clock.now(),
     });
-    await expectRefused(authenticateRecord(ctx, record), AuthenticationError, 'TOKEN_CLIENT_NOT_REGISTERED');
+    await expectRefused(authenticateIngress(ctx, record), AuthenticationError, 'TOKEN_CLIENT_NOT_REGISTERED');
     // The same client id from its own issuer is X26.
     const own = ingressRecord({
       credential: await credential(ctx, 'X26', world.issuers.federation),
       sealed: await sealAs(world, 'X26', buildMessage('X26')),
       receivedAt: ctx.clock.now(),
     });
-    expect((await authenticateRecord(ctx, own)).principal?.subject).toBe(world.senders.X26.client);
+    expect((await authenticateIngress(ctx, own)).principal?.subject).toBe(world.senders.X26.client);
   });
 
   it("refuses another organisation's client id from the right issuer", async () => {
@@ -192,7 +193,7 @@ describe('authenticate: a client is (issuer, sub)', () => {
       sealed: await sealAs(world, 'X26', buildMessage('X26')),
       receivedAt: ctx.clock.now(),
     });
-    await expectRefused(authenticateRecord(ctx, record), AuthenticationError, 'TOKEN_CLIENT_NOT_REGISTERED');
+    await expectRefused(authenticateIngress(ctx, record), AuthenticationError, 'TOKEN_CLIENT_NOT_REGISTERED');
   });
 
   it('leaves an in-scope organisation that is not registered to authorise (20003)', async () => {
@@ -206,11 +207,11 @@ describe('authenticate: a client is (issuer, sub)', () => {
     const bearer = await credential(ctx, 'X26', world.issuers.federation, {
       claims: { organisation: { ods_code: 'FZ999' } },
     });
-    const record = await authenticateRecord(
+    const record = await authenticateIngress(
       ctx,
       ingressRecord({ credential: bearer, sealed, receivedAt: ctx.clock.now() }),
     );
-    const error = await refusal(authoriseStage(record, ctx));
+    const error = await refusal(authoriseRecord(record, ctx));
     expect({ code: error.code, itk3Code: error.itk3Code }).toEqual({
       code: 'SENDER_UNKNOWN',
       itk3Code: '20003',
@@ -235,7 +236,7 @@ describe('delegation: every actor is vouched for by an issuer its grant names', 
       sealed: await sealAs(world, 'X26', buildMessage('X26')),
       receivedAt: ctx.clock.now(),
     });
-    return authoriseStage(await authenticateRecord(ctx, record), ctx);
+    return authoriseRecord(await authenticateIngress(ctx, record), ctx);
   }
 
   it('the granted hub, vouched for by the federation the grant names, is allowed', async () => {
@@ -261,7 +262,7 @@ describe('delegation: every actor is vouched for by an issuer its grant names', 
     const act = (iss: string) =>
       credential(ctx, 'X26', world.issuers.federation, { claims: { act: { sub: world.hubs.granted, iss } } });
     await expectRefused(
-      authenticateRecord(
+      authenticateIngress(
         ctx,
         ingressRecord({ credential: await act(world.issuers.nhs.iss), sealed, receivedAt: ctx.clock.now() }),
       ),
@@ -269,7 +270,7 @@ describe('delegation: every actor is vouched for by an issuer its grant names', 
       'TOKEN_CLAIM_INVALID',
     );
     // Naming the credential's own issuer is the same statement as naming none.
-    const own = await authenticateRecord(
+    const own = await authenticateIngress(
       ctx,
       ingressRecord({
         credential: await act(world.issuers.federation.iss),

@@ -21,13 +21,14 @@ import {
   TransientError,
 } from '../../../lib/errors.js';
 import { validateItk3 } from '../../../lib/itk3/index.js';
+import { PIPELINE_STAGES } from '../../../lib/pipeline/stages.js';
 import { type PipelineRecord, parseRecord, serialiseRecord } from '../../../lib/record.js';
-import { authenticate } from '../../../lib/stages/authenticate.js';
-import { authoriseStage } from '../../../lib/stages/authorise.js';
+import { authenticateRecord } from '../../../lib/stages/authenticate.js';
+import { authoriseRecord } from '../../../lib/stages/authorise.js';
 import { processStageBatch, type StageObserver } from '../../../lib/stages/batch.js';
-import { decryptStage } from '../../../lib/stages/decrypt.js';
-import { deliverStage, deliveryName, responseName } from '../../../lib/stages/deliver.js';
-import { verifyStage } from '../../../lib/stages/verify.js';
+import { decryptRecord } from '../../../lib/stages/decrypt.js';
+import { deliverRecord, deliveryName, responseName } from '../../../lib/stages/deliver.js';
+import { verifyRecord } from '../../../lib/stages/verify.js';
 import { type DemoWorld, GATEWAY_ODS, worldPaths } from '../../../lib/testkit/world.js';
 import { CountingKeys } from '../../security/support.js';
 import {
@@ -86,13 +87,13 @@ type Upto = 'authenticate' | 'authorise' | 'decrypt' | 'verify';
 
 /** Run a record through the stages up to and including `upto`, as the queues would. */
 async function through(ctx: TestStageContext, record: PipelineRecord, upto: Upto): Promise<PipelineRecord> {
-  let r = await authenticate({ record, inboundMessageId: record.traceId }, ctx);
+  let r = await authenticateRecord({ record, inboundMessageId: record.traceId }, ctx);
   if (upto === 'authenticate') return r;
-  r = await authoriseStage(r, ctx);
+  r = await authoriseRecord(r, ctx);
   if (upto === 'authorise') return r;
-  r = await decryptStage(r, ctx);
+  r = await decryptRecord(r, ctx);
   if (upto === 'decrypt') return r;
-  return verifyStage(r, ctx);
+  return verifyRecord(r, ctx);
 }
 
 async function rejection(promise: Promise<unknown>): Promise<RejectionError> {
@@ -119,7 +120,7 @@ async function expectRejected(
 const silentObserver: StageObserver = { record: () => undefined };
 
 /** Where a delivered or answered record went. */
-function locationOf(outcome: Awaited<ReturnType<typeof deliverStage>>): string {
+function locationOf(outcome: Awaited<ReturnType<typeof deliverRecord>>): string {
   if (outcome.kind === 'unanswered') throw new Error('expected a delivery or a response');
   return outcome.location;
 }
@@ -128,7 +129,7 @@ describe('authenticate', () => {
   it('turns a valid credential into a principal and drops the credential', async () => {
     const ctx = context();
     const record = await recordFor(ctx, 'X26', buildMessage('X26'));
-    const out = await authenticate({ record, inboundMessageId: 'sqs-1' }, ctx);
+    const out = await authenticateRecord({ record, inboundMessageId: 'sqs-1' }, ctx);
     // Booleans, not values: a failure must never print a credential or an envelope.
     expect('credential' in out).toBe(false);
     expect(JSON.stringify(out.sealed) === JSON.stringify(record.sealed)).toBe(true);
@@ -145,7 +146,7 @@ describe('authenticate', () => {
     const ctx = context();
     const record = ingressRecord({ sealed: await sealAs(world, 'X26', buildMessage('X26')) });
     await expectRejected(
-      authenticate({ record, inboundMessageId: 'sqs-1' }, ctx),
+      authenticateRecord({ record, inboundMessageId: 'sqs-1' }, ctx),
       AuthenticationError,
       'TOKEN_MISSING',
       '20012',
@@ -156,7 +157,7 @@ describe('authenticate', () => {
     const ctx = context();
     const record = ingressRecord({ credential: await credentialFor(world, 'X26', ctx.clock.now()) });
     await expectRejected(
-      authenticate({ record, inboundMessageId: 'sqs-1' }, ctx),
+      authenticateRecord({ record, inboundMessageId: 'sqs-1' }, ctx),
       AuthenticationError,
       'TOKEN_MISSING',
       '20012',
@@ -166,8 +167,8 @@ describe('authenticate', () => {
   it('the same inbound message redelivered is not a replay', async () => {
     const ctx = context();
     const record = await recordFor(ctx, 'X26', buildMessage('X26'));
-    const first = await authenticate({ record, inboundMessageId: 'sqs-1' }, ctx);
-    const again = await authenticate({ record, inboundMessageId: 'sqs-1' }, ctx);
+    const first = await authenticateRecord({ record, inboundMessageId: 'sqs-1' }, ctx);
+    const again = await authenticateRecord({ record, inboundMessageId: 'sqs-1' }, ctx);
     expect(again.principal).toEqual(first.principal);
   });
 
@@ -176,9 +177,9 @@ describe('authenticate', () => {
     const credential = await credentialFor(world, 'X26', ctx.clock.now());
     const first = await recordFor(ctx, 'X26', buildMessage('X26'), { credential });
     const second = await recordFor(ctx, 'X26', buildMessage('X26'), { credential });
-    await authenticate({ record: first, inboundMessageId: 'sqs-1' }, ctx);
+    await authenticateRecord({ record: first, inboundMessageId: 'sqs-1' }, ctx);
     await expectRejected(
-      authenticate({ record: second, inboundMessageId: 'sqs-2' }, ctx),
+      authenticateRecord({ record: second, inboundMessageId: 'sqs-2' }, ctx),
       AuthenticationError,
       'TOKEN_REPLAYED',
       '20012',
@@ -190,11 +191,11 @@ describe('authenticate: a jti belongs to the first trace that presents it (issue
   it('the exact replay of a captured (credential, sealed message) pair as a new submission is TOKEN_REPLAYED', async () => {
     const ctx = context();
     const original = await recordFor(ctx, 'X26', buildMessage('X26'));
-    await authenticate({ record: original, inboundMessageId: original.traceId }, ctx);
+    await authenticateRecord({ record: original, inboundMessageId: original.traceId }, ctx);
     // Same bytes, new queue message: the queue gave it another trace id.
     const replay: PipelineRecord = { ...original, traceId: 'replayed-queue-message' };
     await expectRejected(
-      authenticate({ record: replay, inboundMessageId: replay.traceId }, ctx),
+      authenticateRecord({ record: replay, inboundMessageId: replay.traceId }, ctx),
       AuthenticationError,
       'TOKEN_REPLAYED',
       '20012',
@@ -205,7 +206,7 @@ describe('authenticate: a jti belongs to the first trace that presents it (issue
     const ctx = context();
     const record = await recordFor(ctx, 'X26', buildMessage('X26'));
     for (let i = 0; i < 3; i += 1) {
-      const out = await authenticate({ record, inboundMessageId: record.traceId }, ctx);
+      const out = await authenticateRecord({ record, inboundMessageId: record.traceId }, ctx);
       expect(out.principal?.organisation).toBe('X26');
     }
   });
@@ -244,7 +245,7 @@ describe('authorise', () => {
       'authenticate',
     );
     expect(record.principal?.organisation).toBe('FZ999');
-    await expectRejected(authoriseStage(record, ctx), AuthorisationError, 'SENDER_UNKNOWN', '20003');
+    await expectRejected(authoriseRecord(record, ctx), AuthorisationError, 'SENDER_UNKNOWN', '20003');
   });
 
   it('rejects an envelope key id of another recipient: ENVELOPE_KEY_UNKNOWN 10009', async () => {
@@ -256,7 +257,7 @@ describe('authorise', () => {
       kid: world.recipients.A8797979.key.kid,
     });
     const record = await through(ctx, await recordFor(ctx, 'X26', msg, { sealed }), 'authenticate');
-    await expectRejected(authoriseStage(record, ctx), EnvelopeError, 'ENVELOPE_KEY_UNKNOWN', '10009');
+    await expectRejected(authoriseRecord(record, ctx), EnvelopeError, 'ENVELOPE_KEY_UNKNOWN', '10009');
   });
 
   it('rejects a client the matching rule does not list: POLICY_DENIED', async () => {
@@ -272,7 +273,7 @@ describe('authorise', () => {
     });
     const record = await through(ctx, await recordFor(ctx, 'GP0001', msg, { credential }), 'authenticate');
     expect(record.principal?.subject).toBe('gp0001-portal');
-    await expectRejected(authoriseStage(record, ctx), AuthorisationError, 'POLICY_DENIED', '20012');
+    await expectRejected(authoriseRecord(record, ctx), AuthorisationError, 'POLICY_DENIED', '20012');
   });
 });
 
@@ -294,7 +295,12 @@ describe('decrypt', () => {
       kid: world.recipients.A83627.key.kid,
     });
     const record = await through(ctx, await recordFor(ctx, 'X26', msg, { sealed }), 'authorise');
-    const error = await expectRejected(decryptStage(record, ctx), DecryptionError, 'DECRYPT_FAILED', '10009');
+    const error = await expectRejected(
+      decryptRecord(record, ctx),
+      DecryptionError,
+      'DECRYPT_FAILED',
+      '10009',
+    );
     expect(error.cause).toBeUndefined();
   });
 
@@ -308,7 +314,7 @@ describe('decrypt', () => {
       }),
     });
     const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'authorise');
-    const error = await decryptStage(record, ctx).then(
+    const error = await decryptRecord(record, ctx).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -323,7 +329,7 @@ describe('decrypt', () => {
       ...record,
       decision: { ...record.decision!, kid: world.recipients.A8797979.key.kid },
     };
-    await expectRejected(decryptStage(tampered, ctx), EnvelopeError, 'ENVELOPE_KEY_UNKNOWN', '10009');
+    await expectRejected(decryptRecord(tampered, ctx), EnvelopeError, 'ENVELOPE_KEY_UNKNOWN', '10009');
   });
 });
 
@@ -336,7 +342,7 @@ describe('verify', () => {
     opts: { sealed?: string } = {},
   ): Promise<PipelineRecord> {
     const record = await through(ctx, await recordFor(ctx, sender, msg, opts), 'decrypt');
-    return verifyStage(record, ctx);
+    return verifyRecord(record, ctx);
   }
 
   it('hands deliver a verified message and drops the inner JWS', async () => {
@@ -479,8 +485,8 @@ describe('verify', () => {
   it('the same trace verifying the same message again (a redelivery) is not a duplicate', async () => {
     const ctx = context();
     const record = await through(ctx, await recordFor(ctx, 'X26', buildMessage('X26')), 'decrypt');
-    const first = await verifyStage(record, ctx);
-    const again = await verifyStage(record, ctx);
+    const first = await verifyRecord(record, ctx);
+    const again = await verifyRecord(record, ctx);
     const { bundle: _b1, ...facts1 } = first.message!;
     const { bundle: _b2, ...facts2 } = again.message!;
     expect(facts2).toEqual(facts1);
@@ -497,8 +503,8 @@ describe('deliver', () => {
       const ctx = context();
       const msg = buildMessage('X26', { format });
       const record = await verified(ctx, 'X26', msg);
-      const outcome = await deliverStage(record, ctx);
-      await deliverStage(record, ctx);
+      const outcome = await deliverRecord(record, ctx);
+      await deliverRecord(record, ctx);
 
       const name = `X26_${msg.messageId}_${record.traceId}.${format}`;
       expect(outcome.kind).toBe('delivered');
@@ -512,8 +518,8 @@ describe('deliver', () => {
     const ctx = context();
     const fromX26 = buildMessage('X26');
     const fromGp = buildMessage('GP0001', { messageId: fromX26.messageId });
-    const a = await deliverStage(await verified(ctx, 'X26', fromX26), ctx);
-    const b = await deliverStage(await verified(ctx, 'GP0001', fromGp), ctx);
+    const a = await deliverRecord(await verified(ctx, 'X26', fromX26), ctx);
+    const b = await deliverRecord(await verified(ctx, 'GP0001', fromGp), ctx);
 
     expect(locationOf(a)).not.toBe(locationOf(b));
     expect(filesIn(ctx.paths.delivered('A83627'))).toHaveLength(2);
@@ -524,10 +530,10 @@ describe('deliver', () => {
   it('an id reused after the duplicate window is a new delivery: the earlier file is never replaced', async () => {
     const ctx = context();
     const first = buildMessage('X26');
-    const earlier = await deliverStage(await verified(ctx, 'X26', first), ctx);
+    const earlier = await deliverRecord(await verified(ctx, 'X26', first), ctx);
     ctx.clock.advanceBy((ctx.config.doc.limits.dedupeDays + 1) * 86_400_000);
     const later = buildMessage('X26', { messageId: first.messageId, documentId: first.documentId });
-    const outcome = await deliverStage(await verified(ctx, 'X26', later), ctx);
+    const outcome = await deliverRecord(await verified(ctx, 'X26', later), ctx);
 
     expect(locationOf(outcome)).not.toBe(locationOf(earlier));
     expect(filesIn(ctx.paths.delivered('A83627'))).toHaveLength(2);
@@ -543,7 +549,7 @@ describe('deliver', () => {
     mkdirSync(folder, { recursive: true });
     writeFileSync(join(folder, name), '<Bundle>planted</Bundle>');
 
-    const error = await deliverStage(record, ctx).then(
+    const error = await deliverRecord(record, ctx).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -555,9 +561,9 @@ describe('deliver', () => {
   it('a redelivered acknowledgement is byte-identical: the first signature is kept, not a new one', async () => {
     const ctx = context();
     const record = await verified(ctx, 'X26', buildMessage('X26'));
-    const first = await deliverStage(record, ctx);
+    const first = await deliverRecord(record, ctx);
     const bytes = readFileSync((first as { response: string }).response);
-    const again = await deliverStage(record, ctx);
+    const again = await deliverRecord(record, ctx);
     expect(filesIn(ctx.paths.responses('X26'))).toEqual([`${record.traceId}-20013.jws`]);
     expect(Buffer.compare(readFileSync((again as { response: string }).response), bytes)).toBe(0);
   });
@@ -584,13 +590,13 @@ describe('deliver', () => {
     });
     const decrypted = await through(ctx, record, 'decrypt');
     expect(decrypted.signed && 'ref' in decrypted.signed).toBe(true);
-    const verifiedRecord = await verifyStage(decrypted, ctx);
+    const verifiedRecord = await verifyRecord(decrypted, ctx);
     expect(verifiedRecord.message && 'ref' in verifiedRecord.message.bundle).toBe(true);
     expect(ctx.blobs.size).toBe(2);
     // Records stay small: the queue body holds a reference, not the Bundle.
     expect(serialiseRecord(verifiedRecord).length).toBeLessThan(8 * 1024);
 
-    const outcome = await deliverStage(verifiedRecord, ctx);
+    const outcome = await deliverRecord(verifiedRecord, ctx);
     expect(Buffer.compare(readFileSync(locationOf(outcome)), Buffer.from(msg.bytes))).toBe(0);
   });
 
@@ -602,7 +608,7 @@ describe('deliver', () => {
     if (!('ref' in bundle)) throw new Error('expected a claim-check reference');
     await ctx.blobs.put(bundle.ref.key, new TextEncoder().encode('<Bundle>tampered</Bundle>'));
 
-    const error = await deliverStage(verifiedRecord, ctx).then(
+    const error = await deliverRecord(verifiedRecord, ctx).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -615,7 +621,7 @@ describe('deliver', () => {
     const ctx = context();
     const msg = buildMessage('X26', { senderReference: 'sender-ref-42' });
     const record = await verified(ctx, 'X26', msg);
-    const outcome = await deliverStage(record, ctx);
+    const outcome = await deliverRecord(record, ctx);
     if (outcome.kind !== 'delivered') throw new Error('expected a delivery');
     expect(outcome.response).toBe(join(ctx.paths.responses('X26'), `${record.traceId}-20013.jws`));
 
@@ -638,7 +644,7 @@ describe('deliver', () => {
     const ctx = context();
     const msg = buildMessage('X26', { acks: { inf: false, bus: false } });
     const record = await verified(ctx, 'X26', msg);
-    const outcome = await deliverStage(record, ctx);
+    const outcome = await deliverRecord(record, ctx);
     expect(outcome).toMatchObject({ kind: 'delivered' });
     expect(outcome.kind === 'delivered' && outcome.response).toBeUndefined();
     expect(filesIn(ctx.paths.responses('X26'))).toEqual([]);
@@ -652,7 +658,7 @@ describe('deliver', () => {
 
     // The verify batch turns the rejection into a response job for deliver.
     const response = await processStageBatch(
-      'verify',
+      PIPELINE_STAGES.verify,
       sqsEvent([sqsRecord(serialiseRecord(decrypted))]),
       ctx,
       silentObserver,
@@ -667,7 +673,7 @@ describe('deliver', () => {
       respondTo: 'X26',
     });
 
-    const outcome = await deliverStage(job, ctx);
+    const outcome = await deliverRecord(job, ctx);
     expect(outcome.kind).toBe('responded');
     expect(locationOf(outcome)).toBe(join(ctx.paths.responses('X26'), `${job.traceId}-20012.jws`));
     const { message, header } = await verifyResponse(world, readFileSync(locationOf(outcome), 'utf8'));
@@ -685,7 +691,7 @@ describe('deliver', () => {
     const sealed = await sealAs(world, 'X26', buildMessage('X26'));
     // Raw SQS ingestion with no Authorization attribute.
     const response = await processStageBatch(
-      'authenticate',
+      PIPELINE_STAGES.authenticate,
       sqsEvent([sqsRecord(sealed, { sentAt: ctx.clock.now() })]),
       ctx,
       silentObserver,
@@ -707,7 +713,7 @@ describe('deliver', () => {
       ...ingressRecord({ receivedAt: ctx.clock.now() }),
       rejection: { stage: 'authenticate', code: 'TOKEN_MISSING', itk3Code: '20012' },
     };
-    expect(await deliverStage(job, ctx)).toEqual({ kind: 'unanswered' });
+    expect(await deliverRecord(job, ctx)).toEqual({ kind: 'unanswered' });
     expect(keys.signs).toBe(0);
     expect(filesIn(ctx.paths.unauthenticated)).toEqual([]);
   });

@@ -1,7 +1,7 @@
 /** Powertools configured from the POWERTOOLS_* environment: one Logger, and Metrics per stage. */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { METRICS_NAMESPACE, SERVICE_NAME } from '../../lib/infra/definitions.js';
+import { METRICS_NAMESPACE, SERVICE_NAME } from '../infra/definitions.js';
 
 const serviceName = process.env.POWERTOOLS_SERVICE_NAME ?? SERVICE_NAME;
 

@@ -1,0 +1,7 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { type AwsClientOptions, sdkClientConfig } from './client-options.js';
+
+/** The DynamoDBClient of the pipeline's adapters (endpoint, region and timeouts per client-options.ts). */
+export function createDynamodbClient(opts: AwsClientOptions = {}): DynamoDBClient {
+  return new DynamoDBClient(sdkClientConfig('dynamodb', opts));
+}

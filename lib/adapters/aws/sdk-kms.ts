@@ -1,0 +1,7 @@
+import { KMSClient } from '@aws-sdk/client-kms';
+import { type AwsClientOptions, sdkClientConfig } from './client-options.js';
+
+/** The KMSClient of the pipeline's adapters (endpoint, region and timeouts per client-options.ts). */
+export function createKmsClient(opts: AwsClientOptions = {}): KMSClient {
+  return new KMSClient(sdkClientConfig('kms', opts));
+}

@@ -1,0 +1,198 @@
+/**
+ * One stage, one bundle: each handler in functions/ is bundled with the esbuild options the CDK
+ * construct uses (cdk/constructs/pipeline-function.ts), and its metafile must hold only its own
+ * stage's domain code and the SDK clients it calls. A handler that reaches another stage's module,
+ * the whole-pipeline stage map, the testkit, or a client it never uses fails here. Bundle sizes go
+ * to reports/bundles.json (and the test output).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { build, type Metafile } from 'esbuild';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  CREATE_REQUIRE_BANNER,
+  PIPELINE_BUNDLING,
+  PIPELINE_RUNTIME,
+} from '../../../cdk/constructs/pipeline-function.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../../..');
+
+/** The SDK clients the pipeline uses, by the package directory esbuild names in the metafile. */
+const SDK_CLIENTS = ['kms', 'sqs', 'dynamodb', 's3', 'secrets-manager'] as const;
+type SdkClient = (typeof SDK_CLIENTS)[number];
+
+/** Stage modules: each belongs to exactly one handler (ingress decoding is authenticate's). */
+const STAGE_MODULES: Record<string, string[]> = {
+  authenticate: ['lib/stages/authenticate.ts', 'lib/stages/ingress.ts'],
+  authorise: ['lib/stages/authorise.ts'],
+  decrypt: ['lib/stages/decrypt.ts'],
+  verify: ['lib/stages/verify.ts'],
+  deliver: ['lib/stages/deliver.ts'],
+};
+
+/** Domain code only some stages run: the ITK3 parser, the policy engine, each envelope step. */
+const ITK3_PARSER = ['lib/itk3/parse.ts', 'lib/itk3/xml.ts', 'lib/itk3/xml-fast.ts', 'node_modules/saxes/'];
+const POLICY = ['lib/policy/index.ts'];
+const MESH_POLICY = ['lib/policy/mesh.ts'];
+const CREDENTIALS = ['lib/envelope/token.ts'];
+const JWE = ['lib/envelope/jwe.ts'];
+const JWS = ['lib/envelope/jws.ts'];
+/** The ITK3 response builder (signing helpers are shared: the KMS adapter converts ES256 signatures). */
+const RESPONSE_BUILDER = ['lib/itk3/response.ts'];
+
+/** Never in a handler: the whole pipeline's stage map, the runtimes, the CLI, test fixtures. */
+const NEVER = [
+  'lib/pipeline/stages.ts',
+  'lib/runtime/embedded.ts',
+  'lib/runtime/emulator.ts',
+  'lib/cli/',
+  'lib/testkit/',
+  'lib/adapters/local/',
+  'lib/adapters/aws/clients.ts',
+];
+
+interface Expectation {
+  entry: string;
+  /** Stage modules it may hold (its own). */
+  stages: string[];
+  clients: SdkClient[];
+  /** Domain modules it must not hold, beyond other stages' modules and {@link NEVER}. */
+  forbidden: string[];
+}
+
+const HANDLERS: Record<string, Expectation> = {
+  authenticate: {
+    entry: 'functions/authenticate.ts',
+    stages: ['authenticate'],
+    clients: ['kms', 'sqs', 'dynamodb', 's3'],
+    // The policy comes in with lib/policy/mesh.ts: a MESH sender's mailbox must be registered.
+    forbidden: [...ITK3_PARSER, ...JWE, ...JWS, ...RESPONSE_BUILDER],
+  },
+  authorise: {
+    entry: 'functions/authorise.ts',
+    stages: ['authorise'],
+    clients: ['sqs', 'dynamodb', 's3'],
+    forbidden: [...CREDENTIALS, ...JWS, ...RESPONSE_BUILDER],
+  },
+  decrypt: {
+    entry: 'functions/decrypt.ts',
+    stages: ['decrypt'],
+    clients: ['kms', 'sqs', 'dynamodb', 's3'],
+    forbidden: [...ITK3_PARSER, ...POLICY, ...MESH_POLICY, ...CREDENTIALS, ...JWS, ...RESPONSE_BUILDER],
+  },
+  verify: {
+    entry: 'functions/verify.ts',
+    stages: ['verify'],
+    clients: ['sqs', 'dynamodb', 's3'],
+    forbidden: [...MESH_POLICY, ...CREDENTIALS, ...JWE, ...RESPONSE_BUILDER],
+  },
+  deliver: {
+    entry: 'functions/deliver.ts',
+    stages: ['deliver'],
+    clients: ['kms', 'sqs', 'dynamodb', 's3', 'secrets-manager'],
+    forbidden: [...POLICY, ...CREDENTIALS, ...JWE, ...JWS],
+  },
+  ingest: {
+    entry: 'functions/ingest.ts',
+    stages: [],
+    clients: ['sqs', 's3'],
+    forbidden: [...ITK3_PARSER, ...POLICY, ...JWE, ...JWS, ...RESPONSE_BUILDER, 'lib/stages/batch.ts'],
+  },
+  'mesh-poll': {
+    entry: 'functions/mesh-poll.ts',
+    stages: [],
+    clients: ['kms', 'sqs', 'dynamodb', 's3', 'secrets-manager'],
+    // The poller checks the sending mailbox is registered (lib/policy/mesh.ts, over the policy).
+    forbidden: [...ITK3_PARSER, ...CREDENTIALS, ...JWE, ...JWS, ...RESPONSE_BUILDER, 'lib/stages/batch.ts'],
+  },
+};
+
+/** The construct's bundling, as esbuild options (what `NodejsFunction` passes to local esbuild). */
+function constructOptions(entry: string) {
+  return {
+    entryPoints: [path.join(ROOT, entry)],
+    absWorkingDir: ROOT,
+    bundle: true,
+    platform: 'node' as const,
+    target: PIPELINE_RUNTIME.name.replace(/^nodejs(\d+)\.x$/, 'node$1'),
+    format: PIPELINE_BUNDLING.format,
+    mainFields: PIPELINE_BUNDLING.mainFields,
+    minify: PIPELINE_BUNDLING.minify,
+    sourcemap: PIPELINE_BUNDLING.sourceMap,
+    sourcesContent: PIPELINE_BUNDLING.sourcesContent,
+    external: PIPELINE_BUNDLING.externalModules,
+    banner: { js: CREATE_REQUIRE_BANNER },
+    // As at synth: the validated configuration compiled in (lib/config/source.ts).
+    define: {
+      __ITK3_CONFIG__: JSON.stringify(readFileSync(path.join(ROOT, 'docs/config.example.json'), 'utf8')),
+    },
+    metafile: true,
+    write: false,
+    outfile: path.join(ROOT, 'out', path.basename(entry).replace(/\.ts$/, '.mjs')),
+    logLevel: 'silent' as const,
+  };
+}
+
+interface Bundle {
+  inputs: string[];
+  bytes: number;
+}
+
+const bundles: Record<string, Bundle> = {};
+
+beforeAll(async () => {
+  for (const [name, expected] of Object.entries(HANDLERS)) {
+    const result = await build(constructOptions(expected.entry));
+    const metafile = result.metafile as Metafile;
+    const code = result.outputFiles!.find((f) => f.path.endsWith('.mjs'))!;
+    bundles[name] = { inputs: Object.keys(metafile.inputs), bytes: code.contents.byteLength };
+  }
+  const sizes = Object.fromEntries(
+    Object.entries(bundles).map(([name, b]) => [name, { bytes: b.bytes, kib: Math.round(b.bytes / 1024) }]),
+  );
+  mkdirSync(path.join(ROOT, 'reports'), { recursive: true });
+  writeFileSync(path.join(ROOT, 'reports/bundles.json'), `${JSON.stringify(sizes, null, 2)}\n`);
+  console.log(
+    `handler bundles (minified ESM, as the construct builds them):\n${Object.entries(sizes)
+      .map(([name, s]) => `  ${name.padEnd(13)} ${String(s.kib).padStart(5)} KiB`)
+      .join('\n')}`,
+  );
+}, 180_000);
+
+/** The metafile inputs under any of `prefixes` (a path, or a folder ending in `/`). */
+function holding(bundle: Bundle, prefixes: readonly string[]): string[] {
+  return bundle.inputs.filter((input) =>
+    prefixes.some((p) => (p.endsWith('/') ? input.includes(p) : input === p)),
+  );
+}
+
+function clientsIn(bundle: Bundle): SdkClient[] {
+  return SDK_CLIENTS.filter((c) =>
+    bundle.inputs.some((i) => i.includes(`node_modules/@aws-sdk/client-${c}/`)),
+  );
+}
+
+describe('handler bundles', () => {
+  for (const [name, expected] of Object.entries(HANDLERS)) {
+    it(`${name}: its own stage's code and nothing of another stage's`, () => {
+      const bundle = bundles[name]!;
+      const own = expected.stages.flatMap((s) => STAGE_MODULES[s]!);
+      const others = Object.values(STAGE_MODULES)
+        .flat()
+        .filter((m) => !own.includes(m));
+      for (const m of own) expect(bundle.inputs, `${name} holds ${m}`).toContain(m);
+      expect(holding(bundle, others), `${name} holds another stage's modules`).toEqual([]);
+      expect(holding(bundle, expected.forbidden), `${name} holds domain code it never runs`).toEqual([]);
+      expect(holding(bundle, NEVER), `${name} holds whole-pipeline or test code`).toEqual([]);
+    });
+
+    it(`${name}: exactly the SDK clients it calls`, () => {
+      expect(clientsIn(bundles[name]!)).toEqual(SDK_CLIENTS.filter((c) => expected.clients.includes(c)));
+    });
+  }
+
+  it('a stage handler is smaller than the whole pipeline', () => {
+    // Sanity for the comparison above: the parser and policy are real weight, not a rounding error.
+    expect(bundles.decrypt!.bytes).toBeLessThan(bundles.verify!.bytes);
+  });
+});
