@@ -1,7 +1,7 @@
 /**
  * AWS adapters of the ports (lib/ports): the only place in lib/ that imports `@aws-sdk/*`.
- * Each adapter takes its SDK client and resource names as constructor arguments; `clients.ts`
- * assembles them from the environment for the Lambda handlers and the emulator mode.
+ * Each adapter takes its SDK client and resource names as constructor arguments; each handler in
+ * functions/ builds the ones its stage uses, and `clients.ts` builds all of them (emulator mode).
  */
 export { AwsDeliverer, FOLDER_DELIVERY_PREFIX, folderKey, sqsSafeText } from './aws-deliverer.js';
 export { type AwsService, awsCallSnapshot, awsCalls, countCall, resetAwsCalls } from './calls.js';

@@ -13,7 +13,7 @@ import { main } from '../../../lib/cli/main.js';
 import { ERROR_CATALOGUE } from '../../../lib/errors.js';
 import { REJECTION_CODES, rejectionCodesMarkdown } from '../../../lib/explain/index.js';
 import { ingest } from '../../../lib/ingest.js';
-import { recordFromIngress } from '../../../lib/stages/ingress.js';
+import { recordFromIngress } from '../../../lib/stages/authenticate.js';
 import { buildScenario, tokenFor } from '../../../lib/testkit/scenario.js';
 import type { DemoWorld } from '../../../lib/testkit/world.js';
 import { sqsRecord, stageContext } from '../../support/records.js';

@@ -21,9 +21,9 @@ const ROOT = path.resolve(import.meta.dirname, '../../..');
 const SDK_CLIENTS = ['kms', 'sqs', 'dynamodb', 's3', 'secrets-manager'] as const;
 type SdkClient = (typeof SDK_CLIENTS)[number];
 
-/** Stage modules: each belongs to exactly one handler (ingress decoding is authenticate's). */
+/** Stage modules: each belongs to exactly one handler. */
 const STAGE_MODULES: Record<string, string[]> = {
-  authenticate: ['lib/stages/authenticate.ts', 'lib/stages/ingress.ts'],
+  authenticate: ['lib/stages/authenticate.ts'],
   authorise: ['lib/stages/authorise.ts'],
   decrypt: ['lib/stages/decrypt.ts'],
   verify: ['lib/stages/verify.ts'],
