@@ -1,8 +1,9 @@
 /**
- * Emulator mode: the same stage handler chain (lib/runtime/stage-handler.ts), driven by a Lambda-style SQS event source, against the
- * real SQS, KMS, DynamoDB and S3 APIs of an emulator (ministack, or LocalStack 4.14.0 with the
- * once-store and audit trail kept local because it has no DynamoDB offline). The queues, tables,
- * bucket and keys are created from the same definitions the CDK stack uses (lib/infra/definitions.ts).
+ * Emulator mode: the same stage handler chain (lib/runtime/stage-handler.ts), driven by a
+ * Lambda-style SQS event source, against the real SQS, KMS, DynamoDB and S3 APIs of an emulator
+ * (ministack, or LocalStack 4.14.0 with the once-store and audit trail kept local because it has no
+ * DynamoDB offline). The queues, tables, bucket and keys are created from the same definitions the
+ * CDK stack uses (lib/infra/definitions.ts).
  *
  * Recipient keys live in the emulator's KMS: senders seal to the public keys `publicJwks()` returns,
  * and the decrypt stage unwraps with KMS `Decrypt`, exactly as deployed.
