@@ -24,6 +24,7 @@ import type { LoadedConfig } from '../config/load.js';
 import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
 import { ingest } from '../ingest.js';
+import { LocalDeadLetters } from '../ops/dead-letters.js';
 import type { KeyService, StageName } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
 import { EmbeddedPipeline, outcomeView, type StageSettings } from '../runtime/embedded.js';
@@ -160,7 +161,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
 
   const operatorConsole = opts.console
-    ? createConsole({ token: opts.console.operatorToken, audit: state.audit, pipeline, onRedrive: kick })
+    ? createConsole({
+        token: opts.console.operatorToken,
+        audit: state.audit,
+        pipeline,
+        deadLetters: new LocalDeadLetters(pipeline, opts.baseDir),
+        onRedrive: kick,
+      })
     : undefined;
 
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
