@@ -49,7 +49,13 @@ export async function main(
       program.outputHelp();
       return 2;
     }
-    await program.parseAsync([...argv], { from: 'user' });
+    // `itk3 help dlq redrive` is `itk3 dlq redrive --help` (commander's help command looks one level down).
+    const helpFor = argv[0] === 'help' && argv.length > 1 ? argv[1]! : undefined;
+    if (helpFor !== undefined && !program.commands.some((c) => c.name() === helpFor)) {
+      throw new UsageError(`unknown command "${helpFor}" (try: itk3 help)`);
+    }
+    const args = helpFor !== undefined ? [...argv.slice(1), '--help'] : [...argv];
+    await program.parseAsync(args, { from: 'user' });
     return exitCode;
   } catch (error) {
     if (error instanceof HelpShown) return error.exitCode;

@@ -203,7 +203,7 @@ export async function dlqList(
         l.messageId,
         l.traceId,
         l.reason,
-        String(l.receiveCount),
+        l.receiveCount === undefined ? '' : String(l.receiveCount),
         l.sentAt,
         l.deadLetteredAt ?? '',
       ]),

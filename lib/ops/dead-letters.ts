@@ -25,8 +25,11 @@ export interface DeadLetter {
   traceId: string;
   /** The last failure reason known for it at its stage; `unknown` when none was recorded. */
   reason: string;
-  /** How many times its stage received it. */
-  receiveCount: number;
+  /**
+   * How many times it was received, where the queue keeps that count: SQS's approximate count
+   * (which its DLQ carries on, and listing adds to). The embedded DLQs start it again at 0.
+   */
+  receiveCount?: number;
   /** When its queue first accepted it (ISO time). */
   sentAt: string;
   /** When it was moved to the DLQ, where the queue records that (the embedded one; SQS does not). */
@@ -140,7 +143,6 @@ function localDeadLetter(stage: StageName, m: QueuedMessage): DeadLetter {
     messageId: m.messageId,
     traceId: traceIdOfBody(m.body, m.messageId),
     reason: m.deadLetter?.reason ?? 'unknown',
-    receiveCount: m.receiveCount,
     sentAt: new Date(m.sentAt).toISOString(),
     ...(m.deadLetter ? { deadLetteredAt: new Date(m.deadLetter.at).toISOString() } : {}),
     bodyBytes: Buffer.byteLength(m.body, 'utf8'),

@@ -104,6 +104,34 @@ describe('itk3: help and usage errors', () => {
     expect(err.trim().split('\n')).toHaveLength(1);
   });
 
+  it('every command has generated help naming its options, exit 0', async () => {
+    const seal = await cli('seal', '--help');
+    expect(seal.code).toBe(0);
+    expect(seal.out.join('\n')).toMatch(/^Usage: itk3 seal FILE --signer-kid KID --to ODS/);
+    for (const option of ['--signer-kid <KID>', '--recipient-jwks <F>', '--keystore <F>']) {
+      expect(seal.out.join('\n')).toContain(option);
+    }
+    const redrive = await cli('help', 'dlq', 'redrive');
+    expect(redrive.code).toBe(0);
+    expect(redrive.out.join('\n')).toMatch(/--aws-outputs <F>/);
+  });
+
+  it.each([
+    [['keys'], /Usage: itk3 keys init\|add\|public\|wrap/],
+    [
+      ['dlq', 'list', '--out', 'a', '--aws-outputs', 'b'],
+      /error: option '--aws-outputs <F>' cannot be used with option '--out <DIR>'/,
+    ],
+    [['dlq', 'list', '--stage', 'nowhere'], /error: --stage must be one of authenticate, authorise/],
+    [['trace'], /error: missing required argument 'TRACKING_ID'/],
+    [['dlq', 'show', 'a', 'b'], /error: unexpected argument 'b' \(usage: itk3 dlq show/],
+    [['serve', '--port'], /error: option '--port <N>' argument missing/],
+  ])('%j exits 2 saying what is wrong', async (argv, message) => {
+    const { code, err } = await cli(...argv);
+    expect(code).toBe(2);
+    expect(err).toMatch(message);
+  });
+
   it('a bad option value exits 2', async () => {
     const { config } = worldOnDisk();
     const port = await cli('serve', '--config', config, '--port', '70000');
@@ -428,6 +456,21 @@ describe('itk3 dlq', () => {
       expect.objectContaining({ stage: 'deliver', traceId: trackingId, reason: 'DELIVERY_UNAVAILABLE' }),
     ]);
 
+    const shown = await cli('dlq', 'show', listed.out.map((l) => JSON.parse(l).messageId)[0], '--out', out);
+    expect(shown.code).toBe(0);
+    const shownLetter = JSON.parse(shown.out[0]!);
+    expect(shownLetter).toMatchObject({
+      stage: 'deliver',
+      traceId: trackingId,
+      reason: 'DELIVERY_UNAVAILABLE',
+    });
+    expect(shownLetter.bodyBytes).toBeGreaterThan(0);
+    expect(shown.out[0]).not.toContain('"body"');
+    expect(shown.out.at(-1)).toBe('outcome: dead-lettered at deliver, DELIVERY_UNAVAILABLE');
+    const unconfigured = await cli('dlq', 'redrive', 'deliver', '--out', out);
+    expect(unconfigured.code).toBe(2);
+    expect(unconfigured.err).toMatch(/--config is required to run the redriven messages/);
+
     const redriven = await cli(
       'dlq',
       'redrive',
@@ -443,6 +486,7 @@ describe('itk3 dlq', () => {
     expect(redriven.out.map((l) => JSON.parse(l))).toEqual([
       expect.objectContaining({
         traceId: trackingId,
+        redrivenTo: 'deliver',
         status: 'delivered',
         stage: 'deliver',
         itk3Code: '20013',
