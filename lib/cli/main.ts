@@ -79,8 +79,13 @@ class HelpShown extends Error {
   }
 }
 
-/** Every command of `itk3`, each defined once with its arguments and options. */
-export function buildProgram(write: Write, exit: (code: number) => void): Command {
+/**
+ * Every command of `itk3`, each defined once with its arguments, options and help text. An action
+ * reports its exit code through `setExitCode`; commander's own failures (unknown command or option,
+ * missing or extra argument) become UsageErrors through `exitOverride`, so they end like every
+ * other usage error, and its output goes through `write` (help) or nowhere (errors: main prints them).
+ */
+function buildProgram(write: Write, setExitCode: (code: number) => void): Command {
   const program = new Command('itk3')
     .description('ITK3 secure pipeline')
     .usage('<command> [options]')
@@ -100,7 +105,6 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
   AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for the commands that reach AWS (--aws-outputs, keys wrap)
 "itk3 <command> --help" shows a command's options.`,
     );
-  const done = (code: number) => exit(code);
 
   program
     .command('demo')
@@ -114,7 +118,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--fast', 'RSA-2048 recipient keys instead of RSA-4096')
     .option('--emulator <URL>', 'a loopback emulator endpoint such as http://127.0.0.1:4566')
     .option('--local-state', 'with --emulator: once-store and audit in process')
-    .action(async (opts: DemoCommandOptions) => done(await demoCommand(opts, write)));
+    .action(async (opts: DemoCommandOptions) => setExitCode(await demoCommand(opts, write)));
 
   const keys = program.command('keys').summary('keystores and keys').usage('init|add|public|wrap [options]');
   keys
@@ -133,7 +137,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--recipient-alg <ALG>', 'RSA-OAEP-256 or ECDH-ES+A256KW (P-256)', 'RSA-OAEP-256')
     .option('--modulus <BITS>', 'RSA modulus: 2048, 3072 or 4096 (default 4096)')
     .option('--force', 'replace an existing keystore (its private keys are lost)')
-    .action(async (opts: KeysInitOptions) => done(await keysInit(opts, write)));
+    .action(async (opts: KeysInitOptions) => setExitCode(await keysInit(opts, write)));
   keys
     .command('add')
     .summary('add a key to the keystore')
@@ -144,12 +148,12 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--kid <KID>', 'key id (default: owner-purpose-time)')
     .option('--modulus <BITS>', 'RSA modulus: 2048, 3072 or 4096')
     .addOption(keystoreOption())
-    .action(async (opts: KeysAddOptions) => done(await keysAdd(opts, write)));
+    .action(async (opts: KeysAddOptions) => setExitCode(await keysAdd(opts, write)));
   keys
     .command('public')
     .summary('print the public JWKS of every key')
     .addOption(keystoreOption())
-    .action((opts: { keystore: string }) => done(keysPublic(opts, write)));
+    .action((opts: { keystore: string }) => setExitCode(keysPublic(opts, write)));
   keys
     .command('wrap')
     .summary('cached key mode: a recipient key pair made in KMS, private key wrapped by KMS')
@@ -164,7 +168,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--spec <SPEC>', 'RSA_2048, RSA_3072, RSA_4096 or ECC_NIST_P256', 'RSA_4096')
     .option('--out <F>', 'add the result to this wrapped-keys file')
     .option('--force', 'with --out: replace the kid if the file holds it')
-    .action(async (opts: KeysWrapOptions) => done(await keysWrapCommand(opts, write)));
+    .action(async (opts: KeysWrapOptions) => setExitCode(await keysWrapCommand(opts, write)));
 
   program
     .command('token')
@@ -179,7 +183,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .addOption(repeatable('--act <ACTOR>', 'RFC 8693 actor, outermost first, for delegation'))
     .option('--lifetime <S>', 'seconds, 1–300', '300')
     .addOption(keystoreOption())
-    .action(async (opts: TokenOptions) => done(await tokenCommand(opts, write)));
+    .action(async (opts: TokenOptions) => setExitCode(await tokenCommand(opts, write)));
 
   program
     .command('seal')
@@ -195,7 +199,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--recipient-jwks <F>', "the recipient's published JWKS")
     .option('--out <F>', 'write the sealed message here instead of stdout')
     .addOption(keystoreOption())
-    .action(async (file: string, opts: SealOptions) => done(await sealCommand(file, opts, write)));
+    .action(async (file: string, opts: SealOptions) => setExitCode(await sealCommand(file, opts, write)));
 
   program
     .command('process')
@@ -210,7 +214,9 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--config <F>', 'the configuration (required)')
     .addOption(keystoreOption())
     .addOption(outOption())
-    .action(async (paths: string[], opts: ProcessOptions) => done(await processCommand(paths, opts, write)));
+    .action(async (paths: string[], opts: ProcessOptions) =>
+      setExitCode(await processCommand(paths, opts, write)),
+    );
 
   program
     .command('serve')
@@ -243,7 +249,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
       "the console's operator token: read from F, or generated into F (mode 0600);\n" +
         'without it the generated token is shown once on stderr',
     )
-    .action(async (opts: ServeOptions) => done(await serveCommand(opts, write)));
+    .action(async (opts: ServeOptions) => setExitCode(await serveCommand(opts, write)));
 
   program
     .command('mesh')
@@ -260,7 +266,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .addOption(keystoreOption())
     .addOption(outOption())
     .action(async (opts: { config?: string; keystore: string; out: string }) =>
-      done(await meshPoll(opts, write)),
+      setExitCode(await meshPoll(opts, write)),
     );
 
   const dlq = program
@@ -277,7 +283,9 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     if (opts.stage !== undefined && !(STAGES as readonly string[]).includes(opts.stage)) {
       throw new UsageError(`--stage must be one of ${STAGES.join(', ')}`);
     }
-    done(await dlqList(operatorTarget(opts), opts.stage as StageName | undefined, opts.json === true, write));
+    setExitCode(
+      await dlqList(operatorTarget(opts), opts.stage as StageName | undefined, opts.json === true, write),
+    );
   });
   operatorOptions(
     dlq
@@ -285,7 +293,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
       .summary('one dead letter: stage, reason, receives, size and its audit trail')
       .argument('<MESSAGE_ID>', 'the message id dlq list shows'),
   ).action(async (messageId: string, opts: OperatorOptions) =>
-    done(await dlqShow(operatorTarget(opts), messageId, write)),
+    setExitCode(await dlqShow(operatorTarget(opts), messageId, write)),
   );
   operatorOptions(
     dlq
@@ -306,7 +314,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
           keys: new SoftwareKeyService(readKeystore(opts.keystore)),
         })
       : undefined;
-    done(await dlqRedrive(operatorTarget(opts), what, runtime, write));
+    setExitCode(await dlqRedrive(operatorTarget(opts), what, runtime, write));
   });
 
   operatorOptions(
@@ -315,7 +323,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
       .summary("a message's path through the audit trail, and its outcome")
       .argument('<TRACKING_ID>', 'the tracking (trace) id'),
   ).action(async (traceId: string, opts: OperatorOptions) =>
-    done(await trace(operatorTarget(opts), traceId, write)),
+    setExitCode(await trace(operatorTarget(opts), traceId, write)),
   );
 
   program
@@ -334,7 +342,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--json', 'the report as JSON')
     .action(async (opts: { out: string; keystore?: string; awsOutputs?: string; json?: boolean }) => {
       const { auditVerify, awsAuditVerify } = await import('./audit.js');
-      done(
+      setExitCode(
         opts.awsOutputs
           ? await awsAuditVerify(opts.awsOutputs, opts.json === true, write)
           : auditVerify(opts.out, opts.keystore, opts.json === true, write),
@@ -369,14 +377,16 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--kid <K>', 'with --claims: the recipient key id the JWE would name')
     .option('--at <TIME>', 'judge as if received at this ISO time (default now)')
     .option('--json', 'the explanation as JSON')
-    .action(async (files: string[], opts: ExplainOptions) => done(await explainCommand(files, opts, write)));
+    .action(async (files: string[], opts: ExplainOptions) =>
+      setExitCode(await explainCommand(files, opts, write)),
+    );
 
   program
     .command('codes')
     .summary('every rejection code: ITK3 code, stage, meaning, what to change')
     .option('--markdown', 'as the Markdown table of docs/REJECTION-CODES.md')
     .option('--json', 'as JSON')
-    .action((opts: { markdown?: boolean; json?: boolean }) => done(codesCommand(opts, write)));
+    .action((opts: { markdown?: boolean; json?: boolean }) => setExitCode(codesCommand(opts, write)));
 
   const config = program
     .command('config')
@@ -388,11 +398,11 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .usage('FILE [--keystore F]')
     .argument('<FILE>', 'the configuration document')
     .option('--keystore <F>', 'also: every recipient and response-signing kid must be in this keystore')
-    .action((file: string, opts: { keystore?: string }) => done(configValidate(file, opts, write)));
+    .action((file: string, opts: { keystore?: string }) => setExitCode(configValidate(file, opts, write)));
   config
     .command('schema')
     .summary("print the configuration's JSON Schema")
-    .action(() => done(configSchema(write)));
+    .action(() => setExitCode(configSchema(write)));
 
   for (const command of allCommands(program)) {
     command.exitOverride((error) => {

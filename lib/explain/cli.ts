@@ -14,7 +14,7 @@ import { renderExplanation } from './render.js';
 
 type Write = (line: string) => void;
 
-export const EXPLAIN_USAGE =
+const EXPLAIN_USAGE =
   'usage: itk3 explain NAME.jwe… | --sealed F [--credential F] --config F [--keystore F] [--at TIME] [--json]\n' +
   '       itk3 explain --claims F|JSON (--routing JSON | --from ODS --to ODS --event EVT) [--kid K] --config F [--json]';
 
