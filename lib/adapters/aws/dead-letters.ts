@@ -2,13 +2,14 @@
  * The dead-letter port (lib/ops/dead-letters.ts) over a pipeline's SQS DLQs: a deployed stack's,
  * or one provisioned on an emulator (the same adapter; only the client's endpoint differs).
  *
- * Listing receives with a zero visibility timeout, so messages stay where they are; the reason of
- * each comes from the audit trail (SQS moves a message to its DLQ without saying why). A redrive
+ * Listing receives each message and makes it visible again, so messages stay where they are; the
+ * reason of each comes from the audit trail (SQS moves a message to its DLQ without saying why). A redrive
  * moves each message itself (SendMessage to the source queue with its body and attributes, then
  * DeleteMessage from the DLQ) because not every SQS implementation has StartMessageMoveTask, and
  * audits it as the operator's. Bodies never leave this file.
  */
 import {
+  ChangeMessageVisibilityBatchCommand,
   DeleteMessageCommand,
   type Message,
   type MessageAttributeValue,
@@ -29,6 +30,8 @@ export interface DeadLetterQueues {
 
 /** At most this many receives per DLQ when listing: bounded, like every loop here. */
 const MAX_RECEIVES = 50;
+/** How long a receive hides a dead letter while it is listed or moved (released at the end). */
+const HOLD_SECONDS = 30;
 
 export interface SqsDeadLettersOptions {
   /** Where the DLQs are, for messages. @default 'the SQS dead-letter queues' */
@@ -70,24 +73,45 @@ export class SqsDeadLetters implements DeadLetters {
   }
 
   async redrive(stage: StageName, messageId?: string, by?: string): Promise<DeadLetter[]> {
-    const moved: DeadLetter[] = [];
     const dlqUrl = this.#queues.dlq[stage];
     const sourceUrl = this.#queues.source[stage];
-    if (!dlqUrl || !sourceUrl) return moved;
+    if (!dlqUrl || !sourceUrl) return [];
+    // Looking for one message hides the others it receives (so the search moves on through the
+    // queue); they are made visible again at the end, so a list right after still shows them.
+    const passedOver: string[] = [];
+    try {
+      return await this.#move(stage, dlqUrl, sourceUrl, messageId, by, passedOver);
+    } finally {
+      await this.#release(dlqUrl, passedOver);
+    }
+  }
+
+  async #move(
+    stage: StageName,
+    dlqUrl: string,
+    sourceUrl: string,
+    messageId: string | undefined,
+    by: string | undefined,
+    passedOver: string[],
+  ): Promise<DeadLetter[]> {
+    const moved: DeadLetter[] = [];
     for (let i = 0; i < MAX_RECEIVES; i += 1) {
       countCall('sqs', 'ReceiveMessage');
       const { Messages = [] } = await this.#sqs.send(
         new ReceiveMessageCommand({
           QueueUrl: dlqUrl,
           MaxNumberOfMessages: 10,
-          VisibilityTimeout: 30,
+          VisibilityTimeout: HOLD_SECONDS,
           MessageSystemAttributeNames: ['All'],
           MessageAttributeNames: ['All'],
         }),
       );
       if (Messages.length === 0) break;
       for (const m of Messages) {
-        if (messageId !== undefined && m.MessageId !== messageId) continue;
+        if (messageId !== undefined && m.MessageId !== messageId) {
+          passedOver.push(m.ReceiptHandle!);
+          continue;
+        }
         const letter = await this.#deadLetter(stage, m);
         countCall('sqs', 'SendMessage');
         await this.#sqs.send(
@@ -130,25 +154,53 @@ export class SqsDeadLetters implements DeadLetters {
     };
   }
 
+  /**
+   * Every message in a stage's DLQ. Each receive hides what it returns for a moment, so the next
+   * one reaches further into the queue instead of sampling the same messages again; all of them
+   * are made visible again before returning, so nothing is consumed.
+   */
   async #peek(stage: StageName): Promise<Message[]> {
     const url = this.#queues.dlq[stage];
     if (!url) return [];
     const seen = new Map<string, Message>();
-    for (let i = 0; i < MAX_RECEIVES; i += 1) {
-      countCall('sqs', 'ReceiveMessage');
-      const { Messages = [] } = await this.#sqs.send(
-        new ReceiveMessageCommand({
+    try {
+      for (let i = 0; i < MAX_RECEIVES; i += 1) {
+        countCall('sqs', 'ReceiveMessage');
+        const { Messages = [] } = await this.#sqs.send(
+          new ReceiveMessageCommand({
+            QueueUrl: url,
+            MaxNumberOfMessages: 10,
+            VisibilityTimeout: HOLD_SECONDS,
+            MessageSystemAttributeNames: ['All'],
+          }),
+        );
+        if (Messages.length === 0) break;
+        for (const m of Messages) if (m.MessageId) seen.set(m.MessageId, m);
+      }
+      return [...seen.values()];
+    } finally {
+      await this.#release(
+        url,
+        [...seen.values()].map((m) => m.ReceiptHandle!),
+      );
+    }
+  }
+
+  /** Make received messages visible again at once (ten per request). */
+  async #release(url: string, receiptHandles: readonly string[]): Promise<void> {
+    for (let i = 0; i < receiptHandles.length; i += 10) {
+      countCall('sqs', 'ChangeMessageVisibilityBatch');
+      await this.#sqs.send(
+        new ChangeMessageVisibilityBatchCommand({
           QueueUrl: url,
-          MaxNumberOfMessages: 10,
-          VisibilityTimeout: 0,
-          MessageSystemAttributeNames: ['All'],
+          Entries: receiptHandles.slice(i, i + 10).map((receiptHandle, j) => ({
+            Id: String(j),
+            ReceiptHandle: receiptHandle,
+            VisibilityTimeout: 0,
+          })),
         }),
       );
-      const before = seen.size;
-      for (const m of Messages) if (m.MessageId) seen.set(m.MessageId, m);
-      if (Messages.length === 0 || seen.size === before) break;
     }
-    return [...seen.values()];
   }
 }
 
