@@ -9,7 +9,6 @@
  * CLI starts without it.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type { RecipientKeyPairSpec, WrappedKeyRecord } from '../adapters/aws/key-wrapping.js';
 import { UsageError } from '../errors.js';
 
@@ -96,6 +95,14 @@ export function parseWrappedKeysFile(
   return { entries, problems };
 }
 
+export interface KeysWrapOptions {
+  wrappingKey?: string;
+  kid?: string;
+  spec: string;
+  out?: string;
+  force?: boolean;
+}
+
 /**
  * Run `itk3 keys wrap`. Bad arguments throw a `UsageError` (exit 2) before KMS is called; a KMS
  * refusal is a `KeyWrappingError` with the reason (exit 1).
@@ -103,23 +110,11 @@ export function parseWrappedKeysFile(
  * @param env - the AWS environment the KMS client is built from (tests pass their own)
  */
 export async function keysWrapCommand(
-  argv: readonly string[],
+  values: KeysWrapOptions,
   write: (line: string) => void,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: {
-      'wrapping-key': { type: 'string' },
-      kid: { type: 'string' },
-      spec: { type: 'string', default: 'RSA_4096' },
-      out: { type: 'string' },
-      force: { type: 'boolean' },
-    },
-    allowPositionals: false,
-    strict: true,
-  });
-  const wrappingKey = values['wrapping-key'];
+  const { wrappingKey } = values;
   const { kid, spec, out } = values;
   const problems: string[] = [];
   if (!wrappingKey) problems.push('--wrapping-key is required (a symmetric KMS key: key id, ARN or alias)');

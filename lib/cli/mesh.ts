@@ -15,11 +15,6 @@ import { commandLinePipeline, openRunState } from './ops.js';
 
 type Write = (line: string) => void;
 
-export const MESH_HELP = `  mesh poll --config F [--keystore F] [--out DIR]
-                                            one pass over the gateway's MESH mailboxes (config "mesh"):
-                                            download, check, deliver, answer through MESH; one JSON line
-                                            per MESH message`;
-
 function requireMesh(config: LoadedConfig): NonNullable<LoadedConfig['doc']['mesh']> {
   if (!config.doc.mesh) {
     throw new UsageError(
@@ -29,12 +24,11 @@ function requireMesh(config: LoadedConfig): NonNullable<LoadedConfig['doc']['mes
   return config.doc.mesh;
 }
 
-export async function meshCommand(
-  argv: readonly string[],
+/** `itk3 mesh poll`: one pass over the gateway's mailboxes, one JSON line per MESH message. */
+export async function meshPoll(
   options: { config?: string; keystore: string; out: string },
   write: Write,
 ): Promise<number> {
-  if (argv[0] !== 'poll') throw new UsageError('usage: itk3 mesh poll --config F [--keystore F] [--out DIR]');
   if (!options.config) throw new UsageError('--config is required');
   const config = loadConfigFile(options.config);
   requireMesh(config);

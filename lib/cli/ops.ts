@@ -1,18 +1,32 @@
 /**
- * Operator commands for embedded runs: `itk3 dlq list|show|redrive` and `itk3 trace`.
- * They read what `itk3 process` / `itk3 serve` / `itk3 demo` keep in their `--out` folder: the
- * state file `state.db` (queues, DLQs, once-store, audit trail, outcomes; docs/DURABILITY.md).
+ * Operator commands: `itk3 dlq list|show|redrive` and `itk3 trace`, one code path each over the
+ * dead-letter port (lib/ops/dead-letters.ts) and an audit log. Embedded runs: what `itk3 process` /
+ * `serve` / `demo` keep in their `--out` folder, the state file `state.db` (queues, DLQs, once-store,
+ * audit trail, outcomes; docs/DURABILITY.md). A deployed stack (`--aws-outputs F`): its SQS DLQs
+ * and DynamoDB audit table. Also the embedded pipeline these commands and `process` share.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { removeStrayTemporaries } from '../adapters/local/durable-file.js';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
 import type { LoadedConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
-import { findDeadLetter, listDeadLetters } from '../ops/dead-letters.js';
+import {
+  type DeadLetter,
+  type DeadLetterReader,
+  type DeadLetters,
+  LocalDeadLetterReader,
+  LocalDeadLetters,
+  stateDeadLetterSource,
+} from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../pipeline/topology.js';
-import { type AuditEntry, type Clock, type KeyService, systemClock } from '../ports/index.js';
-import { type BacklogLimits, EmbeddedPipeline, outcomeFromAudit } from '../runtime/embedded.js';
+import { type AuditEntry, type AuditLog, type Clock, type KeyService, systemClock } from '../ports/index.js';
+import {
+  type BacklogLimits,
+  EmbeddedPipeline,
+  type MessageOutcome,
+  outcomeFromAudit,
+} from '../runtime/embedded.js';
 import { renderTable } from './table.js';
 
 type Write = (line: string) => void;
@@ -78,68 +92,172 @@ export function commandLinePipeline(
   });
 }
 
-export function dlqList(out: string, stage: StageName | undefined, json: boolean, write: Write): number {
-  const state = readRunState(out);
-  const letters = listDeadLetters(state, stage);
-  state.close();
+/**
+ * Where `dlq` and `trace` look: an embedded run's `--out` folder (its state file), or, with
+ * `--aws-outputs F`, the deployed stack (or one deployed to an emulator) that F describes.
+ */
+export interface OperatorTarget {
+  out: string;
+  awsOutputs?: string | undefined;
+}
+
+/** The dead letters and audit trail of a target, for reading. */
+interface OperatorView {
+  deadLetters: DeadLetterReader;
+  audit: Pick<AuditLog, 'byTrace'>;
+  close(): void;
+}
+
+/** A target's dead letters for a redrive, with what it takes to see the redriven messages run. */
+interface RedriveView extends OperatorView {
+  deadLetters: DeadLetters;
+  /** Start the runtime that will run them (embedded: resume the run's pipeline; AWS: it runs). */
+  start(): void;
+  /** Wait for the redriven messages to settle where this process runs them (embedded). */
+  settle(): Promise<void>;
+  outcome(traceId: string): Promise<MessageOutcome>;
+}
+
+/** What an embedded redrive needs to run the messages again; AWS runs them in the stack. */
+export interface EmbeddedRuntime {
+  config: LoadedConfig;
+  keys: KeyService;
+}
+
+async function openOperatorView(target: OperatorTarget): Promise<OperatorView> {
+  if (target.awsOutputs) return awsOps(target.awsOutputs);
+  const state = readRunState(target.out);
+  return {
+    deadLetters: new LocalDeadLetterReader(stateDeadLetterSource(state), runFiles(target.out).dir),
+    audit: state.audit,
+    close: () => state.close(),
+  };
+}
+
+async function openRedriveView(
+  target: OperatorTarget,
+  runtime: (() => EmbeddedRuntime) | undefined,
+): Promise<RedriveView> {
+  if (target.awsOutputs) {
+    const ops = await awsOps(target.awsOutputs);
+    return {
+      ...ops,
+      start: () => undefined,
+      settle: async () => undefined,
+      outcome: async (traceId) => outcomeFromAudit(traceId, await ops.audit.byTrace(traceId)),
+    };
+  }
+  if (!runtime) throw new UsageError('--config is required to run the redriven messages');
+  const { config, keys } = runtime();
+  const state = openRunState(target.out);
+  try {
+    const pipeline = commandLinePipeline(config, keys, state);
+    return {
+      deadLetters: new LocalDeadLetters(pipeline, runFiles(target.out).dir),
+      audit: state.audit,
+      close: () => state.close(),
+      // Whatever an earlier run left in flight finishes too.
+      start: () => pipeline.resume(),
+      settle: () => pipeline.drain().then(() => undefined),
+      outcome: (traceId) => pipeline.outcome(traceId),
+    };
+  } catch (error) {
+    state.close();
+    throw error;
+  }
+}
+
+export async function dlqList(
+  target: OperatorTarget,
+  stage: StageName | undefined,
+  json: boolean,
+  write: Write,
+): Promise<number> {
+  const view = await openOperatorView(target);
+  let letters: DeadLetter[];
+  try {
+    letters = await view.deadLetters.list(stage);
+  } finally {
+    view.close();
+  }
   if (json) {
     for (const l of letters) write(JSON.stringify(l));
     return 0;
   }
   if (letters.length === 0) {
-    write(`no dead letters in ${runFiles(out).dir}`);
+    write(`no dead letters in ${view.deadLetters.where}`);
     return 0;
   }
   write(
     renderTable(
-      ['stage', 'message id', 'trace id', 'reason', 'dead-lettered at'],
-      letters.map((l) => [l.stage, l.messageId, l.traceId, l.reason, l.deadLetteredAt]),
+      ['stage', 'message id', 'trace id', 'reason', 'receives', 'first sent', 'dead-lettered at'],
+      letters.map((l) => [
+        l.stage,
+        l.messageId,
+        l.traceId,
+        l.reason,
+        l.receiveCount === undefined ? '' : String(l.receiveCount),
+        l.sentAt,
+        l.deadLetteredAt ?? '',
+      ]),
       64,
     ),
   );
   return 0;
 }
 
-export async function dlqShow(out: string, messageId: string, write: Write): Promise<number> {
-  const files = runFiles(out);
-  const state = readRunState(out);
-  const letter = findDeadLetter(state, messageId);
-  state.close();
-  if (!letter) throw new UsageError(`no dead letter ${messageId} in ${files.dir}`);
-  // Never the body: it holds the credential and message content.
-  const { body, attributes: _a, sentAt: _s, ...summary } = letter;
-  write(JSON.stringify({ ...summary, bodyBytes: Buffer.byteLength(body, 'utf8') }, null, 2));
-  return trace(out, letter.traceId, write);
+/** One dead letter (never its body) and its audit trail. */
+export async function dlqShow(target: OperatorTarget, messageId: string, write: Write): Promise<number> {
+  const view = await openOperatorView(target);
+  try {
+    const letter = await view.deadLetters.show(messageId);
+    if (!letter) throw new UsageError(`no dead letter ${messageId} in ${view.deadLetters.where}`);
+    write(JSON.stringify(letter, null, 2));
+    writeTrace(letter.traceId, await view.audit.byTrace(letter.traceId), write);
+    return 0;
+  } finally {
+    view.close();
+  }
 }
 
+/**
+ * `dlq redrive STAGE|all|MESSAGE_ID`: move dead letters back to their stage's queue, audited as the
+ * operator's (`by cli`); one JSON line per message with where it stands after (embedded: run to its
+ * end here; AWS: the stack runs it, so usually still in flight).
+ */
 export async function dlqRedrive(
-  out: string,
-  target: string,
-  config: LoadedConfig,
-  keys: KeyService,
+  target: OperatorTarget,
+  what: string,
+  runtime: (() => EmbeddedRuntime) | undefined,
   write: Write,
 ): Promise<number> {
-  const files = runFiles(out);
-  const state = openRunState(out);
+  const view = await openRedriveView(target, runtime);
   try {
-    const stage = (STAGES as readonly string[]).includes(target) ? (target as StageName) : undefined;
-    const letters =
-      target === 'all' || stage
-        ? listDeadLetters(state, stage)
-        : [findDeadLetter(state, target)].filter((l) => l !== undefined);
-    if (letters.length === 0) throw new UsageError(`nothing to redrive for "${target}" in ${files.dir}`);
+    const { deadLetters } = view;
+    const stage = (STAGES as readonly string[]).includes(what) ? (what as StageName) : undefined;
+    // Looked at before anything runs, so "nothing to redrive" changes nothing.
+    let selection: { stage: StageName; messageId?: string }[];
+    if (what === 'all' || stage) {
+      const stages = new Set((await deadLetters.list(stage)).map((l) => l.stage));
+      selection = STAGES.filter((s) => stages.has(s)).map((s) => ({ stage: s }));
+    } else {
+      const letter = await deadLetters.show(what);
+      selection = letter ? [{ stage: letter.stage, messageId: letter.messageId }] : [];
+    }
+    if (selection.length === 0)
+      throw new UsageError(`nothing to redrive for "${what}" in ${deadLetters.where}`);
 
-    const pipeline = commandLinePipeline(config, keys, state);
-    // Whatever an earlier run left in flight finishes too.
-    pipeline.resume();
-    for (const letter of letters) await pipeline.redrive(letter.stage, letter.messageId);
-    await pipeline.drain();
-    for (const letter of letters) {
-      const o = await pipeline.outcome(letter.traceId);
+    view.start();
+    const moved: DeadLetter[] = [];
+    for (const s of selection) moved.push(...(await deadLetters.redrive(s.stage, s.messageId, 'cli')));
+    await view.settle();
+    for (const letter of moved) {
+      const o = await view.outcome(letter.traceId);
       write(
         JSON.stringify({
           messageId: letter.messageId,
           traceId: letter.traceId,
+          redrivenTo: letter.stage,
           status: o.status,
           stage: o.stage ?? null,
           itk3Code: o.itk3Code ?? null,
@@ -149,19 +267,20 @@ export async function dlqRedrive(
     }
     return 0;
   } finally {
-    state.close();
+    view.close();
   }
 }
 
-export async function trace(out: string, traceId: string, write: Write): Promise<number> {
-  const state = readRunState(out);
+/** A message's path through the audit trail, and its outcome. */
+export async function trace(target: OperatorTarget, traceId: string, write: Write): Promise<number> {
+  const view = await openOperatorView(target);
   try {
-    const entries = await state.audit.byTrace(traceId);
-    if (entries.length === 0) throw new UsageError(`no trace ${traceId} in ${state.file}`);
+    const entries = await view.audit.byTrace(traceId);
+    if (entries.length === 0) throw new UsageError(`no trace ${traceId} in ${view.deadLetters.where}`);
     writeTrace(traceId, entries, write);
     return 0;
   } finally {
-    state.close();
+    view.close();
   }
 }
 
@@ -170,32 +289,44 @@ export async function trace(out: string, traceId: string, write: Write): Promise
  * the `cdk deploy --outputs-file` JSON. Credentials, region and endpoint come from the usual AWS
  * environment (`AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`).
  */
-export async function awsOps(outputsFile: string) {
-  const { readFileSync } = await import('node:fs');
+async function awsOps(outputsFile: string): Promise<OperatorView & { deadLetters: DeadLetters }> {
   const { createAwsClients } = await import('../adapters/aws/clients.js');
-  const { AwsDeadLetters } = await import('../adapters/aws/dead-letters.js');
+  const { SqsDeadLetters } = await import('../adapters/aws/dead-letters.js');
   const { DynamoAuditLog } = await import('../adapters/aws/dynamo-audit-log.js');
-  let all: Record<string, Record<string, string>>;
-  try {
-    all = JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Record<string, string>>;
-  } catch {
-    throw new UsageError(`cannot read the cdk outputs file ${outputsFile}`);
-  }
-  const outputs = Object.values(all).find((o) => o.DeadLetterQueueUrls && o.AuditTableName);
-  if (!outputs) throw new UsageError(`${outputsFile} holds no ITK3 pipeline stack outputs`);
+  const outputs = stackOutputs(outputsFile, (o) => Boolean(o.DeadLetterQueueUrls && o.AuditTableName));
   const loopback = (u: string) => u.replace('//localhost:', '//127.0.0.1:');
   const urls = (json: string | undefined) =>
     Object.fromEntries(
       Object.entries(JSON.parse(json ?? '{}') as Record<string, string>).map(([k, v]) => [k, loopback(v)]),
     );
   const clients = createAwsClients();
+  const audit = new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName!);
   return {
-    deadLetters: new AwsDeadLetters(clients.sqs, {
-      dlq: urls(outputs.DeadLetterQueueUrls),
-      source: urls(outputs.QueueUrls),
-    }),
-    audit: new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName!),
+    deadLetters: new SqsDeadLetters(
+      clients.sqs,
+      { dlq: urls(outputs.DeadLetterQueueUrls), source: urls(outputs.QueueUrls) },
+      audit,
+      { where: `the stack of ${outputsFile}` },
+    ),
+    audit,
+    close: () => undefined,
   };
+}
+
+/** The ITK3 pipeline stack's outputs in a `cdk deploy --outputs-file` JSON. */
+function stackOutputs(
+  outputsFile: string,
+  isPipeline: (outputs: Record<string, string>) => boolean,
+): Record<string, string> {
+  let all: Record<string, Record<string, string>>;
+  try {
+    all = JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Record<string, string>>;
+  } catch {
+    throw new UsageError(`cannot read the cdk outputs file ${outputsFile}`);
+  }
+  const outputs = Object.values(all).find(isPipeline);
+  if (!outputs) throw new UsageError(`${outputsFile} holds no ITK3 pipeline stack outputs`);
+  return outputs;
 }
 
 /**
@@ -203,18 +334,10 @@ export async function awsOps(outputsFile: string) {
  * deployed response-signing key (`ResponseSigningKeyArn`), whose public half comes from KMS.
  */
 export async function awsAuditChain(outputsFile: string) {
-  const { readFileSync } = await import('node:fs');
   const { createAwsClients } = await import('../adapters/aws/clients.js');
   const { DynamoAuditLog } = await import('../adapters/aws/dynamo-audit-log.js');
   const { KmsKeyService } = await import('../adapters/aws/kms-key-service.js');
-  let all: Record<string, Record<string, string>>;
-  try {
-    all = JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Record<string, string>>;
-  } catch {
-    throw new UsageError(`cannot read the cdk outputs file ${outputsFile}`);
-  }
-  const outputs = Object.values(all).find((o) => o.AuditTableName && o.ResponseSigningKeyArn);
-  if (!outputs) throw new UsageError(`${outputsFile} holds no ITK3 pipeline stack outputs`);
+  const outputs = stackOutputs(outputsFile, (o) => Boolean(o.AuditTableName && o.ResponseSigningKeyArn));
   const clients = createAwsClients();
   return {
     audit: new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName!, systemClock, { writer: 'verifier' }),
@@ -226,77 +349,6 @@ export async function awsAuditChain(outputsFile: string) {
       return { get: () => spki };
     },
   };
-}
-
-export async function awsDlqList(
-  outputsFile: string,
-  stage: StageName | undefined,
-  json: boolean,
-  write: Write,
-): Promise<number> {
-  const { deadLetters } = await awsOps(outputsFile);
-  const letters = await deadLetters.list(stage);
-  if (json) {
-    for (const l of letters) write(JSON.stringify(l));
-    return 0;
-  }
-  if (letters.length === 0) {
-    write('no dead letters');
-    return 0;
-  }
-  write(
-    renderTable(
-      ['stage', 'message id', 'trace id', 'receives', 'first sent'],
-      letters.map((l) => [
-        l.stage,
-        l.messageId,
-        l.traceId,
-        String(l.receiveCount),
-        new Date(l.sentAt).toISOString(),
-      ]),
-      64,
-    ),
-  );
-  return 0;
-}
-
-export async function awsDlqShow(outputsFile: string, messageId: string, write: Write): Promise<number> {
-  const { deadLetters, audit } = await awsOps(outputsFile);
-  const letter = (await deadLetters.list()).find((l) => l.messageId === messageId);
-  if (!letter) throw new UsageError(`no dead letter ${messageId}`);
-  const entries = await audit.byTrace(letter.traceId);
-  const reason = entries.filter((e) => e.event === 'transient-failure').at(-1)?.code ?? 'unknown';
-  write(JSON.stringify({ ...letter, reason }, null, 2));
-  writeTrace(letter.traceId, entries, write);
-  return 0;
-}
-
-export async function awsDlqRedrive(outputsFile: string, target: string, write: Write): Promise<number> {
-  const { deadLetters, audit } = await awsOps(outputsFile);
-  const stage = (STAGES as readonly string[]).includes(target) ? (target as StageName) : undefined;
-  const moved = await deadLetters.redrive(
-    target === 'all' || stage ? (stage ? { stage } : {}) : { messageId: target },
-  );
-  if (moved.length === 0) throw new UsageError(`nothing to redrive for "${target}"`);
-  for (const m of moved) {
-    await audit.append({
-      traceId: m.traceId,
-      at: new Date().toISOString(),
-      stage: 'operator',
-      event: 'redriven',
-      detail: `back to ${m.stage}`,
-    });
-    write(JSON.stringify({ redriven: m.messageId, stage: m.stage, traceId: m.traceId }));
-  }
-  return 0;
-}
-
-export async function awsTrace(outputsFile: string, traceId: string, write: Write): Promise<number> {
-  const { audit } = await awsOps(outputsFile);
-  const entries = await audit.byTrace(traceId);
-  if (entries.length === 0) throw new UsageError(`no trace ${traceId} in the audit table`);
-  writeTrace(traceId, entries, write);
-  return 0;
 }
 
 function writeTrace(traceId: string, entries: readonly AuditEntry[], write: Write): void {

@@ -25,6 +25,7 @@ import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
 import type { StageSettings } from '../infra/definitions.js';
 import { ingest } from '../ingest.js';
+import { LocalDeadLetters } from '../ops/dead-letters.js';
 import type { StageName } from '../pipeline/topology.js';
 import type { KeyService } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
@@ -162,7 +163,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
 
   const operatorConsole = opts.console
-    ? createConsole({ token: opts.console.operatorToken, audit: state.audit, pipeline, onRedrive: kick })
+    ? createConsole({
+        token: opts.console.operatorToken,
+        audit: state.audit,
+        pipeline,
+        deadLetters: new LocalDeadLetters(pipeline, opts.baseDir),
+        onRedrive: kick,
+      })
     : undefined;
 
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;

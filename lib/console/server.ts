@@ -11,8 +11,8 @@
  * in sessionStorage and sends it in that header, never in a cookie, so a cross-site page can make
  * no authenticated request (and no CORS header is ever sent, so it cannot read one either).
  *
- * Read only, but for one write: redrive of a dead letter through the runtime's own redrive, which
- * audits it as the operator's. What is shown comes from the audit trail (never message bytes,
+ * Read only, but for one write: redrive of a dead letter through the dead-letter port
+ * (lib/ops/dead-letters.ts, the runtime's own redrive underneath), which audits it as the operator's. What is shown comes from the audit trail (never message bytes,
  * tokens, keys or patient data: only stage, event, time, codes, ODS codes, rule ids and message
  * ids that pass the FHIR id rule) and from the DLQs (ids and reasons, never bodies).
  */
@@ -21,6 +21,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { DeadLetters } from '../ops/dead-letters.js';
 import { STAGES, type StageName } from '../pipeline/topology.js';
 import { type AuditEntry, safeAuditEntry } from '../ports/index.js';
 import type { EmbeddedPipeline } from '../runtime/embedded.js';
@@ -38,7 +39,9 @@ export interface ConsoleAuditSource {
 export interface ConsoleOptions {
   token: string;
   audit: ConsoleAuditSource;
-  pipeline: Pick<EmbeddedPipeline, 'outcome' | 'deadLetters' | 'redrive'>;
+  pipeline: Pick<EmbeddedPipeline, 'outcome'>;
+  /** The run's dead letters: listed and redriven through the dead-letter port, as `itk3 dlq` does. */
+  deadLetters: DeadLetters;
   /** Called after a redrive moved a message: start working on it. */
   onRedrive: () => void;
   /** @default Date.now */
@@ -213,7 +216,7 @@ export function createConsole(opts: ConsoleOptions): ConsoleHandler {
     }
     if (api === '/dead-letters') {
       if (req.method !== 'GET') return methodNotAllowed(res, 'GET');
-      return sendJson(res, 200, { deadLetters: deadLetters() });
+      return sendJson(res, 200, { deadLetters: await deadLetters() });
     }
     const redrive = /^\/dead-letters\/([a-z]+)\/([^/]+)\/redrive$/.exec(api);
     if (redrive) {
@@ -223,8 +226,9 @@ export function createConsole(opts: ConsoleOptions): ConsoleHandler {
       if (!(STAGES as readonly string[]).includes(stage) || !ID.test(messageId)) {
         return sendJson(res, 404, { error: 'NOT_FOUND', message: 'no such dead letter' });
       }
-      const moved = await opts.pipeline.redrive(stage, messageId, 'console');
-      if (moved === 0) return sendJson(res, 404, { error: 'NOT_FOUND', message: 'no such dead letter' });
+      const moved = await opts.deadLetters.redrive(stage, messageId, 'console');
+      if (moved.length === 0)
+        return sendJson(res, 404, { error: 'NOT_FOUND', message: 'no such dead letter' });
       opts.onRedrive();
       return sendJson(res, 200, { redriven: messageId, stage });
     }
@@ -254,13 +258,14 @@ export function createConsole(opts: ConsoleOptions): ConsoleHandler {
     return out;
   }
 
-  function deadLetters() {
-    return opts.pipeline.deadLetters().map(({ stage, message }) => ({
-      stage,
-      messageId: message.messageId,
-      traceId: traceIdOfBody(message.body) ?? message.messageId,
-      reason: message.deadLetter?.reason ?? 'unknown',
-      deadLetteredAt: new Date(message.deadLetter?.at ?? 0).toISOString(),
+  /** The fields the page shows; a trace id that is not an id is shown as the message id. */
+  async function deadLetters() {
+    return (await opts.deadLetters.list()).map((l) => ({
+      stage: l.stage,
+      messageId: l.messageId,
+      traceId: ID.test(l.traceId) ? l.traceId : l.messageId,
+      reason: l.reason,
+      deadLetteredAt: l.deadLetteredAt ?? l.sentAt,
     }));
   }
 }
@@ -334,16 +339,6 @@ export function countPerMinute(entries: readonly AuditEntry[], now: number, minu
   }
   const starts = Array.from({ length: minutes }, (_, i) => (firstMinute + i) * 60);
   return { minutes: starts, stages, itk3Codes };
-}
-
-function traceIdOfBody(body: string): string | undefined {
-  if (!body.startsWith('{')) return undefined;
-  try {
-    const t = (JSON.parse(body) as { traceId?: unknown }).traceId;
-    return typeof t === 'string' && ID.test(t) ? t : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function isLoopback(address: string | undefined): boolean {

@@ -3,7 +3,6 @@
  * token on the command line would be visible to every user of the machine (`ps`).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { readKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { loadConfigFile } from '../config/load.js';
@@ -15,31 +14,34 @@ import { renderExplanation } from './render.js';
 
 type Write = (line: string) => void;
 
-export const EXPLAIN_USAGE =
+const EXPLAIN_USAGE =
   'usage: itk3 explain NAME.jwe… | --sealed F [--credential F] --config F [--keystore F] [--at TIME] [--json]\n' +
   '       itk3 explain --claims F|JSON (--routing JSON | --from ODS --to ODS --event EVT) [--kid K] --config F [--json]';
 
-export async function explainCommand(argv: readonly string[], write: Write): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: [...argv],
-    options: {
-      config: { type: 'string' },
-      keystore: { type: 'string' },
-      sealed: { type: 'string' },
-      credential: { type: 'string' },
-      claims: { type: 'string' },
-      routing: { type: 'string' },
-      from: { type: 'string' },
-      to: { type: 'string' },
-      event: { type: 'string' },
-      id: { type: 'string' },
-      kid: { type: 'string' },
-      at: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    allowPositionals: true,
-    strict: true,
-  });
+export interface ExplainOptions {
+  config?: string;
+  keystore?: string;
+  sealed?: string;
+  credential?: string;
+  claims?: string;
+  routing?: string;
+  from?: string;
+  to?: string;
+  event?: string;
+  id?: string;
+  kid?: string;
+  at?: string;
+  json?: boolean;
+}
+
+export async function explainCommand(
+  positionals: readonly string[],
+  values: ExplainOptions,
+  write: Write,
+): Promise<number> {
+  if (positionals.length === 0 && values.sealed === undefined && values.claims === undefined) {
+    throw new UsageError(EXPLAIN_USAGE);
+  }
   if (!values.config) throw new UsageError(`--config is required\n${EXPLAIN_USAGE}`);
   const config = loadConfigFile(values.config);
   const receivedAt = values.at === undefined ? Date.now() : Date.parse(values.at);
@@ -105,12 +107,7 @@ function sealedInput(
   return { sealed: read(sealedFile).trim(), ...(credential ? { credential } : {}), receivedAt };
 }
 
-export function codesCommand(argv: readonly string[], write: Write): number {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: { markdown: { type: 'boolean' }, json: { type: 'boolean' } },
-    strict: true,
-  });
+export function codesCommand(values: { markdown?: boolean; json?: boolean }, write: Write): number {
   if (values.markdown) {
     write(rejectionCodesMarkdown().trimEnd());
     return 0;

@@ -1,67 +1,150 @@
 /**
- * Dead letters of embedded runs, read from the run's state file (`<out>/state.db`, the SQLite
- * state), so an operator can list, inspect and redrive them after the run (`itk3 dlq …`) or while
- * `itk3 serve` runs on it.
+ * The dead-letter port: what an operator does with the messages a stage gave up on — list them,
+ * look at one, send them back to their stage's queue — whatever holds them. `itk3 dlq`, `itk3 trace`
+ * and the operator console use only this port; the adapters are
  *
- * Listing and showing never print bodies: only ids, stage, reason, attempts and the audit trail.
+ * - {@link LocalDeadLetters}: an embedded run's DLQs (the SQLite state), redriven through the
+ *   runtime's own `EmbeddedPipeline.redrive` (original receipt time kept, stored outcome
+ *   forgotten, `redriven` audited), and {@link LocalDeadLetterReader} for reading a run's state file
+ *   without a pipeline;
+ * - `SqsDeadLetters` (lib/adapters/aws/dead-letters.ts): the SQS DLQs of a deployed stack, or of one
+ *   on an emulator (the same adapter, another endpoint).
+ *
+ * Nothing here returns a body: it holds the credential and the message content.
  */
 import type { SqliteState } from '../adapters/local/sqlite-state.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
 import { STAGES, type StageName } from '../pipeline/topology.js';
+import type { QueuedMessage } from '../runtime/memory-queue.js';
 
+/** One dead letter, as an operator sees it. */
 export interface DeadLetter {
   stage: StageName;
+  /** The queue's id of the message (what `show` and `redrive` take). */
   messageId: string;
   traceId: string;
+  /** The last failure reason known for it at its stage; `unknown` when none was recorded. */
   reason: string;
-  deadLetteredAt: string;
-  /** When the queue first received it (ms): a redrive keeps it, so credentials are judged at receipt. */
-  sentAt?: number;
-  body: string;
-  attributes: Record<string, string>;
+  /**
+   * How many times it was received, where the queue keeps that count: SQS's approximate count
+   * (which its DLQ carries on, and listing adds to). The embedded DLQs start it again at 0.
+   */
+  receiveCount?: number;
+  /** When its queue first accepted it (ISO time). */
+  sentAt: string;
+  /** When it was moved to the DLQ, where the queue records that (the embedded one; SQS does not). */
+  deadLetteredAt?: string;
+  /** The size of its body; never the body. */
+  bodyBytes: number;
 }
 
-export type DeadLetterSummary = Omit<DeadLetter, 'body' | 'attributes' | 'sentAt'>;
-
-/** Every dead letter in the state, oldest first, without bodies. */
-export function listDeadLetters(state: SqliteState, stage?: StageName): DeadLetterSummary[] {
-  return allDeadLetters(state)
-    .filter((l) => !stage || l.stage === stage)
-    .map(({ body: _b, attributes: _a, sentAt: _s, ...summary }) => summary);
+/** Reading dead letters: all an operator needs to look, with no way to move anything. */
+export interface DeadLetterReader {
+  /** Where the dead letters are, for messages: a run folder, or a stack's DLQs. */
+  readonly where: string;
+  /** Every dead letter (or one stage's), oldest first. */
+  list(stage?: StageName): Promise<DeadLetter[]>;
+  /** One dead letter by its message id, at any stage. */
+  show(messageId: string): Promise<DeadLetter | undefined>;
 }
 
-/** One dead letter by message id (any stage), with its body, for redrive. */
-export function findDeadLetter(state: SqliteState, messageId: string): DeadLetter | undefined {
-  return allDeadLetters(state).find((l) => l.messageId === messageId);
+export interface DeadLetters extends DeadLetterReader {
+  /**
+   * Move `stage`'s dead letters (or only `messageId`) back to the stage's queue. Each one moved gets
+   * an audit entry `{stage: 'operator', event: 'redriven', detail: 'back to <stage>[ by <by>]'}`.
+   * Returns the letters moved (none when nothing matched).
+   */
+  redrive(stage: StageName, messageId?: string, by?: string): Promise<DeadLetter[]>;
 }
 
-function allDeadLetters(state: SqliteState): DeadLetter[] {
-  const out: DeadLetter[] = [];
-  for (const m of state.deadLetters()) {
-    const stage = STAGES.find((s) => STAGE_DEFINITIONS[s].dlq === m.queue);
-    if (!stage) continue;
-    out.push({
-      stage,
-      messageId: m.messageId,
-      traceId: traceIdOf(m.body, m.messageId),
-      reason: m.deadLetter?.reason ?? 'unknown',
-      deadLetteredAt: new Date(m.deadLetter?.at ?? 0).toISOString(),
-      sentAt: m.sentAt,
-      body: m.body,
-      attributes: m.attributes,
-    });
-  }
-  return out;
-}
-
-function traceIdOf(body: string, fallback: string): string {
+/** Where a message's trace id is: an internal record carries it; a raw inbound message's is its id. */
+export function traceIdOfBody(body: string, messageId: string): string {
   if (body.startsWith('{')) {
     try {
       const t = (JSON.parse(body) as { traceId?: unknown }).traceId;
       if (typeof t === 'string') return t;
     } catch {
-      // not a record
+      // not a record: the transport id
     }
   }
-  return fallback;
+  return messageId;
+}
+
+/** Something that holds an embedded run's DLQs: the running pipeline, or its state file. */
+export interface LocalDeadLetterSource {
+  deadLetters(): readonly { stage: StageName; message: QueuedMessage }[];
+}
+
+/** The DLQ messages of a run's state file, read without a pipeline (so without a configuration). */
+export function stateDeadLetterSource(state: SqliteState): LocalDeadLetterSource {
+  return {
+    deadLetters: () =>
+      state.deadLetters().flatMap((message) => {
+        const stage = STAGES.find((s) => STAGE_DEFINITIONS[s].dlq === message.queue);
+        return stage ? [{ stage, message }] : [];
+      }),
+  };
+}
+
+/** Dead letters of an embedded run, for reading. */
+export class LocalDeadLetterReader implements DeadLetterReader {
+  readonly where: string;
+  readonly #source: LocalDeadLetterSource;
+
+  constructor(source: LocalDeadLetterSource, where: string) {
+    this.#source = source;
+    this.where = where;
+  }
+
+  async list(stage?: StageName): Promise<DeadLetter[]> {
+    return this.#source
+      .deadLetters()
+      .filter((l) => !stage || l.stage === stage)
+      .map(({ stage: s, message }) => localDeadLetter(s, message))
+      .sort((a, b) => (a.deadLetteredAt ?? '').localeCompare(b.deadLetteredAt ?? ''));
+  }
+
+  async show(messageId: string): Promise<DeadLetter | undefined> {
+    return (await this.list()).find((l) => l.messageId === messageId);
+  }
+}
+
+/** What the local adapter needs of the embedded runtime: its DLQs and its own redrive. */
+export type EmbeddedRedrive = LocalDeadLetterSource & {
+  redrive(stage: StageName, messageId?: string, by?: string): Promise<number>;
+};
+
+/**
+ * Dead letters of a running embedded pipeline, redriven through the runtime's own redrive: the
+ * original send time is kept (authenticate judges credentials at receipt, and a redrive is not a
+ * new receipt), the stored outcome is forgotten, and the operator's `redriven` entry is audited.
+ */
+export class LocalDeadLetters extends LocalDeadLetterReader implements DeadLetters {
+  readonly #pipeline: EmbeddedRedrive;
+
+  constructor(pipeline: EmbeddedRedrive, where: string) {
+    super(pipeline, where);
+    this.#pipeline = pipeline;
+  }
+
+  async redrive(stage: StageName, messageId?: string, by?: string): Promise<DeadLetter[]> {
+    const moved: DeadLetter[] = [];
+    for (const letter of await this.list(stage)) {
+      if (messageId !== undefined && letter.messageId !== messageId) continue;
+      if ((await this.#pipeline.redrive(stage, letter.messageId, by)) > 0) moved.push(letter);
+    }
+    return moved;
+  }
+}
+
+function localDeadLetter(stage: StageName, m: QueuedMessage): DeadLetter {
+  return {
+    stage,
+    messageId: m.messageId,
+    traceId: traceIdOfBody(m.body, m.messageId),
+    reason: m.deadLetter?.reason ?? 'unknown',
+    sentAt: new Date(m.sentAt).toISOString(),
+    ...(m.deadLetter ? { deadLetteredAt: new Date(m.deadLetter.at).toISOString() } : {}),
+    bodyBytes: Buffer.byteLength(m.body, 'utf8'),
+  };
 }

@@ -11,7 +11,7 @@
 import { createPublicKey } from 'node:crypto';
 import type { JWK } from 'jose';
 import { type AwsClients, awsPortsFromEnv, createAwsClients } from '../adapters/aws/clients.js';
-import { AwsDeadLetters } from '../adapters/aws/dead-letters.js';
+import { SqsDeadLetters } from '../adapters/aws/dead-letters.js';
 import { type ProvisionResult, provisionEmulator, provisionedEnv } from '../adapters/aws/provision.js';
 import { type ReconnectPolicy, SqsEventSource, sendDirect } from '../adapters/aws/sqs-event-source.js';
 import { MemoryAuditLog, MemoryOnceStore } from '../adapters/local/memory-stores.js';
@@ -185,11 +185,12 @@ export class EmulatorPipeline {
   }
 
   /** The DLQs of the provisioned stages (list, redrive). */
-  get deadLetters(): AwsDeadLetters {
-    return new AwsDeadLetters(this.clients.sqs, {
-      dlq: this.resources.dlqUrls,
-      source: this.resources.queueUrls,
-    });
+  get deadLetters(): SqsDeadLetters {
+    return new SqsDeadLetters(
+      this.clients.sqs,
+      { dlq: this.resources.dlqUrls, source: this.resources.queueUrls },
+      this.ports.audit,
+    );
   }
 }
 

@@ -1,11 +1,11 @@
 /**
  * Operations on real SQS dead-letter queues: a message whose delivery keeps failing dead-letters
- * through the emulator queue's own redrive policy, `AwsDeadLetters` lists it (without consuming it)
- * and redrives it, and once the fault is gone it is delivered — the same calls `itk3 dlq --aws-outputs`
- * makes against a deployed stack.
+ * through the emulator queue's own redrive policy, the SQS dead-letter adapter lists it with its
+ * reason from the audit trail (without consuming it) and redrives it as the operator's, and once the
+ * fault is gone it is delivered — the same port `itk3 dlq --aws-outputs` uses on a deployed stack.
  */
 import { beforeAll, expect, it } from 'vitest';
-import { AwsDeadLetters } from '../../lib/adapters/aws/dead-letters.js';
+import { SqsDeadLetters } from '../../lib/adapters/aws/dead-letters.js';
 import { TransientError } from '../../lib/errors.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
 import { freshImmunisation, sealFor, tokenFor } from '../../lib/testkit/scenario.js';
@@ -15,7 +15,7 @@ import { describeEachEmulator } from './support/emulators.js';
 describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => {
   let world: DemoWorld;
   let pipeline: EmulatorPipeline;
-  let dlqs: AwsDeadLetters;
+  let dlqs: SqsDeadLetters;
   let deliveryBroken = true;
 
   beforeAll(async () => {
@@ -38,10 +38,11 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
     });
     const published = await pipeline.publicJwks();
     publishRecipientKeys(world, published);
-    dlqs = new AwsDeadLetters(pipeline.clients.sqs, {
-      dlq: pipeline.resources.dlqUrls,
-      source: pipeline.resources.queueUrls,
-    });
+    dlqs = new SqsDeadLetters(
+      pipeline.clients.sqs,
+      { dlq: pipeline.resources.dlqUrls, source: pipeline.resources.queueUrls },
+      pipeline.ports.audit,
+    );
   }, 120_000);
 
   it('dead-letters after maxReceiveCount, lists without consuming, redrives to delivered', async () => {
@@ -54,6 +55,8 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
     await pipeline.drain({ timeoutMs: 120_000 });
     const listed = await dlqs.list('deliver');
     expect(listed.map((l) => l.traceId)).toEqual([traceId]);
+    expect(listed[0]).toMatchObject({ stage: 'deliver', reason: 'DELIVERY_UNAVAILABLE' });
+    expect(await dlqs.show(listed[0]!.messageId)).toMatchObject({ traceId, stage: 'deliver' });
     expect(await dlqs.list('deliver')).toHaveLength(1); // listing did not consume it
     const failures = (await pipeline.ports.audit.byTrace(traceId)).filter(
       (e) => e.event === 'transient-failure',
@@ -62,8 +65,11 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
     expect(failures.every((e) => e.code === 'DELIVERY_UNAVAILABLE')).toBe(true);
 
     deliveryBroken = false;
-    const moved = await dlqs.redrive({ messageId: listed[0]!.messageId });
-    expect(moved).toHaveLength(1);
+    const moved = await dlqs.redrive('deliver', listed[0]!.messageId, 'test');
+    expect(moved.map((l) => l.traceId)).toEqual([traceId]);
+    expect((await pipeline.ports.audit.byTrace(traceId)).filter((e) => e.event === 'redriven')).toEqual([
+      expect.objectContaining({ stage: 'operator', detail: 'back to deliver by test' }),
+    ]);
     await pipeline.drain({ timeoutMs: 60_000 });
     expect(await dlqs.list('deliver')).toHaveLength(0);
     expect((await pipeline.outcome(traceId)).status).toBe('delivered');

@@ -66,8 +66,8 @@ describe('itk3 keys wrap: arguments', () => {
     [['--wrapping-key', KEY_ARN, '--kid', 'no spaces'], /--kid "no spaces" is not a key id/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--spec', 'ECC_NIST_P384'], /--spec must be one of/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--force'], /--force only applies with --out/],
-    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--bogus'], /Unknown option '--bogus'/],
-    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', 'extra'], /Unexpected argument 'extra'/],
+    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--bogus'], /unknown option '--bogus'/],
+    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', 'extra'], /unexpected argument 'extra'/],
   ])('refuses %j with exit 2 and calls no KMS', async (args, message) => {
     generates();
     const result = await cli('keys', 'wrap', ...args);
