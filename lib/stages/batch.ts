@@ -112,11 +112,8 @@ async function processRecord(
   try {
     record = stage === 'authenticate' ? recordFromIngress(sqsRecord) : parseRecord(sqsRecord.body);
     const result = await runStage(stage, record, sqsRecord.messageId, ctx);
-    if (stage === 'authenticate' && result.kind === 'forward') {
-      // Only an authenticated submission is worth a `received` entry: anonymous traffic gets one
-      // audit entry in all, its rejection (issue 9, class 4).
-      await auditFirst(ctx, { traceId: record.traceId, stage, event: 'received' }, receiveCount);
-    }
+    // An authenticated submission's `received` entry is written with its outcome (auditOnce), not
+    // here: one write per trace fewer. Anonymous traffic gets one entry in all, its rejection.
     if (result.kind === 'forward') {
       observer.record({ stage, traceId: record.traceId, result: 'forwarded', receiveCount });
       return { queue: NEXT_STAGE[stage]!, body: serialiseRecord(result.record) };
@@ -134,11 +131,13 @@ async function processRecord(
       if (!rejected.rejection?.respondTo) {
         // The sender is not authenticated: no response job, so nothing is signed or stored for it.
         // One audit entry, one count, and its claim-check blob removed: that is all.
-        const first = await auditFirst(
-          ctx,
-          { traceId, stage, event: 'rejected', code: classified.code, itk3Code: classified.itk3Code },
-          receiveCount,
-        );
+        const first = await auditFirst(ctx, {
+          traceId,
+          stage,
+          event: 'rejected',
+          code: classified.code,
+          itk3Code: classified.itk3Code,
+        });
         await removeClaimChecks(ctx, claimCheckKeys(record));
         if (first) {
           observer.record({
@@ -153,22 +152,26 @@ async function processRecord(
         return undefined;
       }
       const afterForward = async () => {
-        const first = await auditOnce(ctx, [
-          {
-            traceId,
-            stage,
-            event: 'rejected',
-            code: classified.code,
-            itk3Code: classified.itk3Code,
-            ...(rejected.rejection?.originalMessageId
-              ? { messageId: rejected.rejection.originalMessageId }
-              : {}),
-            ...(record?.principal ? { sender: record.principal.organisation } : {}),
-            ...(record?.decision
-              ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
-              : {}),
-          },
-        ]);
+        const first = await auditOnce(
+          ctx,
+          [
+            {
+              traceId,
+              stage,
+              event: 'rejected',
+              code: classified.code,
+              itk3Code: classified.itk3Code,
+              ...(rejected.rejection?.originalMessageId
+                ? { messageId: rejected.rejection.originalMessageId }
+                : {}),
+              ...(record?.principal ? { sender: record.principal.organisation } : {}),
+              ...(record?.decision
+                ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
+                : {}),
+            },
+          ],
+          record,
+        );
         if (!first) return;
         observer.record({
           stage,
@@ -227,28 +230,32 @@ async function runStage(
       }
       if (outcome.kind === 'delivered') {
         const m = record.message!;
-        const first = await auditOnce(ctx, [
-          {
-            traceId: record.traceId,
-            stage,
-            event: 'delivered',
-            messageId: m.messageId,
-            sender: m.sender,
-            recipient: m.recipient,
-            ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
-          },
-          ...(outcome.response
-            ? [
-                {
-                  traceId: record.traceId,
-                  stage,
-                  event: 'response-sent' as const,
-                  itk3Code: '20013',
-                  messageId: m.messageId,
-                },
-              ]
-            : []),
-        ]);
+        const first = await auditOnce(
+          ctx,
+          [
+            {
+              traceId: record.traceId,
+              stage,
+              event: 'delivered',
+              messageId: m.messageId,
+              sender: m.sender,
+              recipient: m.recipient,
+              ...(record.decision ? { ruleId: record.decision.ruleId } : {}),
+            },
+            ...(outcome.response
+              ? [
+                  {
+                    traceId: record.traceId,
+                    stage,
+                    event: 'response-sent' as const,
+                    itk3Code: '20013',
+                    messageId: m.messageId,
+                  },
+                ]
+              : []),
+          ],
+          record,
+        );
         // The trace has ended: its claim-check blobs are no longer needed.
         await removeClaimChecks(ctx, claimCheckKeys(record));
         return { kind: first ? 'delivered' : 'reprocessed' };
@@ -290,46 +297,48 @@ async function deliverOrReprocessed(
 }
 
 /**
- * Append one audit entry on a record's first receipt; on a later receipt (a redelivery) only if the
- * trail does not hold it yet. No once-store marker: an entry that costs one write, not three.
- * Returns whether this call wrote it.
+ * Append one audit entry once per trace, however often the record is redelivered: one conditional
+ * write (the entry and its marker are one item). Returns whether this call wrote it.
  */
-async function auditFirst(
-  ctx: StageContext,
-  entry: Omit<AuditEntry, 'at'>,
-  receiveCount: number,
-): Promise<boolean> {
-  if (receiveCount > 1) {
-    const trail = await ctx.ports.audit.byTrace(entry.traceId);
-    if (trail.some((e) => e.stage === entry.stage && e.event === entry.event)) return false;
-  }
-  await audit(ctx, entry);
-  return true;
+async function auditFirst(ctx: StageContext, entry: Omit<AuditEntry, 'at'>): Promise<boolean> {
+  return auditOnce(ctx, [entry]);
 }
 
 /**
  * Append a stage's outcome events once per trace, however often SQS hands the record over (a crash
- * between forward and delete, a visibility timeout overrun): one once-store marker per outcome
- * decides. A reprocessing that finds the marker but not the events (the first run died between
- * the writes) writes the missing ones. Returns whether this call was the first to record it.
+ * between forward and delete, a visibility timeout overrun): the marker (the first event's stage
+ * and event) and the events are one atomic write (AuditLog.appendOnce), so a redelivery writes
+ * nothing and no run can leave the marker without its events. The first outcome of an
+ * authenticated submission also carries its `received` entry, timed at receipt. Returns whether
+ * this call was the first to record it.
  */
-async function auditOnce(ctx: StageContext, entries: readonly Omit<AuditEntry, 'at'>[]): Promise<boolean> {
+async function auditOnce(
+  ctx: StageContext,
+  entries: readonly Omit<AuditEntry, 'at'>[],
+  record?: PipelineRecord,
+): Promise<boolean> {
   const head = entries[0]!;
-  const marker = `audit#${head.traceId}#${head.stage}#${head.event}`;
-  let created: boolean;
+  const at = new Date(ctx.ports.clock.now()).toISOString();
+  const received: AuditEntry[] =
+    record?.principal && !record.rejection
+      ? [
+          {
+            traceId: head.traceId,
+            at: new Date(record.receivedAt).toISOString(),
+            stage: 'authenticate',
+            event: 'received',
+          },
+        ]
+      : [];
   try {
-    const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
-    created = (await ctx.ports.once.putIfAbsent(marker, head.traceId, ttl)).created;
+    return await ctx.ports.audit.appendOnce(`${head.stage}#${head.event}`, [
+      ...received,
+      ...entries.map((entry) => ({ ...entry, at })),
+    ]);
   } catch (cause) {
-    throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
+    if (cause instanceof TransientError) throw cause;
+    throw new TransientError('AUDIT_UNAVAILABLE', 'audit log unavailable', { cause });
   }
-  const existing = created ? [] : await ctx.ports.audit.byTrace(head.traceId);
-  const written = (e: Omit<AuditEntry, 'at'>) =>
-    existing.some(
-      (x) => x.stage === e.stage && x.event === e.event && (x.itk3Code ?? '') === (e.itk3Code ?? ''),
-    );
-  for (const entry of entries) if (!written(entry)) await audit(ctx, entry);
-  return created;
 }
 
 /** The only JSON body the inbound queue accepts: a claim-check reference to a large envelope. */

@@ -212,6 +212,12 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
           if (!pipeline) throw new Error('pipeline not built');
           return pipeline.audit.append(entry);
         },
+        // One item (one conditional PutItem) however many entries it holds.
+        appendOnce: (once, entries) => {
+          portCalls.audit += 1;
+          if (!pipeline) throw new Error('pipeline not built');
+          return pipeline.audit.appendOnce(once, entries);
+        },
         byTrace: (traceId) => {
           if (!pipeline) throw new Error('pipeline not built');
           return pipeline.audit.byTrace(traceId);
