@@ -297,7 +297,34 @@ describe('keyServiceFromEnv', () => {
     expect(input?.KeyId).toBe('alias/wrap');
   });
 
+  it('takes a wrapped response-signing key from ITK3_WRAPPED_SIGNING_KEYS: signs locally under the signing context', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    kms
+      .on(DecryptCommand)
+      .callsFake(() => ({ Plaintext: Buffer.from(privateKey.export({ format: 'der', type: 'pkcs8' })) }));
+    const keys = keyServiceFromEnv(config, client, {
+      [KEY_MODE_ENV.mode]: 'cached',
+      [KEY_MODE_ENV.wrappedKeys]: JSON.stringify({ rx: blob }),
+      [KEY_MODE_ENV.wrappedSigningKeys]: JSON.stringify({ resp: blob }),
+    });
+    const input = new Uint8Array([1, 2, 3]);
+    const signature = await keys.signEs256('resp', input);
+    expect(verify('sha256', input, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+    expect(kms.commandCalls(SignCommand)).toHaveLength(0);
+    expect(kms.commandCalls(DecryptCommand)[0]?.args[0].input.EncryptionContext).toEqual(
+      wrappedSigningKeyContext('resp'),
+    );
+  });
+
   it.each([
+    [
+      {
+        [KEY_MODE_ENV.mode]: 'cached',
+        [KEY_MODE_ENV.wrappedKeys]: JSON.stringify({ rx: blob }),
+        [KEY_MODE_ENV.wrappedSigningKeys]: '{"resp":"not base64!"}',
+      },
+      'ITK3_WRAPPED_SIGNING_KEYS.resp: must be a base64 string',
+    ],
     [{ [KEY_MODE_ENV.mode]: 'local' }, 'must be "direct" or "cached"'],
     [{ [KEY_MODE_ENV.mode]: 'cached' }, 'required when'],
     [{ [KEY_MODE_ENV.mode]: 'cached', [KEY_MODE_ENV.wrappedKeys]: '{' }, 'not valid JSON'],
