@@ -217,7 +217,14 @@ export class DynamoAuditLog implements AuditLog {
         this.#newStream();
         throw auditError('PutItem', error);
       }
-      const stored = error.Item ?? (await this.#read(traceId, sk));
+      let stored: Record<string, AttributeValue> | undefined;
+      try {
+        stored = error.Item ?? (await this.#read(traceId, sk));
+      } catch (readError) {
+        // Whether the item is this stream's own cannot be told: end the stream, as above.
+        this.#newStream();
+        throw readError;
+      }
       const own = stored?.stream?.S === this.#stream && stored.n?.N === String(first);
       if (!own) {
         if (once) return false;
@@ -418,7 +425,7 @@ function isoOf(at: string, clock: Clock): string {
   return new Date(Number.isNaN(parsed) ? clock.now() : parsed).toISOString();
 }
 
-const ENTRY_FIELDS = new Set<string>(['at', 'stage', 'event', ...OPTIONAL_FIELDS]);
+const REQUIRED_FIELDS = ['at', 'stage', 'event'] as const;
 
 /** An item as entries, in both layouts: one item of several entries, or one entry per item (before). */
 function storedItem(item: Record<string, AttributeValue>): StoredItem {
@@ -439,13 +446,17 @@ function storedItem(item: Record<string, AttributeValue>): StoredItem {
   } catch {
     parsed = undefined;
   }
+  // Every field a string (the hash covers them all, unknown ones included); the trace id is the key's.
   const valid =
     Array.isArray(parsed) &&
     parsed.every(
       (e): e is Record<string, string> =>
         e !== null &&
         typeof e === 'object' &&
-        Object.entries(e).every(([k, v]) => ENTRY_FIELDS.has(k) && typeof v === 'string'),
+        !Array.isArray(e) &&
+        REQUIRED_FIELDS.every((k) => k in e) &&
+        !('traceId' in e) &&
+        Object.values(e).every((v) => typeof v === 'string'),
     );
   if (!valid) return { ...chained, hashes, entries: [], unreadable: true };
   return {
