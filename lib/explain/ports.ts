@@ -57,6 +57,9 @@ const refusingAudit: AuditLog = {
   append: async () => {
     throw new Refused('writes audit entries');
   },
+  appendOnce: async () => {
+    throw new Refused('writes audit entries');
+  },
   byTrace: async () => [],
 };
 

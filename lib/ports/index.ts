@@ -129,6 +129,14 @@ export interface AuditEntry {
 
 export interface AuditLog {
   append(entry: AuditEntry): Promise<void>;
+  /**
+   * Record a stage's outcome once per trace, however often the record is redelivered: append
+   * `entries` (all of one trace) together with the marker `once` (unique within the trace, e.g.
+   * `deliver#delivered`) atomically — the marker and every entry, or none of them. Returns true when
+   * this call recorded them, false when the marker was already there (nothing is written then).
+   * DynamoDB: one item and one conditional `PutItem`, whatever the number of entries.
+   */
+  appendOnce(once: string, entries: readonly AuditEntry[]): Promise<boolean>;
   /** Entries for one trace, oldest first. */
   byTrace(traceId: string): Promise<AuditEntry[]>;
 }
@@ -168,4 +176,16 @@ export function safeAuditEntry(entry: AuditEntry): AuditEntry {
     if (typeof value === 'string' && value.length > MAX_FIELD) out[field] = `${value.slice(0, MAX_FIELD)}…`;
   }
   return out;
+}
+
+/**
+ * The key of an {@link AuditLog.appendOnce} marker, `<trace>#<once>`, after checking the call: at
+ * least one entry, all of one trace (an outcome belongs to one trace), and a non-empty marker.
+ */
+export function onceMarker(entries: readonly AuditEntry[], once: string): string {
+  const traceId = entries[0]?.traceId;
+  if (traceId === undefined || once === '')
+    throw new Error('appendOnce needs a marker and at least one entry');
+  if (entries.some((e) => e.traceId !== traceId)) throw new Error('appendOnce entries must share one trace');
+  return `${traceId}#${once}`;
 }

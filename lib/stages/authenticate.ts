@@ -155,13 +155,9 @@ export const authenticate: Stage<AuthenticatePorts> = {
   name: 'authenticate',
   decode: recordFromIngress,
   async run(record, ctx, inboundMessageId) {
-    return {
-      kind: 'forward',
-      record: await authenticateRecord({ record, inboundMessageId }, ctx),
-      // Only an authenticated submission is worth a `received` entry: anonymous traffic gets one
-      // audit entry in all, its rejection (issue 9, class 4).
-      auditFirst: { traceId: record.traceId, stage: 'authenticate', event: 'received' },
-    };
+    // No `received` entry here: it is written with the trace's first outcome (one write fewer), and
+    // anonymous traffic gets one audit entry in all, its rejection (issue 9, class 4).
+    return { kind: 'forward', record: await authenticateRecord({ record, inboundMessageId }, ctx) };
   },
 };
 

@@ -107,14 +107,15 @@ async function processRecord<P extends PortName>(
   try {
     record = stage.decode ? stage.decode(sqsRecord) : parseRecord(sqsRecord.body);
     const result = await stage.run(record, ctx, sqsRecord.messageId);
+    // An authenticated submission's `received` entry is written with its first outcome (auditOnce),
+    // not here: one write per trace fewer. Anonymous traffic gets one entry in all, its rejection.
     if (result.kind === 'forward') {
-      if (result.auditFirst) await auditFirst(ctx, result.auditFirst, receiveCount);
       observer.record({ stage: name, traceId: record.traceId, result: 'forwarded', receiveCount });
       return { queue: NEXT_STAGE[name]!, body: serialiseRecord(result.record) };
     }
     let outcome: RecordResult | 'reprocessed' = 'reprocessed';
     if (result.kind === 'end') {
-      const first = result.audit.length > 0 && (await auditOnce(ctx, result.audit));
+      const first = result.audit.length > 0 && (await auditOnce(ctx, result.audit, record));
       // The trace has ended: its claim-check blobs are no longer needed.
       await removeClaimChecks(ctx, claimCheckKeys(record));
       if (first && result.outcome !== 'reprocessed') outcome = result.outcome;
@@ -132,11 +133,13 @@ async function processRecord<P extends PortName>(
       if (!rejected.rejection?.respondTo) {
         // The sender is not authenticated: no response job, so nothing is signed or stored for it.
         // One audit entry, one count, and its claim-check blob removed: that is all.
-        const first = await auditFirst(
-          ctx,
-          { traceId, stage: name, event: 'rejected', code: classified.code, itk3Code: classified.itk3Code },
-          receiveCount,
-        );
+        const first = await auditFirst(ctx, {
+          traceId,
+          stage: name,
+          event: 'rejected',
+          code: classified.code,
+          itk3Code: classified.itk3Code,
+        });
         await removeClaimChecks(ctx, claimCheckKeys(record));
         if (first) {
           observer.record({
@@ -151,22 +154,26 @@ async function processRecord<P extends PortName>(
         return undefined;
       }
       const afterForward = async () => {
-        const first = await auditOnce(ctx, [
-          {
-            traceId,
-            stage: name,
-            event: 'rejected',
-            code: classified.code,
-            itk3Code: classified.itk3Code,
-            ...(rejected.rejection?.originalMessageId
-              ? { messageId: rejected.rejection.originalMessageId }
-              : {}),
-            ...(record?.principal ? { sender: record.principal.organisation } : {}),
-            ...(record?.decision
-              ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
-              : {}),
-          },
-        ]);
+        const first = await auditOnce(
+          ctx,
+          [
+            {
+              traceId,
+              stage: name,
+              event: 'rejected',
+              code: classified.code,
+              itk3Code: classified.itk3Code,
+              ...(rejected.rejection?.originalMessageId
+                ? { messageId: rejected.rejection.originalMessageId }
+                : {}),
+              ...(record?.principal ? { sender: record.principal.organisation } : {}),
+              ...(record?.decision
+                ? { recipient: record.decision.recipient, ruleId: record.decision.ruleId }
+                : {}),
+            },
+          ],
+          record,
+        );
         if (!first) return;
         observer.record({
           stage: name,
@@ -193,46 +200,48 @@ async function processRecord<P extends PortName>(
 }
 
 /**
- * Append one audit entry on a record's first receipt; on a later receipt (a redelivery) only if the
- * trail does not hold it yet. No once-store marker: an entry that costs one write, not three.
- * Returns whether this call wrote it.
+ * Append one audit entry once per trace, however often the record is redelivered: one conditional
+ * write (the entry and its marker are one item). Returns whether this call wrote it.
  */
-async function auditFirst(
-  ctx: BatchContext,
-  entry: Omit<AuditEntry, 'at'>,
-  receiveCount: number,
-): Promise<boolean> {
-  if (receiveCount > 1) {
-    const trail = await ctx.ports.audit.byTrace(entry.traceId);
-    if (trail.some((e) => e.stage === entry.stage && e.event === entry.event)) return false;
-  }
-  await audit(ctx, entry);
-  return true;
+async function auditFirst(ctx: BatchContext, entry: Omit<AuditEntry, 'at'>): Promise<boolean> {
+  return auditOnce(ctx, [entry]);
 }
 
 /**
  * Append a stage's outcome events once per trace, however often SQS hands the record over (a crash
- * between forward and delete, a visibility timeout overrun): one once-store marker per outcome
- * decides. A reprocessing that finds the marker but not the events (the first run died between
- * the writes) writes the missing ones. Returns whether this call was the first to record it.
+ * between forward and delete, a visibility timeout overrun): the marker (the first event's stage
+ * and event) and the events are one atomic write (AuditLog.appendOnce), so a redelivery writes
+ * nothing and no run can leave the marker without its events. The first outcome of an
+ * authenticated submission also carries its `received` entry, timed at receipt. Returns whether
+ * this call was the first to record it.
  */
-async function auditOnce(ctx: BatchContext, entries: readonly Omit<AuditEntry, 'at'>[]): Promise<boolean> {
+async function auditOnce(
+  ctx: BatchContext,
+  entries: readonly Omit<AuditEntry, 'at'>[],
+  record?: PipelineRecord,
+): Promise<boolean> {
   const head = entries[0]!;
-  const marker = `audit#${head.traceId}#${head.stage}#${head.event}`;
-  let created: boolean;
+  const at = new Date(ctx.ports.clock.now()).toISOString();
+  const received: AuditEntry[] =
+    record?.principal && !record.rejection
+      ? [
+          {
+            traceId: head.traceId,
+            at: new Date(record.receivedAt).toISOString(),
+            stage: 'authenticate',
+            event: 'received',
+          },
+        ]
+      : [];
   try {
-    const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
-    created = (await ctx.ports.once.putIfAbsent(marker, head.traceId, ttl)).created;
+    return await ctx.ports.audit.appendOnce(`${head.stage}#${head.event}`, [
+      ...received,
+      ...entries.map((entry) => ({ ...entry, at })),
+    ]);
   } catch (cause) {
-    throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
+    if (cause instanceof TransientError) throw cause;
+    throw new TransientError('AUDIT_UNAVAILABLE', 'audit log unavailable', { cause });
   }
-  const existing = created ? [] : await ctx.ports.audit.byTrace(head.traceId);
-  const written = (e: Omit<AuditEntry, 'at'>) =>
-    existing.some(
-      (x) => x.stage === e.stage && x.event === e.event && (x.itk3Code ?? '') === (e.itk3Code ?? ''),
-    );
-  for (const entry of entries) if (!written(entry)) await audit(ctx, entry);
-  return created;
 }
 
 function rejectionRecord(

@@ -7,8 +7,9 @@
  * Names are derived from the sender, the MessageHeader id and the trace, whose id the inbound queue
  * assigns: two senders, or one sender reusing an id after the duplicate window, never share a name,
  * while a redelivered record finds its own object (same name, same bytes) and has one effect. A
- * response is signed once per trace and code: a redelivery re-sends the stored JWS, not a new
- * signature, so its bytes are the same too.
+ * response is sent once per trace and code: on a folder or S3 target the first response under its
+ * name stands (a redelivery's new signature is not written over it); on SQS and MESH targets the
+ * first signature is stored and a redelivery re-sends the same bytes.
  *
  * A rejection whose sender was never authenticated is not answered here at all: no signature, no
  * stored response (issue 9, class 4). The batch processor audits and counts it, and that is all.
@@ -120,10 +121,31 @@ async function sendResponse(
     id: responseId,
   };
   if (record.mesh) return sendMeshResponse(ctx, record, record.mesh, code, format, sender, bytes, routing);
+  const name = responseName(record.traceId, code);
+  if (target.type === 'folder' || target.type === 's3') {
+    // These targets never replace an object under a name, and the name is this trace's and code's:
+    // a different response already there was written by an earlier attempt (a redelivery after a
+    // crash), so it stands. Nothing is stored to re-send the first signature: one DynamoDB write
+    // per response fewer than on SQS and MESH targets, which cannot refuse a second send.
+    try {
+      return await deliverTo(
+        ctx,
+        target,
+        name,
+        await signResponse(ctx, record, format, routing, bytes),
+        'application/jose',
+      );
+    } catch (error) {
+      if (error instanceof TransientError && error.code === 'DELIVERY_CONFLICT') {
+        return `${name} (sent by an earlier attempt)`;
+      }
+      throw error;
+    }
+  }
   return deliverTo(
     ctx,
     target,
-    responseName(record.traceId, code),
+    name,
     await signedResponse(ctx, record, code, format, routing, bytes),
     'application/jose',
   );
@@ -142,6 +164,18 @@ async function signedResponse(
   routing: { from: string; to: string; event: string; id: string },
   bytes: Uint8Array,
 ): Promise<Uint8Array> {
+  const signed = new TextDecoder().decode(await signResponse(ctx, record, format, routing, bytes));
+  return new TextEncoder().encode(await firstSignature(ctx, `response#${record.traceId}#${code}`, signed));
+}
+
+/** The ITK008M as a compact ES256 JWS by the response-signing key (a new signature each call). */
+async function signResponse(
+  ctx: StageContext<DeliverPorts>,
+  record: PipelineRecord,
+  format: 'xml' | 'json',
+  routing: { from: string; to: string; event: string; id: string },
+  bytes: Uint8Array,
+): Promise<Uint8Array> {
   const kid = ctx.config.doc.responseSigning.kid;
   const signed = await signCompactWithKeyService(
     ctx.ports.keys,
@@ -155,7 +189,7 @@ async function signedResponse(
     },
     bytes,
   );
-  return new TextEncoder().encode(await firstSignature(ctx, `response#${record.traceId}#${code}`, signed));
+  return new TextEncoder().encode(signed);
 }
 
 /**

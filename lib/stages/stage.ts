@@ -26,12 +26,7 @@ export type AuditEvent = Omit<AuditEntry, 'at'>;
 
 /** How one record left a stage. */
 export type StageResult =
-  | {
-      kind: 'forward';
-      record: PipelineRecord;
-      /** Written on the record's first receipt only (authenticate's `received`). */
-      auditFirst?: AuditEvent;
-    }
+  | { kind: 'forward'; record: PipelineRecord }
   | {
       /**
        * The trace ended here: the batch step writes `audit` once per trace (however often SQS hands

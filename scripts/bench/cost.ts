@@ -112,7 +112,39 @@ const BATCH = 10;
 const CHUNK = 64 * 1024;
 const DAYS_KEPT = 30;
 
-export type KeyMode = 'direct' | 'cached';
+/**
+ * `direct`: every private-key operation on KMS. `cached`: the recipient key unwrapped once per
+ * container, responses still signed by KMS. `cached-sign`: the response-signing key cached too.
+ */
+export type KeyMode = 'direct' | 'cached' | 'cached-sign';
+
+/** Service → operation → calls per message, as the adapters count them (lib/adapters/aws/calls.ts). */
+export type CountedCalls = Record<string, Record<string, number>>;
+
+const DYNAMO_WRITES = ['PutItem', 'UpdateItem', 'DeleteItem', 'TransactWriteItems', 'BatchWriteItem'];
+
+/** DynamoDB write requests per message among counted calls. */
+export function dynamoWriteCalls(calls: CountedCalls): number {
+  const ops = calls.dynamodb ?? {};
+  return DYNAMO_WRITES.reduce((sum, op) => sum + (ops[op] ?? 0), 0);
+}
+
+/**
+ * Write request units of the counted DynamoDB calls: one per single-item write (every item here is
+ * under 1 KB); a `TransactWriteItems` costs two per item, and the audit layout before issue 14 wrote
+ * two items (entry and link) per transaction: 4.
+ */
+export function dynamoWriteUnits(calls: CountedCalls): number {
+  const ops = calls.dynamodb ?? {};
+  return dynamoWriteCalls(calls) - (ops.TransactWriteItems ?? 0) + 4 * (ops.TransactWriteItems ?? 0);
+}
+
+/** Every counted AWS call per message: the stages' and ingest's. */
+export function totalCalls(stages: CountedCalls, ingest: CountedCalls = {}): number {
+  let sum = 0;
+  for (const calls of [stages, ingest]) for (const ops of Object.values(calls)) sum += ops.total ?? 0;
+  return sum;
+}
 
 export interface CostLine {
   item: string;
@@ -144,12 +176,22 @@ export function estimateCost(
   mode: KeyMode,
   infAck: boolean,
   unwrapCpuMs: number,
+  /** The emulator's counted stage calls for this mode and ack (DynamoDB and KMS Sign from them). */
+  counted?: CountedCalls,
 ): CostEstimate {
   const pc = e.portCallsPerMessage;
-  // The embedded runs request an ack on every message; without one, deliver signs nothing.
-  const signs = infAck ? pc.sign : 0;
+  // The embedded runs request an ack on every message; without one, deliver signs nothing and
+  // stores no response signature (the once-store's `response#` write).
+  const signs = mode === 'cached-sign' || !infAck ? 0 : (counted?.kms?.Sign ?? pc.sign);
   const deliveries = infAck ? pc.deliveries : pc.deliveries / 2;
-  const auditWrites = infAck ? pc.audit : pc.audit - 1;
+  const portWrites = pc.once + pc.audit - (infAck ? 0 : 1);
+  const writeUnits = counted ? dynamoWriteUnits(counted) : portWrites;
+  const writeBasis = counted
+    ? `${dynamoWriteCalls(counted).toFixed(2)} writes/msg counted (${Object.entries(counted.dynamodb ?? {})
+        .filter(([op]) => op !== 'total')
+        .map(([op, n]) => `${op} ${n.toFixed(2)}`)
+        .join(', ')}) = ${writeUnits.toFixed(2)} WRU`
+    : `${portWrites.toFixed(1)} writes/msg (once-store ${pc.once.toFixed(1)}${infAck ? '' : ' − response#'}, audit items ${pc.audit.toFixed(1)}), 1 WRU each`;
   const usesBlob = e.blobPutsPerMessage > 0;
 
   // SQS: each queue's batch of 10 is received, deleted and (except the inbound one) sent in one
@@ -171,7 +213,12 @@ export function estimateCost(
     authorise: ((usesBlob ? L.s3 : 0) + L.sqs) / BATCH,
     decrypt: ((usesBlob ? 2 * L.s3 : 0) + (mode === 'direct' ? L.kms : 0) + L.sqs) / BATCH,
     verify: ((usesBlob ? 2 * L.s3 : 0) + 2 * L.dynamo + L.sqs) / BATCH,
-    deliver: ((usesBlob ? L.s3 : 0) + L.s3 + (infAck ? L.kms + L.s3 : 0) + 2 * L.dynamo) / BATCH,
+    deliver:
+      ((usesBlob ? L.s3 : 0) +
+        L.s3 +
+        (infAck ? (mode === 'cached-sign' ? 0 : L.kms) + L.s3 + L.dynamo : 0) +
+        L.dynamo) /
+      BATCH,
   };
   let gbSeconds = 0;
   const memoryMb: Record<Phase, number> = {
@@ -210,11 +257,18 @@ export function estimateCost(
           ? `${pc.unwrap.toFixed(2)} RSA Decrypt/msg`
           : 'one symmetric Decrypt per container per TTL (≈ 0 per message)',
     },
-    { item: 'KMS response signing', perMillionUsd: kmsSign * M, basis: `${signs.toFixed(2)} ECC Sign/msg` },
+    {
+      item: 'KMS response signing',
+      perMillionUsd: kmsSign * M,
+      basis:
+        mode === 'cached-sign'
+          ? 'wrapped P-256 key, one symmetric Decrypt per container per TTL (≈ 0 per message)'
+          : `${signs.toFixed(2)} ECC Sign/msg`,
+    },
     {
       item: 'DynamoDB writes',
-      perMillionUsd: (pc.once + auditWrites) * PRICES.dynamoWrite.usd * M,
-      basis: `${pc.once.toFixed(1)} once-store + ${auditWrites.toFixed(1)} audit items/msg, 1 WRU each`,
+      perMillionUsd: writeUnits * PRICES.dynamoWrite.usd * M,
+      basis: writeBasis,
     },
     {
       item: 'S3 claim check',

@@ -194,7 +194,10 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
           portCalls.deliveries += 1;
           const location = await folder.deliver(target, name, bytes);
           // The Bundle at the recipient target is "delivered"; responses (.jws) are not counted.
-          if (contentType === 'application/fhir+xml') delivered.set(name.slice(0, -4), performance.now());
+          // Named `<sender>_<MessageHeader id>_<tracking id>.xml`: the message id is the middle part.
+          if (contentType === 'application/fhir+xml') {
+            delivered.set(name.slice(0, -4).split('_')[1] ?? name, performance.now());
+          }
           return location;
         },
       },
@@ -210,6 +213,12 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
           portCalls.audit += 1;
           if (!pipeline) throw new Error('pipeline not built');
           return pipeline.audit.append(entry);
+        },
+        // One item (one conditional PutItem) however many entries it holds.
+        appendOnce: (once, entries) => {
+          portCalls.audit += 1;
+          if (!pipeline) throw new Error('pipeline not built');
+          return pipeline.audit.appendOnce(once, entries);
         },
         byTrace: (traceId) => {
           if (!pipeline) throw new Error('pipeline not built');

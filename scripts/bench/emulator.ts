@@ -20,7 +20,10 @@ import {
   SendMessageBatchCommand,
 } from '@aws-sdk/client-sqs';
 import type { JWK } from 'jose';
-import { generateWrappedRecipientKey } from '../../lib/adapters/aws/cached-key-service.js';
+import {
+  generateWrappedRecipientKey,
+  generateWrappedSigningKey,
+} from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCallSnapshot, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
 import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
 import { provisionedEnv } from '../../lib/adapters/aws/provision.js';
@@ -31,7 +34,8 @@ import type { DemoWorld } from '../../lib/testkit/world.js';
 import { type Summary, summarise } from './stats.js';
 import { type PreparedMessage, prepareMessages, SIZE_CLASSES } from './workload.js';
 
-export type EmulatorVariant = 'relay' | 'direct' | 'direct-noack' | 'cached' | 'cached-noack';
+/** `cached-sign`: the cached mode with the response-signing key cached too (no KMS `Sign`). */
+export type EmulatorVariant = 'relay' | 'direct' | 'direct-noack' | 'cached' | 'cached-noack' | 'cached-sign';
 
 export interface EmulatorPlan {
   messages: number;
@@ -257,6 +261,16 @@ export async function benchEmulator(
       [KEY_MODE_ENV.wrappedKeys]: JSON.stringify(wrapped),
       [KEY_MODE_ENV.wrappingKeyId]: cmkArn,
     };
+    // The response-signing key as a wrapped P-256 pair too (a new pair: its public key is what
+    // senders would verify responses with in this mode).
+    const signingKid = config.doc.responseSigning.kid;
+    const signing = await generateWrappedSigningKey(clients.kms, cmkArn, signingKid);
+    const cachedSignEnv = {
+      ...cachedEnv,
+      [KEY_MODE_ENV.wrappedSigningKeys]: JSON.stringify({
+        [signingKid]: Buffer.from(signing.ciphertextBlob).toString('base64'),
+      }),
+    };
     const published = (jwks: Record<string, JWK>) =>
       Object.fromEntries(
         config.doc.recipients.map((r) => {
@@ -265,7 +279,14 @@ export async function benchEmulator(
         }),
       );
 
-    const order: EmulatorVariant[] = ['relay', 'direct', 'direct-noack', 'cached', 'cached-noack'];
+    const order: EmulatorVariant[] = [
+      'relay',
+      'direct',
+      'direct-noack',
+      'cached',
+      'cached-noack',
+      'cached-sign',
+    ];
     const runs = new Map<
       EmulatorVariant,
       { wall: number[]; calls: CallsPerMessage[]; sqs: SqsObservation[] }
@@ -296,7 +317,7 @@ export async function benchEmulator(
         }
         const keys: KeyService = variant.startsWith('direct')
           ? directKeys
-          : keyServiceFromEnv(config, clients.kms, cachedEnv);
+          : keyServiceFromEnv(config, clients.kms, variant === 'cached-sign' ? cachedSignEnv : cachedEnv);
         pipeline.ports.keys = keys;
         const messages = await sealed(
           world,

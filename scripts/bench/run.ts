@@ -25,7 +25,17 @@ import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import { createWorld } from '../../lib/testkit/world.js';
 import { type BundleFigures, type BundleVariant, benchBundles } from './bundles.js';
-import { ASSUMED_LATENCY_MS, type CostEstimate, estimateCost, PRICES } from './cost.js';
+import {
+  ASSUMED_LATENCY_MS,
+  type CostEstimate,
+  type CountedCalls,
+  dynamoWriteCalls,
+  dynamoWriteUnits,
+  estimateCost,
+  type KeyMode,
+  PRICES,
+  totalCalls,
+} from './cost.js';
 import {
   type FloorByModulus,
   type FloorResult,
@@ -406,10 +416,22 @@ async function main(): Promise<void> {
   const costs: CostEstimate[] = [];
   const unwrap4096 =
     floor?.common.find((i) => i.name.startsWith('CEK unwrap RSA-OAEP-256 4096'))?.cpuMs.median ?? 0;
+  // DynamoDB writes and KMS Sign from the emulator's counted calls where there are some (small
+  // messages, the variant of the same mode and ack), else from the embedded port calls.
+  const countedFor = (size: string, mode: KeyMode, ack: boolean): CountedCalls | undefined => {
+    if (size !== 'small') return undefined;
+    const variant = mode === 'cached-sign' ? 'cached-sign' : `${mode}${ack ? '' : '-noack'}`;
+    return emulator?.variants.find((v) => v.variant === variant)?.calls?.stages;
+  };
   for (const e of embedded) {
-    costs.push(estimateCost(e, 'direct', true, unwrap4096));
-    costs.push(estimateCost(e, 'cached', true, unwrap4096));
-    costs.push(estimateCost(e, 'cached', false, unwrap4096));
+    for (const [mode, ack] of [
+      ['direct', true],
+      ['cached', true],
+      ['cached', false],
+      ['cached-sign', true],
+    ] as const) {
+      costs.push(estimateCost(e, mode, ack, unwrap4096, countedFor(e.size, mode, ack)));
+    }
   }
   if (costs.length > 0) {
     print('\n4. Cost per million messages, USD (us-east-1 list prices; lines in the JSON report)');
@@ -456,6 +478,41 @@ async function main(): Promise<void> {
     );
     print(
       `   assumed AWS latencies for billed duration (ms): ${JSON.stringify(ASSUMED_LATENCY_MS)}; memory ${STAGE_DEFINITIONS.decrypt.memoryMb} MB; arm64`,
+    );
+  }
+  if (emulator) {
+    print(
+      '\n4b. AWS calls per message by service, small messages (issue 14 item 4; stages + ingest, counted)',
+    );
+    print(
+      table(
+        ['variant', 'SQS', 'KMS', 'DynamoDB writes', 'DynamoDB WRU', 'S3', 'total', 'pipeline only $/M'],
+        emulator.variants
+          .filter((v) => v.calls)
+          .map((v) => {
+            const all = (service: string) =>
+              (v.calls!.stages[service]?.total ?? 0) + (v.calls!.ingest[service]?.total ?? 0);
+            const mode: KeyMode =
+              v.variant === 'cached-sign'
+                ? 'cached-sign'
+                : v.variant.startsWith('direct')
+                  ? 'direct'
+                  : 'cached';
+            const cost = costs.find(
+              (c) => c.size === 'small' && c.mode === mode && c.infAck === !v.variant.endsWith('-noack'),
+            );
+            return [
+              v.variant,
+              all('sqs').toFixed(2),
+              all('kms').toFixed(3),
+              dynamoWriteCalls(v.calls!.stages).toFixed(2),
+              dynamoWriteUnits(v.calls!.stages).toFixed(2),
+              all('s3').toFixed(2),
+              totalCalls(v.calls!.stages, v.calls!.ingest).toFixed(2),
+              cost ? `$${cost.pipelineOnlyPerMillionUsd.toFixed(2)}` : '-',
+            ];
+          }),
+      ),
     );
   }
 
@@ -639,6 +696,39 @@ async function main(): Promise<void> {
         met: c.totalPerMillionUsd <= 5,
       });
     }
+  }
+  // Issue 14 item 4: fewer AWS calls, cached response signing.
+  const signVariant = emulator?.variants.find((v) => v.variant === 'cached-sign');
+  for (const v of emulator?.variants ?? []) {
+    if (!v.calls) continue;
+    const writes = dynamoWriteCalls(v.calls.stages);
+    targets.push({
+      name: `DynamoDB writes per delivered message, ${v.variant}`,
+      target: '≤ 4',
+      measured: `${writes.toFixed(2)} (${dynamoWriteUnits(v.calls.stages).toFixed(2)} WRU)`,
+      met: writes <= 4,
+      ...(writes > 4
+        ? { note: 'the once-store keeps the first response signature (response#) per ack' }
+        : {}),
+    });
+  }
+  if (signVariant?.calls) {
+    const calls = totalCalls(signVariant.calls.stages, signVariant.calls.ingest);
+    targets.push({
+      name: 'AWS calls per message, cached + cached signing key, ack',
+      target: '≤ 9',
+      measured: calls.toFixed(2),
+      met: calls <= 9,
+    });
+  }
+  const signCost = costs.find((c) => c.size === 'small' && c.mode === 'cached-sign' && c.infAck);
+  if (signCost) {
+    targets.push({
+      name: `cost per million, pipeline only, cached + cached signing key, ack${signVariant ? '' : ' (port calls)'}`,
+      target: '≤ $5',
+      measured: `$${signCost.pipelineOnlyPerMillionUsd.toFixed(2)} (all lines $${signCost.totalPerMillionUsd.toFixed(2)})`,
+      met: signCost.pipelineOnlyPerMillionUsd <= 5,
+    });
   }
   if (bundles) {
     const deployed = bundles.filter((b) => b.variant === 'as-deployed');

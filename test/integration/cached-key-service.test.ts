@@ -1,4 +1,11 @@
-import { constants, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes } from 'node:crypto';
+import {
+  constants,
+  createPublicKey,
+  generateKeyPairSync,
+  publicEncrypt,
+  randomBytes,
+  verify,
+} from 'node:crypto';
 import {
   CreateKeyCommand,
   GenerateDataKeyPairWithoutPlaintextCommand,
@@ -9,6 +16,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
   CachedKeyService,
   generateWrappedRecipientKey,
+  generateWrappedSigningKey,
   wrappedKeyContext,
   wrapRecipientKey,
 } from '../../lib/adapters/aws/cached-key-service.js';
@@ -45,6 +53,37 @@ describeEachEmulator('CachedKeyService', ({ clients }) => {
         .send(new ScheduleKeyDeletionCommand({ KeyId: keyId, PendingWindowInDays: 7 }))
         .catch(() => {});
     }
+  });
+
+  it('signs responses with a wrapped P-256 signing key after one Decrypt, and refuses a recipient blob as one', async () => {
+    const signing = await generateWrappedSigningKey(clients.kms, wrappingKey, 'gw-response');
+    const recipient = await generateWrappedRecipientKey(
+      clients.kms,
+      wrappingKey,
+      'gw-other',
+      'ECC_NIST_P256',
+    );
+    const keys = new CachedKeyService(clients.kms, {
+      wrappedKeys: {},
+      // The second kid's blob was wrapped for decryption: KMS refuses it under the signing context.
+      wrappedSigningKeys: { 'gw-response': signing.ciphertextBlob, 'gw-other': recipient.ciphertextBlob },
+      kmsKeyIds: {},
+      wrappingKeyId: wrappingKey,
+    });
+    resetAwsCalls();
+    const publicKey = createPublicKey({
+      key: Buffer.from(signing.publicKeySpki),
+      format: 'der',
+      type: 'spki',
+    });
+    for (let i = 0; i < 5; i += 1) {
+      const input = new TextEncoder().encode(`eyJhbGciOiJFUzI1NiJ9.response-${i}`);
+      const signature = await keys.signEs256('gw-response', input);
+      expect(verify('sha256', input, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+    }
+    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+    const refused = await keys.signEs256('gw-other', new Uint8Array([1])).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(TransientError);
   });
 
   it('unwraps a GenerateDataKeyPairWithoutPlaintext key once and opens many CEKs locally', async () => {

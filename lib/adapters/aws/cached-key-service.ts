@@ -10,8 +10,11 @@
  * A P-256 recipient key (JWE `ECDH-ES+A256KW`) works the same way: the wrapped PKCS#8 P-256 key
  * is unwrapped once, and each message's ECDH is done locally instead of a KMS `DeriveSharedSecret`.
  *
- * Everything else stays on KMS: `signEs256` (response signing) and, for kids without a wrapped key,
- * `unwrapKey` and `publicKeySpki` go to the wrapped {@link KmsKeyService}.
+ * Optionally the **response-signing key** too (docs/KEY-MODES.md, "Cached response-signing key"): a
+ * KMS-wrapped PKCS#8 P-256 key, bound to its own encryption context (purpose `response-sign`), is
+ * unwrapped the same way and ES256 signatures are made with `node:crypto`, instead of one KMS `Sign`
+ * per response. Without it, and for kids without a wrapped key, `signEs256`, `unwrapKey` and
+ * `publicKeySpki` go to the wrapped {@link KmsKeyService}.
  */
 import {
   constants,
@@ -20,6 +23,7 @@ import {
   diffieHellman,
   type KeyObject,
   privateDecrypt,
+  sign,
 } from 'node:crypto';
 import {
   DecryptCommand,
@@ -49,10 +53,27 @@ export function wrappedKeyContext(kid: string): Record<string, string> {
   return { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': kid };
 }
 
+/**
+ * Encryption context of a wrapped response-signing key: another purpose, so a recipient blob can
+ * never be loaded as a signing key nor a signing blob as a recipient key, and a key policy can grant
+ * `kms:Decrypt` for signing keys to the deliver role alone.
+ */
+export function wrappedSigningKeyContext(kid: string): Record<string, string> {
+  return { 'itk3:purpose': 'response-sign', 'itk3:kid': kid };
+}
+
+type KeyPurpose = 'recipient' | 'signing';
+
 /** Options of {@link CachedKeyService}. */
 export interface CachedKeyServiceOptions {
   /** kid → KMS ciphertext blob of the recipient's RSA or P-256 private key (PKCS#8 DER). */
   wrappedKeys: Readonly<Record<string, Uint8Array>>;
+  /**
+   * kid → KMS ciphertext blob of a P-256 response-signing private key (PKCS#8 DER), wrapped under
+   * {@link wrappedSigningKeyContext}: ES256 in the function instead of a KMS `Sign` per response.
+   * @default - response signing stays on KMS
+   */
+  wrappedSigningKeys?: Readonly<Record<string, Uint8Array>>;
   /** kid → KMS key id for what stays on KMS (response signing, kids without a wrapped key). */
   kmsKeyIds: Readonly<Record<string, string>>;
   /**
@@ -96,6 +117,7 @@ export class CachedKeyService implements KeyService {
   readonly #client: KMSClient;
   readonly #direct: KmsKeyService;
   readonly #wrapped: ReadonlyMap<string, Uint8Array>;
+  readonly #wrappedSigning: ReadonlyMap<string, Uint8Array>;
   readonly #wrappingKeyId: string | undefined;
   readonly #ttlMs: number;
   readonly #now: () => number;
@@ -105,6 +127,7 @@ export class CachedKeyService implements KeyService {
     this.#client = client;
     this.#direct = new KmsKeyService(client, options.kmsKeyIds);
     this.#wrapped = new Map(Object.entries(options.wrappedKeys));
+    this.#wrappedSigning = new Map(Object.entries(options.wrappedSigningKeys ?? {}));
     this.#wrappingKeyId = options.wrappingKeyId;
     const ttlSeconds = options.ttlSeconds ?? DEFAULT_KEY_CACHE_TTL_SECONDS;
     if (!(ttlSeconds > 0)) throw new RangeError('ttlSeconds must be positive');
@@ -154,15 +177,25 @@ export class CachedKeyService implements KeyService {
     }
   }
 
-  /** Response signing stays on KMS: responses need one `Sign` each, the key never leaves KMS. */
-  signEs256(kid: string, signingInput: Uint8Array): Promise<Uint8Array> {
-    return this.#direct.signEs256(kid, signingInput);
+  /**
+   * ES256 with a wrapped P-256 signing key, locally (64-byte `r‖s`, as KMS `Sign` gives after
+   * conversion); any other kid signs on KMS, one `Sign` per call, the key never leaving KMS.
+   */
+  async signEs256(kid: string, signingInput: Uint8Array): Promise<Uint8Array> {
+    if (!this.#wrappedSigning.has(kid)) return this.#direct.signEs256(kid, signingInput);
+    const key = await this.#privateKey(kid, 'signing');
+    return sign('sha256', signingInput, { key, dsaEncoding: 'ieee-p1363' });
   }
 
   /** SPKI of a wrapped key comes from the unwrapped private key; any other kid from KMS. */
   async publicKeySpki(kid: string): Promise<Uint8Array> {
-    if (!this.#wrapped.has(kid)) return this.#direct.publicKeySpki(kid);
-    const key = await this.#privateKey(kid);
+    const purpose: KeyPurpose | undefined = this.#wrappedSigning.has(kid)
+      ? 'signing'
+      : this.#wrapped.has(kid)
+        ? 'recipient'
+        : undefined;
+    if (!purpose) return this.#direct.publicKeySpki(kid);
+    const key = await this.#privateKey(kid, purpose);
     return createPublicKey(key).export({ format: 'der', type: 'spki' });
   }
 
@@ -171,28 +204,30 @@ export class CachedKeyService implements KeyService {
     this.#cache.clear();
   }
 
-  #privateKey(kid: string): Promise<KeyObject> {
+  #privateKey(kid: string, purpose: KeyPurpose = 'recipient'): Promise<KeyObject> {
     const now = this.#now();
-    const cached = this.#cache.get(kid);
+    const slot = `${purpose}#${kid}`;
+    const cached = this.#cache.get(slot);
     if (cached && now < cached.expiresAt) return cached.key;
     // One load per kid at a time: the records of a batch share it (single flight).
-    const key = this.#load(kid);
-    this.#cache.set(kid, { key, expiresAt: now + this.#ttlMs });
+    const key = this.#load(kid, purpose);
+    this.#cache.set(slot, { key, expiresAt: now + this.#ttlMs });
     key.catch(() => {
-      if (this.#cache.get(kid)?.key === key) this.#cache.delete(kid);
+      if (this.#cache.get(slot)?.key === key) this.#cache.delete(slot);
     });
     return key;
   }
 
-  async #load(kid: string): Promise<KeyObject> {
-    const blob = this.#wrapped.get(kid) as Uint8Array;
+  async #load(kid: string, purpose: KeyPurpose): Promise<KeyObject> {
+    const signing = purpose === 'signing';
+    const blob = (signing ? this.#wrappedSigning : this.#wrapped).get(kid) as Uint8Array;
     countCall('kms', 'Decrypt');
     let plaintext: Uint8Array | undefined;
     try {
       const out = await this.#client.send(
         new DecryptCommand({
           CiphertextBlob: blob,
-          EncryptionContext: wrappedKeyContext(kid),
+          EncryptionContext: signing ? wrappedSigningKeyContext(kid) : wrappedKeyContext(kid),
           ...(this.#wrappingKeyId ? { KeyId: this.#wrappingKeyId } : {}),
         }),
       );
@@ -207,15 +242,21 @@ export class CachedKeyService implements KeyService {
     if (!plaintext) throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'KMS Decrypt returned no key');
     try {
       const key = createPrivateKey({ key: Buffer.from(plaintext), format: 'der', type: 'pkcs8' });
-      if (!isUsableRecipientKey(key)) {
-        throw new Error('not an RSA private key of at least 2048 bits nor a P-256 private key');
+      if (signing ? !isP256(key) : !isUsableRecipientKey(key)) {
+        throw new Error(
+          signing
+            ? 'not a P-256 private key'
+            : 'not an RSA private key of at least 2048 bits nor a P-256 private key',
+        );
       }
       return key;
     } catch (cause) {
       // The blob is configuration, not the message: dead-letter and alarm, never reject.
       throw new TransientError(
         'KEY_SERVICE_UNAVAILABLE',
-        'wrapped key is not a usable RSA or P-256 private key',
+        signing
+          ? 'wrapped response-signing key is not a usable P-256 private key'
+          : 'wrapped key is not a usable RSA or P-256 private key',
         { cause },
       );
     } finally {
@@ -229,6 +270,10 @@ export class CachedKeyService implements KeyService {
 function isUsableRecipientKey(key: KeyObject): boolean {
   if (key.asymmetricKeyType === 'rsa')
     return (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_MODULUS_BITS;
+  return isP256(key);
+}
+
+function isP256(key: KeyObject): boolean {
   return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
 }
 
@@ -287,6 +332,56 @@ export async function wrapRecipientKey(
       KeyId: wrappingKeyId,
       Plaintext: pkcs8Der,
       EncryptionContext: wrappedKeyContext(kid),
+    }),
+  );
+  if (!out.CiphertextBlob) throw new Error('KMS Encrypt returned no ciphertext');
+  return {
+    kid,
+    ciphertextBlob: out.CiphertextBlob,
+    publicKeySpki: createPublicKey(key).export({ format: 'der', type: 'spki' }),
+  };
+}
+
+/**
+ * Make a new P-256 response-signing key pair inside KMS, the private half only wrapped under
+ * `wrappingKeyId` and {@link wrappedSigningKeyContext}: the value for `ITK3_WRAPPED_SIGNING_KEYS`,
+ * and the public key to publish as the gateway's response-signing key (senders verify responses
+ * with it, `itk3 audit verify` checkpoints). Operator tooling and tests use this.
+ */
+export async function generateWrappedSigningKey(
+  kms: KMSClient,
+  wrappingKeyId: string,
+  kid: string,
+): Promise<WrappedRecipientKey> {
+  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
+  const out = await kms.send(
+    new GenerateDataKeyPairWithoutPlaintextCommand({
+      KeyId: wrappingKeyId,
+      KeyPairSpec: 'ECC_NIST_P256',
+      EncryptionContext: wrappedSigningKeyContext(kid),
+    }),
+  );
+  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
+    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
+  }
+  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+}
+
+/** Wrap an existing P-256 response-signing key (PKCS#8 DER) with KMS `Encrypt` under its context. */
+export async function wrapSigningKey(
+  kms: KMSClient,
+  wrappingKeyId: string,
+  kid: string,
+  pkcs8Der: Uint8Array,
+): Promise<WrappedRecipientKey> {
+  const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
+  if (!isP256(key)) throw new TypeError('a P-256 private key is expected');
+  countCall('kms', 'Encrypt');
+  const out = await kms.send(
+    new EncryptCommand({
+      KeyId: wrappingKeyId,
+      Plaintext: pkcs8Der,
+      EncryptionContext: wrappedSigningKeyContext(kid),
     }),
   );
   if (!out.CiphertextBlob) throw new Error('KMS Encrypt returned no ciphertext');

@@ -1,14 +1,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import {
   type AttributeValue,
-  BatchGetItemCommand,
-  type BatchGetItemCommandOutput,
+  ConditionalCheckFailedException,
   type DynamoDBClient,
-  GetItemCommand,
   PutItemCommand,
   QueryCommand,
   type QueryCommandOutput,
-  TransactWriteItemsCommand,
+  ScanCommand,
+  type ScanCommandOutput,
 } from '@aws-sdk/client-dynamodb';
 import {
   type ChainLink,
@@ -29,13 +28,14 @@ import {
   type AuditEntry,
   type AuditLog,
   type Clock,
+  onceMarker,
   safeAuditEntry,
   systemClock,
 } from '../../ports/index.js';
 import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
-/** Optional string fields of an {@link AuditEntry}, stored as attributes of the same name. */
+/** Optional string fields of an {@link AuditEntry} (attributes of the same name in the one-entry items written before). */
 const OPTIONAL_FIELDS = [
   'code',
   'itk3Code',
@@ -49,13 +49,12 @@ const OPTIONAL_FIELDS = [
 /** Upper bound on Query pages for one trace (1 MB each): a runaway trace must not hang a caller. */
 const MAX_PAGES = 50;
 
-/** Partition listing every chain stream (one item per stream, written with its first link). */
-export const STREAMS_PARTITION = 'audit-streams';
-/** Partition of one stream's links and checkpoints. */
+/** Partition of one stream's checkpoints. */
 export const streamPartition = (stream: string) => `stream#${stream}`;
 const pad = (n: number) => String(n).padStart(12, '0');
-export const linkKey = (n: number) => `link#${pad(n)}`;
 export const checkpointKey = (n: number) => `checkpoint#${pad(n)}`;
+/** Sort key of the item {@link DynamoAuditLog.appendOnce} writes: the marker is the key. */
+export const onceKey = (once: string) => `once#${once}`;
 
 export interface DynamoAuditChainOptions {
   /** Names the writer in its stream id (default: the Lambda function name). */
@@ -65,33 +64,56 @@ export interface DynamoAuditChainOptions {
   policy?: CheckpointPolicy;
 }
 
+/** One stored audit item read back: its entries, where they sit in their stream, and their hashes. */
+interface StoredItem {
+  traceId: string;
+  stream?: string;
+  /** Position of the first entry. */
+  n?: number;
+  /** The hash before the first entry. */
+  prev?: string;
+  /** One per entry. */
+  hashes: string[];
+  entries: AuditEntry[];
+  /** The item's entries could not be read (an altered `entries` attribute). */
+  unreadable?: boolean;
+}
+
 /**
  * {@link AuditLog} on a DynamoDB table shaped like {@link AUDIT_TABLE}: partition key `traceId`,
  * sort key `sk`, TTL `expiresAt` = event time + `retentionDays`.
  *
- * The sort key is `<ISO time>#<stage>#<event>#<random>`: ISO-8601 UTC strings of one format sort
- * chronologically, so a `Query` returns a trace's events oldest first, and the random suffix keeps
- * two events of the same stage in the same millisecond from overwriting each other.
+ * **One write per item.** An item holds one or more entries of one trace (`entries`, JSON without
+ * the trace id, which is the partition key) and is written by one conditional `PutItem`
+ * (`attribute_not_exists`): an `append` under `<ISO time>#<stage>#<event>#<random>`, an
+ * `appendOnce` under `once#<marker>`, so the marker and the outcome's entries are one item — the
+ * condition is the once-check, and a redelivery writes nothing. Readers expand items into entries,
+ * oldest first.
  *
- * Hash chain (docs/AUDIT.md): each instance (one per Lambda execution environment) is one stream
- * `<writer>/<uuid>`, appending one entry at a time. An append is one `TransactWriteItems`: the entry
- * item (with its `stream`, `n`, `prev`, `hash`) and a link item `stream#<id>` / `link#<n>`, each
- * written only if absent, so two writers can never both claim a position (no fork) and a failed
- * append leaves neither. Checkpoints (`checkpoint#<n>`) sign the head through the key service.
+ * **Hash chain without a transaction** (docs/AUDIT.md): each instance (one per Lambda execution
+ * environment) is one stream `<writer>/<uuid>` and appends one item at a time; each entry has its
+ * position `n` and hash in the stream, stored in its item (`stream`, `n` of the first entry, `prev`,
+ * `hashes`). Nobody else writes a stream, so no position can be claimed twice by two writers; a
+ * write whose answer was lost and that the SDK retried is recognised as this stream's own (same
+ * stream and position), and a write whose fate is unknown ends the stream — the next append starts
+ * a new one — so a lost write can leave a stream one entry longer, never forked. `verify` reads the
+ * table (`Scan`), regroups the entries by stream and position, and judges them as before;
+ * checkpoints (`stream#<id>` / `checkpoint#<n>`) sign a stream's head through the key service.
  *
  * @example
  * ```ts
  * const audit = new DynamoAuditLog(new DynamoDBClient({}), process.env.ITK3_AUDIT_TABLE!);
- * await audit.append({ traceId, at: new Date().toISOString(), stage: 'decrypt', event: 'forwarded' });
+ * await audit.appendOnce('deliver#delivered', [{ traceId, at, stage: 'deliver', event: 'delivered' }]);
  * ```
  */
 export class DynamoAuditLog implements AuditLog {
   readonly #client: DynamoDBClient;
   readonly #table: string;
   readonly #clock: Clock;
-  readonly stream: string;
+  readonly #writer: string;
   readonly #signer: CheckpointSigner | undefined;
   readonly #policy: CheckpointPolicy;
+  #stream: string;
   #head: { n: number; hash: string };
   #lastCheckpoint: { n: number; at: number };
   /** Appends run one at a time: the chain has one head per stream. */
@@ -106,123 +128,132 @@ export class DynamoAuditLog implements AuditLog {
     this.#client = client;
     this.#table = tableName;
     this.#clock = clock;
-    const writer = (chain.writer ?? process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'writer').replace(
-      /[^A-Za-z0-9._-]/g,
-      '-',
-    );
-    this.stream = `${writer.slice(0, 64)}/${randomUUID()}`;
+    this.#writer = (chain.writer ?? process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'writer')
+      .replace(/[^A-Za-z0-9._-]/g, '-')
+      .slice(0, 64);
     this.#signer = chain.signer;
     this.#policy = chain.policy ?? DEFAULT_CHECKPOINT_POLICY;
-    this.#head = { n: 0, hash: genesisHash(this.stream) };
+    this.#stream = '';
+    this.#head = { n: 0, hash: '' };
     this.#lastCheckpoint = { n: 0, at: clock.now() };
+    this.#newStream();
+  }
+
+  /** The stream this instance appends to now (a new one after a write whose fate is unknown). */
+  get stream(): string {
+    return this.#stream;
+  }
+
+  #newStream(): void {
+    this.#stream = `${this.#writer}/${randomUUID()}`;
+    this.#head = { n: 0, hash: genesisHash(this.#stream) };
+    this.#lastCheckpoint = { n: 0, at: this.#clock.now() };
   }
 
   append(raw: AuditEntry): Promise<void> {
-    const run = this.#tail.then(() => this.#append(raw));
+    return this.#serially(async () => {
+      const entry = safeAuditEntry(raw);
+      const sk = `${isoOf(entry.at, this.#clock)}#${entry.stage}#${entry.event}#${randomBytes(6).toString('hex')}`;
+      await this.#put(sk, [entry], false);
+    });
+  }
+
+  appendOnce(once: string, raws: readonly AuditEntry[]): Promise<boolean> {
+    return this.#serially(async () => {
+      onceMarker(raws, once);
+      return this.#put(onceKey(once), raws.map(safeAuditEntry), true);
+    });
+  }
+
+  #serially<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn);
     this.#tail = run.catch(() => undefined);
     return run;
   }
 
-  async #append(raw: AuditEntry): Promise<void> {
-    const entry = safeAuditEntry(raw);
-    const parsed = Date.parse(entry.at);
-    // Normalise the time so every sort key has the same format (offsets and precision vary by caller).
-    const atMs = Number.isNaN(parsed) ? this.#clock.now() : parsed;
-    const iso = new Date(atMs).toISOString();
-    const expiresAt = { N: String(Math.floor(atMs / 1000) + AUDIT_TABLE.retentionDays * 86_400) };
-    const sk = `${iso}#${entry.stage}#${entry.event}#${randomBytes(6).toString('hex')}`;
-    for (let attempt = 0; ; attempt += 1) {
-      const n = this.#head.n + 1;
-      const prev = this.#head.hash;
-      const hash = linkHash(this.stream, n, prev, entry);
-      const item: Record<string, AttributeValue> = {
-        [AUDIT_TABLE.partitionKey]: { S: entry.traceId },
-        [AUDIT_TABLE.sortKey]: { S: sk },
-        [AUDIT_TABLE.ttlAttribute]: expiresAt,
-        at: { S: entry.at },
-        stage: { S: entry.stage },
-        event: { S: entry.event },
-        stream: { S: this.stream },
-        n: { N: String(n) },
-        prev: { S: prev },
-        hash: { S: hash },
-      };
-      for (const field of OPTIONAL_FIELDS) {
-        const value = entry[field];
-        if (value !== undefined) item[field] = { S: value };
-      }
-      const link: Record<string, AttributeValue> = {
-        [AUDIT_TABLE.partitionKey]: { S: streamPartition(this.stream) },
-        [AUDIT_TABLE.sortKey]: { S: linkKey(n) },
-        [AUDIT_TABLE.ttlAttribute]: expiresAt,
-        n: { N: String(n) },
-        prev: { S: prev },
-        hash: { S: hash },
-        entryTrace: { S: entry.traceId },
-        entrySk: { S: sk },
-      };
-      const absent = {
-        ConditionExpression: 'attribute_not_exists(#p)',
-        ExpressionAttributeNames: { '#p': AUDIT_TABLE.partitionKey },
-      };
-      const writes = [
-        { Put: { TableName: this.#table, Item: item, ...absent } },
-        { Put: { TableName: this.#table, Item: link, ...absent } },
-        ...(n === 1
-          ? [
-              {
-                Put: {
-                  TableName: this.#table,
-                  Item: {
-                    [AUDIT_TABLE.partitionKey]: { S: STREAMS_PARTITION },
-                    [AUDIT_TABLE.sortKey]: { S: this.stream },
-                    createdAt: { S: new Date(this.#clock.now()).toISOString() },
-                  },
-                  ...absent,
-                },
-              },
-            ]
-          : []),
-      ];
-      countCall('dynamodb', 'TransactWriteItems');
-      try {
-        // The token makes an SDK retry of a write that did land a no-op instead of a conflict.
-        await this.#client.send(
-          new TransactWriteItemsCommand({ TransactItems: writes, ClientRequestToken: hash.slice(0, 36) }),
-        );
-        this.#head = { n, hash };
-        break;
-      } catch (error) {
-        // Position n is taken: an earlier append whose answer was lost. Continue from what is stored.
-        if (
-          attempt < 2 &&
-          awsErrorName(error) === 'TransactionCanceledException' &&
-          (await this.#adoptStoredHead(n))
-        ) {
-          continue;
-        }
-        throw auditError('TransactWriteItems', error);
-      }
+  /**
+   * Write one item holding `entries` as the next positions of this stream, only if its key is free.
+   * Returns false when the key was taken by an earlier write that is not this stream's own (an
+   * `appendOnce` whose outcome was recorded before).
+   */
+  async #put(sk: string, entries: readonly AuditEntry[], once: boolean): Promise<boolean> {
+    const traceId = entries[0]!.traceId;
+    const first = this.#head.n + 1;
+    const prev = this.#head.hash;
+    const hashes: string[] = [];
+    let before = prev;
+    for (const [i, entry] of entries.entries()) {
+      before = linkHash(this.#stream, first + i, before, entry);
+      hashes.push(before);
     }
+    const latest = Math.max(...entries.map((e) => Date.parse(isoOf(e.at, this.#clock))));
+    const item: Record<string, AttributeValue> = {
+      [AUDIT_TABLE.partitionKey]: { S: traceId },
+      [AUDIT_TABLE.sortKey]: { S: sk },
+      [AUDIT_TABLE.ttlAttribute]: {
+        N: String(Math.floor(latest / 1000) + AUDIT_TABLE.retentionDays * 86_400),
+      },
+      entries: { S: JSON.stringify(entries.map(({ traceId: _, ...rest }) => rest)) },
+      stream: { S: this.#stream },
+      n: { N: String(first) },
+      prev: { S: prev },
+      hashes: { L: hashes.map((h) => ({ S: h })) },
+    };
+    countCall('dynamodb', 'PutItem');
+    try {
+      await this.#client.send(
+        new PutItemCommand({
+          TableName: this.#table,
+          Item: item,
+          ConditionExpression: 'attribute_not_exists(#p)',
+          ExpressionAttributeNames: { '#p': AUDIT_TABLE.partitionKey },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) {
+        // The write may have landed without its answer: this stream's next position is uncertain,
+        // so the stream ends here (it stays provable either way) and the next append starts another.
+        this.#newStream();
+        throw auditError('PutItem', error);
+      }
+      let stored: Record<string, AttributeValue> | undefined;
+      try {
+        stored = error.Item ?? (await this.#read(traceId, sk));
+      } catch (readError) {
+        // Whether the item is this stream's own cannot be told: end the stream, as above.
+        this.#newStream();
+        throw readError;
+      }
+      const own = stored?.stream?.S === this.#stream && stored.n?.N === String(first);
+      if (!own) {
+        if (once) return false;
+        throw auditError('PutItem', error);
+      }
+      // Our own write, landed on an earlier attempt the SDK retried: it counts as done.
+    }
+    this.#head = { n: first + entries.length - 1, hash: hashes.at(-1)! };
     if (this.#due()) await this.checkpoint().catch(() => false);
+    return true;
   }
 
-  async #adoptStoredHead(n: number): Promise<boolean> {
-    countCall('dynamodb', 'GetItem');
-    const out = await this.#client.send(
-      new GetItemCommand({
-        TableName: this.#table,
-        Key: {
-          [AUDIT_TABLE.partitionKey]: { S: streamPartition(this.stream) },
-          [AUDIT_TABLE.sortKey]: { S: linkKey(n) },
-        },
-        ConsistentRead: true,
-      }),
-    );
-    const hash = out.Item?.hash?.S;
-    if (!hash) return false;
-    this.#head = { n, hash };
-    return true;
+  /** The stored item at a key (emulators that do not return it with a failed condition). */
+  async #read(traceId: string, sk: string): Promise<Record<string, AttributeValue> | undefined> {
+    countCall('dynamodb', 'Query');
+    try {
+      const out = await this.#client.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: '#p = :p AND #s = :s',
+          ExpressionAttributeNames: { '#p': AUDIT_TABLE.partitionKey, '#s': AUDIT_TABLE.sortKey },
+          ExpressionAttributeValues: { ':p': { S: traceId }, ':s': { S: sk } },
+          ConsistentRead: true,
+        }),
+      );
+      return out.Items?.[0];
+    } catch (error) {
+      throw auditError('Query', error);
+    }
   }
 
   #due(): boolean {
@@ -238,10 +269,11 @@ export class DynamoAuditLog implements AuditLog {
   async checkpoint(): Promise<boolean> {
     const signer = this.#signer;
     const head = this.#head;
+    const stream = this.#stream;
     if (!signer || head.n === 0 || head.n <= this.#lastCheckpoint.n) return false;
     const at = this.#clock.now();
     const jws = await signCheckpoint(signer, {
-      stream: this.stream,
+      stream,
       n: head.n,
       hash: head.hash,
       at: new Date(at).toISOString(),
@@ -252,7 +284,7 @@ export class DynamoAuditLog implements AuditLog {
         new PutItemCommand({
           TableName: this.#table,
           Item: {
-            [AUDIT_TABLE.partitionKey]: { S: streamPartition(this.stream) },
+            [AUDIT_TABLE.partitionKey]: { S: streamPartition(stream) },
             [AUDIT_TABLE.sortKey]: { S: checkpointKey(head.n) },
             n: { N: String(head.n) },
             jws: { S: jws },
@@ -264,16 +296,21 @@ export class DynamoAuditLog implements AuditLog {
     } catch (error) {
       throw auditError('PutItem', error);
     }
-    this.#lastCheckpoint = { n: head.n, at };
+    if (stream === this.#stream) this.#lastCheckpoint = { n: head.n, at };
     return true;
   }
 
+  /** Entries of one trace, oldest first (items expanded; one item's entries keep their order). */
   async byTrace(traceId: string): Promise<AuditEntry[]> {
-    const items = await this.#query(traceId);
-    return items.map(toEntry);
+    const entries = (await this.#query(traceId)).flatMap((item) => storedItem(item).entries);
+    // Stable: entries of the same time keep their stored order.
+    return entries
+      .map((entry, i) => ({ entry, i, t: Date.parse(entry.at) }))
+      .sort((a, b) => (a.t === b.t || Number.isNaN(a.t - b.t) ? a.i - b.i : a.t - b.t))
+      .map((x) => x.entry);
   }
 
-  /** Every item of one partition, in sort-key order (bounded, like {@link byTrace}). */
+  /** Every item of one partition, in sort-key order (bounded). */
   async #query(partition: string): Promise<Record<string, AttributeValue>[]> {
     const items: Record<string, AttributeValue>[] = [];
     let startKey: Record<string, AttributeValue> | undefined;
@@ -302,81 +339,138 @@ export class DynamoAuditLog implements AuditLog {
     return items;
   }
 
-  /** Prove every stream of the table (`itk3 audit verify --aws-outputs`). */
+  /**
+   * Prove every stream of the table (`itk3 audit verify --aws-outputs`): one consistent `Scan` of
+   * the whole table (an operator's read, paid per MB read, none of it on the message path), the
+   * entries regrouped by stream and position, every stream judged with its checkpoints.
+   */
   async verifyAll(keys: CheckpointKeys): Promise<StreamReport[]> {
-    const streams = (await this.#query(STREAMS_PARTITION)).map((i) => i[AUDIT_TABLE.sortKey]?.S ?? '');
+    const links = new Map<string, ChainLink[]>();
+    const checkpoints = new Map<string, StoredCheckpoint[]>();
+    const unreadable = new Map<string, Map<number, string>>();
+    const linksOf = (stream: string) => {
+      const list = links.get(stream) ?? [];
+      links.set(stream, list);
+      return list;
+    };
+    for await (const item of this.#scan()) {
+      const pk = item[AUDIT_TABLE.partitionKey]?.S ?? '';
+      const sk = item[AUDIT_TABLE.sortKey]?.S ?? '';
+      if (pk.startsWith('stream#')) {
+        // Checkpoints; link items of the transactional layout before this one are not needed.
+        if (!sk.startsWith('checkpoint#')) continue;
+        const stream = pk.slice('stream#'.length);
+        const list = checkpoints.get(stream) ?? [];
+        list.push({ n: Number(sk.slice('checkpoint#'.length)), jws: item.jws?.S ?? '' });
+        checkpoints.set(stream, list);
+        linksOf(stream);
+        continue;
+      }
+      const stored = storedItem(item);
+      if (stored.stream === undefined || stored.n === undefined) continue; // written before the chain
+      const list = linksOf(stored.stream);
+      if (stored.unreadable) {
+        const bad = unreadable.get(stored.stream) ?? new Map<number, string>();
+        bad.set(stored.n, stored.traceId);
+        unreadable.set(stored.stream, bad);
+      }
+      let prev = stored.prev ?? '';
+      for (const [i, hash] of stored.hashes.entries()) {
+        const entry = stored.entries[i] ?? {
+          traceId: stored.traceId,
+          at: '',
+          stage: 'operator',
+          event: 'received',
+        };
+        list.push({ n: stored.n + i, prev, hash, entry });
+        prev = hash;
+      }
+    }
     const reports: StreamReport[] = [];
-    for (const stream of streams) reports.push(await this.verifyStream(stream, keys));
+    for (const [stream, list] of [...links].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      list.sort((a, b) => a.n - b.n);
+      const report = verifyStream(stream, list, checkpoints.get(stream) ?? [], keys);
+      const at = report.break?.firstBadEntry;
+      const trace = at === undefined ? undefined : unreadable.get(stream)?.get(at);
+      if (report.break && trace !== undefined) {
+        report.break.reason = `the item of trace ${trace} holding entry ${at} is unreadable (altered)`;
+      }
+      reports.push(report);
+    }
     return reports;
   }
 
-  async verifyStream(stream: string, keys: CheckpointKeys): Promise<StreamReport> {
-    const items = await this.#query(streamPartition(stream));
-    const linkItems = items.filter((i) => i[AUDIT_TABLE.sortKey]?.S?.startsWith('link#'));
-    const checkpoints: StoredCheckpoint[] = items
-      .filter((i) => i[AUDIT_TABLE.sortKey]?.S?.startsWith('checkpoint#'))
-      .map((i) => ({
-        n: Number(i[AUDIT_TABLE.sortKey]!.S!.slice('checkpoint#'.length)),
-        jws: i.jws?.S ?? '',
-      }));
-    const entries = await this.#entriesOf(linkItems);
-    const missing = new Map<number, string>();
-    const links: ChainLink[] = linkItems.map((i) => {
-      // The position is the key the link is filed under; the hash covers it.
-      const n = Number(i[AUDIT_TABLE.sortKey]!.S!.slice('link#'.length));
-      const trace = i.entryTrace?.S ?? '';
-      const entryItem = entries.get(`${trace}\u0000${i.entrySk?.S ?? ''}`);
-      if (!entryItem) missing.set(n, trace);
-      return {
-        n,
-        prev: i.prev?.S ?? '',
-        hash: i.hash?.S ?? '',
-        entry: entryItem
-          ? toEntry(entryItem)
-          : { traceId: trace, at: '', stage: 'operator', event: 'received' },
-      };
-    });
-    const report = verifyStream(stream, links, checkpoints, keys);
-    const at = report.break?.firstBadEntry;
-    if (report.break && at !== undefined && missing.has(at)) {
-      report.break = {
-        stream,
-        firstBadEntry: at,
-        kind: 'missing',
-        reason: `entry ${at} is missing (its item in trace ${missing.get(at)} is gone)`,
-      };
-    }
-    return report;
-  }
-
-  /** The entry items the links point at, by `traceId\0sk` (BatchGetItem, 100 keys a call). */
-  async #entriesOf(
-    links: readonly Record<string, AttributeValue>[],
-  ): Promise<Map<string, Record<string, AttributeValue>>> {
-    const found = new Map<string, Record<string, AttributeValue>>();
-    let pending = links.map((l) => ({
-      [AUDIT_TABLE.partitionKey]: { S: l.entryTrace?.S ?? '' },
-      [AUDIT_TABLE.sortKey]: { S: l.entrySk?.S ?? '' },
-    }));
-    for (let round = 0; pending.length > 0 && round < 1000; round += 1) {
-      const batch = pending.slice(0, 100);
-      pending = pending.slice(100);
-      countCall('dynamodb', 'BatchGetItem');
-      let out: BatchGetItemCommandOutput;
+  /** Every item of the table, page by page (a consistent read). */
+  async *#scan(): AsyncGenerator<Record<string, AttributeValue>> {
+    let startKey: Record<string, AttributeValue> | undefined;
+    do {
+      countCall('dynamodb', 'Scan');
+      let out: ScanCommandOutput;
       try {
         out = await this.#client.send(
-          new BatchGetItemCommand({ RequestItems: { [this.#table]: { Keys: batch, ConsistentRead: true } } }),
+          new ScanCommand({ TableName: this.#table, ConsistentRead: true, ExclusiveStartKey: startKey }),
         );
       } catch (error) {
-        throw auditError('BatchGetItem', error);
+        throw auditError('Scan', error);
       }
-      for (const item of out.Responses?.[this.#table] ?? []) {
-        found.set(`${item[AUDIT_TABLE.partitionKey]?.S}\u0000${item[AUDIT_TABLE.sortKey]?.S}`, item);
-      }
-      pending.push(...((out.UnprocessedKeys?.[this.#table]?.Keys ?? []) as typeof pending));
-    }
-    return found;
+      yield* out.Items ?? [];
+      startKey = out.LastEvaluatedKey;
+    } while (startKey);
   }
+}
+
+/** Normalise a time so every sort key has the same format (offsets and precision vary by caller). */
+function isoOf(at: string, clock: Clock): string {
+  const parsed = Date.parse(at);
+  return new Date(Number.isNaN(parsed) ? clock.now() : parsed).toISOString();
+}
+
+const REQUIRED_FIELDS = ['at', 'stage', 'event'] as const;
+
+/** An item as entries, in both layouts: one item of several entries, or one entry per item (before). */
+function storedItem(item: Record<string, AttributeValue>): StoredItem {
+  const traceId = item[AUDIT_TABLE.partitionKey]?.S ?? '';
+  const chained = {
+    traceId,
+    ...(item.stream?.S !== undefined ? { stream: item.stream.S } : {}),
+    ...(item.n?.N !== undefined ? { n: Number(item.n.N) } : {}),
+    ...(item.prev?.S !== undefined ? { prev: item.prev.S } : {}),
+  };
+  if (item.entries?.S === undefined) {
+    return { ...chained, hashes: item.hash?.S !== undefined ? [item.hash.S] : [], entries: [toEntry(item)] };
+  }
+  const hashes = (item.hashes?.L ?? []).map((h) => h.S ?? '');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(item.entries.S);
+  } catch {
+    parsed = undefined;
+  }
+  // Every field a string (the hash covers them all, unknown ones included); the trace id is the key's.
+  const valid =
+    Array.isArray(parsed) &&
+    parsed.every(
+      (e): e is Record<string, string> =>
+        e !== null &&
+        typeof e === 'object' &&
+        !Array.isArray(e) &&
+        REQUIRED_FIELDS.every((k) => k in e) &&
+        !('traceId' in e) &&
+        Object.values(e).every((v) => typeof v === 'string'),
+    );
+  if (!valid) return { ...chained, hashes, entries: [], unreadable: true };
+  return {
+    ...chained,
+    hashes,
+    entries: (parsed as Record<string, string>[]).map((e) => ({ traceId, ...e }) as unknown as AuditEntry),
+  };
+}
+
+function isConditionFailure(error: unknown): error is ConditionalCheckFailedException {
+  return (
+    error instanceof ConditionalCheckFailedException ||
+    awsErrorName(error) === 'ConditionalCheckFailedException'
+  );
 }
 
 function toEntry(item: Record<string, AttributeValue>): AuditEntry {

@@ -59,6 +59,11 @@ export const KEY_MODE_ENV = {
   wrappingKeyId: 'ITK3_WRAPPING_KEY_ID',
   /** Cached mode, optional: seconds an unwrapped key is used (default 300). */
   ttlSeconds: 'ITK3_KEY_CACHE_TTL_SECONDS',
+  /**
+   * Cached mode, optional: JSON object kid → base64 KMS ciphertext blob of a P-256
+   * response-signing key (ES256 in the function, no KMS `Sign` per response; docs/KEY-MODES.md).
+   */
+  wrappedSigningKeys: 'ITK3_WRAPPED_SIGNING_KEYS',
 } as const;
 
 export type KeyMode = 'direct' | 'cached';
@@ -89,6 +94,10 @@ export function keyServiceFromEnv(
     throw new ConfigError([`${KEY_MODE_ENV.mode}: must be "direct" or "cached", not "${mode}"`]);
   }
   const wrappedKeys = wrappedKeysFromEnv(env);
+  const wrappedSigningKeys =
+    nonEmpty(env[KEY_MODE_ENV.wrappedSigningKeys]) === undefined
+      ? undefined
+      : wrappedKeysFromEnv(env, KEY_MODE_ENV.wrappedSigningKeys);
   const ttlRaw = nonEmpty(env[KEY_MODE_ENV.ttlSeconds]);
   const ttlSeconds = ttlRaw === undefined ? undefined : Number(ttlRaw);
   if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0 && ttlSeconds <= 86_400)) {
@@ -97,15 +106,18 @@ export function keyServiceFromEnv(
   const wrappingKeyId = nonEmpty(env[KEY_MODE_ENV.wrappingKeyId]);
   return new CachedKeyService(kms, {
     wrappedKeys,
+    ...(wrappedSigningKeys ? { wrappedSigningKeys } : {}),
     kmsKeyIds: keyIds,
     ...(wrappingKeyId ? { wrappingKeyId } : {}),
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
   });
 }
 
-/** `ITK3_WRAPPED_KEYS`: a non-empty JSON object of kid → base64 ciphertext blob. */
-function wrappedKeysFromEnv(env: NodeJS.ProcessEnv): Record<string, Uint8Array> {
-  const name = KEY_MODE_ENV.wrappedKeys;
+/** `ITK3_WRAPPED_KEYS` (or `name`): a non-empty JSON object of kid → base64 ciphertext blob. */
+function wrappedKeysFromEnv(
+  env: NodeJS.ProcessEnv,
+  name: string = KEY_MODE_ENV.wrappedKeys,
+): Record<string, Uint8Array> {
   const raw = nonEmpty(env[name]);
   if (raw === undefined) throw new ConfigError([`${name}: required when ${KEY_MODE_ENV.mode}=cached`]);
   let parsed: unknown;

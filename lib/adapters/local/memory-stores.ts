@@ -6,7 +6,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore } from '../../ports/index.js';
-import { safeAuditEntry, systemClock } from '../../ports/index.js';
+import { onceMarker, safeAuditEntry, systemClock } from '../../ports/index.js';
 
 /**
  * Conditional writes with expiry, judged on the injected clock. With a file, every write is
@@ -99,6 +99,8 @@ export class MemoryBlobStore implements BlobStore {
 /** Audit trail in memory, optionally appended to a JSON-lines file. */
 export class MemoryAuditLog implements AuditLog {
   readonly #byTrace = new Map<string, AuditEntry[]>();
+  /** `<trace>#<once>` markers of {@link appendOnce}. */
+  readonly #markers = new Set<string>();
   readonly #file: string | undefined;
   #count = 0;
 
@@ -108,7 +110,12 @@ export class MemoryAuditLog implements AuditLog {
       mkdirSync(dirname(this.#file), { recursive: true });
       if (existsSync(this.#file)) {
         for (const line of readFileSync(this.#file, 'utf8').split('\n')) {
-          if (line.trim()) this.#remember(JSON.parse(line) as AuditEntry);
+          if (!line.trim()) continue;
+          const entry = JSON.parse(line) as AuditEntry;
+          this.#remember(entry);
+          // The file holds entries only: an outcome recorded before has an entry of its marker's
+          // stage and event (markers are `<stage>#<event>` of the outcome's first entry).
+          this.#markers.add(`${entry.traceId}#${entry.stage}#${entry.event}`);
         }
       }
     }
@@ -118,6 +125,19 @@ export class MemoryAuditLog implements AuditLog {
     const entry = safeAuditEntry(raw);
     this.#remember(entry);
     if (this.#file) appendFileSync(this.#file, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
+  }
+
+  async appendOnce(once: string, raws: readonly AuditEntry[]): Promise<boolean> {
+    const marker = onceMarker(raws, once);
+    if (this.#markers.has(marker)) return false;
+    const entries = raws.map(safeAuditEntry);
+    this.#markers.add(marker);
+    for (const entry of entries) this.#remember(entry);
+    if (this.#file) {
+      const lines = entries.map((x) => `${JSON.stringify(x)}\n`).join('');
+      appendFileSync(this.#file, lines, { mode: 0o600 });
+    }
+    return true;
   }
 
   async byTrace(traceId: string): Promise<AuditEntry[]> {

@@ -30,8 +30,14 @@ import {
   signCheckpoint,
   verifyStream,
 } from '../../audit/chain.js';
-import type { AuditEntry, Clock, OnceStore } from '../../ports/index.js';
-import { safeAuditEntry } from '../../ports/index.js';
+import { AUDIT_TABLE } from '../../infra/definitions.js';
+import {
+  type AuditEntry,
+  type Clock,
+  type OnceStore,
+  onceMarker,
+  safeAuditEntry,
+} from '../../ports/index.js';
 import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
 import type {
   Backlog,
@@ -762,16 +768,46 @@ export class SqliteAuditLog implements InspectableAuditLog {
   async append(raw: AuditEntry): Promise<void> {
     const entry = safeAuditEntry(raw);
     const stream = this.stream;
-    const n = this.#state.run(() => {
-      const head = this.#head();
-      const n = (head?.seq ?? 0) + 1;
-      const prev = head ? (head.hash ?? '') : genesisHash(stream);
+    const n = this.#state.run(() => this.#insert(stream, entry));
+    if (this.#due(n)) void this.checkpoint().catch(() => undefined);
+  }
+
+  /**
+   * The marker is a once-store key (`audit#<trace>#<once>`, the key the stages used before this
+   * operation existed, so a trace in flight across the upgrade is still recorded once), written in
+   * the same unit of work as the entries: a rollback takes both.
+   */
+  async appendOnce(once: string, raws: readonly AuditEntry[]): Promise<boolean> {
+    const key = `audit#${onceMarker(raws, once)}`;
+    const entries = raws.map(safeAuditEntry);
+    const stream = this.stream;
+    const head = this.#state.run(() => {
+      const now = this.#clock.now();
+      const row = this.#state.stmt('SELECT expires_at FROM once_keys WHERE key = ?').get(key) as
+        | { expires_at: number }
+        | undefined;
+      if (row && row.expires_at > now) return undefined;
       this.#state
-        .stmt('INSERT INTO audit (seq, trace_id, entry, prev, hash) VALUES (?, ?, ?, ?, ?)')
-        .run(n, entry.traceId, JSON.stringify(entry), prev, linkHash(stream, n, prev, entry));
+        .stmt('INSERT OR REPLACE INTO once_keys (key, value, expires_at) VALUES (?, ?, ?)')
+        .run(key, entries[0]!.traceId, now + AUDIT_TABLE.retentionDays * 86_400_000);
+      let n = 0;
+      for (const entry of entries) n = this.#insert(stream, entry);
       return n;
     });
-    if (this.#due(n)) void this.checkpoint().catch(() => undefined);
+    if (head === undefined) return false;
+    if (this.#due(head)) void this.checkpoint().catch(() => undefined);
+    return true;
+  }
+
+  /** Chain `entry` after the head; call inside a unit of work. Returns its position. */
+  #insert(stream: string, entry: AuditEntry): number {
+    const head = this.#head();
+    const n = (head?.seq ?? 0) + 1;
+    const prev = head ? (head.hash ?? '') : genesisHash(stream);
+    this.#state
+      .stmt('INSERT INTO audit (seq, trace_id, entry, prev, hash) VALUES (?, ?, ?, ?, ?)')
+      .run(n, entry.traceId, JSON.stringify(entry), prev, linkHash(stream, n, prev, entry));
+    return n;
   }
 
   #head(): { seq: number; hash: string | null } | undefined {

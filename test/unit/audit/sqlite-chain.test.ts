@@ -217,6 +217,46 @@ describe('audit chain and units of work', () => {
   });
 });
 
+describe('appendOnce on the SQLite state', () => {
+  const outcome = (traceId: string): AuditEntry[] => [
+    { traceId, at: '2026-01-01T10:00:00.000Z', stage: 'authenticate', event: 'received' },
+    { traceId, at: '2026-01-01T10:00:02.000Z', stage: 'deliver', event: 'delivered', sender: 'GP0001' },
+    { traceId, at: '2026-01-01T10:00:02.000Z', stage: 'deliver', event: 'response-sent', itk3Code: '20013' },
+  ];
+
+  it('records an outcome once, its marker and entries in one unit: a rollback takes both', async () => {
+    const file = join(mkdtempSync(join(root, 'once-')), 'state.db');
+    const clock = { now: () => Date.now() };
+    let state = new SqliteState(file, { clock });
+    // Rolled back: neither the marker nor the entries survive, so a redelivery records it.
+    expect(() =>
+      state.transact(() => {
+        void state.audit.appendOnce('deliver#delivered', outcome('t1'));
+        throw new Error('handler failed');
+      }),
+    ).toThrow('handler failed');
+    expect(await state.audit.appendOnce('deliver#delivered', outcome('t1'))).toBe(true);
+    state.commit();
+    state.close();
+
+    state = new SqliteState(file, { clock });
+    expect(await state.audit.appendOnce('deliver#delivered', outcome('t1'))).toBe(false);
+    expect(
+      await state.audit.appendOnce('verify#rejected', [{ ...outcome('t2')[0]!, event: 'rejected' }]),
+    ).toBe(true);
+    state.commit();
+    expect((await state.audit.byTrace('t1')).map((e) => e.event)).toEqual([
+      'received',
+      'delivered',
+      'response-sent',
+    ]);
+    const report = state.audit.verify(new Map());
+    state.close();
+    expect(report.break).toBeUndefined();
+    expect(report.entries).toBe(4);
+  });
+});
+
 describe('itk3 audit verify exit codes', () => {
   it('0 proven, 1 broken, 2 usage', async () => {
     const quiet = () => undefined;

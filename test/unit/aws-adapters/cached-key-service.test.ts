@@ -5,6 +5,8 @@ import {
   type KeyObject,
   publicEncrypt,
   randomBytes,
+  sign,
+  verify,
 } from 'node:crypto';
 import {
   DecryptCommand,
@@ -21,8 +23,11 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   CachedKeyService,
   generateWrappedRecipientKey,
+  generateWrappedSigningKey,
   wrappedKeyContext,
+  wrappedSigningKeyContext,
   wrapRecipientKey,
+  wrapSigningKey,
 } from '../../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
 import { KEY_MODE_ENV, keyServiceFromEnv } from '../../../lib/adapters/aws/key-service-env.js';
@@ -188,7 +193,6 @@ describe('CachedKeyService.unwrapKey', () => {
 describe('CachedKeyService signing and public keys', () => {
   it('signs on KMS (the response-signing key never leaves it)', async () => {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const { sign } = await import('node:crypto');
     kms.on(SignCommand).callsFake((input: { Message: Uint8Array }) => ({
       Signature: sign('sha256', input.Message, privateKey),
     }));
@@ -293,7 +297,34 @@ describe('keyServiceFromEnv', () => {
     expect(input?.KeyId).toBe('alias/wrap');
   });
 
+  it('takes a wrapped response-signing key from ITK3_WRAPPED_SIGNING_KEYS: signs locally under the signing context', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    kms
+      .on(DecryptCommand)
+      .callsFake(() => ({ Plaintext: Buffer.from(privateKey.export({ format: 'der', type: 'pkcs8' })) }));
+    const keys = keyServiceFromEnv(config, client, {
+      [KEY_MODE_ENV.mode]: 'cached',
+      [KEY_MODE_ENV.wrappedKeys]: JSON.stringify({ rx: blob }),
+      [KEY_MODE_ENV.wrappedSigningKeys]: JSON.stringify({ resp: blob }),
+    });
+    const input = new Uint8Array([1, 2, 3]);
+    const signature = await keys.signEs256('resp', input);
+    expect(verify('sha256', input, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+    expect(kms.commandCalls(SignCommand)).toHaveLength(0);
+    expect(kms.commandCalls(DecryptCommand)[0]?.args[0].input.EncryptionContext).toEqual(
+      wrappedSigningKeyContext('resp'),
+    );
+  });
+
   it.each([
+    [
+      {
+        [KEY_MODE_ENV.mode]: 'cached',
+        [KEY_MODE_ENV.wrappedKeys]: JSON.stringify({ rx: blob }),
+        [KEY_MODE_ENV.wrappedSigningKeys]: '{"resp":"not base64!"}',
+      },
+      'ITK3_WRAPPED_SIGNING_KEYS.resp: must be a base64 string',
+    ],
     [{ [KEY_MODE_ENV.mode]: 'local' }, 'must be "direct" or "cached"'],
     [{ [KEY_MODE_ENV.mode]: 'cached' }, 'required when'],
     [{ [KEY_MODE_ENV.mode]: 'cached', [KEY_MODE_ENV.wrappedKeys]: '{' }, 'not valid JSON'],
@@ -380,6 +411,90 @@ describe('CachedKeyService.deriveSharedSecret (ECDH-ES+A256KW, wrapped P-256 key
     expect(kms.commandCalls(GenerateDataKeyPairWithoutPlaintextCommand)[0]?.args[0].input).toMatchObject({
       KeyPairSpec: 'ECC_NIST_P256',
       EncryptionContext: wrappedKeyContext('rx'),
+    });
+  });
+});
+
+describe('CachedKeyService with a wrapped response-signing key (ES256 in the function)', () => {
+  const SIGNING_BLOB = new Uint8Array([7, 7, 7]);
+  let p256: { privateKey: KeyObject; publicKey: KeyObject };
+  beforeAll(() => {
+    p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  });
+
+  function signingService() {
+    return new CachedKeyService(new KMSClient({ region: 'eu-west-2' }), {
+      wrappedKeys: { rx: BLOB },
+      wrappedSigningKeys: { resp: SIGNING_BLOB },
+      kmsKeyIds: { resp: 'key-resp', other: 'key-other' },
+    });
+  }
+
+  it('unwraps the P-256 key once under the response-sign context and signs every response locally', async () => {
+    const p8 = p256.privateKey.export({ format: 'der', type: 'pkcs8' });
+    kms.on(DecryptCommand).callsFake(() => ({ Plaintext: Buffer.from(p8) }));
+    const keys = signingService();
+
+    for (let i = 0; i < 10; i += 1) {
+      const input = new TextEncoder().encode(`header.payload-${i}`);
+      const signature = await keys.signEs256('resp', input);
+      expect(signature).toHaveLength(64);
+      const valid = verify('sha256', input, { key: p256.publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+      expect(valid).toBe(true);
+    }
+
+    expect(kms.commandCalls(SignCommand)).toHaveLength(0);
+    const decrypts = kms.commandCalls(DecryptCommand);
+    expect(decrypts).toHaveLength(1);
+    expect(decrypts[0]!.args[0].input.EncryptionContext).toEqual(wrappedSigningKeyContext('resp'));
+    expect(wrappedSigningKeyContext('resp')['itk3:purpose']).not.toBe(
+      wrappedKeyContext('resp')['itk3:purpose'],
+    );
+    expect(Buffer.from(await keys.publicKeySpki('resp'))).toEqual(
+      p256.publicKey.export({ format: 'der', type: 'spki' }),
+    );
+    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+  });
+
+  it('refuses a wrapped signing key that is not P-256 (an RSA key), as a transient fault', async () => {
+    decryptsToKey();
+    const thrown = await signingService()
+      .signEs256('resp', new Uint8Array([1]))
+      .catch((e: unknown) => e);
+    expect(thrown).toBeInstanceOf(TransientError);
+    expect((thrown as TransientError).message).toMatch(/response-signing key is not a usable P-256/);
+  });
+
+  it('keeps a signing kid without a wrapped key on KMS Sign', async () => {
+    kms.on(SignCommand).callsFake((input: { Message: Uint8Array }) => ({
+      Signature: sign('sha256', input.Message, p256.privateKey),
+    }));
+    await signingService().signEs256('other', new Uint8Array([1]));
+    expect(kms.commandCalls(SignCommand)[0]!.args[0].input.KeyId).toBe('key-other');
+    expect(kms.commandCalls(DecryptCommand)).toHaveLength(0);
+  });
+
+  it('wrapSigningKey accepts P-256 only; generateWrappedSigningKey asks for ECC_NIST_P256 under the signing context', async () => {
+    kms.on(EncryptCommand).resolves({ CiphertextBlob: new Uint8Array([1, 2]) });
+    const p8 = p256.privateKey.export({ format: 'der', type: 'pkcs8' });
+    const wrapped = await wrapSigningKey(new KMSClient({ region: 'eu-west-2' }), 'wrap', 'resp', p8);
+    expect(kms.commandCalls(EncryptCommand)[0]!.args[0].input.EncryptionContext).toEqual(
+      wrappedSigningKeyContext('resp'),
+    );
+    expect(Buffer.from(wrapped.publicKeySpki)).toEqual(
+      p256.publicKey.export({ format: 'der', type: 'spki' }),
+    );
+    await expect(
+      wrapSigningKey(new KMSClient({ region: 'eu-west-2' }), 'wrap', 'resp', pkcs8),
+    ).rejects.toThrow(/P-256/);
+
+    kms
+      .on(GenerateDataKeyPairWithoutPlaintextCommand)
+      .resolves({ PrivateKeyCiphertextBlob: new Uint8Array([3]), PublicKey: new Uint8Array([4]) });
+    await generateWrappedSigningKey(new KMSClient({ region: 'eu-west-2' }), 'wrap', 'resp');
+    expect(kms.commandCalls(GenerateDataKeyPairWithoutPlaintextCommand)[0]!.args[0].input).toMatchObject({
+      KeyPairSpec: 'ECC_NIST_P256',
+      EncryptionContext: wrappedSigningKeyContext('resp'),
     });
   });
 });

@@ -100,8 +100,8 @@ describe('DynamoOnceStore', () => {
 });
 
 describe('DynamoAuditLog', () => {
-  it('writes a sortable, unique sort key and a TTL of event time + 400 days', async () => {
-    ddb.on(TransactWriteItemsCommand).resolves({});
+  it('writes a sortable, unique sort key and a TTL of event time + 400 days, one PutItem each', async () => {
+    ddb.on(PutItemCommand).resolves({});
     const audit = new DynamoAuditLog(client(), 'audit', clock);
 
     await audit.append({
@@ -113,15 +113,26 @@ describe('DynamoAuditLog', () => {
     });
     await audit.append({ traceId: 't', at: '2026-01-01T00:00:00.000Z', stage: 'decrypt', event: 'rejected' });
 
-    // Each append is one transaction; its first write is the entry item in the trace's partition.
-    const [a, b] = ddb
-      .commandCalls(TransactWriteItemsCommand)
-      .map((c) => c.args[0].input.TransactItems?.[0]?.Put?.Item ?? {});
+    const [a, b] = ddb.commandCalls(PutItemCommand).map((c) => c.args[0].input.Item ?? {});
+    expect(ddb.commandCalls(TransactWriteItemsCommand)).toHaveLength(0);
     expect(a?.sk?.S).toMatch(/^2026-01-01T00:00:00\.000Z#decrypt#rejected#[0-9a-f]{12}$/);
     expect(a?.sk?.S).not.toBe(b?.sk?.S);
     expect(a?.expiresAt?.N).toBe(String(1_767_225_600 + 400 * 86_400));
-    expect(a?.code?.S).toBe('DECRYPT_FAILED');
-    expect(b?.code).toBeUndefined();
+    expect(JSON.parse(a?.entries?.S ?? '[]')).toEqual([
+      { at: '2026-01-01T01:00:00+01:00', stage: 'decrypt', event: 'rejected', code: 'DECRYPT_FAILED' },
+    ]);
+    expect(JSON.parse(b?.entries?.S ?? '[]')[0].code).toBeUndefined();
+  });
+
+  it('refuses an outcome whose entries belong to two traces', async () => {
+    const audit = new DynamoAuditLog(client(), 'audit', clock);
+    await expect(
+      audit.appendOnce('deliver#delivered', [
+        { traceId: 'a', at: '2026-01-01T00:00:00Z', stage: 'deliver', event: 'delivered' },
+        { traceId: 'b', at: '2026-01-01T00:00:00Z', stage: 'deliver', event: 'response-sent' },
+      ]),
+    ).rejects.toThrow(/one trace/);
+    expect(ddb.commandCalls(PutItemCommand)).toHaveLength(0);
   });
 
   it('pages through Query results in order', async () => {
@@ -151,7 +162,7 @@ describe('DynamoAuditLog', () => {
   });
 
   it('throws TransientError AUDIT_UNAVAILABLE on throttling', async () => {
-    ddb.on(TransactWriteItemsCommand).rejects(serviceError('ProvisionedThroughputExceededException', 400));
+    ddb.on(PutItemCommand).rejects(serviceError('ProvisionedThroughputExceededException', 400));
     const thrown = await new DynamoAuditLog(client(), 'audit', clock)
       .append({ traceId: 't', at: 'x', stage: 'ingest', event: 'received' })
       .catch((e: unknown) => e);

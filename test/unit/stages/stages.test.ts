@@ -7,7 +7,7 @@
 import '../../support/env.js';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LoadedConfig } from '../../../lib/config/load.js';
 import {
   AuthenticationError,
@@ -558,14 +558,22 @@ describe('deliver', () => {
     expect(readFileSync(join(folder, name), 'utf8')).toBe('<Bundle>planted</Bundle>');
   });
 
-  it('a redelivered acknowledgement is byte-identical: the first signature is kept, not a new one', async () => {
+  it('a redelivered acknowledgement leaves the first response in place, storing no signature for it', async () => {
     const ctx = context();
     const record = await verified(ctx, 'X26', buildMessage('X26'));
+    const putIfAbsent = vi.spyOn(ctx.once, 'putIfAbsent');
     const first = await deliverRecord(record, ctx);
-    const bytes = readFileSync((first as { response: string }).response);
+    const file = (first as { response: string }).response;
+    const bytes = readFileSync(file);
     const again = await deliverRecord(record, ctx);
+    expect(again).toMatchObject({
+      kind: 'delivered',
+      response: `${record.traceId}-20013.jws (sent by an earlier attempt)`,
+    });
     expect(filesIn(ctx.paths.responses('X26'))).toEqual([`${record.traceId}-20013.jws`]);
-    expect(Buffer.compare(readFileSync((again as { response: string }).response), bytes)).toBe(0);
+    expect(Buffer.compare(readFileSync(file), bytes)).toBe(0);
+    // A folder target keeps the first response by itself: no once-store write (response#) per ack.
+    expect(putIfAbsent).not.toHaveBeenCalled();
   });
 
   it('delivery and response names stay one-to-one for parts outside the FHIR id characters', () => {
