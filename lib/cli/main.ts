@@ -33,6 +33,7 @@ import { STAGES, type StageName } from '../ports/index.js';
 import { type MessageOutcome, type OutcomeView, outcomeView } from '../runtime/embedded.js';
 import { sha256Hex } from '../stages/context.js';
 import { runDemo } from './demo.js';
+import { runMeshDemo } from './demo-mesh.js';
 import { keysWrapCommand } from './keys-wrap.js';
 import { MESH_HELP, meshCommand, startMeshPolling } from './mesh.js';
 import {
@@ -57,9 +58,12 @@ const HELP = `itk3 — ITK3 secure pipeline
 Usage: itk3 <command> [options]
 
 Commands:
-  demo [--out DIR] [--fast] [--emulator URL [--local-state]]
+  demo [--out DIR] [--fast] [--emulator URL [--local-state]] [--mesh]
                                             run the samples and hostile messages through the embedded pipeline
-                                            (or, with --emulator, against an emulator's real SQS/KMS/DynamoDB/S3)
+                                            (or, with --emulator, against an emulator's real SQS/KMS/DynamoDB/S3);
+                                            --mesh then sends the consultation report over NHS England's MESH
+                                            sandbox with mesh-client (started from .mesh/venv, or
+                                            ITK3_MESH_SANDBOX), skipped with a hint when it is not installed
   keys init [--keystore F] [--recipient ODS]... [--gateway ODS] [--kid ODS=KID]... [--recipient-alg A] [--modulus N]
                                             create a keystore (recipient + response-signing keys), print public JWKS
                                             (--kid chooses the key id of a recipient's key or of the gateway's
@@ -229,6 +233,7 @@ async function demoCommand(argv: readonly string[], write: Write): Promise<numbe
     fast: { type: 'boolean' },
     emulator: { type: 'string' },
     'local-state': { type: 'boolean' },
+    mesh: { type: 'boolean' },
   });
   if (values.emulator && !/^http:\/\/127\.0\.0\.1:\d{2,5}$/.test(values.emulator)) {
     throw new UsageError('--emulator must be a loopback endpoint such as http://127.0.0.1:4566');
@@ -241,7 +246,14 @@ async function demoCommand(argv: readonly string[], write: Write): Promise<numbe
     ...(values.out ? { out: values.out } : {}),
     ...(values.fast ? { recipientModulus: 2048 } : {}),
   });
-  return result.allAsExpected ? 0 : 1;
+  if (!values.mesh) return result.allAsExpected ? 0 : 1;
+  const mesh = await runMeshDemo({
+    out: join(result.baseDir, 'mesh'),
+    ...(process.env.ITK3_MESH_SANDBOX ? { sandbox: process.env.ITK3_MESH_SANDBOX } : {}),
+    ...(process.env.ITK3_MESH_SHARED_KEY ? { sandboxSharedKey: process.env.ITK3_MESH_SHARED_KEY } : {}),
+    write,
+  });
+  return result.allAsExpected && mesh.status !== 'failed' ? 0 : 1;
 }
 
 async function keysCommand(argv: readonly string[], write: Write): Promise<number> {

@@ -4,7 +4,7 @@
  * The suite runs when `ITK3_MESH_SANDBOX` names a running sandbox (scripts/mesh-sandbox.sh start,
  * then `export ITK3_MESH_SANDBOX=http://127.0.0.1:47701`); otherwise it is skipped with the reason
  * printed. The partner (the GP system at the other end) is NHS England's own `mesh-client`, run
- * from the venv the script installs, through test/integration/support/mesh_partner.py.
+ * from the venv the script installs, through scripts/mesh_partner.py.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,7 +21,7 @@ export const MAILBOX_PASSWORD = 'password';
 
 const ROOT = projectRoot();
 const PYTHON = join(ROOT, '.mesh/venv/bin/python');
-const PARTNER = join(ROOT, 'test/integration/support/mesh_partner.py');
+const PARTNER = join(ROOT, 'scripts/mesh_partner.py');
 const SCRIPT = join(ROOT, 'scripts/mesh-sandbox.sh');
 
 /** `describe` when the sandbox is configured, else a skipped suite with the reason printed. */
