@@ -45,7 +45,8 @@ function gatewayClients(config: LoadedConfig, err: Write): Map<string, MeshClien
       acknowledgements += 1;
       if (acknowledgements === hold) {
         err(`mesh: test hook: holding before acknowledging MESH message ${id} in ${mailbox}`);
-        await new Promise<never>(() => undefined);
+        // A timer keeps the event loop alive: a bare pending promise would let Node exit (13).
+        await new Promise<never>(() => setInterval(() => undefined, 60_000));
       }
       return acknowledge(id);
     };
