@@ -10,7 +10,7 @@
  * with the reason when ITK3_MESH_SANDBOX is not set.
  */
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { HOLD_BEFORE_ACK_ENV } from '../../lib/cli/mesh.js';
 import type { DemoWorld } from '../../lib/demo/world.js';
 import { HttpMeshClient } from '../../lib/mesh/index.js';
@@ -37,6 +37,12 @@ describeWithMeshSandbox('kill -9 of a MESH poller process between enqueue and ac
   beforeAll(async () => {
     world = await testWorld();
     dir = makeTempDir('itk3-mesh-kill-');
+  });
+  /** Every process a test started; whatever a failed test left running is killed after it. */
+  const children: Child[] = [];
+  afterEach(() => {
+    for (const c of children.splice(0))
+      if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
   });
   afterAll(removeTempDirs);
   beforeEach(async () => {
@@ -144,6 +150,7 @@ describeWithMeshSandbox('kill -9 of a MESH poller process between enqueue and ac
       // 1. The first process enqueues message 1 and acknowledges it, enqueues message 2 and is
       //    killed before acknowledging it.
       const first = await start(hold);
+      children.push(first);
       const held = await heldAt(first);
       if (command === 'serve --mesh') {
         // serve may drain beside the held poller (its start-up drain can still be running when the
@@ -167,6 +174,7 @@ describeWithMeshSandbox('kill -9 of a MESH poller process between enqueue and ac
 
       // 2. The same command again, without the hook.
       const second = await start();
+      children.push(second);
       if (command === 'mesh poll') {
         const exit = await second.exited;
         expect(exit, second.stderr.join('')).toEqual({ code: 0, signal: null });
