@@ -44,7 +44,7 @@ export function describeWithMeshSandbox(suite: string, body: (url: string) => vo
   }
   describe(suite, () => {
     // Suites share the sandbox's three mailboxes and stop and restart it: one at a time.
-    beforeAll(acquireSandboxLock, 110_000);
+    beforeAll(acquireSandboxLock, SANDBOX_LOCK_WAIT_MS + 10_000);
     afterAll(releaseSandboxLock);
     body(MESH_SANDBOX);
   });
@@ -52,9 +52,15 @@ export function describeWithMeshSandbox(suite: string, body: (url: string) => vo
 
 const LOCK_DIR = join(ROOT, '.mesh/suite.lock');
 
+/**
+ * How long a suite waits for the sandbox: the longest holder is the deployed-stack MESH suite (a
+ * scheduled poll on ministack, then `cdk destroy`, about 3 minutes).
+ */
+export const SANDBOX_LOCK_WAIT_MS = 360_000;
+
 /** A cross-process lock (mkdir is atomic); a lock whose holder died is taken over. */
 export async function acquireSandboxLock(): Promise<void> {
-  const deadline = Date.now() + 100_000;
+  const deadline = Date.now() + SANDBOX_LOCK_WAIT_MS;
   for (;;) {
     try {
       mkdirSync(LOCK_DIR);
