@@ -102,7 +102,16 @@ if (!enabled || !sandboxUrl) {
       writeFileSync(configFile, JSON.stringify(doc));
 
       const started = Date.now();
-      cdk('bootstrap', 'aws://000000000000/us-east-1');
+      // The other deployed suite may be bootstrapping the same emulator at this moment.
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          cdk('bootstrap', 'aws://000000000000/us-east-1');
+          break;
+        } catch (error) {
+          if (attempt === 3) throw error;
+          await new Promise((r) => setTimeout(r, 20_000));
+        }
+      }
       const outputsFile = join(dir, 'outputs.json');
       cdk(
         'deploy',
