@@ -33,6 +33,13 @@ export const CONTEXT = {
   meshMailboxes: 'itk3:meshMailboxes',
   /** MESH poller: the MESH base URL (required with `itk3:meshMailboxes`). */
   meshUrl: 'itk3:meshUrl',
+  /** MESH poller: whole minutes between polls of each mailbox (default 5). */
+  meshScheduleMinutes: 'itk3:meshScheduleMinutes',
+  /**
+   * MESH poller, emulator deploys only: `true` accepts an `http://` loopback `itk3:meshUrl` (NHS
+   * England's MESH sandbox beside ministack). Never set for AWS.
+   */
+  meshEmulatorLoopbackHttp: 'itk3:meshEmulatorLoopbackHttp',
 } as const;
 
 /** The context keys that only mean something in the cached mode. */
@@ -196,7 +203,9 @@ export function keyModeFromContext(context: (key: string) => string | undefined)
  */
 export function meshFromContext(
   context: (key: string) => string | undefined,
-): { url: string; mailboxes: { mailboxId: string }[] } | undefined {
+):
+  | { url: string; mailboxes: { mailboxId: string; schedule?: Duration }[]; emulatorLoopbackHttp?: boolean }
+  | undefined {
   const url = context(CONTEXT.meshUrl);
   const mailboxes = (context(CONTEXT.meshMailboxes) ?? '')
     .split(',')
@@ -208,5 +217,23 @@ export function meshFromContext(
   if (mailboxes.length === 0) {
     throw new ConfigError([`${CONTEXT.meshMailboxes}: give at least one mailbox id with ${CONTEXT.meshUrl}`]);
   }
-  return { url, mailboxes: mailboxes.map((mailboxId) => ({ mailboxId })) };
+  const minutesText = context(CONTEXT.meshScheduleMinutes);
+  const minutes = minutesText === undefined ? undefined : Number(minutesText);
+  if (minutes !== undefined && !(Number.isInteger(minutes) && minutes >= 1)) {
+    throw new ConfigError([
+      `${CONTEXT.meshScheduleMinutes}: whole minutes, at least 1 (got "${minutesText}")`,
+    ]);
+  }
+  const loopback = context(CONTEXT.meshEmulatorLoopbackHttp);
+  if (loopback !== undefined && loopback !== 'true' && loopback !== 'false') {
+    throw new ConfigError([`${CONTEXT.meshEmulatorLoopbackHttp}: "true" or "false" (got "${loopback}")`]);
+  }
+  return {
+    url,
+    mailboxes: mailboxes.map((mailboxId) => ({
+      mailboxId,
+      ...(minutes !== undefined ? { schedule: Duration.minutes(minutes) } : {}),
+    })),
+    ...(loopback === 'true' ? { emulatorLoopbackHttp: true } : {}),
+  };
 }

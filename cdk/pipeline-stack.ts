@@ -66,6 +66,16 @@ export class Itk3PipelineStack extends Stack {
       p.keys.signingKey.key.keyArn,
       `KMS key ARN of the response-signing key, kid ${p.keys.signingKey.kid}`,
     );
+    if (p.meshPoller) {
+      output('MeshPollerFunctionName', p.meshPoller.fn.functionName, 'The MESH poller function');
+      output(
+        'MeshMailboxSecretArns',
+        this.toJsonString(
+          Object.fromEntries(Object.entries(p.meshPoller.secrets).map(([m, s]) => [m, s.secretArn])),
+        ),
+        'MESH mailbox → its credentials secret (fill in password, sharedKey, clientCert, clientKey, caBundle)',
+      );
+    }
     output(
       'DeadLetterQueueUrls',
       this.toJsonString(

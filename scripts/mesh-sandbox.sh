@@ -4,6 +4,7 @@
 #   scripts/mesh-sandbox.sh start    install (once), start on 127.0.0.1, wait for health
 #   scripts/mesh-sandbox.sh stop     stop the process this script started
 #   scripts/mesh-sandbox.sh status   running? healthy? where?
+#   scripts/mesh-sandbox.sh install  install (once) only; `itk3 demo --mesh` starts its own sandbox
 #
 # Everything lives under the git-ignored .mesh/ folder: a venv with the sandbox and NHS England's
 # Python mesh-client (the partner the integration tests send and receive with), reused on re-runs;
@@ -36,11 +37,11 @@ HEALTH_SECONDS="${ITK3_MESH_HEALTH_SECONDS:-60}"
 log() { echo "[mesh-sandbox] $*"; }
 
 usage() {
-  echo "usage: $0 start|stop|status" >&2
+  echo "usage: $0 start|stop|status|install" >&2
   exit 2
 }
 ACTION="${1:-}"
-[[ "$ACTION" =~ ^(start|stop|status)$ ]] || usage
+[[ "$ACTION" =~ ^(start|stop|status|install)$ ]] || usage
 
 # Is the PID in the file alive and really our sandbox (not a recycled PID)?
 running_pid() {
@@ -184,6 +185,10 @@ cmd_status() {
     log "not running"
     exit 3
   fi
+}
+
+cmd_install() {
+  ensure_venv
 }
 
 "cmd_$ACTION"

@@ -64,6 +64,15 @@ export interface MeshPollerSettings {
    * @default - the poller's defaults (100 messages, 100 MiB, 200 MiB)
    */
   readonly limits?: { maxMessages?: number; maxMessageBytes?: number; maxBytesPerPass?: number };
+  /**
+   * Emulator deploys only (ministack, whose Lambdas run as host processes): accept a plain-HTTP
+   * loopback `url` (`http://127.0.0.1|localhost|[::1]:port`) for NHS England's MESH sandbox on the
+   * same machine. Nothing else is relaxed: any other `http://` URL is still refused, and the
+   * client refuses credentials over HTTP to anything but loopback. Set by the
+   * `itk3:meshEmulatorLoopbackHttp=true` context of an emulator deploy; never for AWS.
+   * @default false
+   */
+  readonly emulatorLoopbackHttp?: boolean;
 }
 
 /** Properties of {@link MeshPoller}. */
@@ -82,6 +91,8 @@ export interface MeshPollerProps
 }
 
 const MAILBOX_ID = /^[A-Za-z0-9]{3,20}$/;
+/** Hosts `emulatorLoopbackHttp` accepts (URL.hostname keeps IPv6 brackets). */
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 /**
  * The scheduled MESH poller: one function, one EventBridge Scheduler schedule per mailbox invoking
@@ -312,7 +323,7 @@ export class MeshPoller extends Construct {
   }
 }
 
-/** Mailbox ids upper-cased, checked: valid, unique, at least one; schedules whole minutes ≥ 1; URL https. */
+/** Mailbox ids upper-cased, checked: valid, unique, at least one; schedules whole minutes ≥ 1; URL https (or the emulator's loopback escape). */
 function validateSettings(settings: MeshPollerSettings): string[] {
   const problems: string[] = [];
   let url: URL | undefined;
@@ -321,7 +332,12 @@ function validateSettings(settings: MeshPollerSettings): string[] {
   } catch {
     problems.push(`mesh.url: "${settings.url}" is not a URL`);
   }
-  if (url && (url.protocol !== 'https:' || url.pathname !== '/' || url.search !== '')) {
+  const loopbackHttp =
+    settings.emulatorLoopbackHttp === true &&
+    url?.protocol === 'http:' &&
+    LOOPBACK_HOSTS.has(url.hostname) &&
+    url.port !== '';
+  if (url && ((url.protocol !== 'https:' && !loopbackHttp) || url.pathname !== '/' || url.search !== '')) {
     problems.push('mesh.url: must be https://host[:port] with no path (MESH needs mutual TLS)');
   }
   if (settings.mailboxes.length === 0) problems.push('mesh.mailboxes: give at least one mailbox');

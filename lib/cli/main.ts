@@ -5,6 +5,8 @@
  * generated from those definitions. Every bad argument or unreadable file ends with one clear
  * `error:` line on stderr and exit 2 (a failure while working: exit 1).
  */
+
+import { join } from 'node:path';
 import { Command, type CommanderError, Help, Option } from 'commander';
 import { readKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
@@ -14,6 +16,7 @@ import { codesCommand, type ExplainOptions, explainCommand } from '../explain/cl
 import { STAGES, type StageName } from '../pipeline/topology.js';
 import { configSchema, configValidate } from './config.js';
 import { runDemo } from './demo.js';
+import { runMeshDemo } from './demo-mesh.js';
 import { type KeysAddOptions, type KeysInitOptions, keysAdd, keysInit, keysPublic } from './keys.js';
 import { type KeysWrapOptions, keysWrapCommand } from './keys-wrap.js';
 import { meshPoll } from './mesh.js';
@@ -118,6 +121,11 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--fast', 'RSA-2048 recipient keys instead of RSA-4096')
     .option('--emulator <URL>', 'a loopback emulator endpoint such as http://127.0.0.1:4566')
     .option('--local-state', 'with --emulator: once-store and audit in process')
+    .option(
+      '--mesh',
+      "then send the consultation report over NHS England's MESH sandbox with mesh-client\n" +
+        '(started from .mesh/venv, or ITK3_MESH_SANDBOX); skipped with a hint when not installed',
+    )
     .action(async (opts: DemoCommandOptions) => setExitCode(await demoCommand(opts, write)));
 
   const keys = program.command('keys').summary('keystores and keys').usage('init|add|public|wrap [options]');
@@ -417,6 +425,7 @@ interface DemoCommandOptions {
   fast?: boolean;
   emulator?: string;
   localState?: boolean;
+  mesh?: boolean;
 }
 
 async function demoCommand(values: DemoCommandOptions, write: Write): Promise<number> {
@@ -431,7 +440,14 @@ async function demoCommand(values: DemoCommandOptions, write: Write): Promise<nu
     ...(values.out ? { out: values.out } : {}),
     ...(values.fast ? { recipientModulus: 2048 } : {}),
   });
-  return result.allAsExpected ? 0 : 1;
+  if (!values.mesh) return result.allAsExpected ? 0 : 1;
+  const mesh = await runMeshDemo({
+    out: join(result.baseDir, 'mesh'),
+    ...(process.env.ITK3_MESH_SANDBOX ? { sandbox: process.env.ITK3_MESH_SANDBOX } : {}),
+    ...(process.env.ITK3_MESH_SHARED_KEY ? { sandboxSharedKey: process.env.ITK3_MESH_SHARED_KEY } : {}),
+    write,
+  });
+  return result.allAsExpected && mesh.status !== 'failed' ? 0 : 1;
 }
 
 /** `--out` and `--aws-outputs` of the operator commands (dlq, trace). */

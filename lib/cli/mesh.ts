@@ -9,11 +9,45 @@ import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import type { LoadedConfig } from '../config/load.js';
 import { loadConfigFile } from '../config/load.js';
 import { UsageError } from '../errors.js';
-import { attachMesh, type MeshGateway, type MeshPollSummary, meshClientsFromConfig } from '../mesh/index.js';
+import {
+  attachMesh,
+  type MeshClient,
+  type MeshGateway,
+  type MeshPollSummary,
+  meshClientsFromConfig,
+} from '../mesh/index.js';
 import type { EmbeddedPipeline } from '../runtime/embedded.js';
 import { commandLinePipeline, openRunState } from './ops.js';
 
 type Write = (line: string) => void;
+
+/**
+ * Test-only hook for the durability suite (test/durability/mesh-poller.test.ts): with
+ * ITK3_TEST_MESH_HOLD_BEFORE_ACK=N the process stops before its Nth MESH acknowledgement (after
+ * that message's enqueue was committed) and says so on stderr, so a test can kill -9 it exactly in
+ * the poller's crash window. Unset in every real run: the clients are returned untouched.
+ */
+export const HOLD_BEFORE_ACK_ENV = 'ITK3_TEST_MESH_HOLD_BEFORE_ACK';
+
+function gatewayClients(config: LoadedConfig, err: Write): Map<string, MeshClient> {
+  const clients = meshClientsFromConfig(config);
+  const hold = Number(process.env[HOLD_BEFORE_ACK_ENV] ?? '');
+  if (!Number.isInteger(hold) || hold < 1) return clients;
+  let acknowledgements = 0;
+  for (const [mailbox, client] of clients) {
+    const acknowledge = client.acknowledge.bind(client);
+    client.acknowledge = async (id: string) => {
+      acknowledgements += 1;
+      if (acknowledgements === hold) {
+        err(`mesh: test hook: holding before acknowledging MESH message ${id} in ${mailbox}`);
+        // A timer keeps the event loop alive: a bare pending promise would let Node exit (13).
+        await new Promise<never>(() => setInterval(() => undefined, 60_000));
+      }
+      return acknowledge(id);
+    };
+  }
+  return clients;
+}
 
 function requireMesh(config: LoadedConfig): NonNullable<LoadedConfig['doc']['mesh']> {
   if (!config.doc.mesh) {
@@ -38,7 +72,10 @@ export async function meshPoll(
   const state = openRunState(options.out);
   const pipeline = commandLinePipeline(config, keys, state, { mesh: true });
   pipeline.resume();
-  const gateway = attachMesh(pipeline, meshClientsFromConfig(config));
+  const gateway = attachMesh(
+    pipeline,
+    gatewayClients(config, (l) => process.stderr.write(`${l}\n`)),
+  );
   try {
     const summaries = await gateway.poll();
     await pipeline.drain();
@@ -120,7 +157,7 @@ export function startMeshPolling(
   err: Write,
 ): { gateway: MeshGateway; stop: () => Promise<void> } {
   const mesh = requireMesh(config);
-  const gateway = attachMesh(pipeline, meshClientsFromConfig(config));
+  const gateway = attachMesh(pipeline, gatewayClients(config, err));
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let pass: Promise<void> = Promise.resolve();

@@ -479,6 +479,56 @@ describe('settings', () => {
   });
 });
 
+describe('the emulator escape for a loopback MESH sandbox', () => {
+  const issuesFor = (url: string, emulatorLoopbackHttp?: boolean): readonly string[] => {
+    const bare = new Stack(new App(), 'Bare');
+    const key = new kms.Key(bare, 'Key');
+    const table = new dynamodb.Table(bare, 'T', {
+      partitionKey: { name: 'k', type: dynamodb.AttributeType.STRING },
+    });
+    try {
+      new MeshPoller(bare, 'Mesh', {
+        entry: `${PROJECT_ROOT}/functions/mesh-poll.ts`,
+        projectRoot: PROJECT_ROOT,
+        configJson: '{}',
+        logRetention: 90,
+        logLevel: 'INFO',
+        removalPolicy: 'retain' as never,
+        settings: {
+          url,
+          mailboxes: [{ mailboxId: 'X26ABC2' }],
+          ...(emulatorLoopbackHttp === undefined ? {} : { emulatorLoopbackHttp }),
+        },
+        dataKey: key,
+        onceTable: table,
+        auditTable: table,
+        blobBucket: new s3.Bucket(bare, 'B'),
+        inboundQueue: new sqs.Queue(bare, 'Q'),
+        wildcards: new WildcardJustifications(),
+      });
+      return [];
+    } catch (e) {
+      return (e as ConfigError).issues;
+    }
+  };
+  const httpsOnly = ['mesh.url: must be https://host[:port] with no path (MESH needs mutual TLS)'];
+
+  it('refuses http:// by default, loopback included', () => {
+    expect(issuesFor('http://127.0.0.1:47701')).toEqual(httpsOnly);
+    expect(issuesFor('http://127.0.0.1:47701', false)).toEqual(httpsOnly);
+  });
+  it('accepts only a loopback http:// URL with a port when the emulator deploy sets it', () => {
+    expect(issuesFor('http://127.0.0.1:47701', true)).toEqual([]);
+    expect(issuesFor('http://localhost:47701', true)).toEqual([]);
+    expect(issuesFor('http://[::1]:47701', true)).toEqual([]);
+    expect(issuesFor('http://mesh.example:47701', true)).toEqual(httpsOnly);
+    expect(issuesFor('http://10.0.0.5:47701', true)).toEqual(httpsOnly);
+    expect(issuesFor('http://127.0.0.1', true)).toEqual(httpsOnly);
+    expect(issuesFor('http://127.0.0.1:47701/path', true)).toEqual(httpsOnly);
+    expect(issuesFor('https://msg.intspineservices.nhs.uk', true)).toEqual([]);
+  });
+});
+
 describe('app context', () => {
   const from = (values: Record<string, string>) => meshFromContext((key) => values[key]);
   it('builds the simple poller from itk3:meshUrl and itk3:meshMailboxes, and nothing without them', () => {
@@ -492,6 +542,34 @@ describe('app context', () => {
       url: 'https://msg.intspineservices.nhs.uk',
       mailboxes: [{ mailboxId: 'X26ABC1' }, { mailboxId: 'X26ABC2' }],
     });
+  });
+  it('takes a schedule in whole minutes and the emulator escape, only when asked', () => {
+    const settings = from({
+      [CONTEXT.meshUrl]: 'http://127.0.0.1:47701',
+      [CONTEXT.meshMailboxes]: 'X26ABC2',
+      [CONTEXT.meshScheduleMinutes]: '1',
+      [CONTEXT.meshEmulatorLoopbackHttp]: 'true',
+    });
+    expect(settings?.emulatorLoopbackHttp).toBe(true);
+    expect(settings?.mailboxes[0]?.schedule?.toMinutes()).toBe(1);
+    expect(
+      from({ [CONTEXT.meshUrl]: 'https://m.example', [CONTEXT.meshMailboxes]: 'X26ABC2' })
+        ?.emulatorLoopbackHttp,
+    ).toBeUndefined();
+    expect(() =>
+      from({
+        [CONTEXT.meshUrl]: 'https://m.example',
+        [CONTEXT.meshMailboxes]: 'X',
+        [CONTEXT.meshScheduleMinutes]: '0.5',
+      }),
+    ).toThrow('itk3:meshScheduleMinutes: whole minutes, at least 1');
+    expect(() =>
+      from({
+        [CONTEXT.meshUrl]: 'https://m.example',
+        [CONTEXT.meshMailboxes]: 'X',
+        [CONTEXT.meshEmulatorLoopbackHttp]: 'yes',
+      }),
+    ).toThrow('itk3:meshEmulatorLoopbackHttp: "true" or "false"');
   });
   it('refuses one without the other', () => {
     expect(() => from({ [CONTEXT.meshMailboxes]: 'X26ABC1' })).toThrow(

@@ -64,10 +64,14 @@ export interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export function spawnItk3(args: string[], onLine?: (line: string) => void): Child {
+export function spawnItk3(
+  args: string[],
+  onLine?: (line: string) => void,
+  env: Record<string, string> = {},
+): Child {
   const proc = spawn(process.execPath, [BIN, ...args], {
     cwd: REPO,
-    env: { ...process.env, ITK3_LOG_LEVEL: 'SILENT' },
+    env: { ...process.env, ITK3_LOG_LEVEL: 'SILENT', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const child: Child = {
@@ -95,7 +99,12 @@ export interface Server extends Child {
 }
 
 /** Start `itk3 serve` on a free port and wait for it to listen. */
-export async function startServe(files: WorldFiles, out: string, extra: string[] = []): Promise<Server> {
+export async function startServe(
+  files: WorldFiles,
+  out: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Server> {
   let listening: (port: number) => void = () => undefined;
   const port = new Promise<number>((done) => {
     listening = done;
@@ -106,6 +115,7 @@ export async function startServe(files: WorldFiles, out: string, extra: string[]
       const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
       if (m) listening(Number(m[1]));
     },
+    env,
   );
   const started = await Promise.race([
     port,

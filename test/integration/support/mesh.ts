@@ -4,13 +4,17 @@
  * The suite runs when `ITK3_MESH_SANDBOX` names a running sandbox (scripts/mesh-sandbox.sh start,
  * then `export ITK3_MESH_SANDBOX=http://127.0.0.1:47701`); otherwise it is skipped with the reason
  * printed. The partner (the GP system at the other end) is NHS England's own `mesh-client`, run
- * from the venv the script installs, through test/integration/support/mesh_partner.py.
+ * from the venv the script installs, through scripts/mesh_partner.py.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
+import { writeKeystore } from '../../../lib/adapters/local/keystore.js';
+import { MESH_DEMO_MAILBOXES, meshWorldConfig } from '../../../lib/cli/demo-mesh.js';
+import { loadConfig } from '../../../lib/config/load.js';
 import { projectRoot } from '../../../lib/itk3/samples.js';
+import type { DemoWorld } from '../../../lib/testkit/world.js';
 
 export const MESH_SANDBOX = process.env.ITK3_MESH_SANDBOX || undefined;
 /** The sandbox's environment secret (scripts/mesh-sandbox.sh uses the same default). */
@@ -21,7 +25,7 @@ export const MAILBOX_PASSWORD = 'password';
 
 const ROOT = projectRoot();
 const PYTHON = join(ROOT, '.mesh/venv/bin/python');
-const PARTNER = join(ROOT, 'test/integration/support/mesh_partner.py');
+const PARTNER = join(ROOT, 'scripts/mesh_partner.py');
 const SCRIPT = join(ROOT, 'scripts/mesh-sandbox.sh');
 
 /** `describe` when the sandbox is configured, else a skipped suite with the reason printed. */
@@ -40,7 +44,7 @@ export function describeWithMeshSandbox(suite: string, body: (url: string) => vo
   }
   describe(suite, () => {
     // Suites share the sandbox's three mailboxes and stop and restart it: one at a time.
-    beforeAll(acquireSandboxLock, 110_000);
+    beforeAll(acquireSandboxLock, SANDBOX_LOCK_WAIT_MS + 10_000);
     afterAll(releaseSandboxLock);
     body(MESH_SANDBOX);
   });
@@ -48,9 +52,15 @@ export function describeWithMeshSandbox(suite: string, body: (url: string) => vo
 
 const LOCK_DIR = join(ROOT, '.mesh/suite.lock');
 
+/**
+ * How long a suite waits for the sandbox: the longest holder is the deployed-stack MESH suite (a
+ * scheduled poll on ministack, then `cdk destroy`, about 3 minutes).
+ */
+export const SANDBOX_LOCK_WAIT_MS = 360_000;
+
 /** A cross-process lock (mkdir is atomic); a lock whose holder died is taken over. */
 export async function acquireSandboxLock(): Promise<void> {
-  const deadline = Date.now() + 100_000;
+  const deadline = Date.now() + SANDBOX_LOCK_WAIT_MS;
   for (;;) {
     try {
       mkdirSync(LOCK_DIR);
@@ -189,4 +199,29 @@ export function sandboxScript(action: 'stop' | 'start'): void {
     stdio: ['ignore', 'ignore', 'inherit'],
     timeout: 90_000,
   });
+}
+
+/**
+ * The world on the sandbox, on disk for a real `itk3` process: GP0001 sends from X26ABC1 (signed
+ * responses), the gateway polls X26ABC2, A83627 receives in X26ABC3 (lib/cli/demo-mesh.ts), the
+ * shared key and the mailbox password in 0600 files.
+ */
+export function writeMeshWorld(
+  world: DemoWorld,
+  dir: string,
+  url: string,
+  pollIntervalSeconds = 1,
+): { config: string; keystore: string; mailboxes: typeof MESH_DEMO_MAILBOXES } {
+  mkdirSync(dir, { recursive: true });
+  const sharedKeyFile = join(dir, 'mesh-shared-key');
+  const passwordFile = join(dir, 'gateway-mailbox-password');
+  writeFileSync(sharedKeyFile, `${MESH_SHARED_KEY}\n`, { mode: 0o600 });
+  writeFileSync(passwordFile, `${MAILBOX_PASSWORD}\n`, { mode: 0o600 });
+  const doc = meshWorldConfig(world, { url, sharedKeyFile, passwordFile, pollIntervalSeconds });
+  loadConfig(doc);
+  const config = join(dir, 'config.json');
+  const keystore = join(dir, 'keystore.json');
+  writeFileSync(config, JSON.stringify(doc));
+  writeKeystore(keystore, world.keystore);
+  return { config, keystore, mailboxes: MESH_DEMO_MAILBOXES };
 }

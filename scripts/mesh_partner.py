@@ -1,6 +1,6 @@
 """The other end of the MESH integration tests: NHS England's own Python mesh-client (5.0.2).
 
-Run with .mesh/venv/bin/python. One JSON request on stdin, one JSON answer on stdout:
+Run with .mesh/venv/bin/python (the integration suites and `itk3 demo --mesh` use it). One JSON request on stdin, one JSON answer on stdout:
 
   {"op": "send", "url", "mailbox", "password", "shared_key", "to", "workflow_id",
    "body_b64", "local_id"?, "subject"?, "filename"?, "content_type"?, "max_chunk_size"?, "compress"?}

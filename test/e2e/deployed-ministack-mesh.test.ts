@@ -1,0 +1,240 @@
+/**
+ * MESH on the deployed stack, locally: `cdk deploy` of the real stack with its MESH poller to
+ * ministack (whose Lambdas run our bundled handlers as host Node processes, so they reach NHS
+ * England's MESH sandbox on the host's loopback). NHS England's mesh-client sends the consultation
+ * report from the GP's mailbox; ministack's EventBridge Scheduler fires the deployed poller, which
+ * attests and enqueues it; the five stage Lambdas check it, and deliver sends it through MESH to
+ * the recipient's mailbox (byte-identical) and the signed ITK008M 20013 to the GP, which verifies it
+ * with the stack's KMS response-signing key. Then the stack is destroyed.
+ *
+ * The MESH URL is plain http:// on loopback: accepted only because this emulator deploy sets
+ * `itk3:meshEmulatorLoopbackHttp=true` (cdk/constructs/mesh-poller.ts; never for AWS).
+ *
+ * Opt-in: ITK3_MINISTACK_ENDPOINT, ITK3_DEPLOYED_E2E=1 and ITK3_MESH_SANDBOX (.ci/run sets all three).
+ */
+import { execFileSync } from 'node:child_process';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
+import { PutSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { compactVerify, importSPKI } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AwsClients, createAwsClients } from '../../lib/adapters/aws/clients.js';
+import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
+import { consultationReportFrom, MESH_DEMO_MAILBOXES, meshWorldConfig } from '../../lib/cli/demo-mesh.js';
+import { parseBundle } from '../../lib/itk3/index.js';
+import { outcomeFromAudit } from '../../lib/runtime/embedded.js';
+import { createWorld, type DemoWorld } from '../../lib/testkit/world.js';
+import {
+  acquireSandboxLock,
+  MAILBOX_PASSWORD,
+  MESH_SANDBOX,
+  MESH_SHARED_KEY,
+  partnerReceive,
+  partnerSend,
+  releaseSandboxLock,
+  resetMailbox,
+} from '../integration/support/mesh.js';
+
+const endpoint = process.env.ITK3_MINISTACK_ENDPOINT;
+const enabled = Boolean(endpoint) && process.env.ITK3_DEPLOYED_E2E === '1';
+const root = resolve(import.meta.dirname, '../..');
+const { gp, gateway, recipient } = MESH_DEMO_MAILBOXES;
+
+interface Outputs {
+  AuditTableName: string;
+  ResponseSigningKeyArn: string;
+  MeshPollerFunctionName: string;
+  MeshMailboxSecretArns: string;
+}
+
+const sandboxUrl = MESH_SANDBOX;
+if (!enabled || !sandboxUrl) {
+  console.warn(
+    'SKIPPED suite "MESH on the deployed stack on ministack": set ITK3_MINISTACK_ENDPOINT, ITK3_DEPLOYED_E2E=1 and ITK3_MESH_SANDBOX to cdk deploy the stack with its MESH poller to ministack',
+  );
+  describe.skip('MESH on the deployed stack on ministack', () => {
+    it('needs ITK3_MINISTACK_ENDPOINT, ITK3_DEPLOYED_E2E=1 and ITK3_MESH_SANDBOX', () => {});
+  });
+} else {
+  describe('MESH on the deployed stack on ministack', () => {
+    const url = sandboxUrl;
+    let locked = false;
+    const stackName = `Itk3Mesh${randomBytes(3).toString('hex')}`;
+    const dir = mkdtempSync(join(tmpdir(), 'itk3-deployed-mesh-'));
+    const configFile = join(dir, 'config.json');
+    const env = {
+      ...process.env,
+      AWS_ENDPOINT_URL: endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      CDK_DEFAULT_ACCOUNT: '000000000000',
+      CDK_DEFAULT_REGION: 'us-east-1',
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    };
+    let world: DemoWorld;
+    let outputs: Outputs;
+    let clients: AwsClients;
+    let deployed = false;
+    const report = consultationReportFrom(gp);
+    let delivered: ReturnType<typeof partnerReceive> = [];
+    let answers: ReturnType<typeof partnerReceive> = [];
+    let sentAt = 0;
+    let arrivedAfterMs = 0;
+
+    const cdk = (...args: string[]) =>
+      execFileSync('npx', ['cdk', ...args], {
+        cwd: root,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 600_000,
+      }).toString();
+
+    beforeAll(async () => {
+      world = await createWorld({ recipientModulus: 2048 });
+      // On the stack the mailbox secret holds the password and shared key: no references here.
+      const doc = meshWorldConfig(world, { url, sharedKeyFile: '-', passwordFile: '-' });
+      delete doc.mesh!.sharedKey;
+      for (const m of doc.mesh!.mailboxes) delete m.password;
+      writeFileSync(configFile, JSON.stringify(doc));
+
+      const started = Date.now();
+      // The other deployed suite may be bootstrapping the same emulator at this moment.
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          cdk('bootstrap', 'aws://000000000000/us-east-1');
+          break;
+        } catch (error) {
+          if (attempt === 3) throw error;
+          await new Promise((r) => setTimeout(r, 20_000));
+        }
+      }
+      const outputsFile = join(dir, 'outputs.json');
+      cdk(
+        'deploy',
+        '--require-approval',
+        'never',
+        '-c',
+        `itk3:configFile=${configFile}`,
+        '-c',
+        'itk3:removalPolicy=destroy',
+        '-c',
+        `itk3:stackName=${stackName}`,
+        '-c',
+        `itk3:meshUrl=${url}`,
+        '-c',
+        `itk3:meshMailboxes=${gateway}`,
+        '-c',
+        'itk3:meshScheduleMinutes=1',
+        '-c',
+        'itk3:meshEmulatorLoopbackHttp=true',
+        '--outputs-file',
+        outputsFile,
+      );
+      deployed = true;
+      console.info(`bootstrap + deploy of ${stackName}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      outputs = (JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Outputs>)[stackName]!;
+      clients = createAwsClients({
+        endpoint: endpoint!,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      });
+      // The sandbox is shared with the other MESH suites: taken once the stack is up (its poller
+      // cannot log in before the secret is filled in below), given back after the stack is gone.
+      await acquireSandboxLock();
+      locked = true;
+      for (const m of [gp, gateway, recipient]) await resetMailbox(m);
+      // The operator's step after deploying: fill in the mailbox secret (docs/DEPLOY.md).
+      const secretArn = (JSON.parse(outputs.MeshMailboxSecretArns) as Record<string, string>)[gateway]!;
+      const secrets = new SecretsManagerClient({
+        endpoint: endpoint!,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      });
+      await secrets.send(
+        new PutSecretValueCommand({
+          SecretId: secretArn,
+          SecretString: JSON.stringify({ password: MAILBOX_PASSWORD, sharedKey: MESH_SHARED_KEY }),
+        }),
+      );
+      secrets.destroy();
+
+      partnerSend({ mailbox: gp, to: gateway, body: report.bytes, workflowId: 'GPFED_CONSULT_REPORT' });
+      sentAt = Date.now();
+      // Nobody invokes the poller: ministack's EventBridge Scheduler fires it (rate(1 minute)).
+      const deadline = Date.now() + 240_000;
+      while (Date.now() < deadline && (delivered.length === 0 || answers.length === 0)) {
+        await new Promise((r) => setTimeout(r, 3_000));
+        if (delivered.length === 0) {
+          delivered = partnerReceive(recipient);
+          if (delivered.length > 0) arrivedAfterMs = Date.now() - sentAt;
+        }
+        if (answers.length === 0) answers = partnerReceive(gp);
+      }
+      console.info(
+        `MESH on the deployed stack: delivered ${arrivedAfterMs ? `${(arrivedAfterMs / 1000).toFixed(0)} s` : 'never'} after the send`,
+      );
+    }, 900_000);
+
+    afterAll(() => {
+      try {
+        if (deployed)
+          cdk(
+            'destroy',
+            '--force',
+            '-c',
+            `itk3:configFile=${configFile}`,
+            '-c',
+            `itk3:stackName=${stackName}`,
+          );
+      } catch (error) {
+        console.warn(`cdk destroy of ${stackName} failed: ${(error as Error).message.split('\n')[0]}`);
+      } finally {
+        // Only now: until the stack is gone its scheduled poller would take other suites' messages.
+        if (locked) releaseSandboxLock();
+      }
+    }, 300_000);
+
+    it('delivers the consultation report sent with mesh-client to the recipient mailbox byte-identical', async () => {
+      expect(delivered).toHaveLength(1);
+      expect(delivered[0]!.body.equals(report.bytes)).toBe(true);
+      expect(delivered[0]).toMatchObject({ sender: gateway, workflow_id: 'GPFED_CONSULT_REPORT' });
+      // The trace began with the scheduled poller's audit entry, and ended delivered with 20013.
+      const trackingId = delivered[0]!.local_id!;
+      const entries = await new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName).byTrace(trackingId);
+      expect(entries.some((e) => e.stage === 'mesh' && e.event === 'received')).toBe(true);
+      expect(outcomeFromAudit(trackingId, entries)).toMatchObject({ status: 'delivered', itk3Code: '20013' });
+    });
+
+    it('answers the GP system with an ITK008M 20013 it verifies with the stack’s KMS key', async () => {
+      expect(answers).toHaveLength(1);
+      expect(answers[0]).toMatchObject({
+        sender: gateway,
+        workflow_id: 'GPFED_CONSULT_REPORT_ACK',
+        local_id: delivered[0]?.local_id,
+      });
+      const { PublicKey } = await clients.kms.send(
+        new GetPublicKeyCommand({ KeyId: outputs.ResponseSigningKeyArn }),
+      );
+      const pem = createPublicKey({ key: Buffer.from(PublicKey!), format: 'der', type: 'spki' })
+        .export({ format: 'pem', type: 'spki' })
+        .toString();
+      const { payload } = await compactVerify(
+        answers[0]!.body.toString('utf8').trim(),
+        await importSPKI(pem, 'ES256'),
+        {
+          algorithms: ['ES256'],
+        },
+      );
+      const ack = parseBundle(payload, 'xml').header;
+      expect(ack.event.code).toBe('ITK008M');
+      expect(ack.response).toMatchObject({
+        identifier: parseBundle(report.bytes, 'xml').header.id,
+        itkCode: '20013',
+      });
+    });
+  });
+}
