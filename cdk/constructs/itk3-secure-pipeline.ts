@@ -6,9 +6,8 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
-import { KEY_MODE_ENV } from '../../lib/adapters/aws/clients.js';
-import { MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { folderKey, KEY_MODE_ENV, MESH_POLL_ENV } from '../../lib/adapters/aws/deployment-names.js';
+
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';

@@ -10,7 +10,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from '../../lib/adapters/aws/deployment-names.js';
 import { ConfigError } from '../../lib/errors.js';
 import { BLOB_BUCKET, ENV } from '../../lib/infra/definitions.js';
 import { MeshPollOptionsSchema } from '../../lib/mesh/poller.js';

@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/cached-key-service.js';
+import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/deployment-names.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import { createWorld } from '../../lib/demo/world.js';
 import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';

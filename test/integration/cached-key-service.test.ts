@@ -9,10 +9,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
   CachedKeyService,
   generateWrappedRecipientKey,
-  wrappedKeyContext,
   wrapRecipientKey,
 } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
+import { wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
 import { TransientError } from '../../lib/errors.js';
 import { describeEachEmulator } from './support/emulators.js';
 

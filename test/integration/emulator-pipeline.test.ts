@@ -6,7 +6,7 @@
  */
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { beforeAll, expect, it } from 'vitest';
-import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
+import { folderKey } from '../../lib/adapters/aws/deployment-names.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/demo/scenario.js';
 import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/demo/world.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';

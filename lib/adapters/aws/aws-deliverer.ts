@@ -1,14 +1,11 @@
 import { createHash } from 'node:crypto';
-import { posix } from 'node:path';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
 import { countCall } from './calls.js';
+import { folderKey } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
-
-/** Prefix, in the pipeline's blob bucket, of deliveries whose configured target is a folder. */
-export const FOLDER_DELIVERY_PREFIX = 'deliveries/';
 
 const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
@@ -147,15 +144,6 @@ export class AwsDeliverer implements Deliverer {
       throw deliveryError('SQS SendMessage', error);
     }
   }
-}
-
-/** `deliveries/<path>/<name>`, with `path` made relative and free of `..` (a key, not a file). */
-export function folderKey(path: string, name: string): string {
-  const normal = posix
-    .normalize(`/${path.replaceAll('\\', '/')}`)
-    .replace(/^\/+/, '')
-    .replace(/\/+$/, '');
-  return `${FOLDER_DELIVERY_PREFIX}${normal ? `${normal}/` : ''}${name}`;
 }
 
 function joinPrefix(prefix: string, name: string): string {

@@ -30,24 +30,12 @@ import {
 import { TransientError } from '../../errors.js';
 import type { EcPublicJwk, KeyService } from '../../ports/index.js';
 import { countCall } from './calls.js';
+import { DEFAULT_KEY_CACHE_TTL_SECONDS, wrappedKeyContext } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 import { KmsKeyService } from './kms-key-service.js';
 
-/** How long an unwrapped private key is used before KMS is asked again (revocation lag). */
-export const DEFAULT_KEY_CACHE_TTL_SECONDS = 300;
-
 /** Shortest RSA modulus accepted from a wrapped blob: anything smaller is a configuration mistake. */
 const MIN_MODULUS_BITS = 2048;
-
-/**
- * Encryption context every wrapped recipient key is bound to. KMS refuses `Decrypt` with any other
- * context, so a blob cannot be replayed under another kid; CloudTrail records the context, so the
- * audit trail names the kid; and a key policy can allow `kms:Decrypt` only with
- * `kms:EncryptionContext:itk3:purpose = recipient-decrypt`.
- */
-export function wrappedKeyContext(kid: string): Record<string, string> {
-  return { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': kid };
-}
 
 /** Options of {@link CachedKeyService}. */
 export interface CachedKeyServiceOptions {

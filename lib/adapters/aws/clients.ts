@@ -8,6 +8,7 @@ import { AUDIT_TABLE, BLOB_BUCKET, ENV, ONCE_TABLE } from '../../infra/definitio
 import { type KeyService, type Ports, type QueueName, STAGES, systemClock } from '../../ports/index.js';
 import { AwsDeliverer } from './aws-deliverer.js';
 import { CachedKeyService } from './cached-key-service.js';
+import { KEY_MODE_ENV } from './deployment-names.js';
 import { DynamoAuditLog } from './dynamo-audit-log.js';
 import { DynamoOnceStore } from './dynamo-once-store.js';
 import { KmsKeyService } from './kms-key-service.js';
@@ -190,21 +191,6 @@ export function awsPortsFromEnv(
     clock: systemClock,
   };
 }
-
-/**
- * Key-mode variables (docs/PERFORMANCE.md, "Key modes"). Named here rather than in `ENV` because
- * only this composition root reads them.
- */
-export const KEY_MODE_ENV = {
-  /** `direct` (default): one KMS `Decrypt` (RSA) per message. `cached`: {@link CachedKeyService}. */
-  mode: 'ITK3_KEY_MODE',
-  /** Cached mode: JSON object kid → base64 KMS ciphertext blob of the recipient private key. */
-  wrappedKeys: 'ITK3_WRAPPED_KEYS',
-  /** Cached mode, optional: the symmetric KMS key the blobs must be wrapped under. */
-  wrappingKeyId: 'ITK3_WRAPPING_KEY_ID',
-  /** Cached mode, optional: seconds an unwrapped key is used (default 300). */
-  ttlSeconds: 'ITK3_KEY_CACHE_TTL_SECONDS',
-} as const;
 
 export type KeyMode = 'direct' | 'cached';
 

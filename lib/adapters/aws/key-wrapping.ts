@@ -12,9 +12,9 @@ import {
   type GenerateDataKeyPairWithoutPlaintextCommandOutput,
   type KMSClient,
 } from '@aws-sdk/client-kms';
-import { wrappedKeyContext } from './cached-key-service.js';
 import { countCall } from './calls.js';
 import { createAwsClients } from './clients.js';
+import { wrappedKeyContext } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 
 /** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */

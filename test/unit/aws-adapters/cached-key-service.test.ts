@@ -21,11 +21,11 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   CachedKeyService,
   generateWrappedRecipientKey,
-  wrappedKeyContext,
   wrapRecipientKey,
 } from '../../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../../lib/adapters/aws/clients.js';
+import { keyServiceFromEnv } from '../../../lib/adapters/aws/clients.js';
+import { KEY_MODE_ENV, wrappedKeyContext } from '../../../lib/adapters/aws/deployment-names.js';
 import { KmsKeyService } from '../../../lib/adapters/aws/kms-key-service.js';
 import { loadConfig } from '../../../lib/config/load.js';
 import { ConfigError, TransientError } from '../../../lib/errors.js';
