@@ -25,13 +25,17 @@ import {
 } from './mesh-poller.js';
 import { PipelineObservability, pascal } from './observability.js';
 import type { PowertoolsLogLevel } from './observability-names.js';
-import type { PipelineFunction } from './pipeline-function.js';
+import { BUNDLE_AWS_SDK_CONTEXT, type PipelineFunction, resolveHandler } from './pipeline-function.js';
 import { PipelineStage, type StageSettings } from './stage.js';
 import { PipelineState } from './state.js';
 import { WildcardJustifications } from './wildcard-justifications.js';
 
-/** The repository root, found from this file, so synth works from any working directory. */
-const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/**
+ * Two folders up from this file: the repository root in a checkout (handler sources under
+ * `functions/`), `dist/` in the installed package (prebuilt bundles under `handlers/`). Found from
+ * the file, so synth works from any working directory.
+ */
+const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Properties of {@link Itk3SecurePipeline}. */
 export interface Itk3SecurePipelineProps {
@@ -116,10 +120,17 @@ export interface Itk3SecurePipelineProps {
    */
   readonly entries?: Partial<Record<StageName | 'ingest', string>>;
   /**
-   * Directory holding `package-lock.json` and the handler sources.
-   * @default - the root of this repository
+   * Directory holding the handler sources and their `node_modules`.
+   * @default - the root of this repository; an installed package uses its prebuilt bundles
    */
   readonly projectRoot?: string;
+  /**
+   * Bundle the AWS SDK v3 into every function instead of using the one the Lambda Node.js runtime
+   * provides. Only for emulators that run functions on a Node without an SDK; needs the handler
+   * sources (the package's prebuilt bundles leave the SDK out).
+   * @default - the `itk3:bundleAwsSdk` context value (`true`/`false`), else false
+   */
+  readonly bundleAwsSdk?: boolean;
   /**
    * The MESH poller (docs/DEPLOY.md, "MESH poller"): per mailbox an EventBridge Scheduler schedule
    * invoking one poller function, which moves the inbox onto the inbound queue under a per-mailbox
@@ -181,12 +192,17 @@ export class Itk3SecurePipeline extends Construct {
     this.keyMode = resolveKeyMode(props.keyMode, doc);
     const keyMode = this.keyMode;
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
-    const projectRoot = props.projectRoot ?? PROJECT_ROOT;
+    const projectRoot = props.projectRoot ?? PACKAGE_ROOT;
     const entry = (name: StageName | 'ingest') =>
-      resolve(
-        projectRoot,
-        props.entries?.[name] ?? (name === 'ingest' ? INGEST_ENTRY : STAGE_DEFINITIONS[name].entry),
+      resolveHandler(
+        resolve(
+          projectRoot,
+          props.entries?.[name] ?? (name === 'ingest' ? INGEST_ENTRY : STAGE_DEFINITIONS[name].entry),
+        ),
+        PACKAGE_ROOT,
       );
+    const bundleAwsSdk =
+      props.bundleAwsSdk ?? String(this.node.tryGetContext(BUNDLE_AWS_SDK_CONTEXT) ?? 'false') === 'true';
 
     this.keys = new PipelineKeys(this, 'Keys', {
       config: doc,
@@ -212,6 +228,7 @@ export class Itk3SecurePipeline extends Construct {
 
     const functionDefaults = {
       projectRoot,
+      bundleAwsSdk,
       configJson: JSON.stringify(doc),
       logRetention: props.logRetention ?? logs.RetentionDays.THREE_MONTHS,
       logEncryptionKey: this.keys.dataKey,
@@ -317,7 +334,7 @@ export class Itk3SecurePipeline extends Construct {
       }
       const poller = new MeshPoller(this, 'MeshPoller', {
         ...functionDefaults,
-        entry: resolve(projectRoot, MESH_POLL_ENTRY),
+        entry: resolveHandler(resolve(projectRoot, MESH_POLL_ENTRY), PACKAGE_ROOT),
         settings,
         dataKey: this.keys.dataKey,
         onceTable: this.state.onceTable,
@@ -362,11 +379,6 @@ export class Itk3SecurePipeline extends Construct {
       oldestMessageAgeThreshold: props.oldestMessageAgeThreshold,
     });
 
-    this.#wildcards.allow(
-      '*',
-      ['xray:PutTraceSegments', 'xray:PutTelemetryRecords'],
-      'Active tracing: X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions.',
-    );
     Aspects.of(this).add(this.#wildcards);
   }
 
