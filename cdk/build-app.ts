@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { App, type AppProps, Duration, RemovalPolicy } from 'aws-cdk-lib';
-import type { RecipientPublicJwk } from '../lib/adapters/aws/key-wrapping.js';
+import type { RecipientPublicJwk } from '../lib/adapters/aws/deployment-names.js';
 import { parseWrappedKeysFile } from '../lib/cli/keys-wrap.js';
 import { loadConfigFile } from '../lib/config/load.js';
 import { ConfigError } from '../lib/errors.js';

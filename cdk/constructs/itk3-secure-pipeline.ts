@@ -4,6 +4,7 @@ import { Annotations, Arn, ArnFormat, Aspects, Aws, type Duration, RemovalPolicy
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { folderKey, KEY_MODE_ENV, MESH_POLL_ENV } from '../../lib/adapters/aws/deployment-names.js';
@@ -132,6 +133,24 @@ export interface Itk3SecurePipelineProps {
    */
   readonly bundleAwsSdk?: boolean;
   /**
+   * A symmetric KMS key the team already has, for data at rest (queues other than the inbound one,
+   * tables, the blob bucket, log groups), in the manner of AWS Solutions Constructs'
+   * `existingXxxObj` props. Its key policy is the team's: it must let CloudWatch Logs of this
+   * account and Region use the key (docs/DEPLOY.md); the functions get key grants through SQS,
+   * DynamoDB and S3 only, as with the created key.
+   * @default - a customer-managed key with yearly rotation
+   */
+  readonly existingDataKeyObj?: kms.IKey;
+  /**
+   * A bucket the team already has for claim checks and folder deliveries. The pipeline writes only
+   * under `claim-check/` and `deliveries/`; encryption, access logs, versioning and lifecycle stay
+   * the team's (add an expiry for `claim-check/`). If it is encrypted with a KMS key other than the
+   * data key, pass that key as the imported bucket's `encryptionKey`: the functions then get it
+   * through S3 only.
+   * @default - a versioned bucket encrypted with the data key, with access logs and lifecycle rules
+   */
+  readonly existingBlobBucketObj?: s3.IBucket;
+  /**
    * The MESH poller (docs/DEPLOY.md, "MESH poller"): per mailbox an EventBridge Scheduler schedule
    * invoking one poller function, which moves the inbox onto the inbound queue under a per-mailbox
    * DynamoDB lease, with the credentials in Secrets Manager.
@@ -207,6 +226,7 @@ export class Itk3SecurePipeline extends Construct {
     this.keys = new PipelineKeys(this, 'Keys', {
       config: doc,
       removalPolicy,
+      existingDataKey: props.existingDataKeyObj,
       ...(keyMode.mode === 'cached'
         ? {
             keyWrapping: {
@@ -219,6 +239,7 @@ export class Itk3SecurePipeline extends Construct {
     });
     this.state = new PipelineState(this, 'State', {
       dataKey: this.keys.dataKey,
+      existingBlobBucket: props.existingBlobBucketObj,
       removalPolicy,
       physicalNames: props.physicalNames,
       claimCheckExpiry: props.claimCheckExpiry,
@@ -436,6 +457,16 @@ export class Itk3SecurePipeline extends Construct {
         },
       },
     });
+    // A team's bucket under a key of its own: that key too, and only as S3 uses it.
+    const bucketKey = this.state.blobBucket.encryptionKey;
+    if (bucketKey && bucketKey !== key) {
+      iam.Grant.addToPrincipal({
+        grantee: fn,
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        resourceArns: [bucketKey.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com` } },
+      });
+    }
   }
 
   /** The inbound key, only as SQS uses it for a producer of the inbound queue (ingest). */

@@ -1,7 +1,7 @@
 import { type Duration, Token } from 'aws-cdk-lib';
 import type * as kms from 'aws-cdk-lib/aws-kms';
+import type { RecipientPublicJwk } from '../../lib/adapters/aws/deployment-names.js';
 import { DEFAULT_KEY_CACHE_TTL_SECONDS, wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
-import type { RecipientPublicJwk } from '../../lib/adapters/aws/key-wrapping.js';
 import type { PipelineConfig } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
 

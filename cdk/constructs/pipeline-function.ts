@@ -28,12 +28,14 @@ export const HANDLER_BUNDLE_FILE = 'bundle.mjs';
  * bundle-content test all build with these. The shape is esbuild's `BuildOptions` (not imported:
  * the construct's consumers need no esbuild).
  *
- * - The AWS SDK v3 (`@aws-sdk/*` and the `@smithy/*` packages under it) stays external: the Lambda
- *   Node.js runtime provides it, and it is most of a bundle's size and start-up time. Emulators run
+ * - The AWS SDK v3 clients (`@aws-sdk/*`) stay external: the Lambda Node.js runtime provides them
+ *   (with the `@smithy/*` packages they use), and they are most of a bundle's size and start-up
+ *   time. The few `@smithy/core` helpers the adapters import directly are bundled, so they never
+ *   depend on the runtime's SDK version. Emulators run
  *   functions on a Node without an SDK, so their deployments bundle it (`bundleAwsSdk`, context
  *   `itk3:bundleAwsSdk=true`).
  * - No `createRequire` banner: with the SDK external, nothing bundled calls `require` on a module
- *   esbuild leaves out (checked by test/cdk/handler-bundles.test.ts).
+ *   esbuild leaves out (checked by test/cdk/pipeline-stack.test.ts).
  */
 export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }) {
   return {
@@ -46,7 +48,7 @@ export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }
     // Source maps without the sources: stack traces keep file and line, the asset stays small.
     sourcemap: true,
     sourcesContent: false,
-    external: options.bundleAwsSdk ? [] : ['@aws-sdk/*', '@smithy/*'],
+    external: options.bundleAwsSdk ? [] : ['@aws-sdk/*'],
     logLevel: 'warning',
   } as const;
 }
@@ -231,11 +233,14 @@ function handlerCode(props: PipelineFunctionProps, wrapper: string): lambda.Code
   const fromSource = props.entry.endsWith('.ts');
   return lambda.Code.fromAsset(fromSource ? dirname(props.entry) : props.entry, {
     assetHashType: AssetHashType.OUTPUT,
-    // CDK caches staged assets per process by source path and options: name what differs here.
-    extraHash: createHash('sha256')
-      .update(JSON.stringify([props.entry, props.bundleAwsSdk ?? false, wrapper]))
-      .digest('hex'),
     bundling: {
+      // CDK caches staged assets per process by source path and bundling options: this names what
+      // differs between two functions' assets (entry, SDK choice, wrapper). Docker never sees it.
+      environment: {
+        ITK3_ASSET_KEY: createHash('sha256')
+          .update(JSON.stringify([props.entry, props.bundleAwsSdk ?? false, wrapper]))
+          .digest('hex'),
+      },
       // Never used: local bundling always succeeds or throws (no Docker at synth).
       image: DockerImage.fromRegistry('public.ecr.aws/docker/library/node:22'),
       local: {

@@ -21,9 +21,8 @@ import type { CachedKeyMode } from '../../cdk/constructs/key-mode.js';
 import { KEY_ADMIN_ACTIONS } from '../../cdk/constructs/keys.js';
 import { nagPacks } from '../../cdk/nag.js';
 import { Itk3PipelineStack } from '../../cdk/pipeline-stack.js';
+import type { RecipientPublicJwk } from '../../lib/adapters/aws/deployment-names.js';
 import { KEY_MODE_ENV, wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
-
-import type { RecipientPublicJwk } from '../../lib/adapters/aws/key-wrapping.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
 import { STAGES, type StageName } from '../../lib/ports/index.js';

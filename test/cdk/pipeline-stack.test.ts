@@ -526,7 +526,7 @@ describe('state', () => {
     });
     expect(blob.VersioningConfiguration).toEqual({ Status: 'Enabled' });
     expect(blob.LoggingConfiguration).toMatchObject({
-      DestinationBucketName: { Ref: logicalId(stack.pipeline.state.accessLogBucket) },
+      DestinationBucketName: { Ref: logicalId(stack.pipeline.state.accessLogBucket!) },
     });
     expect(blob.LifecycleConfiguration).toMatchObject({
       Rules: expect.arrayContaining([

@@ -33,6 +33,11 @@ export function wrappedKeyContext(kid: string): Record<string, string> {
   return { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': kid };
 }
 
+/** Public JWK of a recipient key, as senders need it to seal messages (docs/WIRE-FORMAT.md). */
+export type RecipientPublicJwk =
+  | { kty: 'RSA'; kid: string; alg: 'RSA-OAEP-256'; use: 'enc'; n: string; e: string }
+  | { kty: 'EC'; kid: string; alg: 'ECDH-ES+A256KW'; use: 'enc'; crv: 'P-256'; x: string; y: string };
+
 /** Environment the MESH poller function reads (set by cdk/constructs/mesh-poller.ts). */
 export const MESH_POLL_ENV = {
   /** MESH base URL, `https://host[:port]`. */

@@ -14,7 +14,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { countCall } from './calls.js';
 import { createAwsClients } from './clients.js';
-import { wrappedKeyContext } from './deployment-names.js';
+import { type RecipientPublicJwk, wrappedKeyContext } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 
 /** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */
@@ -23,11 +23,6 @@ export type RecipientKeyPairSpec = (typeof RECIPIENT_KEY_PAIR_SPECS)[number];
 
 /** The spec deployed recipient keys use (the direct mode's KMS keys are `RSA_4096` too). */
 export const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
-
-/** Public JWK of a recipient key, as senders need it to seal messages (docs/WIRE-FORMAT.md). */
-export type RecipientPublicJwk =
-  | { kty: 'RSA'; kid: string; alg: 'RSA-OAEP-256'; use: 'enc'; n: string; e: string }
-  | { kty: 'EC'; kid: string; alg: 'ECDH-ES+A256KW'; use: 'enc'; crv: 'P-256'; x: string; y: string };
 
 /**
  * One wrapped recipient key: what `itk3 keys wrap` prints and what the CDK app reads from
