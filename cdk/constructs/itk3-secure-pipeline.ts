@@ -205,6 +205,10 @@ export class Itk3SecurePipeline extends Construct {
 
   constructor(scope: Construct, id: string, props: Itk3SecurePipelineProps) {
     super(scope, id);
+    // The blob bucket's access logs are granted by bucket policy, as its BUCKET_OWNER_ENFORCED
+    // ownership requires; an app without this feature flag (not created by \`cdk init\`) would use
+    // ACLs and fail the synth. Set here, before any child exists, so it holds in any app.
+    this.node.setContext('@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy', true);
     this.config = loadConfig(props.config);
     const doc = this.config.doc;
     // Before anything is built (and bundled), so a missing wrapped key fails the synth at once.
