@@ -1,5 +1,5 @@
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { z } from 'zod';
+import * as z from 'zod';
 import { MeshConfigError } from '../../mesh/errors.js';
 import { type Clock, systemClock } from '../../ports/index.js';
 import { awsErrorName } from './errors.js';
