@@ -3,7 +3,6 @@ import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/clie
 import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { folderKey } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 
@@ -66,7 +65,6 @@ export class AwsDeliverer implements Deliverer {
 
   async #putObject(bucket: string, key: string, bytes: Uint8Array, contentType: string): Promise<string> {
     const location = `s3://${bucket}/${key}`;
-    countCall('s3', 'PutObject');
     try {
       await this.#s3.send(
         new PutObjectCommand({
@@ -98,7 +96,6 @@ export class AwsDeliverer implements Deliverer {
 
   /** SHA-256 of the object under `key`, read back in full (a 412 is rare; delivered objects are small). */
   async #existingSha256(bucket: string, key: string): Promise<string> {
-    countCall('s3', 'GetObject');
     try {
       const out = await this.#s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       if (!out.Body) throw new Error('GetObject returned no body');
@@ -122,7 +119,6 @@ export class AwsDeliverer implements Deliverer {
     };
     if (text === undefined) attributes.contentEncoding = { DataType: 'String', StringValue: 'base64' };
     const fifo = queueUrl.endsWith('.fifo');
-    countCall('sqs', 'SendMessage');
     try {
       const out = await this.#sqs.send(
         new SendMessageCommand({

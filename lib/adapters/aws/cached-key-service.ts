@@ -29,7 +29,6 @@ import {
 } from '@aws-sdk/client-kms';
 import { TransientError } from '../../errors.js';
 import type { EcPublicJwk, KeyService } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { DEFAULT_KEY_CACHE_TTL_SECONDS, wrappedKeyContext } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 import { KmsKeyService } from './kms-key-service.js';
@@ -174,7 +173,6 @@ export class CachedKeyService implements KeyService {
 
   async #load(kid: string): Promise<KeyObject> {
     const blob = this.#wrapped.get(kid) as Uint8Array;
-    countCall('kms', 'Decrypt');
     let plaintext: Uint8Array | undefined;
     try {
       const out = await this.#client.send(
@@ -241,7 +239,6 @@ export async function generateWrappedRecipientKey(
   kid: string,
   keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' | 'ECC_NIST_P256' = 'RSA_4096',
 ): Promise<WrappedRecipientKey> {
-  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
   const out = await kms.send(
     new GenerateDataKeyPairWithoutPlaintextCommand({
       KeyId: wrappingKeyId,
@@ -269,7 +266,6 @@ export async function wrapRecipientKey(
   const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
   if (!isUsableRecipientKey(key))
     throw new TypeError('an RSA (≥ 2048 bits) or P-256 private key is expected');
-  countCall('kms', 'Encrypt');
   const out = await kms.send(
     new EncryptCommand({
       KeyId: wrappingKeyId,

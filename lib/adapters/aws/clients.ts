@@ -8,6 +8,7 @@ import { AUDIT_TABLE, BLOB_BUCKET, ENV, ONCE_TABLE } from '../../infra/definitio
 import { type KeyService, type Ports, type QueueName, STAGES, systemClock } from '../../ports/index.js';
 import { AwsDeliverer } from './aws-deliverer.js';
 import { CachedKeyService } from './cached-key-service.js';
+import { countCallsOf } from './calls.js';
 import { KEY_MODE_ENV } from './deployment-names.js';
 import { DynamoAuditLog } from './dynamo-audit-log.js';
 import { DynamoOnceStore } from './dynamo-once-store.js';
@@ -59,7 +60,7 @@ export function endpointFor(service: keyof AwsClients, opts: AwsClientOptions = 
 }
 
 /**
- * Build the four clients. With an endpoint (an emulator): region defaults to `us-east-1` and S3 uses
+ * Build the four clients, each counting its calls ({@link countCallsOf}). With an endpoint (an emulator): region defaults to `us-east-1` and S3 uses
  * path-style URLs, since virtual-hosted names such as `bucket.127.0.0.1` do not resolve.
  * Without one: plain SDK defaults (region and credentials from the Lambda environment).
  *
@@ -86,12 +87,17 @@ export function createAwsClients(opts: AwsClientOptions = {}): AwsClients {
       requestHandler: { connectionTimeout: 3_000, requestTimeout: 30_000 },
     };
   };
-  return {
+  const clients: AwsClients = {
     kms: new KMSClient(common('kms')),
     sqs: new SQSClient(common('sqs')),
     dynamodb: new DynamoDBClient(common('dynamodb')),
     s3: new S3Client({ ...common('s3'), forcePathStyle: endpointFor('s3', opts) !== undefined }),
   };
+  countCallsOf('kms', clients.kms.middlewareStack);
+  countCallsOf('sqs', clients.sqs.middlewareStack);
+  countCallsOf('dynamodb', clients.dynamodb.middlewareStack);
+  countCallsOf('s3', clients.s3.middlewareStack);
+  return clients;
 }
 
 let shared: AwsClients | undefined;

@@ -15,7 +15,6 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { STAGES, type StageName } from '../../ports/index.js';
-import { countCall } from './calls.js';
 
 export interface AwsDeadLetter {
   stage: StageName;
@@ -64,7 +63,6 @@ export class AwsDeadLetters {
       const sourceUrl = this.#queues.source[s];
       if (!dlqUrl || !sourceUrl) continue;
       for (let i = 0; i < MAX_RECEIVES; i += 1) {
-        countCall('sqs', 'ReceiveMessage');
         const { Messages = [] } = await this.#sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: dlqUrl,
@@ -77,7 +75,6 @@ export class AwsDeadLetters {
         if (Messages.length === 0) break;
         for (const m of Messages) {
           if (target.messageId && m.MessageId !== target.messageId) continue;
-          countCall('sqs', 'SendMessage');
           await this.#sqs.send(
             new SendMessageCommand({
               QueueUrl: sourceUrl,
@@ -85,7 +82,6 @@ export class AwsDeadLetters {
               ...(m.MessageAttributes ? { MessageAttributes: stringAttributes(m.MessageAttributes) } : {}),
             }),
           );
-          countCall('sqs', 'DeleteMessage');
           await this.#sqs.send(
             new DeleteMessageCommand({ QueueUrl: dlqUrl, ReceiptHandle: m.ReceiptHandle! }),
           );
@@ -102,7 +98,6 @@ export class AwsDeadLetters {
     if (!url) return [];
     const seen = new Map<string, Message>();
     for (let i = 0; i < MAX_RECEIVES; i += 1) {
-      countCall('sqs', 'ReceiveMessage');
       const { Messages = [] } = await this.#sqs.send(
         new ReceiveMessageCommand({
           QueueUrl: url,

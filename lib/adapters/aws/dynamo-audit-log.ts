@@ -32,7 +32,6 @@ import {
   safeAuditEntry,
   systemClock,
 } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /** Optional string fields of an {@link AuditEntry}, stored as attributes of the same name. */
@@ -184,7 +183,6 @@ export class DynamoAuditLog implements AuditLog {
             ]
           : []),
       ];
-      countCall('dynamodb', 'TransactWriteItems');
       try {
         // The token makes an SDK retry of a write that did land a no-op instead of a conflict.
         await this.#client.send(
@@ -208,7 +206,6 @@ export class DynamoAuditLog implements AuditLog {
   }
 
   async #adoptStoredHead(n: number): Promise<boolean> {
-    countCall('dynamodb', 'GetItem');
     const out = await this.#client.send(
       new GetItemCommand({
         TableName: this.#table,
@@ -246,7 +243,6 @@ export class DynamoAuditLog implements AuditLog {
       hash: head.hash,
       at: new Date(at).toISOString(),
     });
-    countCall('dynamodb', 'PutItem');
     try {
       await this.#client.send(
         new PutItemCommand({
@@ -278,7 +274,6 @@ export class DynamoAuditLog implements AuditLog {
     const items: Record<string, AttributeValue>[] = [];
     let startKey: Record<string, AttributeValue> | undefined;
     for (let page = 0; page < MAX_PAGES; page += 1) {
-      countCall('dynamodb', 'Query');
       let out: QueryCommandOutput;
       try {
         out = await this.#client.send(
@@ -361,7 +356,6 @@ export class DynamoAuditLog implements AuditLog {
     for (let round = 0; pending.length > 0 && round < 1000; round += 1) {
       const batch = pending.slice(0, 100);
       pending = pending.slice(100);
-      countCall('dynamodb', 'BatchGetItem');
       let out: BatchGetItemCommandOutput;
       try {
         out = await this.#client.send(

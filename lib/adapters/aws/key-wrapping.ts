@@ -12,7 +12,6 @@ import {
   type GenerateDataKeyPairWithoutPlaintextCommandOutput,
   type KMSClient,
 } from '@aws-sdk/client-kms';
-import { countCall } from './calls.js';
 import { createAwsClients } from './clients.js';
 import { type RecipientPublicJwk, wrappedKeyContext } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
@@ -77,7 +76,6 @@ export async function generateWrappedKeyRecord(
 ): Promise<WrappedKeyRecord> {
   const { wrappingKeyId, kid } = options;
   const keyPairSpec = options.keyPairSpec ?? DEFAULT_RECIPIENT_KEY_PAIR_SPEC;
-  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
   let out: GenerateDataKeyPairWithoutPlaintextCommandOutput;
   try {
     out = await kms.send(

@@ -18,7 +18,6 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { StageName } from '../../ports/index.js';
-import { countCall } from './calls.js';
 
 export interface SqsEventSourceOptions {
   stage: StageName;
@@ -103,7 +102,6 @@ export class SqsEventSource {
     let delay = initialDelayMs;
     for (let attempt = 1; ; attempt += 1) {
       try {
-        countCall('sqs', operation);
         const result = await send();
         if (firstFailureAt !== undefined) {
           this.#warn(`itk3: emulator connection restored (${this.stage} ${operation}, attempt ${attempt})`);
@@ -225,7 +223,6 @@ export async function sendDirect(
   sealed: string,
   authorization?: string,
 ): Promise<string> {
-  countCall('sqs', 'SendMessage');
   const out = await sqs.send(
     new SendMessageCommand({
       QueueUrl: queueUrl,

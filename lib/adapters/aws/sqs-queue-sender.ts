@@ -7,7 +7,6 @@ import {
 import { ConfigError, TransientError } from '../../errors.js';
 import { ENV } from '../../infra/definitions.js';
 import type { QueueName, QueueSender } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /** `SendMessageBatch` limits (PERFORMANCE.md §4): 10 entries, and the sum of bodies ≤ 1 MiB. */
@@ -118,7 +117,6 @@ export class SqsQueueSender implements QueueSender {
     const queueUrl = this.#queueUrls.authenticate;
     if (!queueUrl)
       throw new ConfigError([`${ENV.queueUrl('authenticate')}: no queue URL for the inbound queue`]);
-    countCall('sqs', 'SendMessage');
     try {
       const out = await this.#client.send(
         new SendMessageCommand({
@@ -143,7 +141,6 @@ export class SqsQueueSender implements QueueSender {
       Id: String(index),
       MessageBody: bodies[index],
     }));
-    countCall('sqs', 'SendMessageBatch');
     const out = await this.#client.send(
       new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }),
     );

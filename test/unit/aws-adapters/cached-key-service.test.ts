@@ -23,13 +23,12 @@ import {
   generateWrappedRecipientKey,
   wrapRecipientKey,
 } from '../../../lib/adapters/aws/cached-key-service.js';
-import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
 import { keyServiceFromEnv } from '../../../lib/adapters/aws/clients.js';
 import { KEY_MODE_ENV, wrappedKeyContext } from '../../../lib/adapters/aws/deployment-names.js';
 import { KmsKeyService } from '../../../lib/adapters/aws/kms-key-service.js';
 import { loadConfig } from '../../../lib/config/load.js';
 import { ConfigError, TransientError } from '../../../lib/errors.js';
-import { networkError, serviceError } from './faults.js';
+import { networkError, sentCommands, serviceError } from './faults.js';
 
 const kms = mockClient(KMSClient);
 const BLOB = new Uint8Array([9, 9, 9]);
@@ -44,7 +43,6 @@ beforeAll(() => {
 
 beforeEach(() => {
   kms.reset();
-  resetAwsCalls();
 });
 afterEach(() => kms.reset());
 
@@ -83,7 +81,7 @@ describe('CachedKeyService.unwrapKey', () => {
       EncryptionContext: { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': 'rx' },
       KeyId: 'alias/itk3/wrapping',
     });
-    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+    expect(sentCommands(kms)).toEqual({ Decrypt: 1 });
   });
 
   it('shares one Decrypt between concurrent first uses (a batch of records)', async () => {
