@@ -43,8 +43,8 @@ const CACHED_ONLY = [
   CONTEXT.directKids,
 ] as const;
 
-export const DEFAULT_CONFIG_FILE = 'docs/config.example.json';
-export const DEFAULT_STACK_NAME = 'Itk3Pipeline';
+const DEFAULT_CONFIG_FILE = 'docs/config.example.json';
+const DEFAULT_STACK_NAME = 'Itk3Pipeline';
 
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {
@@ -111,7 +111,7 @@ export function buildApp(options: BuildAppOptions = {}): { app: App; stack: Itk3
  *
  * @throws {ConfigError} listing every problem
  */
-export function keyModeFromContext(context: (key: string) => string | undefined): KeyModeProps | undefined {
+function keyModeFromContext(context: (key: string) => string | undefined): KeyModeProps | undefined {
   const problems: string[] = [];
   const mode = (context(CONTEXT.keyMode) ?? 'direct').toLowerCase();
   if (mode !== 'direct' && mode !== 'cached') {

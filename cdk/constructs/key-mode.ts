@@ -5,7 +5,9 @@ import { DEFAULT_KEY_CACHE_TTL_SECONDS, wrappedKeyContext } from '../../lib/adap
 import type { PipelineConfig } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
 
-/** The default: every content-key unwrap is one KMS `Decrypt` with the recipient's RSA KMS key. */
+/** The default: every content-key unwrap is one KMS `Decrypt` with the recipient's RSA KMS key.
+ * @public part of the construct's props (the package's `./cdk` export)
+ */
 export interface DirectKeyMode {
   readonly mode: 'direct';
 }

@@ -40,7 +40,7 @@ export const KEY_ADMIN_ACTIONS = [
  * CloudFormation turns on and an operator may trigger. No `kms:Decrypt`: that would be possession of
  * every wrapped recipient private key.
  */
-export const WRAPPING_KEY_ADMIN_ACTIONS = [
+const WRAPPING_KEY_ADMIN_ACTIONS = [
   ...KEY_ADMIN_ACTIONS.filter((a) => a !== 'kms:GetPublicKey'),
   'kms:EnableKeyRotation',
   'kms:DisableKeyRotation',

@@ -17,7 +17,9 @@ import { MeshPollOptionsSchema } from '../../lib/mesh/poller.js';
 import { PipelineFunction, type PipelineFunctionProps } from './pipeline-function.js';
 import type { WildcardJustifications } from './wildcard-justifications.js';
 
-/** One MESH mailbox the poller serves. */
+/** One MESH mailbox the poller serves.
+ * @public part of the construct's props (the package's `./cdk` export)
+ */
 export interface MeshMailboxProps {
   /** The MESH mailbox id (letters and digits, e.g. `X26ABC1`). */
   readonly mailboxId: string;

@@ -14,7 +14,7 @@ import { METRICS_NAMESPACE, type PowertoolsLogLevel, SERVICE_NAME } from './obse
  * The one Lambda runtime of the pipeline. Pinned, so an upgrade is a reviewed one-line change; the
  * code is also run on Node 20 by the tests and the emulator, so it avoids newer-only APIs.
  */
-export const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
+const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
 
 /** CDK context key: `true` bundles the AWS SDK v3 into every function (emulator deployments). */
 export const BUNDLE_AWS_SDK_CONTEXT = 'itk3:bundleAwsSdk';

@@ -83,7 +83,7 @@ function toArray<T>(value: T | T[] | undefined): T[] {
  * and the construct uses only cdk-nag's public API (none at all at synth in a consumer's app);
  * test/cdk/wildcard-justifications.test.ts checks the ids match the packs' findings.
  */
-export function flattenReference(value: unknown): string {
+function flattenReference(value: unknown): string {
   if (value === undefined) return '';
   if (typeof value === 'string') return value.replaceAll('${', '<').replaceAll('}', '>');
   if (typeof value === 'object' && value !== null) {

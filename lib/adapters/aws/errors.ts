@@ -61,7 +61,7 @@ export function awsErrorName(error: unknown): string | undefined {
 }
 
 /** HTTP status of the failed response, if there was a response. */
-export function awsHttpStatus(error: unknown): number | undefined {
+function awsHttpStatus(error: unknown): number | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const status = (error as SdkErrorShape).$metadata?.httpStatusCode;
   return typeof status === 'number' ? status : undefined;

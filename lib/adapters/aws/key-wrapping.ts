@@ -17,11 +17,11 @@ import { type RecipientPublicJwk, wrappedKeyContext } from './deployment-names.j
 import { awsErrorName } from './errors.js';
 
 /** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */
-export const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
+const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
 export type RecipientKeyPairSpec = (typeof RECIPIENT_KEY_PAIR_SPECS)[number];
 
 /** The spec deployed recipient keys use (the direct mode's KMS keys are `RSA_4096` too). */
-export const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
+const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
 
 /**
  * One wrapped recipient key: what `itk3 keys wrap` prints and what the CDK app reads from
@@ -39,7 +39,7 @@ export interface WrappedKeyRecord {
 }
 
 /** A wrapping attempt failed for a reason the operator can act on; the message says which. */
-export class KeyWrappingError extends Error {
+class KeyWrappingError extends Error {
   override readonly name = 'KeyWrappingError';
 }
 

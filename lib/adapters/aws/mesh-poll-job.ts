@@ -24,9 +24,9 @@ import type { DynamoLease, HeldLease, LeaseAttempt } from './dynamo-lease.js';
 import { type MeshCredentialSource, SecretsManagerMeshCredentials } from './mesh-secrets.js';
 
 /** How long before the function's deadline a pass stops taking new messages. */
-export const MESH_POLL_RESERVE_MS = 90_000;
+const MESH_POLL_RESERVE_MS = 90_000;
 /** A lease outlives the invocation's remaining time by this much, then a crashed holder's lease lapses. */
-export const MESH_LEASE_MARGIN_SECONDS = 30;
+const MESH_LEASE_MARGIN_SECONDS = 30;
 
 /** What the job needs besides the pipeline ports. */
 export interface MeshPollSetup {
@@ -131,7 +131,7 @@ export async function runMeshPollJob(
  * transient failure: the poller then ends the pass cleanly (whatever it had started is finished,
  * enqueued and acknowledged) and the next scheduled pass carries on.
  */
-export class DeadlineMeshClient implements MeshClient {
+class DeadlineMeshClient implements MeshClient {
   readonly #inner: MeshClient;
   readonly #stopAt: number;
   readonly #clock: Clock;

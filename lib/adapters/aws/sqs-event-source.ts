@@ -42,7 +42,7 @@ export interface ReconnectPolicy {
   maxDelayMs: number;
 }
 
-export const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = {
+const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = {
   budgetMs: 30_000,
   initialDelayMs: 250,
   maxDelayMs: 5_000,

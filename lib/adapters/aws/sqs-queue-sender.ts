@@ -10,8 +10,8 @@ import type { QueueName, QueueSender } from '../../ports/index.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /** `SendMessageBatch` limits (PERFORMANCE.md §4): 10 entries, and the sum of bodies ≤ 1 MiB. */
-export const SQS_BATCH_MAX_ENTRIES = 10;
-export const SQS_BATCH_MAX_BYTES = 1_048_576;
+const SQS_BATCH_MAX_ENTRIES = 10;
+const SQS_BATCH_MAX_BYTES = 1_048_576;
 
 /**
  * Split bodies into `SendMessageBatch` requests: at most {@link SQS_BATCH_MAX_ENTRIES} entries and
