@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { App, type AppProps, Duration, RemovalPolicy } from 'aws-cdk-lib';
-import type { RecipientPublicJwk } from '../lib/adapters/aws/key-wrapping.js';
+import type { RecipientPublicJwk } from '../lib/adapters/aws/deployment-names.js';
 import { parseWrappedKeysFile } from '../lib/cli/keys-wrap.js';
 import { loadConfigFile } from '../lib/config/load.js';
 import { ConfigError } from '../lib/errors.js';
@@ -50,8 +50,8 @@ const CACHED_ONLY = [
   CONTEXT.directKids,
 ] as const;
 
-export const DEFAULT_CONFIG_FILE = 'docs/config.example.json';
-export const DEFAULT_STACK_NAME = 'Itk3Pipeline';
+const DEFAULT_CONFIG_FILE = 'docs/config.example.json';
+const DEFAULT_STACK_NAME = 'Itk3Pipeline';
 
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {
@@ -118,7 +118,7 @@ export function buildApp(options: BuildAppOptions = {}): { app: App; stack: Itk3
  *
  * @throws {ConfigError} listing every problem
  */
-export function keyModeFromContext(context: (key: string) => string | undefined): KeyModeProps | undefined {
+function keyModeFromContext(context: (key: string) => string | undefined): KeyModeProps | undefined {
   const problems: string[] = [];
   const mode = (context(CONTEXT.keyMode) ?? 'direct').toLowerCase();
   if (mode !== 'direct' && mode !== 'cached') {

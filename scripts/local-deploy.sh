@@ -32,13 +32,14 @@ case "${1:-}" in
       fi
     fi
     npx cdk bootstrap aws://000000000000/us-east-1
+    # The emulator runs functions on a Node without the AWS SDK: bundle it (itk3:bundleAwsSdk).
     npx cdk deploy --require-approval never -c "itk3:configFile=$CONFIG" -c itk3:removalPolicy=destroy \
-      -c "itk3:stackName=$STACK" --outputs-file .itk3/local/outputs.json
+      -c "itk3:stackName=$STACK" -c itk3:bundleAwsSdk=true --outputs-file .itk3/local/outputs.json
     echo "outputs: .itk3/local/outputs.json (queue URLs say localhost; the HTTP API is at $ENDPOINT/_aws/execute-api/<api id>/\$default/messages)"
     ;;
   destroy)
     CONFIG="${2:-.itk3/local/config.json}"
-    npx cdk destroy --force -c "itk3:configFile=$CONFIG" -c "itk3:stackName=$STACK"
+    npx cdk destroy --force -c "itk3:configFile=$CONFIG" -c "itk3:stackName=$STACK" -c itk3:bundleAwsSdk=true
     ;;
   *)
     echo "usage: $0 deploy [CONFIG] | destroy [CONFIG]" >&2

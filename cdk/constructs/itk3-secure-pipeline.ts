@@ -4,11 +4,11 @@ import { Annotations, Arn, ArnFormat, Aspects, Aws, type Duration, RemovalPolicy
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
-import { KEY_MODE_ENV } from '../../lib/adapters/aws/key-service-env.js';
-import { MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { folderKey, KEY_MODE_ENV, MESH_POLL_ENV } from '../../lib/adapters/aws/deployment-names.js';
+
 import { type LoadedConfig, loadConfig } from '../../lib/config/load.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
@@ -32,13 +32,17 @@ import {
 } from './mesh-poller.js';
 import { PipelineObservability, pascal } from './observability.js';
 import type { PowertoolsLogLevel } from './observability-names.js';
-import type { PipelineFunction } from './pipeline-function.js';
+import { BUNDLE_AWS_SDK_CONTEXT, type PipelineFunction, resolveHandler } from './pipeline-function.js';
 import { PipelineStage } from './stage.js';
 import { PipelineState } from './state.js';
 import { WildcardJustifications } from './wildcard-justifications.js';
 
-/** The repository root, found from this file, so synth works from any working directory. */
-const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/**
+ * Two folders up from this file: the repository root in a checkout (handler sources under
+ * `functions/`), `dist/` in the installed package (prebuilt bundles under `handlers/`). Found from
+ * the file, so synth works from any working directory.
+ */
+const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Properties of {@link Itk3SecurePipeline}. */
 export interface Itk3SecurePipelineProps {
@@ -124,10 +128,35 @@ export interface Itk3SecurePipelineProps {
    */
   readonly entries?: Partial<Record<StageName | 'ingest', string>>;
   /**
-   * Directory holding `package-lock.json` and the handler sources.
-   * @default - the root of this repository
+   * Directory holding the handler sources and their `node_modules`.
+   * @default - the root of this repository; an installed package uses its prebuilt bundles
    */
   readonly projectRoot?: string;
+  /**
+   * Bundle the AWS SDK v3 into every function instead of using the one the Lambda Node.js runtime
+   * provides. Only for emulators that run functions on a Node without an SDK; needs the handler
+   * sources (the package's prebuilt bundles leave the SDK out).
+   * @default - the `itk3:bundleAwsSdk` context value (`true`/`false`), else false
+   */
+  readonly bundleAwsSdk?: boolean;
+  /**
+   * A symmetric KMS key the team already has, for data at rest (queues other than the inbound one,
+   * tables, the blob bucket, log groups), in the manner of AWS Solutions Constructs'
+   * `existingXxxObj` props. Its key policy is the team's: it must let CloudWatch Logs of this
+   * account and Region use the key (docs/DEPLOY.md); the functions get key grants through SQS,
+   * DynamoDB and S3 only, as with the created key.
+   * @default - a customer-managed key with yearly rotation
+   */
+  readonly existingDataKeyObj?: kms.IKey;
+  /**
+   * A bucket the team already has for claim checks and folder deliveries. The pipeline writes only
+   * under `claim-check/` and `deliveries/`; encryption, access logs, versioning and lifecycle stay
+   * the team's (add an expiry for `claim-check/`). If it is encrypted with a KMS key other than the
+   * data key, pass that key as the imported bucket's `encryptionKey`: the functions then get it
+   * through S3 only.
+   * @default - a versioned bucket encrypted with the data key, with access logs and lifecycle rules
+   */
+  readonly existingBlobBucketObj?: s3.IBucket;
   /**
    * The MESH poller (docs/DEPLOY.md, "MESH poller"): per mailbox an EventBridge Scheduler schedule
    * invoking one poller function, which moves the inbox onto the inbound queue under a per-mailbox
@@ -183,22 +212,32 @@ export class Itk3SecurePipeline extends Construct {
 
   constructor(scope: Construct, id: string, props: Itk3SecurePipelineProps) {
     super(scope, id);
+    // The blob bucket's access logs are granted by bucket policy, as its BUCKET_OWNER_ENFORCED
+    // ownership requires; an app without this feature flag (not created by \`cdk init\`) would use
+    // ACLs and fail the synth. Set here, before any child exists, so it holds in any app.
+    this.node.setContext('@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy', true);
     this.config = loadConfig(props.config);
     const doc = this.config.doc;
     // Before anything is built (and bundled), so a missing wrapped key fails the synth at once.
     this.keyMode = resolveKeyMode(props.keyMode, doc);
     const keyMode = this.keyMode;
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
-    const projectRoot = props.projectRoot ?? PROJECT_ROOT;
+    const projectRoot = props.projectRoot ?? PACKAGE_ROOT;
     const entry = (name: StageName | 'ingest') =>
-      resolve(
-        projectRoot,
-        props.entries?.[name] ?? (name === 'ingest' ? INGEST_ENTRY : STAGE_DEFINITIONS[name].entry),
+      resolveHandler(
+        resolve(
+          projectRoot,
+          props.entries?.[name] ?? (name === 'ingest' ? INGEST_ENTRY : STAGE_DEFINITIONS[name].entry),
+        ),
+        PACKAGE_ROOT,
       );
+    const bundleAwsSdk =
+      props.bundleAwsSdk ?? String(this.node.tryGetContext(BUNDLE_AWS_SDK_CONTEXT) ?? 'false') === 'true';
 
     this.keys = new PipelineKeys(this, 'Keys', {
       config: doc,
       removalPolicy,
+      existingDataKey: props.existingDataKeyObj,
       ...(keyMode.mode === 'cached'
         ? {
             keyWrapping: {
@@ -211,6 +250,7 @@ export class Itk3SecurePipeline extends Construct {
     });
     this.state = new PipelineState(this, 'State', {
       dataKey: this.keys.dataKey,
+      existingBlobBucket: props.existingBlobBucketObj,
       removalPolicy,
       physicalNames: props.physicalNames,
       claimCheckExpiry: props.claimCheckExpiry,
@@ -220,6 +260,7 @@ export class Itk3SecurePipeline extends Construct {
 
     const functionDefaults = {
       projectRoot,
+      bundleAwsSdk,
       configJson: JSON.stringify(doc),
       logRetention: props.logRetention ?? logs.RetentionDays.THREE_MONTHS,
       logEncryptionKey: this.keys.dataKey,
@@ -325,7 +366,7 @@ export class Itk3SecurePipeline extends Construct {
       }
       const poller = new MeshPoller(this, 'MeshPoller', {
         ...functionDefaults,
-        entry: resolve(projectRoot, MESH_POLL_ENTRY),
+        entry: resolveHandler(resolve(projectRoot, MESH_POLL_ENTRY), PACKAGE_ROOT),
         settings,
         dataKey: this.keys.dataKey,
         onceTable: this.state.onceTable,
@@ -370,11 +411,6 @@ export class Itk3SecurePipeline extends Construct {
       oldestMessageAgeThreshold: props.oldestMessageAgeThreshold,
     });
 
-    this.#wildcards.allow(
-      '*',
-      ['xray:PutTraceSegments', 'xray:PutTelemetryRecords'],
-      'Active tracing: X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions.',
-    );
     Aspects.of(this).add(this.#wildcards);
   }
 
@@ -432,6 +468,16 @@ export class Itk3SecurePipeline extends Construct {
         },
       },
     });
+    // A team's bucket under a key of its own: that key too, and only as S3 uses it.
+    const bucketKey = this.state.blobBucket.encryptionKey;
+    if (bucketKey && bucketKey !== key) {
+      iam.Grant.addToPrincipal({
+        grantee: fn,
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        resourceArns: [bucketKey.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com` } },
+      });
+    }
   }
 
   /** The inbound key, only as SQS uses it for a producer of the inbound queue (ingest). */

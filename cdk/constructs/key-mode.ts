@@ -1,14 +1,13 @@
 import { type Duration, Token } from 'aws-cdk-lib';
 import type * as kms from 'aws-cdk-lib/aws-kms';
-import {
-  DEFAULT_KEY_CACHE_TTL_SECONDS,
-  wrappedKeyContext,
-} from '../../lib/adapters/aws/cached-key-service.js';
-import type { RecipientPublicJwk } from '../../lib/adapters/aws/key-wrapping.js';
+import type { RecipientPublicJwk } from '../../lib/adapters/aws/deployment-names.js';
+import { DEFAULT_KEY_CACHE_TTL_SECONDS, wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
 import type { PipelineConfig } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
 
-/** The default: every content-key unwrap is one KMS `Decrypt` with the recipient's RSA KMS key. */
+/** The default: every content-key unwrap is one KMS `Decrypt` with the recipient's RSA KMS key.
+ * @public part of the construct's props (the package's `./cdk` export)
+ */
 export interface DirectKeyMode {
   readonly mode: 'direct';
 }

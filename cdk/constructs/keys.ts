@@ -40,7 +40,7 @@ export const KEY_ADMIN_ACTIONS = [
  * CloudFormation turns on and an operator may trigger. No `kms:Decrypt`: that would be possession of
  * every wrapped recipient private key.
  */
-export const WRAPPING_KEY_ADMIN_ACTIONS = [
+const WRAPPING_KEY_ADMIN_ACTIONS = [
   ...KEY_ADMIN_ACTIONS.filter((a) => a !== 'kms:GetPublicKey'),
   'kms:EnableKeyRotation',
   'kms:DisableKeyRotation',
@@ -72,6 +72,11 @@ export interface PipelineKeysProps {
    * @default - direct mode: every recipient kid has an RSA KMS key, and there is no wrapping key
    */
   readonly keyWrapping?: KeyWrappingProps;
+  /**
+   * A data key the team brings (the `existingDataKeyObj` of {@link Itk3SecurePipelineProps}).
+   * @default - a symmetric key created with yearly rotation
+   */
+  readonly existingDataKey?: kms.IKey;
 }
 
 /** The cached mode's part of {@link PipelineKeysProps}. */
@@ -112,7 +117,7 @@ export interface KeyWrappingProps {
  */
 export class PipelineKeys extends Construct {
   /** Customer-managed key for data at rest: queues, tables, buckets, log groups. */
-  readonly dataKey: kms.Key;
+  readonly dataKey: kms.IKey;
   /**
    * Customer-managed key of the inbound queue and its DLQ only, so that what direct-ingestion
    * partners may use reaches nothing else the pipeline stores.
@@ -133,12 +138,18 @@ export class PipelineKeys extends Construct {
     const problems: string[] = [];
     this.wrappedKids = keyWrapping?.wrappedKids ?? new Set();
 
-    this.dataKey = new kms.Key(this, 'DataKey', {
-      description: 'ITK3 pipeline: encryption at rest of queues, tables, buckets and logs',
-      enableKeyRotation: true,
-      removalPolicy,
-    });
-    this.allowLogsService(this.dataKey);
+    if (props.existingDataKey) {
+      // Its key policy is the team's: it must let CloudWatch Logs use the key (docs/DEPLOY.md).
+      this.dataKey = props.existingDataKey;
+    } else {
+      const dataKey = new kms.Key(this, 'DataKey', {
+        description: 'ITK3 pipeline: encryption at rest of queues, tables, buckets and logs',
+        enableKeyRotation: true,
+        removalPolicy,
+      });
+      this.allowLogsService(dataKey);
+      this.dataKey = dataKey;
+    }
     this.inboundKey = new kms.Key(this, 'InboundKey', {
       description:
         'ITK3 pipeline: encryption at rest of the inbound queue and its DLQ (partners encrypt to it)',

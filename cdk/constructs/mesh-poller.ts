@@ -10,14 +10,16 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from '../../lib/adapters/aws/mesh-poll-job.js';
+import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from '../../lib/adapters/aws/deployment-names.js';
 import { ConfigError } from '../../lib/errors.js';
 import { BLOB_BUCKET, ENV } from '../../lib/infra/definitions.js';
 import { MeshPollOptionsSchema } from '../../lib/mesh/poller.js';
 import { PipelineFunction, type PipelineFunctionProps } from './pipeline-function.js';
 import type { WildcardJustifications } from './wildcard-justifications.js';
 
-/** One MESH mailbox the poller serves. */
+/** One MESH mailbox the poller serves.
+ * @public part of the construct's props (the package's `./cdk` export)
+ */
 export interface MeshMailboxProps {
   /** The MESH mailbox id (letters and digits, e.g. `X26ABC1`). */
   readonly mailboxId: string;

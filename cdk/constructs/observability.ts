@@ -9,7 +9,9 @@ import { Construct } from 'constructs';
 import type { StageName } from '../../lib/pipeline/topology.js';
 import { METRIC, METRICS_NAMESPACE, SERVICE_NAME } from './observability-names.js';
 
-/** What the observability construct watches for one stage. */
+/** What the observability construct watches for one stage.
+ * @public part of the construct's props (the package's `./cdk` export)
+ */
 export interface ObservedStage {
   /** Stage name (the `stage` metric dimension). */
   readonly stage: StageName;
@@ -21,7 +23,9 @@ export interface ObservedStage {
   readonly deadLetterQueue: sqs.IQueue;
 }
 
-/** Alarm settings. */
+/** Alarm settings.
+ * @public part of the construct's props (the package's `./cdk` export)
+ */
 export interface ObservabilitySettings {
   /**
    * SNS topic notified when an alarm fires and when it clears.

@@ -1,8 +1,11 @@
-import { Duration, type RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, extname, join } from 'node:path';
+import { AssetHashType, DockerImage, Duration, type RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { LogLevel, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { METRICS_NAMESPACE, type PowertoolsLogLevel, SERVICE_NAME } from './observability-names.js';
@@ -11,39 +14,94 @@ import { METRICS_NAMESPACE, type PowertoolsLogLevel, SERVICE_NAME } from './obse
  * The one Lambda runtime of the pipeline. Pinned, so an upgrade is a reviewed one-line change; the
  * code is also run on Node 20 by the tests and the emulator, so it avoids newer-only APIs.
  */
-export const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
+const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
+
+/** CDK context key: `true` bundles the AWS SDK v3 into every function (emulator deployments). */
+export const BUNDLE_AWS_SDK_CONTEXT = 'itk3:bundleAwsSdk';
+
+/** Name of the handler bundle inside a function's code asset and under `dist/handlers/<name>/`. */
+export const HANDLER_BUNDLE_FILE = 'bundle.mjs';
 
 /**
- * ESM bundles have no `require`; a few CommonJS dependencies still call it (the X-Ray SDK behind the
- * Powertools tracer among them). The usual Powertools banner gives them one.
+ * The esbuild options of every function bundle, in one place: the construct's synth-time bundling,
+ * the prebuilt bundles the package ships (scripts/build-handlers.ts), the bundle bench and the
+ * bundle-content test all build with these. The shape is esbuild's `BuildOptions` (not imported:
+ * the construct's consumers need no esbuild).
+ *
+ * - The AWS SDK v3 clients (`@aws-sdk/*`) stay external: the Lambda Node.js runtime provides them
+ *   (with the `@smithy/*` packages they use), and they are most of a bundle's size and start-up
+ *   time. The few `@smithy/core` helpers the adapters import directly are bundled, so they never
+ *   depend on the runtime's SDK version. Emulators run
+ *   functions on a Node without an SDK, so their deployments bundle it (`bundleAwsSdk`, context
+ *   `itk3:bundleAwsSdk=true`).
+ * - No `createRequire` banner: with the SDK external, nothing bundled calls `require` on a module
+ *   esbuild leaves out (checked by test/cdk/pipeline-stack.test.ts).
  */
-export const CREATE_REQUIRE_BANNER =
-  "import { createRequire as __itk3CreateRequire } from 'node:module'; const require = __itk3CreateRequire(import.meta.url);";
+export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }) {
+  return {
+    bundle: true,
+    platform: 'node',
+    target: 'node22',
+    format: 'esm',
+    mainFields: ['module', 'main'],
+    minify: true,
+    // Source maps without the sources: stack traces keep file and line, the asset stays small.
+    sourcemap: true,
+    sourcesContent: false,
+    external: options.bundleAwsSdk ? [] : ['@aws-sdk/*'],
+    logLevel: 'warning',
+  } as const;
+}
 
 /**
- * The bundling options every pipeline function shares (local esbuild): minified ESM with source maps
- * but not their sources, every dependency bundled (the AWS SDK too: ministack runs functions on a
- * host Node without one). test/unit/runtime/handler-bundles.test.ts bundles each handler with these.
+ * The `index.mjs` of a function's code asset: sets the validated configuration (read by
+ * lib/config/source.ts as the global `__ITK3_CONFIG__`) and the bundled variables, then loads the
+ * handler bundle. A dynamic import, so both are in place before any bundled module runs.
  */
-export const PIPELINE_BUNDLING = {
-  format: OutputFormat.ESM,
-  mainFields: ['module', 'main'],
-  minify: true,
-  sourceMap: true,
-  // Source maps without the sources: stack traces keep file and line, the asset stays small.
-  sourcesContent: false,
-  externalModules: [] as string[],
-};
+export function handlerWrapper(configJson: string, bundledEnvironment: Record<string, string>): string {
+  return [
+    '// Written at synth by the ITK3 construct (cdk/constructs/pipeline-function.ts).',
+    `globalThis.__ITK3_CONFIG__ = ${JSON.stringify(configJson)};`,
+    ...Object.entries(bundledEnvironment).map(
+      ([name, value]) => `process.env[${JSON.stringify(name)}] = ${JSON.stringify(value)};`,
+    ),
+    `const bundled = await import('./${HANDLER_BUNDLE_FILE}');`,
+    'export const handler = bundled.handler;',
+    '',
+  ].join('\n');
+}
+
+/**
+ * Where a handler's code comes from: its TypeScript source, bundled at synth (this repository), or
+ * the prebuilt bundle the package ships under `handlers/<name>/` (an installed package, which has
+ * no sources). `source` wins when the file exists.
+ */
+export function resolveHandler(source: string, prebuiltRoot: string): string {
+  if (existsSync(source)) return source;
+  const prebuilt = join(prebuiltRoot, 'handlers', basename(source, extname(source)));
+  if (existsSync(join(prebuilt, HANDLER_BUNDLE_FILE))) return prebuilt;
+  throw new Error(
+    `no handler for ${basename(source)}: neither the source ${source} nor a prebuilt bundle in ${prebuilt} (npm run build:handlers)`,
+  );
+}
 
 /** Properties of a {@link PipelineFunction}. */
 export interface PipelineFunctionProps {
-  /** Absolute path of the handler source; it must export `handler`. */
+  /**
+   * Absolute path of the handler: a TypeScript source exporting `handler`, bundled with esbuild at
+   * synth, or a directory holding a prebuilt `bundle.mjs` ({@link resolveHandler}).
+   */
   readonly entry: string;
-  /** Absolute path of the project root: the directory holding `package-lock.json`. */
+  /** Absolute path of the project root: where esbuild resolves the sources' packages. */
   readonly projectRoot: string;
   /**
-   * JSON text of the validated configuration document. esbuild replaces `__ITK3_CONFIG__` with it
-   * (lib/config/source.ts), so the function runs the exact document checked at synth.
+   * Bundle the AWS SDK v3 instead of using the one the Lambda runtime provides (emulators).
+   * @default false
+   */
+  readonly bundleAwsSdk?: boolean;
+  /**
+   * JSON text of the validated configuration document, set as `__ITK3_CONFIG__` before the bundle
+   * loads (lib/config/source.ts), so the function runs the exact document checked at synth.
    */
   readonly configJson: string;
   /** Memory in MB; CPU scales with it (one full vCPU at 1 769 MB). */
@@ -87,12 +145,14 @@ export interface PipelineFunctionProps {
 }
 
 /**
- * A `NodejsFunction` with the pipeline's shared defaults, in the manner of the Powertools example
- * app: pinned runtime on arm64, minified ESM with source maps and every dependency bundled (the AWS
- * SDK too: ministack runs functions on a host Node without one), active tracing, an explicit log
- * group with retention, and a role of its own that starts with nothing but that log group.
+ * A Node.js function with the pipeline's shared defaults, in the manner of the Powertools example
+ * app: pinned runtime on arm64, minified ESM with source maps ({@link handlerBundleOptions}), an
+ * explicit log group with retention, and a role of its own that starts with nothing but that log
+ * group. No X-Ray tracing: the handlers carry no tracer (docs/PERFORMANCE.md, "Bundles").
  *
- * Bundling is local esbuild only, so `cdk synth` works offline and without Docker.
+ * The code asset is `index.mjs` ({@link handlerWrapper}: configuration and bundled variables) beside
+ * `bundle.mjs`, the handler: bundled at synth with local esbuild from a source entry (offline, no
+ * Docker), or copied from a prebuilt bundle directory.
  *
  * @example
  * ```ts
@@ -103,7 +163,7 @@ export interface PipelineFunctionProps {
  * });
  * ```
  */
-export class PipelineFunction extends NodejsFunction {
+export class PipelineFunction extends lambda.Function {
   /** The function's execution role (always present: the construct creates it). */
   readonly executionRole: iam.Role;
 
@@ -120,24 +180,21 @@ export class PipelineFunction extends NodejsFunction {
       removalPolicy: props.removalPolicy,
     });
 
-    const bundled = Object.entries(props.bundledEnvironment ?? {});
-    for (const [name] of bundled) {
+    const bundled = props.bundledEnvironment ?? {};
+    for (const name of Object.keys(bundled)) {
       // One source per variable: a Lambda variable of the same name would be silently overwritten.
       if (props.environment?.[name] !== undefined) {
         throw new Error(`${id}: ${name} is given both as an environment and as a bundled variable`);
       }
     }
     super(scope, id, {
-      entry: props.entry,
-      handler: 'handler',
-      projectRoot: props.projectRoot,
-      depsLockFilePath: `${props.projectRoot}/package-lock.json`,
+      code: handlerCode(props, handlerWrapper(props.configJson, bundled)),
+      handler: 'index.handler',
       runtime: PIPELINE_RUNTIME,
       architecture: lambda.Architecture.ARM_64,
       memorySize: props.memorySize,
       timeout: props.timeout,
       reservedConcurrentExecutions: props.reservedConcurrentExecutions,
-      tracing: lambda.Tracing.ACTIVE,
       role,
       logGroup,
       description: props.description,
@@ -146,23 +203,9 @@ export class PipelineFunction extends NodejsFunction {
         POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: props.logLevel,
-        // Events carry bearer tokens and sealed messages: never log them, never trace responses.
+        // Events carry bearer tokens and sealed messages: never log them.
         POWERTOOLS_LOGGER_LOG_EVENT: 'false',
-        POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
         ...props.environment,
-      },
-      bundling: {
-        ...PIPELINE_BUNDLING,
-        // The bundle inlines every dependency, so this runs before any of them reads process.env.
-        banner: [
-          CREATE_REQUIRE_BANNER,
-          ...bundled.map(
-            ([name, value]) => `process.env[${JSON.stringify(name)}] = ${JSON.stringify(value)};`,
-          ),
-        ].join(' '),
-        define: { __ITK3_CONFIG__: JSON.stringify(props.configJson) },
-        forceDockerBundling: false,
-        logLevel: LogLevel.WARNING,
       },
     });
 
@@ -173,7 +216,62 @@ export class PipelineFunction extends NodejsFunction {
       'Runtime pinned on purpose (PIPELINE_RUNTIME): nodejs22.x is supported by Lambda and is the version the project targets; the same code also runs on Node 20 in tests and in the emulator. Moving to nodejs24.x is a one-line, reviewed change made together with a test run on Node 24.';
     Validations.of(this).acknowledge({ id: 'AwsSolutions-L1', reason: runtimeReason });
     Validations.of(this).acknowledge({ id: 'Serverless-LambdaLatestVersion', reason: runtimeReason });
+    Validations.of(this).acknowledge({
+      id: 'Serverless-LambdaTracing',
+      reason:
+        'No X-Ray tracing: the handlers carry no tracer (the Powertools tracer and the X-Ray SDK would exceed the 300 KB bundle budget), each message is followed by its trace id in the audit trail and logs (itk3 trace), and queue depth, age and DLQ alarms cover the hops between stages.',
+    });
   }
+}
+
+/**
+ * The function's code asset: the handler bundle (built here from a source entry, or copied from a
+ * prebuilt directory) and the {@link handlerWrapper}. Hashed by output, so a configuration change is
+ * a code change.
+ */
+function handlerCode(props: PipelineFunctionProps, wrapper: string): lambda.Code {
+  const fromSource = props.entry.endsWith('.ts');
+  return lambda.Code.fromAsset(fromSource ? dirname(props.entry) : props.entry, {
+    assetHashType: AssetHashType.OUTPUT,
+    bundling: {
+      // CDK caches staged assets per process by source path and bundling options: this names what
+      // differs between two functions' assets (entry, SDK choice, wrapper). Docker never sees it.
+      environment: {
+        ITK3_ASSET_KEY: createHash('sha256')
+          .update(JSON.stringify([props.entry, props.bundleAwsSdk ?? false, wrapper]))
+          .digest('hex'),
+      },
+      // Never used: local bundling always succeeds or throws (no Docker at synth).
+      image: DockerImage.fromRegistry('public.ecr.aws/docker/library/node:22'),
+      local: {
+        tryBundle(outputDir: string): boolean {
+          if (fromSource) {
+            // Only here, in a checkout with sources: an installed package ships bundles, not esbuild.
+            const esbuild = createRequire(import.meta.url)('esbuild') as {
+              buildSync(options: object): unknown;
+            };
+            esbuild.buildSync({
+              ...handlerBundleOptions({ bundleAwsSdk: props.bundleAwsSdk ?? false }),
+              entryPoints: [props.entry],
+              outfile: join(outputDir, HANDLER_BUNDLE_FILE),
+              absWorkingDir: props.projectRoot,
+            });
+          } else {
+            if (props.bundleAwsSdk) {
+              throw new Error(
+                `${props.entry}: prebuilt bundles leave the AWS SDK to the Lambda runtime; bundling it (${BUNDLE_AWS_SDK_CONTEXT}) needs the handler sources`,
+              );
+            }
+            for (const file of [HANDLER_BUNDLE_FILE, `${HANDLER_BUNDLE_FILE}.map`]) {
+              copyFileSync(join(props.entry, file), join(outputDir, file));
+            }
+          }
+          writeFileSync(join(outputDir, 'index.mjs'), wrapper);
+          return true;
+        },
+      },
+    },
+  });
 }
 
 /** Default settings of the ingest function (not a queue stage, so not in lib/infra/definitions.ts). */

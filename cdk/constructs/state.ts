@@ -9,6 +9,11 @@ import { AUDIT_TABLE, BLOB_BUCKET, ONCE_TABLE } from '../../lib/infra/definition
 export interface PipelineStateProps {
   /** Customer-managed key for the tables and the blob bucket. */
   readonly dataKey: kms.IKey;
+  /**
+   * A claim-check and delivery bucket the team brings (`existingBlobBucketObj`).
+   * @default - a versioned, KMS-encrypted bucket with access logs and lifecycle rules
+   */
+  readonly existingBlobBucket?: s3.IBucket;
   /** What happens to tables and buckets when they leave the stack. */
   readonly removalPolicy: RemovalPolicy;
   /**
@@ -44,10 +49,10 @@ export class PipelineState extends Construct {
   readonly onceTable: dynamodb.Table;
   /** Audit trail table (`AUDIT_TABLE`). */
   readonly auditTable: dynamodb.Table;
-  /** Claim-check and delivery bucket (`BLOB_BUCKET`). */
-  readonly blobBucket: s3.Bucket;
-  /** Server access log bucket of {@link blobBucket}. */
-  readonly accessLogBucket: s3.Bucket;
+  /** Claim-check and delivery bucket (`BLOB_BUCKET`), created or brought by the team. */
+  readonly blobBucket: s3.IBucket;
+  /** Server access log bucket of {@link blobBucket}; none when the team brings the bucket. */
+  readonly accessLogBucket?: s3.Bucket;
 
   constructor(scope: Construct, id: string, props: PipelineStateProps) {
     super(scope, id);
@@ -78,56 +83,63 @@ export class PipelineState extends Construct {
       timeToLiveAttribute: AUDIT_TABLE.ttlAttribute,
     });
 
-    this.accessLogBucket = new s3.Bucket(this, 'AccessLogBucket', {
-      // S3 server access log delivery supports only SSE-S3 on the target bucket.
-      encryption: s3.BucketEncryption.S3_MANAGED,
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-      enforceSSL: true,
-      minimumTLSVersion: 1.2,
-      lifecycleRules: [
-        {
-          id: 'ExpireAccessLogs',
-          expiration: props.accessLogRetention ?? Duration.days(400),
-          abortIncompleteMultipartUploadAfter: Duration.days(1),
-        },
-      ],
-      removalPolicy,
-    });
-    Validations.of(this.accessLogBucket).acknowledge({
-      id: 'AwsSolutions-S1',
-      reason:
-        'This bucket is the server access log target of the blob bucket; logging it to itself would loop and logging it elsewhere only moves the finding.',
-    });
+    if (props.existingBlobBucket) {
+      // The team's bucket keeps its own encryption, logging and lifecycle: claim checks are removed
+      // when their trace ends, and an expiry rule for `claim-check/` is theirs to add (docs/DEPLOY.md).
+      this.blobBucket = props.existingBlobBucket;
+    } else {
+      const accessLogBucket = new s3.Bucket(this, 'AccessLogBucket', {
+        // S3 server access log delivery supports only SSE-S3 on the target bucket.
+        encryption: s3.BucketEncryption.S3_MANAGED,
+        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+        objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        enforceSSL: true,
+        minimumTLSVersion: 1.2,
+        lifecycleRules: [
+          {
+            id: 'ExpireAccessLogs',
+            expiration: props.accessLogRetention ?? Duration.days(400),
+            abortIncompleteMultipartUploadAfter: Duration.days(1),
+          },
+        ],
+        removalPolicy,
+      });
+      Validations.of(accessLogBucket).acknowledge({
+        id: 'AwsSolutions-S1',
+        reason:
+          'This bucket is the server access log target of the blob bucket; logging it to itself would loop and logging it elsewhere only moves the finding.',
+      });
 
-    this.blobBucket = new s3.Bucket(this, 'BlobBucket', {
-      bucketName: props.physicalNames ? `${BLOB_BUCKET.name}-${Aws.ACCOUNT_ID}-${Aws.REGION}` : undefined,
-      encryption: s3.BucketEncryption.KMS,
-      encryptionKey: dataKey,
-      // One data key per bucket instead of one KMS call per object.
-      bucketKeyEnabled: true,
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-      enforceSSL: true,
-      minimumTLSVersion: 1.2,
-      versioned: true,
-      serverAccessLogsBucket: this.accessLogBucket,
-      serverAccessLogsPrefix: 'blob-bucket/',
-      lifecycleRules: [
-        {
-          id: 'ExpireClaimChecks',
-          prefix: BLOB_BUCKET.claimCheckPrefix,
-          expiration: props.claimCheckExpiry ?? Duration.days(BLOB_BUCKET.expireDays),
-          noncurrentVersionExpiration: Duration.days(1),
-        },
-        {
-          id: 'TidyVersionsAndUploads',
-          noncurrentVersionExpiration: Duration.days(30),
-          expiredObjectDeleteMarker: true,
-          abortIncompleteMultipartUploadAfter: Duration.days(1),
-        },
-      ],
-      removalPolicy,
-    });
+      this.accessLogBucket = accessLogBucket;
+      this.blobBucket = new s3.Bucket(this, 'BlobBucket', {
+        bucketName: props.physicalNames ? `${BLOB_BUCKET.name}-${Aws.ACCOUNT_ID}-${Aws.REGION}` : undefined,
+        encryption: s3.BucketEncryption.KMS,
+        encryptionKey: dataKey,
+        // One data key per bucket instead of one KMS call per object.
+        bucketKeyEnabled: true,
+        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+        objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        enforceSSL: true,
+        minimumTLSVersion: 1.2,
+        versioned: true,
+        serverAccessLogsBucket: accessLogBucket,
+        serverAccessLogsPrefix: 'blob-bucket/',
+        lifecycleRules: [
+          {
+            id: 'ExpireClaimChecks',
+            prefix: BLOB_BUCKET.claimCheckPrefix,
+            expiration: props.claimCheckExpiry ?? Duration.days(BLOB_BUCKET.expireDays),
+            noncurrentVersionExpiration: Duration.days(1),
+          },
+          {
+            id: 'TidyVersionsAndUploads',
+            noncurrentVersionExpiration: Duration.days(30),
+            expiredObjectDeleteMarker: true,
+            abortIncompleteMultipartUploadAfter: Duration.days(1),
+          },
+        ],
+        removalPolicy,
+      });
+    }
   }
 }

@@ -1,6 +1,5 @@
 import { type IAspect, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { flattenCfnReference } from 'cdk-nag/lib/utils/flatten-cfn-reference.js';
 import type { IConstruct } from 'constructs';
 
 /** One wildcard resource the pipeline needs, with the actions allowed on it and why. */
@@ -50,7 +49,7 @@ export class WildcardJustifications implements IAspect {
     const doc = stack.resolve(node.policyDocument) as { Statement?: PolicyStatementJson[] };
     const entries = this.#entries.map((e) => ({
       ...e,
-      flat: flattenCfnReference(stack.resolve(e.resource)),
+      flat: flattenReference(stack.resolve(e.resource)),
     }));
 
     // Per flattened wildcard resource: the reason if every statement on it is justified, else null.
@@ -59,7 +58,7 @@ export class WildcardJustifications implements IAspect {
       if (statement.Effect !== 'Allow') continue;
       const actions = toArray(statement.Action);
       for (const resource of toArray(statement.Resource)) {
-        const flat = flattenCfnReference(resource);
+        const flat = flattenReference(resource);
         if (!flat.includes('*')) continue;
         const entry = entries.find((e) => e.flat === flat && actions.every((a) => e.actions.has(a)));
         const previous = verdicts.get(flat);
@@ -75,4 +74,31 @@ export class WildcardJustifications implements IAspect {
 function toArray<T>(value: T | T[] | undefined): T[] {
   if (value === undefined) return [];
   return Array.isArray(value) ? value : [value];
+}
+
+/**
+ * A resolved CloudFormation value as one string, in the form cdk-nag's `AwsSolutions-IAM5` finding
+ * ids name resources (`Resource::<flattened>`): `Fn::Join` joined, `Ref` as `<Id>`, `Fn::GetAtt` as
+ * `<Id.Attr>`, `Fn::Sub`'s `${X}` as `<X>`. Written here because cdk-nag exports no helper for it,
+ * and the construct uses only cdk-nag's public API (none at all at synth in a consumer's app);
+ * test/cdk/wildcard-justifications.test.ts checks the ids match the packs' findings.
+ */
+function flattenReference(value: unknown): string {
+  if (value === undefined) return '';
+  if (typeof value === 'string') return value.replaceAll('${', '<').replaceAll('}', '>');
+  if (typeof value === 'object' && value !== null) {
+    const node = value as Record<string, unknown>;
+    if (Array.isArray(node['Fn::Join'])) {
+      const [delimiter, items] = node['Fn::Join'] as [string, unknown[]];
+      return items.map(flattenReference).join(delimiter);
+    }
+    if (node['Fn::Sub'] !== undefined) return flattenReference(node['Fn::Sub']);
+    if (Array.isArray(node['Fn::GetAtt'])) {
+      const [resource, attribute] = node['Fn::GetAtt'] as [unknown, unknown];
+      return `<${flattenReference(resource)}.${flattenReference(attribute)}>`;
+    }
+    if (node['Fn::ImportValue'] !== undefined) return flattenReference(node['Fn::ImportValue']);
+    if (node.Ref !== undefined) return `<${flattenReference(node.Ref)}>`;
+  }
+  return JSON.stringify(value);
 }

@@ -28,7 +28,7 @@ const meshWorkflowId = z
  * file whose contents are the secret (trailing newline removed). Resolved when a MESH connection is
  * made; the value is never printed.
  */
-export const SecretRefSchema = z.union([
+const SecretRefSchema = z.union([
   z
     .object({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name') })
     .strict(),
@@ -45,7 +45,7 @@ const scopeEntry = z
  * A client: a token subject as one issuer names it. A subject alone is refused: the same `sub`
  * minted by another trusted issuer is another party.
  */
-export const ClientSchema = z
+const ClientSchema = z
   .object(
     {
       /** Id of the configured issuer whose credentials carry this subject. */
@@ -87,7 +87,7 @@ export const PublicJwkSchema = z
   });
 export type PublicJwk = z.infer<typeof PublicJwkSchema>;
 
-export const DeliveryTargetSchema = z.discriminatedUnion('type', [
+const DeliveryTargetSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('folder'), path: z.string().min(1) }).strict(),
   z.object({ type: z.literal('s3'), bucket: z.string().min(3), prefix: z.string().default('') }).strict(),
   z.object({ type: z.literal('sqs'), queueUrl: z.string().url() }).strict(),
@@ -100,7 +100,7 @@ export const DeliveryTargetSchema = z.discriminatedUnion('type', [
     .strict(),
 ]);
 
-export const IssuerSchema = z
+const IssuerSchema = z
   .object({
     /** Our name for this trust relationship; appears in principals and audit. */
     id: issuerId,
@@ -132,7 +132,7 @@ export const IssuerSchema = z
   })
   .strict();
 
-export const SenderSchema = z
+const SenderSchema = z
   .object({
     ods,
     name: z.string().optional(),
@@ -183,10 +183,9 @@ export const SenderSchema = z
  * KMS key spec of a recipient key, which fixes its JWE `alg`: RSA specs are `ENCRYPT_DECRYPT` keys
  * for `RSA-OAEP-256`; `ECC_NIST_P256` is a `KEY_AGREEMENT` key for `ECDH-ES+A256KW`.
  */
-export const RECIPIENT_KEY_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
-export type RecipientKeySpec = (typeof RECIPIENT_KEY_SPECS)[number];
+const RECIPIENT_KEY_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
 
-export const RecipientKeySchema = z
+const RecipientKeySchema = z
   .object({
     kid,
     /** KMS key id, ARN or alias (AWS mode). Locally the keystore holds the key under `kid`. */
@@ -200,7 +199,7 @@ export const RecipientKeySchema = z
   })
   .strict();
 
-export const RecipientSchema = z
+const RecipientSchema = z
   .object({
     ods,
     name: z.string().optional(),
@@ -210,7 +209,7 @@ export const RecipientSchema = z
   })
   .strict();
 
-export const PolicyRuleSchema = z
+const PolicyRuleSchema = z
   .object({
     id: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/),
     sender: z
@@ -252,7 +251,7 @@ export const PolicyRuleSchema = z
   })
   .strict();
 
-export const DelegationGrantSchema = z
+const DelegationGrantSchema = z
   .object({
     id: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/),
     /** Token `act.sub` of the acting party. */
@@ -278,7 +277,7 @@ export const DelegationGrantSchema = z
   });
 
 /** A gateway mailbox: where senders send to reach the recipients it lists. */
-export const MeshGatewayMailboxSchema = z
+const MeshGatewayMailboxSchema = z
   .object({
     mailbox: meshMailboxId,
     /**
@@ -293,7 +292,7 @@ export const MeshGatewayMailboxSchema = z
   .strict();
 
 /** Extra event ↔ workflow pairs, beside the built-in table of ITK3.md §3. */
-export const MeshWorkflowSchema = z
+const MeshWorkflowSchema = z
   .object({
     event: eventCode,
     /** Workflow ids a sender may use for this event. */
@@ -304,7 +303,7 @@ export const MeshWorkflowSchema = z
   .strict();
 
 /** The gateway's MESH connection (docs/MESH.md): mailboxes, URL, credentials by reference, TLS files. */
-export const MeshGatewaySchema = z
+const MeshGatewaySchema = z
   .object({
     /** `https://host[:port]` (http only for loopback, e.g. the sandbox). */
     url: z.url({ protocol: /^https?$/ }),
@@ -336,9 +335,8 @@ export const MeshGatewaySchema = z
     workflows: z.array(MeshWorkflowSchema).default([]),
   })
   .strict();
-export type MeshGatewayConfig = z.output<typeof MeshGatewaySchema>;
 
-export const LimitsSchema = z
+const LimitsSchema = z
   .object({
     maxTokenBytes: z
       .number()

@@ -20,7 +20,7 @@ export function scopeEntryProblem(entry: string): string | undefined {
 }
 
 /** Whether one scope entry covers the ODS code `ods`. */
-export function entryCovers(entry: string, ods: string): boolean {
+function entryCovers(entry: string, ods: string): boolean {
   return entry.endsWith('*') ? ods.startsWith(entry.slice(0, -1)) : entry === ods;
 }
 

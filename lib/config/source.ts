@@ -3,8 +3,9 @@ import { ENV } from '../infra/definitions.js';
 import { type LoadedConfig, loadConfig, loadConfigFile } from './load.js';
 
 /**
- * Replaced at bundle time by the CDK construct (esbuild `define`) with the JSON text of the
- * validated configuration, so a deployed function carries the exact document checked at synth.
+ * The JSON text of the validated configuration, set as a global by the `index.mjs` the CDK construct
+ * writes beside each handler bundle (cdk/constructs/pipeline-function.ts, `handlerWrapper`), so a
+ * deployed function carries the exact document checked at synth.
  */
 declare const __ITK3_CONFIG__: string | undefined;
 

@@ -18,10 +18,10 @@ export type GuardErrorFactory = (failure: GuardFailure, message: string) => Erro
 export type JsonObject = Record<string, unknown>;
 
 /** Decoded protected headers above this are refused: ours are a few hundred bytes. */
-export const DEFAULT_MAX_HEADER_BYTES = 4 * 1024;
+const DEFAULT_MAX_HEADER_BYTES = 4 * 1024;
 
 /** Nesting depth cap for headers and claims: `itk` and a two-level `act` chain need 3–4. */
-export const DEFAULT_MAX_JSON_DEPTH = 16;
+const DEFAULT_MAX_JSON_DEPTH = 16;
 
 /** Options for {@link parseCompact}. */
 export interface CompactGuardOptions {

@@ -5,7 +5,7 @@
 import { type CryptoKey, importJWK, type JWK, type KeyObject } from 'jose';
 
 /** Signature algorithms the contract allows for credentials and message signatures. */
-export const SIGNING_ALGS = ['RS512', 'PS256', 'ES256'] as const;
+const SIGNING_ALGS = ['RS512', 'PS256', 'ES256'] as const;
 export type SigningAlg = (typeof SIGNING_ALGS)[number];
 
 /** Key ids are opaque keys into fixed maps: bounded length and alphabet (A3). */
@@ -19,7 +19,7 @@ export const JWE_ALG = 'RSA-OAEP-256';
 /** Key agreement on P-256 with AES-256 key wrap (RFC 7518 §4.6): the elliptic-curve recipient choice. */
 export const JWE_ECDH_ALG = 'ECDH-ES+A256KW';
 /** Every JWE `alg` the contract accepts; which one a message uses follows the recipient's key. */
-export const JWE_ALGS = [JWE_ALG, JWE_ECDH_ALG] as const;
+const JWE_ALGS = [JWE_ALG, JWE_ECDH_ALG] as const;
 export type JweAlg = (typeof JWE_ALGS)[number];
 export const JWE_ENC = 'A256GCM';
 export const JWE_CTY = 'JOSE';

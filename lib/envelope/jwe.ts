@@ -49,7 +49,7 @@ const AES_KW_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
 const P256_COORDINATE_BYTES = 32;
 
 /** The allow-listed JWE protected header. */
-export interface SealedHeader {
+interface SealedHeader {
   alg: JweAlg;
   enc: typeof JWE_ENC;
   kid: string;

@@ -6,7 +6,7 @@
  * once validated, so printing, logging or JSON-serialising the options never shows them.
  */
 import { isIP } from 'node:net';
-import { z } from 'zod';
+import * as z from 'zod';
 import { MeshConfigError } from './errors.js';
 
 const PEM = z.string().regex(/-----BEGIN [A-Z0-9 ]+-----/, 'must be PEM text');

@@ -12,7 +12,7 @@
  * AWS poller: it takes the MESH port and the pipeline ports, nothing else.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { sha256Hex } from '../hashing.js';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore, QueueSender } from '../ports/index.js';
 import type { MeshFacts } from '../record.js';

@@ -1,33 +1,40 @@
 /**
- * Function bundles, built with esbuild exactly as the CDK construct builds them
- * (cdk/constructs/pipeline-function.ts through aws-lambda-nodejs: `--bundle --platform=node
- * --target=node22 --format=esm --minify --sourcemap --sources-content=false
- * --main-fields=module,main`, nothing external, the createRequire banner, `__ITK3_CONFIG__` defined
- * as the configuration JSON), then imported in fresh `node` processes to time module
- * initialisation. Bundles go under reports/bench/bundles/ (inside the project, so an "SDK external"
- * variant can still resolve `@aws-sdk/*` the way the Lambda runtime would provide it).
+ * Function bundles, built with the construct's own esbuild options (`handlerBundleOptions`,
+ * cdk/constructs/pipeline-function.ts, through scripts/build-handlers.ts) for every
+ * `functions/*.ts` that exists, in both variants side by side:
  *
- * Two "what if" variants are built beside the real one, so recommendations come with numbers:
- * `zod-namespace` (every `import { z } from 'zod'` read as `import * as z from 'zod'`, which lets
- * esbuild drop the parts of zod not used) and `zod-namespace+sdk-external` (also `@aws-sdk/*`
- * left to the runtime, the CDK default the construct overrides).
+ * - `aws`: the AWS SDK v3 left to the Lambda runtime (what `cdk deploy` ships to AWS and what the
+ *   package's prebuilt bundles are);
+ * - `emulator`: the SDK bundled (`itk3:bundleAwsSdk=true`, for emulators without an SDK).
+ *
+ * Each bundle gets the construct's `index.mjs` wrapper (configuration set, then the bundle imported)
+ * and module initialisation is timed as the import of that wrapper in a fresh `node` process with
+ * the SDK present in node_modules, as the Lambda runtime provides it. Bundles go under
+ * reports/bench/bundles/ (inside the project, so the SDK resolves).
+ *
+ *   npx tsx scripts/bench/bundles.ts [--repeats N]   prints the table; `npm run bench` includes it
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { build, type Metafile, type Plugin } from 'esbuild';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Metafile } from 'esbuild';
+import { handlerWrapper } from '../../cdk/constructs/pipeline-function.js';
+import { buildHandlerBundles } from '../build-handlers.js';
 import { type Summary, summarise } from './stats.js';
 
-export const FUNCTIONS = ['authenticate', 'authorise', 'decrypt', 'verify', 'deliver', 'ingest'] as const;
-export type FunctionName = (typeof FUNCTIONS)[number];
-export type BundleVariant = 'as-deployed' | 'zod-namespace' | 'zod-namespace+sdk-external';
+/** `aws`: SDK from the Lambda runtime; `emulator`: SDK inside the bundle. */
+export type BundleVariant = 'aws' | 'emulator';
+
+/** The issue-14 budget of one function deployed to AWS. */
+export const BUNDLE_BUDGET = { bytes: 300_000, initMs: 150 } as const;
 
 export interface BundleFigures {
-  fn: FunctionName;
+  /** Handler name: `functions/<fn>.ts`. */
+  fn: string;
   variant: BundleVariant;
   bytes: number;
-  /** Module initialisation (dynamic import in a fresh process), ms. */
+  /** Module initialisation (import of the asset's index.mjs in a fresh process), ms. */
   initMs: Summary;
   /** Largest contributors to the output, KiB, by package (or lib/ folder). */
   top: { name: string; kib: number }[];
@@ -37,27 +44,6 @@ export interface BundlePlan {
   initRepeats: number;
   variants: readonly BundleVariant[];
 }
-
-/** The banner the construct sets, read from its source so the two cannot drift apart. */
-function cdkBanner(root: string): string {
-  const source = readFileSync(join(root, 'cdk/constructs/pipeline-function.ts'), 'utf8');
-  const match = /CREATE_REQUIRE_BANNER\s*=\s*\n?\s*"([^"]+)"/.exec(source);
-  if (!match?.[1])
-    throw new Error('cannot find CREATE_REQUIRE_BANNER in cdk/constructs/pipeline-function.ts');
-  return match[1];
-}
-
-/** Rewrites the named zod import into a namespace import (same API, tree-shakable). */
-const zodNamespace: Plugin = {
-  name: 'zod-namespace',
-  setup(b) {
-    b.onLoad({ filter: /[\\/](lib|functions)[\\/].*\.ts$/ }, (args) => {
-      const text = readFileSync(args.path, 'utf8');
-      if (!text.includes("import { z } from 'zod'")) return undefined;
-      return { contents: text.replace("import { z } from 'zod'", "import * as z from 'zod'"), loader: 'ts' };
-    });
-  },
-};
 
 function topContributors(meta: Metafile, root: string): { name: string; kib: number }[] {
   const by = new Map<string, number>();
@@ -105,37 +91,79 @@ export async function benchBundles(
   plan: BundlePlan,
   log: (line: string) => void,
 ): Promise<BundleFigures[]> {
-  const banner = cdkBanner(root);
   const results: BundleFigures[] = [];
   for (const variant of plan.variants) {
-    for (const fn of FUNCTIONS) {
-      const outdir = join(root, 'reports/bench/bundles', variant, fn);
-      mkdirSync(outdir, { recursive: true });
-      const outfile = join(outdir, 'index.mjs');
-      const built = await build({
-        entryPoints: [join(root, 'functions', `${fn}.ts`)],
-        bundle: true,
-        platform: 'node',
-        target: 'node22',
-        format: 'esm',
-        outfile,
-        minify: true,
-        sourcemap: true,
-        sourcesContent: false,
-        mainFields: ['module', 'main'],
-        banner: { js: banner },
-        define: { __ITK3_CONFIG__: JSON.stringify(configJson) },
-        external: variant === 'zod-namespace+sdk-external' ? ['@aws-sdk/*'] : [],
-        plugins: variant === 'as-deployed' ? [] : [zodNamespace],
-        metafile: true,
-        logLevel: 'error',
-        absWorkingDir: root,
-      });
-      const bytes = statSync(outfile).size;
-      const initMs = initTime(outfile, plan.initRepeats);
-      results.push({ fn, variant, bytes, initMs, top: topContributors(built.metafile, root) });
-      log(`  bundle ${variant} ${fn}: ${(bytes / 1024).toFixed(0)} KiB, init ${initMs.median.toFixed(0)} ms`);
+    const outRoot = join(root, 'reports/bench/bundles', variant);
+    rmSync(outRoot, { recursive: true, force: true });
+    const built = await buildHandlerBundles(root, outRoot, { bundleAwsSdk: variant === 'emulator' });
+    for (const b of built) {
+      const wrapper = join(dirname(b.file), 'index.mjs');
+      mkdirSync(dirname(wrapper), { recursive: true });
+      writeFileSync(wrapper, handlerWrapper(configJson, {}));
+      const initMs = initTime(wrapper, plan.initRepeats);
+      results.push({ fn: b.name, variant, bytes: b.bytes, initMs, top: topContributors(b.metafile, root) });
+      log(
+        `  bundle ${variant} ${b.name}: ${(b.bytes / 1024).toFixed(0)} KiB, init ${initMs.median.toFixed(0)} ms`,
+      );
     }
   }
   return results;
+}
+
+/** The side-by-side table: one row per handler, both variants, and the AWS budget verdict. */
+export function bundleTable(figures: readonly BundleFigures[]): string[][] {
+  const fns = [...new Set(figures.map((f) => f.fn))];
+  return fns.map((fn) => {
+    const aws = figures.find((f) => f.fn === fn && f.variant === 'aws');
+    const emulator = figures.find((f) => f.fn === fn && f.variant === 'emulator');
+    const cell = (f: BundleFigures | undefined) =>
+      f
+        ? [
+            (f.bytes / 1000).toFixed(0),
+            `${f.initMs.median.toFixed(0)} [${f.initMs.q1.toFixed(0)}–${f.initMs.q3.toFixed(0)}]`,
+          ]
+        : ['-', '-'];
+    const met = aws
+      ? aws.bytes <= BUNDLE_BUDGET.bytes && aws.initMs.median <= BUNDLE_BUDGET.initMs
+        ? 'met'
+        : 'not met'
+      : '-';
+    return [fn, ...cell(aws), ...cell(emulator), met];
+  });
+}
+
+export const BUNDLE_TABLE_HEADER = [
+  'function',
+  'aws KB',
+  'aws init ms',
+  'emulator KB',
+  'emulator init ms',
+  `aws ≤ ${BUNDLE_BUDGET.bytes / 1000} KB, ≤ ${BUNDLE_BUDGET.initMs} ms`,
+];
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const root = resolve(fileURLToPath(import.meta.url), '../../..');
+  const repeatsArg = process.argv.indexOf('--repeats');
+  const initRepeats = repeatsArg > 0 ? Number(process.argv[repeatsArg + 1]) : 7;
+  const configJson = readFileSync(join(root, 'docs/config.example.json'), 'utf8');
+  const figures = await benchBundles(
+    root,
+    JSON.stringify(JSON.parse(configJson)),
+    { initRepeats, variants: ['aws', 'emulator'] },
+    (line) => console.error(line),
+  );
+  const rows = [BUNDLE_TABLE_HEADER, ...bundleTable(figures)];
+  const widths = BUNDLE_TABLE_HEADER.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '));
+  console.log(
+    `init: median [q1–q3] of ${initRepeats} fresh node processes, ${process.version}, SDK in node_modules`,
+  );
+  for (const variant of ['aws', 'emulator'] as const) {
+    const decrypt = figures.find((f) => f.fn === 'decrypt' && f.variant === variant);
+    if (decrypt) {
+      console.log(
+        `largest parts of decrypt (${variant}, KiB): ${decrypt.top.map((t) => `${t.name} ${t.kib}`).join(', ')}`,
+      );
+    }
+  }
 }

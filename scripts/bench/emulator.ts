@@ -9,6 +9,7 @@
  * real table here) and a fresh key service, i.e. a cold container: the cached mode's one KMS
  * `Decrypt` is paid in every run.
  */
+
 import { randomBytes } from 'node:crypto';
 import { DeleteTableCommand } from '@aws-sdk/client-dynamodb';
 import { CreateKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
@@ -25,7 +26,8 @@ import {
   generateWrappedSigningKey,
 } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCallSnapshot, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
+import { KEY_MODE_ENV } from '../../lib/adapters/aws/deployment-names.js';
+import { keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
 import { provisionedEnv } from '../../lib/adapters/aws/provision.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import type { KeyService } from '../../lib/ports/index.js';

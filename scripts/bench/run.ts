@@ -19,12 +19,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/cached-key-service.js';
+import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/deployment-names.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import { createWorld } from '../../lib/testkit/world.js';
-import { type BundleFigures, type BundleVariant, benchBundles } from './bundles.js';
+import {
+  BUNDLE_TABLE_HEADER,
+  type BundleFigures,
+  type BundleVariant,
+  benchBundles,
+  bundleTable,
+} from './bundles.js';
 import {
   ASSUMED_LATENCY_MS,
   type CostEstimate,
@@ -116,7 +122,7 @@ const PLANS = {
     recipientKeys: { floor: { repeats: 5, loopMs: 200 }, backlog: 300, paced: 150, runs: 5 },
     bundles: {
       initRepeats: 7,
-      variants: ['as-deployed', 'zod-namespace', 'zod-namespace+sdk-external'] as BundleVariant[],
+      variants: ['aws', 'emulator'] as BundleVariant[],
     },
   },
   quick: {
@@ -131,7 +137,7 @@ const PLANS = {
     durable: { messages: 60, runs: 3, acceptRequests: 120, acceptConcurrency: 16, burstMessages: 4 },
     close: { backlog: 60, runs: 5, processMessages: 60, processRepeats: 3 },
     recipientKeys: { floor: { repeats: 3, loopMs: 60 }, backlog: 60, paced: 30, runs: 3 },
-    bundles: { initRepeats: 3, variants: ['as-deployed'] as BundleVariant[] },
+    bundles: { initRepeats: 3, variants: ['aws'] as BundleVariant[] },
   },
 } as const;
 
@@ -517,21 +523,11 @@ async function main(): Promise<void> {
   }
 
   if (bundles) {
-    print('\n5. Function bundles (esbuild as the CDK construct bundles them) and module initialisation');
-    const variants = [...new Set(bundles.map((b) => b.variant))];
     print(
-      table(
-        ['function', ...variants.flatMap((v) => [`${v} KiB`, 'init ms'])],
-        ['authenticate', 'authorise', 'decrypt', 'verify', 'deliver', 'ingest'].map((fn) => [
-          fn,
-          ...variants.flatMap((v) => {
-            const b = bundles?.find((x) => x.fn === fn && x.variant === v);
-            return b ? [(b.bytes / 1024).toFixed(0), fmt(b.initMs, 0)] : ['-', '-'];
-          }),
-        ]),
-      ),
+      "\n5. Function bundles (the construct's esbuild options), AWS SDK from the runtime (aws) or bundled (emulator), and module initialisation",
     );
-    const top = bundles.find((b) => b.fn === 'decrypt' && b.variant === 'as-deployed')?.top ?? [];
+    print(table(BUNDLE_TABLE_HEADER, bundleTable(bundles)));
+    const top = bundles.find((b) => b.fn === 'decrypt' && b.variant === 'aws')?.top ?? [];
     print(`   largest parts of the decrypt bundle (KiB): ${top.map((t) => `${t.name} ${t.kib}`).join(', ')}`);
   }
 
@@ -731,7 +727,7 @@ async function main(): Promise<void> {
     });
   }
   if (bundles) {
-    const deployed = bundles.filter((b) => b.variant === 'as-deployed');
+    const deployed = bundles.filter((b) => b.variant === 'aws');
     const maxBytes = Math.max(...deployed.map((b) => b.bytes));
     const maxInit = Math.max(...deployed.map((b) => b.initMs.median));
     targets.push({

@@ -8,9 +8,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { App, Duration, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
@@ -21,9 +21,8 @@ import type { CachedKeyMode } from '../../cdk/constructs/key-mode.js';
 import { KEY_ADMIN_ACTIONS } from '../../cdk/constructs/keys.js';
 import { nagPacks } from '../../cdk/nag.js';
 import { Itk3PipelineStack } from '../../cdk/pipeline-stack.js';
-import { wrappedKeyContext } from '../../lib/adapters/aws/cached-key-service.js';
-import { KEY_MODE_ENV } from '../../lib/adapters/aws/key-service-env.js';
-import type { RecipientPublicJwk } from '../../lib/adapters/aws/key-wrapping.js';
+import type { RecipientPublicJwk } from '../../lib/adapters/aws/deployment-names.js';
+import { KEY_MODE_ENV, wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
 import { STAGES, type StageName } from '../../lib/pipeline/topology.js';
@@ -156,7 +155,10 @@ beforeAll(async () => {
   owned = allOwned(base);
   wrapped = Object.fromEntries(KIDS.map((kid) => [kid, blob()]));
   jwks = KIDS.map(publicJwk);
-  cachedApp = testApp(mkdtempSync(join(tmpdir(), 'itk3-cdk-cached-')));
+  const outdir = mkdtempSync(join(tmpdir(), 'itk3-cdk-cached-'));
+  // The SDK beside the assets, as the Lambda runtime provides it (the bundles leave it out).
+  symlinkSync(resolve('node_modules'), join(outdir, 'node_modules'));
+  cachedApp = testApp(outdir);
   cached = new Synth(
     new Itk3PipelineStack(cachedApp, 'Itk3Cached', {
       config: owned,
@@ -184,7 +186,7 @@ describe('cached key mode', () => {
     }
   });
 
-  it('compiles the wrapped keys into the decrypt bundle, which sets ITK3_WRAPPED_KEYS before any module runs', () => {
+  it('puts the wrapped keys into the decrypt code asset, which sets ITK3_WRAPPED_KEYS before any module runs', () => {
     const assembly = cachedApp.synth();
     const manifest = JSON.parse(
       readFileSync(join(assembly.directory, `${cached.stack.artifactId}.assets.json`), 'utf8'),

@@ -261,8 +261,6 @@ describe('least privilege of the poller', () => {
         's3:PutObject',
         'secretsmanager:GetSecretValue',
         'sqs:SendMessage',
-        'xray:PutTelemetryRecords',
-        'xray:PutTraceSegments',
       ].sort(),
     );
     for (const s of statementsOf(pollerRoleId()))

@@ -13,7 +13,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CREATE_REQUIRE_BANNER } from '../../cdk/constructs/pipeline-function.js';
+import { HANDLER_BUNDLE_FILE, handlerWrapper } from '../../cdk/constructs/pipeline-function.js';
 import { nagPacks } from '../../cdk/nag.js';
 import { Itk3PipelineStack } from '../../cdk/pipeline-stack.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
@@ -390,13 +390,13 @@ describe('queues', () => {
 });
 
 describe('functions', () => {
-  it('runs every function on nodejs22.x, arm64, with active tracing and its own log group', () => {
+  it('runs every function on nodejs22.x, arm64, without X-Ray tracing (no tracer in the bundles), with its own log group', () => {
     const fns = ofType('AWS::Lambda::Function');
     expect(fns).toHaveLength(6);
     for (const [, fn] of fns) {
       expect(fn.Properties.Runtime).toBe('nodejs22.x');
       expect(fn.Properties.Architectures).toEqual(['arm64']);
-      expect(fn.Properties.TracingConfig).toEqual({ Mode: 'Active' });
+      expect(fn.Properties.TracingConfig).toBeUndefined();
       expect(fn.Properties.Handler).toBe('index.handler');
       expect(fn.Properties.LoggingConfig).toMatchObject({ LogGroup: { Ref: expect.any(String) } });
       const env = (fn.Properties.Environment as { Variables: Json }).Variables;
@@ -454,23 +454,25 @@ describe('functions', () => {
     }
   });
 
-  it('bundles each handler as minified ESM with a source map, the AWS SDK and the validated config', () => {
+  it('bundles each handler as minified ESM with a source map, the SDK left to the runtime, and the validated config beside it', () => {
     const assembly = app.synth();
     const manifest = JSON.parse(
       readFileSync(join(assembly.directory, `${stack.artifactId}.assets.json`), 'utf8'),
     ) as { files: Record<string, { source: { path: string } }> };
     const assetDirs = Object.values(manifest.files)
       .map((f) => join(assembly.directory, f.source.path))
-      .filter((dir) => existsSync(join(dir, 'index.mjs')));
+      .filter((dir) => existsSync(join(dir, HANDLER_BUNDLE_FILE)));
     expect(assetDirs).toHaveLength(6);
     for (const dir of assetDirs) {
-      const code = readFileSync(join(dir, 'index.mjs'), 'utf8');
-      expect(code.startsWith(CREATE_REQUIRE_BANNER)).toBe(true);
-      expect(existsSync(join(dir, 'index.mjs.map'))).toBe(true);
-      expect(code).toContain('sourceMappingURL=index.mjs.map');
-      // The SDK is inside the bundle, not imported from the runtime.
-      expect(code).not.toMatch(/from\s*"@aws-sdk\//);
-      expect(code).toContain(JSON.stringify(config.audience).slice(1, -1));
+      const wrapper = readFileSync(join(dir, 'index.mjs'), 'utf8');
+      expect(wrapper).toBe(handlerWrapper(JSON.stringify(stack.pipeline.config.doc), {}));
+      const code = readFileSync(join(dir, HANDLER_BUNDLE_FILE), 'utf8');
+      expect(existsSync(join(dir, `${HANDLER_BUNDLE_FILE}.map`))).toBe(true);
+      expect(code).toContain(`sourceMappingURL=${HANDLER_BUNDLE_FILE}.map`);
+      // The Lambda runtime provides the SDK: imported, not inlined; no createRequire shim needed.
+      expect(code).toMatch(/from\s*"@aws-sdk\/client-/);
+      expect(code).not.toContain('createRequire');
+      expect(code).not.toContain('Dynamic require of');
     }
   });
 });
@@ -524,7 +526,7 @@ describe('state', () => {
     });
     expect(blob.VersioningConfiguration).toEqual({ Status: 'Enabled' });
     expect(blob.LoggingConfiguration).toMatchObject({
-      DestinationBucketName: { Ref: logicalId(stack.pipeline.state.accessLogBucket) },
+      DestinationBucketName: { Ref: logicalId(stack.pipeline.state.accessLogBucket!) },
     });
     expect(blob.LifecycleConfiguration).toMatchObject({
       Rules: expect.arrayContaining([

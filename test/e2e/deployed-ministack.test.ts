@@ -16,8 +16,8 @@ import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { compactVerify, importSPKI, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
 import { type AwsClients, createAwsClients } from '../../lib/adapters/aws/clients.js';
+import { folderKey } from '../../lib/adapters/aws/deployment-names.js';
 import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
 import { sendDirect } from '../../lib/adapters/aws/sqs-event-source.js';
 import { parseBundle } from '../../lib/itk3/index.js';
@@ -91,6 +91,9 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
       'itk3:removalPolicy=destroy',
       '-c',
       `itk3:stackName=${stackName}`,
+      // ministack runs functions on a Node without the AWS SDK: bundle it (cdk/constructs/pipeline-function.ts).
+      '-c',
+      'itk3:bundleAwsSdk=true',
       '--outputs-file',
       outputsFile,
     );
@@ -145,6 +148,8 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
           `itk3:configFile=${join(dir, 'config.json')}`,
           '-c',
           `itk3:stackName=${stackName}`,
+          '-c',
+          'itk3:bundleAwsSdk=true',
         );
       } catch (error) {
         console.warn(`cdk destroy of ${stackName} failed: ${(error as Error).message.split('\n')[0]}`);

@@ -17,10 +17,10 @@ import {
   CachedKeyService,
   generateWrappedRecipientKey,
   generateWrappedSigningKey,
-  wrappedKeyContext,
   wrapRecipientKey,
 } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
+import { wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
 import { TransientError } from '../../lib/errors.js';
 import { describeEachEmulator } from './support/emulators.js';
 

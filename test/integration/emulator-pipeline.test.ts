@@ -6,7 +6,7 @@
  */
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { beforeAll, expect, it } from 'vitest';
-import { folderKey } from '../../lib/adapters/aws/aws-deliverer.js';
+import { folderKey } from '../../lib/adapters/aws/deployment-names.js';
 import { EmulatorPipeline } from '../../lib/runtime/emulator.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
 import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';

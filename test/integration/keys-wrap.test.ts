@@ -5,13 +5,15 @@
  * environment the CDK construct gives the decrypt function — opens a content key that was
  * RSA-OAEP-256-encrypted offline to the printed public JWK.
  */
+
 import { constants, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
 import { CreateKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
 import { CompactEncrypt, importJWK } from 'jose';
 import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { CachedKeyService } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
+import { KEY_MODE_ENV } from '../../lib/adapters/aws/deployment-names.js';
+import { keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
 import type { WrappedKeyRecord } from '../../lib/adapters/aws/key-wrapping.js';
 import { main } from '../../lib/cli/main.js';
 import { loadConfig } from '../../lib/config/load.js';

@@ -1,14 +1,10 @@
 import { createHash } from 'node:crypto';
-import { posix } from 'node:path';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
-import { countCall } from './calls.js';
+import { folderKey } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
-
-/** Prefix, in the pipeline's blob bucket, of deliveries whose configured target is a folder. */
-export const FOLDER_DELIVERY_PREFIX = 'deliveries/';
 
 const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
@@ -69,7 +65,6 @@ export class AwsDeliverer implements Deliverer {
 
   async #putObject(bucket: string, key: string, bytes: Uint8Array, contentType: string): Promise<string> {
     const location = `s3://${bucket}/${key}`;
-    countCall('s3', 'PutObject');
     try {
       await this.#s3.send(
         new PutObjectCommand({
@@ -101,7 +96,6 @@ export class AwsDeliverer implements Deliverer {
 
   /** SHA-256 of the object under `key`, read back in full (a 412 is rare; delivered objects are small). */
   async #existingSha256(bucket: string, key: string): Promise<string> {
-    countCall('s3', 'GetObject');
     try {
       const out = await this.#s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       if (!out.Body) throw new Error('GetObject returned no body');
@@ -125,7 +119,6 @@ export class AwsDeliverer implements Deliverer {
     };
     if (text === undefined) attributes.contentEncoding = { DataType: 'String', StringValue: 'base64' };
     const fifo = queueUrl.endsWith('.fifo');
-    countCall('sqs', 'SendMessage');
     try {
       const out = await this.#sqs.send(
         new SendMessageCommand({
@@ -147,15 +140,6 @@ export class AwsDeliverer implements Deliverer {
       throw deliveryError('SQS SendMessage', error);
     }
   }
-}
-
-/** `deliveries/<path>/<name>`, with `path` made relative and free of `..` (a key, not a file). */
-export function folderKey(path: string, name: string): string {
-  const normal = posix
-    .normalize(`/${path.replaceAll('\\', '/')}`)
-    .replace(/^\/+/, '')
-    .replace(/\/+$/, '');
-  return `${FOLDER_DELIVERY_PREFIX}${normal ? `${normal}/` : ''}${name}`;
 }
 
 function joinPrefix(prefix: string, name: string): string {

@@ -33,34 +33,16 @@ import {
 } from '@aws-sdk/client-kms';
 import { TransientError } from '../../errors.js';
 import type { EcPublicJwk, KeyService } from '../../ports/index.js';
-import { countCall } from './calls.js';
+import {
+  DEFAULT_KEY_CACHE_TTL_SECONDS,
+  wrappedKeyContext,
+  wrappedSigningKeyContext,
+} from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 import { KmsKeyService } from './kms-key-service.js';
 
-/** How long an unwrapped private key is used before KMS is asked again (revocation lag). */
-export const DEFAULT_KEY_CACHE_TTL_SECONDS = 300;
-
 /** Shortest RSA modulus accepted from a wrapped blob: anything smaller is a configuration mistake. */
 const MIN_MODULUS_BITS = 2048;
-
-/**
- * Encryption context every wrapped recipient key is bound to. KMS refuses `Decrypt` with any other
- * context, so a blob cannot be replayed under another kid; CloudTrail records the context, so the
- * audit trail names the kid; and a key policy can allow `kms:Decrypt` only with
- * `kms:EncryptionContext:itk3:purpose = recipient-decrypt`.
- */
-export function wrappedKeyContext(kid: string): Record<string, string> {
-  return { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': kid };
-}
-
-/**
- * Encryption context of a wrapped response-signing key: another purpose, so a recipient blob can
- * never be loaded as a signing key nor a signing blob as a recipient key, and a key policy can grant
- * `kms:Decrypt` for signing keys to the deliver role alone.
- */
-export function wrappedSigningKeyContext(kid: string): Record<string, string> {
-  return { 'itk3:purpose': 'response-sign', 'itk3:kid': kid };
-}
 
 type KeyPurpose = 'recipient' | 'signing';
 
@@ -221,7 +203,6 @@ export class CachedKeyService implements KeyService {
   async #load(kid: string, purpose: KeyPurpose): Promise<KeyObject> {
     const signing = purpose === 'signing';
     const blob = (signing ? this.#wrappedSigning : this.#wrapped).get(kid) as Uint8Array;
-    countCall('kms', 'Decrypt');
     let plaintext: Uint8Array | undefined;
     try {
       const out = await this.#client.send(
@@ -298,7 +279,6 @@ export async function generateWrappedRecipientKey(
   kid: string,
   keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' | 'ECC_NIST_P256' = 'RSA_4096',
 ): Promise<WrappedRecipientKey> {
-  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
   const out = await kms.send(
     new GenerateDataKeyPairWithoutPlaintextCommand({
       KeyId: wrappingKeyId,
@@ -326,7 +306,6 @@ export async function wrapRecipientKey(
   const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
   if (!isUsableRecipientKey(key))
     throw new TypeError('an RSA (≥ 2048 bits) or P-256 private key is expected');
-  countCall('kms', 'Encrypt');
   const out = await kms.send(
     new EncryptCommand({
       KeyId: wrappingKeyId,
@@ -353,7 +332,6 @@ export async function generateWrappedSigningKey(
   wrappingKeyId: string,
   kid: string,
 ): Promise<WrappedRecipientKey> {
-  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
   const out = await kms.send(
     new GenerateDataKeyPairWithoutPlaintextCommand({
       KeyId: wrappingKeyId,
@@ -376,7 +354,6 @@ export async function wrapSigningKey(
 ): Promise<WrappedRecipientKey> {
   const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
   if (!isP256(key)) throw new TypeError('a P-256 private key is expected');
-  countCall('kms', 'Encrypt');
   const out = await kms.send(
     new EncryptCommand({
       KeyId: wrappingKeyId,

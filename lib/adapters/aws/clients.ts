@@ -18,7 +18,7 @@ export interface AwsClients extends BatchClients {
 }
 
 /**
- * Build the four clients. With an endpoint (an emulator): region defaults to `us-east-1` and S3 uses
+ * Build the four clients, each counting its calls ({@link countCallsOf}). With an endpoint (an emulator): region defaults to `us-east-1` and S3 uses
  * path-style URLs, since virtual-hosted names such as `bucket.127.0.0.1` do not resolve.
  * Without one: plain SDK defaults (region and credentials from the Lambda environment).
  *

@@ -20,7 +20,6 @@ import {
 import { type DeadLetter, type DeadLetters, traceIdOfBody } from '../../ops/dead-letters.js';
 import { STAGES, type StageName } from '../../pipeline/topology.js';
 import { type AuditLog, type Clock, systemClock } from '../../ports/index.js';
-import { countCall } from './calls.js';
 
 export interface DeadLetterQueues {
   /** stage → DLQ URL */
@@ -97,7 +96,6 @@ export class SqsDeadLetters implements DeadLetters {
   ): Promise<DeadLetter[]> {
     const moved: DeadLetter[] = [];
     for (let i = 0; i < MAX_RECEIVES; i += 1) {
-      countCall('sqs', 'ReceiveMessage');
       const { Messages = [] } = await this.#sqs.send(
         new ReceiveMessageCommand({
           QueueUrl: dlqUrl,
@@ -114,7 +112,6 @@ export class SqsDeadLetters implements DeadLetters {
           continue;
         }
         const letter = await this.#deadLetter(stage, m);
-        countCall('sqs', 'SendMessage');
         await this.#sqs.send(
           new SendMessageCommand({
             QueueUrl: sourceUrl,
@@ -122,7 +119,6 @@ export class SqsDeadLetters implements DeadLetters {
             ...(m.MessageAttributes ? { MessageAttributes: stringAttributes(m.MessageAttributes) } : {}),
           }),
         );
-        countCall('sqs', 'DeleteMessage');
         await this.#sqs.send(new DeleteMessageCommand({ QueueUrl: dlqUrl, ReceiptHandle: m.ReceiptHandle! }));
         await this.#audit.append({
           traceId: letter.traceId,
@@ -166,7 +162,6 @@ export class SqsDeadLetters implements DeadLetters {
     const seen = new Map<string, Message>();
     try {
       for (let i = 0; i < MAX_RECEIVES; i += 1) {
-        countCall('sqs', 'ReceiveMessage');
         const { Messages = [] } = await this.#sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: url,
@@ -190,7 +185,6 @@ export class SqsDeadLetters implements DeadLetters {
   /** Make received messages visible again at once (ten per request). */
   async #release(url: string, receiptHandles: readonly string[]): Promise<void> {
     for (let i = 0; i < receiptHandles.length; i += 10) {
-      countCall('sqs', 'ChangeMessageVisibilityBatch');
       await this.#sqs.send(
         new ChangeMessageVisibilityBatchCommand({
           QueueUrl: url,

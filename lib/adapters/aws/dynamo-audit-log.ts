@@ -32,7 +32,6 @@ import {
   safeAuditEntry,
   systemClock,
 } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /** Optional string fields of an {@link AuditEntry} (attributes of the same name in the one-entry items written before). */
@@ -199,7 +198,6 @@ export class DynamoAuditLog implements AuditLog {
       prev: { S: prev },
       hashes: { L: hashes.map((h) => ({ S: h })) },
     };
-    countCall('dynamodb', 'PutItem');
     try {
       await this.#client.send(
         new PutItemCommand({
@@ -239,7 +237,6 @@ export class DynamoAuditLog implements AuditLog {
 
   /** The stored item at a key (emulators that do not return it with a failed condition). */
   async #read(traceId: string, sk: string): Promise<Record<string, AttributeValue> | undefined> {
-    countCall('dynamodb', 'Query');
     try {
       const out = await this.#client.send(
         new QueryCommand({
@@ -278,7 +275,6 @@ export class DynamoAuditLog implements AuditLog {
       hash: head.hash,
       at: new Date(at).toISOString(),
     });
-    countCall('dynamodb', 'PutItem');
     try {
       await this.#client.send(
         new PutItemCommand({
@@ -315,7 +311,6 @@ export class DynamoAuditLog implements AuditLog {
     const items: Record<string, AttributeValue>[] = [];
     let startKey: Record<string, AttributeValue> | undefined;
     for (let page = 0; page < MAX_PAGES; page += 1) {
-      countCall('dynamodb', 'Query');
       let out: QueryCommandOutput;
       try {
         out = await this.#client.send(
@@ -404,7 +399,6 @@ export class DynamoAuditLog implements AuditLog {
   async *#scan(): AsyncGenerator<Record<string, AttributeValue>> {
     let startKey: Record<string, AttributeValue> | undefined;
     do {
-      countCall('dynamodb', 'Scan');
       let out: ScanCommandOutput;
       try {
         out = await this.#client.send(

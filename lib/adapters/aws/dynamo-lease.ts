@@ -8,7 +8,6 @@ import {
 import { TransientError } from '../../errors.js';
 import { ONCE_TABLE } from '../../infra/definitions.js';
 import { type Clock, systemClock } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /** A lease this process holds until `expiresAtSeconds` (epoch seconds) unless it releases it first. */
@@ -66,7 +65,6 @@ export class DynamoLease {
       [ONCE_TABLE.valueAttribute]: { S: owner },
       [ONCE_TABLE.ttlAttribute]: { N: String(expiresAtSeconds) },
     };
-    countCall('dynamodb', 'PutItem');
     try {
       await this.#client.send(
         new PutItemCommand({
@@ -100,7 +98,6 @@ export class DynamoLease {
    * (it expired and someone else took it, or it is already gone): nothing is deleted then.
    */
   async release(lease: HeldLease): Promise<boolean> {
-    countCall('dynamodb', 'DeleteItem');
     try {
       await this.#client.send(
         new DeleteItemCommand({

@@ -8,7 +8,6 @@ import {
 import { TransientError } from '../../errors.js';
 import { ONCE_TABLE } from '../../infra/definitions.js';
 import { type Clock, type OnceStore, systemClock } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /**
@@ -51,7 +50,6 @@ export class DynamoOnceStore implements OnceStore {
         [ONCE_TABLE.valueAttribute]: { S: value },
         [ONCE_TABLE.ttlAttribute]: { N: String(nowSeconds + Math.max(1, Math.ceil(ttlSeconds))) },
       };
-      countCall('dynamodb', 'PutItem');
       try {
         await this.#client.send(
           new PutItemCommand({
@@ -74,7 +72,6 @@ export class DynamoOnceStore implements OnceStore {
   }
 
   async #read(key: string): Promise<string | undefined> {
-    countCall('dynamodb', 'GetItem');
     try {
       const out = await this.#client.send(
         new GetItemCommand({

@@ -10,6 +10,7 @@ import { ENV } from '../../infra/definitions.js';
 import type { KeyService } from '../../ports/index.js';
 import { CachedKeyService } from './cached-key-service.js';
 import { nonEmpty } from './client-options.js';
+import { KEY_MODE_ENV } from './deployment-names.js';
 import { KmsKeyService } from './kms-key-service.js';
 
 /**
@@ -48,23 +49,6 @@ export function kmsKeyMap(
   if (problems.length > 0) throw new ConfigError(problems);
   return map;
 }
-
-/** Key-mode variables (docs/PERFORMANCE.md, "Key modes"), read here and set by the CDK construct. */
-export const KEY_MODE_ENV = {
-  /** `direct` (default): one KMS `Decrypt` (RSA) per message. `cached`: {@link CachedKeyService}. */
-  mode: 'ITK3_KEY_MODE',
-  /** Cached mode: JSON object kid → base64 KMS ciphertext blob of the recipient private key. */
-  wrappedKeys: 'ITK3_WRAPPED_KEYS',
-  /** Cached mode, optional: the symmetric KMS key the blobs must be wrapped under. */
-  wrappingKeyId: 'ITK3_WRAPPING_KEY_ID',
-  /** Cached mode, optional: seconds an unwrapped key is used (default 300). */
-  ttlSeconds: 'ITK3_KEY_CACHE_TTL_SECONDS',
-  /**
-   * Cached mode, optional: JSON object kid → base64 KMS ciphertext blob of a P-256
-   * response-signing key (ES256 in the function, no KMS `Sign` per response; docs/KEY-MODES.md).
-   */
-  wrappedSigningKeys: 'ITK3_WRAPPED_SIGNING_KEYS',
-} as const;
 
 export type KeyMode = 'direct' | 'cached';
 

@@ -12,22 +12,16 @@ import {
   type GenerateDataKeyPairWithoutPlaintextCommandOutput,
   type KMSClient,
 } from '@aws-sdk/client-kms';
-import { wrappedKeyContext } from './cached-key-service.js';
-import { countCall } from './calls.js';
 import { createAwsClients } from './clients.js';
+import { type RecipientPublicJwk, wrappedKeyContext } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 
 /** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */
-export const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
+const RECIPIENT_KEY_PAIR_SPECS = ['RSA_2048', 'RSA_3072', 'RSA_4096', 'ECC_NIST_P256'] as const;
 export type RecipientKeyPairSpec = (typeof RECIPIENT_KEY_PAIR_SPECS)[number];
 
 /** The spec deployed recipient keys use (the direct mode's KMS keys are `RSA_4096` too). */
-export const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
-
-/** Public JWK of a recipient key, as senders need it to seal messages (docs/WIRE-FORMAT.md). */
-export type RecipientPublicJwk =
-  | { kty: 'RSA'; kid: string; alg: 'RSA-OAEP-256'; use: 'enc'; n: string; e: string }
-  | { kty: 'EC'; kid: string; alg: 'ECDH-ES+A256KW'; use: 'enc'; crv: 'P-256'; x: string; y: string };
+const DEFAULT_RECIPIENT_KEY_PAIR_SPEC: RecipientKeyPairSpec = 'RSA_4096';
 
 /**
  * One wrapped recipient key: what `itk3 keys wrap` prints and what the CDK app reads from
@@ -45,7 +39,7 @@ export interface WrappedKeyRecord {
 }
 
 /** A wrapping attempt failed for a reason the operator can act on; the message says which. */
-export class KeyWrappingError extends Error {
+class KeyWrappingError extends Error {
   override readonly name = 'KeyWrappingError';
 }
 
@@ -82,7 +76,6 @@ export async function generateWrappedKeyRecord(
 ): Promise<WrappedKeyRecord> {
   const { wrappingKeyId, kid } = options;
   const keyPairSpec = options.keyPairSpec ?? DEFAULT_RECIPIENT_KEY_PAIR_SPEC;
-  countCall('kms', 'GenerateDataKeyPairWithoutPlaintext');
   let out: GenerateDataKeyPairWithoutPlaintextCommandOutput;
   try {
     out = await kms.send(

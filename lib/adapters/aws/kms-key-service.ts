@@ -10,7 +10,6 @@ import { derToJoseEs256 } from '../../envelope/response-sign.js';
 import { ConfigError, TransientError } from '../../errors.js';
 import { ENV } from '../../infra/definitions.js';
 import type { EcPublicJwk, KeyService } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /**
@@ -54,7 +53,6 @@ export class KmsKeyService implements KeyService {
     const keyId = this.#keyIds.get(kid);
     // Unknown kid is a property of the message (the envelope check should already have caught it).
     if (keyId === undefined || encryptedKey.length === 0) return { ok: false };
-    countCall('kms', 'Decrypt');
     try {
       const out = await this.#client.send(
         new DecryptCommand({
@@ -91,7 +89,6 @@ export class KmsKeyService implements KeyService {
     } catch {
       return { ok: false };
     }
-    countCall('kms', 'DeriveSharedSecret');
     try {
       const out = await this.#client.send(
         new DeriveSharedSecretCommand({
@@ -117,7 +114,6 @@ export class KmsKeyService implements KeyService {
 
   async signEs256(kid: string, signingInput: Uint8Array): Promise<Uint8Array> {
     const keyId = this.#requireKeyId(kid);
-    countCall('kms', 'Sign');
     let der: Uint8Array | undefined;
     try {
       const out = await this.#client.send(
@@ -156,7 +152,6 @@ export class KmsKeyService implements KeyService {
   }
 
   async #fetchSpki(keyId: string): Promise<Uint8Array> {
-    countCall('kms', 'GetPublicKey');
     try {
       const out = await this.#client.send(new GetPublicKeyCommand({ KeyId: keyId }));
       if (!out.PublicKey) throw new Error('GetPublicKey returned no key');

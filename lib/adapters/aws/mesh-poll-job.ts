@@ -18,27 +18,14 @@ import {
   pollMailbox,
 } from '../../mesh/poller.js';
 import type { Clock } from '../../ports/index.js';
+import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from './deployment-names.js';
 import type { DynamoLease, HeldLease, LeaseAttempt } from './dynamo-lease.js';
 import { type MeshCredentialSource, SecretsManagerMeshCredentials } from './mesh-secrets.js';
 
-/** Environment the poller function reads (set by cdk/constructs/mesh-poller.ts). */
-export const MESH_POLL_ENV = {
-  /** MESH base URL, `https://host[:port]`. */
-  url: 'ITK3_MESH_URL',
-  /** JSON object: mailbox id → Secrets Manager secret ARN (or name) of its credentials. */
-  mailboxes: 'ITK3_MESH_MAILBOXES',
-  /** Optional CA bundle (PEM) trusted for MESH when a mailbox secret has none (bundled, not a secret). */
-  caBundle: 'ITK3_MESH_CA_BUNDLE',
-  /** Optional JSON of poll limits (`maxMessages`, `maxMessageBytes`, `maxBytesPerPass`). */
-  pollOptions: 'ITK3_MESH_POLL_OPTIONS',
-} as const;
-
-/** The lease item of a mailbox in the once-store table; IAM confines the poller to this prefix. */
-export const MESH_LEASE_PREFIX = 'lease#mesh#';
 /** How long before the function's deadline a pass stops taking new messages. */
-export const MESH_POLL_RESERVE_MS = 90_000;
+const MESH_POLL_RESERVE_MS = 90_000;
 /** A lease outlives the invocation's remaining time by this much, then a crashed holder's lease lapses. */
-export const MESH_LEASE_MARGIN_SECONDS = 30;
+const MESH_LEASE_MARGIN_SECONDS = 30;
 
 /** What the job needs besides the pipeline ports. */
 export interface MeshPollSetup {
@@ -143,7 +130,7 @@ export async function runMeshPollJob(
  * transient failure: the poller then ends the pass cleanly (whatever it had started is finished,
  * enqueued and acknowledged) and the next scheduled pass carries on.
  */
-export class DeadlineMeshClient implements MeshClient {
+class DeadlineMeshClient implements MeshClient {
   readonly #inner: MeshClient;
   readonly #stopAt: number;
   readonly #clock: Clock;

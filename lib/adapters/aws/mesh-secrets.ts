@@ -1,5 +1,5 @@
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { z } from 'zod';
+import * as z from 'zod';
 import { MeshConfigError } from '../../mesh/errors.js';
 import { type Clock, systemClock } from '../../ports/index.js';
 import { awsErrorName } from './errors.js';
@@ -9,7 +9,7 @@ import { awsErrorName } from './errors.js';
  * (or `\n` escapes, as JSON writes them).
  */
 const PEM = z.string().regex(/-----BEGIN [A-Z0-9 ]+-----/, 'must be PEM text');
-export const MeshSecretSchema = z.object({
+const MeshSecretSchema = z.object({
   /** The mailbox password NHS England issued. */
   password: z.string().min(1),
   /** The environment-wide MESH shared secret (keys the NHSMESH HMAC). */

@@ -2,7 +2,6 @@ import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client 
 import { TransientError } from '../../errors.js';
 import { BLOB_BUCKET, ENV } from '../../infra/definitions.js';
 import type { BlobStore } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName } from './errors.js';
 
 /**
@@ -33,7 +32,6 @@ export class S3BlobStore implements BlobStore {
   }
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
-    countCall('s3', 'PutObject');
     try {
       await this.#client.send(
         new PutObjectCommand({
@@ -50,7 +48,6 @@ export class S3BlobStore implements BlobStore {
   }
 
   async get(key: string): Promise<Uint8Array> {
-    countCall('s3', 'GetObject');
     try {
       const out = await this.#client.send(
         new GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }),
@@ -68,7 +65,6 @@ export class S3BlobStore implements BlobStore {
    * versioned bucket it leaves a delete marker and the claim-check rule expires the old version.
    */
   async delete(key: string): Promise<void> {
-    countCall('s3', 'DeleteObject');
     try {
       await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
     } catch (error) {

@@ -1,4 +1,5 @@
 import { S3Client } from '@aws-sdk/client-s3';
+import { countCallsOf } from './calls.js';
 import { type AwsClientOptions, endpointFor, sdkClientConfig } from './client-options.js';
 
 /**
@@ -7,8 +8,10 @@ import { type AwsClientOptions, endpointFor, sdkClientConfig } from './client-op
  * `bucket.127.0.0.1` do not resolve.
  */
 export function createS3Client(opts: AwsClientOptions = {}): S3Client {
-  return new S3Client({
+  const client = new S3Client({
     ...sdkClientConfig('s3', opts),
     forcePathStyle: endpointFor('s3', opts) !== undefined,
   });
+  countCallsOf('s3', client.middlewareStack);
+  return client;
 }

@@ -18,7 +18,6 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { StageName } from '../../pipeline/topology.js';
-import { countCall } from './calls.js';
 
 export interface SqsEventSourceOptions {
   stage: StageName;
@@ -43,7 +42,7 @@ export interface ReconnectPolicy {
   maxDelayMs: number;
 }
 
-export const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = {
+const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = {
   budgetMs: 30_000,
   initialDelayMs: 250,
   maxDelayMs: 5_000,
@@ -103,7 +102,6 @@ export class SqsEventSource {
     let delay = initialDelayMs;
     for (let attempt = 1; ; attempt += 1) {
       try {
-        countCall('sqs', operation);
         const result = await send();
         if (firstFailureAt !== undefined) {
           this.#warn(`itk3: emulator connection restored (${this.stage} ${operation}, attempt ${attempt})`);
@@ -225,7 +223,6 @@ export async function sendDirect(
   sealed: string,
   authorization?: string,
 ): Promise<string> {
-  countCall('sqs', 'SendMessage');
   const out = await sqs.send(
     new SendMessageCommand({
       QueueUrl: queueUrl,

@@ -8,12 +8,11 @@ import { ConfigError, TransientError } from '../../errors.js';
 import { ENV } from '../../infra/definitions.js';
 import type { QueueName } from '../../pipeline/topology.js';
 import type { QueueSender } from '../../ports/index.js';
-import { countCall } from './calls.js';
 import { awsErrorName, isTransientAwsError } from './errors.js';
 
 /** `SendMessageBatch` limits (PERFORMANCE.md §4): 10 entries, and the sum of bodies ≤ 1 MiB. */
-export const SQS_BATCH_MAX_ENTRIES = 10;
-export const SQS_BATCH_MAX_BYTES = 1_048_576;
+const SQS_BATCH_MAX_ENTRIES = 10;
+const SQS_BATCH_MAX_BYTES = 1_048_576;
 
 /**
  * Split bodies into `SendMessageBatch` requests: at most {@link SQS_BATCH_MAX_ENTRIES} entries and
@@ -119,7 +118,6 @@ export class SqsQueueSender implements QueueSender {
     const queueUrl = this.#queueUrls.authenticate;
     if (!queueUrl)
       throw new ConfigError([`${ENV.queueUrl('authenticate')}: no queue URL for the inbound queue`]);
-    countCall('sqs', 'SendMessage');
     try {
       const out = await this.#client.send(
         new SendMessageCommand({
@@ -144,7 +142,6 @@ export class SqsQueueSender implements QueueSender {
       Id: String(index),
       MessageBody: bodies[index],
     }));
-    countCall('sqs', 'SendMessageBatch');
     const out = await this.#client.send(
       new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }),
     );

@@ -24,17 +24,19 @@ import {
   CachedKeyService,
   generateWrappedRecipientKey,
   generateWrappedSigningKey,
-  wrappedKeyContext,
-  wrappedSigningKeyContext,
   wrapRecipientKey,
   wrapSigningKey,
 } from '../../../lib/adapters/aws/cached-key-service.js';
-import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
-import { KEY_MODE_ENV, keyServiceFromEnv } from '../../../lib/adapters/aws/key-service-env.js';
+import {
+  KEY_MODE_ENV,
+  wrappedKeyContext,
+  wrappedSigningKeyContext,
+} from '../../../lib/adapters/aws/deployment-names.js';
+import { keyServiceFromEnv } from '../../../lib/adapters/aws/key-service-env.js';
 import { KmsKeyService } from '../../../lib/adapters/aws/kms-key-service.js';
 import { loadConfig } from '../../../lib/config/load.js';
 import { ConfigError, TransientError } from '../../../lib/errors.js';
-import { networkError, serviceError } from './faults.js';
+import { networkError, sentCommands, serviceError } from './faults.js';
 
 const kms = mockClient(KMSClient);
 const BLOB = new Uint8Array([9, 9, 9]);
@@ -49,7 +51,6 @@ beforeAll(() => {
 
 beforeEach(() => {
   kms.reset();
-  resetAwsCalls();
 });
 afterEach(() => kms.reset());
 
@@ -88,7 +89,7 @@ describe('CachedKeyService.unwrapKey', () => {
       EncryptionContext: { 'itk3:purpose': 'recipient-decrypt', 'itk3:kid': 'rx' },
       KeyId: 'alias/itk3/wrapping',
     });
-    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+    expect(sentCommands(kms)).toEqual({ Decrypt: 1 });
   });
 
   it('shares one Decrypt between concurrent first uses (a batch of records)', async () => {
@@ -453,7 +454,9 @@ describe('CachedKeyService with a wrapped response-signing key (ES256 in the fun
     expect(Buffer.from(await keys.publicKeySpki('resp'))).toEqual(
       p256.publicKey.export({ format: 'der', type: 'spki' }),
     );
-    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+    // One KMS call in all: the unwrap (no Sign per response).
+    expect(kms.calls()).toHaveLength(1);
+    expect(kms.commandCalls(DecryptCommand)).toHaveLength(1);
   });
 
   it('refuses a wrapped signing key that is not P-256 (an RSA key), as a transient fault', async () => {

@@ -1,5 +1,8 @@
+import { DecryptCommand, GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { MiddlewareStack } from '@smithy/types';
 import { describe, expect, it } from 'vitest';
-import { awsCallSnapshot, countCall, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
+import { awsCallSnapshot, awsCalls, countCallsOf, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
 import { endpointFor } from '../../../lib/adapters/aws/client-options.js';
 import { awsPortsFromEnv, createAwsClients } from '../../../lib/adapters/aws/clients.js';
 import { isTransientAwsError } from '../../../lib/adapters/aws/errors.js';
@@ -115,7 +118,14 @@ describe('isTransientAwsError', () => {
     [serviceError('TooManyRequests', 429), true],
     [serviceError('AccessDeniedException', 400), true],
     [networkError('ETIMEDOUT'), true],
+    // The project's own set beside the SDK's: KMS dependency failures, an aborted call, ECONNABORTED.
+    [serviceError('KMSInternalException', 400), true],
+    [serviceError('KeyUnavailableException', 400), true],
+    [Object.assign(new Error('aborted'), { name: 'AbortError' }), true],
+    [networkError('ECONNABORTED'), true],
+    [serviceError('SomethingNew', 501), true],
     [serviceError('InvalidCiphertextException', 400), false],
+    [serviceError('NotFoundException', 404), false],
     [serviceError('ConditionalCheckFailedException', 400), false],
     [serviceError('ValidationException', 400), false],
     ['a string', false],
@@ -125,18 +135,57 @@ describe('isTransientAwsError', () => {
 });
 
 describe('call counters', () => {
-  it('count per service and operation, with totals in the snapshot', () => {
+  /** Answers every request at the last step before the wire, so the test needs no endpoint. */
+  const answered = <Input extends object, Output extends object>(stack: MiddlewareStack<Input, Output>) =>
+    stack.add(() => async () => ({ output: { $metadata: {} } as Output, response: {} }), {
+      step: 'finalizeRequest',
+      name: 'answerLocally',
+    });
+
+  it('count every command a client sends, once per send, through the one middleware', async () => {
     resetAwsCalls();
-    countCall('kms', 'Decrypt');
-    countCall('kms', 'Decrypt');
-    countCall('sqs', 'SendMessageBatch');
+    const kms = new KMSClient({
+      region: 'eu-west-2',
+      credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+    });
+    countCallsOf('kms', kms.middlewareStack);
+    answered(kms.middlewareStack);
+    await kms.send(new DecryptCommand({ CiphertextBlob: new Uint8Array([1]) }));
+    await kms.send(new DecryptCommand({ CiphertextBlob: new Uint8Array([2]) }));
+    await kms.send(new GetPublicKeyCommand({ KeyId: 'k' }));
 
     expect(awsCallSnapshot()).toEqual({
-      kms: { Decrypt: 2, total: 2 },
-      sqs: { SendMessageBatch: 1, total: 1 },
+      kms: { Decrypt: 2, GetPublicKey: 1, total: 3 },
+      sqs: { total: 0 },
       dynamodb: { total: 0 },
       s3: { total: 0 },
     });
+  });
+
+  it('count a call that fails too: it was sent and it costs', async () => {
+    resetAwsCalls();
+    const sqs = new SQSClient({
+      region: 'eu-west-2',
+      credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+    });
+    countCallsOf('sqs', sqs.middlewareStack);
+    sqs.middlewareStack.add(
+      () => async () => {
+        throw serviceError('InvalidParameterValue', 400);
+      },
+      { step: 'finalizeRequest', name: 'refuse' },
+    );
+    await expect(sqs.send(new GetQueueUrlCommand({ QueueName: 'q' }))).rejects.toThrow(
+      'InvalidParameterValue',
+    );
+    expect(awsCalls.sqs).toEqual({ GetQueueUrl: 1 });
+  });
+
+  it('are registered on every client createAwsClients builds', () => {
+    const clients = createAwsClients({ region: 'eu-west-2' });
+    for (const client of [clients.kms, clients.sqs, clients.dynamodb, clients.s3]) {
+      expect(client.middlewareStack.identify().some((m) => m.startsWith('itk3CountCalls'))).toBe(true);
+    }
   });
 });
 

@@ -2,7 +2,8 @@ import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } fro
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { AwsDeliverer, folderKey, sqsSafeText } from '../../../lib/adapters/aws/aws-deliverer.js';
+import { AwsDeliverer, sqsSafeText } from '../../../lib/adapters/aws/aws-deliverer.js';
+import { folderKey } from '../../../lib/adapters/aws/deployment-names.js';
 import { S3BlobStore } from '../../../lib/adapters/aws/s3-blob-store.js';
 import { TransientError } from '../../../lib/errors.js';
 import { serviceError } from './faults.js';

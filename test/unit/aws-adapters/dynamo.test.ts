@@ -8,11 +8,10 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
 import { DynamoAuditLog } from '../../../lib/adapters/aws/dynamo-audit-log.js';
 import { DynamoOnceStore } from '../../../lib/adapters/aws/dynamo-once-store.js';
 import { TransientError } from '../../../lib/errors.js';
-import { serviceError } from './faults.js';
+import { sentCommands, serviceError } from './faults.js';
 
 const ddb = mockClient(DynamoDBClient);
 const client = () => new DynamoDBClient({ region: 'eu-west-2' });
@@ -20,7 +19,6 @@ const clock = { now: () => 1_767_225_600_000 }; // 2026-01-01T00:00:00Z
 
 beforeEach(() => {
   ddb.reset();
-  resetAwsCalls();
 });
 
 describe('DynamoOnceStore', () => {
@@ -54,7 +52,7 @@ describe('DynamoOnceStore', () => {
       created: false,
       existing: 'first',
     });
-    expect(awsCalls.dynamodb).toEqual({ PutItem: 1 });
+    expect(sentCommands(ddb)).toEqual({ PutItem: 1 });
   });
 
   it('falls back to a consistent GetItem when the emulator returns no item', async () => {
@@ -78,7 +76,7 @@ describe('DynamoOnceStore', () => {
     expect(await new DynamoOnceStore(client(), 'once', clock).putIfAbsent('k1', 'v2', 300)).toEqual({
       created: true,
     });
-    expect(awsCalls.dynamodb).toEqual({ PutItem: 2, GetItem: 1 });
+    expect(sentCommands(ddb)).toEqual({ PutItem: 2, GetItem: 1 });
   });
 
   it.each([

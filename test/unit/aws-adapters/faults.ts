@@ -14,3 +14,19 @@ export function serviceError(name: string, status: number, extra: Record<string,
 export function networkError(code = 'ECONNREFUSED'): Error {
   return Object.assign(new Error(`connect ${code} 127.0.0.1:4566`), { code });
 }
+
+/**
+ * Commands a mocked client was sent, by name (`DecryptCommand` → `Decrypt`): what the call-counting
+ * middleware (lib/adapters/aws/calls.ts) counts on a real client. aws-sdk-client-mock replaces
+ * `send`, so no middleware runs under it.
+ */
+export function sentCommands(mock: {
+  calls(): readonly { args: readonly unknown[] }[];
+}): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const call of mock.calls()) {
+    const name = (call.args[0] as object).constructor.name.replace(/Command$/, '');
+    counts[name] = (counts[name] ?? 0) + 1;
+  }
+  return counts;
+}

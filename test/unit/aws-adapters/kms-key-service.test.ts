@@ -10,10 +10,9 @@ import {
 } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
 import { KmsKeyService } from '../../../lib/adapters/aws/kms-key-service.js';
 import { ConfigError, TransientError } from '../../../lib/errors.js';
-import { networkError, serviceError } from './faults.js';
+import { networkError, sentCommands, serviceError } from './faults.js';
 
 const kms = mockClient(KMSClient);
 const keys = () =>
@@ -21,7 +20,6 @@ const keys = () =>
 
 beforeEach(() => {
   kms.reset();
-  resetAwsCalls();
 });
 afterEach(() => kms.reset());
 
@@ -37,7 +35,7 @@ describe('KmsKeyService.unwrapKey', () => {
       CiphertextBlob: new Uint8Array([1, 2, 3]),
       EncryptionAlgorithm: 'RSAES_OAEP_SHA_256',
     });
-    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+    expect(sentCommands(kms)).toEqual({ Decrypt: 1 });
   });
 
   it.each([
@@ -126,7 +124,7 @@ describe('KmsKeyService.publicKeySpki', () => {
     await service.publicKeySpki('rx');
 
     expect(kms.commandCalls(GetPublicKeyCommand)).toHaveLength(1);
-    expect(awsCalls.kms).toEqual({ GetPublicKey: 1 });
+    expect(sentCommands(kms)).toEqual({ GetPublicKey: 1 });
   });
 
   it('does not cache a failure', async () => {
@@ -157,7 +155,7 @@ describe('KmsKeyService.deriveSharedSecret (ECDH-ES+A256KW)', () => {
     expect(Buffer.from(input?.PublicKey as Uint8Array)).toEqual(
       ephemeral.export({ format: 'der', type: 'spki' }),
     );
-    expect(awsCalls.kms).toEqual({ DeriveSharedSecret: 1 });
+    expect(sentCommands(kms)).toEqual({ DeriveSharedSecret: 1 });
   });
 
   it.each([

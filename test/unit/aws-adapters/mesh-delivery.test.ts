@@ -5,13 +5,15 @@
  * mailbox with that mailbox's secret; other targets go to the AWS deliverer; a retried delivery is
  * not sent twice; a rotated secret is picked up; a stack and configuration that disagree are refused.
  */
+
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AwsDeliverer } from '../../../lib/adapters/aws/aws-deliverer.js';
 import { awsPortsFromEnv, createAwsClients } from '../../../lib/adapters/aws/clients.js';
+import { MESH_POLL_ENV } from '../../../lib/adapters/aws/deployment-names.js';
 import { awsMeshDeliverer, SecretBackedMeshClient } from '../../../lib/adapters/aws/mesh-delivery.js';
-import { type AwsMeshConnection, MESH_POLL_ENV } from '../../../lib/adapters/aws/mesh-poll-job.js';
+import type { AwsMeshConnection } from '../../../lib/adapters/aws/mesh-poll-job.js';
 import { SecretsManagerMeshCredentials } from '../../../lib/adapters/aws/mesh-secrets.js';
 import { MemoryOnceStore } from '../../../lib/adapters/local/memory-stores.js';
 import type { LoadedConfig } from '../../../lib/config/load.js';

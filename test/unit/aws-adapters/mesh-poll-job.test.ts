@@ -5,13 +5,14 @@
  * place of MESH: one pass under the lease, skipped while another holds it, stopped in time before
  * the deadline, the lease given back on failure, secrets cached and never shown.
  */
+
 import { inspect } from 'node:util';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MESH_POLL_ENV } from '../../../lib/adapters/aws/deployment-names.js';
 import { DynamoLease } from '../../../lib/adapters/aws/dynamo-lease.js';
 import {
-  MESH_POLL_ENV,
   type MeshPollSetup,
   meshPollSetupFromEnv,
   runMeshPollJob,

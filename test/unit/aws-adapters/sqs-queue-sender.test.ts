@@ -1,10 +1,9 @@
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { awsCalls, resetAwsCalls } from '../../../lib/adapters/aws/calls.js';
 import { chunkForBatch, SqsQueueSender } from '../../../lib/adapters/aws/sqs-queue-sender.js';
 import { ConfigError, TransientError } from '../../../lib/errors.js';
-import { networkError, serviceError } from './faults.js';
+import { networkError, sentCommands, serviceError } from './faults.js';
 
 const sqs = mockClient(SQSClient);
 const sender = () =>
@@ -12,7 +11,6 @@ const sender = () =>
 
 beforeEach(() => {
   sqs.reset();
-  resetAwsCalls();
 });
 
 describe('chunkForBatch', () => {
@@ -50,7 +48,7 @@ describe('SqsQueueSender.sendBatch', () => {
     );
 
     expect(result).toEqual({ failed: [3, 11] });
-    expect(awsCalls.sqs).toEqual({ SendMessageBatch: 2 });
+    expect(sentCommands(sqs)).toEqual({ SendMessageBatch: 2 });
     expect(sqs.commandCalls(SendMessageBatchCommand)[0]?.args[0].input.Entries?.[0]).toEqual({
       Id: '0',
       MessageBody: 'body-0',

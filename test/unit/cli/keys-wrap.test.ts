@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { GenerateDataKeyPairWithoutPlaintextCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { wrappedKeyContext } from '../../../lib/adapters/aws/cached-key-service.js';
+import { wrappedKeyContext } from '../../../lib/adapters/aws/deployment-names.js';
 import { main } from '../../../lib/cli/main.js';
 import { makeTempDir, removeTempDirs } from '../../support/world.js';
 import { networkError, serviceError } from '../aws-adapters/faults.js';

@@ -5,15 +5,11 @@
  * the whole-pipeline stage map, the testkit, or a client it never uses fails here. Bundle sizes go
  * to reports/bundles.json (and the test output).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { build, type Metafile } from 'esbuild';
 import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  CREATE_REQUIRE_BANNER,
-  PIPELINE_BUNDLING,
-  PIPELINE_RUNTIME,
-} from '../../../cdk/constructs/pipeline-function.js';
+import { handlerBundleOptions } from '../../../cdk/constructs/pipeline-function.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 
@@ -107,25 +103,18 @@ const HANDLERS: Record<string, Expectation> = {
   },
 };
 
-/** The construct's bundling, as esbuild options (what `NodejsFunction` passes to local esbuild). */
+/**
+ * The construct's bundling (handlerBundleOptions), with the AWS SDK bundled as for an emulator
+ * deploy: so the SDK clients a handler pulls in are inputs of its bundle and can be checked.
+ */
 function constructOptions(entry: string) {
+  const options = handlerBundleOptions({ bundleAwsSdk: true });
   return {
+    ...options,
+    mainFields: [...options.mainFields],
+    external: [...options.external],
     entryPoints: [path.join(ROOT, entry)],
     absWorkingDir: ROOT,
-    bundle: true,
-    platform: 'node' as const,
-    target: PIPELINE_RUNTIME.name.replace(/^nodejs(\d+)\.x$/, 'node$1'),
-    format: PIPELINE_BUNDLING.format,
-    mainFields: PIPELINE_BUNDLING.mainFields,
-    minify: PIPELINE_BUNDLING.minify,
-    sourcemap: PIPELINE_BUNDLING.sourceMap,
-    sourcesContent: PIPELINE_BUNDLING.sourcesContent,
-    external: PIPELINE_BUNDLING.externalModules,
-    banner: { js: CREATE_REQUIRE_BANNER },
-    // As at synth: the validated configuration compiled in (lib/config/source.ts).
-    define: {
-      __ITK3_CONFIG__: JSON.stringify(readFileSync(path.join(ROOT, 'docs/config.example.json'), 'utf8')),
-    },
     metafile: true,
     write: false,
     outfile: path.join(ROOT, 'out', path.basename(entry).replace(/\.ts$/, '.mjs')),
