@@ -12,6 +12,8 @@ export default defineConfig({
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
       // No CloudWatch in tests: Powertools would print EMF blobs to stdout.
       POWERTOOLS_METRICS_DISABLED: 'true',
+      // Quiet stage handlers (a line per record otherwise); the log-scanning suites set DEBUG themselves.
+      POWERTOOLS_LOG_LEVEL: 'SILENT',
     },
   },
 });
