@@ -41,6 +41,7 @@ import {
   awsDlqShow,
   awsTrace,
   commandLinePipeline,
+  commandLinePool,
   dlqList,
   dlqRedrive,
   dlqShow,
@@ -78,11 +79,11 @@ Commands:
                                             mint a sender credential with an issuer key from the keystore
   seal FILE --signer-kid KID --to ODS [--recipient-kid KID | --recipient-jwks F] [--keystore F] [--out F]
                                             sign then encrypt an ITK3 Bundle (XML or JSON) for a recipient
-  process PATH... --config F [--keystore F] [--out DIR]
+  process PATH... --config F [--keystore F] [--out DIR] [--workers N]
                                             run sealed messages (NAME.jwe with its credential NAME.jwt) through
                                             the embedded pipeline; one JSON line per message as it finishes; state in
                                             DIR/state.db, a re-run finishes what a killed run left
-  serve --config F [--keystore F] [--port N] [--out DIR] [--stop-timeout S] [--mesh] [--allowed-host H:P]...
+  serve --config F [--keystore F] [--port N] [--out DIR] [--stop-timeout S] [--mesh] [--workers N] [--allowed-host H:P]...
         [--headers-timeout S] [--request-timeout S] [--keep-alive-timeout S] [--idle-timeout S]
         [--max-connections N] [--max-backlog-messages N] [--max-backlog-bytes N]
                                             HTTP POST /messages on 127.0.0.1 into the embedded pipeline;
@@ -466,6 +467,7 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
       config: { type: 'string' },
       keystore: { type: 'string', default: '.itk3/keystore.json' },
       out: { type: 'string', default: '.itk3/run' },
+      workers: { type: 'string' },
     },
     true,
   );
@@ -475,8 +477,9 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
   const keys = new SoftwareKeyService(readKeystore(values.keystore));
   const sealedFiles = positionals.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
+  const pool = await commandLinePool(values.workers, values.keystore, config);
   const state = openRunState(values.out);
-  const pipeline = commandLinePipeline(config, keys, state);
+  const pipeline = commandLinePipeline(config, keys, state, pool ? { pool } : {});
   const stop = () => pipeline.stop();
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
@@ -565,6 +568,7 @@ async function processCommand(argv: readonly string[], write: Write): Promise<nu
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     state.close();
+    await pool?.close();
   }
 }
 
@@ -586,6 +590,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     mesh: { type: 'boolean', default: false },
     console: { type: 'boolean' },
     'operator-token-file': { type: 'string' },
+    workers: { type: 'string' },
   });
   if (!values.config) throw new UsageError('--config is required');
   const port = Number(values.port);
@@ -638,9 +643,11 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
         : undefined;
   let failed: Error | undefined;
   let fail: (e: Error) => void = () => undefined;
+  const pool = await commandLinePool(values.workers, values.keystore, config);
   const server = await startServer({
     config,
     keys: new SoftwareKeyService(readKeystore(values.keystore)),
+    ...(pool ? { pool } : {}),
     baseDir: resolve(values.out),
     port,
     limits,
@@ -694,6 +701,7 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
     }
   }
   await stopped;
+  await pool?.close({ timeoutMs: 0 });
   // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never
   // committed, so exiting now loses nothing and keeps the stop bound.
   setTimeout(() => process.exit(), 200).unref();

@@ -11,6 +11,7 @@
  */
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
+import type { WorkerPool } from '../adapters/local/worker-pool.js';
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
@@ -85,6 +86,18 @@ export interface EmbeddedOptions {
   ports?: Partial<Ports>;
   /** Handlers to invoke; defaults to the deployed handler exports. */
   handlers?: Record<StageName, StageHandler>;
+  /**
+   * Run the CPU-heavy steps (recipient-key unwrap, signature checks, Bundle reading) on this worker
+   * pool, and invoke the stages with work waiting side by side so the pool's workers and this
+   * thread stay busy together (lib/adapters/local/worker-pool.ts). The caller closes the pool.
+   */
+  pool?: WorkerPool;
+  /**
+   * Invoke every stage that has work in one drain round concurrently (their writes share one unit
+   * of work). Defaults to on with a `pool` (it keeps the workers and this thread busy together);
+   * off, stages run one invocation at a time.
+   */
+  sideBySide?: boolean;
 }
 
 export interface BacklogLimits {
@@ -157,6 +170,8 @@ export class EmbeddedPipeline {
   #finished: StoredOutcome[] = [];
   #stopping = false;
   #wake: (() => void) | undefined;
+  /** With a worker pool: one drain round invokes every stage with work, concurrently. */
+  readonly #sideBySide: boolean;
 
   constructor(opts: EmbeddedOptions) {
     this.config = opts.config;
@@ -210,8 +225,10 @@ export class EmbeddedPipeline {
       sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
         this.#sendInbound(body, attributes),
     };
+    this.#sideBySide = opts.sideBySide ?? opts.pool !== undefined;
     this.ports = {
-      keys: opts.keys,
+      keys: opts.pool ? opts.pool.keyService(opts.keys) : opts.keys,
+      ...(opts.pool ? { cpu: opts.pool.cpu } : {}),
       queues: sender,
       once: this.once,
       blobs: this.blobs,
@@ -320,6 +337,7 @@ export class EmbeddedPipeline {
     let invoked = 0;
     for (let round = 0; round < maxRounds && !this.#stopping; round += 1) {
       let progressed = false;
+      const sideBySide: Promise<void>[] = [];
       // Later stages first, so a long run keeps few records in flight.
       for (const stage of [...STAGES].reverse()) {
         if (this.#stopping) break;
@@ -332,7 +350,19 @@ export class EmbeddedPipeline {
         if (batch.length === 0) continue;
         progressed = true;
         invoked += 1;
+        // Side by side (with a pool), every receive of the round is committed before any handler
+        // runs; the invocations then share one unit of work, committed when the last one ends.
+        if (this.#sideBySide) {
+          sideBySide.push(this.#invoke(stage, batch, handlers[stage]));
+          continue;
+        }
         await this.#invoke(stage, batch, handlers[stage]);
+        opts.onProgress?.(invoked);
+      }
+      if (sideBySide.length > 0) {
+        // Every invocation ends (and releases its hold) before a failure is reported.
+        const failure = (await Promise.allSettled(sideBySide)).find((r) => r.status === 'rejected');
+        if (failure) throw failure.reason;
         opts.onProgress?.(invoked);
       }
       if (progressed) continue;

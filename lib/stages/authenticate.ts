@@ -7,12 +7,11 @@
  * of a captured (credential, sealed message) pair, is TOKEN_REPLAYED here: before any decryption,
  * signature or response (issue 9, class 4).
  */
-import { verifyCredential } from '../envelope/token.js';
 import { AuthenticationError, TransientError } from '../errors.js';
 import { attestationKid, verifyMeshAttestation } from '../mesh/attestation.js';
 import { meshMailboxKnown } from '../policy/mesh.js';
 import type { PipelineRecord } from '../record.js';
-import type { StageContext } from './context.js';
+import { cpuWork, type StageContext } from './context.js';
 
 export interface AuthenticateInput {
   record: PipelineRecord;
@@ -26,7 +25,7 @@ export async function authenticate(input: AuthenticateInput, ctx: StageContext):
   if (!record.credential) throw new AuthenticationError('TOKEN_MISSING', 'no credential was presented');
   if (!record.sealed) throw new AuthenticationError('TOKEN_MISSING', 'no sealed message was presented');
 
-  const credential = await verifyCredential(record.credential, ctx.config, record.receivedAt);
+  const credential = await cpuWork(ctx).verifyCredential(record.credential, record.receivedAt);
 
   const { clockSkewSeconds } = ctx.config.doc.limits;
   // Remember the jti until the token could no longer be accepted anywhere, plus skew and a margin.

@@ -1,13 +1,19 @@
 import { createHash } from 'node:crypto';
 import type { LoadedConfig } from '../config/load.js';
 import { TransientError } from '../errors.js';
-import type { Ports } from '../ports/index.js';
+import type { CpuWork, Ports } from '../ports/index.js';
 import type { Artefact, PipelineRecord } from '../record.js';
+import { inThreadCpuWork } from './cpu-work.js';
 
 /** What every stage function receives besides its record. */
 export interface StageContext {
   ports: Ports;
   config: LoadedConfig;
+}
+
+/** Where the stage's CPU-heavy pure steps run: the composition root's (a worker pool), or here. */
+export function cpuWork(ctx: StageContext): CpuWork {
+  return ctx.ports.cpu ?? inThreadCpuWork(ctx.config);
 }
 
 const encoder = new TextEncoder();

@@ -6,7 +6,6 @@
  * duplicate message (20007) / document (20008) detection.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { parseSigned, verifySigned } from '../envelope/jws.js';
 import {
   AuthenticationError,
   Itk3ValidationError,
@@ -14,12 +13,13 @@ import {
   SignatureError,
   TransientError,
 } from '../errors.js';
-import { type Itk3Message, parseBundle, validateItk3 } from '../itk3/index.js';
+import { type Itk3Message, validateItk3 } from '../itk3/index.js';
 import { workflowMatchesEvent } from '../mesh/workflows.js';
 import { ruleById } from '../policy/index.js';
 import type { ItkRouting, MeshFacts, PipelineRecord, VerifiedMessage } from '../record.js';
 import {
   artefactKey,
+  cpuWork,
   dropArtefact,
   loadArtefact,
   type StageContext,
@@ -39,8 +39,7 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
   const limits = config.doc.limits;
 
   const compact = await loadArtefact(ctx, record.signed);
-  const parsed = parseSigned(compact, limits);
-  const verified = await verifySigned(parsed, principal.organisation, config);
+  const verified = await cpuWork(ctx).openSigned(compact, principal.organisation);
 
   // The signed routing header is the authenticated one; the JWE copy must agree with it exactly.
   if (!isDeepStrictEqual({ ...verified.routing }, { ...routing })) {
@@ -62,7 +61,9 @@ export async function verifyStage(record: PipelineRecord, ctx: StageContext): Pr
     throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
   }
 
-  const msg = withHints(() => parseBundle(verified.payload, verified.format), { format: verified.format });
+  const msg = await withHintsAsync(() => cpuWork(ctx).parseBundle(verified.payload, verified.format), {
+    format: verified.format,
+  });
   const hints = {
     originalMessageId: msg.header.id,
     format: verified.format,
@@ -104,7 +105,7 @@ async function verifyPlainMesh(record: PipelineRecord, ctx: StageContext): Promi
     throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
   }
   const format = payload.subarray(0, 64).toString('latin1').trimStart().startsWith('{') ? 'json' : 'xml';
-  const msg = withHints(() => parseBundle(payload, format), { format });
+  const msg = await withHintsAsync(() => cpuWork(ctx).parseBundle(payload, format), { format });
   const hints = {
     originalMessageId: msg.header.id,
     format,
