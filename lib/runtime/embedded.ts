@@ -352,7 +352,9 @@ export class EmbeddedPipeline {
         invoked += 1;
         // Side by side (with a pool), every receive of the round is committed before any handler
         // runs; the invocations then share one unit of work, committed when the last one ends.
-        if (this.#sideBySide) {
+        // Deliver (first in this order) runs on its own: its writes leave the process (files, MESH),
+        // so its unit of work commits as soon as it ends, as without the pool.
+        if (this.#sideBySide && stage !== 'deliver') {
           sideBySide.push(this.#invoke(stage, batch, handlers[stage]));
           continue;
         }
@@ -362,6 +364,8 @@ export class EmbeddedPipeline {
       if (sideBySide.length > 0) {
         // Every invocation ends (and releases its hold) before a failure is reported.
         const failure = (await Promise.allSettled(sideBySide)).find((r) => r.status === 'rejected');
+        // Outcomes are told once committed, i.e. once the last invocation has released its hold.
+        this.#announce();
         if (failure) throw failure.reason;
         opts.onProgress?.(invoked);
       }
@@ -447,7 +451,8 @@ export class EmbeddedPipeline {
     } finally {
       this.state.release();
     }
-    this.#announce();
+    // Side by side, the shared unit of work commits after the round: the round tells outcomes then.
+    if (!this.#sideBySide) this.#announce();
   }
 
   /** A trace ended (it left deliver, or was refused unanswered): record its outcome, drop its blobs. */

@@ -244,7 +244,6 @@ export class WorkerPool {
 
   #spawn(restarts: number[] = []): { slot: Slot; ready: Promise<void> } {
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: this.#data });
-    worker.unref();
     const slot: Slot = { worker, inFlight: new Map(), restarts, dead: false };
     let started = false;
     const ready = new Promise<void>((resolve, reject) => {
@@ -265,6 +264,12 @@ export class WorkerPool {
     });
     // A replacement's failure to start is handled by its own exit; nobody else awaits it.
     ready.catch(() => undefined);
+    // Starting, a worker keeps the process alive (someone awaits it); idle, it must not. Settled
+    // once the listeners are on (adding one refs the worker again).
+    void ready.then(
+      () => slot.inFlight.size === 0 && worker.unref(),
+      () => undefined,
+    );
     return { slot, ready };
   }
 
