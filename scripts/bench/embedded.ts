@@ -90,6 +90,7 @@ function instrumentedPipeline(
   clockStart: number,
   timed = true,
   pool?: WorkerPool,
+  sideBySide?: boolean,
 ) {
   // Delivery folders on tmpfs where there is one: the folder deliverer stands in for S3/SQS targets,
   // and synchronous writes to this machine's disk (≈ 0.5 ms a file here, ≈ 0.03 ms on tmpfs) would
@@ -165,6 +166,7 @@ function instrumentedPipeline(
     clock: new VirtualClock(clockStart),
     handlers,
     ...(pool ? { pool } : {}),
+    ...(sideBySide !== undefined ? { sideBySide } : {}),
     ports: {
       blobs: {
         put: (key, bytes) => {
@@ -249,9 +251,10 @@ export async function backlogThroughput(
   messages: readonly PreparedMessage[],
   clockStart: number,
   pool?: WorkerPool,
+  opts: { sideBySide?: boolean } = {},
 ): Promise<{ throughput: number; cpuMsPerMessage: number }> {
   const c0 = process.cpuUsage();
-  const { throughput } = await backlogRun(world, keys, messages, clockStart, false, pool);
+  const { throughput } = await backlogRun(world, keys, messages, clockStart, false, pool, opts.sideBySide);
   return { throughput, cpuMsPerMessage: cpuMsSince(c0) / messages.length };
 }
 
@@ -262,8 +265,9 @@ async function backlogRun(
   clockStart: number,
   timed = true,
   pool?: WorkerPool,
+  sideBySide?: boolean,
 ): Promise<RunFigures> {
-  const h = instrumentedPipeline(world, keys, clockStart, timed, pool);
+  const h = instrumentedPipeline(world, keys, clockStart, timed, pool, sideBySide);
   try {
     const submitted = new Map<string, number>();
     const t0 = performance.now();
