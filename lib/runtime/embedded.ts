@@ -88,14 +88,15 @@ export interface EmbeddedOptions {
   handlers?: Record<StageName, StageHandler>;
   /**
    * Run the CPU-heavy steps (recipient-key unwrap, signature checks, Bundle reading) on this worker
-   * pool, and invoke the stages with work waiting side by side so the pool's workers and this
-   * thread stay busy together (lib/adapters/local/worker-pool.ts). The caller closes the pool.
+   * pool (lib/adapters/local/worker-pool.ts); a batch's records, processed concurrently, then use
+   * every core. The caller closes the pool.
    */
   pool?: WorkerPool;
   /**
-   * Invoke every stage that has work in one drain round concurrently (their writes share one unit
-   * of work). Defaults to on with a `pool` (it keeps the workers and this thread busy together);
-   * off, stages run one invocation at a time.
+   * With a `pool`: invoke authenticate, authorise, decrypt and verify side by side when each has
+   * work (their writes share one unit of work; deliver keeps its own), so this thread's work of one
+   * stage overlaps the workers' of another. Off by default: on the shared 2-core host it was
+   * measured no faster than one invocation at a time (docs/PERFORMANCE.md, "Both cores").
    */
   sideBySide?: boolean;
 }
@@ -170,7 +171,7 @@ export class EmbeddedPipeline {
   #finished: StoredOutcome[] = [];
   #stopping = false;
   #wake: (() => void) | undefined;
-  /** With a worker pool: one drain round invokes every stage with work, concurrently. */
+  /** With a worker pool and `sideBySide`: one drain round invokes the stages with work concurrently. */
   readonly #sideBySide: boolean;
 
   constructor(opts: EmbeddedOptions) {
@@ -225,7 +226,7 @@ export class EmbeddedPipeline {
       sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
         this.#sendInbound(body, attributes),
     };
-    this.#sideBySide = opts.sideBySide ?? opts.pool !== undefined;
+    this.#sideBySide = opts.pool !== undefined && opts.sideBySide === true;
     this.ports = {
       keys: opts.pool ? opts.pool.keyService(opts.keys) : opts.keys,
       ...(opts.pool ? { cpu: opts.pool.cpu } : {}),
@@ -350,7 +351,7 @@ export class EmbeddedPipeline {
         if (batch.length === 0) continue;
         progressed = true;
         invoked += 1;
-        // Side by side (with a pool), every receive of the round is committed before any handler
+        // Side by side (pool + option), every receive of the round is committed before any handler
         // runs; the invocations then share one unit of work, committed when the last one ends.
         // Deliver (first in this order) runs on its own: its writes leave the process (files, MESH),
         // so its unit of work commits as soon as it ends, as without the pool.

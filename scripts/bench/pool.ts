@@ -3,8 +3,9 @@
  * pool ÷ without it, side by side in one run.
  *
  * - **Embedded, small messages**, RSA-4096 and RSA-2048 recipient keys: backlog runs (submit all,
- *   drain) of the deployed handlers, rotating without the pool, with it (stages side by side, the
- *   default) and with it but stages one at a time (what side by side buys), round by round so the
+ *   drain) of the deployed handlers, rotating without the pool, with it (the default: one stage
+ *   invocation at a time, a batch's records concurrent) and with it plus the runtime's `sideBySide`
+ *   option (stages invoked concurrently: what more batches in flight buy), round by round so the
  *   host's load hits every variant alike. The ratio is the median of the per-round ratios.
  * - **`itk3 process` on the real 63 KB sample**: `--workers 0` against the default (a pool of
  *   `os.availableParallelism()` workers), per message with start-up cancelled out (n and 2n).
@@ -36,14 +37,14 @@ export interface PoolRow {
   workload: 'embedded small' | 'itk3 process 63 KB';
   modulus: number;
   workers: number;
-  /** msg/s without and with the pool (stages side by side). */
+  /** msg/s without and with the pool (the default: one stage invocation at a time). */
   without: Summary;
   with: Summary;
-  /** With the pool, stages one invocation at a time (embedded only). */
-  oneAtATime?: Summary;
+  /** With the pool and the stages invoked side by side (embedded only). */
+  sideBySide?: Summary;
   /** Median of the per-round ratios with ÷ without, and their spread. */
   ratio: Summary;
-  oneAtATimeRatio?: Summary;
+  sideBySideRatio?: Summary;
   /** CPU ms per message (every thread) without and with; main-thread CPU ms per message with. */
   cpuWithout: Summary;
   cpuWith: Summary;
@@ -83,7 +84,7 @@ export async function benchPoolEmbedded(
   const pool = await WorkerPool.start({ size: workers, keystoreFile: keystore.file, config: world.config });
   const load0 = loadavg()[0] ?? 0;
   try {
-    const run = async (variant: 'without' | 'with' | 'one-at-a-time') => {
+    const run = async (variant: 'without' | 'with' | 'side-by-side') => {
       const t0 = threadCpuMs();
       const result = await backlogThroughput(
         world,
@@ -91,7 +92,7 @@ export async function benchPoolEmbedded(
         messages,
         now,
         variant === 'without' ? undefined : pool,
-        variant === 'one-at-a-time' ? { sideBySide: false } : {},
+        variant === 'side-by-side' ? { sideBySide: true } : {},
       );
       const t1 = threadCpuMs();
       return {
@@ -102,27 +103,27 @@ export async function benchPoolEmbedded(
     const warm = messages.slice(0, Math.min(20, messages.length));
     await backlogThroughput(world, keys, warm, now);
     await backlogThroughput(world, keys, warm, now, pool);
-    const figures = { without: [] as number[], with: [] as number[], one: [] as number[] };
+    const figures = { without: [] as number[], with: [] as number[], side: [] as number[] };
     const cpu = { without: [] as number[], with: [] as number[], main: [] as number[] };
-    const ratios = { with: [] as number[], one: [] as number[] };
+    const ratios = { with: [] as number[], side: [] as number[] };
     for (let r = 0; r < plan.rounds; r += 1) {
       // Rotate the order so no variant always runs first after a pause.
-      const order = (['without', 'with', 'one-at-a-time'] as const).map((_, i, all) => all[(i + r) % 3]!);
+      const order = (['without', 'with', 'side-by-side'] as const).map((_, i, all) => all[(i + r) % 3]!);
       const got: Partial<Record<(typeof order)[number], Awaited<ReturnType<typeof run>>>> = {};
       for (const variant of order) got[variant] = await run(variant);
       const a = got.without!;
       const b = got.with!;
-      const c = got['one-at-a-time']!;
+      const c = got['side-by-side']!;
       figures.without.push(a.throughput);
       figures.with.push(b.throughput);
-      figures.one.push(c.throughput);
+      figures.side.push(c.throughput);
       cpu.without.push(a.cpuMsPerMessage);
       cpu.with.push(b.cpuMsPerMessage);
       if (b.mainMs !== undefined) cpu.main.push(b.mainMs);
       ratios.with.push(b.throughput / a.throughput);
-      ratios.one.push(c.throughput / a.throughput);
+      ratios.side.push(c.throughput / a.throughput);
       log(
-        `  pool RSA-${modulus} round ${r + 1}/${plan.rounds}: without ${a.throughput.toFixed(1)}, with ${b.throughput.toFixed(1)}, one stage at a time ${c.throughput.toFixed(1)} msg/s`,
+        `  pool RSA-${modulus} round ${r + 1}/${plan.rounds}: without ${a.throughput.toFixed(1)}, with ${b.throughput.toFixed(1)}, stages side by side ${c.throughput.toFixed(1)} msg/s`,
       );
     }
     const cpuWithout = summarise(cpu.without);
@@ -134,9 +135,9 @@ export async function benchPoolEmbedded(
       workers,
       without: summarise(figures.without),
       with: summarise(figures.with),
-      oneAtATime: summarise(figures.one),
+      sideBySide: summarise(figures.side),
       ratio: summarise(ratios.with),
-      oneAtATimeRatio: summarise(ratios.one),
+      sideBySideRatio: summarise(ratios.side),
       cpuWithout,
       cpuWith,
       ...(mainThreadCpuWith ? { mainThreadCpuWith } : {}),

@@ -52,12 +52,18 @@ function phaseOf(message: ScenarioMessage): number {
 }
 
 /** Submit the scenario phase by phase, draining between phases, as the demo does. */
-async function runScenario(scenario: ScenarioMessage[], samples: Sample[], pool?: WorkerPool): Promise<Run> {
+async function runScenario(
+  scenario: ScenarioMessage[],
+  samples: Sample[],
+  pool?: WorkerPool,
+  sideBySide?: boolean,
+): Promise<Run> {
   const baseDir = makeTempDir('itk3-e2e-');
   const pipeline = embeddedPipeline(world, {
     baseDir,
     auditFile: join(baseDir, 'audit.jsonl'),
     ...(pool ? { pool } : {}),
+    ...(sideBySide !== undefined ? { sideBySide } : {}),
   });
   const traces: string[] = new Array(scenario.length);
   const phases = [...new Set(scenario.map(phaseOf))].sort((a, b) => a - b);
@@ -326,6 +332,8 @@ describe('e2e: the demo scenario on the worker pool (issue 14: same results and 
   let pool: WorkerPool | undefined;
   let withPool: Run | undefined;
   let without: Run | undefined;
+  /** With the runtime's `sideBySide` option: stages invoked concurrently, one shared unit of work. */
+  let sideBySide: Run | undefined;
 
   beforeAll(async () => {
     const keystoreFile = join(makeTempDir('itk3-e2e-pool-'), 'keystore.json');
@@ -337,6 +345,7 @@ describe('e2e: the demo scenario on the worker pool (issue 14: same results and 
     const scenario = await buildScenario(world, Date.now());
     without = await runScenario(scenario, samples);
     withPool = await runScenario(scenario, samples, pool);
+    sideBySide = await runScenario(scenario, samples, pool, true);
   });
   afterAll(async () => {
     await pool?.close();
@@ -354,10 +363,12 @@ describe('e2e: the demo scenario on the worker pool (issue 14: same results and 
     expectEveryMessageAsExpected(withPool!);
     const strip = ({ traceId: _t, ...rest }: MessageOutcome) => rest;
     expect(withPool!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
+    expect(sideBySide!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
   });
 
   it('the audit trail holds the same events per message, in the same order', () => {
     expect(auditByMessage(withPool!)).toEqual(auditByMessage(without!));
+    expect(auditByMessage(sideBySide!)).toEqual(auditByMessage(without!));
   });
 
   it('deliveries are byte-identical, responses verify and the audit trail is clean', async () => {

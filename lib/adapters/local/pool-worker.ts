@@ -14,7 +14,7 @@ import { PipelineError, RejectionError } from '../../errors.js';
 import { inThreadCpuWork } from '../../stages/cpu-work.js';
 import { readKeystore } from './keystore.js';
 import { SoftwareKeyService } from './software-keys.js';
-import type { PoolReply, PoolTask, PoolWorkerData, SerializedError } from './worker-pool.js';
+import type { PoolReply, PoolTask, PoolWorkerData, SerializedError, TaskReply } from './worker-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('pool-worker runs only as a worker thread');
@@ -33,11 +33,23 @@ try {
   process.exit(1);
 }
 
-port.on('message', (task: PoolTask) => {
-  void run(task).then(
-    ({ value, transfer }) => port.postMessage({ id: task.id, ok: true, value } satisfies PoolReply, transfer),
-    (error: unknown) =>
-      port.postMessage({ id: task.id, ok: false, error: serialize(error) } satisfies PoolReply),
+// The pool posts the tasks of one turn together; they are answered together (one message back).
+port.on('message', (tasks: PoolTask[]) => {
+  void Promise.all(
+    tasks.map((task) =>
+      run(task).then(
+        ({ value, transfer }) => ({ reply: { id: task.id, ok: true, value } as TaskReply, transfer }),
+        (error: unknown) => ({
+          reply: { id: task.id, ok: false, error: serialize(error) } as TaskReply,
+          transfer: [],
+        }),
+      ),
+    ),
+  ).then((answers) =>
+    port.postMessage(
+      answers.map((a) => a.reply),
+      answers.flatMap((a) => a.transfer),
+    ),
   );
 });
 

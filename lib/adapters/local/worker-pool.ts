@@ -64,11 +64,12 @@ export interface SerializedError {
   responseHints?: RejectionError['responseHints'];
 }
 
-export type PoolReply =
-  | { ready: true }
-  | { startupError: string }
+/** A worker's answer to one task; the answers to one message's tasks come back as one array. */
+export type TaskReply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: SerializedError };
+
+export type PoolReply = { ready: true } | { startupError: string };
 
 export interface WorkerPoolOptions {
   /** Number of workers, at least 1 (see {@link workerCount}). */
@@ -108,6 +109,9 @@ interface Slot {
   /** When this slot's workers died (recent ones only), to stop restarting a crash loop. */
   restarts: number[];
   dead: boolean;
+  /** Tasks of this turn of the event loop, posted together (one message, one wake-up). */
+  outbox: PoolTask[];
+  outboxTransfer: ArrayBuffer[];
 }
 
 const ENTRY = new URL(`./pool-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
@@ -226,9 +230,20 @@ export class WorkerPool {
     return new Promise((resolve, reject) => {
       slot.inFlight.set(id, { resolve, reject, op: task.op });
       slot.worker.ref(); // a task in flight keeps the process alive until it is answered
-      const transfer = taskTransfer(task);
-      slot.worker.postMessage({ ...task, id }, transfer);
+      // A batch's records post their tasks in the same turn: one message per worker per turn.
+      if (slot.outbox.length === 0) setImmediate(() => this.#flush(slot));
+      slot.outbox.push({ ...task, id } as PoolTask);
+      slot.outboxTransfer.push(...taskTransfer(task));
     });
+  }
+
+  #flush(slot: Slot): void {
+    const tasks = slot.outbox;
+    const transfer = slot.outboxTransfer;
+    slot.outbox = [];
+    slot.outboxTransfer = [];
+    // A worker that died meanwhile has failed these tasks already (its exit did the accounting).
+    if (tasks.length > 0 && slot.worker.threadId !== -1) slot.worker.postMessage(tasks, transfer);
   }
 
   /** The least busy live worker; ties go round the pool. */
@@ -244,16 +259,18 @@ export class WorkerPool {
 
   #spawn(restarts: number[] = []): { slot: Slot; ready: Promise<void> } {
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: this.#data });
-    const slot: Slot = { worker, inFlight: new Map(), restarts, dead: false };
+    const slot: Slot = { worker, inFlight: new Map(), restarts, dead: false, outbox: [], outboxTransfer: [] };
     let started = false;
     const ready = new Promise<void>((resolve, reject) => {
-      worker.on('message', (reply: PoolReply) => {
-        if ('ready' in reply) {
+      worker.on('message', (reply: PoolReply | TaskReply[]) => {
+        if (Array.isArray(reply)) {
+          for (const r of reply) this.#settle(slot, r);
+        } else if ('ready' in reply) {
           started = true;
           resolve();
         } else if ('startupError' in reply) {
           reject(new Error(`a pool worker could not start: ${reply.startupError}`));
-        } else this.#settle(slot, reply);
+        }
       });
       // An uncaught error ends the worker: 'exit' follows and does the accounting.
       worker.on('error', () => undefined);
@@ -273,7 +290,7 @@ export class WorkerPool {
     return { slot, ready };
   }
 
-  #settle(slot: Slot, reply: Extract<PoolReply, { id: number }>): void {
+  #settle(slot: Slot, reply: TaskReply): void {
     const pending = slot.inFlight.get(reply.id);
     if (!pending) return;
     slot.inFlight.delete(reply.id);
