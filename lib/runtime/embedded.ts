@@ -95,8 +95,9 @@ export interface EmbeddedOptions {
   /**
    * With a `pool`: invoke authenticate, authorise, decrypt and verify side by side when each has
    * work (their writes share one unit of work; deliver keeps its own), so this thread's work of one
-   * stage overlaps the workers' of another. Off by default: on the shared 2-core host it was
-   * measured no faster than one invocation at a time (docs/PERFORMANCE.md, "Both cores").
+   * stage overlaps the workers' of another. On by default with a pool: one invocation at a time
+   * leaves this thread idle while the workers unwrap a decrypt batch, which bounds the gain below
+   * the target on 2 cores (docs/PERFORMANCE.md, "Both cores"); `false` turns it off.
    */
   sideBySide?: boolean;
 }
@@ -171,7 +172,7 @@ export class EmbeddedPipeline {
   #finished: StoredOutcome[] = [];
   #stopping = false;
   #wake: (() => void) | undefined;
-  /** With a worker pool and `sideBySide`: one drain round invokes the stages with work concurrently. */
+  /** With a worker pool (unless `sideBySide: false`): one drain round invokes the stages concurrently. */
   readonly #sideBySide: boolean;
 
   constructor(opts: EmbeddedOptions) {
@@ -226,7 +227,7 @@ export class EmbeddedPipeline {
       sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
         this.#sendInbound(body, attributes),
     };
-    this.#sideBySide = opts.pool !== undefined && opts.sideBySide === true;
+    this.#sideBySide = opts.pool !== undefined && opts.sideBySide !== false;
     this.ports = {
       keys: opts.pool ? opts.pool.keyService(opts.keys) : opts.keys,
       ...(opts.pool ? { cpu: opts.pool.cpu } : {}),
@@ -351,7 +352,7 @@ export class EmbeddedPipeline {
         if (batch.length === 0) continue;
         progressed = true;
         invoked += 1;
-        // Side by side (pool + option), every receive of the round is committed before any handler
+        // Side by side (with a pool), every receive of the round is committed before any handler
         // runs; the invocations then share one unit of work, committed when the last one ends.
         // Deliver (first in this order) runs on its own: its writes leave the process (files, MESH),
         // so its unit of work commits as soon as it ends, as without the pool.

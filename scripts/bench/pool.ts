@@ -3,10 +3,10 @@
  * pool ÷ without it, side by side in one run.
  *
  * - **Embedded, small messages**, RSA-4096 and RSA-2048 recipient keys: backlog runs (submit all,
- *   drain) of the deployed handlers, rotating without the pool, with it (the default: one stage
- *   invocation at a time, a batch's records concurrent) and with it plus the runtime's `sideBySide`
- *   option (stages invoked concurrently: what more batches in flight buy), round by round so the
- *   host's load hits every variant alike. The ratio is the median of the per-round ratios.
+ *   drain) of the deployed handlers, rotating without the pool, with it (the default: stages
+ *   invoked side by side) and with it but one stage invocation at a time (`sideBySide: false`: what
+ *   more batches in flight buy), round by round so the host's load hits every variant alike. The
+ *   ratio is the median of the per-round ratios.
  * - **`itk3 process` on the real 63 KB sample**: `--workers 0` against the default (a pool of
  *   `os.availableParallelism()` workers), per message with start-up cancelled out (n and 2n).
  *
@@ -37,20 +37,25 @@ export interface PoolRow {
   workload: 'embedded small' | 'itk3 process 63 KB';
   modulus: number;
   workers: number;
-  /** msg/s without and with the pool (the default: one stage invocation at a time). */
+  /** msg/s without and with the pool (the default: stages side by side). */
   without: Summary;
   with: Summary;
-  /** With the pool and the stages invoked side by side (embedded only). */
-  sideBySide?: Summary;
+  /** With the pool, one stage invocation at a time (embedded only). */
+  oneAtATime?: Summary;
   /** Median of the per-round ratios with ÷ without, and their spread. */
   ratio: Summary;
-  sideBySideRatio?: Summary;
+  oneAtATimeRatio?: Summary;
   /** CPU ms per message (every thread) without and with; main-thread CPU ms per message with. */
   cpuWithout: Summary;
   cpuWith: Summary;
   mainThreadCpuWith?: Summary;
-  /** The CPU bound on an idle machine with `cores` cores (see the module comment). */
+  /** The CPU bound on an idle machine with `cores` cores, stages side by side (module comment). */
   cpuBound?: number;
+  /**
+   * The same, one stage invocation at a time: the main thread waits while the workers run a batch,
+   * so CPU/msg no pool ÷ (main-thread CPU/msg + the rest ÷ cores).
+   */
+  cpuBoundOneAtATime?: number;
   /** 1-minute load average before and after the rows were measured. */
   load: [number, number];
   target?: number;
@@ -84,7 +89,7 @@ export async function benchPoolEmbedded(
   const pool = await WorkerPool.start({ size: workers, keystoreFile: keystore.file, config: world.config });
   const load0 = loadavg()[0] ?? 0;
   try {
-    const run = async (variant: 'without' | 'with' | 'side-by-side') => {
+    const run = async (variant: 'without' | 'with' | 'one-at-a-time') => {
       const t0 = threadCpuMs();
       const result = await backlogThroughput(
         world,
@@ -92,7 +97,7 @@ export async function benchPoolEmbedded(
         messages,
         now,
         variant === 'without' ? undefined : pool,
-        variant === 'side-by-side' ? { sideBySide: true } : {},
+        variant === 'one-at-a-time' ? { sideBySide: false } : {},
       );
       const t1 = threadCpuMs();
       return {
@@ -108,12 +113,12 @@ export async function benchPoolEmbedded(
     const ratios = { with: [] as number[], side: [] as number[] };
     for (let r = 0; r < plan.rounds; r += 1) {
       // Rotate the order so no variant always runs first after a pause.
-      const order = (['without', 'with', 'side-by-side'] as const).map((_, i, all) => all[(i + r) % 3]!);
+      const order = (['without', 'with', 'one-at-a-time'] as const).map((_, i, all) => all[(i + r) % 3]!);
       const got: Partial<Record<(typeof order)[number], Awaited<ReturnType<typeof run>>>> = {};
       for (const variant of order) got[variant] = await run(variant);
       const a = got.without!;
       const b = got.with!;
-      const c = got['side-by-side']!;
+      const c = got['one-at-a-time']!;
       figures.without.push(a.throughput);
       figures.with.push(b.throughput);
       figures.side.push(c.throughput);
@@ -123,7 +128,7 @@ export async function benchPoolEmbedded(
       ratios.with.push(b.throughput / a.throughput);
       ratios.side.push(c.throughput / a.throughput);
       log(
-        `  pool RSA-${modulus} round ${r + 1}/${plan.rounds}: without ${a.throughput.toFixed(1)}, with ${b.throughput.toFixed(1)}, stages side by side ${c.throughput.toFixed(1)} msg/s`,
+        `  pool RSA-${modulus} round ${r + 1}/${plan.rounds}: without ${a.throughput.toFixed(1)}, with ${b.throughput.toFixed(1)}, one stage at a time ${c.throughput.toFixed(1)} msg/s`,
       );
     }
     const cpuWithout = summarise(cpu.without);
@@ -135,9 +140,9 @@ export async function benchPoolEmbedded(
       workers,
       without: summarise(figures.without),
       with: summarise(figures.with),
-      sideBySide: summarise(figures.side),
+      oneAtATime: summarise(figures.side),
       ratio: summarise(ratios.with),
-      sideBySideRatio: summarise(ratios.side),
+      oneAtATimeRatio: summarise(ratios.side),
       cpuWithout,
       cpuWith,
       ...(mainThreadCpuWith ? { mainThreadCpuWith } : {}),
@@ -146,6 +151,14 @@ export async function benchPoolEmbedded(
             cpuBound:
               cpuWithout.median /
               Math.max(mainThreadCpuWith.median, cpuWith.median / Math.min(workers, availableParallelism())),
+          }
+        : {}),
+      ...(mainThreadCpuWith
+        ? {
+            cpuBoundOneAtATime:
+              cpuWithout.median /
+              (mainThreadCpuWith.median +
+                (cpuWith.median - mainThreadCpuWith.median) / Math.min(workers, availableParallelism())),
           }
         : {}),
       load: [load0, loadavg()[0] ?? 0],

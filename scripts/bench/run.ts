@@ -421,9 +421,10 @@ async function main(): Promise<void> {
           'no pool msg/s',
           'pool msg/s',
           'pool ÷ no pool (wall)',
-          'stages side by side',
+          'one stage at a time',
           'CPU ms/msg no pool / pool (main thread)',
-          'CPU bound',
+          'CPU bound (one at a time)',
+          'cores used no pool / pool',
           'load 1 min',
           'target',
           'met',
@@ -434,9 +435,12 @@ async function main(): Promise<void> {
           fmt(r.without, 1),
           fmt(r.with, 1),
           fmt(r.ratio, 2),
-          r.sideBySideRatio ? fmt(r.sideBySideRatio, 2) : '-',
+          r.oneAtATimeRatio ? fmt(r.oneAtATimeRatio, 2) : '-',
           `${r.cpuWithout.median.toFixed(2)} / ${r.cpuWith.median.toFixed(2)}${r.mainThreadCpuWith ? ` (${r.mainThreadCpuWith.median.toFixed(2)})` : ''}`,
-          r.cpuBound !== undefined ? r.cpuBound.toFixed(2) : '-',
+          r.cpuBound !== undefined
+            ? `${r.cpuBound.toFixed(2)} (${r.cpuBoundOneAtATime?.toFixed(2) ?? '-'})`
+            : '-',
+          `${((r.without.median * r.cpuWithout.median) / 1000).toFixed(2)} / ${((r.with.median * r.cpuWith.median) / 1000).toFixed(2)}`,
           `${r.load[0].toFixed(1)}→${r.load[1].toFixed(1)}`,
           r.target !== undefined ? `≥ ${r.target}` : '-',
           r.target === undefined ? '-' : r.ratio.median >= r.target ? 'yes' : 'NO',
@@ -444,7 +448,7 @@ async function main(): Promise<void> {
       ),
     );
     print(
-      '   wall = median of per-round ratios [min–max]; CPU bound = CPU/msg no pool ÷ max(main-thread CPU/msg, all-thread CPU/msg ÷ cores): the ratio the same CPU figures allow on an idle machine',
+      '   wall = median of per-round ratios [min–max]; CPU bound = CPU/msg no pool ÷ max(main-thread CPU/msg, all-thread CPU/msg ÷ cores): the ratio the same CPU figures allow on an idle machine with stages side by side (one at a time: ÷ (main + rest ÷ cores)); cores used = CPU/msg × msg/s (what this process got of the machine: below 1 without the pool, the host is too busy for a second core to be free)',
     );
     for (const s of pool.skipped) print(`   skipped: ${s}`);
   }

@@ -332,8 +332,8 @@ describe('e2e: the demo scenario on the worker pool (issue 14: same results and 
   let pool: WorkerPool | undefined;
   let withPool: Run | undefined;
   let without: Run | undefined;
-  /** With the runtime's `sideBySide` option: stages invoked concurrently, one shared unit of work. */
-  let sideBySide: Run | undefined;
+  /** With `sideBySide: false`: the pool, one stage invocation at a time. */
+  let oneAtATime: Run | undefined;
 
   beforeAll(async () => {
     const keystoreFile = join(makeTempDir('itk3-e2e-pool-'), 'keystore.json');
@@ -345,7 +345,7 @@ describe('e2e: the demo scenario on the worker pool (issue 14: same results and 
     const scenario = await buildScenario(world, Date.now());
     without = await runScenario(scenario, samples);
     withPool = await runScenario(scenario, samples, pool);
-    sideBySide = await runScenario(scenario, samples, pool, true);
+    oneAtATime = await runScenario(scenario, samples, pool, false);
   });
   afterAll(async () => {
     await pool?.close();
@@ -363,12 +363,12 @@ describe('e2e: the demo scenario on the worker pool (issue 14: same results and 
     expectEveryMessageAsExpected(withPool!);
     const strip = ({ traceId: _t, ...rest }: MessageOutcome) => rest;
     expect(withPool!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
-    expect(sideBySide!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
+    expect(oneAtATime!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
   });
 
   it('the audit trail holds the same events per message, in the same order', () => {
     expect(auditByMessage(withPool!)).toEqual(auditByMessage(without!));
-    expect(auditByMessage(sideBySide!)).toEqual(auditByMessage(without!));
+    expect(auditByMessage(oneAtATime!)).toEqual(auditByMessage(without!));
   });
 
   it('deliveries are byte-identical, responses verify and the audit trail is clean', async () => {
