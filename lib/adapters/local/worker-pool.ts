@@ -173,12 +173,10 @@ export class WorkerPool {
    */
   keyService(local: KeyService): KeyService {
     return {
-      unwrapKey: async (kid, encryptedKey) => {
-        const r = (await this.#run({ op: 'unwrapKey', kid, encryptedKey: copyOf(encryptedKey) })) as
+      unwrapKey: async (kid, encryptedKey) =>
+        (await this.#run({ op: 'unwrapKey', kid, encryptedKey: copyOf(encryptedKey) })) as
           | { ok: true; cek: Uint8Array }
-          | { ok: false };
-        return r;
-      },
+          | { ok: false },
       deriveSharedSecret: async (kid, ephemeralPublicKey) =>
         (await this.#run({ op: 'deriveSharedSecret', kid, ephemeralPublicKey: { ...ephemeralPublicKey } })) as
           | { ok: true; sharedSecret: Uint8Array }

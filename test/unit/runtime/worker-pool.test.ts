@@ -233,6 +233,25 @@ describe('worker pool: a worker that dies', () => {
     }
   });
 
+  it('a worker that keeps dying is not restarted in a loop: its tasks then fail transiently', async () => {
+    const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
+    try {
+      for (let death = 0; death < 6; death += 1) {
+        const worker = solo.workers()[0]!;
+        const exited = new Promise((resolve) => worker.once('exit', resolve));
+        await worker.terminate();
+        await exited;
+      }
+      const refused = await solo.cpu
+        .parseBundle(buildMessage('GP0001').bytes, 'xml')
+        .catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(TransientError);
+      expect((refused as TransientError).message).toMatch(/keeps stopping/);
+    } finally {
+      await solo.close();
+    }
+  });
+
   it('in a pipeline: the record in decrypt fails transiently, is retried and delivered, audited once each', async () => {
     const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
     try {
