@@ -643,10 +643,12 @@ async function serveCommand(argv: readonly string[], write: Write): Promise<numb
         : undefined;
   let failed: Error | undefined;
   let fail: (e: Error) => void = () => undefined;
+  // The keystore is read here first, so an unreadable one is reported as it always was.
+  const keys = new SoftwareKeyService(readKeystore(values.keystore));
   const pool = await commandLinePool(values.workers, values.keystore, config);
   const server = await startServer({
     config,
-    keys: new SoftwareKeyService(readKeystore(values.keystore)),
+    keys,
     ...(pool ? { pool } : {}),
     baseDir: resolve(values.out),
     port,

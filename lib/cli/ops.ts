@@ -63,11 +63,6 @@ function readRunState(out: string): SqliteState {
 const CLI_VISIBILITY_SECONDS = 1;
 
 /**
- * The embedded pipeline of `process` and `dlq redrive`: state kept in the output folder, real time
- * (so the audit trail's timestamps are true), and retries after a short visibility timeout instead
- * of the deployed 6 × function timeout.
- */
-/**
  * The worker pool `process` and `serve` run the CPU-heavy steps on: `--workers N` workers, by
  * default one per core this process may use; none with `--workers 0` or `1` or on one core.
  * Each worker reads the keys from `keystoreFile` itself.
@@ -87,6 +82,11 @@ export async function commandLinePool(
   return size === 0 ? undefined : WorkerPool.start({ size, keystoreFile, config });
 }
 
+/**
+ * The embedded pipeline of `process` and `dlq redrive`: state kept in the output folder, real time
+ * (so the audit trail's timestamps are true), and retries after a short visibility timeout instead
+ * of the deployed 6 × function timeout.
+ */
 export function commandLinePipeline(
   config: LoadedConfig,
   keys: KeyService,

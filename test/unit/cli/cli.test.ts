@@ -105,11 +105,11 @@ describe('itk3: help and usage errors', () => {
   });
 
   it('a bad option value exits 2', async () => {
-    const { config } = worldOnDisk();
+    const { config, keystore } = worldOnDisk();
     const port = await cli('serve', '--config', config, '--port', '70000');
     expect(port.code).toBe(2);
     expect(port.err).toMatch(/--port must be 0–65535/);
-    const workers = await cli('serve', '--config', config, '--workers', 'many');
+    const workers = await cli('serve', '--config', config, '--keystore', keystore, '--workers', 'many');
     expect(workers.code).toBe(2);
     expect(workers.err).toMatch(/--workers must be a whole number 0–256/);
     const modulus = await cli(
