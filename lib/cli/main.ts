@@ -222,6 +222,10 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--config <F>', 'the configuration (required)')
     .addOption(keystoreOption())
     .addOption(outOption())
+    .option(
+      '--workers <N>',
+      'worker threads for unwrap, signature checks and Bundle reading (default: one per core; 0: none)',
+    )
     .action(async (paths: string[], opts: ProcessOptions) =>
       setExitCode(await processCommand(paths, opts, write)),
     );
@@ -240,6 +244,10 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--config <F>', 'the configuration (required)')
     .addOption(keystoreOption())
     .option('--port <N>', 'port on 127.0.0.1 (0: any free port)', '8080')
+    .option(
+      '--workers <N>',
+      'worker threads for unwrap, signature checks and Bundle reading (default: one per core; 0: none)',
+    )
     .addOption(outOption())
     .option('--stop-timeout <S>', 'seconds to finish or park work in hand on SIGTERM (1–3600)', '10')
     .option('--mesh', "also poll the gateway's MESH mailboxes every mesh.pollIntervalSeconds", false)

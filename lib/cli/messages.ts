@@ -15,7 +15,13 @@ import { UsageError } from '../errors.js';
 import { sha256Hex } from '../hashing.js';
 import { parseBundle } from '../itk3/index.js';
 import { type MessageOutcome, type OutcomeView, outcomeView } from '../runtime/embedded.js';
-import { commandLinePipeline, openRunState, reconcileDeliveryFolders, runFiles } from './ops.js';
+import {
+  commandLinePipeline,
+  commandLinePool,
+  openRunState,
+  reconcileDeliveryFolders,
+  runFiles,
+} from './ops.js';
 
 type Write = (line: string) => void;
 
@@ -138,6 +144,8 @@ export interface ProcessOptions {
   config?: string;
   keystore: string;
   out: string;
+  /** Worker threads for the CPU-heavy steps (default: one per core; 0 = none). */
+  workers?: string;
 }
 
 export async function processCommand(
@@ -151,8 +159,9 @@ export async function processCommand(
   const keys = new SoftwareKeyService(readKeystore(values.keystore));
   const sealedFiles = paths.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
+  const pool = await commandLinePool(values.workers, values.keystore, config);
   const state = openRunState(values.out);
-  const pipeline = commandLinePipeline(config, keys, state);
+  const pipeline = commandLinePipeline(config, keys, state, pool ? { pool } : {});
   const stop = () => pipeline.stop();
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
@@ -241,6 +250,7 @@ export async function processCommand(
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     state.close();
+    await pool?.close();
   }
 }
 

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { removeStrayTemporaries } from '../adapters/local/durable-file.js';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
+import { WorkerPool, workerCount } from '../adapters/local/worker-pool.js';
 import type { LoadedConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import {
@@ -70,6 +71,26 @@ function readRunState(out: string): SqliteState {
 const CLI_VISIBILITY_SECONDS = 1;
 
 /**
+ * The worker pool `process` and `serve` run the CPU-heavy steps on: `--workers N` workers, by
+ * default one per core this process may use; none with `--workers 0` or `1` or on one core.
+ * Each worker reads the keys from `keystoreFile` itself.
+ */
+export async function commandLinePool(
+  workers: string | undefined,
+  keystoreFile: string,
+  config: LoadedConfig,
+): Promise<WorkerPool | undefined> {
+  let requested: number | undefined;
+  if (workers !== undefined) {
+    requested = Number(workers);
+    if (!/^\d+$/.test(workers) || requested > 256)
+      throw new UsageError('--workers must be a whole number 0–256');
+  }
+  const size = workerCount(requested);
+  return size === 0 ? undefined : WorkerPool.start({ size, keystoreFile, config });
+}
+
+/**
  * The embedded pipeline of `process` and `dlq redrive`: state kept in the output folder, real time
  * (so the audit trail's timestamps are true), and retries after a short visibility timeout instead
  * of the deployed 6 × function timeout.
@@ -78,12 +99,13 @@ export function commandLinePipeline(
   config: LoadedConfig,
   keys: KeyService,
   state: SqliteState,
-  opts: { limits?: Partial<BacklogLimits>; mesh?: boolean } = {},
+  opts: { limits?: Partial<BacklogLimits>; mesh?: boolean; pool?: WorkerPool } = {},
 ): EmbeddedPipeline {
   warnUnreachableTargets(config, undefined, opts.mesh);
   return new EmbeddedPipeline({
     config,
     keys,
+    ...(opts.pool ? { pool: opts.pool } : {}),
     baseDir: resolve(state.file, '..'),
     state,
     clock: systemClock,

@@ -10,7 +10,7 @@ import { loadConfigFile } from '../config/load.js';
 import { generateOperatorToken, operatorTokenFromFile } from '../console/token.js';
 import { UsageError } from '../errors.js';
 import { startMeshPolling } from './mesh.js';
-import { warnUnreachableTargets } from './ops.js';
+import { commandLinePool, warnUnreachableTargets } from './ops.js';
 import { DEFAULT_LISTENER_LIMITS, type ListenerLimits, startServer } from './serve.js';
 
 type Write = (line: string) => void;
@@ -29,6 +29,8 @@ export interface ServeOptions {
   maxBacklogMessages?: string;
   maxBacklogBytes?: string;
   stopTimeout: string;
+  /** Worker threads for the CPU-heavy steps (default: one per core; 0 = none). */
+  workers?: string;
   mesh?: boolean;
   console?: boolean;
   operatorTokenFile?: string;
@@ -86,9 +88,13 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
         : undefined;
   let failed: Error | undefined;
   let fail: (e: Error) => void = () => undefined;
+  // The keystore is read here first, so an unreadable one is reported as it always was.
+  const keys = new SoftwareKeyService(readKeystore(values.keystore));
+  const pool = await commandLinePool(values.workers, values.keystore, config);
   const server = await startServer({
     config,
-    keys: new SoftwareKeyService(readKeystore(values.keystore)),
+    keys,
+    ...(pool ? { pool } : {}),
     baseDir: resolve(values.out),
     port,
     limits,
@@ -142,6 +148,7 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
     }
   }
   await stopped;
+  await pool?.close({ timeoutMs: 0 });
   // A handler abandoned at the deadline may still hold a timer or a crypto job; its work was never
   // committed, so exiting now loses nothing and keeps the stop bound.
   setTimeout(() => process.exit(), 200).unref();

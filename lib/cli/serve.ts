@@ -20,6 +20,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
+import type { WorkerPool } from '../adapters/local/worker-pool.js';
 import type { LoadedConfig } from '../config/load.js';
 import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
@@ -85,6 +86,8 @@ export interface ServeOptions {
    * @default - no console: `/console/…` is 404 like any unknown path
    */
   console?: { operatorToken: string };
+  /** The CPU-heavy steps on this worker pool (`--workers`); the caller closes it after {@link RunningServer.close}. */
+  pool?: WorkerPool;
 }
 
 export interface RunningServer {
@@ -123,6 +126,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const pipeline = new EmbeddedPipeline({
     config: opts.config,
     keys: opts.keys,
+    ...(opts.pool ? { pool: opts.pool } : {}),
     baseDir: opts.baseDir,
     clock: systemClock,
     state,

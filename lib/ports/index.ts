@@ -3,6 +3,9 @@
  * (lib/adapters/local) and an AWS adapter (lib/adapters/aws). Stages import only these types.
  */
 
+import type { VerifiedSigned } from '../envelope/jws.js';
+import type { VerifiedCredential } from '../envelope/token.js';
+import type { BundleFormat, Itk3Message } from '../itk3/parse.js';
 import type { QueueName, StageName } from '../pipeline/topology.js';
 
 /** Private-key operations. In AWS the keys never leave KMS. */
@@ -148,9 +151,27 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
+/**
+ * The CPU-heavy, side-effect-free steps of the stages: verifying a credential and an inner
+ * signature, reading a Bundle. Same results and the same errors (class, code, message) as calling
+ * lib/envelope and lib/itk3 directly, which is what stages do when a composition root gives none;
+ * the embedded runtime may run them on a worker pool (lib/adapters/local/worker-pool.ts) against
+ * the same configuration as the stage's.
+ */
+export interface CpuWork {
+  /** `verifyCredential` of lib/envelope/token.ts with the pipeline's configuration. */
+  verifyCredential(token: string, receivedAtMs: number): Promise<VerifiedCredential>;
+  /** `parseSigned` then `verifySigned` of lib/envelope/jws.ts: the signed Bundle bytes, verified. */
+  openSigned(compact: string, expectedSenderOds: string): Promise<VerifiedSigned>;
+  /** `parseBundle` of lib/itk3/parse.ts with its default caps. */
+  parseBundle(payload: Uint8Array, format: BundleFormat): Promise<Itk3Message>;
+}
+
 /** Everything a stage handler needs, assembled by a composition root. */
 export interface Ports {
   keys: KeyService;
+  /** Where the stages' CPU-heavy pure steps run; in the calling thread when absent. */
+  cpu?: CpuWork;
   queues: QueueSender;
   once: OnceStore;
   blobs: BlobStore;

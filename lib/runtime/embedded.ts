@@ -12,6 +12,7 @@
  */
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { FolderDeliverer } from '../adapters/local/folder-deliverer.js';
+import type { WorkerPool } from '../adapters/local/worker-pool.js';
 import type { LoadedConfig } from '../config/load.js';
 import { STAGE_DEFINITIONS, type StageSettings, stageSettings } from '../infra/definitions.js';
 import { type IngestResult, ingest } from '../ingest.js';
@@ -88,6 +89,20 @@ export interface EmbeddedOptions {
   handlers?:
     | Record<StageName, StageHandler>
     | ((defaults: Record<StageName, StageHandler>) => Record<StageName, StageHandler>);
+  /**
+   * Run the CPU-heavy steps (recipient-key unwrap, signature checks, Bundle reading) on this worker
+   * pool (lib/adapters/local/worker-pool.ts); a batch's records, processed concurrently, then use
+   * every core. The caller closes the pool.
+   */
+  pool?: WorkerPool;
+  /**
+   * With a `pool`: invoke authenticate, authorise, decrypt and verify side by side when each has
+   * work (their writes share one unit of work; deliver keeps its own), so this thread's work of one
+   * stage overlaps the workers' of another. On by default with a pool: one invocation at a time
+   * leaves this thread idle while the workers unwrap a decrypt batch, which bounds the gain below
+   * the target on 2 cores (docs/PERFORMANCE.md, "Both cores"); `false` turns it off.
+   */
+  sideBySide?: boolean;
 }
 
 export interface BacklogLimits {
@@ -160,6 +175,8 @@ export class EmbeddedPipeline {
   #finished: StoredOutcome[] = [];
   #stopping = false;
   #wake: (() => void) | undefined;
+  /** With a worker pool (unless `sideBySide: false`): one drain round invokes the stages concurrently. */
+  readonly #sideBySide: boolean;
 
   constructor(opts: EmbeddedOptions) {
     this.config = opts.config;
@@ -208,8 +225,10 @@ export class EmbeddedPipeline {
       sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
         this.#sendInbound(body, attributes),
     };
+    this.#sideBySide = opts.pool !== undefined && opts.sideBySide !== false;
     this.ports = {
-      keys: opts.keys,
+      keys: opts.pool ? opts.pool.keyService(opts.keys) : opts.keys,
+      ...(opts.pool ? { cpu: opts.pool.cpu } : {}),
       queues: sender,
       once: this.once,
       blobs: this.blobs,
@@ -320,6 +339,7 @@ export class EmbeddedPipeline {
     let invoked = 0;
     for (let round = 0; round < maxRounds && !this.#stopping; round += 1) {
       let progressed = false;
+      const sideBySide: Promise<void>[] = [];
       // Later stages first, so a long run keeps few records in flight.
       for (const stage of [...STAGES].reverse()) {
         if (this.#stopping) break;
@@ -332,7 +352,23 @@ export class EmbeddedPipeline {
         if (batch.length === 0) continue;
         progressed = true;
         invoked += 1;
+        // Side by side (with a pool), every receive of the round is committed before any handler
+        // runs; the invocations then share one unit of work, committed when the last one ends.
+        // Deliver (first in this order) runs on its own: its writes leave the process (files, MESH),
+        // so its unit of work commits as soon as it ends, as without the pool.
+        if (this.#sideBySide && stage !== 'deliver') {
+          sideBySide.push(this.#invoke(stage, batch, handlers[stage]));
+          continue;
+        }
         await this.#invoke(stage, batch, handlers[stage]);
+        opts.onProgress?.(invoked);
+      }
+      if (sideBySide.length > 0) {
+        // Every invocation ends (and releases its hold) before a failure is reported.
+        const failure = (await Promise.allSettled(sideBySide)).find((r) => r.status === 'rejected');
+        // Outcomes are told once committed, i.e. once the last invocation has released its hold.
+        this.#announce();
+        if (failure) throw failure.reason;
         opts.onProgress?.(invoked);
       }
       if (progressed) continue;
@@ -417,7 +453,8 @@ export class EmbeddedPipeline {
     } finally {
       this.state.release();
     }
-    this.#announce();
+    // Side by side, the shared unit of work commits after the round: the round tells outcomes then.
+    if (!this.#sideBySide) this.#announce();
   }
 
   /** A trace ended (it left deliver, or was refused unanswered): record its outcome, drop its blobs. */

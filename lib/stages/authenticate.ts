@@ -26,7 +26,7 @@ import { type PipelineRecord, RECORD_VERSION } from '../record.js';
 import type { Stage, StageContext } from './stage.js';
 
 /** The ports authenticate's own code uses: the attestation key (MESH) and the once-store (jti). */
-type AuthenticatePorts = 'keys' | 'once';
+type AuthenticatePorts = 'keys' | 'once' | 'cpu';
 
 export interface AuthenticateInput {
   record: PipelineRecord;
@@ -43,7 +43,10 @@ export async function authenticateRecord(
   if (!record.credential) throw new AuthenticationError('TOKEN_MISSING', 'no credential was presented');
   if (!record.sealed) throw new AuthenticationError('TOKEN_MISSING', 'no sealed message was presented');
 
-  const credential = await verifyCredential(record.credential, ctx.config, record.receivedAt);
+  // On a worker pool where the composition root gives one (embedded), else here: the same function.
+  const credential = ctx.ports.cpu
+    ? await ctx.ports.cpu.verifyCredential(record.credential, record.receivedAt)
+    : await verifyCredential(record.credential, ctx.config, record.receivedAt);
 
   const { clockSkewSeconds } = ctx.config.doc.limits;
   // Remember the jti until the token could no longer be accepted anywhere, plus skew and a margin.

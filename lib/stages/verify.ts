@@ -25,7 +25,7 @@ import { artefactKey, dropArtefact, loadArtefact, storeArtefact } from './claim-
 import type { Stage, StageContext } from './stage.js';
 
 /** The ports verify's own code uses: the once-store (duplicates) and the blob store. */
-type VerifyPorts = 'once' | 'blobs';
+type VerifyPorts = 'once' | 'blobs' | 'cpu';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -42,8 +42,10 @@ export async function verifyRecord(
   const limits = config.doc.limits;
 
   const compact = await loadArtefact(ctx, record.signed);
-  const parsed = parseSigned(compact, limits);
-  const verified = await verifySigned(parsed, principal.organisation, config);
+  // On a worker pool where the composition root gives one (embedded), else here: the same functions.
+  const verified = ctx.ports.cpu
+    ? await ctx.ports.cpu.openSigned(compact, principal.organisation)
+    : await verifySigned(parseSigned(compact, limits), principal.organisation, config);
 
   // The signed routing header is the authenticated one; the JWE copy must agree with it exactly.
   if (!isDeepStrictEqual({ ...verified.routing }, { ...routing })) {
@@ -65,7 +67,9 @@ export async function verifyRecord(
     throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
   }
 
-  const msg = withHints(() => parseBundle(verified.payload, verified.format), { format: verified.format });
+  const msg = await withHintsAsync(() => readBundle(ctx, verified.payload, verified.format), {
+    format: verified.format,
+  });
   const hints = {
     originalMessageId: msg.header.id,
     format: verified.format,
@@ -110,7 +114,7 @@ async function verifyPlainMesh(
     throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
   }
   const format = payload.subarray(0, 64).toString('latin1').trimStart().startsWith('{') ? 'json' : 'xml';
-  const msg = withHints(() => parseBundle(payload, format), { format });
+  const msg = await withHintsAsync(() => readBundle(ctx, payload, format), { format });
   const hints = {
     originalMessageId: msg.header.id,
     format,
@@ -311,3 +315,12 @@ export const verify: Stage<VerifyPorts> = {
     return { kind: 'forward', record: await verifyRecord(record, ctx) };
   },
 };
+
+/** `parseBundle` on the composition root's worker pool when it gives one, else here. */
+async function readBundle(
+  ctx: StageContext<VerifyPorts>,
+  payload: Uint8Array,
+  format: 'xml' | 'json',
+): Promise<Itk3Message> {
+  return ctx.ports.cpu ? ctx.ports.cpu.parseBundle(payload, format) : parseBundle(payload, format);
+}

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FolderDeliverer } from '../../lib/adapters/local/folder-deliverer.js';
 import { MemoryBlobStore } from '../../lib/adapters/local/memory-stores.js';
+import type { WorkerPool } from '../../lib/adapters/local/worker-pool.js';
 import type { QueueName, StageName } from '../../lib/pipeline/topology.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import type { KeyService } from '../../lib/ports/index.js';
@@ -84,7 +85,14 @@ export interface EmbeddedPlan {
 }
 
 /** A fresh pipeline around the real handlers, with every timing and counting hook in place. */
-function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: number, timed = true) {
+function instrumentedPipeline(
+  world: DemoWorld,
+  keys: KeyService,
+  clockStart: number,
+  timed = true,
+  pool?: WorkerPool,
+  sideBySide?: boolean,
+) {
   // Delivery folders on tmpfs where there is one: the folder deliverer stands in for S3/SQS targets,
   // and synchronous writes to this machine's disk (≈ 0.5 ms a file here, ≈ 0.03 ms on tmpfs) would
   // be measured as deliver-stage CPU that no deployed function spends.
@@ -159,6 +167,8 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
     baseDir,
     clock: new VirtualClock(clockStart),
     handlers,
+    ...(pool ? { pool } : {}),
+    ...(sideBySide !== undefined ? { sideBySide } : {}),
     ports: {
       blobs: {
         put: (key, bytes) => {
@@ -241,16 +251,19 @@ function instrumentedPipeline(world: DemoWorld, keys: KeyService, clockStart: nu
 
 /**
  * Throughput (msg/s) of one backlog run (submit everything, then drain), and the process's CPU ms
- * per message over the whole run (every thread: handlers, runtime, libuv pool).
+ * per message over the whole run (every thread: handlers, runtime, libuv pool, pool workers).
+ * With `pool`, the CPU-heavy steps run on its workers (issue 14 item 1).
  */
 export async function backlogThroughput(
   world: DemoWorld,
   keys: KeyService,
   messages: readonly PreparedMessage[],
   clockStart: number,
+  pool?: WorkerPool,
+  opts: { sideBySide?: boolean } = {},
 ): Promise<{ throughput: number; cpuMsPerMessage: number }> {
   const c0 = process.cpuUsage();
-  const { throughput } = await backlogRun(world, keys, messages, clockStart, false);
+  const { throughput } = await backlogRun(world, keys, messages, clockStart, false, pool, opts.sideBySide);
   return { throughput, cpuMsPerMessage: cpuMsSince(c0) / messages.length };
 }
 
@@ -260,8 +273,10 @@ async function backlogRun(
   messages: readonly PreparedMessage[],
   clockStart: number,
   timed = true,
+  pool?: WorkerPool,
+  sideBySide?: boolean,
 ): Promise<RunFigures> {
-  const h = instrumentedPipeline(world, keys, clockStart, timed);
+  const h = instrumentedPipeline(world, keys, clockStart, timed, pool, sideBySide);
   try {
     const submitted = new Map<string, number>();
     const t0 = performance.now();

@@ -85,6 +85,7 @@ function runProcess(
   p: PreparedDir,
   input: string,
   expected: number,
+  workers?: number,
 ): { wall: number; cpu: number } {
   const out = mkdtempSync(join(p.dir, 'out-'));
   const cpuFile = join(out, 'cpu.json');
@@ -102,6 +103,8 @@ function runProcess(
       p.keystore,
       '--out',
       out,
+      // Unset: the command's default (a worker pool on a machine with more than one core).
+      ...(workers === undefined ? [] : ['--workers', String(workers)]),
     ],
     {
       encoding: 'utf8',
@@ -147,13 +150,13 @@ export async function benchProcessSamples(
   modulus: number,
   n: number,
   now: number,
-): Promise<{ modulus: number; run: () => ProcessSample; cleanup: () => void }> {
+): Promise<{ modulus: number; run: (workers?: number) => ProcessSample; cleanup: () => void }> {
   const p = await prepare(world, n, now);
   return {
     modulus,
-    run: () => {
-      const single = runProcess(root, p, p.inputs.single, n);
-      const double = runProcess(root, p, p.inputs.double, 2 * n);
+    run: (workers?: number) => {
+      const single = runProcess(root, p, p.inputs.single, n, workers);
+      const double = runProcess(root, p, p.inputs.double, 2 * n, workers);
       return { wallMs: (double.wall - single.wall) / n, cpuMs: (double.cpu - single.cpu) / n };
     },
     cleanup: () => rmSync(p.dir, { recursive: true, force: true }),

@@ -6,7 +6,10 @@
  * start-up is not in the profile). Uses the V8 sampling profiler through `node:inspector` (what
  * `node --cpu-prof` writes); the raw profiles go to reports/profile/ (git-ignored).
  *
- *   npm run bench:profile [-- --modulus 4096] [-- --messages 300]
+ *   npm run bench:profile [-- --modulus 4096] [-- --messages 300] [-- --workers 2]
+ *
+ * With `--workers N` (N ≥ 2) the CPU-heavy steps run on a worker pool (issue 14 item 1): the
+ * profile is then the main thread's, which is what bounds throughput once the rest is on workers.
  */
 import './env.js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,12 +17,15 @@ import { Session } from 'node:inspector/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
+import { WorkerPool } from '../../lib/adapters/local/worker-pool.js';
 import { commandLinePipeline, openRunState } from '../../lib/cli/ops.js';
 import { parseBundle } from '../../lib/itk3/index.js';
 import { routingFor, sealFor, tokenFor } from '../../lib/testkit/scenario.js';
 import { createWorld, type DemoWorld } from '../../lib/testkit/world.js';
 import { backlogThroughput } from './embedded.js';
+import { keystoreFileFor } from './pool.js';
 import { freshSampleCopy, sampleBytes } from './process-samples.js';
+import { threadCpuMs } from './stats.js';
 import { prepareMessages, SIZE_CLASSES } from './workload.js';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -141,6 +147,17 @@ async function sampleMessages(world: DemoWorld, n: number, now: number) {
   return out;
 }
 
+/** CPU ms per message since `from`: every thread, and the main thread alone (Linux). */
+function cpuPerMessage(from: { all: NodeJS.CpuUsage; main: number | undefined }, n: number): string {
+  const all = process.cpuUsage(from.all);
+  const main = threadCpuMs();
+  const mainPart =
+    main !== undefined && from.main !== undefined
+      ? `, main thread ${((main - from.main) / n).toFixed(3)}`
+      : '';
+  return `${((all.user + all.system) / 1000 / n).toFixed(3)} ms/msg all threads${mainPart}`;
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const opt = (name: string, fallback: number) => {
@@ -149,24 +166,32 @@ async function main(): Promise<void> {
   };
   const modulus = opt('modulus', 2048);
   const messages = opt('messages', 300);
+  const workers = opt('workers', 0);
   const now = Date.now();
   const world = await createWorld({ now, recipientModulus: modulus });
   const keys = new SoftwareKeyService(world.keystore);
+  const keystore = workers > 1 ? keystoreFileFor(world) : undefined;
+  const pool = keystore
+    ? await WorkerPool.start({ size: workers, keystoreFile: keystore.file, config: world.config })
+    : undefined;
   const small = SIZE_CLASSES.find((s) => s.label === 'small');
   if (!small) throw new Error('no small class');
   const batch = await prepareMessages(world, small, messages, { now, infAck: true });
   const samples = await sampleMessages(world, Math.ceil(messages / 3), now);
-  await backlogThroughput(world, keys, batch.slice(0, 30), now); // warm-up
+  await backlogThroughput(world, keys, batch.slice(0, 30), now, pool); // warm-up
   const session = new Session();
   session.connect();
   const outDir = join(ROOT, 'reports/profile');
   mkdirSync(outDir, { recursive: true });
 
-  const embedded = await profiled(session, () => backlogThroughput(world, keys, batch, now));
+  const cpu0 = { all: process.cpuUsage(), main: threadCpuMs() };
+  const embedded = await profiled(session, () => backlogThroughput(world, keys, batch, now, pool));
+  const cpuEmbedded = cpuPerMessage(cpu0, messages);
   const work = mkdtempSync(join('/dev/shm', 'itk3-profile-'));
   // `itk3 process` runs on the durable state file since issue 10: profile it as it runs.
   const state = openRunState(work);
-  const pipeline = commandLinePipeline(world.config, keys, state);
+  const pipeline = commandLinePipeline(world.config, keys, state, pool ? { pool } : {});
+  const cpu1 = { all: process.cpuUsage(), main: threadCpuMs() };
   const processProfile = await profiled(session, async () => {
     for (const m of samples) {
       const r = await pipeline.submit(m.credential, m.sealed);
@@ -174,19 +199,24 @@ async function main(): Promise<void> {
     }
     await pipeline.drain();
   });
+  const cpuProcess = cpuPerMessage(cpu1, samples.length);
   state.close();
   rmSync(work, { recursive: true, force: true });
   session.disconnect();
+  await pool?.close();
+  keystore?.cleanup();
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(join(outDir, `${stamp}-embedded-${modulus}.cpuprofile`), JSON.stringify(embedded));
-  writeFileSync(join(outDir, `${stamp}-process-${modulus}.cpuprofile`), JSON.stringify(processProfile));
+  const tag = pool ? `-pool${workers}` : '';
+  writeFileSync(join(outDir, `${stamp}-embedded-${modulus}${tag}.cpuprofile`), JSON.stringify(embedded));
+  writeFileSync(join(outDir, `${stamp}-process-${modulus}${tag}.cpuprofile`), JSON.stringify(processProfile));
+  const where = pool ? `, ${workers} pool workers (main thread profiled)` : '';
   print(
-    `embedded, small messages, RSA-${modulus}, ${messages} messages: self time by group`,
+    `embedded, small messages, RSA-${modulus}, ${messages} messages${where}: self time by group; CPU ${cpuEmbedded}`,
     summariseProfile(embedded),
     messages,
   );
   print(
-    `itk3 process pipeline, fresh 63 KB samples, RSA-${modulus}, ${samples.length} messages: self time by group`,
+    `itk3 process pipeline, fresh 63 KB samples, RSA-${modulus}, ${samples.length} messages${where}: self time by group; CPU ${cpuProcess}`,
     summariseProfile(processProfile),
     samples.length,
   );

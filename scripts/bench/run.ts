@@ -53,6 +53,7 @@ import {
 import { benchDurable, burstMemory, type DurableResult } from './durable.js';
 import { backlogThroughput, benchEmbeddedSize, type EmbeddedSizeResult, PHASES } from './embedded.js';
 import { benchEmulator, type EmulatorResult } from './emulator.js';
+import { benchPoolEmbedded, benchPoolProcess, type PoolRow } from './pool.js';
 import {
   benchProcessSamples,
   PROCESS_SAMPLE,
@@ -91,7 +92,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (a === '--sizes') args.sizes = new Set((argv[++i] ?? '').split(',').map((x) => x.trim()));
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,recipient-keys,close,durable,emulator,bundles] [--sizes small,1MB,5MB]',
+        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,recipient-keys,close,pool,durable,emulator,bundles] [--sizes small,1MB,5MB]',
       );
       process.exit(0);
     } else {
@@ -120,6 +121,7 @@ const PLANS = {
     durable: { messages: 200, runs: 7, acceptRequests: 400, acceptConcurrency: 16, burstMessages: 12 },
     close: { backlog: 200, runs: 7, processMessages: 150, processRepeats: 5 },
     recipientKeys: { floor: { repeats: 5, loopMs: 200 }, backlog: 300, paced: 150, runs: 5 },
+    pool: { messages: 200, rounds: 7, processMessages: 150, processRepeats: 5 },
     bundles: {
       initRepeats: 7,
       variants: ['aws', 'emulator'] as BundleVariant[],
@@ -137,6 +139,7 @@ const PLANS = {
     durable: { messages: 60, runs: 3, acceptRequests: 120, acceptConcurrency: 16, burstMessages: 4 },
     close: { backlog: 60, runs: 5, processMessages: 60, processRepeats: 3 },
     recipientKeys: { floor: { repeats: 3, loopMs: 60 }, backlog: 60, paced: 30, runs: 3 },
+    pool: { messages: 60, rounds: 5, processMessages: 60, processRepeats: 3 },
     bundles: { initRepeats: 3, variants: ['aws'] as BundleVariant[] },
   },
 } as const;
@@ -262,6 +265,10 @@ async function main(): Promise<void> {
   if (!args.skip.has('close') && floor) {
     close = await closeToFloor(world, floor, plan, now, log);
   }
+
+  // Issue 14 item 1, both cores: the worker pool against no pool, side by side, at both key sizes.
+  let pool: PoolResult | undefined;
+  if (!args.skip.has('pool')) pool = await poolRows(world, plan, now, log);
 
   // ---- Tables ----------------------------------------------------------------------------------
   print(
@@ -416,6 +423,50 @@ async function main(): Promise<void> {
     );
     if (close.processSkipped)
       print(`   ${PROCESS_SAMPLE} through itk3 process skipped: ${close.processSkipped}`);
+  }
+
+  if (pool) {
+    print(
+      `\n2c. Both cores: worker pool ÷ no pool (issue 14 item 1; ${pool.rows[0]?.workers ?? '-'} workers, ${cpus().length} cores; rounds rotate the variants)`,
+    );
+    print(
+      table(
+        [
+          'workload',
+          'key',
+          'no pool msg/s',
+          'pool msg/s',
+          'pool ÷ no pool (wall)',
+          'one stage at a time',
+          'CPU ms/msg no pool / pool (main thread)',
+          'CPU bound (one at a time)',
+          'cores used no pool / pool',
+          'load 1 min',
+          'target',
+          'met',
+        ],
+        pool.rows.map((r) => [
+          r.workload,
+          `RSA-${r.modulus}`,
+          fmt(r.without, 1),
+          fmt(r.with, 1),
+          fmt(r.ratio, 2),
+          r.oneAtATimeRatio ? fmt(r.oneAtATimeRatio, 2) : '-',
+          `${r.cpuWithout.median.toFixed(2)} / ${r.cpuWith.median.toFixed(2)}${r.mainThreadCpuWith ? ` (${r.mainThreadCpuWith.median.toFixed(2)})` : ''}`,
+          r.cpuBound !== undefined
+            ? `${r.cpuBound.toFixed(2)} (${r.cpuBoundOneAtATime?.toFixed(2) ?? '-'})`
+            : '-',
+          `${((r.without.median * r.cpuWithout.median) / 1000).toFixed(2)} / ${((r.with.median * r.cpuWith.median) / 1000).toFixed(2)}`,
+          `${r.load[0].toFixed(1)}→${r.load[1].toFixed(1)}`,
+          r.target !== undefined ? `≥ ${r.target}` : '-',
+          r.target === undefined ? '-' : r.ratio.median >= r.target ? 'yes' : 'NO',
+        ]),
+      ),
+    );
+    print(
+      '   wall = median of per-round ratios [min–max]; CPU bound = CPU/msg no pool ÷ max(main-thread CPU/msg, all-thread CPU/msg ÷ cores): the ratio the same CPU figures allow on an idle machine with stages side by side (one at a time: ÷ (main + rest ÷ cores)); cores used = CPU/msg × msg/s (what this process got of the machine: below 1 without the pool, the host is too busy for a second core to be free)',
+    );
+    for (const s of pool.skipped) print(`   skipped: ${s}`);
   }
 
   // ---- Cost -------------------------------------------------------------------------------------
@@ -751,6 +802,15 @@ async function main(): Promise<void> {
       met: r.cpuRatio >= r.target,
     });
   }
+  for (const r of pool?.rows ?? []) {
+    if (r.target === undefined) continue;
+    targets.push({
+      name: `pool ÷ no pool, ${r.workload}, RSA-${r.modulus}, ${r.workers} workers (issue 14)`,
+      target: `≥ ${r.target}`,
+      measured: `${r.ratio.median.toFixed(2)} wall (CPU bound ${r.cpuBound?.toFixed(2) ?? '-'}; load ${r.load[0].toFixed(1)})`,
+      met: r.ratio.median >= r.target,
+    });
+  }
   print('\n6. Targets (issues 6, 10 and 14)');
   print(
     table(
@@ -785,6 +845,7 @@ async function main(): Promise<void> {
     floor,
     embedded,
     closeToFloor: close,
+    pool,
     recipientKeys,
     emulator: emulator ?? { skipped: emulatorSkipped },
     durable,
@@ -801,6 +862,53 @@ async function main(): Promise<void> {
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
   log(`report: ${file} (and reports/bench/latest.json)`);
+}
+
+interface PoolResult {
+  rows: PoolRow[];
+  skipped: string[];
+}
+
+/** Embedded small messages at RSA-4096 and RSA-2048, then `itk3 process` on the 63 KB sample. */
+async function poolRows(
+  world4096: Awaited<ReturnType<typeof createWorld>>,
+  plan: (typeof PLANS)['quick' | 'full'],
+  now: number,
+  log: (line: string) => void,
+): Promise<PoolResult> {
+  const result: PoolResult = { rows: [], skipped: [] };
+  log('worker pool: generating an RSA-2048 world…');
+  const worlds = [
+    { modulus: 4096, world: world4096 },
+    { modulus: 2048, world: await createWorld({ now, recipientModulus: 2048 }) },
+  ];
+  const small = SIZE_CLASSES.find((c) => c.label === 'small');
+  if (!small) throw new Error('no small size class');
+  for (const w of worlds) {
+    log(`worker pool: sealing ${plan.pool.messages} small messages for RSA-${w.modulus} (not timed)…`);
+    const messages = await prepareMessages(w.world, small, plan.pool.messages, { now, infAck: true });
+    const row = await benchPoolEmbedded(w.world, w.modulus, messages, now, plan.pool, log);
+    if ('skipped' in row) result.skipped.push(`embedded RSA-${w.modulus}: ${row.skipped}`);
+    else result.rows.push(row);
+  }
+  if (!sampleBytes()) {
+    result.skipped.push(`itk3 process: ../shared/fixtures/itk3/${PROCESS_SAMPLE} is not there`);
+    return result;
+  }
+  for (const w of worlds) {
+    log(
+      `worker pool: sealing ${3 * plan.pool.processMessages} copies of ${PROCESS_SAMPLE} for RSA-${w.modulus}…`,
+    );
+    const runner = await benchProcessSamples(ROOT, w.world, w.modulus, plan.pool.processMessages, Date.now());
+    try {
+      const row = benchPoolProcess(runner, plan.pool.processRepeats, log);
+      if ('skipped' in row) result.skipped.push(`itk3 process RSA-${w.modulus}: ${row.skipped}`);
+      else result.rows.push(row);
+    } finally {
+      runner.cleanup();
+    }
+  }
+  return result;
 }
 
 interface CloseRow {
@@ -892,14 +1000,15 @@ async function closeToFloor(
   const runners = [];
   for (const w of worlds) {
     log(`close to the floor: sealing ${3 * n} fresh copies of ${PROCESS_SAMPLE} for RSA-${w.modulus}…`);
-    // A fresh token clock: the child processes judge credentials against the real time.
+    // A fresh token clock: the child processes judge credentials against the real time. One core:
+    // `--workers 0` (the pool is measured on its own, section 2c).
     runners.push(await benchProcessSamples(ROOT, w.world, w.modulus, n, Date.now()));
   }
   const perMessage = runners.map(() => [] as ProcessSample[]);
   try {
     for (let r = 0; r < plan.close.processRepeats; r += 1) {
       const order = r % 2 === 0 ? [0, 1] : [1, 0];
-      for (const i of order) perMessage[i]?.push((runners[i] as (typeof runners)[number]).run());
+      for (const i of order) perMessage[i]?.push((runners[i] as (typeof runners)[number]).run(0));
       log(
         `  itk3 process repeat ${r + 1}/${plan.close.processRepeats}: ${runners.map((x, i) => `RSA-${x.modulus} ${perMessage[i]?.at(-1)?.wallMs.toFixed(2)} ms/msg (CPU ${perMessage[i]?.at(-1)?.cpuMs.toFixed(2)})`).join(', ')}`,
       );

@@ -1,4 +1,5 @@
 /** Summaries of repeated measurements: medians and spreads, never a single run. */
+import { readFileSync } from 'node:fs';
 
 export interface Summary {
   /** Number of samples. */
@@ -51,3 +52,21 @@ export function cpuMsSince(start: NodeJS.CpuUsage): number {
   const d = process.cpuUsage(start);
   return (d.user + d.system) / 1000;
 }
+
+/**
+ * CPU ms of the calling thread alone (Linux: `/proc/thread-self/stat`, 10 ms ticks; `undefined`
+ * elsewhere). With a worker pool, the main thread's share bounds the throughput on many cores.
+ */
+export function threadCpuMs(): number | undefined {
+  try {
+    const stat = readFileSync('/proc/thread-self/stat', 'utf8');
+    // Fields after the `(comm)`, which may itself hold spaces: utime and stime are 14th and 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `getconf CLK_TCK` on every Linux the bench runs on. */
+const CLOCK_TICKS_PER_SECOND = 100;

@@ -12,6 +12,7 @@
  * - a full disk (a small tmpfs as `--out`): a clear error or dead letters with their reason, never a
  *   lost 202, and the server starts again on what was left; the same file system read-only: a clear
  *   error at start.
+ * The kill -9 and SIGTERM cases run with the CPU worker pool on (`--workers 2`, issue 14).
  */
 import '../support/env.js';
 import { execFileSync } from 'node:child_process';
@@ -100,7 +101,8 @@ describe('kill -9 of itk3 serve, restart on the same --out', () => {
       const killAfter = 1 + Math.floor(random() * 14);
       const killDelayMs = Math.floor(random() * 25);
 
-      let server = await startServe(files, out);
+      // With the worker pool on whatever the machine (issue 14): kill -9 takes its threads too.
+      let server = await startServe(files, out, ['--workers', '2']);
       let killed = false;
       let next = 0;
       const sender = async () => {
@@ -168,7 +170,18 @@ describe('kill -9 of itk3 process, then the same command again', () => {
         writeFileSync(join(inbox, `${name}.jwe`), m.sealed);
         writeFileSync(join(inbox, `${name}.jwt`), await freshCredential(world));
       }
-      const args = ['process', inbox, '--config', files.config, '--keystore', files.keystore, '--out', out];
+      const args = [
+        'process',
+        inbox,
+        '--config',
+        files.config,
+        '--keystore',
+        files.keystore,
+        '--out',
+        out,
+        '--workers',
+        '2',
+      ];
 
       const killAfterLines = Math.floor(random() * 10);
       const killDelayMs = Math.floor(random() * 50);
@@ -220,7 +233,7 @@ describe('SIGTERM while deliveries wait for a retry', () => {
     mkdirSync(join(blocked, '..'), { recursive: true });
     writeFileSync(blocked, 'not a folder');
     const messages = await sealMany(world, 3);
-    let server = await startServe(files, out, ['--stop-timeout', '3']);
+    let server = await startServe(files, out, ['--stop-timeout', '3', '--workers', '2']);
     const accepted = new Map<string, Sealed>();
     for (const m of messages) {
       const r = await post(server.port, await freshCredential(world), m.sealed);

@@ -11,6 +11,8 @@ import '../support/env.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeKeystore } from '../../lib/adapters/local/keystore.js';
+import { WorkerPool } from '../../lib/adapters/local/worker-pool.js';
 import { submitScenarioMessage } from '../../lib/cli/demo.js';
 import { fixturesDir, loadSamples, parseBundle, type Sample } from '../../lib/itk3/index.js';
 import type { EmbeddedPipeline, MessageOutcome } from '../../lib/runtime/embedded.js';
@@ -50,9 +52,19 @@ function phaseOf(message: ScenarioMessage): number {
 }
 
 /** Submit the scenario phase by phase, draining between phases, as the demo does. */
-async function runScenario(scenario: ScenarioMessage[], samples: Sample[]): Promise<Run> {
+async function runScenario(
+  scenario: ScenarioMessage[],
+  samples: Sample[],
+  pool?: WorkerPool,
+  sideBySide?: boolean,
+): Promise<Run> {
   const baseDir = makeTempDir('itk3-e2e-');
-  const pipeline = embeddedPipeline(world, { baseDir, auditFile: join(baseDir, 'audit.jsonl') });
+  const pipeline = embeddedPipeline(world, {
+    baseDir,
+    auditFile: join(baseDir, 'audit.jsonl'),
+    ...(pool ? { pool } : {}),
+    ...(sideBySide !== undefined ? { sideBySide } : {}),
+  });
   const traces: string[] = new Array(scenario.length);
   const phases = [...new Set(scenario.map(phaseOf))].sort((a, b) => a - b);
   for (const phase of phases) {
@@ -313,5 +325,55 @@ describe('e2e: the demo scenario with the fixture folder hidden (built samples)'
   it('every response verifies and the audit trail is clean', async () => {
     await expectEveryResponseVerifies(run!);
     expectAuditClean(run!);
+  });
+});
+
+describe('e2e: the demo scenario on the worker pool (issue 14: same results and audit as without it)', () => {
+  let pool: WorkerPool | undefined;
+  let withPool: Run | undefined;
+  let without: Run | undefined;
+  /** With `sideBySide: false`: the pool, one stage invocation at a time. */
+  let oneAtATime: Run | undefined;
+
+  beforeAll(async () => {
+    const keystoreFile = join(makeTempDir('itk3-e2e-pool-'), 'keystore.json');
+    writeKeystore(keystoreFile, world.keystore);
+    pool = await WorkerPool.start({ size: 2, keystoreFile, config: world.config });
+    // One scenario (the same sealed messages and credentials) through both pipelines; each has its
+    // own once-store, so neither sees the other's jti or message ids.
+    const samples = loadSamples();
+    const scenario = await buildScenario(world, Date.now());
+    without = await runScenario(scenario, samples);
+    withPool = await runScenario(scenario, samples, pool);
+    oneAtATime = await runScenario(scenario, samples, pool, false);
+  });
+  afterAll(async () => {
+    await pool?.close();
+  });
+
+  /** Each message's audit events in order, without what differs between runs (trace ids, times). */
+  function auditByMessage(run: Run): unknown[] {
+    const all = run.pipeline.audit.all();
+    return run.outcomes.map((o) =>
+      all.filter((e) => e.traceId === o.traceId).map(({ traceId: _t, at: _a, ...rest }) => rest),
+    );
+  }
+
+  it('every message ends exactly as expected, and as it ends without the pool', () => {
+    expectEveryMessageAsExpected(withPool!);
+    const strip = ({ traceId: _t, ...rest }: MessageOutcome) => rest;
+    expect(withPool!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
+    expect(oneAtATime!.outcomes.map(strip)).toEqual(without!.outcomes.map(strip));
+  });
+
+  it('the audit trail holds the same events per message, in the same order', () => {
+    expect(auditByMessage(withPool!)).toEqual(auditByMessage(without!));
+    expect(auditByMessage(oneAtATime!)).toEqual(auditByMessage(without!));
+  });
+
+  it('deliveries are byte-identical, responses verify and the audit trail is clean', async () => {
+    expect(expectDeliveredSamplesIdentical(withPool!, (s) => s.bytes)).toBe(fixturesDir() ? 2 : 3);
+    await expectEveryResponseVerifies(withPool!);
+    expectAuditClean(withPool!);
   });
 });

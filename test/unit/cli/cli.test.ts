@@ -141,10 +141,13 @@ describe('itk3: help and usage errors', () => {
   });
 
   it('a bad option value exits 2', async () => {
-    const { config } = worldOnDisk();
+    const { config, keystore } = worldOnDisk();
     const port = await cli('serve', '--config', config, '--port', '70000');
     expect(port.code).toBe(2);
     expect(port.err).toMatch(/--port must be 0–65535/);
+    const workers = await cli('serve', '--config', config, '--keystore', keystore, '--workers', 'many');
+    expect(workers.code).toBe(2);
+    expect(workers.err).toMatch(/--workers must be a whole number 0–256/);
     const modulus = await cli(
       'keys',
       'init',
@@ -401,6 +404,7 @@ describe('itk3 token → seal → process', () => {
     // A sealed message with no credential file beside it goes straight onto the inbound queue.
     writeFileSync(join(messages, 'anonymous.jwe'), await sealAs(world, 'X26', buildMessage('X26')));
 
+    // Without the worker pool (the test above runs with the default one on a multi-core machine).
     const processed = await cli(
       'process',
       messages,
@@ -410,6 +414,8 @@ describe('itk3 token → seal → process', () => {
       keystore,
       '--out',
       join(dir, 'run'),
+      '--workers',
+      '0',
     );
     expect(processed.code).toBe(1);
     expect(JSON.parse(processed.out[0]!)).toMatchObject({

@@ -1,0 +1,112 @@
+/**
+ * One worker of the embedded runtime's CPU pool (lib/adapters/local/worker-pool.ts).
+ *
+ * It reads the private keys itself from the keystore file it is given (no key material is posted
+ * to it), holds its own `KeyObject`s — one key handle per worker, so RSA operations on different
+ * workers never queue behind one handle — and rebuilds the configuration's indexes from the
+ * document. It answers the pool's tasks with the same code the stages run in process
+ * (lib/adapters/local/cpu-work.ts, lib/adapters/local/software-keys.ts). It never logs: errors go back to
+ * the pool as class, code and message (messages are the pipeline's own terse ones).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadConfig } from '../../config/load.js';
+import { PipelineError, RejectionError } from '../../errors.js';
+import { inThreadCpuWork } from './cpu-work.js';
+import { readKeystore } from './keystore.js';
+import { SoftwareKeyService } from './software-keys.js';
+import type { PoolReply, PoolTask, PoolWorkerData, SerializedError, TaskReply } from './worker-pool.js';
+
+const port = parentPort;
+if (!port) throw new Error('pool-worker runs only as a worker thread');
+const data = workerData as PoolWorkerData;
+
+let keys: SoftwareKeyService;
+let cpu: ReturnType<typeof inThreadCpuWork>;
+try {
+  keys = new SoftwareKeyService(readKeystore(data.keystoreFile));
+  cpu = inThreadCpuWork(loadConfig(data.configDoc));
+  port.postMessage({ ready: true } satisfies PoolReply);
+} catch (error) {
+  // Only the error's own message: readKeystore and loadConfig name files and problems, never keys.
+  const reason = error instanceof Error ? error.message.split('\n')[0] : 'unknown failure';
+  port.postMessage({ startupError: `${reason}` } satisfies PoolReply);
+  process.exit(1);
+}
+
+// The pool posts the tasks of one turn together; they are answered together (one message back).
+port.on('message', (tasks: PoolTask[]) => {
+  void Promise.all(
+    tasks.map((task) =>
+      run(task).then(
+        ({ value, transfer }) => ({ reply: { id: task.id, ok: true, value } as TaskReply, transfer }),
+        (error: unknown) => ({
+          reply: { id: task.id, ok: false, error: serialize(error) } as TaskReply,
+          transfer: [],
+        }),
+      ),
+    ),
+  ).then((answers) =>
+    port.postMessage(
+      answers.map((a) => a.reply),
+      answers.flatMap((a) => a.transfer),
+    ),
+  );
+});
+
+/** A fresh, exactly-sized copy whose buffer can be transferred (pooled Buffers must not be). */
+function own(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
+async function run(task: PoolTask): Promise<{ value: unknown; transfer: ArrayBuffer[] }> {
+  switch (task.op) {
+    case 'unwrapKey': {
+      const result = await keys.unwrapKey(task.kid, task.encryptedKey);
+      if (!result.ok) return { value: result, transfer: [] };
+      const cek = own(result.cek);
+      result.cek.fill(0);
+      return { value: { ok: true, cek }, transfer: [cek.buffer as ArrayBuffer] };
+    }
+    case 'deriveSharedSecret': {
+      const result = await keys.deriveSharedSecret(task.kid, task.ephemeralPublicKey);
+      if (!result.ok) return { value: result, transfer: [] };
+      const sharedSecret = own(result.sharedSecret);
+      result.sharedSecret.fill(0);
+      return { value: { ok: true, sharedSecret }, transfer: [sharedSecret.buffer as ArrayBuffer] };
+    }
+    case 'verifyCredential':
+      return { value: await cpu.verifyCredential(task.token, task.receivedAtMs), transfer: [] };
+    case 'openSigned': {
+      const verified = await cpu.openSigned(task.compact, task.expectedSenderOds);
+      const payload = own(verified.payload);
+      return { value: { ...verified, payload }, transfer: [payload.buffer as ArrayBuffer] };
+    }
+    case 'parseBundle':
+      return { value: await cpu.parseBundle(task.payload, task.format), transfer: [] };
+  }
+}
+
+function serialize(error: unknown): SerializedError {
+  if (error instanceof PipelineError) {
+    const cause = (error as { cause?: unknown }).cause;
+    return {
+      className: error.constructor.name,
+      code: error.code,
+      message: error.message,
+      // Plain-data causes (jose's code and claim, kept for explain and tests) cross as they are.
+      ...(isPlainData(cause) ? { cause } : {}),
+      ...(error instanceof RejectionError && error.responseHints
+        ? { responseHints: error.responseHints }
+        : {}),
+    };
+  }
+  // Not one of ours: its name only (a message of a library's error could quote input).
+  return { className: 'Error', message: `unexpected ${error instanceof Error ? error.name : 'failure'}` };
+}
+
+function isPlainData(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) {
+    return false;
+  }
+  return Object.values(value).every((v) => v === null || ['string', 'number', 'boolean'].includes(typeof v));
+}

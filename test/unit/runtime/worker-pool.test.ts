@@ -1,0 +1,331 @@
+/**
+ * The embedded runtime's worker pool (lib/adapters/local/worker-pool.ts), with real keys, real
+ * fixtures and real worker threads: every task gives what the in-process path gives (value, or
+ * error class, code, message and cause); a worker stopped mid-task fails that task transiently and
+ * is replaced; a pipeline whose worker dies mid-decrypt retries the record and delivers it; close
+ * lets work finish and leaves no thread behind; an idle pool never keeps a process alive.
+ */
+import '../../support/env.js';
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inThreadCpuWork } from '../../../lib/adapters/local/cpu-work.js';
+import { writeKeystore } from '../../../lib/adapters/local/keystore.js';
+import { SoftwareKeyService } from '../../../lib/adapters/local/software-keys.js';
+import { WorkerPool, workerCount } from '../../../lib/adapters/local/worker-pool.js';
+import { parseSealed } from '../../../lib/envelope/jwe.js';
+import { TransientError } from '../../../lib/errors.js';
+import { fixturesDir } from '../../../lib/itk3/index.js';
+import type { CpuWork, KeyService } from '../../../lib/ports/index.js';
+import { createWorld, type DemoWorld } from '../../../lib/testkit/world.js';
+import {
+  buildMessage,
+  credentialFor,
+  embeddedPipeline,
+  makeTempDir,
+  removeTempDirs,
+  sealAs,
+  signAs,
+  submitMessage,
+  testWorld,
+} from '../../support/world.js';
+
+let world: DemoWorld;
+let keystoreFile: string;
+let pool: WorkerPool;
+let local: SoftwareKeyService;
+let pooledKeys: KeyService;
+let inThread: CpuWork;
+
+beforeAll(async () => {
+  world = await testWorld();
+  keystoreFile = join(makeTempDir('itk3-pool-'), 'keystore.json');
+  writeKeystore(keystoreFile, world.keystore);
+  pool = await WorkerPool.start({ size: 2, keystoreFile, config: world.config });
+  local = new SoftwareKeyService(world.keystore);
+  pooledKeys = pool.keyService(local);
+  inThread = inThreadCpuWork(world.config);
+});
+
+afterAll(async () => {
+  await pool?.close();
+  removeTempDirs();
+});
+
+/** A task's outcome as comparable data: the value, or the error's class, code, message and cause. */
+async function settle(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    return { value: comparable(await promise) };
+  } catch (error) {
+    const e = error as Error & { code?: string; cause?: unknown };
+    return { error: { class: e.constructor.name, code: e.code, message: e.message, cause: e.cause } };
+  }
+}
+
+/** Byte arrays as hex (a Buffer and a Uint8Array with the same bytes compare equal). */
+function comparable(value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
+  if (Array.isArray(value)) return value.map(comparable);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
+  }
+  return value;
+}
+
+/** The same call on the pool and in this thread must end the same way. */
+async function expectSame(call: (cpu: CpuWork) => Promise<unknown>): Promise<unknown> {
+  const [pooled, here] = await Promise.all([settle(call(pool.cpu)), settle(call(inThread))]);
+  expect(pooled).toEqual(here);
+  return pooled;
+}
+
+describe('worker pool: the same results as the in-process path', () => {
+  it('workerCount: 0 and 1 mean no pool, the default is one worker per usable core', () => {
+    expect(workerCount(0)).toBe(0);
+    expect(workerCount(1)).toBe(0);
+    expect(workerCount(3)).toBe(3);
+    expect(workerCount()).toBe(availableParallelism() > 1 ? availableParallelism() : 0);
+    expect(() => workerCount(-1)).toThrow(RangeError);
+  });
+
+  it('RSA-OAEP unwrap: the same CEK on every worker, { ok: false } for a wrong key or garbage', async () => {
+    const sealed = parseSealed(
+      await sealAs(world, 'GP0001', buildMessage('GP0001')),
+      world.config.doc.limits,
+    );
+    for (let i = 0; i < 4; i += 1) {
+      const pooled = await pooledKeys.unwrapKey(sealed.kid, sealed.encryptedKey);
+      const here = await local.unwrapKey(sealed.kid, sealed.encryptedKey);
+      expect(pooled.ok && here.ok).toBe(true);
+      expect(comparable(pooled)).toEqual(comparable(here));
+    }
+    const garbage = new Uint8Array(sealed.encryptedKey.length).fill(7);
+    expect(await pooledKeys.unwrapKey(sealed.kid, garbage)).toEqual({ ok: false });
+    expect(await pooledKeys.unwrapKey('no-such-kid', sealed.encryptedKey)).toEqual({ ok: false });
+    // The caller's buffer is neither moved nor changed by posting it.
+    expect(sealed.encryptedKey.byteLength).toBeGreaterThan(0);
+  });
+
+  it('signing and public keys stay on the local key service', async () => {
+    const kid = world.config.doc.responseSigning.kid;
+    expect(Buffer.from(await pooledKeys.publicKeySpki(kid))).toEqual(
+      Buffer.from(await local.publicKeySpki(kid)),
+    );
+    expect((await pooledKeys.signEs256(kid, new TextEncoder().encode('a.b'))).byteLength).toBe(64);
+  });
+
+  it('credential verify: the same principal, and the same error for expired, foreign and broken tokens', async () => {
+    const now = Date.now();
+    const good = await credentialFor(world, 'GP0001', now);
+    const verified = (await expectSame((cpu) => cpu.verifyCredential(good, now))) as { value?: unknown };
+    expect(verified.value).toMatchObject({ organisation: 'GP0001' });
+    const failures = (await Promise.all([
+      expectSame((cpu) => cpu.verifyCredential(good, now + 3_600_000)), // expired at receipt
+      expectSame((cpu) => cpu.verifyCredential(`${good.slice(0, -4)}AAAA`, now)), // signature
+      expectSame((cpu) => cpu.verifyCredential('not-a-token', now)),
+      expectSame((cpu) => cpu.verifyCredential('', now)),
+    ])) as { error?: { class: string; code: string } }[];
+    expect(failures.map((f) => f.error?.class)).toEqual([
+      'AuthenticationError',
+      'AuthenticationError',
+      'AuthenticationError',
+      'AuthenticationError',
+    ]);
+    expect(failures[0]?.error?.code).toBe('TOKEN_EXPIRED');
+  });
+
+  it('inner signature: the same Bundle bytes and routing, the same refusal for another sender or a forgery', async () => {
+    const msg = buildMessage('GP0001');
+    const jws = await signAs(world, 'GP0001', msg);
+    const opened = (await expectSame((cpu) => cpu.openSigned(jws, 'GP0001'))) as {
+      value?: { payload: string };
+    };
+    expect(opened.value?.payload).toBe(Buffer.from(msg.bytes).toString('hex'));
+    const refusals = (await Promise.all([
+      expectSame((cpu) => cpu.openSigned(jws, 'X26')),
+      expectSame((cpu) => cpu.openSigned(`${jws.slice(0, -6)}AAAAAA`, 'GP0001')),
+      expectSame((cpu) => cpu.openSigned('a.b', 'GP0001')),
+    ])) as { error?: { code: string } }[];
+    expect(refusals.map((r) => r.error?.code)).toEqual([
+      'SIGNATURE_KEY_NOT_SENDERS',
+      'SIGNATURE_INVALID',
+      'SIGNATURE_MALFORMED',
+    ]);
+  });
+
+  it('Bundle parse: every shared ITK3 fixture reads identically (or is refused identically)', async (ctx) => {
+    const dir = fixturesDir();
+    if (!dir) {
+      ctx.skip();
+      return;
+    }
+    const files = readdirSync(dir).filter((f) => f.endsWith('.xml'));
+    expect(files.length).toBeGreaterThanOrEqual(5);
+    const outcomes = await Promise.all(
+      files.map((f) =>
+        expectSame((cpu) => cpu.parseBundle(new Uint8Array(readFileSync(join(dir, f))), 'xml')),
+      ),
+    );
+    expect(outcomes.filter((o) => (o as { value?: unknown }).value !== undefined).length).toBeGreaterThan(2);
+    // Built JSON and hostile shapes too: a byte-order mark, not UTF-8, not a Bundle.
+    const json = buildMessage('GP0001', { format: 'json' }).bytes;
+    await expectSame((cpu) => cpu.parseBundle(json, 'json'));
+    await expectSame((cpu) => cpu.parseBundle(new Uint8Array([0xef, 0xbb, 0xbf, 0x3c]), 'xml'));
+    await expectSame((cpu) => cpu.parseBundle(new Uint8Array([0x3c, 0xff, 0xfe]), 'xml'));
+    await expectSame((cpu) =>
+      cpu.parseBundle(new TextEncoder().encode('<Patient xmlns="http://hl7.org/fhir"/>'), 'xml'),
+    );
+  });
+});
+
+describe('worker pool: ECDH-ES recipient keys', () => {
+  it('derives the same shared secret as the local key, and { ok: false } for a foreign kid', async () => {
+    const ecWorld = await createWorld({ recipientAlg: 'ECDH-ES+A256KW' });
+    const file = join(makeTempDir('itk3-pool-ec-'), 'keystore.json');
+    writeKeystore(file, ecWorld.keystore);
+    const ecPool = await WorkerPool.start({ size: 1, keystoreFile: file, config: ecWorld.config });
+    try {
+      const ecLocal = new SoftwareKeyService(ecWorld.keystore);
+      const keys = ecPool.keyService(ecLocal);
+      const sealed = parseSealed(
+        await sealAs(ecWorld, 'GP0001', buildMessage('GP0001')),
+        ecWorld.config.doc.limits,
+      );
+      const epk = sealed.epk as { kty: 'EC'; crv: 'P-256'; x: string; y: string };
+      const pooled = await keys.deriveSharedSecret(sealed.kid, epk);
+      expect(pooled.ok).toBe(true);
+      expect(comparable(pooled)).toEqual(comparable(await ecLocal.deriveSharedSecret(sealed.kid, epk)));
+      expect(await keys.deriveSharedSecret('no-such-kid', epk)).toEqual({ ok: false });
+    } finally {
+      await ecPool.close();
+    }
+  });
+});
+
+describe('worker pool: a worker that dies', () => {
+  it('fails the task it was running transiently, and the next task runs on a replacement', async () => {
+    const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
+    try {
+      const first = solo.workers()[0]!;
+      const exited = new Promise((resolve) => first.once('exit', resolve));
+      const big = buildMessage('GP0001', { targetBytes: 2_000_000 }).bytes;
+      const running = solo.cpu.parseBundle(big, 'xml');
+      const keyTask = solo.keyService(local).unwrapKey('any', new Uint8Array(512));
+      expect(solo.inFlight).toBe(2);
+      await first.terminate();
+      await exited;
+      const failed = await running.catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(TransientError);
+      expect((failed as TransientError).code).toBe('UNEXPECTED');
+      // A key task lost with its worker reads as an unavailable key service (KMS throttling alike).
+      const keyFailed = await keyTask.catch((e: unknown) => e);
+      expect((keyFailed as TransientError).code).toBe('KEY_SERVICE_UNAVAILABLE');
+      expect(solo.workers()[0]).not.toBe(first);
+      const msg = buildMessage('GP0001');
+      const parsed = await solo.cpu.parseBundle(msg.bytes, 'xml');
+      expect(parsed.header.id).toBe(msg.messageId);
+      expect(solo.inFlight).toBe(0);
+    } finally {
+      await solo.close();
+    }
+  });
+
+  it('a worker that keeps dying is not restarted in a loop: its tasks then fail transiently', async () => {
+    const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
+    try {
+      for (let death = 0; death < 6; death += 1) {
+        const worker = solo.workers()[0]!;
+        const exited = new Promise((resolve) => worker.once('exit', resolve));
+        await worker.terminate();
+        await exited;
+      }
+      const refused = await solo.cpu
+        .parseBundle(buildMessage('GP0001').bytes, 'xml')
+        .catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(TransientError);
+      expect((refused as TransientError).message).toMatch(/keeps stopping/);
+    } finally {
+      await solo.close();
+    }
+  });
+
+  it('in a pipeline: the record in decrypt fails transiently, is retried and delivered, audited once each', async () => {
+    const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
+    try {
+      const pooled = solo.keyService(local);
+      let killed = false;
+      const pipeline = embeddedPipeline(world, {
+        baseDir: makeTempDir('itk3-pool-crash-'),
+        pool: solo,
+        ports: {
+          // The worker is stopped right after the first unwrap is posted to it.
+          keys: {
+            ...pooled,
+            unwrapKey: (kid, encryptedKey) => {
+              const result = pooled.unwrapKey(kid, encryptedKey);
+              if (!killed) {
+                killed = true;
+                void solo.workers()[0]!.terminate();
+              }
+              return result;
+            },
+          },
+        },
+      });
+      const traces = [
+        await submitMessage(pipeline, world, 'GP0001', buildMessage('GP0001')),
+        await submitMessage(pipeline, world, 'X26', buildMessage('X26')),
+      ];
+      await pipeline.drain();
+      expect(killed).toBe(true);
+      for (const trace of traces) expect((await pipeline.outcome(trace)).status).toBe('delivered');
+      const failures = pipeline.audit.all().filter((e) => e.event === 'transient-failure');
+      expect(failures.length).toBeGreaterThanOrEqual(1);
+      expect(failures.every((e) => e.stage === 'decrypt' && e.code === 'KEY_SERVICE_UNAVAILABLE')).toBe(true);
+      expect(pipeline.audit.all().filter((e) => e.event === 'delivered')).toHaveLength(2);
+    } finally {
+      await solo.close();
+    }
+  });
+});
+
+describe('worker pool: shutdown', () => {
+  it('close lets tasks in flight finish, then stops every worker; later tasks fail transiently', async () => {
+    const closing = await WorkerPool.start({ size: 2, keystoreFile, config: world.config });
+    const threads = closing.workers();
+    const exits = threads.map((w) => new Promise((resolve) => w.once('exit', resolve)));
+    const msg = buildMessage('GP0001');
+    const inFlight = closing.cpu.parseBundle(msg.bytes, 'xml');
+    const closed = closing.close();
+    expect((await inFlight).header.id).toBe(msg.messageId);
+    await closed;
+    await Promise.all(exits);
+    expect(threads.every((w) => w.threadId === -1)).toBe(true);
+    const late = await closing.cpu.parseBundle(msg.bytes, 'xml').catch((e: unknown) => e);
+    expect(late).toBeInstanceOf(TransientError);
+    await closing.close(); // idempotent
+  });
+
+  it('a pool left open and idle does not keep its process alive', async () => {
+    const script = join(import.meta.dirname, '../../support/pool-left-open.ts');
+    const run = promisify(execFile);
+    const t0 = Date.now();
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', script, keystoreFile], {
+      cwd: join(import.meta.dirname, '../../..'),
+      timeout: 60_000,
+      env: { ...process.env, ITK3_TEST_CONFIG: JSON.stringify(world.configDoc) },
+    });
+    expect(stdout.trim()).toBe('parsed; pool left open');
+    expect(Date.now() - t0).toBeLessThan(60_000);
+  });
+
+  it('a keystore the workers cannot read stops the start with a clear error', async () => {
+    const missing = join(makeTempDir('itk3-pool-missing-'), 'keystore.json');
+    await expect(WorkerPool.start({ size: 2, keystoreFile: missing, config: world.config })).rejects.toThrow(
+      /pool worker could not start/,
+    );
+  });
+});
