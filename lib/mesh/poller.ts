@@ -312,7 +312,7 @@ function isUtf8(bytes: Uint8Array): boolean {
 }
 
 /** MESH facts as queue message attributes. SQS refuses empty values, so absent ones are left out. */
-export function attributesOf(
+function attributesOf(
   message: MeshDownloadedMessage,
   encoding: 'utf-8' | 'base64',
 ): Record<string, string> {
