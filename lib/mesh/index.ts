@@ -1,6 +1,11 @@
 /** MESH transport: the port, its HTTP adapter, the inbound poller (docs/MESH.md). */
 
-export { attestMeshFacts, MESH_ATTESTATION_ATTRIBUTE, meshFactsFrom, verifyMeshAttestation } from './attestation.js';
+export {
+  attestMeshFacts,
+  MESH_ATTESTATION_ATTRIBUTE,
+  meshFactsFrom,
+  verifyMeshAttestation,
+} from './attestation.js';
 export { MESH_MAX_SKEW_MINUTES, MeshTokenSource, meshAuthorization, meshTimestamp } from './auth.js';
 export type * from './client.js';
 export { meshAttester, meshClientsFromConfig, resolveSecret } from './connect.js';

@@ -55,8 +55,6 @@ const MeshConnectionSchema = z
   })
   .strict();
 
-type MeshConnectionInput = z.input<typeof MeshConnectionSchema>;
-
 /** A secret value that never prints. `reveal()` is called only where the bytes are needed. */
 export class Secret {
   readonly #value: string;

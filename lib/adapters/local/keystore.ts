@@ -75,9 +75,7 @@ function isEcAlg(alg: KeyAlg): boolean {
 }
 
 /** Keystore document shape. Duplicate kids are checked by {@link validateKeystore}. */
-const KeystoreSchema = z
-  .object({ version: z.literal(1), keys: z.array(KeystoreEntrySchema) })
-  .strict();
+const KeystoreSchema = z.object({ version: z.literal(1), keys: z.array(KeystoreEntrySchema) }).strict();
 
 export type KeystoreEntry = z.infer<typeof KeystoreEntrySchema>;
 export type Keystore = z.infer<typeof KeystoreSchema>;
