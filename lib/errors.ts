@@ -231,8 +231,3 @@ export function classify(error: unknown): PipelineError {
   if (error instanceof PipelineError) return error;
   return new TransientError('UNEXPECTED', 'unexpected failure', { cause: error });
 }
-
-/** ITK3 code for a rejection code. */
-export function itk3CodeFor(code: RejectionCode): Itk3ResponseCode {
-  return ERROR_CATALOGUE[code];
-}

@@ -11,7 +11,7 @@ import { RejectionError } from './errors.js';
 
 export const RECORD_VERSION = 1;
 
-export const ArtefactSchema = z.union([
+const ArtefactSchema = z.union([
   z.object({ inline: z.string() }).strict(),
   z
     .object({ ref: z.object({ key: z.string(), bytes: z.number().int().nonnegative(), sha256: z.string() }) })
@@ -32,7 +32,7 @@ export const PrincipalSchema = z.object({
 });
 export type Principal = z.infer<typeof PrincipalSchema>;
 
-export const DecisionSchema = z.object({
+const DecisionSchema = z.object({
   ruleId: z.string(),
   delegationId: z.string().optional(),
   recipient: z.string(),
@@ -41,7 +41,7 @@ export const DecisionSchema = z.object({
 export type Decision = z.infer<typeof DecisionSchema>;
 
 /** What verify hands to deliver. */
-export const VerifiedMessageSchema = z.object({
+const VerifiedMessageSchema = z.object({
   messageId: z.string(),
   documentId: z.string().optional(),
   event: z.string(),
@@ -56,7 +56,7 @@ export const VerifiedMessageSchema = z.object({
 });
 export type VerifiedMessage = z.infer<typeof VerifiedMessageSchema>;
 
-export const RejectionSchema = z.object({
+const RejectionSchema = z.object({
   stage: z.enum(['ingest', 'authenticate', 'authorise', 'decrypt', 'verify', 'deliver']),
   code: z.string(),
   itk3Code: z.string(),
@@ -75,7 +75,7 @@ export type Rejection = z.infer<typeof RejectionSchema>;
  * queue body is encoded and its hash. The poller attests these facts with the gateway's key; the
  * authenticate stage accepts a MESH message only with a valid attestation over exactly them.
  */
-export const MeshFactsSchema = z
+const MeshFactsSchema = z
   .object({
     from: z.string().min(1).max(64),
     to: z.string().min(1).max(64),
@@ -89,7 +89,7 @@ export const MeshFactsSchema = z
   .strict();
 export type MeshFacts = z.infer<typeof MeshFactsSchema>;
 
-export const PipelineRecordSchema = z.object({
+const PipelineRecordSchema = z.object({
   v: z.literal(RECORD_VERSION),
   traceId: z.string().min(1).max(128),
   receivedAt: z.number().int().nonnegative(), // ms epoch, receipt time at ingress

@@ -13,7 +13,7 @@ import type { AuditEntry, KeyService } from '../ports/index.js';
 /** Version tag inside every hashed link, so a future format cannot be confused with this one. */
 const LINK_VERSION = 'itk3-audit-link-v1';
 /** JWS `typ` of a checkpoint: never confusable with a signed ITK3 response of the same key. */
-export const CHECKPOINT_TYP = 'itk3-audit-checkpoint+jws';
+const CHECKPOINT_TYP = 'itk3-audit-checkpoint+jws';
 
 /** One chained entry as stored: its position in the stream, the previous hash and its own. */
 export interface ChainLink {
@@ -43,7 +43,7 @@ export function genesisHash(stream: string): string {
 }
 
 /** Field order of the hashed form; every field of an entry is covered, unknown ones included. */
-export function canonicalEntry(entry: AuditEntry): string {
+function canonicalEntry(entry: AuditEntry): string {
   const record = entry as unknown as Record<string, unknown>;
   const keys = Object.keys(record)
     .filter((k) => record[k] !== undefined)

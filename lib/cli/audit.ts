@@ -18,7 +18,7 @@ type Write = (line: string) => void;
  * The trusted checkpoint keys of a keystore: its response-signing keys (public halves only). The
  * keys come from the keystore, never from the trail, so a forger cannot bring their own.
  */
-export function checkpointKeysFromKeystore(file: string): CheckpointKeys {
+function checkpointKeysFromKeystore(file: string): CheckpointKeys {
   const keystore = readKeystore(file);
   const keys = new Map<string, Uint8Array>();
   for (const entry of keystore.keys) {
@@ -57,7 +57,7 @@ export function auditVerify(out: string, keystore: string | undefined, json: boo
 }
 
 /** Print stream reports; 0 when every stream is proven, 1 otherwise. */
-export function writeReports(reports: readonly StreamReport[], json: boolean, write: Write): number {
+function writeReports(reports: readonly StreamReport[], json: boolean, write: Write): number {
   const broken = reports.filter((r) => r.break);
   if (json) {
     write(JSON.stringify({ proven: broken.length === 0, streams: reports }));

@@ -12,7 +12,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { RecipientKeyPairSpec, WrappedKeyRecord } from '../adapters/aws/key-wrapping.js';
 import { UsageError } from '../errors.js';
 
-export const KEYS_WRAP_USAGE =
+const KEYS_WRAP_USAGE =
   'usage: itk3 keys wrap --wrapping-key KEY --kid KID [--spec RSA_2048|RSA_3072|RSA_4096|ECC_NIST_P256] [--out FILE [--force]]';
 
 /** Same rule as a kid in the configuration (lib/config/schema.ts), so every wrapped kid is usable. */

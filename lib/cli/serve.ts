@@ -117,7 +117,7 @@ const NOT_FOUND = { error: 'NOT_FOUND', message: 'unknown tracking id' } as cons
 const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' } as const;
 const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
 
-export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const limits: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS, ...opts.limits };

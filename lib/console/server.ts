@@ -28,7 +28,7 @@ import type { EmbeddedPipeline } from '../runtime/embedded.js';
 import { operatorTokenMatches } from './token.js';
 
 /** What the console reads from the audit trail (the SQLite state's audit log provides it). */
-export interface ConsoleAuditSource {
+interface ConsoleAuditSource {
   /** Ids of the traces with the latest activity, newest first. */
   recentTraceIds(limit: number): string[];
   /** The newest `limit` entries, oldest first. */
@@ -51,7 +51,7 @@ export interface ConsoleOptions {
 export type ConsoleHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>;
 
 /** The fields of an audit entry the console shows; anything else an entry carries is not sent. */
-export interface TimelineEntry {
+interface TimelineEntry {
   at: string;
   stage: string;
   event: string;
@@ -64,7 +64,7 @@ export interface TimelineEntry {
   detail?: string;
 }
 
-export interface TraceSummary {
+interface TraceSummary {
   traceId: string;
   firstAt: string;
   lastAt: string;
@@ -86,7 +86,7 @@ export interface MinuteCounts {
   itk3Codes: Record<string, number[]>;
 }
 
-export const CONSOLE_LIMITS = {
+const CONSOLE_LIMITS = {
   /** Traces listed by default and at most. */
   defaultTraces: 50,
   maxTraces: 200,
@@ -101,7 +101,7 @@ export const CONSOLE_LIMITS = {
  * Served with every console response. The CSP allows scripts and styles from this origin only (no
  * inline script, no eval), connections to this origin only, no framing, no forms, no plugins.
  */
-export const CONSOLE_SECURITY_HEADERS: Readonly<Record<string, string>> = {
+const CONSOLE_SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'content-security-policy':
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -271,7 +271,7 @@ export function createConsole(opts: ConsoleOptions): ConsoleHandler {
 }
 
 /** One audit entry as the console shows it: the known fields only, bounded as the audit bounds them. */
-export function timelineEntry(raw: AuditEntry): TimelineEntry {
+function timelineEntry(raw: AuditEntry): TimelineEntry {
   const e = safeAuditEntry(raw);
   const out: TimelineEntry = { at: e.at, stage: e.stage, event: e.event };
   for (const field of ['code', 'itk3Code', 'messageId', 'sender', 'recipient', 'ruleId', 'detail'] as const) {

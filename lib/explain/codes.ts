@@ -9,7 +9,7 @@
 import { ERROR_CATALOGUE, type Itk3ResponseCode, type RejectionCode } from '../errors.js';
 
 /** Where a code can be raised: a pipeline stage, or `ingest` (the HTTP front door / inbound queue). */
-export type CodeStage = 'ingest' | 'authenticate' | 'authorise' | 'decrypt' | 'verify';
+type CodeStage = 'ingest' | 'authenticate' | 'authorise' | 'decrypt' | 'verify';
 
 export interface CodeDescription {
   stages: readonly CodeStage[];

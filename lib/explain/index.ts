@@ -36,13 +36,12 @@ import { verifyRecord } from '../stages/verify.js';
 import { describeCode } from './codes.js';
 import { DryRunOnceStore, dryRunPorts, type RememberedLookup } from './ports.js';
 
-export { describeCode, REJECTION_CODES, rejectionCodesMarkdown } from './codes.js';
-export type { RememberedLookup } from './ports.js';
+export { REJECTION_CODES, rejectionCodesMarkdown } from './codes.js';
 export { renderExplanation } from './render.js';
 
 export type CheckStatus = 'passed' | 'failed' | 'not-reached' | 'skipped';
 
-export interface ExplainedCheck {
+interface ExplainedCheck {
   id: string;
   description: string;
   status: CheckStatus;
@@ -54,14 +53,14 @@ export interface ExplainedCheck {
   note?: string;
 }
 
-export interface ExplainedStage {
+interface ExplainedStage {
   stage: StageName;
   status: CheckStatus;
   checks: ExplainedCheck[];
   note?: string;
 }
 
-export interface PolicyExplanation {
+interface PolicyExplanation {
   /** The rule (and grant) that allowed the message. */
   ruleId?: string;
   delegationId?: string;

@@ -29,7 +29,7 @@ import { readXml, XmlAmbiguity, XmlRefusal } from './xml.js';
 export type BundleFormat = 'xml' | 'json';
 
 /** Handling-specification values as read (ITK3.md §2.2). */
-export interface Itk3Handling {
+interface Itk3Handling {
   /** `BusAckRequested`; undefined when missing or unreadable (see `problems`). */
   busAckRequested?: boolean;
   /** `InfAckRequested`; undefined when missing or unreadable (see `problems`). */
@@ -52,7 +52,7 @@ export interface Itk3Handling {
 }
 
 /** `MessageHeader.response` of an ITK008M response message. */
-export interface Itk3ResponseInfo {
+interface Itk3ResponseInfo {
   identifier?: string;
   code?: string;
   /** ITK response code from the referenced OperationOutcome's `issue.details.coding`. */
@@ -66,7 +66,7 @@ export interface Itk3ResponseInfo {
 }
 
 /** The MessageHeader facts (ITK3.md §2.1). Empty strings stand for "absent" where a value is required. */
-export interface Itk3Header {
+interface Itk3Header {
   /** `MessageHeader.id`; `''` when absent. */
   id: string;
   event: { system: string; code: string; display: string };
@@ -129,7 +129,7 @@ export interface ParseLimits {
  * Default caps: 100 MiB (one MESH request), depth 64, 500 000 elements, 1 000 000 attributes.
  * Real FHIR XML runs at about 50 bytes per element, so a dense 5 MB Bundle has ~100 000.
  */
-export const DEFAULT_PARSE_LIMITS: Readonly<ParseLimits> = Object.freeze({
+const DEFAULT_PARSE_LIMITS: Readonly<ParseLimits> = Object.freeze({
   maxBytes: 100 * 1024 * 1024,
   maxDepth: 64,
   maxElements: 500_000,
@@ -633,7 +633,7 @@ function headerOds(
 }
 
 /** Last URL segment, `…-MessageDefinition-Instance-N` normalised to `…-MessageDefinition-N`. */
-export function messageDefinitionName(url: string | undefined): string | undefined {
+function messageDefinitionName(url: string | undefined): string | undefined {
   if (url === undefined) return undefined;
   const segment = url.trim().split(/[?#]/, 1)[0]?.split('/').pop();
   if (segment === undefined || segment === '') return undefined;

@@ -11,19 +11,19 @@
 import { FHIR_NS } from './constants.js';
 
 /** A FHIR JSON value. */
-export type FhirValue = string | number | boolean | FhirObject | readonly FhirValue[];
+type FhirValue = string | number | boolean | FhirObject | readonly FhirValue[];
 /** A FHIR JSON object (resource or complex element); undefined members are skipped. */
 export interface FhirObject {
   readonly [key: string]: FhirValue | undefined;
 }
 
 /** Serialise a resource as FHIR JSON (UTF-8 bytes, two-space indent). */
-export function toFhirJson(resource: FhirObject): Uint8Array {
+function toFhirJson(resource: FhirObject): Uint8Array {
   return new TextEncoder().encode(`${JSON.stringify(resource, null, 2)}\n`);
 }
 
 /** Serialise a resource as FHIR XML (UTF-8 bytes, with an XML declaration). */
-export function toFhirXml(resource: FhirObject): Uint8Array {
+function toFhirXml(resource: FhirObject): Uint8Array {
   const type = resource.resourceType;
   if (typeof type !== 'string') throw new TypeError('root object has no resourceType');
   const out: string[] = ['<?xml version="1.0" encoding="UTF-8"?>\n'];
@@ -92,7 +92,7 @@ const NEEDS_ESCAPE = /[&<>"'\u0000-\u001f\ud800-\udfff\ufffe\uffff]/;
  * reference so attribute-value normalisation keeps it; characters XML 1.0 cannot carry (controls,
  * lone surrogates, U+FFFE/U+FFFF) become U+FFFD.
  */
-export function escapeXmlAttribute(text: string): string {
+function escapeXmlAttribute(text: string): string {
   // Fast path: base64 attachments are megabytes of characters that never need escaping.
   if (!NEEDS_ESCAPE.test(text)) return text;
   let out = '';

@@ -19,7 +19,7 @@ import { FHIR_NS } from './constants.js';
 import { readXmlFast } from './xml-fast.js';
 
 /** Namespace of the narrative `div` (FHIR Narrative.div). */
-export const XHTML_NS = 'http://www.w3.org/1999/xhtml';
+const XHTML_NS = 'http://www.w3.org/1999/xhtml';
 /** Namespace bound to the `xml` prefix (`xml:lang`). */
 const XML_NS = 'http://www.w3.org/XML/1998/namespace';
 

@@ -23,7 +23,7 @@ import type { MeshFacts } from '../record.js';
 /** The queue message attribute holding the attestation (a compact ES256 JWS). */
 export const MESH_ATTESTATION_ATTRIBUTE = 'Mesh-Attestation';
 /** `typ` of an attestation: a response or any other gateway signature never carries it. */
-export const MESH_ATTESTATION_TYP = 'itk3-mesh-attestation';
+const MESH_ATTESTATION_TYP = 'itk3-mesh-attestation';
 
 const encoder = new TextEncoder();
 

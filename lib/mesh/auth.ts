@@ -11,7 +11,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { MeshClockSkewError } from './errors.js';
 
-export const MESH_AUTH_SCHEME = 'NHSMESH';
+const MESH_AUTH_SCHEME = 'NHSMESH';
 /** MESH refuses tokens whose timestamp is further than this from its clock. */
 export const MESH_MAX_SKEW_MINUTES = 120;
 

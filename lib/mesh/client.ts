@@ -5,7 +5,7 @@
  */
 
 /** One message's metadata, from its download headers (or the rich inbox). */
-export interface MeshMessageMeta {
+interface MeshMessageMeta {
   messageId: string;
   /** `DATA`, or `REPORT` for MESH's own non-delivery and error reports. */
   messageType: string;

@@ -11,7 +11,7 @@ import { MeshConfigError } from './errors.js';
 
 const PEM = z.string().regex(/-----BEGIN [A-Z0-9 ]+-----/, 'must be PEM text');
 
-export const MeshTlsSchema = z
+const MeshTlsSchema = z
   .object({
     /** Client certificate (PEM) issued by the NHS for this mailbox and environment. */
     cert: PEM,
@@ -22,7 +22,7 @@ export const MeshTlsSchema = z
   })
   .strict();
 
-export const MeshConnectionSchema = z
+const MeshConnectionSchema = z
   .object({
     /** Base URL, e.g. https://msg.intspineservices.nhs.uk (no path). */
     url: z.url({ protocol: /^https?$/ }),
@@ -54,8 +54,6 @@ export const MeshConnectionSchema = z
     compressSent: z.boolean().default(false),
   })
   .strict();
-
-export type MeshConnectionInput = z.input<typeof MeshConnectionSchema>;
 
 /** A secret value that never prints. `reveal()` is called only where the bytes are needed. */
 export class Secret {

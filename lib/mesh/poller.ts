@@ -312,10 +312,7 @@ function isUtf8(bytes: Uint8Array): boolean {
 }
 
 /** MESH facts as queue message attributes. SQS refuses empty values, so absent ones are left out. */
-export function attributesOf(
-  message: MeshDownloadedMessage,
-  encoding: 'utf-8' | 'base64',
-): Record<string, string> {
+function attributesOf(message: MeshDownloadedMessage, encoding: 'utf-8' | 'base64'): Record<string, string> {
   const attributes: Record<string, string> = { Transport: 'mesh', 'Mex-Body-Encoding': encoding };
   const put = (name: string, value: string | undefined) => {
     const clean = value?.replace(/[^\x20-\x7E]/g, '').slice(0, 256);

@@ -11,7 +11,7 @@ interface WorkflowPair {
 }
 
 /** ITK3.md §3 (ITK011M NEMS and ITK012M pathology have no send/ack pair and are left out). */
-export const BUILT_IN_WORKFLOWS: readonly WorkflowPair[] = [
+const BUILT_IN_WORKFLOWS: readonly WorkflowPair[] = [
   { event: 'ITK003D', send: ['TOC_FHIR_IP_DISCH'] },
   { event: 'ITK004D', send: ['TOC_FHIR_MH_DISCH'] },
   { event: 'ITK005D', send: ['TOC_FHIR_EC_DISCH'] },
@@ -30,11 +30,6 @@ function pairs(config: LoadedConfig): readonly WorkflowPair[] {
 /** Whether `workflowId` is a workflow a sender may use for `event`. */
 export function workflowMatchesEvent(config: LoadedConfig, workflowId: string, event: string): boolean {
   return pairs(config).some((p) => p.event === event && p.send.includes(workflowId));
-}
-
-/** Whether the workflow is one the gateway knows (an ITK3 send workflow). */
-export function isKnownWorkflow(config: LoadedConfig, workflowId: string): boolean {
-  return pairs(config).some((p) => p.send.includes(workflowId));
 }
 
 /** The workflow ITK008M responses to a message sent with `workflowId` travel with. */

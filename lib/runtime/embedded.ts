@@ -110,14 +110,14 @@ export interface BacklogLimits {
   maxBytes: number;
 }
 
-export const DEFAULT_LIMITS: BacklogLimits = { maxMessages: 10_000, maxBytes: 512 * 1024 * 1024 };
+const DEFAULT_LIMITS: BacklogLimits = { maxMessages: 10_000, maxBytes: 512 * 1024 * 1024 };
 
 /** Refused by backpressure: ingest answers 503 and `serve` adds Retry-After. */
-export class BacklogFullError extends Error {
+class BacklogFullError extends Error {
   override readonly name = 'BacklogFullError';
 }
 
-export type MessageStatus = 'delivered' | 'rejected' | 'dead-lettered' | 'in-flight';
+type MessageStatus = 'delivered' | 'rejected' | 'dead-lettered' | 'in-flight';
 
 export interface MessageOutcome {
   traceId: string;

@@ -43,7 +43,7 @@ export interface InspectableAuditLog extends AuditLog {
   checkpoint?(): Promise<boolean>;
 }
 
-export type TerminalStatus = 'delivered' | 'rejected' | 'dead-lettered';
+type TerminalStatus = 'delivered' | 'rejected' | 'dead-lettered';
 
 export interface StoredOutcome {
   traceId: string;

@@ -17,7 +17,7 @@ import { type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } fro
 import { claimCheckKeys, removeClaimChecks } from './claim-check.js';
 import type { BatchPortName, PortName, Stage, StageContext } from './stage.js';
 
-export type RecordResult = 'forwarded' | 'rejected' | 'delivered' | 'responded' | 'transient';
+type RecordResult = 'forwarded' | 'rejected' | 'delivered' | 'responded' | 'transient';
 
 /** Told about every record's result; the handler turns these into metrics and log lines. */
 export interface StageObserver {

@@ -265,7 +265,7 @@ async function deliverTo(
 }
 
 /** A stable UUID-shaped id derived from a seed, so retries produce the same response ids. */
-export function uuidFrom(seed: string): string {
+function uuidFrom(seed: string): string {
   const h = sha256Hex(seed);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((Number.parseInt(h[16] ?? '0', 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }

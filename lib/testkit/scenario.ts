@@ -20,7 +20,7 @@ import {
 } from '../itk3/index.js';
 import type { DemoSender, DemoWorld } from './world.js';
 
-export interface Expected {
+interface Expected {
   status: 'delivered' | 'rejected';
   stage?: string;
   itk3Code?: string;

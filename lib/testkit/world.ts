@@ -40,7 +40,7 @@ export interface DemoSender {
   key: KeystoreEntry;
 }
 
-export interface DemoRecipient {
+interface DemoRecipient {
   ods: string;
   key: KeystoreEntry;
 }

@@ -146,7 +146,7 @@ export function totalCalls(stages: CountedCalls, ingest: CountedCalls = {}): num
   return sum;
 }
 
-export interface CostLine {
+interface CostLine {
   item: string;
   perMillionUsd: number;
   basis: string;

@@ -72,8 +72,8 @@ export interface FloorByModulus {
   rsa2048: number;
 }
 
-export const UNWRAP_4096 = 'CEK unwrap RSA-OAEP-256 4096 (node:crypto)';
-export const UNWRAP_2048 = 'CEK unwrap RSA-OAEP-256 2048 (node:crypto, reference)';
+const UNWRAP_4096 = 'CEK unwrap RSA-OAEP-256 4096 (node:crypto)';
+const UNWRAP_2048 = 'CEK unwrap RSA-OAEP-256 2048 (node:crypto, reference)';
 
 /** `floorMs` of a size with the RSA-2048 unwrap in place of the RSA-4096 one. */
 export function floorByModulus(floor: FloorResult, size: SizeFloor): FloorByModulus {

@@ -29,7 +29,7 @@ import type { PreparedMessage, SizeClass } from './workload.js';
 export type Phase = StageName | 'ingest';
 
 /** Calls of the ports during one run; the AWS adapters make one request per call. */
-export interface PortCalls {
+interface PortCalls {
   once: number;
   audit: number;
   unwrap: number;
@@ -76,12 +76,6 @@ export interface EmbeddedSizeResult {
   meanBodyBytes: Record<QueueName, number>;
   /** Port calls per message (first measured run; no retries happen in these runs). */
   portCallsPerMessage: PortCalls;
-}
-
-export interface EmbeddedPlan {
-  backlogMessages: number;
-  pacedMessages: number;
-  runs: number;
 }
 
 /** A fresh pipeline around the real handlers, with every timing and counting hook in place. */

@@ -37,7 +37,7 @@ import { type Summary, summarise } from './stats.js';
 import { type PreparedMessage, prepareMessages, SIZE_CLASSES } from './workload.js';
 
 /** `cached-sign`: the cached mode with the response-signing key cached too (no KMS `Sign`). */
-export type EmulatorVariant = 'relay' | 'direct' | 'direct-noack' | 'cached' | 'cached-noack' | 'cached-sign';
+type EmulatorVariant = 'relay' | 'direct' | 'direct-noack' | 'cached' | 'cached-noack' | 'cached-sign';
 
 export interface EmulatorPlan {
   messages: number;
@@ -45,14 +45,14 @@ export interface EmulatorPlan {
 }
 
 /** Per-message AWS API calls of one pipeline variant, averaged over its runs. */
-export interface CallsPerMessage {
+interface CallsPerMessage {
   /** Service → operation → calls per message (drain only: the five stages). */
   stages: Record<string, Record<string, number>>;
   /** Service → operation → calls per message made by ingest (the HTTP front door). */
   ingest: Record<string, Record<string, number>>;
 }
 
-export interface SqsObservation {
+interface SqsObservation {
   receives: number;
   nonEmptyReceives: number;
   messagesReceived: number;
@@ -63,7 +63,7 @@ export interface SqsObservation {
   billedWork: number;
 }
 
-export interface EmulatorVariantResult {
+interface EmulatorVariantResult {
   variant: EmulatorVariant;
   runs: number;
   messagesPerRun: number;

@@ -29,7 +29,7 @@ import { benchEmbeddedSize } from './embedded.js';
 import type { Summary } from './stats.js';
 import { prepareMessages, SIZE_CLASSES } from './workload.js';
 
-export const RECIPIENT_CHOICES = [
+const RECIPIENT_CHOICES = [
   { label: 'RSA-2048', alg: 'RSA-OAEP-256', modulus: 2048 },
   { label: 'RSA-3072', alg: 'RSA-OAEP-256', modulus: 3072 },
   { label: 'RSA-4096', alg: 'RSA-OAEP-256', modulus: 4096 },

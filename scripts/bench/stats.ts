@@ -13,7 +13,7 @@ export interface Summary {
 }
 
 /** The `p`-quantile (0–1) of already sorted values, linear interpolation between ranks. */
-export function quantileSorted(sorted: readonly number[], p: number): number {
+function quantileSorted(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = (sorted.length - 1) * p;
   const lo = Math.floor(rank);

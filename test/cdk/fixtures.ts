@@ -13,8 +13,8 @@ export const PROJECT_ROOT = resolve(import.meta.dirname, '../..');
 /** An existing KMS key the configuration references instead of letting the stack create one. */
 export const IMPORTED_RECIPIENT_KEY_ARN =
   'arn:aws:kms:eu-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
-export const S3_TARGET = { type: 's3', bucket: 'rx-inbox', prefix: 'itk3/' } as const;
-export const SQS_TARGET = {
+const S3_TARGET = { type: 's3', bucket: 'rx-inbox', prefix: 'itk3/' } as const;
+const SQS_TARGET = {
   type: 'sqs',
   queueUrl: 'https://sqs.eu-west-2.amazonaws.com/123456789012/rx-queue',
 } as const;

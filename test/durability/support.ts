@@ -14,7 +14,7 @@ import type { StoredOutcome } from '../../lib/runtime/state.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import { type BuiltMessage, buildMessage, credentialFor, sealAs } from '../support/world.js';
 
-export const REPO = resolve(import.meta.dirname, '../..');
+const REPO = resolve(import.meta.dirname, '../..');
 const BIN = join(REPO, 'bin/itk3.js');
 
 /** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. */

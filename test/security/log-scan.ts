@@ -53,7 +53,7 @@ export interface Secrets {
   envelopes: string[];
 }
 
-export type LeakKind = 'bundle-bytes' | 'token-or-envelope' | 'jwk-private-member' | 'pem' | 'nhs-number';
+type LeakKind = 'bundle-bytes' | 'token-or-envelope' | 'jwk-private-member' | 'pem' | 'nhs-number';
 
 export interface Leak {
   kind: LeakKind;
@@ -68,7 +68,7 @@ const B64URL_RUN = /[A-Za-z0-9_-]{40,}/g;
 const TEN_DIGITS = /(?<![0-9A-Za-z])([0-9]{10}|[0-9]{3} [0-9]{3} [0-9]{4})(?![0-9A-Za-z])/g;
 
 /** NHS number check digit (modulus 11, weights 10..2). */
-export function isNhsNumber(candidate: string): boolean {
+function isNhsNumber(candidate: string): boolean {
   const digits = candidate.replace(/ /g, '');
   if (!/^[0-9]{10}$/.test(digits)) return false;
   let sum = 0;

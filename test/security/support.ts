@@ -19,7 +19,7 @@ import {
   publicEncrypt,
   randomBytes,
 } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MemoryBlobStore, MemoryOnceStore } from '../../lib/adapters/local/memory-stores.js';
@@ -29,8 +29,8 @@ import type { EcPublicJwk, Ports } from '../../lib/ports/index.js';
 import { EmbeddedPipeline, type MessageOutcome, VirtualClock } from '../../lib/runtime/embedded.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const reportsDir = path.join(projectRoot, 'reports', 'security');
+const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const reportsDir = path.join(projectRoot, 'reports', 'security');
 
 // ---------------------------------------------------------------------------------------------
 // Encoding helpers.
@@ -355,13 +355,6 @@ export class Results<Row> {
     const doc = { suite: this.#suite, generatedAt: new Date().toISOString(), ...extra, rows: this.rows };
     writeFileSync(this.#file, `${JSON.stringify(doc, null, 2)}\n`);
   }
-}
-
-/** Read a results document if it exists. */
-export function readResults<T>(file: string): T | undefined {
-  const full = path.join(reportsDir, file);
-  if (!existsSync(full)) return undefined;
-  return JSON.parse(readFileSync(full, 'utf8')) as T;
 }
 
 /** A row from a run result. */

@@ -18,7 +18,7 @@ import type { DemoWorld } from '../../lib/testkit/world.js';
 import { keyService } from './world.js';
 
 /** A queue sender that keeps every body it is given. */
-export class RecordingQueueSender implements QueueSender {
+class RecordingQueueSender implements QueueSender {
   readonly sent: {
     queue: QueueName;
     body: string;

@@ -37,7 +37,7 @@ let shared: AwsClients | undefined;
  * Clients built once per process from `process.env` (a Lambda container reuses them across
  * invocations, so the cold start pays for them once).
  */
-export function sharedAwsClients(): AwsClients {
+function sharedAwsClients(): AwsClients {
   shared ??= createAwsClients();
   return shared;
 }

@@ -50,8 +50,6 @@ export function kmsKeyMap(
   return map;
 }
 
-export type KeyMode = 'direct' | 'cached';
-
 /**
  * The {@link KeyService} of the AWS runtimes, by `ITK3_KEY_MODE`: `direct` (the default, also when
  * unset) keeps every private-key operation in KMS; `cached` unwraps each recipient key of

@@ -46,7 +46,7 @@ const PrivateJwkSchema = z.discriminatedUnion('kty', [
   z.looseObject({ kty: z.literal('EC'), crv: z.literal('P-256'), x: b64u, y: b64u, d: b64u }),
 ]);
 
-export const KeystoreEntrySchema = z
+const KeystoreEntrySchema = z
   .object({
     kid: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a key id: 1–64 of A-Z a-z 0-9 . _ -'),
     purpose: z.enum(KEY_PURPOSES),
@@ -70,14 +70,12 @@ export const KeystoreEntrySchema = z
   });
 
 /** ES256 signing and ECDH-ES key agreement use P-256 keys; every other algorithm an RSA key. */
-export function isEcAlg(alg: KeyAlg): boolean {
+function isEcAlg(alg: KeyAlg): boolean {
   return alg === 'ES256' || alg === 'ECDH-ES+A256KW';
 }
 
 /** Keystore document shape. Duplicate kids are checked by {@link validateKeystore}. */
-export const KeystoreSchema = z
-  .object({ version: z.literal(1), keys: z.array(KeystoreEntrySchema) })
-  .strict();
+const KeystoreSchema = z.object({ version: z.literal(1), keys: z.array(KeystoreEntrySchema) }).strict();
 
 export type KeystoreEntry = z.infer<typeof KeystoreEntrySchema>;
 export type Keystore = z.infer<typeof KeystoreSchema>;
@@ -130,7 +128,7 @@ export function createKeystore(entries: readonly KeystoreEntry[]): Keystore {
  * Validate a keystore document, listing every problem at once (schema and duplicate kids).
  * Throws {@link ConfigError}; `where` prefixes each problem (a file path or "keystore").
  */
-export function validateKeystore(json: unknown, where: string): Keystore {
+function validateKeystore(json: unknown, where: string): Keystore {
   const parsed = KeystoreSchema.safeParse(json);
   const problems = parsed.success ? [] : parsed.error.issues.map((i) => formatIssue(i, where));
   // Checked on the raw input so it is reported alongside schema problems, not after them.

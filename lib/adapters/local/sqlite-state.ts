@@ -945,7 +945,7 @@ function fromRow(r: MessageRow): QueuedMessage {
 }
 
 /** The trace a queue body belongs to: a pipeline record names it; an inbound body is its own. */
-export function traceIdOf(body: string, fallback: string): string {
+function traceIdOf(body: string, fallback: string): string {
   if (body.startsWith('{"traceId":"')) {
     const end = body.indexOf('"', 12);
     if (end > 12) return body.slice(12, end);

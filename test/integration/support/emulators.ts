@@ -11,14 +11,14 @@ import { describe, it } from 'vitest';
 import { type AwsClients, createAwsClients } from '../../../lib/adapters/aws/clients.js';
 
 /** Capabilities some emulator lacks. */
-export type Gap =
+type Gap =
   | 'dynamodb'
   | 'startMessageMoveTask'
   | 'kmsInvalidCiphertext'
   | 'kmsKeySpecChecks'
   | 'kmsDeriveSharedSecret';
 
-export interface Emulator {
+interface Emulator {
   name: 'ministack' | 'localstack';
   envVar: string;
   endpoint: string | undefined;
@@ -26,7 +26,7 @@ export interface Emulator {
   gaps: Partial<Record<Gap, string>>;
 }
 
-export const EMULATORS: readonly Emulator[] = [
+const EMULATORS: readonly Emulator[] = [
   {
     name: 'ministack',
     envVar: 'ITK3_MINISTACK_ENDPOINT',

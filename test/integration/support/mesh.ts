@@ -56,7 +56,7 @@ const LOCK_DIR = join(ROOT, '.mesh/suite.lock');
  * How long a suite waits for the sandbox: the longest holder is the deployed-stack MESH suite (a
  * scheduled poll on ministack, then `cdk destroy`, about 3 minutes).
  */
-export const SANDBOX_LOCK_WAIT_MS = 360_000;
+const SANDBOX_LOCK_WAIT_MS = 360_000;
 
 /** A cross-process lock (mkdir is atomic); a lock whose holder died is taken over. */
 export async function acquireSandboxLock(): Promise<void> {

@@ -27,7 +27,7 @@ import type { KeyService } from '../../../lib/ports/index.js';
 export const AUDIENCE = 'https://itk3.test.example/messages';
 
 /** A signing identity: keystore entry, private KeyObject and public JWK. */
-export interface TestSigner {
+interface TestSigner {
   entry: KeystoreEntry;
   kid: string;
   alg: 'RS512' | 'PS256' | 'ES256';
@@ -241,7 +241,7 @@ export async function expectCode<T extends PipelineError>(
 const projectRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
 /** Root of the vector corpora: `ITK3_JOSE_VECTORS_DIR`, else `../shared/fixtures/jose-cookbook`. */
-export const VECTORS_DIR =
+const VECTORS_DIR =
   process.env.ITK3_JOSE_VECTORS_DIR ?? path.resolve(projectRoot, '../shared/fixtures/jose-cookbook');
 
 /**

@@ -4,7 +4,6 @@ import { Itk3ValidationError, type RejectionCode } from '../../../lib/errors.js'
 import { type BuildOptions, buildItk3Message, buildItk3Object } from '../../../lib/itk3/builder.js';
 import { type BundleFormat, type Itk3Message, parseBundle } from '../../../lib/itk3/parse.js';
 import { type FhirObject, serialize } from '../../../lib/itk3/serialize.js';
-import { validateItk3 } from '../../../lib/itk3/validate.js';
 
 /** A valid ITK009D message with an explicit receiver, fictitious ids. */
 export function buildOptions(overrides: Partial<BuildOptions> = {}): BuildOptions {
@@ -82,13 +81,6 @@ export function expectCode(fn: () => unknown, code: RejectionCode): Itk3Validati
   const error = thrown as Itk3ValidationError;
   expect(error.code).toBe(code);
   return error;
-}
-
-/** Parse then validate. */
-export function parseAndValidate(bytes: Uint8Array, format: BundleFormat): Itk3Message {
-  const msg = parseBundle(bytes, format);
-  validateItk3(msg);
-  return msg;
 }
 
 export const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
