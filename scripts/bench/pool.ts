@@ -62,7 +62,7 @@ export interface PoolRow {
 }
 
 /** Issue 14 item 1 targets, on 2 cores. */
-export const POOL_TARGETS: Record<number, number> = { 4096: 1.7, 2048: 1.5 };
+const POOL_TARGETS: Record<number, number> = { 4096: 1.7, 2048: 1.5 };
 
 /** A keystore file for the pool's workers to read (mode 0600, on tmpfs where there is one). */
 export function keystoreFileFor(world: DemoWorld): { file: string; cleanup: () => void } {
