@@ -164,9 +164,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .action((opts: { keystore: string }) => setExitCode(keysPublic(opts, write)));
   keys
     .command('wrap')
-    .summary(
-      'cached key mode: a recipient (or response-signing) key pair made in KMS, private key wrapped by KMS',
-    )
+    .summary('cached key mode: a recipient key pair made in KMS, private key wrapped by KMS')
     .description(
       'Make a recipient key pair in KMS and wrap its private key under a symmetric KMS key; prints\n' +
         '{ kid, wrappedPrivateKey, publicJwk } (docs/KEY-MODES.md). --out adds it to a wrapped-keys\n' +
