@@ -5,7 +5,7 @@ import type { RecipientPublicJwk } from '../lib/adapters/aws/deployment-names.js
 import { parseWrappedKeysFile } from '../lib/cli/keys-wrap.js';
 import { loadConfigFile } from '../lib/config/load.js';
 import { ConfigError } from '../lib/errors.js';
-import type { KeyModeProps } from './constructs/key-mode.js';
+import type { KeyModeProps, WrappedSigningKey } from './constructs/key-mode.js';
 import { addNagChecks } from './nag.js';
 import { Itk3PipelineStack } from './pipeline-stack.js';
 
@@ -135,6 +135,7 @@ function keyModeFromContext(context: (key: string) => string | undefined): KeyMo
 
   const wrappedKeys: Record<string, string> = {};
   const publicJwks: RecipientPublicJwk[] = [];
+  let wrappedSigningKey: WrappedSigningKey | undefined;
   const wrappingKeyArn = context(CONTEXT.wrappingKeyArn);
   const file = context(CONTEXT.wrappedKeysFile);
   if (file !== undefined) {
@@ -152,8 +153,22 @@ function keyModeFromContext(context: (key: string) => string | undefined): KeyMo
       problems.push(...parsed.problems);
       const wrappedUnder = new Set<string>();
       for (const entry of parsed.entries) {
-        wrappedKeys[entry.kid] = entry.wrappedPrivateKey;
-        if (entry.publicJwk) publicJwks.push(entry.publicJwk as unknown as RecipientPublicJwk);
+        if (entry.purpose === 'response-sign') {
+          // The deliver stage signs with one kid (responseSigning.kid): one signing entry at most.
+          if (wrappedSigningKey !== undefined) {
+            problems.push(
+              `${file}: two response-signing keys (${wrappedSigningKey.kid}, ${entry.kid}); keep the one for responseSigning.kid`,
+            );
+          }
+          wrappedSigningKey = {
+            kid: entry.kid,
+            wrappedPrivateKey: entry.wrappedPrivateKey,
+            publicJwk: entry.publicJwk as unknown as WrappedSigningKey['publicJwk'],
+          };
+        } else {
+          wrappedKeys[entry.kid] = entry.wrappedPrivateKey;
+          if (entry.publicJwk) publicJwks.push(entry.publicJwk as unknown as RecipientPublicJwk);
+        }
         if (entry.wrappingKeyArn === undefined) continue;
         wrappedUnder.add(entry.wrappingKeyArn);
         // Caught here rather than as dead letters: the function names one key in every Decrypt.
@@ -188,6 +203,7 @@ function keyModeFromContext(context: (key: string) => string | undefined): KeyMo
     mode: 'cached',
     wrappedKeys,
     ...(publicJwks.length > 0 ? { publicJwks } : {}),
+    ...(wrappedSigningKey ? { wrappedSigningKey } : {}),
     ...(wrappingKeyArn !== undefined ? { wrappingKeyArn } : {}),
     ...(ttl !== undefined ? { cacheTtl: Duration.seconds(ttl) } : {}),
     ...(directKids.length > 0 ? { directKids } : {}),

@@ -61,11 +61,21 @@ export class Itk3PipelineStack extends Stack {
         'Cached key mode: the symmetric KMS key to pass to itk3 keys wrap --wrapping-key',
       );
     }
-    output(
-      'ResponseSigningKeyArn',
-      p.keys.signingKey.key.keyArn,
-      `KMS key ARN of the response-signing key, kid ${p.keys.signingKey.kid}`,
-    );
+    if (p.keys.signingKey) {
+      output(
+        'ResponseSigningKeyArn',
+        p.keys.signingKey.key.keyArn,
+        `KMS key ARN of the response-signing key, kid ${p.keys.signingKey.kid}`,
+      );
+    }
+    if (p.keyMode.wrappedSigningKey) {
+      // Plain JSON at synth, like RecipientPublicJwks: there is no KMS key to read it from.
+      output(
+        'ResponseSigningPublicJwk',
+        JSON.stringify(p.keyMode.wrappedSigningKey.publicJwk),
+        `Public ES256 JWK of the wrapped response-signing key, kid ${p.keyMode.wrappedSigningKey.kid}: senders verify responses, itk3 audit verify checkpoints with it`,
+      );
+    }
     if (p.meshPoller) {
       output('MeshPollerFunctionName', p.meshPoller.fn.functionName, 'The MESH poller function');
       output(

@@ -221,6 +221,12 @@ export class Itk3SecurePipeline extends Construct {
     // Before anything is built (and bundled), so a missing wrapped key fails the synth at once.
     this.keyMode = resolveKeyMode(props.keyMode, doc);
     const keyMode = this.keyMode;
+    if (props.mesh && keyMode.wrappedSigningKey) {
+      // The poller attests and authenticate checks with the KMS signing key, which then would not exist.
+      throw new ConfigError([
+        'keyMode.wrappedSigningKey: the MESH poller signs attestations with the KMS response-signing key; a wrapped response-signing key cannot be combined with mesh',
+      ]);
+    }
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
     const projectRoot = props.projectRoot ?? PACKAGE_ROOT;
     const entry = (name: StageName | 'ingest') =>
@@ -244,6 +250,7 @@ export class Itk3SecurePipeline extends Construct {
               wrappedKids: keyMode.wrappedKids,
               wrappingKey: keyMode.wrappingKey,
               wrappingKeyArn: keyMode.wrappingKeyArn,
+              wrappedSigningKid: keyMode.wrappedSigningKey?.kid,
             },
           }
         : {}),
@@ -348,12 +355,10 @@ export class Itk3SecurePipeline extends Construct {
     stages.decrypt.fn.addEnvironment(ENV.kmsKeys, Stack.of(this).toJsonString(this.keys.recipientKeyArns()));
     this.configureKeyMode(stages.decrypt.fn);
     this.keys.grantResponseSigning(stages.deliver.fn.executionRole);
-    stages.deliver.fn.addEnvironment(
-      ENV.kmsKeys,
-      Stack.of(this).toJsonString({ [this.keys.signingKey.kid]: this.keys.signingKey.key.keyArn }),
-    );
-    // Deliver alone may sign, so its audit stream is the one checkpointed in KMS (docs/AUDIT.md).
-    stages.deliver.fn.addEnvironment(ENV.auditCheckpointKid, this.keys.signingKey.kid);
+    this.configureResponseSigning(stages.deliver.fn);
+    // Deliver alone may sign, so its audit stream is the one checkpointed (docs/AUDIT.md), with the
+    // key service that signs its responses: KMS, or the wrapped key unwrapped in the function.
+    stages.deliver.fn.addEnvironment(ENV.auditCheckpointKid, doc.responseSigning.kid);
     this.grantDeliveryTargets(stages.deliver.fn, deliveryTargets);
 
     // MESH poller (optional): like ingest, a producer of the inbound queue, plus its own grants.
@@ -382,9 +387,8 @@ export class Itk3SecurePipeline extends Construct {
       // Attestation (lib/mesh/attestation.ts): the poller signs what it read from MESH with the
       // response-signing key, the authenticate stage checks it with the public key (read once per
       // container). Nobody else may sign with it except the deliver stage (responses).
-      const signingKeyEnv = Stack.of(this).toJsonString({
-        [this.keys.signingKey.kid]: this.keys.signingKey.key.keyArn,
-      });
+      const signingKey = this.keys.kmsSigningKey('MESH attestations');
+      const signingKeyEnv = Stack.of(this).toJsonString({ [signingKey.kid]: signingKey.key.keyArn });
       this.keys.grantAttestationSigning(poller.fn.executionRole);
       poller.fn.addEnvironment(ENV.kmsKeys, signingKeyEnv);
       this.keys.grantAttestationCheck(stages.authenticate.fn.executionRole);
@@ -441,6 +445,32 @@ export class Itk3SecurePipeline extends Construct {
         'Cached key mode: publish the publicJwk of every wrapped kid (itk3 keys wrap output) to senders; only the public JWKs given to keyMode.publicJwks are in the RecipientPublicJwks output.',
       );
     }
+  }
+
+  /**
+   * The deliver function's response-signing key: the KMS key's ARN in `ITK3_KMS_KEYS`, or, with a
+   * wrapped response-signing key, the cached mode with `ITK3_WRAPPED_SIGNING_KEYS` alone (a P-256
+   * blob is a few hundred bytes, so it fits the Lambda environment) and no KMS key at all.
+   */
+  private configureResponseSigning(fn: PipelineFunction): void {
+    const signingKey = this.keys.signingKey;
+    if (signingKey) {
+      fn.addEnvironment(
+        ENV.kmsKeys,
+        Stack.of(this).toJsonString({ [signingKey.kid]: signingKey.key.keyArn }),
+      );
+      return;
+    }
+    const wrapped = this.keyMode.wrappedSigningKey;
+    const wrappingKey = this.keys.wrappingKey?.key;
+    if (!wrapped || !wrappingKey) return; // PipelineKeys has already reported why (a bad wrappingKeyArn).
+    fn.addEnvironment(KEY_MODE_ENV.mode, 'cached');
+    fn.addEnvironment(
+      KEY_MODE_ENV.wrappedSigningKeys,
+      JSON.stringify({ [wrapped.kid]: wrapped.wrappedPrivateKey }),
+    );
+    fn.addEnvironment(KEY_MODE_ENV.wrappingKeyId, wrappingKey.keyArn);
+    fn.addEnvironment(KEY_MODE_ENV.ttlSeconds, String(this.keyMode.ttlSeconds));
   }
 
   /** Let `fn` send to `stage`'s queue, and tell it the URL. */

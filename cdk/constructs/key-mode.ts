@@ -1,7 +1,14 @@
 import { type Duration, Token } from 'aws-cdk-lib';
 import type * as kms from 'aws-cdk-lib/aws-kms';
-import type { RecipientPublicJwk } from '../../lib/adapters/aws/deployment-names.js';
-import { DEFAULT_KEY_CACHE_TTL_SECONDS, wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
+import type {
+  RecipientPublicJwk,
+  ResponseSigningPublicJwk,
+} from '../../lib/adapters/aws/deployment-names.js';
+import {
+  DEFAULT_KEY_CACHE_TTL_SECONDS,
+  wrappedKeyContext,
+  wrappedSigningKeyContext,
+} from '../../lib/adapters/aws/deployment-names.js';
 import type { PipelineConfig } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
 
@@ -66,6 +73,26 @@ export interface CachedKeyMode {
    * @default - none: the operator publishes the public JWKs from the `keys wrap` output
    */
   readonly publicJwks?: readonly RecipientPublicJwk[];
+  /**
+   * The response-signing key wrapped under the same wrapping key (`itk3 keys wrap --purpose
+   * response-sign`), for `responseSigning.kid`: the deliver function unwraps it once per container
+   * and TTL and signs responses and audit checkpoints with it locally — no KMS `Sign` per response.
+   * The stack then has **no** KMS response-signing key (a kid is one key pair), and its public JWK
+   * is the `ResponseSigningPublicJwk` output. A trade-off: docs/KEY-MODES.md, "Cached
+   * response-signing key".
+   * @default - responses are signed by the KMS response-signing key, one `Sign` each
+   */
+  readonly wrappedSigningKey?: WrappedSigningKey;
+}
+
+/** A wrapped response-signing key: an entry of `itk3 keys wrap --purpose response-sign`. */
+export interface WrappedSigningKey {
+  /** Must be the configuration's `responseSigning.kid`: the deliver stage signs with that kid. */
+  readonly kid: string;
+  /** Base64 KMS ciphertext blob of the PKCS#8 P-256 private key (`wrappedPrivateKey`). */
+  readonly wrappedPrivateKey: string;
+  /** Its public ES256 JWK (`publicJwk`), published in the `ResponseSigningPublicJwk` output. */
+  readonly publicJwk: ResponseSigningPublicJwk;
 }
 
 /** How the decrypt stage gets recipient private keys. */
@@ -83,12 +110,16 @@ export interface ResolvedKeyMode {
   readonly wrappingKey?: kms.IKey;
   readonly wrappingKeyArn?: string;
   readonly publicJwks: readonly RecipientPublicJwk[];
+  /** Cached mode: the wrapped response-signing key, validated. */
+  readonly wrappedSigningKey?: WrappedSigningKey;
 }
 
 const TTL_MAX_SECONDS = 86_400;
 
 /** The `itk3:purpose` of every wrapped recipient key's encryption context (`wrappedKeyContext`). */
 export const WRAPPED_KEY_PURPOSE = wrappedKeyContext('any')['itk3:purpose'];
+/** The `itk3:purpose` of a wrapped response-signing key's encryption context. */
+export const WRAPPED_SIGNING_KEY_PURPOSE = wrappedSigningKeyContext('any')['itk3:purpose'];
 
 /**
  * A wrapped RSA-2048 private key is at least its PKCS#8 DER (≈ 1 190 bytes); anything much shorter
@@ -210,6 +241,9 @@ export function resolveKeyMode(keyMode: KeyModeProps | undefined, config: Pipeli
     published.add(kid);
   }
 
+  const signingKey = keyMode.wrappedSigningKey;
+  if (signingKey !== undefined) problems.push(...wrappedSigningKeyProblems(signingKey, config));
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     mode: 'cached',
@@ -219,7 +253,46 @@ export function resolveKeyMode(keyMode: KeyModeProps | undefined, config: Pipeli
     ...(keyMode.wrappingKey ? { wrappingKey: keyMode.wrappingKey } : {}),
     ...(keyMode.wrappingKeyArn ? { wrappingKeyArn: keyMode.wrappingKeyArn } : {}),
     publicJwks,
+    ...(signingKey ? { wrappedSigningKey: signingKey } : {}),
   };
+}
+
+/** Problems of the wrapped response-signing key against the configuration. */
+function wrappedSigningKeyProblems(key: WrappedSigningKey, config: PipelineConfig): string[] {
+  const at = 'keyMode.wrappedSigningKey';
+  const problems: string[] = [];
+  const { kid, wrappedPrivateKey, publicJwk } = key as Partial<WrappedSigningKey>;
+  const signingKid = config.responseSigning.kid;
+  if (kid !== signingKid) {
+    problems.push(
+      `${at}.kid: "${String(kid)}" is not responseSigning.kid "${signingKid}" (the kid the deliver stage signs with); run itk3 keys wrap --purpose response-sign --kid ${signingKid}`,
+    );
+  }
+  if (config.responseSigning.kmsKeyId) {
+    problems.push(
+      `responseSigning.kmsKeyId: names an existing KMS key, and keyMode.wrappedSigningKey is a second key pair for kid "${signingKid}"; a kid is one key pair — drop one of them`,
+    );
+  }
+  const blobProblem = base64Problem(wrappedPrivateKey, MIN_WRAPPED_P256_BYTES);
+  if (blobProblem) problems.push(`${at}.wrappedPrivateKey: ${blobProblem}`);
+  if (typeof publicJwk !== 'object' || publicJwk === null) {
+    problems.push(`${at}.publicJwk: required (publicJwk of itk3 keys wrap --purpose response-sign)`);
+    return problems;
+  }
+  const members = publicJwk as unknown as Record<string, unknown>;
+  const leaked = PRIVATE_JWK_MEMBERS.filter((m) => members[m] !== undefined);
+  if (leaked.length > 0)
+    problems.push(
+      `${at}.publicJwk: holds private key members (${leaked.join(', ')}); publish the public JWK only`,
+    );
+  if (members.kty !== 'EC' || members.crv !== 'P-256')
+    problems.push(`${at}.publicJwk: must be an EC P-256 key`);
+  if (typeof members.x !== 'string' || typeof members.y !== 'string')
+    problems.push(`${at}.publicJwk: x and y are required`);
+  if (members.alg !== 'ES256') problems.push(`${at}.publicJwk: alg must be "ES256"`);
+  if (members.use !== 'sig') problems.push(`${at}.publicJwk: use must be "sig"`);
+  if (members.kid !== kid) problems.push(`${at}.publicJwk: kid must be "${String(kid)}"`);
+  return problems;
 }
 
 /**
@@ -227,10 +300,13 @@ export function resolveKeyMode(keyMode: KeyModeProps | undefined, config: Pipeli
  * encryption context must be exactly the one `CachedKeyService` sends ({@link wrappedKeyContext}),
  * with a kid of this deployment. Built from that function, so the policy follows the code.
  */
-export function wrappedKeyConditions(kids: Iterable<string>): Record<string, Record<string, unknown>> {
+export function wrappedKeyConditions(
+  kids: Iterable<string>,
+  context: (kid: string) => Record<string, string> = wrappedKeyContext,
+): Record<string, Record<string, unknown>> {
   const values = new Map<string, Set<string>>();
   for (const kid of kids) {
-    for (const [key, value] of Object.entries(wrappedKeyContext(kid))) {
+    for (const [key, value] of Object.entries(context(kid))) {
       if (!values.has(key)) values.set(key, new Set());
       values.get(key)?.add(value);
     }

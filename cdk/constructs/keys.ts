@@ -2,9 +2,10 @@ import { Arn, ArnFormat, type RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
+import { wrappedSigningKeyContext } from '../../lib/adapters/aws/deployment-names.js';
 import type { PipelineConfig } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
-import { WRAPPED_KEY_PURPOSE, wrappedKeyConditions } from './key-mode.js';
+import { WRAPPED_KEY_PURPOSE, WRAPPED_SIGNING_KEY_PURPOSE, wrappedKeyConditions } from './key-mode.js';
 
 /**
  * Key-policy actions the account keeps on the private keys the pipeline creates: administration
@@ -84,6 +85,12 @@ export interface KeyWrappingProps {
   /** Recipient kids with a wrapped private key. */
   readonly wrappedKids: ReadonlySet<string>;
   /**
+   * The response-signing kid whose private key is a wrapped blob: then no KMS response-signing key
+   * is created or referenced ({@link PipelineKeys.signingKey} is undefined).
+   * @default - the response-signing key is a KMS key
+   */
+  readonly wrappedSigningKid?: string;
+  /**
    * An existing wrapping key.
    * @default - created, unless {@link wrappingKeyArn} names one
    */
@@ -125,8 +132,13 @@ export class PipelineKeys extends Construct {
   readonly inboundKey: kms.Key;
   /** Recipient decryption keys by kid, in configuration order. */
   readonly recipientKeys: readonly PipelineKey[];
-  /** The response-signing key. */
-  readonly signingKey: PipelineKey;
+  /**
+   * The KMS response-signing key; undefined when the response-signing key is a wrapped blob
+   * ({@link wrappedSigningKid}), which has no KMS key.
+   */
+  readonly signingKey?: PipelineKey;
+  /** Cached key mode: the response-signing kid whose private key is a wrapped blob. */
+  readonly wrappedSigningKid?: string;
   /** Cached key mode: the symmetric key the recipient private keys are wrapped under. */
   readonly wrappingKey?: Omit<PipelineKey, 'kid'>;
   /** Cached key mode: kids whose private key is a wrapped blob. Empty in direct mode. */
@@ -185,22 +197,27 @@ export class PipelineKeys extends Construct {
     // Named after the kid like the recipient keys: a new kid is a new key, which is what a
     // signing-key rotation needs (KMS never rotates asymmetric key material itself).
     const signingId = `ResponseSigning${safeId(signing.kid)}`;
-    const existingSigning = signing.kmsKeyId
-      ? this.existingKey(signingId, signing.kmsKeyId, 'responseSigning.kmsKeyId', problems)
-      : undefined;
-    this.signingKey = existingSigning
-      ? { kid: signing.kid, key: existingSigning, owned: false }
-      : {
-          kid: signing.kid,
-          owned: true,
-          key: new kms.Key(this, signingId, {
-            description: `ITK3 response-signing key, kid ${signing.kid}`,
-            keySpec: kms.KeySpec.ECC_NIST_P256,
-            keyUsage: kms.KeyUsage.SIGN_VERIFY,
-            policy: adminOnlyPolicy(),
-            removalPolicy,
-          }),
-        };
+    if (keyWrapping?.wrappedSigningKid !== undefined) {
+      // The wrapped pair is the kid's one key pair: a KMS key beside it would be a second one.
+      this.wrappedSigningKid = keyWrapping.wrappedSigningKid;
+    } else {
+      const existingSigning = signing.kmsKeyId
+        ? this.existingKey(signingId, signing.kmsKeyId, 'responseSigning.kmsKeyId', problems)
+        : undefined;
+      this.signingKey = existingSigning
+        ? { kid: signing.kid, key: existingSigning, owned: false }
+        : {
+            kid: signing.kid,
+            owned: true,
+            key: new kms.Key(this, signingId, {
+              description: `ITK3 response-signing key, kid ${signing.kid}`,
+              keySpec: kms.KeySpec.ECC_NIST_P256,
+              keyUsage: kms.KeyUsage.SIGN_VERIFY,
+              policy: adminOnlyPolicy(),
+              removalPolicy,
+            }),
+          };
+    }
 
     if (keyWrapping) {
       this.wrappingKey = this.wrapping(keyWrapping, removalPolicy, problems);
@@ -246,9 +263,36 @@ export class PipelineKeys extends Construct {
     }
   }
 
-  /** Let `role` sign ITK3 responses and read the public key. Call it for the deliver stage only. */
+  /**
+   * Let `role` sign ITK3 responses (and audit checkpoints): with a KMS signing key, `kms:Sign` and
+   * `kms:GetPublicKey` on it; with a wrapped one, `kms:Decrypt` with the wrapping key only under the
+   * signing key's encryption context (purpose `response-sign`, its kid), and nothing on any
+   * asymmetric key. Call it for the deliver stage only.
+   */
   grantResponseSigning(role: iam.IRole): void {
-    grantExclusive(this.signingKey, role, ['kms:Sign', 'kms:GetPublicKey']);
+    if (this.signingKey) {
+      grantExclusive(this.signingKey, role, ['kms:Sign', 'kms:GetPublicKey']);
+      return;
+    }
+    if (!this.wrappingKey || this.wrappedSigningKid === undefined) return;
+    const conditions = wrappedKeyConditions([this.wrappedSigningKid], wrappedSigningKeyContext);
+    iam.Grant.addToPrincipal({
+      grantee: role,
+      actions: ['kms:Decrypt'],
+      resourceArns: [this.wrappingKey.key.keyArn],
+      conditions,
+    });
+    if (this.wrappingKey.owned) {
+      this.wrappingKey.key.addToResourcePolicy(
+        new iam.PolicyStatement({
+          sid: 'AllowDecryptOfWrappedSigningKeyToDeliverRole',
+          principals: [role],
+          actions: ['kms:Decrypt'],
+          resources: ['*'],
+          conditions,
+        }),
+      );
+    }
   }
 
   /**
@@ -256,12 +300,22 @@ export class PipelineKeys extends Construct {
    * the attestation `typ`: the MESH poller. Sign only: it never reads the public key.
    */
   grantAttestationSigning(role: iam.IRole): void {
-    grantExclusive(this.signingKey, role, ['kms:Sign']);
+    grantExclusive(this.kmsSigningKey('MESH attestations'), role, ['kms:Sign']);
   }
 
   /** Let `role` read the response-signing public key to check MESH attestations: the authenticate stage. */
   grantAttestationCheck(role: iam.IRole): void {
-    grantExclusive(this.signingKey, role, ['kms:GetPublicKey']);
+    grantExclusive(this.kmsSigningKey('MESH attestations'), role, ['kms:GetPublicKey']);
+  }
+
+  /** The KMS response-signing key, for a use that has no wrapped-key path. */
+  kmsSigningKey(use: string): PipelineKey {
+    if (!this.signingKey) {
+      throw new ConfigError([
+        `keyMode.wrappedSigningKey: ${use} are signed with the KMS response-signing key; a wrapped response-signing key cannot serve them (leave wrappedSigningKey out)`,
+      ]);
+    }
+    return this.signingKey;
   }
 
   /**
@@ -297,7 +351,8 @@ export class PipelineKeys extends Construct {
             actions: [...WRAPPING_KEY_ADMIN_ACTIONS],
             resources: ['*'],
           }),
-          // `itk3 keys wrap`: yields a public key and a blob, never plaintext; IAM still decides who.
+          // `itk3 keys wrap` (recipient or `--purpose response-sign` keys): yields a public key and a
+          // blob, never plaintext; IAM still decides who.
           new iam.PolicyStatement({
             sid: 'AccountGeneratesWrappedRecipientKeys',
             principals: [new iam.AccountRootPrincipal()],
@@ -305,7 +360,7 @@ export class PipelineKeys extends Construct {
             resources: ['*'],
             conditions: {
               StringEquals: {
-                'kms:EncryptionContext:itk3:purpose': WRAPPED_KEY_PURPOSE,
+                'kms:EncryptionContext:itk3:purpose': [WRAPPED_KEY_PURPOSE, WRAPPED_SIGNING_KEY_PURPOSE],
               },
             },
           }),

@@ -13,7 +13,10 @@ import type { RecipientKeyPairSpec, WrappedKeyRecord } from '../adapters/aws/key
 import { UsageError } from '../errors.js';
 
 const KEYS_WRAP_USAGE =
-  'usage: itk3 keys wrap --wrapping-key KEY --kid KID [--spec RSA_2048|RSA_3072|RSA_4096|ECC_NIST_P256] [--out FILE [--force]]';
+  'usage: itk3 keys wrap --wrapping-key KEY --kid KID [--purpose recipient-decrypt|response-sign] [--spec RSA_2048|RSA_3072|RSA_4096|ECC_NIST_P256] [--out FILE [--force]]';
+
+/** What a wrapped key is for (`itk3:purpose` of its encryption context). */
+const PURPOSES = ['recipient-decrypt', 'response-sign'] as const;
 
 /** Same rule as a kid in the configuration (lib/config/schema.ts), so every wrapped kid is usable. */
 const KID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -35,9 +38,11 @@ export interface WrappedKeysFileEntry {
   /** The public JWK as printed; its content is checked where it is used (the CDK construct). */
   publicJwk?: Readonly<Record<string, unknown>>;
   wrappingKeyArn?: string;
+  /** `response-sign` for the response-signing key; absent for a recipient key. */
+  purpose?: 'response-sign';
 }
 
-const ENTRY_FIELDS = new Set(['kid', 'wrappedPrivateKey', 'publicJwk', 'wrappingKeyArn']);
+const ENTRY_FIELDS = new Set(['kid', 'wrappedPrivateKey', 'publicJwk', 'wrappingKeyArn', 'purpose']);
 
 /**
  * Parse a wrapped-keys file: a JSON array of `keys wrap` outputs (what `--out` writes), or a single
@@ -74,7 +79,7 @@ export function parseWrappedKeysFile(
     for (const field of Object.keys(entry)) {
       if (!ENTRY_FIELDS.has(field)) problems.push(`${at}: unknown field "${field}"`);
     }
-    const { kid, wrappedPrivateKey, publicJwk, wrappingKeyArn } = entry;
+    const { kid, wrappedPrivateKey, publicJwk, wrappingKeyArn, purpose } = entry;
     if (typeof kid !== 'string' || kid === '') problems.push(`${at}.kid: must be a non-empty string`);
     if (typeof wrappedPrivateKey !== 'string' || wrappedPrivateKey === '') {
       problems.push(`${at}.wrappedPrivateKey: must be a non-empty string`);
@@ -88,6 +93,9 @@ export function parseWrappedKeysFile(
     if (wrappingKeyArn !== undefined && typeof wrappingKeyArn !== 'string') {
       problems.push(`${at}.wrappingKeyArn: must be a string`);
     }
+    if (purpose !== undefined && purpose !== 'response-sign') {
+      problems.push(`${at}.purpose: must be "response-sign" (or absent for a recipient key)`);
+    }
     if (typeof kid === 'string' && seen.has(kid)) problems.push(`${at}.kid: "${kid}" appears twice`);
     if (typeof kid === 'string') seen.add(kid);
     if (problems.length === before) entries.push(entry as unknown as WrappedKeysFileEntry);
@@ -98,7 +106,10 @@ export function parseWrappedKeysFile(
 export interface KeysWrapOptions {
   wrappingKey?: string;
   kid?: string;
-  spec: string;
+  /** `recipient-decrypt` (default) or `response-sign`. */
+  purpose?: string;
+  /** @default RSA_4096, or ECC_NIST_P256 for `response-sign` */
+  spec?: string;
   out?: string;
   force?: boolean;
 }
@@ -115,7 +126,10 @@ export async function keysWrapCommand(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
   const { wrappingKey } = values;
-  const { kid, spec, out } = values;
+  const { kid, out } = values;
+  const purpose = values.purpose ?? 'recipient-decrypt';
+  const signing = purpose === 'response-sign';
+  const spec = values.spec ?? (signing ? 'ECC_NIST_P256' : 'RSA_4096');
   const problems: string[] = [];
   if (!wrappingKey) problems.push('--wrapping-key is required (a symmetric KMS key: key id, ARN or alias)');
   else if (!KMS_KEY_REF.test(wrappingKey)) {
@@ -123,8 +137,12 @@ export async function keysWrapCommand(
   }
   if (!kid) problems.push('--kid is required (the recipient key id senders will use)');
   else if (!KID.test(kid)) problems.push(`--kid "${kid}" is not a key id: 1–64 of A-Z a-z 0-9 . _ -`);
+  if (!(PURPOSES as readonly string[]).includes(purpose))
+    problems.push(`--purpose must be one of ${PURPOSES.join(', ')}`);
   if (!(SPECS as readonly string[]).includes(spec))
     problems.push(`--spec must be one of ${SPECS.join(', ')}`);
+  else if (signing && spec !== 'ECC_NIST_P256')
+    problems.push(`--purpose response-sign makes an ES256 key: --spec ECC_NIST_P256 only, not ${spec}`);
   if (values.force && !out) problems.push('--force only applies with --out');
   if (problems.length > 0) throw new UsageError(`${problems.join('; ')}\n${KEYS_WRAP_USAGE}`);
 
@@ -136,6 +154,7 @@ export async function keysWrapCommand(
     wrappingKeyId: wrappingKey!,
     kid: kid!,
     keyPairSpec: spec as RecipientKeyPairSpec,
+    ...(signing ? { purpose: 'response-sign' as const } : {}),
   });
 
   if (out && existing) {
@@ -145,7 +164,7 @@ export async function keysWrapCommand(
     writeFileSync(temp, `${JSON.stringify(next, null, 2)}\n`);
     renameSync(temp, out);
     process.stderr.write(
-      `kid ${record.kid} added to ${out} (${next.length} wrapped key${next.length === 1 ? '' : 's'}); publish its publicJwk to senders\n`,
+      `kid ${record.kid} added to ${out} (${next.length} wrapped key${next.length === 1 ? '' : 's'}); publish its publicJwk to senders${signing ? ' (the response-signing key)' : ''}\n`,
     );
   }
   write(JSON.stringify(record, null, 2));

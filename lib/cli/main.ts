@@ -168,12 +168,17 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .description(
       'Make a recipient key pair in KMS and wrap its private key under a symmetric KMS key; prints\n' +
         '{ kid, wrappedPrivateKey, publicJwk } (docs/KEY-MODES.md). --out adds it to a wrapped-keys\n' +
-        'file for -c itk3:wrappedKeysFile=F.',
+        'file for -c itk3:wrappedKeysFile=F. --purpose response-sign makes the P-256 response-signing\n' +
+        'key of the deliver stage instead (--kid = responseSigning.kid of the configuration).',
     )
     .usage('--wrapping-key KMS_KEY --kid KID [options]')
     .option('--wrapping-key <KMS_KEY>', 'symmetric KMS key: key id, ARN, alias name or alias ARN (required)')
     .option('--kid <KID>', 'the recipient key id senders will use (required)')
-    .option('--spec <SPEC>', 'RSA_2048, RSA_3072, RSA_4096 or ECC_NIST_P256', 'RSA_4096')
+    .option(
+      '--purpose <P>',
+      'recipient-decrypt (default), or response-sign: the P-256 response-signing key of the deliver stage',
+    )
+    .option('--spec <SPEC>', 'RSA_2048, RSA_3072, RSA_4096 (default) or ECC_NIST_P256 (response-sign: only)')
     .option('--out <F>', 'add the result to this wrapped-keys file')
     .option('--force', 'with --out: replace the kid if the file holds it')
     .action(async (opts: KeysWrapOptions) => setExitCode(await keysWrapCommand(opts, write)));

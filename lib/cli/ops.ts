@@ -5,6 +5,7 @@
  * audit trail, outcomes; docs/DURABILITY.md). A deployed stack (`--aws-outputs F`): its SQS DLQs
  * and DynamoDB audit table. Also the embedded pipeline these commands and `process` share.
  */
+import { createPublicKey, type JsonWebKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { removeStrayTemporaries } from '../adapters/local/durable-file.js';
@@ -353,24 +354,41 @@ function stackOutputs(
 
 /**
  * AWS mode for `itk3 audit verify`: the audit table and the one trusted checkpoint key, the
- * deployed response-signing key (`ResponseSigningKeyArn`), whose public half comes from KMS.
+ * deployed response-signing key: the public JWK of a wrapped one (`ResponseSigningPublicJwk`,
+ * cached key mode), else the KMS key's (`ResponseSigningKeyArn`), whose public half comes from KMS.
  */
 export async function awsAuditChain(outputsFile: string) {
   const { createAwsClients } = await import('../adapters/aws/clients.js');
   const { DynamoAuditLog } = await import('../adapters/aws/dynamo-audit-log.js');
   const { KmsKeyService } = await import('../adapters/aws/kms-key-service.js');
-  const outputs = stackOutputs(outputsFile, (o) => Boolean(o.AuditTableName && o.ResponseSigningKeyArn));
+  const outputs = stackOutputs(outputsFile, (o) =>
+    Boolean(o.AuditTableName && (o.ResponseSigningKeyArn || o.ResponseSigningPublicJwk)),
+  );
   const clients = createAwsClients();
   return {
     audit: new DynamoAuditLog(clients.dynamodb, outputs.AuditTableName!, systemClock, { writer: 'verifier' }),
     checkpointKeys: async () => {
-      const spki = await new KmsKeyService(clients.kms, {
-        signer: outputs.ResponseSigningKeyArn!,
-      }).publicKeySpki('signer');
+      const spki = outputs.ResponseSigningPublicJwk
+        ? spkiOfPublicJwk(outputs.ResponseSigningPublicJwk, outputsFile)
+        : await new KmsKeyService(clients.kms, {
+            signer: outputs.ResponseSigningKeyArn!,
+          }).publicKeySpki('signer');
       // Every checkpoint must verify under this one key, whatever kid it names.
       return { get: () => spki };
     },
   };
+}
+
+/** SPKI DER of the P-256 public JWK in a `ResponseSigningPublicJwk` output. */
+function spkiOfPublicJwk(text: string, outputsFile: string): Uint8Array {
+  try {
+    const jwk = JSON.parse(text) as JsonWebKey;
+    if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || jwk.d !== undefined)
+      throw new Error('not a public P-256 JWK');
+    return createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'der', type: 'spki' });
+  } catch {
+    throw new UsageError(`ResponseSigningPublicJwk in ${outputsFile} is not a public P-256 JWK`);
+  }
 }
 
 function writeTrace(traceId: string, entries: readonly AuditEntry[], write: Write): void {

@@ -17,14 +17,18 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, CONTEXT } from '../../cdk/build-app.js';
-import type { CachedKeyMode } from '../../cdk/constructs/key-mode.js';
+import type { CachedKeyMode, WrappedSigningKey } from '../../cdk/constructs/key-mode.js';
 import { KEY_ADMIN_ACTIONS } from '../../cdk/constructs/keys.js';
 import { nagPacks } from '../../cdk/nag.js';
 import { Itk3PipelineStack } from '../../cdk/pipeline-stack.js';
-import type { RecipientPublicJwk } from '../../lib/adapters/aws/deployment-names.js';
+import type {
+  RecipientPublicJwk,
+  ResponseSigningPublicJwk,
+} from '../../lib/adapters/aws/deployment-names.js';
 import { KEY_MODE_ENV, wrappedKeyContext } from '../../lib/adapters/aws/deployment-names.js';
 import type { PipelineConfigInput } from '../../lib/config/schema.js';
 import { ConfigError } from '../../lib/errors.js';
+import { ENV } from '../../lib/infra/definitions.js';
 import { STAGES, type StageName } from '../../lib/pipeline/topology.js';
 import {
   cdkJsonContext,
@@ -283,8 +287,9 @@ describe('cached key mode', () => {
     expect(accountActions.filter((a) => a.includes('Decrypt') || a.includes('Encrypt'))).toEqual([]);
     const generate = account.find((s) => arr(s.Action).includes('kms:GenerateDataKeyPairWithoutPlaintext'))!;
     expect(arr(generate.Action)).toEqual(['kms:GenerateDataKeyPairWithoutPlaintext']);
+    // Recipient keys and the response-signing key (`keys wrap --purpose response-sign`).
     expect(generate.Condition).toEqual({
-      StringEquals: { 'kms:EncryptionContext:itk3:purpose': 'recipient-decrypt' },
+      StringEquals: { 'kms:EncryptionContext:itk3:purpose': ['recipient-decrypt', 'response-sign'] },
     });
   });
 
@@ -303,6 +308,155 @@ describe('cached key mode', () => {
       (v) => `${v.ruleName} (${v.severity}): ${v.violatingResources.map((r) => r.constructPath).join(', ')}`,
     );
     expect(findings).toEqual([]);
+  });
+});
+
+/** The response-signing kid of the fixture configuration. */
+const SIGNING_KID = 'gw-response-1';
+
+function signingJwk(kid: string): ResponseSigningPublicJwk {
+  const { x, y } = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+  return { kty: 'EC', kid, alg: 'ES256', use: 'sig', crv: 'P-256', x: x as string, y: y as string };
+}
+
+/** A stand-in for a wrapped P-256 private key: the size of one. */
+const signingBlob = () => randomBytes(300).toString('base64');
+
+describe('cached key mode with a wrapped response-signing key', () => {
+  let app: App;
+  let signing: Synth;
+  let signingKey: WrappedSigningKey;
+
+  beforeAll(() => {
+    app = appWithoutBundling();
+    signingKey = { kid: SIGNING_KID, wrappedPrivateKey: signingBlob(), publicJwk: signingJwk(SIGNING_KID) };
+    signing = new Synth(
+      new Itk3PipelineStack(app, 'Itk3CachedSigning', {
+        config: owned,
+        keyMode: { mode: 'cached', wrappedKeys: wrapped, publicJwks: jwks, wrappedSigningKey: signingKey },
+      }),
+    );
+  });
+
+  const signingCondition = {
+    StringEquals: {
+      'kms:EncryptionContext:itk3:kid': SIGNING_KID,
+      'kms:EncryptionContext:itk3:purpose': 'response-sign',
+    },
+    'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': ['itk3:kid', 'itk3:purpose'] },
+  };
+
+  it('gives the deliver function alone the wrapped signing key, the cached mode and the wrapping key', () => {
+    const wrappingKey = signing.stack.pipeline.keys.wrappingKey!.key;
+    expect(signing.env('deliver')).toMatchObject({
+      [KEY_MODE_ENV.mode]: 'cached',
+      [KEY_MODE_ENV.wrappedSigningKeys]: JSON.stringify({ [SIGNING_KID]: signingKey.wrappedPrivateKey }),
+      [KEY_MODE_ENV.wrappingKeyId]: signing.keyRef(wrappingKey),
+      [KEY_MODE_ENV.ttlSeconds]: '300',
+      // No KMS key to sign with: responses and checkpoints are signed in the function.
+      [ENV.kmsKeys]: '{}',
+      [ENV.auditCheckpointKid]: SIGNING_KID,
+    });
+    expect(signing.env('deliver')[KEY_MODE_ENV.wrappedKeys]).toBeUndefined();
+    for (const stage of [...STAGES, 'ingest'] as const) {
+      if (stage === 'deliver') continue;
+      expect(Object.keys(signing.env(stage))).not.toContain(KEY_MODE_ENV.wrappedSigningKeys);
+    }
+    // Decrypt keeps its own cached mode, unchanged.
+    expect(signing.env('decrypt')).toMatchObject({ [KEY_MODE_ENV.mode]: 'cached' });
+  });
+
+  it('creates no KMS signing key and grants kms:Sign to nobody', () => {
+    expect(signing.stack.pipeline.keys.signingKey).toBeUndefined();
+    signing.template.resourcePropertiesCountIs('AWS::KMS::Key', { KeyUsage: 'SIGN_VERIFY' }, 0);
+    const signs = signing
+      .iamStatements()
+      .filter(({ statement }) =>
+        arr(statement.Action).some((a) => a === 'kms:Sign' || a === 'kms:GetPublicKey'),
+      );
+    expect(signs).toEqual([]);
+  });
+
+  it('lets deliver kms:Decrypt with the wrapping key only under the signing context, in IAM and the key policy', () => {
+    const wrappingKey = signing.stack.pipeline.keys.wrappingKey!.key;
+    const onWrapping = signing
+      .iamStatements()
+      .filter(({ statement }) => signing.touches(statement, wrappingKey));
+    const byRole = new Map(onWrapping.flatMap(({ roles, statement }) => roles.map((r) => [r, statement])));
+    expect(new Set(byRole.keys())).toEqual(new Set([signing.roleId('decrypt'), signing.roleId('deliver')]));
+    const deliver = byRole.get(signing.roleId('deliver'))!;
+    expect(arr(deliver.Action)).toEqual(['kms:Decrypt']);
+    expect(deliver.Condition).toEqual(signingCondition);
+    // The decrypt role's grant is still the recipient context alone: neither role opens the other's blob.
+    expect(byRole.get(signing.roleId('decrypt'))!.Condition).toEqual(contextCondition(KIDS));
+
+    const users = signing.keyPolicy(wrappingKey).filter((s) => arr(s.Action).includes('kms:Decrypt'));
+    expect(users.map((s) => [s.Principal, s.Condition])).toEqual(
+      expect.arrayContaining([
+        [{ AWS: { 'Fn::GetAtt': [signing.roleId('deliver'), 'Arn'] } }, signingCondition],
+        [{ AWS: { 'Fn::GetAtt': [signing.roleId('decrypt'), 'Arn'] } }, contextCondition(KIDS)],
+      ]),
+    );
+    expect(users).toHaveLength(2);
+  });
+
+  it('publishes the public JWK as ResponseSigningPublicJwk instead of a KMS key ARN', () => {
+    const outputs = signing.outputs();
+    expect(JSON.parse(outputs.ResponseSigningPublicJwk!.Value as string)).toEqual(signingKey.publicJwk);
+    expect(outputs.ResponseSigningKeyArn).toBeUndefined();
+  });
+
+  it.each([0, 1])('cdk-nag pack %i reports no unacknowledged finding', (index) => {
+    const report = nagPacks(app)[index]!.validateScope(signing.stack);
+    const findings = report.violations.map(
+      (v) => `${v.ruleName} (${v.severity}): ${v.violatingResources.map((r) => r.constructPath).join(', ')}`,
+    );
+    expect(findings).toEqual([]);
+  });
+
+  it('refuses another kid, a kmsKeyId beside it, a bad blob or JWK, and the MESH poller', () => {
+    const synth = (config: PipelineConfigInput, key: Partial<WrappedSigningKey>, extra: object = {}) =>
+      issuesOf(
+        () =>
+          new Itk3PipelineStack(appWithoutBundling(), 'Itk3BadSigning', {
+            config,
+            keyMode: { mode: 'cached', wrappedKeys: wrapped, wrappedSigningKey: key as WrappedSigningKey },
+            ...extra,
+          }),
+      );
+    expect(
+      synth(owned, { ...signingKey, kid: 'gw-response-2', publicJwk: signingJwk('gw-response-2') }),
+    ).toEqual([
+      expect.stringMatching(
+        /^keyMode\.wrappedSigningKey\.kid: "gw-response-2" is not responseSigning\.kid "gw-response-1"/,
+      ),
+    ]);
+    const withKmsKey = {
+      ...owned,
+      responseSigning: { kid: SIGNING_KID, kmsKeyId: EXISTING_WRAPPING_KEY_ARN },
+    };
+    expect(synth(withKmsKey, signingKey)).toEqual([
+      expect.stringMatching(/^responseSigning\.kmsKeyId: .*a kid is one key pair/),
+    ]);
+    const { x: _x, ...noX } = signingKey.publicJwk;
+    expect(
+      synth(owned, {
+        ...signingKey,
+        wrappedPrivateKey: 'AAAA',
+        publicJwk: { ...noX, alg: 'ECDH-ES+A256KW', use: 'enc', d: 'secret' } as never,
+      }),
+    ).toEqual([
+      'keyMode.wrappedSigningKey.wrappedPrivateKey: decodes to 3 bytes: too short for a wrapped P-256 private key (use wrappedPrivateKey of itk3 keys wrap)',
+      'keyMode.wrappedSigningKey.publicJwk: holds private key members (d); publish the public JWK only',
+      'keyMode.wrappedSigningKey.publicJwk: x and y are required',
+      'keyMode.wrappedSigningKey.publicJwk: alg must be "ES256"',
+      'keyMode.wrappedSigningKey.publicJwk: use must be "sig"',
+    ]);
+    expect(
+      synth(owned, signingKey, {
+        mesh: { url: 'https://mesh.example', mailboxes: [{ mailboxId: 'X26ABC1' }] },
+      }),
+    ).toEqual([expect.stringContaining('cannot be combined with mesh')]);
   });
 });
 
@@ -575,6 +729,38 @@ describe('the CDK app reads the key mode from its context', () => {
       [KEY_MODE_ENV.ttlSeconds]: '60',
     });
     expect(JSON.parse(s.outputs().RecipientPublicJwks!.Value as string)).toEqual({ keys: jwks });
+  });
+
+  it('reads the response-signing entry (purpose response-sign) of the same file, and refuses two of them', () => {
+    const signingRecord = {
+      kid: SIGNING_KID,
+      wrappedPrivateKey: signingBlob(),
+      publicJwk: signingJwk(SIGNING_KID),
+      wrappingKeyArn: EXISTING_WRAPPING_KEY_ARN,
+      purpose: 'response-sign',
+    };
+    const withSigning = file('with-signing.json', [...KIDS.map((kid) => record(kid)), signingRecord]);
+    const { stack } = build({
+      [CONTEXT.keyMode]: 'cached',
+      [CONTEXT.wrappedKeysFile]: withSigning,
+      [CONTEXT.wrappingKeyArn]: EXISTING_WRAPPING_KEY_ARN,
+    });
+    expect(stack.pipeline.keyMode.wrappedKids).toEqual(new Set(KIDS));
+    expect(stack.pipeline.keyMode.wrappedSigningKey).toEqual({
+      kid: SIGNING_KID,
+      wrappedPrivateKey: signingRecord.wrappedPrivateKey,
+      publicJwk: signingRecord.publicJwk,
+    });
+    expect(new Synth(stack).env('deliver')[KEY_MODE_ENV.wrappingKeyId]).toBe(EXISTING_WRAPPING_KEY_ARN);
+
+    const twice = file('two-signing.json', [
+      ...KIDS.map((kid) => record(kid)),
+      signingRecord,
+      { ...signingRecord, kid: 'gw-response-2' },
+    ]);
+    expect(issuesOf(() => build({ [CONTEXT.keyMode]: 'cached', [CONTEXT.wrappedKeysFile]: twice }))).toEqual([
+      `${twice}: two response-signing keys (${SIGNING_KID}, gw-response-2); keep the one for responseSigning.kid`,
+    ]);
   });
 
   it('reads a single `keys wrap` output and comma-separated direct kids', () => {

@@ -21,7 +21,7 @@ function keyIds(config: PipelineConfigInput): Record<string, string> {
     removalPolicy: RemovalPolicy.RETAIN,
   });
   Template.fromStack(stack);
-  const owned = [...keys.recipientKeys, keys.signingKey].filter((k) => k.owned);
+  const owned = [...keys.recipientKeys, keys.signingKey!].filter((k) => k.owned);
   return Object.fromEntries(owned.map((k) => [k.kid, stack.getLogicalId(k.key.node.defaultChild as never)]));
 }
 

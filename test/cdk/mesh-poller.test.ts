@@ -330,7 +330,7 @@ describe('least privilege of the poller', () => {
 });
 
 describe('attestation and delivery through MESH', () => {
-  const signingKeyId = () => idOf(stack.pipeline.keys.signingKey.key as never);
+  const signingKeyId = () => idOf(stack.pipeline.keys.signingKey!.key as never);
   const kmsStatements = (roleId: string) =>
     statementsOf(roleId).filter((s) =>
       arr(s.Resource).some((r) => JSON.stringify(r).includes(signingKeyId())),

@@ -143,7 +143,7 @@ describe('keys', () => {
   });
 
   it('lets exactly one role — deliver — sign with the response-signing key', () => {
-    const key = stack.pipeline.keys.signingKey.key;
+    const key = stack.pipeline.keys.signingKey!.key;
     const grants = iamStatements().filter(({ statement }) => touches(statement, key));
     expect(new Set(grants.flatMap(({ roles }) => roles))).toEqual(new Set([roleId('deliver')]));
     expect(grants.flatMap(({ statement }) => arr(statement.Action)).sort()).toEqual([
@@ -158,7 +158,7 @@ describe('keys', () => {
         .filter((k) => k.owned)
         .map((k) => ({ key: k.key, role: roleId('decrypt'), ops: ['kms:Decrypt'] })),
       {
-        key: stack.pipeline.keys.signingKey.key,
+        key: stack.pipeline.keys.signingKey!.key,
         role: roleId('deliver'),
         ops: ['kms:Sign', 'kms:GetPublicKey'],
       },
@@ -190,7 +190,7 @@ describe('keys', () => {
   it('has no wildcard action in the key policies of the private keys', () => {
     const keys = [
       ...stack.pipeline.keys.recipientKeys.filter((k) => k.owned),
-      stack.pipeline.keys.signingKey,
+      stack.pipeline.keys.signingKey!,
     ];
     for (const { key } of keys) {
       const policy = resources[logicalId(key)]!.Properties.KeyPolicy as { Statement: Statement[] };

@@ -8,15 +8,17 @@
 
 import { constants, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
 import { CreateKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
-import { CompactEncrypt, importJWK } from 'jose';
+import { CompactEncrypt, compactVerify, importJWK } from 'jose';
 import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { CachedKeyService } from '../../lib/adapters/aws/cached-key-service.js';
 import { awsCalls, resetAwsCalls } from '../../lib/adapters/aws/calls.js';
 import { KEY_MODE_ENV } from '../../lib/adapters/aws/deployment-names.js';
 import { keyServiceFromEnv } from '../../lib/adapters/aws/key-service-env.js';
 import type { WrappedKeyRecord } from '../../lib/adapters/aws/key-wrapping.js';
+import { signCheckpoint } from '../../lib/audit/chain.js';
 import { main } from '../../lib/cli/main.js';
 import { loadConfig } from '../../lib/config/load.js';
+import { signCompactWithKeyService } from '../../lib/envelope/response-sign.js';
 import { validConfig } from '../cdk/fixtures.js';
 import { describeEachEmulator } from './support/emulators.js';
 
@@ -129,6 +131,58 @@ describeEachEmulator('itk3 keys wrap', ({ clients, endpoint, itUnless }) => {
     const encryptedKey = Buffer.from(jwe.split('.')[1] ?? '', 'base64url');
     const result = await keys.unwrapKey(record.kid, encryptedKey);
     expect(result.ok && result.cek.length).toBe(32);
+  }, 60_000);
+
+  it('--purpose response-sign: the deliver environment signs responses and checkpoints locally, verifiable with the printed JWK', async () => {
+    const config = loadConfig(await validConfig());
+    const kid = config.doc.responseSigning.kid;
+    const { code, out, err } = await keysWrap(
+      '--wrapping-key',
+      wrappingKey,
+      '--kid',
+      kid,
+      '--purpose',
+      'response-sign',
+    );
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    const record = JSON.parse(out) as WrappedKeyRecord;
+    expect(record.purpose).toBe('response-sign');
+    expect(record.publicJwk).toMatchObject({ kty: 'EC', crv: 'P-256', kid, alg: 'ES256', use: 'sig' });
+
+    // What the construct gives the deliver function: the signing key alone, no KMS key id.
+    const keys = keyServiceFromEnv(config, clients.kms, {
+      [KEY_MODE_ENV.mode]: 'cached',
+      [KEY_MODE_ENV.wrappedSigningKeys]: JSON.stringify({ [kid]: record.wrappedPrivateKey }),
+      [KEY_MODE_ENV.wrappingKeyId]: record.wrappingKeyArn,
+      ITK3_KMS_KEYS: '{}',
+    });
+    resetAwsCalls();
+    const publicKey = await importJWK(record.publicJwk, 'ES256');
+    for (let i = 0; i < 3; i += 1) {
+      const jws = await signCompactWithKeyService(
+        keys,
+        kid,
+        { alg: 'ES256', kid },
+        new TextEncoder().encode(`response ${i}`),
+      );
+      expect(new TextDecoder().decode((await compactVerify(jws, publicKey)).payload)).toBe(`response ${i}`);
+    }
+    const checkpoint = await signCheckpoint(
+      { kid, keys },
+      { stream: 's', n: 1, hash: 'h', at: '2026-12-03T00:00:00Z' },
+    );
+    expect((await compactVerify(checkpoint, publicKey)).protectedHeader.kid).toBe(kid);
+    // One unwrap for all of them, and no KMS Sign.
+    expect(awsCalls.kms).toEqual({ Decrypt: 1 });
+
+    // The recipient context cannot open the signing blob: the purposes do not mix.
+    const asRecipient = new CachedKeyService(clients.kms, {
+      wrappedKeys: { [kid]: Buffer.from(record.wrappedPrivateKey, 'base64') },
+      kmsKeyIds: {},
+    });
+    await expect(asRecipient.unwrapKey(kid, new Uint8Array(32))).rejects.toThrow(
+      /KMS Decrypt of the wrapped key failed/,
+    );
   }, 60_000);
 
   itUnless(

@@ -52,6 +52,23 @@ export type RecipientPublicJwk =
   | { kty: 'RSA'; kid: string; alg: 'RSA-OAEP-256'; use: 'enc'; n: string; e: string }
   | { kty: 'EC'; kid: string; alg: 'ECDH-ES+A256KW'; use: 'enc'; crv: 'P-256'; x: string; y: string };
 
+/**
+ * Public JWK of a wrapped response-signing key (`itk3 keys wrap --purpose response-sign`): senders
+ * verify ITK3 responses with it, `itk3 audit verify` the audit checkpoints.
+ */
+export type ResponseSigningPublicJwk = {
+  kty: 'EC';
+  kid: string;
+  alg: 'ES256';
+  use: 'sig';
+  crv: 'P-256';
+  x: string;
+  y: string;
+};
+
+/** What a wrapped key is for: the `itk3:purpose` of its encryption context. */
+export type WrappedKeyPurpose = 'recipient-decrypt' | 'response-sign';
+
 /** Environment the MESH poller function reads (set by cdk/constructs/mesh-poller.ts). */
 export const MESH_POLL_ENV = {
   /** MESH base URL, `https://host[:port]`. */

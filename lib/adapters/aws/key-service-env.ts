@@ -53,7 +53,9 @@ export function kmsKeyMap(
 /**
  * The {@link KeyService} of the AWS runtimes, by `ITK3_KEY_MODE`: `direct` (the default, also when
  * unset) keeps every private-key operation in KMS; `cached` unwraps each recipient key of
- * `ITK3_WRAPPED_KEYS` once per container and TTL and opens content keys locally.
+ * `ITK3_WRAPPED_KEYS` once per container and TTL and opens content keys locally, and each
+ * response-signing key of `ITK3_WRAPPED_SIGNING_KEYS` likewise (one of the two may be absent: the
+ * deliver function has only a signing key).
  *
  * @throws {ConfigError} for an unknown mode, or a cached mode without valid wrapped keys or TTL
  *
@@ -75,11 +77,15 @@ export function keyServiceFromEnv(
   if (mode !== 'cached') {
     throw new ConfigError([`${KEY_MODE_ENV.mode}: must be "direct" or "cached", not "${mode}"`]);
   }
-  const wrappedKeys = wrappedKeysFromEnv(env);
   const wrappedSigningKeys =
     nonEmpty(env[KEY_MODE_ENV.wrappedSigningKeys]) === undefined
       ? undefined
       : wrappedKeysFromEnv(env, KEY_MODE_ENV.wrappedSigningKeys);
+  // The deliver function of a deployment has a wrapped signing key and no recipient key.
+  const wrappedKeys =
+    wrappedSigningKeys && nonEmpty(env[KEY_MODE_ENV.wrappedKeys]) === undefined
+      ? {}
+      : wrappedKeysFromEnv(env);
   const ttlRaw = nonEmpty(env[KEY_MODE_ENV.ttlSeconds]);
   const ttlSeconds = ttlRaw === undefined ? undefined : Number(ttlRaw);
   if (ttlSeconds !== undefined && !(Number.isInteger(ttlSeconds) && ttlSeconds > 0 && ttlSeconds <= 86_400)) {
@@ -101,7 +107,11 @@ function wrappedKeysFromEnv(
   name: string = KEY_MODE_ENV.wrappedKeys,
 ): Record<string, Uint8Array> {
   const raw = nonEmpty(env[name]);
-  if (raw === undefined) throw new ConfigError([`${name}: required when ${KEY_MODE_ENV.mode}=cached`]);
+  if (raw === undefined) {
+    throw new ConfigError([
+      `${name}: required when ${KEY_MODE_ENV.mode}=cached (or ${KEY_MODE_ENV.wrappedSigningKeys} alone)`,
+    ]);
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);

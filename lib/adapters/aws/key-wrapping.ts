@@ -13,7 +13,13 @@ import {
   type KMSClient,
 } from '@aws-sdk/client-kms';
 import { createAwsClients } from './clients.js';
-import { type RecipientPublicJwk, wrappedKeyContext } from './deployment-names.js';
+import {
+  type RecipientPublicJwk,
+  type ResponseSigningPublicJwk,
+  type WrappedKeyPurpose,
+  wrappedKeyContext,
+  wrappedSigningKeyContext,
+} from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 
 /** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */
@@ -32,10 +38,15 @@ export interface WrappedKeyRecord {
   kid: string;
   /** Base64 KMS ciphertext blob of the PKCS#8 private key: the value for `ITK3_WRAPPED_KEYS`. */
   wrappedPrivateKey: string;
-  /** The public key to publish to senders. */
-  publicJwk: RecipientPublicJwk;
+  /** The public key to publish to senders (an ES256 JWK for a response-signing key). */
+  publicJwk: RecipientPublicJwk | ResponseSigningPublicJwk;
   /** ARN of the symmetric key the blob is wrapped under (KMS reports it, even when given an alias). */
   wrappingKeyArn: string;
+  /**
+   * `response-sign` for a response-signing key (`ITK3_WRAPPED_SIGNING_KEYS` of the deliver
+   * function); absent for a recipient key, so files written before signing keys read unchanged.
+   */
+  purpose?: 'response-sign';
 }
 
 /** A wrapping attempt failed for a reason the operator can act on; the message says which. */
@@ -49,8 +60,13 @@ export interface GenerateWrappedKeyOptions {
   wrappingKeyId: string;
   /** The kid the key pair is for; it is part of the encryption context. */
   kid: string;
-  /** @default DEFAULT_RECIPIENT_KEY_PAIR_SPEC */
+  /** @default DEFAULT_RECIPIENT_KEY_PAIR_SPEC (`ECC_NIST_P256`, the only one, for `response-sign`) */
   keyPairSpec?: RecipientKeyPairSpec;
+  /**
+   * `response-sign` makes a P-256 response-signing key bound to {@link wrappedSigningKeyContext}.
+   * @default 'recipient-decrypt'
+   */
+  purpose?: WrappedKeyPurpose;
 }
 
 /**
@@ -75,28 +91,40 @@ export async function generateWrappedKeyRecord(
   options: GenerateWrappedKeyOptions,
 ): Promise<WrappedKeyRecord> {
   const { wrappingKeyId, kid } = options;
-  const keyPairSpec = options.keyPairSpec ?? DEFAULT_RECIPIENT_KEY_PAIR_SPEC;
+  const signing = options.purpose === 'response-sign';
+  const keyPairSpec = options.keyPairSpec ?? (signing ? 'ECC_NIST_P256' : DEFAULT_RECIPIENT_KEY_PAIR_SPEC);
+  if (signing && keyPairSpec !== 'ECC_NIST_P256') {
+    throw new KeyWrappingError(`a response-signing key is ECC_NIST_P256 (ES256), not ${keyPairSpec}`);
+  }
   let out: GenerateDataKeyPairWithoutPlaintextCommandOutput;
   try {
     out = await kms.send(
       new GenerateDataKeyPairWithoutPlaintextCommand({
         KeyId: wrappingKeyId,
         KeyPairSpec: keyPairSpec,
-        EncryptionContext: wrappedKeyContext(kid),
+        EncryptionContext: signing ? wrappedSigningKeyContext(kid) : wrappedKeyContext(kid),
       }),
     );
   } catch (error) {
-    throw new KeyWrappingError(explain(error, wrappingKeyId), { cause: error });
+    throw new KeyWrappingError(
+      explain(error, wrappingKeyId, signing ? 'response-sign' : 'recipient-decrypt'),
+      {
+        cause: error,
+      },
+    );
   }
   if (!out.PrivateKeyCiphertextBlob?.length || !out.PublicKey?.length) {
     throw new KeyWrappingError('KMS GenerateDataKeyPairWithoutPlaintext returned no key pair');
   }
+  const publicJwk = recipientJwk(out.PublicKey, kid, keyPairSpec);
   return {
     kid,
     wrappedPrivateKey: Buffer.from(out.PrivateKeyCiphertextBlob).toString('base64'),
-    publicJwk: recipientJwk(out.PublicKey, kid, keyPairSpec),
+    // Same curve point; a signing key is published for ES256 verification, not for encryption.
+    publicJwk: signing && publicJwk.kty === 'EC' ? { ...publicJwk, alg: 'ES256', use: 'sig' } : publicJwk,
     // KMS names the key it used; an alias given on the command line resolves to the key here.
     wrappingKeyArn: out.KeyId ?? wrappingKeyId,
+    ...(signing ? { purpose: 'response-sign' as const } : {}),
   };
 }
 
@@ -134,7 +162,7 @@ function recipientJwk(spki: Uint8Array, kid: string, spec: RecipientKeyPairSpec)
 }
 
 /** What went wrong, in terms of what to fix. Never includes anything but names and the key id. */
-function explain(error: unknown, keyId: string): string {
+function explain(error: unknown, keyId: string, purpose: WrappedKeyPurpose): string {
   const name = awsErrorName(error) ?? 'unknown error';
   const code = (error as { code?: unknown } | null)?.code;
   switch (name) {
@@ -148,7 +176,7 @@ function explain(error: unknown, keyId: string): string {
     case 'KMSInvalidStateException':
       return `wrapping key ${keyId} cannot be used in its current state (pending deletion or import?)`;
     case 'AccessDeniedException':
-      return `not allowed to call kms:GenerateDataKeyPairWithoutPlaintext on ${keyId} with encryption context itk3:purpose=recipient-decrypt (docs/KEY-MODES.md, "Who may do what")`;
+      return `not allowed to call kms:GenerateDataKeyPairWithoutPlaintext on ${keyId} with encryption context itk3:purpose=${purpose} (docs/KEY-MODES.md, "Who may do what")`;
     case 'CredentialsProviderError':
       return 'no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)';
     case 'UnrecognizedClientException':

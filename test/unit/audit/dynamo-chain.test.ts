@@ -5,6 +5,7 @@
  * entry named.
  */
 
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -394,16 +395,13 @@ describe('itk3 audit verify --aws-outputs', () => {
     vi.unstubAllEnvs();
   });
 
-  async function run(): Promise<{ code: number; out: string[] }> {
+  async function run(
+    signingOutput: Record<string, string> = { ResponseSigningKeyArn: 'arn:aws:kms:eu-west-2:1:key/sign' },
+  ): Promise<{ code: number; out: string[] }> {
     vi.stubEnv('AWS_REGION', 'eu-west-2');
     const dir = mkdtempSync(join(tmpdir(), 'itk3-audit-aws-'));
     const outputs = join(dir, 'outputs.json');
-    writeFileSync(
-      outputs,
-      JSON.stringify({
-        Itk3Pipeline: { AuditTableName: 'audit', ResponseSigningKeyArn: 'arn:aws:kms:eu-west-2:1:key/sign' },
-      }),
-    );
+    writeFileSync(outputs, JSON.stringify({ Itk3Pipeline: { AuditTableName: 'audit', ...signingOutput } }));
     kms
       .on(GetPublicKeyCommand, { KeyId: 'arn:aws:kms:eu-west-2:1:key/sign' })
       .resolves({ PublicKey: trusted.get('gw-response-1')! });
@@ -424,6 +422,21 @@ describe('itk3 audit verify --aws-outputs', () => {
     const broken = await run();
     expect(broken.code).toBe(1);
     expect(broken.out.join('\n')).toMatch(/first bad entry 2: missing/);
+  });
+
+  it('takes the checkpoint key from ResponseSigningPublicJwk (a wrapped signing key) without asking KMS', async () => {
+    await writeStream(4);
+    const spki = Buffer.from(trusted.get('gw-response-1')!);
+    const jwk = createPublicKey({ key: spki, format: 'der', type: 'spki' }).export({ format: 'jwk' });
+    const published = JSON.stringify({ ...jwk, kid: 'gw-response-1', alg: 'ES256', use: 'sig' });
+    const proven = await run({ ResponseSigningPublicJwk: published });
+    expect(proven.code).toBe(0);
+    expect(proven.out.join('\n')).toMatch(/proven {2}stream itk3-deliver\/.*: 4 entries/);
+    expect(kms.calls()).toHaveLength(0);
+
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+    const forged = await run({ ResponseSigningPublicJwk: JSON.stringify(other) });
+    expect(forged.code).toBe(1);
   });
 
   it('is a usage error (2) when the outputs file names no audit table', async () => {

@@ -317,6 +317,15 @@ describe('keyServiceFromEnv', () => {
     );
   });
 
+  it('is cached with ITK3_WRAPPED_SIGNING_KEYS alone (the deliver function): no recipient key is wrapped', () => {
+    const keys = keyServiceFromEnv(config, client, {
+      [KEY_MODE_ENV.mode]: 'cached',
+      [KEY_MODE_ENV.wrappedSigningKeys]: JSON.stringify({ resp: blob }),
+    });
+    expect(keys).toBeInstanceOf(CachedKeyService);
+    expect((keys as CachedKeyService).wrappedKids).toEqual([]);
+  });
+
   it.each([
     [
       {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { GenerateDataKeyPairWithoutPlaintextCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { wrappedKeyContext } from '../../../lib/adapters/aws/deployment-names.js';
+import { wrappedKeyContext, wrappedSigningKeyContext } from '../../../lib/adapters/aws/deployment-names.js';
 import { main } from '../../../lib/cli/main.js';
 import { makeTempDir, removeTempDirs } from '../../support/world.js';
 import { networkError, serviceError } from '../aws-adapters/faults.js';
@@ -66,6 +66,11 @@ describe('itk3 keys wrap: arguments', () => {
     [['--wrapping-key', KEY_ARN, '--kid', 'no spaces'], /--kid "no spaces" is not a key id/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--spec', 'ECC_NIST_P384'], /--spec must be one of/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--force'], /--force only applies with --out/],
+    [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--purpose', 'sign'], /--purpose must be one of/],
+    [
+      ['--wrapping-key', KEY_ARN, '--kid', 'gw-1', '--purpose', 'response-sign', '--spec', 'RSA_4096'],
+      /--purpose response-sign makes an ES256 key: --spec ECC_NIST_P256 only, not RSA_4096/,
+    ],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', '--bogus'], /unknown option '--bogus'/],
     [['--wrapping-key', KEY_ARN, '--kid', 'rx-1', 'extra'], /unexpected argument 'extra'/],
   ])('refuses %j with exit 2 and calls no KMS', async (args, message) => {
@@ -195,6 +200,42 @@ describe('itk3 keys wrap: the request and the record', () => {
     );
     expect(wrong.code).toBe(1);
     expect(wrong.err).toContain('not ECC_NIST_P256');
+  });
+
+  it('--purpose response-sign asks for P-256 under the signing context and prints an ES256 JWK', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    generates(ec.publicKey.export({ format: 'der', type: 'spki' }));
+    const file = join(makeTempDir('itk3-wrap-'), 'wrapped.json');
+    const { code, out, err } = await cli(
+      'keys',
+      'wrap',
+      '--wrapping-key',
+      KEY_ARN,
+      '--kid',
+      'gw-sign-1',
+      '--purpose',
+      'response-sign',
+      '--out',
+      file,
+    );
+    expect(code).toBe(0);
+    expect(err).toContain('(the response-signing key)');
+    expect(kms.commandCalls(GenerateDataKeyPairWithoutPlaintextCommand)[0]?.args[0].input).toEqual({
+      KeyId: KEY_ARN,
+      KeyPairSpec: 'ECC_NIST_P256',
+      EncryptionContext: wrappedSigningKeyContext('gw-sign-1'),
+    });
+    const { x, y } = ec.publicKey.export({ format: 'jwk' });
+    const record = {
+      kid: 'gw-sign-1',
+      wrappedPrivateKey: BLOB.toString('base64'),
+      publicJwk: { kty: 'EC', kid: 'gw-sign-1', alg: 'ES256', use: 'sig', crv: 'P-256', x, y },
+      wrappingKeyArn: KEY_ARN,
+      purpose: 'response-sign',
+    };
+    expect(JSON.parse(out)).toEqual(record);
+    // The same file as the recipient keys, the entry marked by its purpose.
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual([record]);
   });
 
   it('refuses a public key that is not of the requested size', async () => {
