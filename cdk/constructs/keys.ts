@@ -242,8 +242,24 @@ export class PipelineKeys extends Construct {
       grantExclusive(k, role, [k.agreement ? 'kms:DeriveSharedSecret' : 'kms:Decrypt']);
     }
     if (!this.wrappingKey || this.wrappedKids.size === 0) return;
-    const conditions = wrappedKeyConditions(this.wrappedKids);
-    // Explicit statement instead of `key.grant`, which cannot carry the condition.
+    this.#grantWrappedDecrypt(
+      role,
+      wrappedKeyConditions(this.wrappedKids),
+      'AllowDecryptOfWrappedRecipientKeysToPipelineRole',
+    );
+  }
+
+  /**
+   * `kms:Decrypt` on the wrapping key for `role`, only under `conditions` (the encryption context of
+   * the blobs it may open), in IAM and, for a wrapping key this stack owns, in its key policy. An
+   * explicit statement instead of `key.grant`, which cannot carry the condition.
+   */
+  #grantWrappedDecrypt(
+    role: iam.IRole,
+    conditions: ReturnType<typeof wrappedKeyConditions>,
+    sid: string,
+  ): void {
+    if (!this.wrappingKey) return;
     iam.Grant.addToPrincipal({
       grantee: role,
       actions: ['kms:Decrypt'],
@@ -253,7 +269,7 @@ export class PipelineKeys extends Construct {
     if (this.wrappingKey.owned) {
       this.wrappingKey.key.addToResourcePolicy(
         new iam.PolicyStatement({
-          sid: 'AllowDecryptOfWrappedRecipientKeysToPipelineRole',
+          sid,
           principals: [role],
           actions: ['kms:Decrypt'],
           resources: ['*'],
@@ -275,24 +291,11 @@ export class PipelineKeys extends Construct {
       return;
     }
     if (!this.wrappingKey || this.wrappedSigningKid === undefined) return;
-    const conditions = wrappedKeyConditions([this.wrappedSigningKid], wrappedSigningKeyContext);
-    iam.Grant.addToPrincipal({
-      grantee: role,
-      actions: ['kms:Decrypt'],
-      resourceArns: [this.wrappingKey.key.keyArn],
-      conditions,
-    });
-    if (this.wrappingKey.owned) {
-      this.wrappingKey.key.addToResourcePolicy(
-        new iam.PolicyStatement({
-          sid: 'AllowDecryptOfWrappedSigningKeyToDeliverRole',
-          principals: [role],
-          actions: ['kms:Decrypt'],
-          resources: ['*'],
-          conditions,
-        }),
-      );
-    }
+    this.#grantWrappedDecrypt(
+      role,
+      wrappedKeyConditions([this.wrappedSigningKid], wrappedSigningKeyContext),
+      'AllowDecryptOfWrappedSigningKeyToDeliverRole',
+    );
   }
 
   /**

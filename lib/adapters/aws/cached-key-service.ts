@@ -279,17 +279,7 @@ export async function generateWrappedRecipientKey(
   kid: string,
   keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' | 'ECC_NIST_P256' = 'RSA_4096',
 ): Promise<WrappedRecipientKey> {
-  const out = await kms.send(
-    new GenerateDataKeyPairWithoutPlaintextCommand({
-      KeyId: wrappingKeyId,
-      KeyPairSpec: keyPairSpec,
-      EncryptionContext: wrappedKeyContext(kid),
-    }),
-  );
-  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
-    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
-  }
-  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+  return generateWrapped(kms, wrappingKeyId, kid, keyPairSpec, wrappedKeyContext(kid));
 }
 
 /**
@@ -306,19 +296,7 @@ export async function wrapRecipientKey(
   const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
   if (!isUsableRecipientKey(key))
     throw new TypeError('an RSA (≥ 2048 bits) or P-256 private key is expected');
-  const out = await kms.send(
-    new EncryptCommand({
-      KeyId: wrappingKeyId,
-      Plaintext: pkcs8Der,
-      EncryptionContext: wrappedKeyContext(kid),
-    }),
-  );
-  if (!out.CiphertextBlob) throw new Error('KMS Encrypt returned no ciphertext');
-  return {
-    kid,
-    ciphertextBlob: out.CiphertextBlob,
-    publicKeySpki: createPublicKey(key).export({ format: 'der', type: 'spki' }),
-  };
+  return encryptWrapped(kms, wrappingKeyId, kid, key, pkcs8Der, wrappedKeyContext(kid));
 }
 
 /**
@@ -332,17 +310,7 @@ export async function generateWrappedSigningKey(
   wrappingKeyId: string,
   kid: string,
 ): Promise<WrappedRecipientKey> {
-  const out = await kms.send(
-    new GenerateDataKeyPairWithoutPlaintextCommand({
-      KeyId: wrappingKeyId,
-      KeyPairSpec: 'ECC_NIST_P256',
-      EncryptionContext: wrappedSigningKeyContext(kid),
-    }),
-  );
-  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
-    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
-  }
-  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+  return generateWrapped(kms, wrappingKeyId, kid, 'ECC_NIST_P256', wrappedSigningKeyContext(kid));
 }
 
 /** Wrap an existing P-256 response-signing key (PKCS#8 DER) with KMS `Encrypt` under its context. */
@@ -354,12 +322,41 @@ export async function wrapSigningKey(
 ): Promise<WrappedRecipientKey> {
   const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
   if (!isP256(key)) throw new TypeError('a P-256 private key is expected');
+  return encryptWrapped(kms, wrappingKeyId, kid, key, pkcs8Der, wrappedSigningKeyContext(kid));
+}
+
+/** A key pair made inside KMS, its private half returned only wrapped under `context`. */
+async function generateWrapped(
+  kms: KMSClient,
+  wrappingKeyId: string,
+  kid: string,
+  keyPairSpec: 'RSA_2048' | 'RSA_3072' | 'RSA_4096' | 'ECC_NIST_P256',
+  context: Record<string, string>,
+): Promise<WrappedRecipientKey> {
   const out = await kms.send(
-    new EncryptCommand({
+    new GenerateDataKeyPairWithoutPlaintextCommand({
       KeyId: wrappingKeyId,
-      Plaintext: pkcs8Der,
-      EncryptionContext: wrappedSigningKeyContext(kid),
+      KeyPairSpec: keyPairSpec,
+      EncryptionContext: context,
     }),
+  );
+  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
+    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
+  }
+  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+}
+
+/** An existing private key (already checked by the caller) wrapped with KMS `Encrypt` under `context`. */
+async function encryptWrapped(
+  kms: KMSClient,
+  wrappingKeyId: string,
+  kid: string,
+  key: KeyObject,
+  pkcs8Der: Uint8Array,
+  context: Record<string, string>,
+): Promise<WrappedRecipientKey> {
+  const out = await kms.send(
+    new EncryptCommand({ KeyId: wrappingKeyId, Plaintext: pkcs8Der, EncryptionContext: context }),
   );
   if (!out.CiphertextBlob) throw new Error('KMS Encrypt returned no ciphertext');
   return {
