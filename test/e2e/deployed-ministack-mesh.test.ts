@@ -1,18 +1,3 @@
-/**
- * MESH on the deployed stack, locally: `cdk deploy` of the real stack with its MESH poller to
- * ministack (whose Lambdas run our bundled handlers as host Node processes, so they reach NHS
- * England's MESH sandbox on the host's loopback). NHS England's mesh-client sends the consultation
- * report from the GP's mailbox; ministack's EventBridge Scheduler fires the deployed poller, which
- * attests and enqueues it; the five stage Lambdas check it, and deliver sends it through MESH to
- * the recipient's mailbox (byte-identical) and the signed ITK008M 20013 to the GP, which verifies it
- * with the stack's KMS response-signing key. Then the stack is destroyed.
- *
- * The MESH URL is plain http:// on loopback: accepted only because this emulator deploy sets
- * `itk3:meshEmulatorLoopbackHttp=true` (cdk/constructs/mesh-poller.ts; never for AWS).
- *
- * Opt-in: ITK3_MINISTACK_ENDPOINT, ITK3_DEPLOYED_E2E=1 and ITK3_MESH_SANDBOX (.ci/run sets all three).
- */
-import { execFileSync } from 'node:child_process';
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,6 +22,7 @@ import {
   releaseSandboxLock,
   resetMailbox,
 } from '../integration/support/mesh.js';
+import { cdkOnEmulator } from './support/cdk-on-emulator.js';
 
 const endpoint = process.env.ITK3_MINISTACK_ENDPOINT;
 const enabled = Boolean(endpoint) && process.env.ITK3_DEPLOYED_E2E === '1';
@@ -65,16 +51,7 @@ if (!enabled || !sandboxUrl) {
     const stackName = `Itk3Mesh${randomBytes(3).toString('hex')}`;
     const dir = mkdtempSync(join(tmpdir(), 'itk3-deployed-mesh-'));
     const configFile = join(dir, 'config.json');
-    const env = {
-      ...process.env,
-      AWS_ENDPOINT_URL: endpoint,
-      AWS_REGION: 'us-east-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      CDK_DEFAULT_ACCOUNT: '000000000000',
-      CDK_DEFAULT_REGION: 'us-east-1',
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-    };
+    const { cdk } = cdkOnEmulator(endpoint, root);
     let world: DemoWorld;
     let outputs: Outputs;
     let clients: AwsClients;
@@ -84,14 +61,6 @@ if (!enabled || !sandboxUrl) {
     let answers: ReturnType<typeof partnerReceive> = [];
     let sentAt = 0;
     let arrivedAfterMs = 0;
-
-    const cdk = (...args: string[]) =>
-      execFileSync('npx', ['cdk', ...args], {
-        cwd: root,
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        timeout: 600_000,
-      }).toString();
 
     beforeAll(async () => {
       world = await createWorld({ recipientModulus: 2048 });

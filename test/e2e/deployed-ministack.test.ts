@@ -1,13 +1,3 @@
-/**
- * Deployed mode, locally: `cdk bootstrap` + `cdk deploy` of the real stack to ministack, whose
- * Lambdas run our bundled handlers as host Node processes. The NHS samples and the hostile set are
- * sealed to the stack's KMS recipient keys and sent to the deployed inbound queue (direct SQS
- * ingestion) and HTTP API; the test waits for the deliveries in the bucket, the signed ITK3
- * responses, and each message's outcome in the audit table. Then the stack is destroyed.
- *
- * Opt-in (it deploys a stack): needs ITK3_MINISTACK_ENDPOINT and ITK3_DEPLOYED_E2E=1 (.ci/run sets both).
- */
-import { execFileSync } from 'node:child_process';
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,6 +14,7 @@ import { parseBundle } from '../../lib/itk3/index.js';
 import { type MessageOutcome, outcomeFromAudit } from '../../lib/runtime/embedded.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
 import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';
+import { cdkOnEmulator } from './support/cdk-on-emulator.js';
 
 const endpoint = process.env.ITK3_MINISTACK_ENDPOINT;
 const enabled = Boolean(endpoint) && process.env.ITK3_DEPLOYED_E2E === '1';
@@ -47,16 +38,7 @@ interface Outputs {
 describe.skipIf(!enabled)('deployed stack on ministack', () => {
   const stackName = `Itk3E2e${randomBytes(3).toString('hex')}`;
   const dir = mkdtempSync(join(tmpdir(), 'itk3-deployed-'));
-  const env = {
-    ...process.env,
-    AWS_ENDPOINT_URL: endpoint,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'test',
-    AWS_SECRET_ACCESS_KEY: 'test',
-    CDK_DEFAULT_ACCOUNT: '000000000000',
-    CDK_DEFAULT_REGION: 'us-east-1',
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-  };
+  const { cdk } = cdkOnEmulator(endpoint, root);
   let world: DemoWorld;
   let outputs: Outputs;
   let clients: AwsClients;
@@ -64,14 +46,6 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
   const traces: string[] = [];
   const outcomes: MessageOutcome[] = [];
   let deployed = false;
-
-  const cdk = (...args: string[]) =>
-    execFileSync('npx', ['cdk', ...args], {
-      cwd: root,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 600_000,
-    }).toString();
 
   beforeAll(async () => {
     world = await createWorld({ recipientModulus: 2048 });
