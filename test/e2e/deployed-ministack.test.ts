@@ -65,9 +65,6 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
       'itk3:removalPolicy=destroy',
       '-c',
       `itk3:stackName=${stackName}`,
-      // ministack runs functions on a Node without the AWS SDK: bundle it (cdk/constructs/pipeline-function.ts).
-      '-c',
-      'itk3:bundleAwsSdk=true',
       '--outputs-file',
       outputsFile,
     );
@@ -122,8 +119,6 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
           `itk3:configFile=${join(dir, 'config.json')}`,
           '-c',
           `itk3:stackName=${stackName}`,
-          '-c',
-          'itk3:bundleAwsSdk=true',
         );
       } catch (error) {
         console.warn(`cdk destroy of ${stackName} failed: ${(error as Error).message.split('\n')[0]}`);

@@ -1,7 +1,8 @@
 /**
  * The CDK command line against an emulator, as the deployed-mode suites run it: the emulator's
- * endpoint and test credentials in the environment, ministack's fixed account and region, and a
- * bounded wait per command.
+ * endpoint and test credentials in the environment, ministack's fixed account and region, a bounded
+ * wait per command, and the AWS SDK bundled into every function (`itk3:bundleAwsSdk`: ministack runs
+ * functions on a Node without one, cdk/constructs/pipeline-function.ts).
  */
 import { execFileSync } from 'node:child_process';
 
@@ -17,7 +18,7 @@ export function cdkOnEmulator(endpoint: string | undefined, root: string) {
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
   const cdk = (...args: string[]): string =>
-    execFileSync('npx', ['cdk', ...args], {
+    execFileSync('npx', ['cdk', ...args, '-c', 'itk3:bundleAwsSdk=true'], {
       cwd: root,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
