@@ -10,7 +10,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadConfig } from '../../config/load.js';
-import { PipelineError, RejectionError } from '../../errors.js';
+import { ConfigError, PipelineError, RejectionError } from '../../errors.js';
 import { inThreadCpuWork } from './cpu-work.js';
 import { readKeystore } from './keystore.js';
 import { SoftwareKeyService } from './software-keys.js';
@@ -27,9 +27,16 @@ try {
   cpu = inThreadCpuWork(loadConfig(data.configDoc));
   port.postMessage({ ready: true } satisfies PoolReply);
 } catch (error) {
-  // Only the error's own message: readKeystore and loadConfig name files and problems, never keys.
-  const reason = error instanceof Error ? error.message.split('\n')[0] : 'unknown failure';
-  port.postMessage({ startupError: `${reason}` } satisfies PoolReply);
+  // readKeystore and loadConfig list their problems as ConfigError issues that name files and
+  // problems, never keys: pass those on (a ConfigError's first line is only "configuration is
+  // invalid (N problems):"). Anything else: the first line of its message.
+  const reason =
+    error instanceof ConfigError
+      ? error.issues.join('; ')
+      : error instanceof Error
+        ? (error.message.split('\n')[0] ?? error.name)
+        : 'unknown failure';
+  port.postMessage({ startupError: reason } satisfies PoolReply);
   process.exit(1);
 }
 

@@ -7,7 +7,7 @@
  */
 import '../../support/env.js';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -324,8 +324,22 @@ describe('worker pool: shutdown', () => {
 
   it('a keystore the workers cannot read stops the start with a clear error', async () => {
     const missing = join(makeTempDir('itk3-pool-missing-'), 'keystore.json');
+    // The reason itself, not only the ConfigError's "configuration is invalid (1 problem):" line.
     await expect(WorkerPool.start({ size: 2, keystoreFile: missing, config: world.config })).rejects.toThrow(
-      /pool worker could not start/,
+      /pool worker could not start: cannot read keystore file .*keystore\.json: ENOENT/,
     );
+  });
+
+  it('a keystore that is not JSON: the reason is given, and no byte of the file is quoted', async () => {
+    const file = join(makeTempDir('itk3-pool-garbled-'), 'keystore.json');
+    const d = (world.keystore.keys[0]?.privateJwk as { d: string }).d;
+    writeFileSync(file, `{"keys": [{"d": "${d}"`, { mode: 0o600 });
+    const error = await WorkerPool.start({ size: 1, keystoreFile: file, config: world.config }).catch(
+      (e: unknown) => e as Error,
+    );
+    expect((error as Error).message).toMatch(
+      /pool worker could not start: keystore file .* is not valid JSON/,
+    );
+    expect((error as Error).message).not.toContain(d.slice(0, 16));
   });
 });
