@@ -332,7 +332,7 @@ describe('worker pool: shutdown', () => {
 
   it('a keystore that is not JSON: the reason is given, and no byte of the file is quoted', async () => {
     const file = join(makeTempDir('itk3-pool-garbled-'), 'keystore.json');
-    const d = (world.keystore.keys[0]?.privateJwk as { d: string }).d;
+    const d = (world.keystore.keys[0]!.privateJwk as { d: string }).d;
     writeFileSync(file, `{"keys": [{"d": "${d}"`, { mode: 0o600 });
     const error = await WorkerPool.start({ size: 1, keystoreFile: file, config: world.config }).catch(
       (e: unknown) => e as Error,
