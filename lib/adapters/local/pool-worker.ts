@@ -14,7 +14,14 @@ import { ConfigError, PipelineError, RejectionError } from '../../errors.js';
 import { inThreadCpuWork } from './cpu-work.js';
 import { readKeystore } from './keystore.js';
 import { SoftwareKeyService } from './software-keys.js';
-import type { PoolReply, PoolTask, PoolWorkerData, SerializedError, TaskReply } from './worker-pool.js';
+import {
+  type PoolReply,
+  type PoolTask,
+  type PoolWorkerData,
+  type SerializedError,
+  type TaskReply,
+  transferableCopy,
+} from './worker-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('pool-worker runs only as a worker thread');
@@ -60,24 +67,19 @@ port.on('message', (tasks: PoolTask[]) => {
   );
 });
 
-/** A fresh, exactly-sized copy whose buffer can be transferred (pooled Buffers must not be). */
-function own(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(bytes);
-}
-
 async function run(task: PoolTask): Promise<{ value: unknown; transfer: ArrayBuffer[] }> {
   switch (task.op) {
     case 'unwrapKey': {
       const result = await keys.unwrapKey(task.kid, task.encryptedKey);
       if (!result.ok) return { value: result, transfer: [] };
-      const cek = own(result.cek);
+      const cek = transferableCopy(result.cek);
       result.cek.fill(0);
       return { value: { ok: true, cek }, transfer: [cek.buffer as ArrayBuffer] };
     }
     case 'deriveSharedSecret': {
       const result = await keys.deriveSharedSecret(task.kid, task.ephemeralPublicKey);
       if (!result.ok) return { value: result, transfer: [] };
-      const sharedSecret = own(result.sharedSecret);
+      const sharedSecret = transferableCopy(result.sharedSecret);
       result.sharedSecret.fill(0);
       return { value: { ok: true, sharedSecret }, transfer: [sharedSecret.buffer as ArrayBuffer] };
     }
@@ -85,7 +87,7 @@ async function run(task: PoolTask): Promise<{ value: unknown; transfer: ArrayBuf
       return { value: await cpu.verifyCredential(task.token, task.receivedAtMs), transfer: [] };
     case 'openSigned': {
       const verified = await cpu.openSigned(task.compact, task.expectedSenderOds);
-      const payload = own(verified.payload);
+      const payload = transferableCopy(verified.payload);
       return { value: { ...verified, payload }, transfer: [payload.buffer as ArrayBuffer] };
     }
     case 'parseBundle':

@@ -174,7 +174,7 @@ export class WorkerPool {
   keyService(local: KeyService): KeyService {
     return {
       unwrapKey: async (kid, encryptedKey) =>
-        (await this.#run({ op: 'unwrapKey', kid, encryptedKey: copyOf(encryptedKey) })) as
+        (await this.#run({ op: 'unwrapKey', kid, encryptedKey: transferableCopy(encryptedKey) })) as
           | { ok: true; cek: Uint8Array }
           | { ok: false },
       deriveSharedSecret: async (kid, ephemeralPublicKey) =>
@@ -193,7 +193,7 @@ export class WorkerPool {
     openSigned: async (compact, expectedSenderOds) =>
       (await this.#run({ op: 'openSigned', compact, expectedSenderOds })) as VerifiedSigned,
     parseBundle: async (payload, format) =>
-      (await this.#run({ op: 'parseBundle', payload: copyOf(payload), format })) as Itk3Message,
+      (await this.#run({ op: 'parseBundle', payload: transferableCopy(payload), format })) as Itk3Message,
   };
 
   /** The live worker threads (a test stops one to see the pool recover). */
@@ -352,8 +352,11 @@ function rebuild(e: SerializedError): Error {
   return new Error(e.message);
 }
 
-/** An exactly-sized copy, so posting it moves only its own bytes and leaves the caller's alone. */
-function copyOf(bytes: Uint8Array): Uint8Array {
+/**
+ * An exactly-sized copy whose buffer can be transferred: posting it moves only its own bytes and
+ * leaves the caller's (possibly a pooled Buffer's) alone. Both sides of the pool use it.
+ */
+export function transferableCopy(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes);
 }
 
