@@ -357,7 +357,7 @@ export class EmbeddedPipeline {
         // Deliver (first in this order) runs on its own: its writes leave the process (files, MESH),
         // so its unit of work commits as soon as it ends, as without the pool.
         if (this.#sideBySide && stage !== 'deliver') {
-          sideBySide.push(this.#invoke(stage, batch, handlers[stage]));
+          sideBySide.push(this.#invoke(stage, batch, handlers[stage], { sharedUnit: true }));
           continue;
         }
         await this.#invoke(stage, batch, handlers[stage]);
@@ -423,7 +423,12 @@ export class EmbeddedPipeline {
     return moved;
   }
 
-  async #invoke(stage: StageName, batch: QueuedMessage[], handler: StageHandler): Promise<void> {
+  async #invoke(
+    stage: StageName,
+    batch: QueuedMessage[],
+    handler: StageHandler,
+    opts: { sharedUnit?: boolean } = {},
+  ): Promise<void> {
     this.invocations[stage] += 1;
     const event: SQSEvent = { Records: batch.map((m) => toSqsRecord(stage, m, this.clock.now())) };
     const context = lambdaContext(stage);
@@ -453,8 +458,9 @@ export class EmbeddedPipeline {
     } finally {
       this.state.release();
     }
-    // Side by side, the shared unit of work commits after the round: the round tells outcomes then.
-    if (!this.#sideBySide) this.#announce();
+    // In a side-by-side round's shared unit of work, nothing is committed yet: the round tells the
+    // outcomes once the last invocation has released it. On its own (deliver always), now.
+    if (!opts.sharedUnit) this.#announce();
   }
 
   /** A trace ended (it left deliver, or was refused unanswered): record its outcome, drop its blobs. */
