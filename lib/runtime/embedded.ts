@@ -339,7 +339,8 @@ export class EmbeddedPipeline {
     let invoked = 0;
     for (let round = 0; round < maxRounds && !this.#stopping; round += 1) {
       let progressed = false;
-      const sideBySide: Promise<void>[] = [];
+      /** This round's side-by-side invocations, started once every receive of the round is committed. */
+      const sideBySide: (() => Promise<void>)[] = [];
       // Later stages first, so a long run keeps few records in flight.
       for (const stage of [...STAGES].reverse()) {
         if (this.#stopping) break;
@@ -353,11 +354,12 @@ export class EmbeddedPipeline {
         progressed = true;
         invoked += 1;
         // Side by side (with a pool), every receive of the round is committed before any handler
-        // runs; the invocations then share one unit of work, committed when the last one ends.
-        // Deliver (first in this order) runs on its own: its writes leave the process (files, MESH),
-        // so its unit of work commits as soon as it ends, as without the pool.
+        // runs (an invocation holds the unit of work open, and a receive made while it is held
+        // would join it); the invocations then share one unit of work, committed when the last one
+        // ends. Deliver (first in this order) runs on its own: its writes leave the process (files,
+        // MESH), so its unit of work commits as soon as it ends, as without the pool.
         if (this.#sideBySide && stage !== 'deliver') {
-          sideBySide.push(this.#invoke(stage, batch, handlers[stage], { sharedUnit: true }));
+          sideBySide.push(() => this.#invoke(stage, batch, handlers[stage], { sharedUnit: true }));
           continue;
         }
         await this.#invoke(stage, batch, handlers[stage]);
@@ -365,7 +367,9 @@ export class EmbeddedPipeline {
       }
       if (sideBySide.length > 0) {
         // Every invocation ends (and releases its hold) before a failure is reported.
-        const failure = (await Promise.allSettled(sideBySide)).find((r) => r.status === 'rejected');
+        const failure = (await Promise.allSettled(sideBySide.map((start) => start()))).find(
+          (r) => r.status === 'rejected',
+        );
         // Outcomes are told once committed, i.e. once the last invocation has released its hold.
         this.#announce();
         if (failure) throw failure.reason;
