@@ -265,6 +265,13 @@ export interface WrappedRecipientKey {
   ciphertextBlob: Uint8Array;
   /** SPKI DER of the public key senders encrypt to. */
   publicKeySpki: Uint8Array;
+  /** ARN of the wrapping key, as KMS reports it for a generated pair (an alias resolved). */
+  wrappingKeyArn?: string;
+}
+
+/** KMS answered `GenerateDataKeyPairWithoutPlaintext` without a key pair. */
+export class MissingKeyPairError extends Error {
+  override readonly name = 'MissingKeyPairError';
 }
 
 /**
@@ -343,10 +350,15 @@ async function generateWrapped(
       EncryptionContext: context,
     }),
   );
-  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
-    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
+  if (!out.PrivateKeyCiphertextBlob?.length || !out.PublicKey?.length) {
+    throw new MissingKeyPairError('KMS GenerateDataKeyPairWithoutPlaintext returned no key pair');
   }
-  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+  return {
+    kid,
+    ciphertextBlob: out.PrivateKeyCiphertextBlob,
+    publicKeySpki: out.PublicKey,
+    ...(out.KeyId ? { wrappingKeyArn: out.KeyId } : {}),
+  };
 }
 
 /** An existing PKCS#8 private key, refused unless `usable`, wrapped with KMS `Encrypt` under `context`. */
