@@ -341,6 +341,9 @@ function validateSettings(settings: MeshPollerSettings): string[] {
     url.port !== '';
   if (url && ((url.protocol !== 'https:' && !loopbackHttp) || url.pathname !== '/' || url.search !== '')) {
     problems.push('mesh.url: must be https://host[:port] with no path (MESH needs mutual TLS)');
+  } else if (url && (url.username !== '' || url.password !== '' || url.hash !== '')) {
+    // The URL is a plain Lambda environment variable: credentials belong in the mailbox secret.
+    problems.push('mesh.url: no user, password or fragment (mailbox credentials go in its secret)');
   }
   if (settings.mailboxes.length === 0) problems.push('mesh.mailboxes: give at least one mailbox');
   const seen = new Set<string>();

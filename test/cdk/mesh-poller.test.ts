@@ -525,6 +525,12 @@ describe('the emulator escape for a loopback MESH sandbox', () => {
     expect(issuesFor('http://127.0.0.1:47701/path', true)).toEqual(httpsOnly);
     expect(issuesFor('https://msg.intspineservices.nhs.uk', true)).toEqual([]);
   });
+  it('refuses a URL carrying a user, a password or a fragment, loopback or not', () => {
+    const noUserinfo = ['mesh.url: no user, password or fragment (mailbox credentials go in its secret)'];
+    expect(issuesFor('http://x26abc1:secret@127.0.0.1:47701', true)).toEqual(noUserinfo);
+    expect(issuesFor('https://x26abc1@msg.intspineservices.nhs.uk')).toEqual(noUserinfo);
+    expect(issuesFor('https://msg.intspineservices.nhs.uk/#x')).toEqual(noUserinfo);
+  });
 });
 
 describe('app context', () => {

@@ -265,6 +265,13 @@ export interface WrappedRecipientKey {
   ciphertextBlob: Uint8Array;
   /** SPKI DER of the public key senders encrypt to. */
   publicKeySpki: Uint8Array;
+  /** ARN of the wrapping key, as KMS reports it for a generated pair (an alias resolved). */
+  wrappingKeyArn?: string;
+}
+
+/** KMS answered `GenerateDataKeyPairWithoutPlaintext` without a key pair. */
+export class MissingKeyPairError extends Error {
+  override readonly name = 'MissingKeyPairError';
 }
 
 /**
@@ -293,10 +300,11 @@ export async function wrapRecipientKey(
   kid: string,
   pkcs8Der: Uint8Array,
 ): Promise<WrappedRecipientKey> {
-  const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
-  if (!isUsableRecipientKey(key))
-    throw new TypeError('an RSA (≥ 2048 bits) or P-256 private key is expected');
-  return encryptWrapped(kms, wrappingKeyId, kid, key, pkcs8Der, wrappedKeyContext(kid));
+  return encryptWrapped(kms, wrappingKeyId, kid, pkcs8Der, {
+    usable: isUsableRecipientKey,
+    expected: 'an RSA (≥ 2048 bits) or P-256 private key',
+    context: wrappedKeyContext(kid),
+  });
 }
 
 /**
@@ -320,9 +328,11 @@ export async function wrapSigningKey(
   kid: string,
   pkcs8Der: Uint8Array,
 ): Promise<WrappedRecipientKey> {
-  const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
-  if (!isP256(key)) throw new TypeError('a P-256 private key is expected');
-  return encryptWrapped(kms, wrappingKeyId, kid, key, pkcs8Der, wrappedSigningKeyContext(kid));
+  return encryptWrapped(kms, wrappingKeyId, kid, pkcs8Der, {
+    usable: isP256,
+    expected: 'a P-256 private key',
+    context: wrappedSigningKeyContext(kid),
+  });
 }
 
 /** A key pair made inside KMS, its private half returned only wrapped under `context`. */
@@ -340,21 +350,28 @@ async function generateWrapped(
       EncryptionContext: context,
     }),
   );
-  if (!out.PrivateKeyCiphertextBlob || !out.PublicKey) {
-    throw new Error('GenerateDataKeyPairWithoutPlaintext returned no key pair');
+  if (!out.PrivateKeyCiphertextBlob?.length || !out.PublicKey?.length) {
+    throw new MissingKeyPairError('KMS GenerateDataKeyPairWithoutPlaintext returned no key pair');
   }
-  return { kid, ciphertextBlob: out.PrivateKeyCiphertextBlob, publicKeySpki: out.PublicKey };
+  return {
+    kid,
+    ciphertextBlob: out.PrivateKeyCiphertextBlob,
+    publicKeySpki: out.PublicKey,
+    ...(out.KeyId ? { wrappingKeyArn: out.KeyId } : {}),
+  };
 }
 
-/** An existing private key (already checked by the caller) wrapped with KMS `Encrypt` under `context`. */
+/** An existing PKCS#8 private key, refused unless `usable`, wrapped with KMS `Encrypt` under `context`. */
 async function encryptWrapped(
   kms: KMSClient,
   wrappingKeyId: string,
   kid: string,
-  key: KeyObject,
   pkcs8Der: Uint8Array,
-  context: Record<string, string>,
+  rule: { usable: (key: KeyObject) => boolean; expected: string; context: Record<string, string> },
 ): Promise<WrappedRecipientKey> {
+  const { context } = rule;
+  const key = createPrivateKey({ key: Buffer.from(pkcs8Der), format: 'der', type: 'pkcs8' });
+  if (!rule.usable(key)) throw new TypeError(`${rule.expected} is expected`);
   const out = await kms.send(
     new EncryptCommand({ KeyId: wrappingKeyId, Plaintext: pkcs8Der, EncryptionContext: context }),
   );

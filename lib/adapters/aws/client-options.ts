@@ -1,11 +1,12 @@
 /**
  * Where the SDK clients point, and how they wait: the one rule every per-service client factory
- * (sdk-kms.ts, sdk-sqs.ts, sdk-dynamodb.ts, sdk-s3.ts) follows. No SDK import here, so a handler
+ * (sdk-kms.ts, sdk-sqs.ts, sdk-dynamodb.ts, sdk-s3.ts, and the MESH functions' Secrets Manager
+ * client in mesh-poll-job.ts) follows. No SDK import here, so a handler
  * bundle pulls in only the clients its stage uses.
  */
 
 /** The services the pipeline's adapters call through {@link AwsClientOptions}. */
-export type SdkService = 'kms' | 'sqs' | 'dynamodb' | 's3';
+export type SdkService = 'kms' | 'sqs' | 'dynamodb' | 's3' | 'secretsmanager';
 
 /** Where the clients point. Everything defaults to the environment. */
 export interface AwsClientOptions {
@@ -28,6 +29,7 @@ const ENDPOINT_ENV: Record<SdkService, string> = {
   sqs: 'AWS_ENDPOINT_URL_SQS',
   dynamodb: 'AWS_ENDPOINT_URL_DYNAMODB',
   s3: 'AWS_ENDPOINT_URL_S3',
+  secretsmanager: 'AWS_ENDPOINT_URL_SECRETS_MANAGER',
 };
 
 /**

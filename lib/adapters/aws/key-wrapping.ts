@@ -3,23 +3,20 @@
  * whose private half only ever leaves KMS wrapped under a symmetric KMS key. The result is what a
  * deployment configures (the wrapped blob) and what senders get (the public JWK).
  *
- * The blob is bound to {@link wrappedKeyContext}, the same function `CachedKeyService` uses to
- * open it, so the context written here and the context asked for at unwrap time cannot drift apart.
+ * The key pair is made by cached-key-service.ts ({@link generateWrappedRecipientKey}), next to
+ * `CachedKeyService` that opens it, so the encryption context written and the one asked for at
+ * unwrap time cannot drift apart; this module adds the operator's record and explanations.
  */
 import { createPublicKey } from 'node:crypto';
+import type { KMSClient } from '@aws-sdk/client-kms';
 import {
-  GenerateDataKeyPairWithoutPlaintextCommand,
-  type GenerateDataKeyPairWithoutPlaintextCommandOutput,
-  type KMSClient,
-} from '@aws-sdk/client-kms';
+  generateWrappedRecipientKey,
+  generateWrappedSigningKey,
+  MissingKeyPairError,
+  type WrappedRecipientKey,
+} from './cached-key-service.js';
 import { createAwsClients } from './clients.js';
-import {
-  type RecipientPublicJwk,
-  type ResponseSigningPublicJwk,
-  type WrappedKeyPurpose,
-  wrappedKeyContext,
-  wrappedSigningKeyContext,
-} from './deployment-names.js';
+import type { RecipientPublicJwk, ResponseSigningPublicJwk, WrappedKeyPurpose } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
 
 /** Key-pair specs a recipient key may have: RSA (`RSA-OAEP-256`) or P-256 (`ECDH-ES+A256KW`). */
@@ -96,34 +93,27 @@ export async function generateWrappedKeyRecord(
   if (signing && keyPairSpec !== 'ECC_NIST_P256') {
     throw new KeyWrappingError(`a response-signing key is ECC_NIST_P256 (ES256), not ${keyPairSpec}`);
   }
-  let out: GenerateDataKeyPairWithoutPlaintextCommandOutput;
+  // The same call, context and checks as the tests' and the bench's keys (cached-key-service.ts).
+  let generated: WrappedRecipientKey;
   try {
-    out = await kms.send(
-      new GenerateDataKeyPairWithoutPlaintextCommand({
-        KeyId: wrappingKeyId,
-        KeyPairSpec: keyPairSpec,
-        EncryptionContext: signing ? wrappedSigningKeyContext(kid) : wrappedKeyContext(kid),
-      }),
-    );
+    generated = signing
+      ? await generateWrappedSigningKey(kms, wrappingKeyId, kid)
+      : await generateWrappedRecipientKey(kms, wrappingKeyId, kid, keyPairSpec);
   } catch (error) {
-    throw new KeyWrappingError(
-      explain(error, wrappingKeyId, signing ? 'response-sign' : 'recipient-decrypt'),
-      {
-        cause: error,
-      },
-    );
+    const reason =
+      error instanceof MissingKeyPairError
+        ? error.message
+        : explain(error, wrappingKeyId, signing ? 'response-sign' : 'recipient-decrypt');
+    throw new KeyWrappingError(reason, { cause: error });
   }
-  if (!out.PrivateKeyCiphertextBlob?.length || !out.PublicKey?.length) {
-    throw new KeyWrappingError('KMS GenerateDataKeyPairWithoutPlaintext returned no key pair');
-  }
-  const publicJwk = recipientJwk(out.PublicKey, kid, keyPairSpec);
+  const publicJwk = recipientJwk(generated.publicKeySpki, kid, keyPairSpec);
   return {
     kid,
-    wrappedPrivateKey: Buffer.from(out.PrivateKeyCiphertextBlob).toString('base64'),
+    wrappedPrivateKey: Buffer.from(generated.ciphertextBlob).toString('base64'),
     // Same curve point; a signing key is published for ES256 verification, not for encryption.
     publicJwk: signing && publicJwk.kty === 'EC' ? { ...publicJwk, alg: 'ES256', use: 'sig' } : publicJwk,
     // KMS names the key it used; an alias given on the command line resolves to the key here.
-    wrappingKeyArn: out.KeyId ?? wrappingKeyId,
+    wrappingKeyArn: generated.wrappingKeyArn ?? wrappingKeyId,
     ...(signing ? { purpose: 'response-sign' as const } : {}),
   };
 }

@@ -18,6 +18,7 @@ import {
   pollMailbox,
 } from '../../mesh/poller.js';
 import type { Clock } from '../../ports/index.js';
+import { sdkClientConfig } from './client-options.js';
 import { MESH_LEASE_PREFIX, MESH_POLL_ENV } from './deployment-names.js';
 import type { DynamoLease, HeldLease, LeaseAttempt } from './dynamo-lease.js';
 import { type MeshCredentialSource, SecretsManagerMeshCredentials } from './mesh-secrets.js';
@@ -196,9 +197,9 @@ export interface AwsMeshConnection {
 
 /**
  * The MESH connection from a function's environment ({@link MESH_POLL_ENV}: the URL, the mailbox →
- * secret map and the bundled CA), with a Secrets Manager client pointed like the other AWS clients
- * (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, then `AWS_ENDPOINT_URL`: an emulator). The poller and the
- * deliver stage both read it; in AWS the `{env}`/`{file}` secret references of the configuration's
+ * secret map and the bundled CA), with a Secrets Manager client built like the other AWS clients
+ * (client-options.ts: `AWS_ENDPOINT_URL_SECRETS_MANAGER`, then `AWS_ENDPOINT_URL`: an emulator).
+ * The poller and the deliver stage both read it; in AWS the `{env}`/`{file}` secret references of the configuration's
  * `mesh` section are not used: every credential is in the mailbox's secret (docs/DEPLOY.md).
  *
  * @returns undefined when the function has no MESH mailboxes (`ITK3_MESH_MAILBOXES` unset)
@@ -222,13 +223,7 @@ export function awsMeshConnectionFromEnv(
     ids[mailbox.toUpperCase()] = secretId;
   }
   const caBundle = env[MESH_POLL_ENV.caBundle]?.trim();
-  const endpoint = env.AWS_ENDPOINT_URL_SECRETS_MANAGER?.trim() || env.AWS_ENDPOINT_URL?.trim() || undefined;
-  const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined);
-  const secrets = new SecretsManagerClient({
-    ...(region ? { region } : {}),
-    ...(endpoint ? { endpoint } : {}),
-    requestHandler: { connectionTimeout: 3_000, requestTimeout: 10_000 },
-  });
+  const secrets = new SecretsManagerClient(sdkClientConfig('secretsmanager', { env }));
   return {
     url,
     mailboxes: Object.keys(ids),

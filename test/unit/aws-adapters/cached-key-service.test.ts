@@ -249,6 +249,19 @@ describe('wrapping helpers', () => {
       EncryptionContext: wrappedKeyContext('rx'),
     });
   });
+
+  it('wrapRecipientKey refuses an RSA key under 2048 bits and a P-384 key before calling KMS', async () => {
+    kms.on(EncryptCommand).resolves({ CiphertextBlob: BLOB });
+    const client = new KMSClient({ region: 'eu-west-2' });
+    const short = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey;
+    const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey;
+    for (const key of [short, p384]) {
+      await expect(
+        wrapRecipientKey(client, 'cmk', 'rx', key.export({ format: 'der', type: 'pkcs8' })),
+      ).rejects.toThrow('an RSA (≥ 2048 bits) or P-256 private key is expected');
+    }
+    expect(kms.commandCalls(EncryptCommand)).toHaveLength(0);
+  });
 });
 
 describe('keyServiceFromEnv', () => {

@@ -40,6 +40,13 @@ describe('endpointFor', () => {
     expect(endpointFor('kms', { env })).toBe('http://127.0.0.1:4567');
     expect(endpointFor('kms', { env, endpoint: 'http://127.0.0.1:1' })).toBe('http://127.0.0.1:1');
     expect(endpointFor('kms', { env: {} })).toBeUndefined();
+    // The MESH functions' Secrets Manager client follows the same rule (mesh-poll-job.ts).
+    expect(endpointFor('secretsmanager', { env })).toBe('http://127.0.0.1:4567');
+    expect(
+      endpointFor('secretsmanager', {
+        env: { ...env, AWS_ENDPOINT_URL_SECRETS_MANAGER: 'http://127.0.0.1:4806' },
+      }),
+    ).toBe('http://127.0.0.1:4806');
   });
 });
 

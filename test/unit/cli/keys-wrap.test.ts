@@ -246,6 +246,14 @@ describe('itk3 keys wrap: the request and the record', () => {
     expect(out).toBe('');
   });
 
+  it('says so when KMS answers without a key pair', async () => {
+    kms.on(GenerateDataKeyPairWithoutPlaintextCommand).resolves({ KeyId: KEY_ARN, PublicKey: SPKI });
+    const { code, err, out } = await cli('keys', 'wrap', '--wrapping-key', KEY_ARN, '--kid', 'rx-1');
+    expect(code).toBe(1);
+    expect(err).toContain('KMS GenerateDataKeyPairWithoutPlaintext returned no key pair');
+    expect(out).toBe('');
+  });
+
   it.each([
     [serviceError('NotFoundException', 400), /wrapping key .* not found/],
     [serviceError('InvalidKeyUsageException', 400), /not a symmetric encryption key/],
