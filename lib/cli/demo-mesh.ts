@@ -22,6 +22,7 @@ import { loadSamples, parseBundle, projectRoot } from '../itk3/index.js';
 import { attachMesh, HttpMeshClient, meshClientsFromConfig } from '../mesh/index.js';
 import { systemClock } from '../ports/index.js';
 import { EmbeddedPipeline } from '../runtime/embedded.js';
+import { meshPartnerReceive, meshPartnerSend } from '../testkit/mesh-partner.js';
 import { createWorld, type DemoWorld } from '../testkit/world.js';
 import { renderTable } from './table.js';
 
@@ -278,44 +279,20 @@ interface Partner {
   receive(mailbox: string): Promise<ReceivedMessage[]>;
 }
 
-/** NHS England's Python mesh-client, through scripts/mesh_partner.py. */
+/** NHS England's Python mesh-client (lib/testkit/mesh-partner.ts). */
 function meshClientPartner(python: string, url: string, sharedKey: string): Partner {
-  const script = join(projectRoot(), 'scripts/mesh_partner.py');
-  const call = (request: Record<string, unknown>): unknown => {
-    const result = spawnSync(python, [script], {
-      input: JSON.stringify({ url, password: SANDBOX_PASSWORD, shared_key: sharedKey, ...request }),
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 60_000,
-    });
-    if (result.status !== 0) {
-      throw new Error(
-        `mesh-client failed: ${(result.stderr || String(result.error)).trim().split('\n').at(-1)}`,
-      );
-    }
-    return JSON.parse(result.stdout);
-  };
+  const access = { python, url, password: SANDBOX_PASSWORD, sharedKey };
   return {
     name: "NHS England's mesh-client",
     async send(from, to, body, workflowId) {
-      const answer = call({
-        op: 'send',
-        mailbox: from,
-        to,
-        workflow_id: workflowId,
-        body_b64: body.toString('base64'),
-      }) as { message_id: string };
-      return answer.message_id;
+      return meshPartnerSend(access, { mailbox: from, to, body, workflowId });
     },
     async receive(mailbox) {
-      const answer = call({ op: 'receive', mailbox }) as {
-        messages: { sender: string; workflow_id: string; local_id: string | null; body_b64: string }[];
-      };
-      return answer.messages.map((m) => ({
+      return meshPartnerReceive(access, mailbox).map((m) => ({
         sender: m.sender,
         workflowId: m.workflow_id,
         localId: m.local_id ?? undefined,
-        body: Buffer.from(m.body_b64, 'base64'),
+        body: m.body,
       }));
     },
   };
