@@ -16,7 +16,7 @@ import { compactVerify, importJWK } from 'jose';
 import { findKey, publicJwk, writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
-import { loadConfig } from '../config/load.js';
+import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { PipelineConfigInput } from '../config/schema.js';
 import { loadSamples, parseBundle, projectRoot } from '../itk3/index.js';
 import { attachMesh, HttpMeshClient, meshClientsFromConfig } from '../mesh/index.js';
@@ -87,6 +87,30 @@ export function meshWorldConfig(
     transports: ['mesh'],
   });
   return doc;
+}
+
+/**
+ * The world on the sandbox, on disk for the gateway (this demo, or a real `itk3` process in a
+ * test): the shared key and the gateway's mailbox password in 0600 files the configuration points
+ * at, config.json and keystore.json in `dir`.
+ */
+export function writeMeshWorld(
+  world: DemoWorld,
+  dir: string,
+  mesh: { url: string; sharedKey: string; pollIntervalSeconds?: number },
+): { config: LoadedConfig; configFile: string; keystoreFile: string } {
+  mkdirSync(dir, { recursive: true });
+  const sharedKeyFile = join(dir, 'mesh-shared-key');
+  const passwordFile = join(dir, 'gateway-mailbox-password');
+  writeFileSync(sharedKeyFile, `${mesh.sharedKey}\n`, { mode: 0o600 });
+  writeFileSync(passwordFile, `${SANDBOX_PASSWORD}\n`, { mode: 0o600 });
+  const doc = meshWorldConfig(world, { ...mesh, sharedKeyFile, passwordFile });
+  const config = loadConfig(doc);
+  const configFile = join(dir, 'config.json');
+  const keystoreFile = join(dir, 'keystore.json');
+  writeFileSync(configFile, `${JSON.stringify(doc, null, 2)}\n`);
+  writeKeystore(keystoreFile, world.keystore);
+  return { config, configFile, keystoreFile };
 }
 
 /** The consultation report (fixture, or the project's built equivalent) as the GP system sends it. */
@@ -161,14 +185,7 @@ async function exchange(
   }
 
   const world = await createWorld({ recipientModulus: 2048 });
-  const sharedKeyFile = join(out, 'mesh-shared-key');
-  const passwordFile = join(out, 'gateway-mailbox-password');
-  writeFileSync(sharedKeyFile, `${opts.sharedKey}\n`, { mode: 0o600 });
-  writeFileSync(passwordFile, `${SANDBOX_PASSWORD}\n`, { mode: 0o600 });
-  const doc = meshWorldConfig(world, { url, sharedKeyFile, passwordFile });
-  const config = loadConfig(doc);
-  writeKeystore(join(out, 'keystore.json'), world.keystore);
-  writeFileSync(join(out, 'config.json'), `${JSON.stringify(doc, null, 2)}\n`);
+  const { config } = writeMeshWorld(world, out, { url, sharedKey: opts.sharedKey });
   write(
     `mailboxes: GP0001's system ${gp} → gateway ${gateway} → A83627's system ${recipient}; config.json and keystore.json in ${out}`,
   );

@@ -10,9 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { writeKeystore } from '../../../lib/adapters/local/keystore.js';
-import { MESH_DEMO_MAILBOXES, meshWorldConfig } from '../../../lib/cli/demo-mesh.js';
-import { loadConfig } from '../../../lib/config/load.js';
+import { MESH_DEMO_MAILBOXES, writeMeshWorld as writeDemoMeshWorld } from '../../../lib/cli/demo-mesh.js';
 import { projectRoot } from '../../../lib/itk3/samples.js';
 import {
   type MeshPartnerAccess,
@@ -163,27 +161,13 @@ export function sandboxScript(action: 'stop' | 'start'): void {
   });
 }
 
-/**
- * The world on the sandbox, on disk for a real `itk3` process: GP0001 sends from X26ABC1 (signed
- * responses), the gateway polls X26ABC2, A83627 receives in X26ABC3 (lib/cli/demo-mesh.ts), the
- * shared key and the mailbox password in 0600 files.
- */
+/** The world on the sandbox, on disk for a real `itk3` process (lib/cli/demo-mesh.ts writeMeshWorld). */
 export function writeMeshWorld(
   world: DemoWorld,
   dir: string,
   url: string,
   pollIntervalSeconds = 1,
 ): { config: string; keystore: string; mailboxes: typeof MESH_DEMO_MAILBOXES } {
-  mkdirSync(dir, { recursive: true });
-  const sharedKeyFile = join(dir, 'mesh-shared-key');
-  const passwordFile = join(dir, 'gateway-mailbox-password');
-  writeFileSync(sharedKeyFile, `${MESH_SHARED_KEY}\n`, { mode: 0o600 });
-  writeFileSync(passwordFile, `${MAILBOX_PASSWORD}\n`, { mode: 0o600 });
-  const doc = meshWorldConfig(world, { url, sharedKeyFile, passwordFile, pollIntervalSeconds });
-  loadConfig(doc);
-  const config = join(dir, 'config.json');
-  const keystore = join(dir, 'keystore.json');
-  writeFileSync(config, JSON.stringify(doc));
-  writeKeystore(keystore, world.keystore);
-  return { config, keystore, mailboxes: MESH_DEMO_MAILBOXES };
+  const files = writeDemoMeshWorld(world, dir, { url, sharedKey: MESH_SHARED_KEY, pollIntervalSeconds });
+  return { config: files.configFile, keystore: files.keystoreFile, mailboxes: MESH_DEMO_MAILBOXES };
 }
