@@ -428,7 +428,8 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-async function resetSandboxMailbox(url: string, mailbox: string): Promise<void> {
+/** Empty a mailbox through the sandbox's admin API (a sandbox only: no credentials). */
+export async function resetSandboxMailbox(url: string, mailbox: string): Promise<void> {
   const response = await fetch(`${url}/messageexchange/admin/reset/${mailbox}`, { method: 'DELETE' });
   if (!response.ok)
     throw new Error(`the sandbox at ${url} refused to reset ${mailbox}: HTTP ${response.status}`);

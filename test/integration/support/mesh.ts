@@ -10,7 +10,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { MESH_DEMO_MAILBOXES, writeMeshWorld as writeDemoMeshWorld } from '../../../lib/cli/demo-mesh.js';
+import {
+  MESH_DEMO_MAILBOXES,
+  resetSandboxMailbox,
+  writeMeshWorld as writeDemoMeshWorld,
+} from '../../../lib/cli/demo-mesh.js';
 import { projectRoot } from '../../../lib/itk3/samples.js';
 import {
   type MeshPartnerAccess,
@@ -120,10 +124,7 @@ export function partnerReceive(mailbox: string): MeshPartnerMessage[] {
 
 /** Empty a mailbox through the sandbox's admin API (testing only; no credentials). */
 export async function resetMailbox(mailbox: string): Promise<void> {
-  const response = await fetch(`${MESH_SANDBOX}/messageexchange/admin/reset/${mailbox}`, {
-    method: 'DELETE',
-  });
-  if (!response.ok) throw new Error(`sandbox reset of ${mailbox} failed: HTTP ${response.status}`);
+  await resetSandboxMailbox(MESH_SANDBOX!, mailbox);
 }
 
 /** Put a REPORT (e.g. a non-delivery report) into a mailbox through the admin API. */
