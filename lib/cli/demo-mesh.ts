@@ -16,12 +16,13 @@ import { compactVerify, importJWK } from 'jose';
 import { findKey, publicJwk, writeKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { SqliteState } from '../adapters/local/sqlite-state.js';
-import { loadConfig } from '../config/load.js';
+import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { PipelineConfigInput } from '../config/schema.js';
 import { loadSamples, parseBundle, projectRoot } from '../itk3/index.js';
 import { attachMesh, HttpMeshClient, meshClientsFromConfig } from '../mesh/index.js';
 import { systemClock } from '../ports/index.js';
 import { EmbeddedPipeline } from '../runtime/embedded.js';
+import { meshPartnerReceive, meshPartnerSend } from '../testkit/mesh-partner.js';
 import { createWorld, type DemoWorld } from '../testkit/world.js';
 import { renderTable } from './table.js';
 
@@ -86,6 +87,30 @@ export function meshWorldConfig(
     transports: ['mesh'],
   });
   return doc;
+}
+
+/**
+ * The world on the sandbox, on disk for the gateway (this demo, or a real `itk3` process in a
+ * test): the shared key and the gateway's mailbox password in 0600 files the configuration points
+ * at, config.json and keystore.json in `dir`.
+ */
+export function writeMeshWorld(
+  world: DemoWorld,
+  dir: string,
+  mesh: { url: string; sharedKey: string; pollIntervalSeconds?: number },
+): { config: LoadedConfig; configFile: string; keystoreFile: string } {
+  mkdirSync(dir, { recursive: true });
+  const sharedKeyFile = join(dir, 'mesh-shared-key');
+  const passwordFile = join(dir, 'gateway-mailbox-password');
+  writeFileSync(sharedKeyFile, `${mesh.sharedKey}\n`, { mode: 0o600 });
+  writeFileSync(passwordFile, `${SANDBOX_PASSWORD}\n`, { mode: 0o600 });
+  const doc = meshWorldConfig(world, { ...mesh, sharedKeyFile, passwordFile });
+  const config = loadConfig(doc);
+  const configFile = join(dir, 'config.json');
+  const keystoreFile = join(dir, 'keystore.json');
+  writeFileSync(configFile, `${JSON.stringify(doc, null, 2)}\n`);
+  writeKeystore(keystoreFile, world.keystore);
+  return { config, configFile, keystoreFile };
 }
 
 /** The consultation report (fixture, or the project's built equivalent) as the GP system sends it. */
@@ -160,14 +185,7 @@ async function exchange(
   }
 
   const world = await createWorld({ recipientModulus: 2048 });
-  const sharedKeyFile = join(out, 'mesh-shared-key');
-  const passwordFile = join(out, 'gateway-mailbox-password');
-  writeFileSync(sharedKeyFile, `${opts.sharedKey}\n`, { mode: 0o600 });
-  writeFileSync(passwordFile, `${SANDBOX_PASSWORD}\n`, { mode: 0o600 });
-  const doc = meshWorldConfig(world, { url, sharedKeyFile, passwordFile });
-  const config = loadConfig(doc);
-  writeKeystore(join(out, 'keystore.json'), world.keystore);
-  writeFileSync(join(out, 'config.json'), `${JSON.stringify(doc, null, 2)}\n`);
+  const { config } = writeMeshWorld(world, out, { url, sharedKey: opts.sharedKey });
   write(
     `mailboxes: GP0001's system ${gp} → gateway ${gateway} → A83627's system ${recipient}; config.json and keystore.json in ${out}`,
   );
@@ -278,44 +296,20 @@ interface Partner {
   receive(mailbox: string): Promise<ReceivedMessage[]>;
 }
 
-/** NHS England's Python mesh-client, through scripts/mesh_partner.py. */
+/** NHS England's Python mesh-client (lib/testkit/mesh-partner.ts). */
 function meshClientPartner(python: string, url: string, sharedKey: string): Partner {
-  const script = join(projectRoot(), 'scripts/mesh_partner.py');
-  const call = (request: Record<string, unknown>): unknown => {
-    const result = spawnSync(python, [script], {
-      input: JSON.stringify({ url, password: SANDBOX_PASSWORD, shared_key: sharedKey, ...request }),
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 60_000,
-    });
-    if (result.status !== 0) {
-      throw new Error(
-        `mesh-client failed: ${(result.stderr || String(result.error)).trim().split('\n').at(-1)}`,
-      );
-    }
-    return JSON.parse(result.stdout);
-  };
+  const access = { python, url, password: SANDBOX_PASSWORD, sharedKey };
   return {
     name: "NHS England's mesh-client",
     async send(from, to, body, workflowId) {
-      const answer = call({
-        op: 'send',
-        mailbox: from,
-        to,
-        workflow_id: workflowId,
-        body_b64: body.toString('base64'),
-      }) as { message_id: string };
-      return answer.message_id;
+      return meshPartnerSend(access, { mailbox: from, to, body, workflowId });
     },
     async receive(mailbox) {
-      const answer = call({ op: 'receive', mailbox }) as {
-        messages: { sender: string; workflow_id: string; local_id: string | null; body_b64: string }[];
-      };
-      return answer.messages.map((m) => ({
+      return meshPartnerReceive(access, mailbox).map((m) => ({
         sender: m.sender,
         workflowId: m.workflow_id,
         localId: m.local_id ?? undefined,
-        body: Buffer.from(m.body_b64, 'base64'),
+        body: m.body,
       }));
     },
   };
@@ -434,7 +428,8 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-async function resetSandboxMailbox(url: string, mailbox: string): Promise<void> {
+/** Empty a mailbox through the sandbox's admin API (a sandbox only: no credentials). */
+export async function resetSandboxMailbox(url: string, mailbox: string): Promise<void> {
   const response = await fetch(`${url}/messageexchange/admin/reset/${mailbox}`, { method: 'DELETE' });
   if (!response.ok)
     throw new Error(`the sandbox at ${url} refused to reset ${mailbox}: HTTP ${response.status}`);

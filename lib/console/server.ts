@@ -12,7 +12,8 @@
  * no authenticated request (and no CORS header is ever sent, so it cannot read one either).
  *
  * Read only, but for one write: redrive of a dead letter through the dead-letter port
- * (lib/ops/dead-letters.ts, the runtime's own redrive underneath), which audits it as the operator's. What is shown comes from the audit trail (never message bytes,
+ * (lib/ops/dead-letters.ts, the runtime's own redrive underneath), which audits it as the
+ * operator's. What is shown comes from the audit trail (never message bytes,
  * tokens, keys or patient data: only stage, event, time, codes, ODS codes, rule ids and message
  * ids that pass the FHIR id rule) and from the DLQs (ids and reasons, never bodies).
  */

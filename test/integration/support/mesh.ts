@@ -6,14 +6,23 @@
  * printed. The partner (the GP system at the other end) is NHS England's own `mesh-client`, run
  * from the venv the script installs, through scripts/mesh_partner.py.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { writeKeystore } from '../../../lib/adapters/local/keystore.js';
-import { MESH_DEMO_MAILBOXES, meshWorldConfig } from '../../../lib/cli/demo-mesh.js';
-import { loadConfig } from '../../../lib/config/load.js';
+import {
+  MESH_DEMO_MAILBOXES,
+  resetSandboxMailbox,
+  writeMeshWorld as writeDemoMeshWorld,
+} from '../../../lib/cli/demo-mesh.js';
 import { projectRoot } from '../../../lib/itk3/samples.js';
+import {
+  type MeshPartnerAccess,
+  type MeshPartnerMessage,
+  type MeshPartnerSend,
+  meshPartnerReceive,
+  meshPartnerSend,
+} from '../../../lib/testkit/mesh-partner.js';
 import type { DemoWorld } from '../../../lib/testkit/world.js';
 
 export const MESH_SANDBOX = process.env.ITK3_MESH_SANDBOX || undefined;
@@ -25,7 +34,6 @@ export const MAILBOX_PASSWORD = 'password';
 
 const ROOT = projectRoot();
 const PYTHON = join(ROOT, '.mesh/venv/bin/python');
-const PARTNER = join(ROOT, 'scripts/mesh_partner.py');
 const SCRIPT = join(ROOT, 'scripts/mesh-sandbox.sh');
 
 /** `describe` when the sandbox is configured, else a skipped suite with the reason printed. */
@@ -97,73 +105,26 @@ function alive(pid: number): boolean {
   }
 }
 
-interface PartnerMessage {
-  message_id: string;
-  sender: string;
-  workflow_id: string;
-  local_id: string | null;
-  body: Buffer;
-}
-
-function partner(request: Record<string, unknown>): unknown {
-  const result = spawnSync(PYTHON, [PARTNER], {
-    input: JSON.stringify({
-      url: MESH_SANDBOX,
-      password: MAILBOX_PASSWORD,
-      shared_key: MESH_SHARED_KEY,
-      ...request,
-    }),
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-    timeout: 60_000,
-  });
-  if (result.status !== 0) throw new Error(`mesh-client partner failed: ${result.stderr.slice(-2000)}`);
-  return JSON.parse(result.stdout);
-}
+const PARTNER_ACCESS: MeshPartnerAccess = {
+  python: PYTHON,
+  url: MESH_SANDBOX ?? '',
+  password: MAILBOX_PASSWORD,
+  sharedKey: MESH_SHARED_KEY,
+};
 
 /** NHS England's mesh-client sends `body` from `mailbox` (optionally chunked and compressed). */
-export function partnerSend(opts: {
-  mailbox: string;
-  to: string;
-  body: Uint8Array;
-  workflowId: string;
-  localId?: string;
-  subject?: string;
-  filename?: string;
-  contentType?: string;
-  maxChunkSize?: number;
-  compress?: boolean;
-}): string {
-  const out = partner({
-    op: 'send',
-    mailbox: opts.mailbox,
-    to: opts.to,
-    workflow_id: opts.workflowId,
-    body_b64: Buffer.from(opts.body).toString('base64'),
-    local_id: opts.localId,
-    subject: opts.subject,
-    filename: opts.filename,
-    content_type: opts.contentType,
-    max_chunk_size: opts.maxChunkSize,
-    compress: opts.compress ?? false,
-  }) as { message_id: string };
-  return out.message_id;
+export function partnerSend(send: MeshPartnerSend): string {
+  return meshPartnerSend(PARTNER_ACCESS, send);
 }
 
 /** NHS England's mesh-client lists, downloads and acknowledges everything in `mailbox`. */
-export function partnerReceive(mailbox: string): PartnerMessage[] {
-  const out = partner({ op: 'receive', mailbox }) as {
-    messages: (Omit<PartnerMessage, 'body'> & { body_b64: string })[];
-  };
-  return out.messages.map(({ body_b64, ...m }) => ({ ...m, body: Buffer.from(body_b64, 'base64') }));
+export function partnerReceive(mailbox: string): MeshPartnerMessage[] {
+  return meshPartnerReceive(PARTNER_ACCESS, mailbox);
 }
 
 /** Empty a mailbox through the sandbox's admin API (testing only; no credentials). */
 export async function resetMailbox(mailbox: string): Promise<void> {
-  const response = await fetch(`${MESH_SANDBOX}/messageexchange/admin/reset/${mailbox}`, {
-    method: 'DELETE',
-  });
-  if (!response.ok) throw new Error(`sandbox reset of ${mailbox} failed: HTTP ${response.status}`);
+  await resetSandboxMailbox(MESH_SANDBOX!, mailbox);
 }
 
 /** Put a REPORT (e.g. a non-delivery report) into a mailbox through the admin API. */
@@ -201,27 +162,13 @@ export function sandboxScript(action: 'stop' | 'start'): void {
   });
 }
 
-/**
- * The world on the sandbox, on disk for a real `itk3` process: GP0001 sends from X26ABC1 (signed
- * responses), the gateway polls X26ABC2, A83627 receives in X26ABC3 (lib/cli/demo-mesh.ts), the
- * shared key and the mailbox password in 0600 files.
- */
+/** The world on the sandbox, on disk for a real `itk3` process (lib/cli/demo-mesh.ts writeMeshWorld). */
 export function writeMeshWorld(
   world: DemoWorld,
   dir: string,
   url: string,
   pollIntervalSeconds = 1,
 ): { config: string; keystore: string; mailboxes: typeof MESH_DEMO_MAILBOXES } {
-  mkdirSync(dir, { recursive: true });
-  const sharedKeyFile = join(dir, 'mesh-shared-key');
-  const passwordFile = join(dir, 'gateway-mailbox-password');
-  writeFileSync(sharedKeyFile, `${MESH_SHARED_KEY}\n`, { mode: 0o600 });
-  writeFileSync(passwordFile, `${MAILBOX_PASSWORD}\n`, { mode: 0o600 });
-  const doc = meshWorldConfig(world, { url, sharedKeyFile, passwordFile, pollIntervalSeconds });
-  loadConfig(doc);
-  const config = join(dir, 'config.json');
-  const keystore = join(dir, 'keystore.json');
-  writeFileSync(config, JSON.stringify(doc));
-  writeKeystore(keystore, world.keystore);
-  return { config, keystore, mailboxes: MESH_DEMO_MAILBOXES };
+  const files = writeDemoMeshWorld(world, dir, { url, sharedKey: MESH_SHARED_KEY, pollIntervalSeconds });
+  return { config: files.configFile, keystore: files.keystoreFile, mailboxes: MESH_DEMO_MAILBOXES };
 }
