@@ -18,7 +18,11 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CONTEXT, meshFromContext } from '../../cdk/build-app.js';
-import { MeshPoller, resolveMeshSettings } from '../../cdk/constructs/mesh-poller.js';
+import {
+  MeshPoller,
+  type MeshPollerSettings,
+  resolveMeshSettings,
+} from '../../cdk/constructs/mesh-poller.js';
 import { WildcardJustifications } from '../../cdk/constructs/wildcard-justifications.js';
 import { nagPacks } from '../../cdk/nag.js';
 import { Itk3PipelineStack } from '../../cdk/pipeline-stack.js';
@@ -425,48 +429,52 @@ describe('cdk-nag', () => {
   });
 });
 
+/**
+ * The problems `MeshPoller` reports for `settings` on a bare stack (no pipeline around it), or none
+ * when it builds; any error other than a ConfigError is thrown on.
+ */
+function meshSettingsIssues(settings: MeshPollerSettings): readonly string[] {
+  const bare = new Stack(new App(), 'Bare');
+  const table = new dynamodb.Table(bare, 'T', {
+    partitionKey: { name: 'k', type: dynamodb.AttributeType.STRING },
+  });
+  try {
+    new MeshPoller(bare, 'Mesh', {
+      entry: `${PROJECT_ROOT}/functions/mesh-poll.ts`,
+      projectRoot: PROJECT_ROOT,
+      configJson: '{}',
+      logRetention: 90,
+      logLevel: 'INFO',
+      removalPolicy: 'retain' as never,
+      settings,
+      dataKey: new kms.Key(bare, 'Key'),
+      onceTable: table,
+      auditTable: table,
+      blobBucket: new s3.Bucket(bare, 'B'),
+      inboundQueue: new sqs.Queue(bare, 'Q'),
+      wildcards: new WildcardJustifications(),
+    });
+    return [];
+  } catch (e) {
+    if (e instanceof ConfigError) return e.issues;
+    throw e;
+  }
+}
+
 describe('settings', () => {
   it('refuses bad settings with every problem listed, before building anything', () => {
-    const bare = new Stack(new App(), 'Bare');
-    const key = new kms.Key(bare, 'Key');
-    const table = new dynamodb.Table(bare, 'T', {
-      partitionKey: { name: 'k', type: dynamodb.AttributeType.STRING },
-    });
-    const build = () =>
-      new MeshPoller(bare, 'Mesh', {
-        entry: `${PROJECT_ROOT}/functions/mesh-poll.ts`,
-        projectRoot: PROJECT_ROOT,
-        configJson: '{}',
-        logRetention: 90,
-        logLevel: 'INFO',
-        removalPolicy: 'retain' as never,
-        settings: {
-          url: 'http://mesh.example/path',
-          mailboxes: [
-            { mailboxId: 'X26ABC1', schedule: Duration.seconds(90) },
-            { mailboxId: 'x26abc1' },
-            { mailboxId: 'bad id!' },
-          ],
-          timeout: Duration.minutes(20),
-          limits: { maxMessageBytes: 300 * 1024 * 1024 },
-        },
-        dataKey: key,
-        onceTable: table,
-        auditTable: table,
-        blobBucket: new s3.Bucket(bare, 'B'),
-        inboundQueue: new sqs.Queue(bare, 'Q'),
-        wildcards: new WildcardJustifications(),
-      });
-    const error = (() => {
-      try {
-        build();
-      } catch (e) {
-        return e as ConfigError;
-      }
-      throw new Error('expected a ConfigError');
-    })();
-    expect(error).toBeInstanceOf(ConfigError);
-    expect(error.issues).toEqual([
+    expect(
+      meshSettingsIssues({
+        url: 'http://mesh.example/path',
+        mailboxes: [
+          { mailboxId: 'X26ABC1', schedule: Duration.seconds(90) },
+          { mailboxId: 'x26abc1' },
+          { mailboxId: 'bad id!' },
+        ],
+        timeout: Duration.minutes(20),
+        limits: { maxMessageBytes: 300 * 1024 * 1024 },
+      }),
+    ).toEqual([
       'mesh.url: must be https://host[:port] with no path (MESH needs mutual TLS)',
       'mesh.mailboxes.0.schedule: whole minutes, at least 1',
       'mesh.mailboxes.1.mailboxId: X26ABC1 is listed twice',
@@ -478,37 +486,12 @@ describe('settings', () => {
 });
 
 describe('the emulator escape for a loopback MESH sandbox', () => {
-  const issuesFor = (url: string, emulatorLoopbackHttp?: boolean): readonly string[] => {
-    const bare = new Stack(new App(), 'Bare');
-    const key = new kms.Key(bare, 'Key');
-    const table = new dynamodb.Table(bare, 'T', {
-      partitionKey: { name: 'k', type: dynamodb.AttributeType.STRING },
+  const issuesFor = (url: string, emulatorLoopbackHttp?: boolean): readonly string[] =>
+    meshSettingsIssues({
+      url,
+      mailboxes: [{ mailboxId: 'X26ABC2' }],
+      ...(emulatorLoopbackHttp === undefined ? {} : { emulatorLoopbackHttp }),
     });
-    try {
-      new MeshPoller(bare, 'Mesh', {
-        entry: `${PROJECT_ROOT}/functions/mesh-poll.ts`,
-        projectRoot: PROJECT_ROOT,
-        configJson: '{}',
-        logRetention: 90,
-        logLevel: 'INFO',
-        removalPolicy: 'retain' as never,
-        settings: {
-          url,
-          mailboxes: [{ mailboxId: 'X26ABC2' }],
-          ...(emulatorLoopbackHttp === undefined ? {} : { emulatorLoopbackHttp }),
-        },
-        dataKey: key,
-        onceTable: table,
-        auditTable: table,
-        blobBucket: new s3.Bucket(bare, 'B'),
-        inboundQueue: new sqs.Queue(bare, 'Q'),
-        wildcards: new WildcardJustifications(),
-      });
-      return [];
-    } catch (e) {
-      return (e as ConfigError).issues;
-    }
-  };
   const httpsOnly = ['mesh.url: must be https://host[:port] with no path (MESH needs mutual TLS)'];
 
   it('refuses http:// by default, loopback included', () => {

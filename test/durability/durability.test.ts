@@ -26,6 +26,7 @@ import {
   post,
   prng,
   readState,
+  reportOnSignalEnv,
   type Sealed,
   sealMany,
   sleep,
@@ -33,6 +34,7 @@ import {
   startServe,
   type WorldFiles,
   waitFor,
+  workerThreadsOf,
   writeWorld,
 } from './support.js';
 
@@ -88,6 +90,28 @@ async function waitUntilFinished(out: string, traces: Iterable<string>, ms = 40_
     'every accepted message to finish',
   );
 }
+
+describe('the worker pool the kill -9 and SIGTERM runs start', () => {
+  it('serve --workers 2 runs two worker threads more than serve --workers 0', async () => {
+    const workerThreads = async (workers: string): Promise<number> => {
+      const reports = makeTempDir('itk3-report-');
+      const server = await startServe(
+        files,
+        makeTempDir('itk3-workers-'),
+        ['--workers', workers],
+        reportOnSignalEnv(reports),
+      );
+      try {
+        return await workerThreadsOf(server, reports);
+      } finally {
+        server.proc.kill('SIGKILL');
+        await server.exited;
+      }
+    };
+    // Relative to --workers 0: the runtime may run threads of its own (a log transport).
+    expect((await workerThreads('2')) - (await workerThreads('0'))).toBe(2);
+  });
+});
 
 describe('kill -9 of itk3 serve, restart on the same --out', () => {
   const resumedAtRestart: number[] = [];

@@ -4,7 +4,7 @@
  * back to account for every message.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeKeystore } from '../../lib/adapters/local/keystore.js';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
@@ -173,6 +173,39 @@ export function readState(out: string): {
     deliveredPerMessage,
     close: () => state.close(),
   };
+}
+
+/**
+ * How many worker threads a running `itk3 serve` has, read from a Node diagnostic report: start it
+ * with {@link reportOnSignalEnv}'s environment, and this asks for the report with SIGUSR2.
+ */
+export async function workerThreadsOf(server: Server, reportDir: string): Promise<number> {
+  server.proc.kill('SIGUSR2');
+  let workers: number | undefined;
+  await waitFor(
+    () => {
+      const [file] = readdirSync(reportDir).filter((f) => f.includes(`.${server.proc.pid}.`));
+      try {
+        if (file)
+          workers = (JSON.parse(readFileSync(join(reportDir, file), 'utf8')) as Report).workers.length;
+      } catch {
+        // Still being written.
+      }
+      return workers !== undefined;
+    },
+    10_000,
+    'the diagnostic report',
+  );
+  return workers!;
+}
+interface Report {
+  workers: unknown[];
+}
+
+/** The environment that makes a child write a diagnostic report into `reportDir` on SIGUSR2. */
+export function reportOnSignalEnv(reportDir: string): Record<string, string> {
+  const options = `${process.env.NODE_OPTIONS ?? ''} --report-on-signal --report-directory=${reportDir}`;
+  return { NODE_OPTIONS: options.trim() };
 }
 
 /** Poll until `check` holds or `ms` pass. */

@@ -10,18 +10,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runMeshDemo } from '../../lib/cli/demo-mesh.js';
 import { projectRoot } from '../../lib/itk3/samples.js';
 import { makeTempDir, removeTempDirs } from '../support/world.js';
-import { describeWithMeshSandbox, MESH_SHARED_KEY } from './support/mesh.js';
+import { alive, describeWithMeshSandbox, MESH_SHARED_KEY } from './support/mesh.js';
 
 const VENV = join(projectRoot(), '.mesh/venv');
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 afterAll(removeTempDirs);
 

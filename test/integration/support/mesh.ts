@@ -96,7 +96,8 @@ function readFileSyncSafe(path: string): string {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this id is still running (signal 0 checks without signalling). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
