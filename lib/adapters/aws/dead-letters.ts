@@ -32,6 +32,12 @@ export interface DeadLetterQueues {
 const MAX_RECEIVES = 50;
 /** How long a receive hides a dead letter while it is listed or moved (released at the end). */
 const HOLD_SECONDS = 30;
+/**
+ * Long polling on every receive: a short-poll receive samples only some SQS servers and may come back
+ * empty while messages remain, and these loops stop at the first empty answer. A long poll asks
+ * them all, so empty means empty (at the cost of one second on an empty queue).
+ */
+const WAIT_SECONDS = 1;
 
 export interface SqsDeadLettersOptions {
   /** Where the DLQs are, for messages. @default 'the SQS dead-letter queues' */
@@ -101,6 +107,7 @@ export class SqsDeadLetters implements DeadLetters {
           QueueUrl: dlqUrl,
           MaxNumberOfMessages: 10,
           VisibilityTimeout: HOLD_SECONDS,
+          WaitTimeSeconds: WAIT_SECONDS,
           MessageSystemAttributeNames: ['All'],
           MessageAttributeNames: ['All'],
         }),
@@ -167,6 +174,7 @@ export class SqsDeadLetters implements DeadLetters {
             QueueUrl: url,
             MaxNumberOfMessages: 10,
             VisibilityTimeout: HOLD_SECONDS,
+            WaitTimeSeconds: WAIT_SECONDS,
             MessageSystemAttributeNames: ['All'],
           }),
         );

@@ -54,6 +54,9 @@ class SqsModel {
   install(): void {
     const sqs = mockClient(SQSClient);
     sqs.on(ReceiveMessageCommand).callsFake((input) => {
+      // A short poll samples only some SQS servers and may answer empty while messages remain: the
+      // model always does, so an adapter that stops at the first empty short poll misses them.
+      if ((input.WaitTimeSeconds ?? 0) < 1) return { Messages: [] };
       const now = Date.now();
       const visible = this.#queue(input.QueueUrl).filter((h) => h.visibleAt <= now);
       const batch = visible.slice(0, input.MaxNumberOfMessages ?? 1);
