@@ -1,5 +1,5 @@
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
@@ -51,7 +51,7 @@ if (!enabled || !sandboxUrl) {
     const stackName = `Itk3Mesh${randomBytes(3).toString('hex')}`;
     const dir = mkdtempSync(join(tmpdir(), 'itk3-deployed-mesh-'));
     const configFile = join(dir, 'config.json');
-    const { cdk } = cdkOnEmulator(endpoint, root);
+    const emulatorCdk = cdkOnEmulator(endpoint, root);
     let world: DemoWorld;
     let outputs: Outputs;
     let clients: AwsClients;
@@ -71,41 +71,15 @@ if (!enabled || !sandboxUrl) {
       writeFileSync(configFile, JSON.stringify(doc));
 
       const started = Date.now();
-      // The other deployed suite may be bootstrapping the same emulator at this moment.
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          cdk('bootstrap', 'aws://000000000000/us-east-1');
-          break;
-        } catch (error) {
-          if (attempt === 3) throw error;
-          await new Promise((r) => setTimeout(r, 20_000));
-        }
-      }
-      const outputsFile = join(dir, 'outputs.json');
-      cdk(
-        'deploy',
-        '--require-approval',
-        'never',
-        '-c',
-        `itk3:configFile=${configFile}`,
-        '-c',
-        'itk3:removalPolicy=destroy',
-        '-c',
-        `itk3:stackName=${stackName}`,
-        '-c',
+      await emulatorCdk.bootstrap();
+      outputs = emulatorCdk.deploy<Outputs>(configFile, stackName, join(dir, 'outputs.json'), [
         `itk3:meshUrl=${url}`,
-        '-c',
         `itk3:meshMailboxes=${gateway}`,
-        '-c',
         'itk3:meshScheduleMinutes=1',
-        '-c',
         'itk3:meshEmulatorLoopbackHttp=true',
-        '--outputs-file',
-        outputsFile,
-      );
+      ]);
       deployed = true;
       console.info(`bootstrap + deploy of ${stackName}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      outputs = (JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Outputs>)[stackName]!;
       clients = createAwsClients({
         endpoint: endpoint!,
         region: 'us-east-1',
@@ -150,15 +124,7 @@ if (!enabled || !sandboxUrl) {
 
     afterAll(() => {
       try {
-        if (deployed)
-          cdk(
-            'destroy',
-            '--force',
-            '-c',
-            `itk3:configFile=${configFile}`,
-            '-c',
-            `itk3:stackName=${stackName}`,
-          );
+        if (deployed) emulatorCdk.destroy(configFile, stackName);
       } catch (error) {
         console.warn(`cdk destroy of ${stackName} failed: ${(error as Error).message.split('\n')[0]}`);
       } finally {

@@ -1,5 +1,5 @@
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
@@ -38,7 +38,7 @@ interface Outputs {
 describe.skipIf(!enabled)('deployed stack on ministack', () => {
   const stackName = `Itk3E2e${randomBytes(3).toString('hex')}`;
   const dir = mkdtempSync(join(tmpdir(), 'itk3-deployed-'));
-  const { cdk } = cdkOnEmulator(endpoint, root);
+  const emulatorCdk = cdkOnEmulator(endpoint, root);
   let world: DemoWorld;
   let outputs: Outputs;
   let clients: AwsClients;
@@ -53,24 +53,10 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
     writeFileSync(configFile, JSON.stringify(world.configDoc));
 
     const started = Date.now();
-    cdk('bootstrap', 'aws://000000000000/us-east-1');
-    const outputsFile = join(dir, 'outputs.json');
-    cdk(
-      'deploy',
-      '--require-approval',
-      'never',
-      '-c',
-      `itk3:configFile=${configFile}`,
-      '-c',
-      'itk3:removalPolicy=destroy',
-      '-c',
-      `itk3:stackName=${stackName}`,
-      '--outputs-file',
-      outputsFile,
-    );
+    await emulatorCdk.bootstrap();
+    outputs = emulatorCdk.deploy<Outputs>(configFile, stackName, join(dir, 'outputs.json'));
     deployed = true;
     console.info(`bootstrap + deploy of ${stackName}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    outputs = (JSON.parse(readFileSync(outputsFile, 'utf8')) as Record<string, Outputs>)[stackName]!;
     clients = createAwsClients({
       endpoint: endpoint!,
       region: 'us-east-1',
@@ -112,14 +98,7 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
   afterAll(() => {
     if (deployed) {
       try {
-        cdk(
-          'destroy',
-          '--force',
-          '-c',
-          `itk3:configFile=${join(dir, 'config.json')}`,
-          '-c',
-          `itk3:stackName=${stackName}`,
-        );
+        emulatorCdk.destroy(join(dir, 'config.json'), stackName);
       } catch (error) {
         console.warn(`cdk destroy of ${stackName} failed: ${(error as Error).message.split('\n')[0]}`);
       }
