@@ -4,6 +4,7 @@
  * reason from the audit trail (without consuming it) and redrives it as the operator's, and once the
  * fault is gone it is delivered — the same port `itk3 dlq --aws-outputs` uses on a deployed stack.
  */
+import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { beforeAll, expect, it } from 'vitest';
 import { SqsDeadLetters } from '../../lib/adapters/aws/dead-letters.js';
 import { TransientError } from '../../lib/errors.js';
@@ -74,4 +75,41 @@ describeEachEmulator('dead letters on SQS', ({ emulator, endpoint, unique }) => 
     expect(await dlqs.list('deliver')).toHaveLength(0);
     expect((await pipeline.outcome(traceId)).status).toBe('delivered');
   }, 240_000);
+
+  // Real SQS answers at most 10 messages per receive and hides each for the receive's visibility
+  // timeout: the adapter must page past the first 10 and make what it looked at visible again.
+  it('lists past one receive of 10, and a redrive of one releases the others at once', async () => {
+    const verifyDlq = pipeline.resources.dlqUrls.verify;
+    const traceIds = Array.from({ length: 13 }, (_, i) => `paging-${i + 1}`);
+    for (const [start, end] of [
+      [0, 10],
+      [10, 13],
+    ] as const) {
+      await pipeline.clients.sqs.send(
+        new SendMessageBatchCommand({
+          QueueUrl: verifyDlq,
+          Entries: traceIds.slice(start, end).map((traceId, i) => ({
+            Id: `e${start + i}`,
+            MessageBody: JSON.stringify({ v: 1, traceId, receivedAt: 0, source: 'cli' }),
+          })),
+        }),
+      );
+    }
+
+    const listed = await dlqs.list('verify');
+    expect(listed.map((l) => l.traceId).sort()).toEqual([...traceIds].sort());
+    expect(listed.every((l) => l.stage === 'verify' && l.reason === 'unknown')).toBe(true);
+
+    const target = listed.find((l) => l.traceId === 'paging-12')!;
+    const moved = await dlqs.redrive('verify', target.messageId, 'test');
+    expect(moved.map((l) => l.traceId)).toEqual(['paging-12']);
+    // Visible again straight away (not after the 30 s hold): the next look sees the other twelve.
+    const after = await dlqs.list('verify');
+    expect(after.map((l) => l.traceId).sort()).toEqual(traceIds.filter((t) => t !== 'paging-12').sort());
+    expect(after.map((l) => l.messageId)).not.toContain(target.messageId);
+    // The redriven record is on the verify queue now, audited as the operator's.
+    expect((await pipeline.ports.audit.byTrace('paging-12')).map((e) => e.event)).toContain('redriven');
+    expect(await dlqs.redrive('verify')).toHaveLength(12);
+    expect(await dlqs.list('verify')).toEqual([]);
+  }, 120_000);
 });

@@ -1,7 +1,9 @@
 /**
  * The SQS dead-letter adapter against a small in-memory model of the SQS calls it makes (receive
- * with a visibility timeout, send, delete, change visibility), with the reasons in an audit log: the same port contract as the local adapter (test/unit/ops/dead-letters.test.ts). On real
- * SQS queues: test/integration/aws-dead-letters.test.ts (needs an emulator).
+ * with a visibility timeout, send, delete, change visibility), with the reasons in an audit log: the
+ * same port contract as the local adapter (test/unit/ops/dead-letters.test.ts). On real SQS queues,
+ * including paging past one receive of 10 and releasing what a redrive looked past:
+ * test/integration/aws-dead-letters.test.ts (needs an emulator).
  */
 import {
   ChangeMessageVisibilityBatchCommand,
