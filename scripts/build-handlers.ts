@@ -41,10 +41,13 @@ export async function buildHandlerBundles(
   for (const entry of handlerEntries(root)) {
     const name = basename(entry, '.ts');
     const file = join(outRoot, name, HANDLER_BUNDLE_FILE);
+    const bundleOptions = handlerBundleOptions(options);
     const result = await build({
-      ...handlerBundleOptions(options),
-      mainFields: [...handlerBundleOptions(options).mainFields],
-      external: [...handlerBundleOptions(options).external],
+      ...bundleOptions,
+      // esbuild's types want mutable arrays; the shared options are read-only.
+      mainFields: [...bundleOptions.mainFields],
+      external: [...bundleOptions.external],
+      inject: [...bundleOptions.inject],
       entryPoints: [entry],
       outfile: file,
       absWorkingDir: root,
