@@ -20,6 +20,12 @@ const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
 /** CDK context key: `true` bundles the AWS SDK v3 into every function (emulator deployments). */
 export const BUNDLE_AWS_SDK_CONTEXT = 'itk3:bundleAwsSdk';
 
+/**
+ * `NODE_OPTIONS` of every function: source maps on, so stack traces name the TypeScript file and line.
+ * The bundle bench starts its module-initialisation runs with it too (Node reads the map as it loads).
+ */
+export const FUNCTION_NODE_OPTIONS = '--enable-source-maps';
+
 /** Name of the handler bundle inside a function's code asset and under `dist/handlers/<name>/`. */
 export const HANDLER_BUNDLE_FILE = 'bundle.mjs';
 
@@ -231,7 +237,7 @@ export class PipelineFunction extends lambda.Function {
       logGroup,
       description: props.description,
       environment: {
-        NODE_OPTIONS: '--enable-source-maps',
+        NODE_OPTIONS: FUNCTION_NODE_OPTIONS,
         POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: props.logLevel,
