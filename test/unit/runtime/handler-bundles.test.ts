@@ -237,7 +237,7 @@ describe('handler bundles as deployed to AWS (SDK from the runtime)', () => {
     expect([...RUNTIME_SDK_PACKAGES].sort()).toEqual([...used].sort());
   });
 
-  it('each wrapper initialises to a handler, with the SDK found only on NODE_PATH (as on Lambda)', async () => {
+  it('each wrapper initialises to a handler, with the SDK found only on NODE_PATH (as on Lambda), S3 not yet loaded', async () => {
     const run = promisify(execFile);
     const node = (script: string, arg: string) =>
       run(process.execPath, ['--input-type=module', '-e', script, arg], {
@@ -257,13 +257,19 @@ describe('handler bundles as deployed to AWS (SDK from the runtime)', () => {
       "try { await import('@aws-sdk/client-sqs'); process.stdout.write('imported'); } catch (e) { process.stdout.write(e.code); }\n",
     );
     expect((await node('await import(process.argv[1]);', control)).stdout).toBe('ERR_MODULE_NOT_FOUND');
-    for (const name of Object.keys(HANDLERS)) {
-      const wrapper = path.join(lambdaRoot, name, 'index.mjs');
-      const { stdout } = await node(
-        'const m = await import(process.argv[1]); process.stdout.write(typeof m.handler);',
-        wrapper,
-      );
-      expect(stdout, `${name}: typeof handler`).toBe('function');
+    // After initialisation: the handler, and the SDK clients in Node's CommonJS module cache.
+    const probe = `
+      const m = await import(process.argv[1]);
+      const { createRequire } = await import('node:module');
+      const loaded = Object.keys(createRequire(process.cwd() + '/').cache)
+        .map((file) => /\\/@aws-sdk\\/(client-[a-z0-9-]+)\\/dist-cjs\\/index\\.js$/.exec(file)?.[1])
+        .filter(Boolean);
+      process.stdout.write(JSON.stringify({ handler: typeof m.handler, loaded: loaded.sort() }));`;
+    for (const [name, expected] of Object.entries(HANDLERS)) {
+      const { stdout } = await node(probe, path.join(lambdaRoot, name, 'index.mjs'));
+      // S3 serves claim checks and deliveries only: its client loads at the first one, not at init.
+      const atInit = expected.clients.filter((c) => c !== 's3').map((c) => `client-${c}`);
+      expect(JSON.parse(stdout), name).toEqual({ handler: 'function', loaded: atInit.sort() });
     }
   }, 60_000);
 });
