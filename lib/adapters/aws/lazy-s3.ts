@@ -23,11 +23,11 @@ export function lazyS3Client(opts: AwsClientOptions = {}): () => Promise<S3Clien
   };
 }
 
-/** The client of `source`, and the SDK module for its commands. */
+/** The client of `source`, and the commands the adapters send (sdk-s3.ts). */
 export async function s3Of(source: S3ClientSource) {
   const [client, sdk] = await Promise.all([
     typeof source === 'function' ? source() : source,
-    import('@aws-sdk/client-s3'),
+    import('./sdk-s3.js'),
   ]);
   return { client, sdk };
 }
