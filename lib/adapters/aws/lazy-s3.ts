@@ -25,9 +25,7 @@ export function lazyS3Client(opts: AwsClientOptions = {}): () => Promise<S3Clien
 
 /** The client of `source`, and the commands the adapters send (sdk-s3.ts). */
 export async function s3Of(source: S3ClientSource) {
-  const [client, sdk] = await Promise.all([
-    typeof source === 'function' ? source() : source,
-    import('./sdk-s3.js'),
-  ]);
-  return { client, sdk };
+  const { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } = await import('./sdk-s3.js');
+  const client = typeof source === 'function' ? await source() : source;
+  return { client, sdk: { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } };
 }
