@@ -63,8 +63,8 @@ function runtimeSdkFile(name: string): string {
  * - The external SDK loads through CommonJS `require`, not ES `import`: each client is aliased to a
  *   one-line CommonJS stand-in (runtime-sdk/<package>.cjs) calling `runtimeRequire`, a
  *   `createRequire(import.meta.url)` injected once per bundle (runtime-sdk/runtime-require.mjs).
- *   Node imports a CommonJS package from an ES module markedly slower than it requires it (the
- *   three clients a stage uses: ≈ 100 ms more on the bench host, docs/PERFORMANCE.md), and on
+ *   Node takes an ES import of the SDK's CommonJS entry files markedly slower than a `require` of
+ *   them (the clients a stage uses: 100 ms or more on the bench host, docs/PERFORMANCE.md), and on
  *   Lambda only `require` searches NODE_PATH, where the runtime keeps its SDK. The bundle keeps
  *   ES module syntax (`bundle.mjs`); only the SDK crosses into CommonJS.
  */
