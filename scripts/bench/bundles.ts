@@ -45,6 +45,11 @@ export interface BundleFigures {
   bytes: number;
   /** Module initialisation (import of the asset's index.mjs in a fresh process), ms. */
   initMs: Summary;
+  /**
+   * CPU time of the same imports (`process.cpuUsage`, every thread of the process: with the GC and
+   * compiler threads, above the wall time on an idle host), ms: steadier than wall time on a busy one.
+   */
+  initCpuMs: Summary;
   /** Largest contributors to the output, KiB, by package (or lib/ folder). */
   top: { name: string; kib: number }[];
 }
@@ -69,10 +74,14 @@ function topContributors(meta: Metafile, root: string): { name: string; kib: num
     .map(([name, bytes]) => ({ name, kib: Math.round((bytes / 1024) * 10) / 10 }));
 }
 
-/** One module initialisation: the import of `wrapper` in a fresh node process, ms. */
-function initOnce(wrapper: string): number {
-  const script =
-    'const t0 = performance.now(); await import(process.argv[1]); process.stdout.write(String(performance.now() - t0));';
+/** One module initialisation: the import of `wrapper` in a fresh node process, wall and CPU ms. */
+function initOnce(wrapper: string): { wallMs: number; cpuMs: number } {
+  const script = [
+    'const c0 = process.cpuUsage(); const t0 = performance.now();',
+    'await import(process.argv[1]);',
+    'const t = performance.now() - t0; const c = process.cpuUsage(c0);',
+    'process.stdout.write(JSON.stringify({ wallMs: t, cpuMs: (c.user + c.system) / 1000 }));',
+  ].join(' ');
   const out = execFileSync(
     process.execPath,
     ['--input-type=module', '-e', script, pathToFileURL(wrapper).href],
@@ -89,7 +98,7 @@ function initOnce(wrapper: string): number {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
-  return Number(out);
+  return JSON.parse(out) as { wallMs: number; cpuMs: number };
 }
 
 export async function benchBundles(
@@ -113,7 +122,9 @@ export async function benchBundles(
   const results: BundleFigures[] = [];
   const names = (built.get(plan.variants[0]!) ?? []).map((b) => b.name);
   for (const name of names) {
-    const samples = new Map<BundleVariant, number[]>(plan.variants.map((v) => [v, []]));
+    const samples = new Map<BundleVariant, { wallMs: number; cpuMs: number }[]>(
+      plan.variants.map((v) => [v, []]),
+    );
     for (let i = 0; i < plan.initRepeats; i += 1) {
       for (const variant of plan.variants) {
         const b = built.get(variant)!.find((h) => h.name === name)!;
@@ -123,23 +134,39 @@ export async function benchBundles(
     const line: string[] = [];
     for (const variant of plan.variants) {
       const b = built.get(variant)!.find((h) => h.name === name)!;
-      const initMs = summarise(samples.get(variant)!);
-      results.push({ fn: name, variant, bytes: b.bytes, initMs, top: topContributors(b.metafile, root) });
-      line.push(`${variant} ${(b.bytes / 1024).toFixed(0)} KiB ${initMs.median.toFixed(0)} ms`);
+      const runs = samples.get(variant)!;
+      const initMs = summarise(runs.map((r) => r.wallMs));
+      const initCpuMs = summarise(runs.map((r) => r.cpuMs));
+      results.push({
+        fn: name,
+        variant,
+        bytes: b.bytes,
+        initMs,
+        initCpuMs,
+        top: topContributors(b.metafile, root),
+      });
+      line.push(
+        `${variant} ${(b.bytes / 1024).toFixed(0)} KiB ${initMs.median.toFixed(0)} ms (CPU ${initCpuMs.median.toFixed(0)})`,
+      );
     }
     log(`  bundle ${name}: ${line.join(', ')}`);
   }
   return results;
 }
 
-/** The side-by-side table: one row per handler, every variant, and the AWS budget verdict (shipped `aws`). */
+/**
+ * The side-by-side table: one row per handler, every variant (wall median [q1–q3], then the CPU
+ * median), and the AWS budget verdict on the shipped `aws` variant's wall time.
+ */
 export function bundleTable(figures: readonly BundleFigures[]): string[][] {
   const fns = [...new Set(figures.map((f) => f.fn))];
   return fns.map((fn) => {
     const of = (variant: BundleVariant) => figures.find((f) => f.fn === fn && f.variant === variant);
     const kb = (f: BundleFigures | undefined) => (f ? (f.bytes / 1000).toFixed(0) : '-');
     const init = (f: BundleFigures | undefined) =>
-      f ? `${f.initMs.median.toFixed(0)} [${f.initMs.q1.toFixed(0)}–${f.initMs.q3.toFixed(0)}]` : '-';
+      f
+        ? `${f.initMs.median.toFixed(0)} [${f.initMs.q1.toFixed(0)}–${f.initMs.q3.toFixed(0)}] CPU ${f.initCpuMs.median.toFixed(0)}`
+        : '-';
     const aws = of('aws');
     const met = aws
       ? aws.bytes <= BUNDLE_BUDGET.bytes && aws.initMs.median <= BUNDLE_BUDGET.initMs
@@ -175,7 +202,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const widths = BUNDLE_TABLE_HEADER.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   for (const row of rows) console.log(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '));
   console.log(
-    `init: median [q1–q3] of ${initRepeats} fresh node processes per variant, taking turns, ${process.version}, NODE_OPTIONS=${FUNCTION_NODE_OPTIONS}, SDK in node_modules`,
+    `init: wall median [q1–q3] and CPU median (all threads) of ${initRepeats} fresh node processes per variant, taking turns, ${process.version}, NODE_OPTIONS=${FUNCTION_NODE_OPTIONS}, SDK in node_modules`,
   );
   for (const variant of ['aws', 'emulator'] as const) {
     const decrypt = figures.find((f) => f.fn === 'decrypt' && f.variant === variant);

@@ -580,7 +580,7 @@ async function main(): Promise<void> {
     );
     print(table(BUNDLE_TABLE_HEADER, bundleTable(bundles)));
     print(
-      `   init: median [q1–q3] of ${plan.bundles.initRepeats} fresh node processes per variant, taking turns, NODE_OPTIONS=${FUNCTION_NODE_OPTIONS}`,
+      `   init: wall median [q1–q3] and CPU median (all threads) of ${plan.bundles.initRepeats} fresh node processes per variant, taking turns, NODE_OPTIONS=${FUNCTION_NODE_OPTIONS}`,
     );
     const top = bundles.find((b) => b.fn === 'decrypt' && b.variant === 'aws')?.top ?? [];
     print(`   largest parts of the decrypt bundle (KiB): ${top.map((t) => `${t.name} ${t.kib}`).join(', ')}`);
