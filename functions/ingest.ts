@@ -2,8 +2,8 @@
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import middy from '@middy/core';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2, Context } from 'aws-lambda';
+import { lazyS3Client } from '../lib/adapters/aws/lazy-s3.js';
 import { blobBucketFromEnv, S3BlobStore } from '../lib/adapters/aws/s3-blob-store.js';
-import { createS3Client } from '../lib/adapters/aws/sdk-s3.js';
 import { createSqsClient } from '../lib/adapters/aws/sdk-sqs.js';
 import { SqsQueueSender } from '../lib/adapters/aws/sqs-queue-sender.js';
 import { configFromEnvironment } from '../lib/config/source.js';
@@ -19,7 +19,7 @@ export function awsPortsForIngest() {
     config: configFromEnvironment(),
     ports: {
       queues: new SqsQueueSender(createSqsClient(), inbound ? { authenticate: inbound } : {}),
-      blobs: new S3BlobStore(createS3Client(), blobBucketFromEnv()),
+      blobs: new S3BlobStore(lazyS3Client(), blobBucketFromEnv()),
     },
   };
 }

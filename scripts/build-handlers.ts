@@ -29,22 +29,27 @@ export function handlerEntries(root: string): string[] {
 }
 
 /**
- * Bundles every handler into `<outRoot>/<name>/bundle.mjs`. `define` stands in for the construct's
- * wrapper where a caller needs the configuration compiled in (the bench imports bundles directly).
+ * Bundles every handler into `<outRoot>/<name>/bundle.mjs` with the construct's options.
+ * `sdkByEsImport` (bench comparison only, never shipped) drops the SDK's CommonJS stand-ins, so the
+ * external SDK is loaded by ES `import` as the bundles did before.
  */
 export async function buildHandlerBundles(
   root: string,
   outRoot: string,
-  options: { bundleAwsSdk: boolean },
+  options: { bundleAwsSdk: boolean; sdkByEsImport?: boolean },
 ): Promise<BuiltHandler[]> {
   const built: BuiltHandler[] = [];
+  const shared = handlerBundleOptions({ bundleAwsSdk: options.bundleAwsSdk });
+  const bundleOptions = options.sdkByEsImport ? { ...shared, alias: {}, inject: [] } : shared;
   for (const entry of handlerEntries(root)) {
     const name = basename(entry, '.ts');
     const file = join(outRoot, name, HANDLER_BUNDLE_FILE);
     const result = await build({
-      ...handlerBundleOptions(options),
-      mainFields: [...handlerBundleOptions(options).mainFields],
-      external: [...handlerBundleOptions(options).external],
+      ...bundleOptions,
+      // esbuild's types want mutable arrays; the shared options are read-only.
+      mainFields: [...bundleOptions.mainFields],
+      external: [...bundleOptions.external],
+      inject: [...bundleOptions.inject],
       entryPoints: [entry],
       outfile: file,
       absWorkingDir: root,

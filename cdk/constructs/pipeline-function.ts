@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AssetHashType, DockerImage, Duration, type RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -19,25 +20,56 @@ const PIPELINE_RUNTIME = lambda.Runtime.NODEJS_22_X;
 /** CDK context key: `true` bundles the AWS SDK v3 into every function (emulator deployments). */
 export const BUNDLE_AWS_SDK_CONTEXT = 'itk3:bundleAwsSdk';
 
+/**
+ * `NODE_OPTIONS` of every function: source maps on, so stack traces name the TypeScript file and line.
+ * The bundle bench starts its module-initialisation runs with it too (Node reads the map as it loads).
+ */
+export const FUNCTION_NODE_OPTIONS = '--enable-source-maps';
+
 /** Name of the handler bundle inside a function's code asset and under `dist/handlers/<name>/`. */
 export const HANDLER_BUNDLE_FILE = 'bundle.mjs';
+
+/**
+ * The AWS SDK v3 packages the handlers import, each loaded from the Lambda runtime through its
+ * CommonJS stand-in `runtime-sdk/<package>.cjs` ({@link handlerBundleOptions}). A handler that imports
+ * another `@aws-sdk/*` package still builds (it stays an ES import), and the bundle test fails until
+ * it is listed here.
+ */
+export const RUNTIME_SDK_PACKAGES = [
+  '@aws-sdk/client-dynamodb',
+  '@aws-sdk/client-kms',
+  '@aws-sdk/client-s3',
+  '@aws-sdk/client-secrets-manager',
+  '@aws-sdk/client-sqs',
+] as const;
+
+/** A file of runtime-sdk/, next to this module (absolute: esbuild resolves aliases from its cwd). */
+function runtimeSdkFile(name: string): string {
+  return fileURLToPath(new URL(`./runtime-sdk/${name}`, import.meta.url));
+}
 
 /**
  * The esbuild options of every function bundle, in one place: the construct's synth-time bundling,
  * the prebuilt bundles the package ships (scripts/build-handlers.ts), the bundle bench and the
  * bundle-content test all build with these. The shape is esbuild's `BuildOptions` (not imported:
- * the construct's consumers need no esbuild).
+ * the construct's consumers need no esbuild); plain options, no plugins, so the construct can build
+ * with esbuild's synchronous API inside CDK's synchronous local bundling.
  *
  * - The AWS SDK v3 clients (`@aws-sdk/*`) stay external: the Lambda Node.js runtime provides them
  *   (with the `@smithy/*` packages they use), and they are most of a bundle's size and start-up
  *   time. The few `@smithy/core` helpers the adapters import directly are bundled, so they never
- *   depend on the runtime's SDK version. Emulators run
- *   functions on a Node without an SDK, so their deployments bundle it (`bundleAwsSdk`, context
- *   `itk3:bundleAwsSdk=true`).
- * - No `createRequire` banner: with the SDK external, nothing bundled calls `require` on a module
- *   esbuild leaves out (checked by test/cdk/pipeline-stack.test.ts).
+ *   depend on the runtime's SDK version. Emulators run functions on a Node without an SDK, so
+ *   their deployments bundle it (`bundleAwsSdk`, context `itk3:bundleAwsSdk=true`).
+ * - The external SDK loads through CommonJS `require`, not ES `import`: each client is aliased to a
+ *   one-line CommonJS stand-in (runtime-sdk/<package>.cjs) calling `runtimeRequire`, a
+ *   `createRequire(import.meta.url)` injected once per bundle (runtime-sdk/runtime-require.mjs).
+ *   Node takes an ES import of the SDK's CommonJS entry files markedly slower than a `require` of
+ *   them (the clients a stage uses: 100 ms or more on the bench host, docs/PERFORMANCE.md), and on
+ *   Lambda only `require` searches NODE_PATH, where the runtime keeps its SDK. The bundle keeps
+ *   ES module syntax (`bundle.mjs`); only the SDK crosses into CommonJS.
  */
 export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }) {
+  const sdkFromRuntime = !options.bundleAwsSdk;
   return {
     bundle: true,
     platform: 'node',
@@ -48,7 +80,13 @@ export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }
     // Source maps without the sources: stack traces keep file and line, the asset stays small.
     sourcemap: true,
     sourcesContent: false,
-    external: options.bundleAwsSdk ? [] : ['@aws-sdk/*'],
+    external: sdkFromRuntime ? ['@aws-sdk/*'] : [],
+    alias: sdkFromRuntime
+      ? Object.fromEntries(
+          RUNTIME_SDK_PACKAGES.map((pkg) => [pkg, runtimeSdkFile(`${pkg.slice('@aws-sdk/'.length)}.cjs`)]),
+        )
+      : {},
+    inject: sdkFromRuntime ? [runtimeSdkFile('runtime-require.mjs')] : [],
     logLevel: 'warning',
   } as const;
 }
@@ -199,7 +237,7 @@ export class PipelineFunction extends lambda.Function {
       logGroup,
       description: props.description,
       environment: {
-        NODE_OPTIONS: '--enable-source-maps',
+        NODE_OPTIONS: FUNCTION_NODE_OPTIONS,
         POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: props.logLevel,

@@ -19,6 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FUNCTION_NODE_OPTIONS } from '../../cdk/constructs/pipeline-function.js';
 import { DEFAULT_KEY_CACHE_TTL_SECONDS } from '../../lib/adapters/aws/deployment-names.js';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import { STAGE_DEFINITIONS } from '../../lib/infra/definitions.js';
@@ -124,7 +125,7 @@ const PLANS = {
     pool: { messages: 200, rounds: 7, processMessages: 150, processRepeats: 5 },
     bundles: {
       initRepeats: 7,
-      variants: ['aws', 'emulator'] as BundleVariant[],
+      variants: ['aws', 'aws-esm', 'emulator'] as BundleVariant[],
     },
   },
   quick: {
@@ -575,9 +576,12 @@ async function main(): Promise<void> {
 
   if (bundles) {
     print(
-      "\n5. Function bundles (the construct's esbuild options), AWS SDK from the runtime (aws) or bundled (emulator), and module initialisation",
+      "\n5. Function bundles (the construct's esbuild options) and module initialisation: AWS SDK from the runtime by require (aws, shipped) or by ES import (aws-esm, the bundles before), or bundled (emulator)",
     );
     print(table(BUNDLE_TABLE_HEADER, bundleTable(bundles)));
+    print(
+      `   init: wall median [q1–q3] and CPU median (all threads) of ${plan.bundles.initRepeats} fresh node processes per variant, taking turns, NODE_OPTIONS=${FUNCTION_NODE_OPTIONS}`,
+    );
     const top = bundles.find((b) => b.fn === 'decrypt' && b.variant === 'aws')?.top ?? [];
     print(`   largest parts of the decrypt bundle (KiB): ${top.map((t) => `${t.name} ${t.kib}`).join(', ')}`);
   }

@@ -454,7 +454,7 @@ describe('functions', () => {
     }
   });
 
-  it('bundles each handler as minified ESM with a source map, the SDK left to the runtime, and the validated config beside it', () => {
+  it('bundles each handler as minified ESM with a source map, the SDK left to the runtime and required, and the validated config beside it', () => {
     const assembly = app.synth();
     const manifest = JSON.parse(
       readFileSync(join(assembly.directory, `${stack.artifactId}.assets.json`), 'utf8'),
@@ -469,9 +469,13 @@ describe('functions', () => {
       const code = readFileSync(join(dir, HANDLER_BUNDLE_FILE), 'utf8');
       expect(existsSync(join(dir, `${HANDLER_BUNDLE_FILE}.map`))).toBe(true);
       expect(code).toContain(`sourceMappingURL=${HANDLER_BUNDLE_FILE}.map`);
-      // The Lambda runtime provides the SDK: imported, not inlined; no createRequire shim needed.
-      expect(code).toMatch(/from\s*"@aws-sdk\/client-/);
-      expect(code).not.toContain('createRequire');
+      // The Lambda runtime provides the SDK: not inlined, and loaded through one injected
+      // createRequire (CommonJS: faster than an ES import of it, and it searches NODE_PATH, where
+      // the runtime keeps the SDK), never through an ES import or esbuild's throwing require shim.
+      expect(code).toMatch(/\("@aws-sdk\/client-[a-z0-9-]+"\)/);
+      expect(code).not.toMatch(/from\s*"@aws-sdk\//);
+      expect(code).toMatch(/import\s*\{\s*createRequire as [\w$]+\s*\}\s*from\s*"node:module"/);
+      expect(code.split('(import.meta.url)')).toHaveLength(2);
       expect(code).not.toContain('Dynamic require of');
     }
   });

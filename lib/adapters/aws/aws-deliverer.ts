@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { TransientError } from '../../errors.js';
 import type { Deliverer, DeliveryTarget } from '../../ports/index.js';
 import { folderKey } from './deployment-names.js';
 import { awsErrorName } from './errors.js';
+import { type S3ClientSource, s3Of } from './lazy-s3.js';
 
 const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
@@ -33,11 +33,12 @@ const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
  * ```
  */
 export class AwsDeliverer implements Deliverer {
-  readonly #s3: S3Client;
+  /** A client, or a factory ({@link lazyS3Client}): the S3 SDK loads at the first S3 delivery only. */
+  readonly #s3: S3ClientSource;
   readonly #sqs: SQSClient;
   readonly #blobBucket: string;
 
-  constructor(opts: { s3: S3Client; sqs: SQSClient; blobBucket: string }) {
+  constructor(opts: { s3: S3ClientSource; sqs: SQSClient; blobBucket: string }) {
     this.#s3 = opts.s3;
     this.#sqs = opts.sqs;
     this.#blobBucket = opts.blobBucket;
@@ -66,8 +67,9 @@ export class AwsDeliverer implements Deliverer {
   async #putObject(bucket: string, key: string, bytes: Uint8Array, contentType: string): Promise<string> {
     const location = `s3://${bucket}/${key}`;
     try {
-      await this.#s3.send(
-        new PutObjectCommand({
+      const { client, sdk } = await s3Of(this.#s3);
+      await client.send(
+        new sdk.PutObjectCommand({
           Bucket: bucket,
           Key: key,
           Body: bytes,
@@ -97,7 +99,8 @@ export class AwsDeliverer implements Deliverer {
   /** SHA-256 of the object under `key`, read back in full (a 412 is rare; delivered objects are small). */
   async #existingSha256(bucket: string, key: string): Promise<string> {
     try {
-      const out = await this.#s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      const { client, sdk } = await s3Of(this.#s3);
+      const out = await client.send(new sdk.GetObjectCommand({ Bucket: bucket, Key: key }));
       if (!out.Body) throw new Error('GetObject returned no body');
       return sha256Of(await out.Body.transformToByteArray());
     } catch (error) {

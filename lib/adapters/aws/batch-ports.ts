@@ -4,7 +4,6 @@
  * A stage adds the ports of its own (the key service, the deliverer) in its handler file.
  */
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { AUDIT_TABLE, ENV, ONCE_TABLE } from '../../infra/definitions.js';
 import { type QueueName, STAGES } from '../../pipeline/topology.js';
@@ -13,9 +12,9 @@ import type { BatchPortName } from '../../stages/stage.js';
 import { type AwsClientOptions, nonEmpty } from './client-options.js';
 import { DynamoAuditLog } from './dynamo-audit-log.js';
 import { DynamoOnceStore } from './dynamo-once-store.js';
+import { lazyS3Client, type S3ClientSource } from './lazy-s3.js';
 import { blobBucketFromEnv, S3BlobStore } from './s3-blob-store.js';
 import { createDynamodbClient } from './sdk-dynamodb.js';
-import { createS3Client } from './sdk-s3.js';
 import { createSqsClient } from './sdk-sqs.js';
 import { SqsQueueSender } from './sqs-queue-sender.js';
 
@@ -23,11 +22,12 @@ import { SqsQueueSender } from './sqs-queue-sender.js';
 export interface BatchClients {
   sqs: SQSClient;
   dynamodb: DynamoDBClient;
-  s3: S3Client;
+  /** S3 serves claim checks (large messages) only: built, and its SDK loaded, at the first one. */
+  s3: S3ClientSource;
 }
 
 export function createBatchClients(opts: AwsClientOptions = {}): BatchClients {
-  return { sqs: createSqsClient(opts), dynamodb: createDynamodbClient(opts), s3: createS3Client(opts) };
+  return { sqs: createSqsClient(opts), dynamodb: createDynamodbClient(opts), s3: lazyS3Client(opts) };
 }
 
 /**

@@ -4,6 +4,7 @@
  * builds only its own ports instead (functions/<stage>.ts).
  */
 import type { KMSClient } from '@aws-sdk/client-kms';
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { LoadedConfig } from '../../config/load.js';
 import type { Ports } from '../../ports/index.js';
 import { awsBatchPorts, type BatchClients, createBatchClients } from './batch-ports.js';
@@ -11,10 +12,12 @@ import type { AwsClientOptions } from './client-options.js';
 import { keyServiceFromEnv } from './key-service-env.js';
 import { awsDelivererFromEnv } from './mesh-delivery.js';
 import { createKmsClient } from './sdk-kms.js';
+import { createS3Client } from './sdk-s3.js';
 
-/** The four SDK clients the adapters use. */
+/** The four SDK clients the adapters use, all built up front (S3 too: the provisioner calls it). */
 export interface AwsClients extends BatchClients {
   kms: KMSClient;
+  s3: S3Client;
 }
 
 /**
@@ -28,7 +31,7 @@ export interface AwsClients extends BatchClients {
  * ```
  */
 export function createAwsClients(opts: AwsClientOptions = {}): AwsClients {
-  return { kms: createKmsClient(opts), ...createBatchClients(opts) };
+  return { kms: createKmsClient(opts), ...createBatchClients(opts), s3: createS3Client(opts) };
 }
 
 let shared: AwsClients | undefined;

@@ -1,8 +1,8 @@
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { TransientError } from '../../errors.js';
 import { BLOB_BUCKET, ENV } from '../../infra/definitions.js';
 import type { BlobStore } from '../../ports/index.js';
 import { awsErrorName } from './errors.js';
+import { type S3ClientSource, s3Of } from './lazy-s3.js';
 
 /**
  * {@link BlobStore} on S3 (claim check). Keys are stored under `prefix` (default
@@ -17,12 +17,13 @@ import { awsErrorName } from './errors.js';
  * ```
  */
 export class S3BlobStore implements BlobStore {
-  readonly #client: S3Client;
+  readonly #client: S3ClientSource;
   readonly #bucket: string;
   readonly #prefix: string;
 
   constructor(
-    client: S3Client,
+    /** A client, or a factory ({@link lazyS3Client}) so the S3 SDK loads at the first blob only. */
+    client: S3ClientSource,
     bucket: string = BLOB_BUCKET.name,
     prefix: string = BLOB_BUCKET.claimCheckPrefix,
   ) {
@@ -33,8 +34,9 @@ export class S3BlobStore implements BlobStore {
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
     try {
-      await this.#client.send(
-        new PutObjectCommand({
+      const { client, sdk } = await s3Of(this.#client);
+      await client.send(
+        new sdk.PutObjectCommand({
           Bucket: this.#bucket,
           Key: this.#prefix + key,
           Body: bytes,
@@ -49,8 +51,9 @@ export class S3BlobStore implements BlobStore {
 
   async get(key: string): Promise<Uint8Array> {
     try {
-      const out = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }),
+      const { client, sdk } = await s3Of(this.#client);
+      const out = await client.send(
+        new sdk.GetObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }),
       );
       if (!out.Body) throw new Error('GetObject returned no body');
       // Streams the response body into one buffer (the SDK's stream mixin).
@@ -66,7 +69,8 @@ export class S3BlobStore implements BlobStore {
    */
   async delete(key: string): Promise<void> {
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
+      const { client, sdk } = await s3Of(this.#client);
+      await client.send(new sdk.DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#prefix + key }));
     } catch (error) {
       throw blobError('DeleteObject', error);
     }

@@ -1,4 +1,9 @@
 import { S3Client } from '@aws-sdk/client-s3';
+
+// The commands the adapters send, for lazy-s3.ts: importing this module (not the whole SDK
+// namespace) lets a bundle keep only these.
+export { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+
 import { countCallsOf } from './calls.js';
 import { type AwsClientOptions, endpointFor, sdkClientConfig } from './client-options.js';
 

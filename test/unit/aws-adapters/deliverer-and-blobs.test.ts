@@ -4,15 +4,17 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { AwsDeliverer, sqsSafeText } from '../../../lib/adapters/aws/aws-deliverer.js';
 import { folderKey } from '../../../lib/adapters/aws/deployment-names.js';
+import { lazyS3Client } from '../../../lib/adapters/aws/lazy-s3.js';
 import { S3BlobStore } from '../../../lib/adapters/aws/s3-blob-store.js';
 import { TransientError } from '../../../lib/errors.js';
 import { serviceError } from './faults.js';
 
 const s3 = mockClient(S3Client);
 const sqs = mockClient(SQSClient);
+// A lazy S3 client, as a deployed function's batch clients give it (lib/adapters/aws/lazy-s3.ts).
 const deliverer = () =>
   new AwsDeliverer({
-    s3: new S3Client({ region: 'eu-west-2' }),
+    s3: lazyS3Client({ region: 'eu-west-2' }),
     sqs: new SQSClient({ region: 'eu-west-2' }),
     blobBucket: 'itk3-blobs',
   });
@@ -175,6 +177,28 @@ describe('S3BlobStore', () => {
       Bucket: 'b',
       Key: 'claim-check/t/1',
     });
+  });
+
+  it('with a lazy client: builds it at the first blob (emulator settings applied), once, then reuses it', async () => {
+    s3.on(PutObjectCommand).resolves({});
+    s3.on(DeleteObjectCommand).resolves({});
+    const factory = lazyS3Client({ endpoint: 'http://127.0.0.1:4566' });
+    const built: S3Client[] = [];
+    const counting = async () => {
+      const client = await factory();
+      built.push(client);
+      return client;
+    };
+    const blobs = new S3BlobStore(counting, 'b');
+    await blobs.put('t/1', new Uint8Array([1]));
+    await blobs.delete('t/1');
+
+    expect(built).toHaveLength(2);
+    expect(built[0]).toBeInstanceOf(S3Client);
+    expect(built[1]).toBe(built[0]);
+    expect(built[0]!.config.forcePathStyle).toBe(true);
+    expect(s3.commandCalls(PutObjectCommand)[0]?.args[0].input).toMatchObject({ Key: 'claim-check/t/1' });
+    expect(s3.commandCalls(DeleteObjectCommand)).toHaveLength(1);
   });
 
   it('a failed delete is BLOB_STORE_UNAVAILABLE', async () => {

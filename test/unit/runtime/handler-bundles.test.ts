@@ -4,12 +4,24 @@
  * stage's domain code and the SDK clients it calls. A handler that reaches another stage's module,
  * the whole-pipeline stage map, the testkit, or a client it never uses fails here. Bundle sizes go
  * to reports/bundles.json (and the test output).
+ *
+ * The same handlers are also bundled as deployed to AWS (the SDK left to the Lambda runtime) and
+ * run: the SDK must load only through CommonJS `require` (the faster path, and the only one that
+ * searches NODE_PATH, where the runtime keeps its SDK), and each wrapper must initialise to a handler.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { build, type Metafile } from 'esbuild';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { handlerBundleOptions } from '../../../cdk/constructs/pipeline-function.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  HANDLER_BUNDLE_FILE,
+  handlerBundleOptions,
+  handlerWrapper,
+  RUNTIME_SDK_PACKAGES,
+} from '../../../cdk/constructs/pipeline-function.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 
@@ -107,12 +119,13 @@ const HANDLERS: Record<string, Expectation> = {
  * The construct's bundling (handlerBundleOptions), with the AWS SDK bundled as for an emulator
  * deploy: so the SDK clients a handler pulls in are inputs of its bundle and can be checked.
  */
-function constructOptions(entry: string) {
-  const options = handlerBundleOptions({ bundleAwsSdk: true });
+function constructOptions(entry: string, bundleAwsSdk = true) {
+  const options = handlerBundleOptions({ bundleAwsSdk });
   return {
     ...options,
     mainFields: [...options.mainFields],
     external: [...options.external],
+    inject: [...options.inject],
     entryPoints: [path.join(ROOT, entry)],
     absWorkingDir: ROOT,
     metafile: true,
@@ -185,3 +198,82 @@ describe('handler bundles', () => {
     expect(bundles.decrypt!.bytes).toBeLessThan(bundles.verify!.bytes);
   });
 });
+
+describe('handler bundles as deployed to AWS (SDK from the runtime)', () => {
+  /** Outside the project: no node_modules above it, so the SDK resolves only through NODE_PATH. */
+  const lambdaRoot = mkdtempSync(path.join(tmpdir(), 'itk3-handler-bundles-'));
+  const awsBundles: Record<string, { code: string; inputs: string[] }> = {};
+
+  beforeAll(async () => {
+    const configJson = JSON.stringify(
+      JSON.parse(readFileSync(path.join(ROOT, 'docs/config.example.json'), 'utf8')),
+    );
+    for (const [name, expected] of Object.entries(HANDLERS)) {
+      const result = await build(constructOptions(expected.entry, false));
+      const code = result.outputFiles!.find((f) => f.path.endsWith('.mjs'))!.text;
+      awsBundles[name] = { code, inputs: Object.keys((result.metafile as Metafile).inputs) };
+      const dir = path.join(lambdaRoot, name);
+      mkdirSync(dir);
+      writeFileSync(path.join(dir, HANDLER_BUNDLE_FILE), code);
+      writeFileSync(path.join(dir, 'index.mjs'), handlerWrapper(configJson, {}));
+    }
+  }, 180_000);
+  afterAll(() => rmSync(lambdaRoot, { recursive: true, force: true }));
+
+  for (const [name, expected] of Object.entries(HANDLERS)) {
+    it(`${name}: the SDK clients it calls, each through require, none inlined or ES-imported`, () => {
+      const { code, inputs } = awsBundles[name]!;
+      expect(inputs.filter((i) => i.includes('node_modules/@aws-sdk/'))).toEqual([]);
+      const required = [...code.matchAll(/\("(@aws-sdk\/[a-z0-9-]+)"\)/g)].map((m) => m[1]);
+      expect([...new Set(required)].sort()).toEqual(expected.clients.map(clientPackage).sort());
+      expect(code).not.toMatch(/from\s*"@aws-sdk\//);
+      expect(code).not.toMatch(/import\s*\(\s*"@aws-sdk\//);
+      expect(code).not.toContain('Dynamic require of');
+    });
+  }
+
+  it('every SDK client the handlers call has a CommonJS stand-in', () => {
+    const used = new Set(Object.values(HANDLERS).flatMap((h) => h.clients.map(clientPackage)));
+    expect([...RUNTIME_SDK_PACKAGES].sort()).toEqual([...used].sort());
+  });
+
+  it('each wrapper initialises to a handler, with the SDK found only on NODE_PATH (as on Lambda), S3 not yet loaded', async () => {
+    const run = promisify(execFile);
+    const node = (script: string, arg: string) =>
+      run(process.execPath, ['--input-type=module', '-e', script, arg], {
+        cwd: lambdaRoot,
+        env: {
+          PATH: process.env.PATH ?? '',
+          NODE_PATH: path.join(ROOT, 'node_modules'),
+          AWS_REGION: 'eu-west-2',
+          POWERTOOLS_METRICS_DISABLED: 'true',
+          POWERTOOLS_LOG_LEVEL: 'SILENT',
+        },
+      });
+    // The control: from here an ES import of the SDK does not resolve (ES resolution ignores NODE_PATH).
+    const control = path.join(lambdaRoot, 'control.mjs');
+    writeFileSync(
+      control,
+      "try { await import('@aws-sdk/client-sqs'); process.stdout.write('imported'); } catch (e) { process.stdout.write(e.code); }\n",
+    );
+    expect((await node('await import(process.argv[1]);', control)).stdout).toBe('ERR_MODULE_NOT_FOUND');
+    // After initialisation: the handler, and the SDK clients in Node's CommonJS module cache.
+    const probe = `
+      const m = await import(process.argv[1]);
+      const { createRequire } = await import('node:module');
+      const loaded = Object.keys(createRequire(process.cwd() + '/').cache)
+        .map((file) => /\\/@aws-sdk\\/(client-[a-z0-9-]+)\\/dist-cjs\\/index\\.js$/.exec(file)?.[1])
+        .filter(Boolean);
+      process.stdout.write(JSON.stringify({ handler: typeof m.handler, loaded: loaded.sort() }));`;
+    for (const [name, expected] of Object.entries(HANDLERS)) {
+      const { stdout } = await node(probe, path.join(lambdaRoot, name, 'index.mjs'));
+      // S3 serves claim checks and deliveries only: its client loads at the first one, not at init.
+      const atInit = expected.clients.filter((c) => c !== 's3').map((c) => `client-${c}`);
+      expect(JSON.parse(stdout), name).toEqual({ handler: 'function', loaded: atInit.sort() });
+    }
+  }, 60_000);
+});
+
+function clientPackage(client: SdkClient): string {
+  return `@aws-sdk/client-${client}`;
+}

@@ -1,0 +1,3 @@
+// Stands in for @aws-sdk/client-secrets-manager in a bundle that leaves the SDK to the Lambda runtime (see
+// runtime-require.mjs): a CommonJS module, so the bundle reads the SDK's exports from `require`.
+module.exports = runtimeRequire('@aws-sdk/client-secrets-manager');
