@@ -31,7 +31,7 @@ let keys: SoftwareKeyService;
 let cpu: ReturnType<typeof inThreadCpuWork>;
 try {
   keys = new SoftwareKeyService(readKeystore(data.keystoreFile));
-  cpu = inThreadCpuWork(loadConfig(data.configDoc));
+  cpu = inThreadCpuWork(loadConfig(data.configDoc), keys);
   port.postMessage({ ready: true } satisfies PoolReply);
 } catch (error) {
   // readKeystore and loadConfig list their problems as ConfigError issues that name files and
@@ -85,11 +85,10 @@ async function run(task: PoolTask): Promise<{ value: unknown; transfer: ArrayBuf
     }
     case 'verifyCredential':
       return { value: await cpu.verifyCredential(task.token, task.receivedAtMs), transfer: [] };
-    case 'openSigned': {
-      const verified = await cpu.openSigned(task.compact, task.expectedSenderOds);
-      const payload = transferableCopy(verified.payload);
-      return { value: { ...verified, payload }, transfer: [payload.buffer as ArrayBuffer] };
-    }
+    case 'openSealed':
+      return { value: await cpu.openSealed(task.compact, task.authorisedKid), transfer: [] };
+    case 'verifySignedContent':
+      return { value: await cpu.verifySignedContent(task.input), transfer: [] };
     case 'parseBundle':
       return { value: await cpu.parseBundle(task.payload, task.format), transfer: [] };
   }

@@ -20,7 +20,6 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { LoadedConfig } from '../../config/load.js';
 import type { PipelineConfig } from '../../config/schema.js';
-import type { VerifiedSigned } from '../../envelope/jws.js';
 import type { VerifiedCredential } from '../../envelope/token.js';
 import {
   AuthenticationError,
@@ -36,6 +35,7 @@ import {
 } from '../../errors.js';
 import type { BundleFormat, Itk3Message } from '../../itk3/parse.js';
 import type { CpuWork, EcPublicJwk, KeyService } from '../../ports/index.js';
+import type { BundleContent, SignedContentInput } from '../../stages/verify.js';
 
 /** What a worker is started with: where to read its keys, and the configuration document. */
 export interface PoolWorkerData {
@@ -48,7 +48,8 @@ export type PoolTask = { id: number } & (
   | { op: 'unwrapKey'; kid: string; encryptedKey: Uint8Array }
   | { op: 'deriveSharedSecret'; kid: string; ephemeralPublicKey: EcPublicJwk }
   | { op: 'verifyCredential'; token: string; receivedAtMs: number }
-  | { op: 'openSigned'; compact: string; expectedSenderOds: string }
+  | { op: 'openSealed'; compact: string; authorisedKid: string }
+  | { op: 'verifySignedContent'; input: SignedContentInput }
   | { op: 'parseBundle'; payload: Uint8Array; format: BundleFormat }
 );
 
@@ -190,8 +191,10 @@ export class WorkerPool {
   readonly cpu: CpuWork = {
     verifyCredential: async (token, receivedAtMs) =>
       (await this.#run({ op: 'verifyCredential', token, receivedAtMs })) as VerifiedCredential,
-    openSigned: async (compact, expectedSenderOds) =>
-      (await this.#run({ op: 'openSigned', compact, expectedSenderOds })) as VerifiedSigned,
+    openSealed: async (compact, authorisedKid) =>
+      (await this.#run({ op: 'openSealed', compact, authorisedKid })) as string,
+    verifySignedContent: async (input) =>
+      (await this.#run({ op: 'verifySignedContent', input })) as BundleContent,
     parseBundle: async (payload, format) =>
       (await this.#run({ op: 'parseBundle', payload: transferableCopy(payload), format })) as Itk3Message,
   };
@@ -316,7 +319,9 @@ export class WorkerPool {
 /** The failure a task gets when its worker is gone: transient, so the record is retried. */
 function unavailable(op: PoolTask['op'], message: string): TransientError {
   const code: TransientCode =
-    op === 'unwrapKey' || op === 'deriveSharedSecret' ? 'KEY_SERVICE_UNAVAILABLE' : 'UNEXPECTED';
+    op === 'unwrapKey' || op === 'deriveSharedSecret' || op === 'openSealed'
+      ? 'KEY_SERVICE_UNAVAILABLE'
+      : 'UNEXPECTED';
   return new TransientError(code, message);
 }
 
