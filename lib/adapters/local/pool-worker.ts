@@ -89,6 +89,8 @@ async function run(task: PoolTask): Promise<{ value: unknown; transfer: ArrayBuf
       return { value: await cpu.openSealed(task.compact, task.authorisedKid), transfer: [] };
     case 'verifySignedContent':
       return { value: await cpu.verifySignedContent(task.input), transfer: [] };
+    case 'signResponse':
+      return { value: await cpu.signResponse(task.spec), transfer: [] };
     case 'parseBundle':
       return { value: await cpu.parseBundle(task.payload, task.format), transfer: [] };
   }

@@ -35,6 +35,7 @@ import {
 } from '../../errors.js';
 import type { BundleFormat, Itk3Message } from '../../itk3/parse.js';
 import type { CpuWork, EcPublicJwk, KeyService } from '../../ports/index.js';
+import type { ResponseSpec } from '../../stages/deliver.js';
 import type { BundleContent, SignedContentInput } from '../../stages/verify.js';
 
 /** What a worker is started with: where to read its keys, and the configuration document. */
@@ -50,6 +51,7 @@ export type PoolTask = { id: number } & (
   | { op: 'verifyCredential'; token: string; receivedAtMs: number }
   | { op: 'openSealed'; compact: string; authorisedKid: string }
   | { op: 'verifySignedContent'; input: SignedContentInput }
+  | { op: 'signResponse'; spec: ResponseSpec }
   | { op: 'parseBundle'; payload: Uint8Array; format: BundleFormat }
 );
 
@@ -195,6 +197,7 @@ export class WorkerPool {
       (await this.#run({ op: 'openSealed', compact, authorisedKid })) as string,
     verifySignedContent: async (input) =>
       (await this.#run({ op: 'verifySignedContent', input })) as BundleContent,
+    signResponse: async (spec) => (await this.#run({ op: 'signResponse', spec })) as string,
     parseBundle: async (payload, format) =>
       (await this.#run({ op: 'parseBundle', payload: transferableCopy(payload), format })) as Itk3Message,
   };
@@ -319,7 +322,7 @@ export class WorkerPool {
 /** The failure a task gets when its worker is gone: transient, so the record is retried. */
 function unavailable(op: PoolTask['op'], message: string): TransientError {
   const code: TransientCode =
-    op === 'unwrapKey' || op === 'deriveSharedSecret' || op === 'openSealed'
+    op === 'unwrapKey' || op === 'deriveSharedSecret' || op === 'openSealed' || op === 'signResponse'
       ? 'KEY_SERVICE_UNAVAILABLE'
       : 'UNEXPECTED';
   return new TransientError(code, message);

@@ -7,7 +7,7 @@
  */
 import '../../support/env.js';
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createPublicKey, randomUUID, verify } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -217,6 +217,46 @@ describe('worker pool: the same results as the in-process path', () => {
       'HEADER_CONTRADICTS_ENVELOPE',
     ]);
     expect(refusals[4]?.error?.responseHints?.originalMessageId).toBe(msg.messageId);
+  });
+
+  it('response: the same ITK008M and signed header, a signature the response key verifies', async () => {
+    const msg = buildMessage('GP0001');
+    const spec = {
+      response: {
+        format: 'xml' as const,
+        code: '20013',
+        originalMessageId: msg.messageId,
+        responderOds: world.config.doc.gatewayOds,
+        recipientOds: 'GP0001',
+        messageId: randomUUID(),
+        bundleId: randomUUID(),
+        timestamp: new Date().toISOString(),
+      },
+      routing: { from: world.config.doc.gatewayOds, to: 'GP0001', event: 'ITK008M', id: randomUUID() },
+      trackingId: randomUUID(),
+    };
+    const [pooled, here] = await Promise.all([pool.cpu.signResponse(spec), inThread.signResponse(spec)]);
+    const [pooledHeader, pooledPayload, pooledSignature] = pooled.split('.') as [string, string, string];
+    const [hereHeader, herePayload] = here.split('.');
+    // ES256 signatures are randomised: everything signed is identical, and the signature verifies.
+    expect([pooledHeader, pooledPayload]).toEqual([hereHeader, herePayload]);
+    const kid = world.config.doc.responseSigning.kid;
+    const publicKey = createPublicKey({
+      key: Buffer.from(await local.publicKeySpki(kid)),
+      format: 'der',
+      type: 'spki',
+    });
+    const signedBytes = Buffer.from(`${pooledHeader}.${pooledPayload}`, 'ascii');
+    const signature = Buffer.from(pooledSignature, 'base64url');
+    expect(verify('sha256', signedBytes, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)).toBe(
+      true,
+    );
+    expect(JSON.parse(Buffer.from(pooledHeader, 'base64url').toString('utf8'))).toMatchObject({
+      alg: 'ES256',
+      kid,
+      itk: spec.routing,
+      trackingId: spec.trackingId,
+    });
   });
 
   it('Bundle parse: every shared ITK3 fixture reads identically (or is refused identically)', async (ctx) => {
