@@ -284,6 +284,28 @@ describe('worker pool: the same results as the in-process path', () => {
   });
 });
 
+describe('worker pool: answers', () => {
+  it("a batch's quick tasks come back before its slow key operations end", async () => {
+    const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
+    try {
+      const msg = buildMessage('GP0001');
+      const compact = await sealAs(world, 'GP0001', msg);
+      const { kid } = parseSealed(compact, world.config.doc.limits);
+      // Posted in one turn to the one worker: three RSA decrypts, then a Bundle read.
+      const slow = [1, 2, 3].map(() => solo.cpu.openSealed(compact, kid));
+      const quick = solo.cpu.parseBundle(msg.bytes, 'xml');
+      let slowDone = 0;
+      for (const s of slow) void s.then(() => (slowDone += 1));
+      expect((await quick).header.id).toBe(msg.messageId);
+      expect(slowDone).toBe(0);
+      expect(await Promise.all(slow)).toEqual([0, 0, 0].map(() => expect.stringMatching(/^eyJ/)));
+      expect(slowDone).toBe(3);
+    } finally {
+      await solo.close();
+    }
+  });
+});
+
 describe('worker pool: ECDH-ES recipient keys', () => {
   it('derives the same shared secret as the local key, and { ok: false } for a foreign kid', async () => {
     const ecWorld = await createWorld({ recipientAlg: 'ECDH-ES+A256KW' });
