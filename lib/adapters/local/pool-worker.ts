@@ -48,11 +48,11 @@ try {
 }
 
 /**
- * Tasks that take milliseconds (a private-key RSA operation: 1 ms at 2048 bits, 5 at 4096); the
- * others take tenths of one.
+ * Tasks that take milliseconds (a private-key RSA operation: 1 ms at 2048 bits, 5 at 4096; an ECDH
+ * recipient key is quicker but goes the same way); the others take tenths of one.
  */
 const SLOW_OPS: ReadonlySet<PoolTask['op']> = new Set(['openSealed', 'unwrapKey']);
-/** Slow answers are held back at most this long to share one message back (one wake-up). */
+/** Slow answers that end within this long of the last one sent share one message back (one wake-up). */
 const SLOW_REPLY_GATHER_MS = 1;
 
 interface Answer {
