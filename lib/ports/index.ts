@@ -3,10 +3,11 @@
  * (lib/adapters/local) and an AWS adapter (lib/adapters/aws). Stages import only these types.
  */
 
-import type { VerifiedSigned } from '../envelope/jws.js';
 import type { VerifiedCredential } from '../envelope/token.js';
 import type { BundleFormat, Itk3Message } from '../itk3/parse.js';
 import type { QueueName, StageName } from '../pipeline/topology.js';
+import type { ResponseSpec } from '../stages/deliver.js';
+import type { BundleContent, SignedContentInput } from '../stages/verify.js';
 
 /** Private-key operations. In AWS the keys never leave KMS. */
 export interface KeyService {
@@ -152,17 +153,21 @@ export interface Clock {
 export const systemClock: Clock = { now: () => Date.now() };
 
 /**
- * The CPU-heavy, side-effect-free steps of the stages: verifying a credential and an inner
- * signature, reading a Bundle. Same results and the same errors (class, code, message) as calling
- * lib/envelope and lib/itk3 directly, which is what stages do when a composition root gives none;
- * the embedded runtime may run them on a worker pool (lib/adapters/local/worker-pool.ts) against
- * the same configuration as the stage's.
+ * The CPU-heavy, side-effect-free steps of the stages: verifying a credential, opening the sealed
+ * message, verifying the signed Bundle, reading a Bundle, building and signing a response. Same results and the same errors (class,
+ * code, message) as the stages' own functions, which is what stages call when a composition root
+ * gives none; the embedded runtime runs them on a worker pool (lib/adapters/local/worker-pool.ts)
+ * against the same configuration as the stage's, with the workers' own copies of the keys.
  */
 export interface CpuWork {
   /** `verifyCredential` of lib/envelope/token.ts with the pipeline's configuration. */
   verifyCredential(token: string, receivedAtMs: number): Promise<VerifiedCredential>;
-  /** `parseSigned` then `verifySigned` of lib/envelope/jws.ts: the signed Bundle bytes, verified. */
-  openSigned(compact: string, expectedSenderOds: string): Promise<VerifiedSigned>;
+  /** `openSealedContent` of lib/stages/decrypt.ts: parse, unwrap with the recipient key, AES-GCM. */
+  openSealed(compact: string, authorisedKid: string): Promise<string>;
+  /** `verifySignedContent` of lib/stages/verify.ts: the inner signature, bindings, the Bundle's rules. */
+  verifySignedContent(input: SignedContentInput): Promise<BundleContent>;
+  /** `signedResponseJws` of lib/stages/deliver.ts: the ITK008M built and signed by the response key. */
+  signResponse(spec: ResponseSpec): Promise<string>;
   /** `parseBundle` of lib/itk3/parse.ts with its default caps. */
   parseBundle(payload: Uint8Array, format: BundleFormat): Promise<Itk3Message>;
 }

@@ -19,15 +19,15 @@ import type { SenderConfig } from '../config/schema.js';
 import { signCompactWithKeyService } from '../envelope/response-sign.js';
 import { TransientError } from '../errors.js';
 import { sha256Hex } from '../hashing.js';
-import { buildResponse } from '../itk3/response.js';
+import { buildResponse, type ResponseOptions } from '../itk3/response.js';
 import { ackWorkflowFor, sendWorkflowFor } from '../mesh/workflows.js';
-import type { DeliveryTarget } from '../ports/index.js';
+import type { DeliveryTarget, KeyService } from '../ports/index.js';
 import type { MeshFacts, PipelineRecord, Rejection, VerifiedMessage } from '../record.js';
 import { loadArtefact } from './claim-check.js';
 import type { AuditEvent, BatchPortName, Stage, StageContext, StageResult } from './stage.js';
 
-/** The ports deliver's own code uses: the recipient target, the response-signing key, the once-store, time, blobs. */
-type DeliverPorts = 'deliverer' | 'keys' | 'once' | 'clock' | 'blobs';
+/** The ports deliver's own code uses: the recipient target, the response-signing key, the once-store, time, blobs, the CPU pool. */
+type DeliverPorts = 'deliverer' | 'keys' | 'once' | 'clock' | 'blobs' | 'cpu';
 
 export type DeliverOutcome =
   | { kind: 'delivered'; location: string; response?: string }
@@ -102,25 +102,29 @@ async function sendResponse(
   const target = sender?.responseTarget ?? config.doc.unauthenticatedResponseTarget;
   const format = facts.format ?? 'xml';
   const responseId = uuidFrom(`${record.traceId}#response#${code}`);
-  const { bytes } = buildResponse({
-    format,
-    code,
-    ...(facts.originalMessageId ? { originalMessageId: facts.originalMessageId } : {}),
-    responderOds: config.doc.gatewayOds,
-    ...(sender ? { recipientOds: sender.ods } : {}),
-    ...(facts.senderReference ? { senderReference: facts.senderReference } : {}),
-    ...(facts.diagnostics ? { diagnostics: facts.diagnostics } : {}),
-    messageId: responseId,
-    bundleId: uuidFrom(`${record.traceId}#response-bundle#${code}`),
-    timestamp: new Date(ctx.ports.clock.now()).toISOString(),
-  });
   const routing = {
     from: config.doc.gatewayOds,
     to: sender?.ods ?? 'UNKNOWN',
     event: 'ITK008M',
     id: responseId,
   };
-  if (record.mesh) return sendMeshResponse(ctx, record, record.mesh, code, format, sender, bytes, routing);
+  const spec: ResponseSpec = {
+    response: {
+      format,
+      code,
+      ...(facts.originalMessageId ? { originalMessageId: facts.originalMessageId } : {}),
+      responderOds: config.doc.gatewayOds,
+      ...(sender ? { recipientOds: sender.ods } : {}),
+      ...(facts.senderReference ? { senderReference: facts.senderReference } : {}),
+      ...(facts.diagnostics ? { diagnostics: facts.diagnostics } : {}),
+      messageId: responseId,
+      bundleId: uuidFrom(`${record.traceId}#response-bundle#${code}`),
+      timestamp: new Date(ctx.ports.clock.now()).toISOString(),
+    },
+    routing,
+    trackingId: record.traceId,
+  };
+  if (record.mesh) return sendMeshResponse(ctx, record, record.mesh, code, sender, spec);
   const name = responseName(record.traceId, code);
   if (target.type === 'folder' || target.type === 's3') {
     // These targets never replace an object under a name, and the name is this trace's and code's:
@@ -132,7 +136,7 @@ async function sendResponse(
         ctx,
         target,
         name,
-        await signResponse(ctx, record, format, routing, bytes),
+        new TextEncoder().encode(await responseJws(ctx, spec)),
         'application/jose',
       );
     } catch (error) {
@@ -142,13 +146,7 @@ async function sendResponse(
       throw error;
     }
   }
-  return deliverTo(
-    ctx,
-    target,
-    name,
-    await signedResponse(ctx, record, code, format, routing, bytes),
-    'application/jose',
-  );
+  return deliverTo(ctx, target, name, await signedResponse(ctx, record, code, spec), 'application/jose');
 }
 
 /**
@@ -160,36 +158,45 @@ async function signedResponse(
   ctx: StageContext<DeliverPorts>,
   record: PipelineRecord,
   code: string,
-  format: 'xml' | 'json',
-  routing: { from: string; to: string; event: string; id: string },
-  bytes: Uint8Array,
+  spec: ResponseSpec,
 ): Promise<Uint8Array> {
-  const signed = new TextDecoder().decode(await signResponse(ctx, record, format, routing, bytes));
+  const signed = await responseJws(ctx, spec);
   return new TextEncoder().encode(await firstSignature(ctx, `response#${record.traceId}#${code}`, signed));
 }
 
-/** The ITK008M as a compact ES256 JWS by the response-signing key (a new signature each call). */
-async function signResponse(
-  ctx: StageContext<DeliverPorts>,
-  record: PipelineRecord,
-  format: 'xml' | 'json',
-  routing: { from: string; to: string; event: string; id: string },
-  bytes: Uint8Array,
-): Promise<Uint8Array> {
+/** What a response JWS is made of: the ITK008M's facts, its routing header and the tracking id. */
+export interface ResponseSpec {
+  response: ResponseOptions;
+  routing: { from: string; to: string; event: string; id: string };
+  /** The trace id (the 202's tracking id), in the signed header. */
+  trackingId: string;
+}
+
+/**
+ * The ITK008M as a compact ES256 JWS by the response-signing key (a new signature each call): on
+ * the composition root's worker pool when it gives one (with the workers' own copy of the key),
+ * else here through the key-service port.
+ */
+function responseJws(ctx: StageContext<DeliverPorts>, spec: ResponseSpec): Promise<string> {
   const kid = ctx.config.doc.responseSigning.kid;
-  const signed = await signCompactWithKeyService(
-    ctx.ports.keys,
+  return ctx.ports.cpu ? ctx.ports.cpu.signResponse(spec) : signedResponseJws(spec, kid, ctx.ports.keys);
+}
+
+/** Build the ITK008M and sign it: deliver's pure part, run here or on a pool worker. */
+export function signedResponseJws(spec: ResponseSpec, kid: string, keys: KeyService): Promise<string> {
+  const { bytes } = buildResponse(spec.response);
+  return signCompactWithKeyService(
+    keys,
     kid,
     {
       alg: 'ES256',
       kid,
-      cty: format === 'xml' ? 'fhir+xml' : 'fhir+json',
-      itk: routing,
-      trackingId: record.traceId,
+      cty: spec.response.format === 'xml' ? 'fhir+xml' : 'fhir+json',
+      itk: spec.routing,
+      trackingId: spec.trackingId,
     },
     bytes,
   );
-  return new TextEncoder().encode(signed);
 }
 
 /**
@@ -204,10 +211,8 @@ async function sendMeshResponse(
   record: PipelineRecord,
   facts: MeshFacts,
   code: string,
-  format: 'xml' | 'json',
   sender: SenderConfig | undefined,
-  bytes: Uint8Array,
-  routing: { from: string; to: string; event: string; id: string },
+  spec: ResponseSpec,
 ): Promise<string> {
   const target: DeliveryTarget = {
     type: 'mesh',
@@ -221,15 +226,16 @@ async function sendMeshResponse(
       ctx,
       target,
       responseName(record.traceId, code),
-      await signedResponse(ctx, record, code, format, routing, bytes),
+      await signedResponse(ctx, record, code, spec),
       'application/jose',
     );
   }
+  const { format } = spec.response;
   return deliverTo(
     ctx,
     target,
     responseName(record.traceId, code).replace(/\.jws$/, `.${format}`),
-    bytes,
+    buildResponse(spec.response).bytes,
     format === 'xml' ? 'application/fhir+xml' : 'application/fhir+json',
   );
 }

@@ -38,14 +38,63 @@ export async function verifyRecord(
   if (!principal || !routing || !decision || !record.signed) {
     throw new AuthenticationError('TOKEN_MISSING', 'record reached verify without decryption');
   }
-  const { config } = ctx;
-  const limits = config.doc.limits;
-
   const compact = await loadArtefact(ctx, record.signed);
-  // On a worker pool where the composition root gives one (embedded), else here: the same functions.
-  const verified = ctx.ports.cpu
-    ? await ctx.ports.cpu.openSigned(compact, principal.organisation)
-    : await verifySigned(parseSigned(compact, limits), principal.organisation, config);
+  const input: SignedContentInput = {
+    compact,
+    organisation: principal.organisation,
+    routing,
+    ruleId: decision.ruleId,
+    ...(record.mesh ? { mesh: record.mesh } : {}),
+  };
+  // On a worker pool where the composition root gives one (embedded): every pure check in one task,
+  // and only the facts the duplicate checks and deliver need come back. Else here: the same function.
+  const content = ctx.ports.cpu
+    ? await ctx.ports.cpu.verifySignedContent(input)
+    : await verifySignedContent(input, ctx.config);
+  const message = await verifiedMessage(ctx, record, content);
+  return { ...dropArtefact(record, 'signed'), message };
+}
+
+/** What {@link verifySignedContent} checks: the inner JWS and what the record says about it. */
+export interface SignedContentInput {
+  compact: string;
+  /** The authenticated sender organisation. */
+  organisation: string;
+  /** The JWE's routing header, as authorise read it. */
+  routing: ItkRouting;
+  /** The policy rule the decision matched. */
+  ruleId: string;
+  /** MESH facts, when the message came through MESH. */
+  mesh?: MeshFacts;
+}
+
+/** A verified Bundle: what the duplicate checks and the record for deliver need of it. */
+export interface BundleContent {
+  routing: ItkRouting;
+  format: 'xml' | 'json';
+  hints: NonNullable<RejectionError['responseHints']>;
+  messageId: string;
+  documentId?: string;
+  event: string;
+  infAckRequested: boolean;
+  busAckRequested: boolean;
+  sha256: string;
+  /** The exact Bundle bytes the sender signed, as text. */
+  bundleText: string;
+}
+
+/**
+ * Verify's pure part for a sealed message: the inner signature, every binding, the size limit, the
+ * Bundle read, the ITK3 rules and the rule's constraints; run in the stage's thread or on a pool
+ * worker (one task). Throws what verify throws, response hints attached.
+ */
+export async function verifySignedContent(
+  input: SignedContentInput,
+  config: StageContext['config'],
+): Promise<BundleContent> {
+  const { organisation, routing } = input;
+  const limits = config.doc.limits;
+  const verified = await verifySigned(parseSigned(input.compact, limits), organisation, config);
 
   // The signed routing header is the authenticated one; the JWE copy must agree with it exactly.
   if (!isDeepStrictEqual({ ...verified.routing }, { ...routing })) {
@@ -54,41 +103,64 @@ export async function verifyRecord(
       'signed routing header differs from the envelope routing header',
     );
   }
-  if (verified.routing.from !== principal.organisation) {
+  if (verified.routing.from !== organisation) {
     throw new SignatureError('BINDING_MISMATCH', 'signed sender differs from the credential organisation');
   }
   if (!config.recipientsByOds.has(verified.routing.to)) {
     throw new SignatureError('RECIPIENT_NOT_SERVED', 'signed recipient is not served here');
   }
 
-  const rule = ruleById(config, decision.ruleId);
+  const rule = ruleById(config, input.ruleId);
   const maxBytes = Math.min(limits.maxBundleBytes, rule?.maxBytes ?? Number.POSITIVE_INFINITY);
   if (verified.payload.byteLength > maxBytes) {
     throw new Itk3ValidationError('MESSAGE_TOO_LARGE', 'bundle exceeds the size limit');
   }
 
-  const msg = await withHintsAsync(() => readBundle(ctx, verified.payload, verified.format), {
-    format: verified.format,
-  });
-  const hints = {
-    originalMessageId: msg.header.id,
-    format: verified.format,
-    ...(msg.header.handling.senderReference ? { senderReference: msg.header.handling.senderReference } : {}),
-  };
+  const msg = withHints(() => parseBundle(verified.payload, verified.format), { format: verified.format });
+  const hints = hintsOf(msg, verified.format);
   withHints(() => {
     validateItk3(msg, { unresolvedReferences: rule?.unresolvedReferences ?? 'refuse' });
     checkHeaderBindings(
       msg,
       verified.routing,
       // Over MESH the source endpoint is bound to the mailbox MESH authenticated instead.
-      record.mesh ? undefined : config.sendersByOds.get(principal.organisation)?.meshMailbox,
+      input.mesh ? undefined : config.sendersByOds.get(organisation)?.meshMailbox,
     );
-    if (record.mesh) checkMeshBindings(msg, record.mesh, config);
+    if (input.mesh) checkMeshBindings(msg, input.mesh, config);
     if (rule) checkRuleConstraints(msg, rule);
   }, hints);
+  return bundleContent(msg, verified.payload, verified.format, verified.routing, hints);
+}
 
-  const message = await verifiedMessage(ctx, record, msg, verified.payload, verified.format, hints);
-  return { ...dropArtefact(record, 'signed'), message };
+/** The response hints a read Bundle gives its rejections. */
+function hintsOf(msg: Itk3Message, format: 'xml' | 'json'): BundleContent['hints'] {
+  return {
+    originalMessageId: msg.header.id,
+    format,
+    ...(msg.header.handling.senderReference ? { senderReference: msg.header.handling.senderReference } : {}),
+  };
+}
+
+function bundleContent(
+  msg: Itk3Message,
+  payload: Uint8Array,
+  format: 'xml' | 'json',
+  routing: ItkRouting,
+  hints: BundleContent['hints'],
+): BundleContent {
+  return {
+    routing,
+    format,
+    hints,
+    messageId: msg.header.id,
+    ...(msg.documentId ? { documentId: msg.documentId } : {}),
+    event: msg.header.event.code,
+    infAckRequested: msg.header.handling.infAckRequested === true,
+    busAckRequested: msg.header.handling.busAckRequested === true,
+    sha256: sha256Hex(payload),
+    // parseBundle read it as fatal UTF-8 already: this cannot fail.
+    bundleText: decoder.decode(payload),
+  };
 }
 
 /**
@@ -115,11 +187,7 @@ async function verifyPlainMesh(
   }
   const format = payload.subarray(0, 64).toString('latin1').trimStart().startsWith('{') ? 'json' : 'xml';
   const msg = await withHintsAsync(() => readBundle(ctx, payload, format), { format });
-  const hints = {
-    originalMessageId: msg.header.id,
-    format,
-    ...(msg.header.handling.senderReference ? { senderReference: msg.header.handling.senderReference } : {}),
-  } as const;
+  const hints = hintsOf(msg, format);
   withHints(() => {
     validateItk3(msg, { unresolvedReferences: rule?.unresolvedReferences ?? 'refuse' });
     if (principal.organisation !== routing.from) {
@@ -129,7 +197,7 @@ async function verifyPlainMesh(
     checkMeshBindings(msg, facts, config);
     if (rule) checkRuleConstraints(msg, rule);
   }, hints);
-  const message = await verifiedMessage(ctx, { ...record, routing }, msg, payload, format, hints);
+  const message = await verifiedMessage(ctx, record, bundleContent(msg, payload, format, routing, hints));
   return { ...dropArtefact(record, 'plain'), message };
 }
 
@@ -157,28 +225,26 @@ function checkMeshBindings(msg: Itk3Message, facts: MeshFacts, config: StageCont
 /** Duplicate checks, then the record deliver needs. */
 async function verifiedMessage(
   ctx: StageContext<VerifyPorts>,
-  record: PipelineRecord & { routing?: ItkRouting },
-  msg: Itk3Message,
-  payload: Uint8Array,
-  format: 'xml' | 'json',
-  hints: NonNullable<RejectionError['responseHints']>,
+  record: PipelineRecord,
+  content: BundleContent,
 ): Promise<VerifiedMessage> {
-  const routing = record.routing!;
-  const sha256 = sha256Hex(payload);
-  await withHintsAsync(() => checkDuplicates(ctx, record.traceId, routing.from, msg, sha256), hints);
-  const bundleText = decoder.decode(payload);
+  const { routing, format, hints, sha256 } = content;
+  await withHintsAsync(
+    () => checkDuplicates(ctx, record.traceId, routing.from, content.messageId, content.documentId, sha256),
+    hints,
+  );
   return {
-    messageId: msg.header.id,
-    ...(msg.documentId ? { documentId: msg.documentId } : {}),
-    event: msg.header.event.code,
+    messageId: content.messageId,
+    ...(content.documentId ? { documentId: content.documentId } : {}),
+    event: content.event,
     sender: routing.from,
     recipient: routing.to,
     format,
     sha256,
-    infAckRequested: msg.header.handling.infAckRequested === true,
-    busAckRequested: msg.header.handling.busAckRequested === true,
+    infAckRequested: content.infAckRequested,
+    busAckRequested: content.busAckRequested,
     ...(hints.senderReference ? { senderReference: hints.senderReference } : {}),
-    bundle: await storeArtefact(ctx, artefactKey(record.traceId, `bundle.${format}`), bundleText),
+    bundle: await storeArtefact(ctx, artefactKey(record.traceId, `bundle.${format}`), content.bundleText),
   };
 }
 
@@ -245,7 +311,8 @@ async function checkDuplicates(
   ctx: StageContext<VerifyPorts>,
   traceId: string,
   senderOds: string,
-  msg: Itk3Message,
+  messageId: string,
+  documentId: string | undefined,
   sha256: string,
 ): Promise<void> {
   const ttl = ctx.config.doc.limits.dedupeDays * 86_400;
@@ -266,7 +333,7 @@ async function checkDuplicates(
   };
   // Keys are per authenticated sender organisation: one organisation can neither squat another's
   // message or document ids nor learn whether anyone else used an id (issue 9, class 3).
-  const m = await put(`msg#${senderOds}#${msg.header.id}`);
+  const m = await put(`msg#${senderOds}#${messageId}`);
   if (!m.created && seenBy(m.existing).traceId !== traceId) {
     const same = seenBy(m.existing).sha256 === sha256;
     throw new Itk3ValidationError(
@@ -276,8 +343,8 @@ async function checkDuplicates(
         : 'MessageHeader id already processed with different content',
     );
   }
-  if (msg.documentId) {
-    const d = await put(`doc#${senderOds}#${msg.documentId}`);
+  if (documentId) {
+    const d = await put(`doc#${senderOds}#${documentId}`);
     if (!d.created && seenBy(d.existing).traceId !== traceId) {
       throw new Itk3ValidationError('DUPLICATE_DOCUMENT', 'document id already processed');
     }

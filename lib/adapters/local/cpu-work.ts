@@ -4,16 +4,21 @@
  * {@link CpuWork} port, so both paths are one code.
  */
 import type { LoadedConfig } from '../../config/load.js';
-import { parseSigned, verifySigned } from '../../envelope/jws.js';
 import { verifyCredential } from '../../envelope/token.js';
 import { parseBundle } from '../../itk3/parse.js';
-import type { CpuWork } from '../../ports/index.js';
+import type { CpuWork, KeyService } from '../../ports/index.js';
+import { openSealedContent } from '../../stages/decrypt.js';
+import { signedResponseJws } from '../../stages/deliver.js';
+import { verifySignedContent } from '../../stages/verify.js';
 
-export function inThreadCpuWork(config: LoadedConfig): CpuWork {
+/** `keys` opens sealed messages and signs responses: on a worker, its own copy of the keystore. */
+export function inThreadCpuWork(config: LoadedConfig, keys: KeyService): CpuWork {
   return {
     verifyCredential: (token, receivedAtMs) => verifyCredential(token, config, receivedAtMs),
-    openSigned: async (compact, expectedSenderOds) =>
-      verifySigned(parseSigned(compact, config.doc.limits), expectedSenderOds, config),
+    openSealed: (compact, authorisedKid) =>
+      openSealedContent(compact, authorisedKid, config.doc.limits, keys),
+    verifySignedContent: (input) => verifySignedContent(input, config),
+    signResponse: (spec) => signedResponseJws(spec, config.doc.responseSigning.kid, keys),
     parseBundle: async (payload, format) => parseBundle(payload, format),
   };
 }

@@ -1,15 +1,19 @@
 /**
- * A pool of worker threads for the embedded runtime's CPU-heavy work: the recipient-key step of
- * decrypt (RSA-OAEP unwrap, ECDH), credential and inner-signature verification, and reading the
- * Bundle. The embedded runtime invokes one handler at a time in one thread; with these steps on
- * workers, a batch's records (processed concurrently) and the stages around them use every core.
+ * A pool of worker threads for the embedded runtime's CPU-heavy work, one task per record per
+ * stage: credential verification (authenticate), opening the sealed message — parse, RSA-OAEP
+ * unwrap or ECDH, AES-GCM — (decrypt), the inner signature with every pure check of verify, and
+ * building and signing the ITK008M (deliver). With these on workers, a batch's records (processed
+ * concurrently) and the stages run side by side use every core.
  *
  * - **Keys**: each worker reads the keystore file itself and holds its own key handles (one per
- *   worker: one shared handle would serialise the RSA operations). Only CEKs and ECDH secrets come
- *   back, as the key-service port returns them from KMS.
- * - **Ports**: {@link WorkerPool.keyService} wraps a local key service (signing and public keys
- *   stay on it); {@link WorkerPool.cpu} is the stages' {@link CpuWork} port. Results and errors are
- *   those of the in-process path (same classes, codes and messages).
+ *   worker: one shared handle would serialise the RSA operations). Only what the stages need comes
+ *   back (the inner JWS text, the verified Bundle's facts, the signed response), never a key.
+ * - **Ports**: {@link WorkerPool.cpu} is the stages' {@link CpuWork} port;
+ *   {@link WorkerPool.keyService} wraps a local key service with the recipient-key steps on the
+ *   workers (signing and public keys stay on it). Results and errors are those of the in-process
+ *   path (same classes, codes, messages and response hints).
+ * - **Hand-off**: the tasks of one turn of the event loop go to a worker as one message; it
+ *   answers the quick ones together, then each slow key operation as it ends (pool-worker.ts).
  * - **Crash**: a worker that dies fails its tasks in flight with a {@link TransientError} (the
  *   record is retried, as for any transient failure) and is replaced.
  * - **Shutdown**: {@link WorkerPool.close} lets tasks in flight finish (bounded), then terminates
@@ -20,7 +24,6 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { LoadedConfig } from '../../config/load.js';
 import type { PipelineConfig } from '../../config/schema.js';
-import type { VerifiedSigned } from '../../envelope/jws.js';
 import type { VerifiedCredential } from '../../envelope/token.js';
 import {
   AuthenticationError,
@@ -36,6 +39,8 @@ import {
 } from '../../errors.js';
 import type { BundleFormat, Itk3Message } from '../../itk3/parse.js';
 import type { CpuWork, EcPublicJwk, KeyService } from '../../ports/index.js';
+import type { ResponseSpec } from '../../stages/deliver.js';
+import type { BundleContent, SignedContentInput } from '../../stages/verify.js';
 
 /** What a worker is started with: where to read its keys, and the configuration document. */
 export interface PoolWorkerData {
@@ -48,7 +53,9 @@ export type PoolTask = { id: number } & (
   | { op: 'unwrapKey'; kid: string; encryptedKey: Uint8Array }
   | { op: 'deriveSharedSecret'; kid: string; ephemeralPublicKey: EcPublicJwk }
   | { op: 'verifyCredential'; token: string; receivedAtMs: number }
-  | { op: 'openSigned'; compact: string; expectedSenderOds: string }
+  | { op: 'openSealed'; compact: string; authorisedKid: string }
+  | { op: 'verifySignedContent'; input: SignedContentInput }
+  | { op: 'signResponse'; spec: ResponseSpec }
   | { op: 'parseBundle'; payload: Uint8Array; format: BundleFormat }
 );
 
@@ -64,7 +71,7 @@ export interface SerializedError {
   responseHints?: RejectionError['responseHints'];
 }
 
-/** A worker's answer to one task; the answers to one message's tasks come back as one array. */
+/** A worker's answer to one task; answers come back in arrays (quick ones together, slow ones as they end). */
 export type TaskReply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: SerializedError };
@@ -190,8 +197,11 @@ export class WorkerPool {
   readonly cpu: CpuWork = {
     verifyCredential: async (token, receivedAtMs) =>
       (await this.#run({ op: 'verifyCredential', token, receivedAtMs })) as VerifiedCredential,
-    openSigned: async (compact, expectedSenderOds) =>
-      (await this.#run({ op: 'openSigned', compact, expectedSenderOds })) as VerifiedSigned,
+    openSealed: async (compact, authorisedKid) =>
+      (await this.#run({ op: 'openSealed', compact, authorisedKid })) as string,
+    verifySignedContent: async (input) =>
+      (await this.#run({ op: 'verifySignedContent', input })) as BundleContent,
+    signResponse: async (spec) => (await this.#run({ op: 'signResponse', spec })) as string,
     parseBundle: async (payload, format) =>
       (await this.#run({ op: 'parseBundle', payload: transferableCopy(payload), format })) as Itk3Message,
   };
@@ -316,7 +326,9 @@ export class WorkerPool {
 /** The failure a task gets when its worker is gone: transient, so the record is retried. */
 function unavailable(op: PoolTask['op'], message: string): TransientError {
   const code: TransientCode =
-    op === 'unwrapKey' || op === 'deriveSharedSecret' ? 'KEY_SERVICE_UNAVAILABLE' : 'UNEXPECTED';
+    op === 'unwrapKey' || op === 'deriveSharedSecret' || op === 'openSealed' || op === 'signResponse'
+      ? 'KEY_SERVICE_UNAVAILABLE'
+      : 'UNEXPECTED';
   return new TransientError(code, message);
 }
 

@@ -79,14 +79,27 @@ describe('worker pool: no key material crosses to a worker', () => {
     expect((await keys.unwrapKey(sealed.kid, sealed.encryptedKey)).ok).toBe(true);
     const now = Date.now();
     await pool.cpu.verifyCredential(await credentialFor(world, 'GP0001', now), now);
-    await pool.cpu.openSigned(await signAs(world, 'GP0001', msg), 'GP0001');
+    const compact = await sealAs(world, 'GP0001', msg);
+    await pool.cpu.openSealed(compact, parseSealed(compact, world.config.doc.limits).kid);
+    await pool.cpu.verifySignedContent({
+      compact: await signAs(world, 'GP0001', msg),
+      organisation: 'GP0001',
+      routing: msg.routing,
+      ruleId: 'any',
+    });
     await pool.cpu.parseBundle(msg.bytes, 'xml');
 
     // The watch saw what it should: two workers started, the four tasks posted.
     expect(crossed.workerData).toHaveLength(2);
     const ops = (crossed.posted.flat() as { op?: string }[]).map((t) => t.op);
     expect(ops).toEqual(
-      expect.arrayContaining(['unwrapKey', 'verifyCredential', 'openSigned', 'parseBundle']),
+      expect.arrayContaining([
+        'unwrapKey',
+        'verifyCredential',
+        'openSealed',
+        'verifySignedContent',
+        'parseBundle',
+      ]),
     );
     for (const data of crossed.workerData) {
       expect(Object.keys(data as object).sort()).toEqual(['configDoc', 'entry', 'keystoreFile', 'tsx']);

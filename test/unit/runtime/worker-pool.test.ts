@@ -7,6 +7,7 @@
  */
 import '../../support/env.js';
 import { execFile } from 'node:child_process';
+import { createPublicKey, randomUUID, verify } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import { WorkerPool, workerCount } from '../../../lib/adapters/local/worker-pool
 import { parseSealed } from '../../../lib/envelope/jwe.js';
 import { TransientError } from '../../../lib/errors.js';
 import { fixturesDir } from '../../../lib/itk3/index.js';
+import { authorise } from '../../../lib/policy/index.js';
 import type { CpuWork, KeyService } from '../../../lib/ports/index.js';
 import { createWorld, type DemoWorld } from '../../../lib/testkit/world.js';
 import {
@@ -47,7 +49,7 @@ beforeAll(async () => {
   pool = await WorkerPool.start({ size: 2, keystoreFile, config: world.config });
   local = new SoftwareKeyService(world.keystore);
   pooledKeys = pool.keyService(local);
-  inThread = inThreadCpuWork(world.config);
+  inThread = inThreadCpuWork(world.config, local);
 });
 
 afterAll(async () => {
@@ -60,8 +62,16 @@ async function settle(promise: Promise<unknown>): Promise<unknown> {
   try {
     return { value: comparable(await promise) };
   } catch (error) {
-    const e = error as Error & { code?: string; cause?: unknown };
-    return { error: { class: e.constructor.name, code: e.code, message: e.message, cause: e.cause } };
+    const e = error as Error & { code?: string; cause?: unknown; responseHints?: unknown };
+    return {
+      error: {
+        class: e.constructor.name,
+        code: e.code,
+        message: e.message,
+        cause: e.cause,
+        responseHints: e.responseHints,
+      },
+    };
   }
 }
 
@@ -73,6 +83,24 @@ function comparable(value: unknown): unknown {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
   }
   return value;
+}
+
+/** The policy rule authorise matches for a GP0001 message: what verify is given with its record. */
+async function ruleFor(msg: ReturnType<typeof buildMessage>): Promise<string> {
+  const now = Date.now();
+  const c = await inThread.verifyCredential(await credentialFor(world, 'GP0001', now), now);
+  const principal = {
+    issuer: c.issuerId,
+    iss: c.iss,
+    subject: c.subject,
+    organisation: c.organisation,
+    actors: c.actors,
+    roles: c.roles,
+    jti: c.jti,
+  };
+  const sealed = parseSealed(await sealAs(world, 'GP0001', msg), world.config.doc.limits);
+  return authorise({ principal, routing: msg.routing, kid: sealed.kid, receivedAt: now }, world.config)
+    .ruleId;
 }
 
 /** The same call on the pool and in this thread must end the same way. */
@@ -137,23 +165,98 @@ describe('worker pool: the same results as the in-process path', () => {
     expect(failures[0]?.error?.code).toBe('TOKEN_EXPIRED');
   });
 
-  it('inner signature: the same Bundle bytes and routing, the same refusal for another sender or a forgery', async () => {
+  it('open sealed: the same inner JWS, the same refusal for another kid, a tampered or broken envelope', async () => {
+    const msg = buildMessage('GP0001');
+    const compact = await sealAs(world, 'GP0001', msg);
+    const { kid } = parseSealed(compact, world.config.doc.limits);
+    const opened = (await expectSame((cpu) => cpu.openSealed(compact, kid))) as { value?: string };
+    // The inner compact JWS, as text.
+    expect(opened.value).toMatch(/^eyJ[\w-]*\.[\w-]+\.[\w-]+$/);
+    const [header, key, iv, ciphertext, tag] = compact.split('.') as [string, string, string, string, string];
+    const flipped = `${ciphertext.slice(0, 10)}${ciphertext[10] === 'A' ? 'B' : 'A'}${ciphertext.slice(11)}`;
+    const refusals = (await Promise.all([
+      expectSame((cpu) => cpu.openSealed(compact, 'another-kid')),
+      expectSame((cpu) => cpu.openSealed([header, key, iv, flipped, tag].join('.'), kid)),
+      expectSame((cpu) => cpu.openSealed('a.b.c', kid)),
+    ])) as { error?: { class: string; code: string } }[];
+    expect(refusals.map((r) => [r.error?.class, r.error?.code])).toEqual([
+      ['EnvelopeError', 'ENVELOPE_KEY_UNKNOWN'],
+      ['DecryptionError', 'DECRYPT_FAILED'],
+      ['EnvelopeError', 'ENVELOPE_MALFORMED'],
+    ]);
+  });
+
+  it('signed content: the same verified facts, the same refusal (and response hints) for every failing check', async () => {
     const msg = buildMessage('GP0001');
     const jws = await signAs(world, 'GP0001', msg);
-    const opened = (await expectSame((cpu) => cpu.openSigned(jws, 'GP0001'))) as {
-      value?: { payload: string };
+    const input = { compact: jws, organisation: 'GP0001', routing: msg.routing, ruleId: await ruleFor(msg) };
+    const verified = (await expectSame((cpu) => cpu.verifySignedContent(input))) as {
+      value?: { messageId: string; bundleText: string; sha256: string };
     };
-    expect(opened.value?.payload).toBe(Buffer.from(msg.bytes).toString('hex'));
+    expect(verified.value?.messageId).toBe(msg.messageId);
+    expect(verified.value?.bundleText).toBe(Buffer.from(msg.bytes).toString('utf8'));
+    // A MessageHeader that contradicts the signed routing header: refused after the Bundle is read.
+    const contradicted = { ...msg, routing: { ...msg.routing, id: randomUUID() } };
+    const contradictedJws = await signAs(world, 'GP0001', contradicted);
     const refusals = (await Promise.all([
-      expectSame((cpu) => cpu.openSigned(jws, 'X26')),
-      expectSame((cpu) => cpu.openSigned(`${jws.slice(0, -6)}AAAAAA`, 'GP0001')),
-      expectSame((cpu) => cpu.openSigned('a.b', 'GP0001')),
-    ])) as { error?: { code: string } }[];
+      expectSame((cpu) => cpu.verifySignedContent({ ...input, organisation: 'X26' })),
+      expectSame((cpu) => cpu.verifySignedContent({ ...input, compact: `${jws.slice(0, -6)}AAAAAA` })),
+      expectSame((cpu) => cpu.verifySignedContent({ ...input, compact: 'a.b' })),
+      expectSame((cpu) =>
+        cpu.verifySignedContent({ ...input, routing: { ...msg.routing, id: randomUUID() } }),
+      ),
+      expectSame((cpu) =>
+        cpu.verifySignedContent({ ...input, compact: contradictedJws, routing: contradicted.routing }),
+      ),
+    ])) as { error?: { code: string; responseHints?: { originalMessageId?: string } } }[];
     expect(refusals.map((r) => r.error?.code)).toEqual([
       'SIGNATURE_KEY_NOT_SENDERS',
       'SIGNATURE_INVALID',
       'SIGNATURE_MALFORMED',
+      'BINDING_MISMATCH',
+      'HEADER_CONTRADICTS_ENVELOPE',
     ]);
+    expect(refusals[4]?.error?.responseHints?.originalMessageId).toBe(msg.messageId);
+  });
+
+  it('response: the same ITK008M and signed header, a signature the response key verifies', async () => {
+    const msg = buildMessage('GP0001');
+    const spec = {
+      response: {
+        format: 'xml' as const,
+        code: '20013',
+        originalMessageId: msg.messageId,
+        responderOds: world.config.doc.gatewayOds,
+        recipientOds: 'GP0001',
+        messageId: randomUUID(),
+        bundleId: randomUUID(),
+        timestamp: new Date().toISOString(),
+      },
+      routing: { from: world.config.doc.gatewayOds, to: 'GP0001', event: 'ITK008M', id: randomUUID() },
+      trackingId: randomUUID(),
+    };
+    const [pooled, here] = await Promise.all([pool.cpu.signResponse(spec), inThread.signResponse(spec)]);
+    const [pooledHeader, pooledPayload, pooledSignature] = pooled.split('.') as [string, string, string];
+    const [hereHeader, herePayload] = here.split('.');
+    // ES256 signatures are randomised: everything signed is identical, and the signature verifies.
+    expect([pooledHeader, pooledPayload]).toEqual([hereHeader, herePayload]);
+    const kid = world.config.doc.responseSigning.kid;
+    const publicKey = createPublicKey({
+      key: Buffer.from(await local.publicKeySpki(kid)),
+      format: 'der',
+      type: 'spki',
+    });
+    const signedBytes = Buffer.from(`${pooledHeader}.${pooledPayload}`, 'ascii');
+    const signature = Buffer.from(pooledSignature, 'base64url');
+    expect(verify('sha256', signedBytes, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)).toBe(
+      true,
+    );
+    expect(JSON.parse(Buffer.from(pooledHeader, 'base64url').toString('utf8'))).toMatchObject({
+      alg: 'ES256',
+      kid,
+      itk: spec.routing,
+      trackingId: spec.trackingId,
+    });
   });
 
   it('Bundle parse: every shared ITK3 fixture reads identically (or is refused identically)', async (ctx) => {
@@ -178,6 +281,28 @@ describe('worker pool: the same results as the in-process path', () => {
     await expectSame((cpu) =>
       cpu.parseBundle(new TextEncoder().encode('<Patient xmlns="http://hl7.org/fhir"/>'), 'xml'),
     );
+  });
+});
+
+describe('worker pool: answers', () => {
+  it("a batch's quick tasks come back before its slow key operations end", async () => {
+    const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
+    try {
+      const msg = buildMessage('GP0001');
+      const compact = await sealAs(world, 'GP0001', msg);
+      const { kid } = parseSealed(compact, world.config.doc.limits);
+      // Posted in one turn to the one worker: three RSA decrypts, then a Bundle read.
+      const slow = [1, 2, 3].map(() => solo.cpu.openSealed(compact, kid));
+      const quick = solo.cpu.parseBundle(msg.bytes, 'xml');
+      let slowDone = 0;
+      for (const s of slow) void s.then(() => (slowDone += 1));
+      expect((await quick).header.id).toBe(msg.messageId);
+      expect(slowDone).toBe(0);
+      expect(await Promise.all(slow)).toEqual([0, 0, 0].map(() => expect.stringMatching(/^eyJ/)));
+      expect(slowDone).toBe(3);
+    } finally {
+      await solo.close();
+    }
   });
 });
 
@@ -255,17 +380,16 @@ describe('worker pool: a worker that dies', () => {
   it('in a pipeline: the record in decrypt fails transiently, is retried and delivered, audited once each', async () => {
     const solo = await WorkerPool.start({ size: 1, keystoreFile, config: world.config });
     try {
-      const pooled = solo.keyService(local);
       let killed = false;
       const pipeline = embeddedPipeline(world, {
         baseDir: makeTempDir('itk3-pool-crash-'),
         pool: solo,
         ports: {
-          // The worker is stopped right after the first unwrap is posted to it.
-          keys: {
-            ...pooled,
-            unwrapKey: (kid, encryptedKey) => {
-              const result = pooled.unwrapKey(kid, encryptedKey);
+          // The worker is stopped right after the first decrypt task is posted to it.
+          cpu: {
+            ...solo.cpu,
+            openSealed: (compact, kid) => {
+              const result = solo.cpu.openSealed(compact, kid);
               if (!killed) {
                 killed = true;
                 void solo.workers()[0]!.terminate();
