@@ -33,6 +33,12 @@ const REFERENCE = /&(?:(lt|gt|amp|apos|quot)|#([0-9]{1,7})|#x([0-9A-Fa-f]{1,6}))
 const VALUE_SPECIAL = /[\t\n\r&]/g;
 const PREDEFINED: Readonly<Record<string, string>> = { lt: '<', gt: '>', amp: '&', apos: "'", quot: '"' };
 
+/**
+ * The attributes of every element that has none: one frozen, prototype-less object (as saxes'
+ * are), not a dictionary-mode object per element (≈ 190 bytes each).
+ */
+const NO_ATTRIBUTES: Readonly<Record<string, string>> = Object.freeze(Object.create(null));
+
 /** One open element: the kept FHIR element, or narrative XHTML (checked, then dropped). */
 interface Open {
   qname: string;
@@ -201,8 +207,9 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
     const parent = stack[stack.length - 1];
     let ns = parent?.ns ?? '';
     let declaredNs: string | undefined;
-    const attrs: Record<string, string> = Object.create(null);
-    const seen: string[] = [];
+    // Made on the first unprefixed attribute: most elements have none, and share NO_ATTRIBUTES.
+    let attrs: Record<string, string> | undefined;
+    let attributesHere = 0;
     // `xml:lang` is the one `xml:` attribute this path reads; where it may stand is judged below.
     let xmlLang = false;
     let selfClosing = false;
@@ -238,16 +245,24 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
       const value = attributeValue(text, i + 1, close);
       if (value === undefined) return undefined;
       i = close + 1;
-      if (seen.includes(attrName)) return undefined; // a repeat: saxes path says "ambiguous"
-      seen.push(attrName);
+      attributesHere += 1;
       attributes += 1;
-      if (seen.length > limits.maxAttributesPerElement || attributes > limits.maxAttributes) return undefined;
-      if (attrName === 'xmlns') declaredNs = value;
-      else if (attrName.includes(':')) {
+      if (attributesHere > limits.maxAttributesPerElement || attributes > limits.maxAttributes)
+        return undefined;
+      // A repeated attribute is left to saxes (it says "ambiguous"): every name this path keeps is
+      // remembered in one place (xmlns, xml:lang, or attrs), so a repeat is found there.
+      if (attrName === 'xmlns') {
+        if (declaredNs !== undefined) return undefined;
+        declaredNs = value;
+      } else if (attrName.includes(':')) {
         // Only xml:lang (narrative) is handled here; where it may stand is judged below.
-        if (attrName !== 'xml:lang') return undefined;
+        if (attrName !== 'xml:lang' || xmlLang) return undefined;
         xmlLang = true;
-      } else attrs[attrName] = value;
+      } else {
+        attrs ??= Object.create(null) as Record<string, string>;
+        if (Object.hasOwn(attrs, attrName)) return undefined;
+        attrs[attrName] = value;
+      }
     }
     // The two namespaces compared below, as the constants themselves: equal strings either way,
     // and every later comparison of this element's children is then by reference.
@@ -259,7 +274,7 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
     if (parent === undefined) {
       if (ns !== FHIR_NS) return undefined; // not FHIR: saxes reads it for the root name
       if (xmlLang) return undefined;
-      kept = { name: qname, attrs, children: [] };
+      kept = { name: qname, attrs: attrs ?? NO_ATTRIBUTES, children: [] };
       root = kept;
       rootSeen = true;
     } else {
@@ -269,7 +284,7 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
         if (ns !== XHTML_NS) return undefined;
       } else {
         if (ns !== FHIR_NS || xmlLang) return undefined;
-        kept = { name: qname, attrs, children: [] };
+        kept = { name: qname, attrs: attrs ?? NO_ATTRIBUTES, children: [] };
         parent.kept?.children.push(kept);
       }
     }
