@@ -265,11 +265,16 @@ function scanJson(text: string, maxDepth: number): string | undefined {
       const top = stack[stack.length - 1];
       if (top?.object && top.expectKey) {
         let name: unknown;
-        try {
-          // Decoding escapes makes "a" and "\u0061" the same name, as JSON.parse sees them.
-          name = JSON.parse(text.slice(i, end + 1));
-        } catch {
-          return 'has an invalid member name';
+        if (isPlainJsonString(text, i + 1, end)) {
+          // No escape and no control character: the name is the text between the quotes.
+          name = text.slice(i + 1, end);
+        } else {
+          try {
+            // Decoding escapes makes "a" and "\u0061" the same name, as JSON.parse sees them.
+            name = JSON.parse(text.slice(i, end + 1));
+          } catch {
+            return 'has an invalid member name';
+          }
         }
         if (typeof name !== 'string') return 'has an invalid member name';
         if (top.keys?.has(name)) return 'has a duplicate member';
@@ -282,6 +287,18 @@ function scanJson(text: string, maxDepth: number): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * True when the JSON string content between `from` and `to` has no backslash and no control
+ * character: then `JSON.parse` of the quoted string is exactly that text, so it need not be called.
+ */
+function isPlainJsonString(text: string, from: number, to: number): boolean {
+  for (let k = from; k < to; k += 1) {
+    const c = text.charCodeAt(k);
+    if (c === 0x5c || c < 0x20) return false;
+  }
+  return true;
 }
 
 /** Index of the closing quote of the string starting at `start`, or -1. */

@@ -217,8 +217,11 @@ export async function decryptSealed(parsed: SealedParts, keys: KeyService): Prom
     const decipher = createDecipheriv('aes-256-gcm', cek, parsed.iv, { authTagLength: TAG_BYTES });
     decipher.setAAD(Buffer.from(parsed.encodedProtectedHeader, 'ascii'));
     decipher.setAuthTag(parsed.tag);
-    const plaintext = Buffer.concat([decipher.update(parsed.ciphertext), decipher.final()]);
-    return plaintext;
+    const body = decipher.update(parsed.ciphertext);
+    // GCM is a stream mode: final() only checks the tag and returns no bytes, so the common case
+    // is the update's buffer itself, not a copy of it.
+    const rest = decipher.final();
+    return rest.length === 0 ? body : Buffer.concat([body, rest]);
   } catch {
     // The cause is deliberately not kept: which step failed must not be observable (A22, A28).
     throw new DecryptionError();
