@@ -41,6 +41,13 @@ export interface CompactGuardOptions {
   maxDepth?: number;
   /** Error factory of the calling stage. */
   fail: GuardErrorFactory;
+  /**
+   * Indexes of the segments the caller needs as bytes (payload, ciphertext, signature): they are
+   * checked by {@link decodeCanonical} and returned in {@link CompactParts.bytes}, so a large
+   * segment costs one decode and one encode instead of a regex pass plus the caller's decode.
+   * @default none
+   */
+  decode?: readonly number[];
 }
 
 /** The result of {@link parseCompact}: raw segments and the decoded, checked protected header. */
@@ -49,6 +56,11 @@ export interface CompactParts {
   segments: readonly string[];
   /** The protected header as a plain JSON object. */
   header: JsonObject;
+  /**
+   * The decoded bytes of the segments named in {@link CompactGuardOptions.decode}, by index
+   * (`undefined` elsewhere): the unique decoding of each checked segment, never decoded again.
+   */
+  bytes: readonly (Buffer | undefined)[];
 }
 
 const SEGMENT = /^[A-Za-z0-9_-]*$/;
@@ -81,9 +93,19 @@ export function parseCompact(input: unknown, options: CompactGuardOptions): Comp
 
   const segments = splitExact(input, options.segments);
   if (!segments) throw fail('malformed', `expected exactly ${options.segments} segments`);
-  for (const segment of segments) {
-    if (!SEGMENT.test(segment)) throw fail('malformed', 'segment is not base64url');
-    if (!isCanonicalBase64url(segment)) throw fail('malformed', 'segment is not canonical base64url');
+  const bytes: (Buffer | undefined)[] = new Array(segments.length).fill(undefined);
+  for (let index = 0; index < segments.length; index += 1) {
+    const segment = segments[index] as string;
+    if (options.decode?.includes(index)) {
+      const decoded = decodeCanonical(segment);
+      if (decoded === undefined) {
+        throw fail('malformed', nonCanonicalReason(segment) || 'segment is not canonical base64url');
+      }
+      bytes[index] = decoded;
+      continue;
+    }
+    const reason = nonCanonicalReason(segment);
+    if (reason) throw fail('malformed', reason);
   }
 
   const header = decodeJsonSegment(segments[0] ?? '', {
@@ -92,7 +114,14 @@ export function parseCompact(input: unknown, options: CompactGuardOptions): Comp
     fail,
     what: 'protected header',
   });
-  return { segments, header };
+  return { segments, header, bytes };
+}
+
+/** Why a segment is not canonical base64url (the alphabet first), or '' when it is. */
+function nonCanonicalReason(segment: string): string {
+  if (!SEGMENT.test(segment)) return 'segment is not base64url';
+  if (!isCanonicalBase64url(segment)) return 'segment is not canonical base64url';
+  return '';
 }
 
 /** Options for {@link decodeJsonSegment}. */
@@ -149,6 +178,20 @@ export function decodeJsonSegment(segment: string, options: JsonSegmentOptions):
 export function decodeSegment(segment: string): Buffer | undefined {
   if (!SEGMENT.test(segment) || !isCanonicalBase64url(segment)) return undefined;
   return Buffer.from(segment, 'base64url');
+}
+
+/**
+ * The bytes of `segment` when it is canonical base64url, else `undefined`: the same acceptance as
+ * {@link decodeSegment} (alphabet, no padding, possible length, zero spare bits), decided by
+ * decoding and encoding again. `Buffer`'s encoder writes only the base64url alphabet, no padding
+ * and zero spare bits, and decoding a canonical segment is exact, so the round trip gives the
+ * segment back exactly when it is canonical (`Buffer`'s forgiving decoder — `+`, `/`, `=`,
+ * whitespace, spare bits — can only make the two differ). Two native passes instead of a regex
+ * pass plus the decode the caller needs anyway: about half the time on a 100 KB ciphertext.
+ */
+export function decodeCanonical(segment: string): Buffer | undefined {
+  const bytes = Buffer.from(segment, 'base64url');
+  return bytes.toString('base64url') === segment ? bytes : undefined;
 }
 
 /**
@@ -222,11 +265,16 @@ function scanJson(text: string, maxDepth: number): string | undefined {
       const top = stack[stack.length - 1];
       if (top?.object && top.expectKey) {
         let name: unknown;
-        try {
-          // Decoding escapes makes "a" and "\u0061" the same name, as JSON.parse sees them.
-          name = JSON.parse(text.slice(i, end + 1));
-        } catch {
-          return 'has an invalid member name';
+        if (isPlainJsonString(text, i + 1, end)) {
+          // No escape and no control character: the name is the text between the quotes.
+          name = text.slice(i + 1, end);
+        } else {
+          try {
+            // Decoding escapes makes "a" and "\u0061" the same name, as JSON.parse sees them.
+            name = JSON.parse(text.slice(i, end + 1));
+          } catch {
+            return 'has an invalid member name';
+          }
         }
         if (typeof name !== 'string') return 'has an invalid member name';
         if (top.keys?.has(name)) return 'has a duplicate member';
@@ -239,6 +287,18 @@ function scanJson(text: string, maxDepth: number): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * True when the JSON string content between `from` and `to` has no backslash and no control
+ * character: then `JSON.parse` of the quoted string is exactly that text, so it need not be called.
+ */
+function isPlainJsonString(text: string, from: number, to: number): boolean {
+  for (let k = from; k < to; k += 1) {
+    const c = text.charCodeAt(k);
+    if (c === 0x5c || c < 0x20) return false;
+  }
+  return true;
 }
 
 /** Index of the closing quote of the string starting at `start`, or -1. */

@@ -20,7 +20,7 @@ import {
   type SigningAlg,
 } from './contract.js';
 import { type ItkRouting, ItkRoutingSchema } from './routing.js';
-import { PublicKeyObjects, SignatureKeyError, signedParts, verifyJwsSignature } from './signature.js';
+import { PublicKeyObjects, SignatureKeyError, signingInput, verifyJwsSignature } from './signature.js';
 
 /** Header members the contract defines; `typ` is tolerated because some JOSE libraries add it. */
 const KNOWN_JWS_HEADERS = new Set(['alg', 'kid', 'cty', 'itk', 'typ']);
@@ -48,8 +48,12 @@ export interface SignedHeader {
 
 /** A structurally valid inner JWS. Nothing in it is authenticated yet. */
 export interface ParsedSigned {
-  /** The compact JWS as received, for `compactVerify`. */
+  /** The compact JWS as received: its `header.payload` is the signing input. */
   compact: string;
+  /** The payload segment decoded, as checked canonical by {@link parseSigned}: the Bundle bytes. */
+  payload: Uint8Array;
+  /** The signature segment decoded, likewise. */
+  signature: Uint8Array;
   header: SignedHeader;
   alg: SigningAlg;
   kid: string;
@@ -88,18 +92,35 @@ export function parseSigned(
     // latin1 maps each byte to one char, so non-ASCII bytes survive to fail the alphabet check.
     compact = Buffer.from(compact.buffer, compact.byteOffset, compact.byteLength).toString('latin1');
   }
-  const { segments, header } = parseCompact(compact, {
+  // Payload and signature come back decoded by their canonical check (decodeCanonical): the
+  // payload is decoded once, here, and never re-read from the string.
+  const { segments, header, bytes } = parseCompact(compact, {
     maxBytes: limits.maxSealedBytes,
     segments: 3,
     fail: signedGuardError,
+    decode: SIGNED_BYTE_SEGMENTS,
   });
   if (segments[1] === '') malformed('payload is empty');
   if (segments[2] === '') malformed('signature is missing');
+  const [, payload, signature] = bytes;
+  if (!payload || !signature) malformed('segments are missing');
 
   const checked = checkHeader(header);
   const format = checked.cty === CTY_BY_FORMAT.xml ? 'xml' : 'json';
-  return { compact, header: checked, alg: checked.alg, kid: checked.kid, format, routing: checked.itk };
+  return {
+    compact,
+    payload: new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength),
+    signature,
+    header: checked,
+    alg: checked.alg,
+    kid: checked.kid,
+    format,
+    routing: checked.itk,
+  };
 }
+
+/** Payload and signature: the segments used as bytes. */
+const SIGNED_BYTE_SEGMENTS = [1, 2] as const;
 
 function checkHeader(header: JsonObject): SignedHeader {
   if (hasAnyMember(header, FORBIDDEN_JWS_HEADERS)) {
@@ -161,10 +182,9 @@ export async function verifySigned(
   // node:crypto on the guarded segments (signature.ts): same checks as jose's compactVerify with
   // the one registered algorithm, without its base64url and WebCrypto costs.
   const key = senderKey(entry.ods, entry.jwk);
-  const { signingInput, payloadSegment, signature } = signedParts(parsed.compact);
   let valid: boolean;
   try {
-    valid = verifyJwsSignature(entry.jwk.alg, key, signingInput, signature);
+    valid = verifyJwsSignature(entry.jwk.alg, key, signingInput(parsed.compact), parsed.signature);
   } catch (error) {
     if (!(error instanceof SignatureKeyError)) throw error;
     // A registered key unfit for its alg (an RSA key under 2048 bits): refused as jose refused it.
@@ -177,9 +197,7 @@ export async function verifySigned(
       cause: { joseCode: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' },
     });
   }
-  const decoded = Buffer.from(payloadSegment, 'base64url');
-  const payload = new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
-  return { payload, format: parsed.format, routing: parsed.routing };
+  return { payload: parsed.payload, format: parsed.format, routing: parsed.routing };
 }
 
 /** Imported sender keys per (sender ODS, kid). */

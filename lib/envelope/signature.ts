@@ -90,17 +90,15 @@ export class PublicKeyObjects {
   }
 }
 
+/** `header.payload` of a compact JWS (already guarded) as bytes: what its signature signs. */
+export function signingInput(compact: string): Buffer {
+  return Buffer.from(compact.slice(0, compact.lastIndexOf('.')), 'latin1');
+}
+
 /** `header.payload` of a compact JWS (already guarded) as bytes, and its decoded signature. */
-export function signedParts(compact: string): {
-  signingInput: Buffer;
-  payloadSegment: string;
-  signature: Buffer;
-} {
-  const first = compact.indexOf('.');
-  const last = compact.lastIndexOf('.');
+export function signedParts(compact: string): { signingInput: Buffer; signature: Buffer } {
   return {
-    signingInput: Buffer.from(compact.slice(0, last), 'latin1'),
-    payloadSegment: compact.slice(first + 1, last),
-    signature: Buffer.from(compact.slice(last + 1), 'base64url'),
+    signingInput: signingInput(compact),
+    signature: Buffer.from(compact.slice(compact.lastIndexOf('.') + 1), 'base64url'),
   };
 }

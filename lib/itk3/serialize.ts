@@ -17,9 +17,11 @@ export interface FhirObject {
   readonly [key: string]: FhirValue | undefined;
 }
 
+const utf8 = new TextEncoder();
+
 /** Serialise a resource as FHIR JSON (UTF-8 bytes, two-space indent). */
 function toFhirJson(resource: FhirObject): Uint8Array {
-  return new TextEncoder().encode(`${JSON.stringify(resource, null, 2)}\n`);
+  return utf8.encode(`${JSON.stringify(resource, null, 2)}\n`);
 }
 
 /** Serialise a resource as FHIR XML (UTF-8 bytes, with an XML declaration). */
@@ -28,7 +30,7 @@ function toFhirXml(resource: FhirObject): Uint8Array {
   if (typeof type !== 'string') throw new TypeError('root object has no resourceType');
   const out: string[] = ['<?xml version="1.0" encoding="UTF-8"?>\n'];
   writeResource(out, resource, type, 0, true);
-  return new TextEncoder().encode(out.join(''));
+  return utf8.encode(out.join(''));
 }
 
 /** Serialise in the requested format. */
@@ -43,14 +45,27 @@ function writeResource(
   depth: number,
   root: boolean,
 ): void {
-  const pad = '  '.repeat(depth);
+  const pad = indent(depth);
   out.push(`${pad}<${type}${root ? ` xmlns="${FHIR_NS}"` : ''}>\n`);
   writeMembers(out, resource, depth + 1, false);
   out.push(`${pad}</${type}>\n`);
 }
 
+/** Two spaces per level, made once per depth (responses are written per acknowledged message). */
+const INDENTS: string[] = [];
+function indent(depth: number): string {
+  let pad = INDENTS[depth];
+  if (pad === undefined) {
+    pad = '  '.repeat(depth);
+    INDENTS[depth] = pad;
+  }
+  return pad;
+}
+
 function writeMembers(out: string[], object: FhirObject, depth: number, isExtension: boolean): void {
-  for (const [name, value] of Object.entries(object)) {
+  // Object.keys is Object.entries' order without a [name, value] array per member.
+  for (const name of Object.keys(object)) {
+    const value = object[name];
     if (value === undefined || name === 'resourceType') continue;
     if (isExtension && name === 'url') continue; // written as an attribute
     const items: readonly FhirValue[] = Array.isArray(value) ? value : [value as FhirValue];
@@ -59,7 +74,7 @@ function writeMembers(out: string[], object: FhirObject, depth: number, isExtens
 }
 
 function writeElement(out: string[], name: string, value: FhirValue, depth: number): void {
-  const pad = '  '.repeat(depth);
+  const pad = indent(depth);
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
     if (name === 'div' && typeof value === 'string') {
       out.push(`${pad}${value}\n`);
@@ -87,14 +102,38 @@ function writeElement(out: string[], name: string, value: FhirValue, depth: numb
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it looks for.
 const NEEDS_ESCAPE = /[&<>"'\u0000-\u001f\ud800-\udfff\ufffe\uffff]/;
 
+/** Values up to this length are checked by {@link shortNeedsEscape}. */
+const SHORT_VALUE = 128;
+
+/** {@link NEEDS_ESCAPE} as a loop over UTF-16 code units. */
+function shortNeedsEscape(text: string): boolean {
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (
+      c < 0x20 ||
+      c === 0x26 || // &
+      c === 0x3c || // <
+      c === 0x3e || // >
+      c === 0x22 || // "
+      c === 0x27 || // '
+      (c >= 0xd800 && c <= 0xdfff) ||
+      c >= 0xfffe
+    ) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /**
  * Escape text for an XML attribute value. Whitespace other than space is written as a character
  * reference so attribute-value normalisation keeps it; characters XML 1.0 cannot carry (controls,
  * lone surrogates, U+FFFE/U+FFFF) become U+FFFD.
  */
 function escapeXmlAttribute(text: string): string {
-  // Fast path: base64 attachments are megabytes of characters that never need escaping.
-  if (!NEEDS_ESCAPE.test(text)) return text;
+  // Fast paths: base64 attachments are megabytes of characters that never need escaping (one regex
+  // pass); the many short values of a header are checked by a loop without the regex call.
+  if (text.length <= SHORT_VALUE ? !shortNeedsEscape(text) : !NEEDS_ESCAPE.test(text)) return text;
   let out = '';
   for (const ch of text) {
     const cp = ch.codePointAt(0) as number;

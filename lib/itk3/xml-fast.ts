@@ -27,11 +27,17 @@ const INVALID_CHAR =
 /** The XML declaration as encoders write it: version 1.0, optional encoding and standalone. */
 const XML_DECL =
   /^<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(["'])1\.0\1(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(["'])([A-Za-z][A-Za-z0-9._-]*)\2)?(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(["'])(?:yes|no)\4)?[ \t\r\n]*\?>/;
-/** Names this path handles: ASCII, at most one colon. Anything else goes to saxes. */
-const NAME = /[A-Za-z_][A-Za-z0-9._-]*(?::[A-Za-z_][A-Za-z0-9._-]*)?/y;
 /** A reference as XML allows it: the five predefined entities or a numeric character reference. */
 const REFERENCE = /&(?:(lt|gt|amp|apos|quot)|#([0-9]{1,7})|#x([0-9A-Fa-f]{1,6}));/y;
+/** What makes an attribute value need more than a slice: a whitespace control or a reference. */
+const VALUE_SPECIAL = /[\t\n\r&]/g;
 const PREDEFINED: Readonly<Record<string, string>> = { lt: '<', gt: '>', amp: '&', apos: "'", quot: '"' };
+
+/**
+ * The attributes of every element that has none: one frozen, prototype-less object (as saxes'
+ * are), not a dictionary-mode object per element (≈ 190 bytes each).
+ */
+const NO_ATTRIBUTES: Readonly<Record<string, string>> = Object.freeze(Object.create(null));
 
 /** One open element: the kept FHIR element, or narrative XHTML (checked, then dropped). */
 interface Open {
@@ -45,6 +51,36 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d;
 }
 
+/** `[A-Za-z_]` */
+function isNameStart(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c === 0x5f;
+}
+
+/** `[A-Za-z0-9._-]` */
+function isNameChar(c: number): boolean {
+  return isNameStart(c) || (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x2d;
+}
+
+/**
+ * End of the name without a colon (`[A-Za-z_][A-Za-z0-9._-]*`) that starts at `at`, or -1 when
+ * none does. Names this path handles are ASCII with at most one colon; anything else goes to
+ * saxes. Loops rather than a sticky regex: no match array per element and attribute.
+ */
+function localNameEnd(text: string, at: number): number {
+  if (!isNameStart(text.charCodeAt(at))) return -1;
+  let end = at + 1;
+  while (isNameChar(text.charCodeAt(end))) end += 1;
+  return end;
+}
+
+/** {@link localNameEnd} for a name that may carry one prefix (`prefix:local`). */
+function nameEnd(text: string, at: number): number {
+  const end = localNameEnd(text, at);
+  if (end < 0 || text.charCodeAt(end) !== 0x3a) return end;
+  const local = localNameEnd(text, end + 1);
+  return local < 0 ? end : local;
+}
+
 function isXmlChar(code: number): boolean {
   return (
     code === 0x09 ||
@@ -56,14 +92,43 @@ function isXmlChar(code: number): boolean {
   );
 }
 
+/** The first index of a fixed string at or after a position. */
+type NextIndex = (from: number) => number;
+
+/**
+ * `text.indexOf(needle, from)` that remembers its last answer. The pass calls it with positions
+ * that only grow, and an unbounded `indexOf` from every narrative text run rescanned the rest of
+ * the document each time (quadratic in the narrative's size); remembered, each needle is found
+ * once per occurrence. A smaller `from` than before simply searches again.
+ */
+function nextIndexOf(text: string, needle: string): NextIndex {
+  let searchedFrom = Number.POSITIVE_INFINITY;
+  let found = -1;
+  return (from) => {
+    // `found` is the first occurrence at or after `searchedFrom`, so also the first at or after
+    // any `from` between the two; -1 means there is none after `searchedFrom`.
+    if (from < searchedFrom || (found >= 0 && found < from)) {
+      found = text.indexOf(needle, from);
+      searchedFrom = from;
+    }
+    return found;
+  };
+}
+
 /**
  * Decode the references in `text` between `from` and `to`, or return `undefined` if one is not
  * a reference XML allows. With `decode` false it only validates (and returns '').
  */
-function references(text: string, from: number, to: number, decode: boolean): string | undefined {
+function references(
+  text: string,
+  from: number,
+  to: number,
+  decode: boolean,
+  nextAmp: NextIndex = (at) => text.indexOf('&', at),
+): string | undefined {
   let out = '';
   let last = from;
-  let amp = text.indexOf('&', from);
+  let amp = nextAmp(from);
   while (amp >= 0 && amp < to) {
     REFERENCE.lastIndex = amp;
     const m = REFERENCE.exec(text);
@@ -77,7 +142,7 @@ function references(text: string, from: number, to: number, decode: boolean): st
     }
     if (decode) out += text.slice(last, amp) + value;
     last = REFERENCE.lastIndex;
-    amp = text.indexOf('&', last);
+    amp = nextAmp(last);
   }
   return decode ? out + text.slice(last, to) : '';
 }
@@ -100,11 +165,12 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
   let rootSeen = false;
   let elements = 0;
   let attributes = 0;
+  const narrative: NarrativeSearch = { amp: nextIndexOf(text, '&'), cdataEnd: nextIndexOf(text, ']]>') };
 
   while (i < n) {
     const lt = text.indexOf('<', i);
     const textEnd = lt < 0 ? n : lt;
-    if (textEnd > i && !textOk(text, i, textEnd, stack)) return undefined;
+    if (textEnd > i && !textOk(text, i, textEnd, stack, narrative)) return undefined;
     if (lt < 0) break;
     i = lt + 1;
     const c = text.charCodeAt(i);
@@ -129,20 +195,23 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
     }
     // <name (S attr)* S? /?>
     if (rootSeen && stack.length === 0) return undefined; // a second root
-    NAME.lastIndex = i;
-    const nameMatch = NAME.exec(text);
-    if (!nameMatch) return undefined;
-    const qname = nameMatch[0];
-    if (qname.includes(':')) return undefined; // prefixed element: saxes refuses it
-    i = NAME.lastIndex;
+    const qnameEnd = localNameEnd(text, i);
+    if (qnameEnd < 0) return undefined;
+    // A prefixed element (saxes refuses it), or a colon no name follows (not well-formed).
+    if (text.charCodeAt(qnameEnd) === 0x3a) return undefined;
+    const qname = text.slice(i, qnameEnd);
+    i = qnameEnd;
     elements += 1;
     if (elements > limits.maxElements || stack.length + 1 > limits.maxDepth) return undefined;
 
     const parent = stack[stack.length - 1];
     let ns = parent?.ns ?? '';
     let declaredNs: string | undefined;
-    const attrs: Record<string, string> = Object.create(null);
-    const seen: string[] = [];
+    // Made on the first unprefixed attribute: most elements have none, and share NO_ATTRIBUTES.
+    let attrs: Record<string, string> | undefined;
+    let attributesHere = 0;
+    // `xml:lang` is the one `xml:` attribute this path reads; where it may stand is judged below.
+    let xmlLang = false;
     let selfClosing = false;
     for (;;) {
       const before = i;
@@ -159,11 +228,10 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
         break;
       }
       if (i === before) return undefined; // attributes must be separated by whitespace
-      NAME.lastIndex = i;
-      const attrMatch = NAME.exec(text);
-      if (!attrMatch) return undefined;
-      const attrName = attrMatch[0];
-      i = NAME.lastIndex;
+      const attrNameEnd = nameEnd(text, i);
+      if (attrNameEnd < 0) return undefined;
+      const attrName = text.slice(i, attrNameEnd);
+      i = attrNameEnd;
       while (i < n && isSpace(text.charCodeAt(i))) i += 1;
       if (text.charCodeAt(i) !== 0x3d) return undefined;
       i += 1;
@@ -174,26 +242,39 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
       if (close < 0) return undefined;
       const lessThan = text.indexOf('<', i + 1);
       if (lessThan >= 0 && lessThan < close) return undefined;
-      const value = attributeValue(text.slice(i + 1, close));
+      const value = attributeValue(text, i + 1, close);
       if (value === undefined) return undefined;
       i = close + 1;
-      if (seen.includes(attrName)) return undefined; // a repeat: saxes path says "ambiguous"
-      seen.push(attrName);
+      attributesHere += 1;
       attributes += 1;
-      if (seen.length > limits.maxAttributesPerElement || attributes > limits.maxAttributes) return undefined;
-      if (attrName === 'xmlns') declaredNs = value;
-      else if (attrName.includes(':')) {
+      if (attributesHere > limits.maxAttributesPerElement || attributes > limits.maxAttributes)
+        return undefined;
+      // A repeated attribute is left to saxes (it says "ambiguous"): every name this path keeps is
+      // remembered in one place (xmlns, xml:lang, or attrs), so a repeat is found there.
+      if (attrName === 'xmlns') {
+        if (declaredNs !== undefined) return undefined;
+        declaredNs = value;
+      } else if (attrName.includes(':')) {
         // Only xml:lang (narrative) is handled here; where it may stand is judged below.
-        if (attrName !== 'xml:lang') return undefined;
-      } else attrs[attrName] = value;
+        if (attrName !== 'xml:lang' || xmlLang) return undefined;
+        xmlLang = true;
+      } else {
+        attrs ??= Object.create(null) as Record<string, string>;
+        if (Object.hasOwn(attrs, attrName)) return undefined;
+        attrs[attrName] = value;
+      }
     }
-    if (declaredNs !== undefined) ns = declaredNs;
+    // The two namespaces compared below, as the constants themselves: equal strings either way,
+    // and every later comparison of this element's children is then by reference.
+    if (declaredNs !== undefined) {
+      ns = declaredNs === FHIR_NS ? FHIR_NS : declaredNs === XHTML_NS ? XHTML_NS : declaredNs;
+    }
 
     let kept: XmlElement | undefined;
     if (parent === undefined) {
       if (ns !== FHIR_NS) return undefined; // not FHIR: saxes reads it for the root name
-      if (seen.some((a) => a.startsWith('xml:'))) return undefined;
-      kept = { name: qname, attrs, children: [] };
+      if (xmlLang) return undefined;
+      kept = { name: qname, attrs: attrs ?? NO_ATTRIBUTES, children: [] };
       root = kept;
       rootSeen = true;
     } else {
@@ -202,8 +283,8 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
       if (inNarrative) {
         if (ns !== XHTML_NS) return undefined;
       } else {
-        if (ns !== FHIR_NS || seen.some((a) => a.startsWith('xml:'))) return undefined;
-        kept = { name: qname, attrs, children: [] };
+        if (ns !== FHIR_NS || xmlLang) return undefined;
+        kept = { name: qname, attrs: attrs ?? NO_ATTRIBUTES, children: [] };
         parent.kept?.children.push(kept);
       }
     }
@@ -214,25 +295,42 @@ export function readXmlFast(text: string, limits: XmlLimits): XmlDocument | unde
 }
 
 /**
- * The attribute value as XML reads it: literal tab, CR, LF (CRLF as one) become a space, then
- * references are decoded; `undefined` for a reference XML does not allow.
+ * The attribute value between `from` and `to` as XML reads it: literal tab, CR, LF (CRLF as one)
+ * become a space, then references are decoded; `undefined` for a reference XML does not allow.
  */
-function attributeValue(raw: string): string | undefined {
+function attributeValue(text: string, from: number, to: number): string | undefined {
+  // Most values (codes, ids, references) have neither whitespace controls nor references: the
+  // search runs on from the value into the document and stops at the next one, usually the line end.
+  VALUE_SPECIAL.lastIndex = from;
+  const raw = text.slice(from, to);
+  if (!VALUE_SPECIAL.test(text) || VALUE_SPECIAL.lastIndex > to) return raw;
   const spaced = /[\t\n\r]/.test(raw) ? raw.replace(/\r\n|[\r\n\t]/g, ' ') : raw;
   return spaced.includes('&') ? references(spaced, 0, spaced.length, true) : spaced;
+}
+
+/** Forward searches over the whole document for the narrative's text runs. */
+interface NarrativeSearch {
+  amp: NextIndex;
+  cdataEnd: NextIndex;
 }
 
 /**
  * Text between markup: outside the root only whitespace; inside a FHIR element only whitespace
  * (no references); inside the narrative anything well-formed (valid references, no `]]>`).
  */
-function textOk(text: string, from: number, to: number, stack: readonly Open[]): boolean {
+function textOk(
+  text: string,
+  from: number,
+  to: number,
+  stack: readonly Open[],
+  search: NarrativeSearch,
+): boolean {
   const top = stack[stack.length - 1];
   if (top === undefined || top.kept !== undefined) {
     for (let k = from; k < to; k += 1) if (!isSpace(text.charCodeAt(k))) return false;
     return true;
   }
-  const cdataEnd = text.indexOf(']]>', from);
+  const cdataEnd = search.cdataEnd(from);
   if (cdataEnd >= 0 && cdataEnd + 3 <= to) return false;
-  return references(text, from, to, false) !== undefined;
+  return references(text, from, to, false, search.amp) !== undefined;
 }

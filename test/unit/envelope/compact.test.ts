@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  decodeCanonical,
   decodeJsonSegment,
   decodeSegment,
   type GuardFailure,
@@ -29,6 +30,16 @@ function failureOf(action: () => unknown): GuardFailure | 'none' {
   }
 }
 
+function refusalOf(action: () => unknown): { failure: GuardFailure | 'none'; message?: string } {
+  try {
+    action();
+    return { failure: 'none' };
+  } catch (error) {
+    expect(error).toBeInstanceOf(GuardTestError);
+    return { failure: (error as GuardTestError).failure, message: (error as Error).message };
+  }
+}
+
 const decode = (json: string, maxDepth?: number) =>
   decodeJsonSegment(b64u(json), { maxBytes: 4096, fail, ...(maxDepth ? { maxDepth } : {}) });
 const parse = (input: unknown, segments: 3 | 5 = 3, maxBytes = 10_000) =>
@@ -41,8 +52,30 @@ describe('parseCompact', () => {
     expect(parse(`${header}.cGF5.c2ln`)).toEqual({
       segments: [header, 'cGF5', 'c2ln'],
       header: { alg: 'ES256' },
+      bytes: [undefined, undefined, undefined],
     });
     expect(parse(`${header}.AA.AAA.AAAA.AQ`, 5).segments).toHaveLength(5);
+  });
+
+  it('returns the segments it is asked to decode as their checked bytes, and refuses them alike', () => {
+    const parts = parseCompact(`${header}.cGF5.c2ln`, {
+      maxBytes: 10_000,
+      segments: 3,
+      fail,
+      decode: [1, 2],
+    });
+    expect(parts.bytes.map((b) => b?.toString('latin1'))).toEqual([undefined, 'pay', 'sig']);
+    for (const input of [
+      `${header}.cGF5=.c2ln`,
+      `${header}.cGF5.c2l+`,
+      `${header}.cGF.c2ln`,
+      `${header}.c.c2ln`,
+    ]) {
+      const withDecode = () => parseCompact(input, { maxBytes: 10_000, segments: 3, fail, decode: [1, 2] });
+      // The same refusal, with the same message, as the alphabet and canonical checks give.
+      expect(refusalOf(withDecode), input).toEqual(refusalOf(() => parse(input)));
+      expect(refusalOf(withDecode).failure).toBe('malformed');
+    }
   });
 
   it('checks the size before anything else, and uses the caller error factory', () => {
@@ -99,6 +132,35 @@ describe('isCanonicalBase64url / decodeSegment', () => {
     expect(isCanonicalBase64url('AAE')).toBe(true);
     expect(decodeSegment('AB')).toBeUndefined();
     expect(decodeSegment('A=')).toBeUndefined();
+  });
+});
+
+describe('decodeCanonical', () => {
+  const accepts = (text: string) => /^[A-Za-z0-9_-]*$/.test(text) && isCanonicalBase64url(text);
+
+  it('accepts exactly what the alphabet and canonical checks accept, with the same bytes', () => {
+    // Strings near base64url: its alphabet plus what Buffer's decoder forgives or skips.
+    const near = fc.string({
+      unit: fc.constantFrom(...'AQgw_-zZ09+/= \t\nä.'.split(''), 'B', 'E', 'A'),
+      maxLength: 24,
+    });
+    fc.assert(
+      fc.property(fc.oneof(near, fc.string({ maxLength: 12 })), (text) => {
+        const bytes = decodeCanonical(text);
+        expect(bytes !== undefined, JSON.stringify(text)).toBe(accepts(text));
+        if (bytes) expect(bytes.equals(decodeSegment(text) ?? Buffer.alloc(1))).toBe(true);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('refuses padding, whitespace, + and /, impossible lengths and set spare bits (A10)', () => {
+    for (const text of ['AQ==', 'AQ=', 'A Q', 'A+', 'A/', 'A', 'AAAAA', 'AB', 'AAB', 'AQ\n', '\u00c4Q']) {
+      expect(decodeCanonical(text), JSON.stringify(text)).toBeUndefined();
+    }
+    expect(decodeCanonical('')?.length).toBe(0);
+    expect(decodeCanonical('AQ')).toEqual(Buffer.from([1]));
+    expect(decodeCanonical('_-8')).toEqual(Buffer.from([0xff, 0xef]));
   });
 });
 

@@ -84,6 +84,27 @@ describe('readXmlFast', () => {
     expect(agree(doc)).toBe('same');
   });
 
+  it('reads plain values, later references and several narrative runs exactly as saxes does', () => {
+    // Each value's search for a whitespace control or `&` runs on past its closing quote; the
+    // narrative's `&` and `]]>` searches are remembered across text runs (xml-fast.ts).
+    const doc = [
+      `<Bundle ${FHIR}>`,
+      '<id value="a" url="b&amp;c"/>',
+      `<text><div ${XHTML}>one <b>two</b> three &amp; four<br/>five</div></text>`,
+      `<meta xmlns="http://hl7.org/fhir"><tag value="x	y"/></meta>`,
+      `<text><div ${XHTML}>six &#233; <i>seven</i> eight]] &gt;</div></text>`,
+      '</Bundle>',
+    ].join('\n');
+    expect(agree(doc)).toBe('same');
+    const children = readXmlFast(doc, LIMITS)?.root?.children ?? [];
+    expect(children[0]?.attrs).toEqual({ value: 'a', url: 'b&c' });
+    expect(children[2]?.children[0]?.attrs.value).toBe('x y');
+    // A `]]>` in a later narrative run is still found after earlier runs had none.
+    const late = doc.replace('eight]] &gt;', 'eight ]]>');
+    expect(readXmlFast(late, LIMITS)).toBeUndefined();
+    expect(agree(late)).toBe('bail');
+  });
+
   it.each([
     ['a DOCTYPE', `<!DOCTYPE Bundle><Bundle ${FHIR}/>`],
     ['a processing instruction', `<Bundle ${FHIR}><?pi x?></Bundle>`],
@@ -111,6 +132,8 @@ describe('readXmlFast', () => {
     ['a non-ASCII element name', `<Bundle ${FHIR}><idé value="1"/></Bundle>`],
     ['"<" in an attribute value', `<Bundle ${FHIR}><id value="<"/></Bundle>`],
     ['attributes without whitespace between them', `<Bundle ${FHIR}><id a="1"b="2"/></Bundle>`],
+    ['a colon after an element name', `<Bundle ${FHIR}><id: value="1"/></Bundle>`],
+    ['xml:lang on a FHIR element', `<Bundle ${FHIR}><id xml:lang="en" value="1"/></Bundle>`],
   ])('leaves %s to saxes', (_what, doc) => {
     expect(readXmlFast(doc, LIMITS)).toBeUndefined();
   });
