@@ -7,6 +7,7 @@ import type { VerifiedSigned } from '../envelope/jws.js';
 import type { VerifiedCredential } from '../envelope/token.js';
 import type { BundleFormat, Itk3Message } from '../itk3/parse.js';
 import type { QueueName, StageName } from '../pipeline/topology.js';
+import type { PipelineRecord } from '../record.js';
 
 /** Private-key operations. In AWS the keys never leave KMS. */
 export interface KeyService {
@@ -53,7 +54,15 @@ export interface QueueSender {
    * Send bodies to a stage's queue, batching as the transport allows. Returns the indexes of the
    * entries that failed (the caller reports their source records as batch item failures).
    */
-  sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }>;
+  sendBatch(
+    queue: QueueName,
+    bodies: readonly string[],
+    /**
+     * The records `bodies` serialise (same order). An in-process transport (the embedded runtime)
+     * hands them to the next stage beside the stored bodies; SQS ignores them.
+     */
+    records?: readonly PipelineRecord[],
+  ): Promise<{ failed: number[] }>;
   /**
    * Put one submission on the inbound (authenticate) queue with its message attributes, as a
    * sender using direct SQS ingestion would. Returns the transport's message id, which becomes the

@@ -28,6 +28,7 @@ import type {
   Ports,
   QueueSender,
 } from '../ports/index.js';
+import { handOverRecord, type PipelineRecord } from '../record.js';
 import { lambdaContext } from './lambda-context.js';
 import type { QueuedMessage } from './memory-queue.js';
 import type { BindingProvider } from './ports-middleware.js';
@@ -214,10 +215,15 @@ export class EmbeddedPipeline {
     this.invocations = Object.fromEntries(STAGES.map((s) => [s, 0])) as Record<StageName, number>;
 
     const sender: QueueSender = {
-      sendBatch: async (queue: QueueName, bodies: readonly string[]) => {
+      sendBatch: async (queue: QueueName, bodies: readonly string[], records?: readonly PipelineRecord[]) => {
         // Joins the handler's unit of work: forwarded with the deletion of its source, or not at all.
+        // The records themselves ride along in memory to the next stage (stored bodies unchanged).
         this.state.run(() => {
-          for (const body of bodies) this.queues[queue].send(body);
+          bodies.forEach((body, i) => {
+            const record = records?.[i];
+            if (record) this.queues[queue].sendRecord(body, record);
+            else this.queues[queue].send(body);
+          });
         });
         return { failed: [] };
       },
@@ -434,7 +440,14 @@ export class EmbeddedPipeline {
     opts: { sharedUnit?: boolean } = {},
   ): Promise<void> {
     this.invocations[stage] += 1;
-    const event: SQSEvent = { Records: batch.map((m) => toSqsRecord(stage, m, this.clock.now())) };
+    const now = this.clock.now();
+    const event: SQSEvent = {
+      Records: batch.map((m) => {
+        const sqsRecord = toSqsRecord(stage, m, now);
+        if (m.record) handOverRecord(sqsRecord, m.record);
+        return sqsRecord;
+      }),
+    };
     const context = lambdaContext(stage);
     let failed: Set<string>;
     let handlerError: string | undefined;
@@ -601,6 +614,7 @@ function claimCheckKey(body: string): string | undefined {
 }
 
 function traceIdOf(m: QueuedMessage): string {
+  if (m.record) return m.record.traceId;
   if (m.body.startsWith('{')) {
     try {
       const parsed = JSON.parse(m.body) as { traceId?: unknown };

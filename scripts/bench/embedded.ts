@@ -177,13 +177,16 @@ function instrumentedPipeline(
       },
       // The runtime's own queues, with the body sizes noted (SQS bills per 64 KiB chunk).
       queues: {
-        sendBatch: async (queue, bodies) => {
+        sendBatch: async (queue, bodies, records) => {
           // The SQS adapter sends at most 10 entries per request.
           portCalls.sendBatch += Math.ceil(bodies.length / 10);
-          for (const body of bodies) {
+          bodies.forEach((body, i) => {
             note(queue, body);
-            pipeline?.queues[queue].send(body);
-          }
+            // As the runtime's own sender: the record rides along to the next stage in memory.
+            const record = records?.[i];
+            if (record) pipeline?.queues[queue].sendRecord(body, record);
+            else pipeline?.queues[queue].send(body);
+          });
           return { failed: [] };
         },
         sendInbound: async (body, attributes) => {

@@ -38,6 +38,7 @@ import {
   onceMarker,
   safeAuditEntry,
 } from '../../ports/index.js';
+import type { PipelineRecord } from '../../record.js';
 import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
 import type {
   Backlog,
@@ -94,7 +95,14 @@ CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
 CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 `;
 
+/**
+ * At most this many characters of bodies (each with its decoded record, about as large) are kept in
+ * memory for the hand-off between stages; a backlog beyond it is read back from the file.
+ */
+const HAND_OFF_MAX_CHARS = 32 * 1024 * 1024;
+
 interface MessageRow {
+  seq: number;
   id: string;
   queue: string;
   body: string;
@@ -134,6 +142,8 @@ export class SqliteState implements RuntimeState {
   #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   #failed: StateWriteError | undefined;
   #synchronous: 'NORMAL' | 'FULL' = 'FULL';
+  /** Characters of bodies the queues hold in memory for the in-process hand-off. */
+  #handOffChars = 0;
 
   constructor(file: string, opts: SqliteStateOptions) {
     this.file = file;
@@ -340,6 +350,21 @@ export class SqliteState implements RuntimeState {
     return { ...this.#backlog };
   }
 
+  /**
+   * @internal A queue may keep `chars` more of a record's body in memory for the hand-off to the
+   * next stage, unless that would pass {@link HAND_OFF_MAX_CHARS} (then the body is read back).
+   */
+  reserveHandOff(chars: number): boolean {
+    if (this.#handOffChars + chars > HAND_OFF_MAX_CHARS) return false;
+    this.#handOffChars += chars;
+    return true;
+  }
+
+  /** @internal */
+  releaseHandOff(chars: number): void {
+    this.#handOffChars -= chars;
+  }
+
   /** @internal queue bookkeeping */
   adjustBacklog(messages: number, bytes: number): void {
     this.#backlog.messages += messages;
@@ -458,6 +483,13 @@ export class SqliteQueue implements StageQueue {
   readonly #insert: Database.Statement;
   readonly #select: Database.Statement;
   readonly #byId: Database.Statement;
+  readonly #body: Database.Statement;
+  /**
+   * Records sent with `sendRecord` and not yet received, with their bodies: the first receive in
+   * this process takes them from here instead of reading and parsing the stored body. Memory only,
+   * bounded by {@link SqliteState.reserveHandOff}; the stored body is the truth.
+   */
+  readonly #handOff = new Map<string, { body: string; record: PipelineRecord }>();
 
   constructor(state: SqliteState, settings: QueueSettings, clock: Clock) {
     this.name = settings.name;
@@ -470,9 +502,11 @@ export class SqliteQueue implements StageQueue {
        VALUES (@id, @queue, @trace_id, @attributes, @bytes, @sent_at, @receive_count,
          @first_received_at, @visible_at, NULL, @dead_source, @dead_reason, @dead_at)`,
     );
+    // Bookkeeping only: a body is read for the messages received, unless it was handed over.
     this.#select = this.#state.stmt(
-      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? AND m.visible_at <= ? ORDER BY m.seq LIMIT ?',
+      'SELECT * FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?',
     );
+    this.#body = this.#state.stmt('SELECT body FROM message_bodies WHERE seq = ?');
     this.#byId = this.#state.stmt(
       'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ? AND m.queue = ?',
     );
@@ -489,13 +523,29 @@ export class SqliteQueue implements StageQueue {
     return messageId;
   }
 
+  sendRecord(body: string, record: PipelineRecord): string {
+    const messageId = randomUUID();
+    const now = this.#clock.now();
+    this.#store(
+      { messageId, body, attributes: {}, sentAt: now, receiveCount: 0, visibleAt: now },
+      record.traceId,
+    );
+    // After the insert (which may throw): only a stored message is handed over.
+    if (this.#state.reserveHandOff(body.length)) this.#handOff.set(messageId, { body, record });
+    return messageId;
+  }
+
   enqueue(m: QueuedMessage): void {
+    this.#store(m, traceIdOf(m.body, m.messageId));
+  }
+
+  #store(m: QueuedMessage, traceId: string): void {
     const bytes = Buffer.byteLength(m.body, 'utf8');
     this.#state.run(() => {
       const { lastInsertRowid } = this.#insert.run({
         id: m.messageId,
         queue: this.name,
-        trace_id: traceIdOf(m.body, m.messageId),
+        trace_id: traceId,
         attributes: JSON.stringify(m.attributes),
         bytes,
         sent_at: m.sentAt,
@@ -511,13 +561,23 @@ export class SqliteQueue implements StageQueue {
     if (!m.deadLetter) this.#state.adjustBacklog(1, bytes);
   }
 
-  #remove(messageId: string): void {
-    const row = this.#state.stmt('SELECT seq FROM messages WHERE id = ?').get(messageId) as
-      | { seq: number }
-      | undefined;
-    if (!row) return;
-    this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(row.seq);
-    this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(row.seq);
+  #remove(seq: number): void {
+    this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(seq);
+    this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(seq);
+  }
+
+  /** Forget a handed-over record (its message was received, deleted or moved). */
+  #dropHandOff(messageId: string): { body: string; record: PipelineRecord } | undefined {
+    const entry = this.#handOff.get(messageId);
+    if (!entry) return undefined;
+    this.#handOff.delete(messageId);
+    this.#state.releaseHandOff(entry.body.length);
+    return entry;
+  }
+
+  #withBody(row: MessageRow): MessageRow {
+    row.body = (this.#body.get(row.seq) as { body: string }).body;
+    return row;
   }
 
   receive(max: number): QueuedMessage[] {
@@ -531,6 +591,8 @@ export class SqliteQueue implements StageQueue {
         let moved = 0;
         for (const row of rows) {
           if (dlq && maxReceiveCount !== undefined && row.receive_count >= maxReceiveCount) {
+            this.#dropHandOff(row.id);
+            this.#withBody(row);
             const reason = row.last_failure ?? 'unknown';
             this.#state
               .stmt(
@@ -557,12 +619,16 @@ export class SqliteQueue implements StageQueue {
                WHERE id = ?`,
             )
             .run(now, visibleAt, receiptHandle, row.id);
+          const handedOver = this.#dropHandOff(row.id);
+          if (handedOver) row.body = handedOver.body;
+          else this.#withBody(row);
           out.push({
             ...fromRow(row),
             receiveCount: row.receive_count + 1,
             firstReceivedAt: row.first_received_at ?? now,
             visibleAt,
             receiptHandle,
+            ...(handedOver ? { record: handedOver.record } : {}),
           });
         }
         if (moved === 0 || out.length >= max) return out;
@@ -571,12 +637,17 @@ export class SqliteQueue implements StageQueue {
   }
 
   delete(messageId: string, receiptHandle: string): boolean {
+    this.#dropHandOff(messageId);
     return this.#state.run(() => {
       const row = this.#state
-        .stmt('SELECT bytes, dead_at FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ?')
-        .get(messageId, this.name, receiptHandle) as { bytes: number; dead_at: number | null } | undefined;
+        .stmt(
+          'DELETE FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ? RETURNING seq, bytes, dead_at',
+        )
+        .get(messageId, this.name, receiptHandle) as
+        | { seq: number; bytes: number; dead_at: number | null }
+        | undefined;
       if (!row) return false;
-      this.#remove(messageId);
+      this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(row.seq);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return true;
     });
@@ -591,10 +662,11 @@ export class SqliteQueue implements StageQueue {
   }
 
   take(messageId: string): QueuedMessage | undefined {
+    this.#dropHandOff(messageId);
     return this.#state.run(() => {
       const row = this.#byId.get(messageId, this.name) as MessageRow | undefined;
       if (!row) return undefined;
-      this.#remove(messageId);
+      this.#remove(row.seq);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return fromRow(row);
     });
