@@ -54,15 +54,13 @@ export interface QueueSender {
    * Send bodies to a stage's queue, batching as the transport allows. Returns the indexes of the
    * entries that failed (the caller reports their source records as batch item failures).
    */
-  sendBatch(
-    queue: QueueName,
-    bodies: readonly string[],
-    /**
-     * The records `bodies` serialise (same order). An in-process transport (the embedded runtime)
-     * hands them to the next stage beside the stored bodies; SQS ignores them.
-     */
-    records?: readonly PipelineRecord[],
-  ): Promise<{ failed: number[] }>;
+  sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }>;
+  /**
+   * In-process transports only (the embedded runtime): send pipeline records as they are; the
+   * transport stores their serialisation and hands the records themselves to the next stage.
+   * When absent, the stages serialise and use {@link sendBatch}. Same result contract.
+   */
+  sendRecords?(queue: QueueName, records: readonly PipelineRecord[]): Promise<{ failed: number[] }>;
   /**
    * Put one submission on the inbound (authenticate) queue with its message attributes, as a
    * sender using direct SQS ingestion would. Returns the transport's message id, which becomes the

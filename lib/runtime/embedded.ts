@@ -215,15 +215,18 @@ export class EmbeddedPipeline {
     this.invocations = Object.fromEntries(STAGES.map((s) => [s, 0])) as Record<StageName, number>;
 
     const sender: QueueSender = {
-      sendBatch: async (queue: QueueName, bodies: readonly string[], records?: readonly PipelineRecord[]) => {
+      sendBatch: async (queue: QueueName, bodies: readonly string[]) => {
         // Joins the handler's unit of work: forwarded with the deletion of its source, or not at all.
-        // The records themselves ride along in memory to the next stage (stored bodies unchanged).
         this.state.run(() => {
-          bodies.forEach((body, i) => {
-            const record = records?.[i];
-            if (record) this.queues[queue].sendRecord(body, record);
-            else this.queues[queue].send(body);
-          });
+          for (const body of bodies) this.queues[queue].send(body);
+        });
+        return { failed: [] };
+      },
+      // The stages' forwards: stored like sendBatch's bodies, and the records themselves ride along
+      // in memory to the next stage (lib/record.ts, "hand-off").
+      sendRecords: async (queue: QueueName, records: readonly PipelineRecord[]) => {
+        this.state.run(() => {
+          for (const record of records) this.queues[queue].sendRecord(record);
         });
         return { failed: [] };
       },

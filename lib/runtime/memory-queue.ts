@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../ports/index.js';
-import type { PipelineRecord } from '../record.js';
+import { type PipelineRecord, serialiseRecord } from '../record.js';
 import type { StageQueue } from './state.js';
 
 export interface QueuedMessage {
@@ -70,8 +70,8 @@ export class MemoryQueue implements StageQueue {
     return messageId;
   }
 
-  sendRecord(body: string, record: PipelineRecord): string {
-    const messageId = this.send(body);
+  sendRecord(record: PipelineRecord): string {
+    const messageId = this.send(serialiseRecord(record));
     this.#handOff.set(messageId, record);
     return messageId;
   }

@@ -23,11 +23,11 @@ export interface StageQueue {
   readonly name: string;
   send(body: string, attributes?: Record<string, string>, messageId?: string, sentAt?: number): string;
   /**
-   * Send a pipeline record this process produced: `body` (its serialisation) is stored exactly as
-   * by {@link send}, and `record` itself rides along in memory to the message's first receive in
+   * Send a pipeline record this process produced: its serialisation is stored as the body, as by
+   * {@link send}, and the record itself rides along in memory to the message's first receive in
    * this process ({@link QueuedMessage.record}), so the next stage need not parse the body again.
    */
-  sendRecord(body: string, record: PipelineRecord): string;
+  sendRecord(record: PipelineRecord): string;
   /** Put a message back exactly as it was (used when moving between a queue and its DLQ). */
   enqueue(message: QueuedMessage): void;
   receive(max: number): QueuedMessage[];

@@ -39,8 +39,6 @@ export interface StageObserver {
 
 interface Output {
   queue: QueueName;
-  body: string;
-  /** What `body` serialises, handed to an in-process transport beside it. */
   record: PipelineRecord;
   /** Runs once the forward succeeded (a rejection is audited and counted once, not per attempt). */
   afterForward?: () => Promise<void>;
@@ -74,17 +72,20 @@ export async function processStageBatch<P extends PortName>(
   }
 
   // One batched send per destination queue.
-  const byQueue = new Map<QueueName, { ids: string[]; bodies: string[]; records: PipelineRecord[] }>();
+  const byQueue = new Map<QueueName, { ids: string[]; records: PipelineRecord[] }>();
   for (const [messageId, output] of outputs) {
-    const group = byQueue.get(output.queue) ?? { ids: [], bodies: [], records: [] };
+    const group = byQueue.get(output.queue) ?? { ids: [], records: [] };
     group.ids.push(messageId);
-    group.bodies.push(output.body);
     group.records.push(output.record);
     byQueue.set(output.queue, group);
   }
+  const queues = ctx.ports.queues;
   for (const [queue, group] of byQueue) {
     try {
-      const { failed: failedIndexes } = await ctx.ports.queues.sendBatch(queue, group.bodies, group.records);
+      // An in-process transport takes the records as they are (it stores their serialisation).
+      const { failed: failedIndexes } = queues.sendRecords
+        ? await queues.sendRecords(queue, group.records)
+        : await queues.sendBatch(queue, group.records.map(serialiseRecord));
       for (const i of failedIndexes) failed.add(group.ids[i]!);
     } catch {
       for (const id of group.ids) failed.add(id);
@@ -124,7 +125,7 @@ async function processRecord<P extends PortName>(
     // not here: one write per trace fewer. Anonymous traffic gets one entry in all, its rejection.
     if (result.kind === 'forward') {
       observer.record({ stage: name, traceId: record.traceId, result: 'forwarded', receiveCount });
-      return { queue: NEXT_STAGE[name]!, body: serialiseRecord(result.record), record: result.record };
+      return { queue: NEXT_STAGE[name]!, record: result.record };
     }
     let outcome: RecordResult | 'reprocessed' = 'reprocessed';
     if (result.kind === 'end') {
@@ -197,7 +198,7 @@ async function processRecord<P extends PortName>(
           receiveCount,
         });
       };
-      return { queue: REJECTIONS_TO, body: serialiseRecord(rejected), record: rejected, afterForward };
+      return { queue: REJECTIONS_TO, record: rejected, afterForward };
     }
     // Transient (or a permanent failure inside deliver, which has nowhere else to go): retry, then DLQ.
     observer.record({ stage: name, traceId, result: 'transient', code: classified.code, receiveCount });

@@ -38,7 +38,7 @@ import {
   onceMarker,
   safeAuditEntry,
 } from '../../ports/index.js';
-import type { PipelineRecord } from '../../record.js';
+import { type PipelineRecord, serialiseRecord } from '../../record.js';
 import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
 import type {
   Backlog,
@@ -93,7 +93,76 @@ CREATE TABLE IF NOT EXISTS outcomes (trace_id TEXT PRIMARY KEY, outcome TEXT NOT
 CREATE TABLE IF NOT EXISTS submissions (key TEXT PRIMARY KEY, trace_id TEXT NOT NULL, file TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
 CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+-- Bodies stored once (format 1): a large body (the sealed JWE of an inbound message) is a body part,
+-- referenced by the messages whose bodies contain it: the inbound message (template '') and the
+-- records of the next hops, which carry it inline. A spliced message's body is its template with
+-- the part's text inserted at \`at\` (UTF-16 code units); it has no message_bodies row. The key is
+-- random, never reused, so a part id remembered across a rolled-back unit of work cannot point
+-- at another body.
+CREATE TABLE IF NOT EXISTS body_parts (key TEXT PRIMARY KEY, text TEXT NOT NULL, refs INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_splices (seq INTEGER PRIMARY KEY, template TEXT NOT NULL, part TEXT NOT NULL, at INTEGER NOT NULL);
 `;
+
+/**
+ * The layout of the state file (PRAGMA user_version). 0: before bodies were stored once; it opens
+ * as is (its messages all have message_bodies rows) and is marked 1. A file marked higher was
+ * written by a newer version, whose messages this one might not read: it is refused.
+ */
+const STATE_FORMAT = 1;
+
+/** A body at least this long is stored as a body part, so the next hops can refer to it. */
+const BODY_PART_MIN_CHARS = 8 * 1024;
+
+/** At most this many characters of body parts are remembered in memory for reuse by later hops. */
+const PARTS_MAX_CHARS = 64 * 1024 * 1024;
+
+/** What a body is read from: its own row, or a template and a body part. */
+const BODY_SOURCE = {
+  columns: 'b.body AS body, s.template AS template, s.at AS at, p.key AS part_key, p.text AS part_text',
+  joins:
+    'LEFT JOIN message_bodies b ON b.seq = m.seq LEFT JOIN message_splices s ON s.seq = m.seq LEFT JOIN body_parts p ON p.key = s.part',
+};
+/** A file of format 0 opened read-only (so without the tables of format 1). */
+const LEGACY_BODY_SOURCE = {
+  columns: 'b.body AS body, NULL AS template, NULL AS at, NULL AS part_key, NULL AS part_text',
+  joins: 'LEFT JOIN message_bodies b ON b.seq = m.seq',
+};
+interface BodyColumns {
+  body: string | null;
+  template: string | null;
+  at: number | null;
+  part_key: string | null;
+  part_text: string | null;
+}
+
+/** A body part this process knows the text of. */
+interface KnownPart {
+  key: string;
+  text: string;
+  bytes: number;
+  /** Whether JSON.stringify leaves the text as it is (checked once, when first spliced). */
+  plain?: boolean;
+}
+
+/** Marks where the shared part goes in a record's serialisation; random per process. */
+const PART_MARK = `part-${randomUUID()}-part`;
+/** A character JSON.stringify would escape (or a lone surrogate, which it writes as \u escape). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what JSON escapes
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * The record's serialisation without its sealed JWE, and where the JWE goes: the record with a
+ * mark in place of `sealed.inline`, serialised, and the mark cut out (it occurs exactly once).
+ */
+function spliceTemplate(
+  record: PipelineRecord,
+): { template: string; at: number; templateBytes: number } | undefined {
+  const marked = serialiseRecord({ ...record, sealed: { inline: PART_MARK } });
+  const at = marked.indexOf(PART_MARK);
+  if (at < 0 || marked.indexOf(PART_MARK, at + 1) >= 0) return undefined;
+  const template = marked.slice(0, at) + marked.slice(at + PART_MARK.length);
+  return { template, at, templateBytes: Buffer.byteLength(template, 'utf8') };
+}
 
 /**
  * At most this many characters of bodies (each with its decoded record, about as large) are kept in
@@ -104,6 +173,7 @@ const HAND_OFF_MAX_CHARS = 32 * 1024 * 1024;
 interface MessageRow {
   seq: number;
   id: string;
+  trace_id: string;
   queue: string;
   body: string;
   attributes: string;
@@ -144,6 +214,11 @@ export class SqliteState implements RuntimeState {
   #synchronous: 'NORMAL' | 'FULL' = 'FULL';
   /** Characters of bodies the queues hold in memory for the in-process hand-off. */
   #handOffChars = 0;
+  /** Body parts whose text this process knows, by trace: what a later hop may refer to. */
+  readonly #parts = new Map<string, KnownPart>();
+  #partChars = 0;
+  /** @internal How this file's message bodies are selected (`m` is the messages table). */
+  readonly bodySource: { columns: string; joins: string };
 
   constructor(file: string, opts: SqliteStateOptions) {
     this.file = file;
@@ -152,12 +227,23 @@ export class SqliteState implements RuntimeState {
       if (!opts.readonly) mkdirSync(dirname(file), { recursive: true });
       const fresh = !existsSync(file);
       this.db = new Database(file, opts.readonly ? { readonly: true, fileMustExist: true } : {});
+      const format = this.db.pragma('user_version', { simple: true }) as number;
+      if (format > STATE_FORMAT) {
+        this.db.close();
+        throw new StateWriteError(
+          'STATE_FORMAT',
+          `the state file ${file} was written by a newer version of itk3 (format ${format}; this version reads up to ${STATE_FORMAT}): finish its work with that version, or use another --out folder`,
+        );
+      }
+      // Read-only, a file of the previous layout is read as it is (every body in message_bodies).
+      this.bodySource = opts.readonly && format < STATE_FORMAT ? LEGACY_BODY_SOURCE : BODY_SOURCE;
       if (!opts.readonly) {
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = FULL');
         this.db.pragma('foreign_keys = ON');
         this.db.exec(SCHEMA);
         migrateAuditChain(this.db);
+        if (format < STATE_FORMAT) this.db.pragma(`user_version = ${STATE_FORMAT}`);
         // The file holds credentials and message content, like an SQS queue at rest.
         if (fresh) chmodSync(file, 0o600);
       }
@@ -166,6 +252,7 @@ export class SqliteState implements RuntimeState {
       // read-only folder): read once now, so that surfaces here with a clear message.
       this.db.prepare('SELECT count(*) FROM sqlite_master').get();
     } catch (cause) {
+      if (cause instanceof StateWriteError) throw cause;
       throw stateError(cause, `cannot open the state file ${file}`);
     }
     this.audit = new SqliteAuditLog(this, this.#clock);
@@ -365,6 +452,76 @@ export class SqliteState implements RuntimeState {
     this.#handOffChars -= chars;
   }
 
+  // ---- body parts (bodies stored once) --------------------------------------------------------
+
+  /** @internal Store `text` as a new body part with one reference; call inside a unit of work. */
+  storePart(traceId: string, text: string, bytes: number): string {
+    const key = randomUUID();
+    this.stmt('INSERT INTO body_parts (key, text, refs) VALUES (?, ?, 1)').run(key, text);
+    this.#rememberPart(traceId, { key, text, bytes });
+    return key;
+  }
+
+  /**
+   * @internal The body part of trace `traceId` whose text is `text`, if this process knows it and
+   * it can be spliced into a serialisation as it is (no character JSON would escape).
+   */
+  knownPart(traceId: string, text: string): KnownPart | undefined {
+    const part = this.#parts.get(traceId);
+    // Usually the very same string (the inbound body, read back once): no comparison of content.
+    if (!part || part.text !== text) return undefined;
+    part.plain ??= !NEEDS_ESCAPE.test(text);
+    return part.plain ? part : undefined;
+  }
+
+  /** @internal One more message refers to part `key`; false when it is gone (then store the body). */
+  refPart(key: string): boolean {
+    return this.stmt('UPDATE body_parts SET refs = refs + 1 WHERE key = ?').run(key).changes === 1;
+  }
+
+  /** @internal One message fewer refers to part `key`: the last one takes the part with it. */
+  unrefPart(key: string, traceId: string): void {
+    const row = this.stmt('UPDATE body_parts SET refs = refs - 1 WHERE key = ? RETURNING refs').get(key) as
+      | { refs: number }
+      | undefined;
+    if (!row || row.refs > 0) return;
+    this.stmt('DELETE FROM body_parts WHERE key = ?').run(key);
+    const known = this.#parts.get(traceId);
+    if (known?.key === key) {
+      this.#parts.delete(traceId);
+      this.#partChars -= known.text.length;
+    }
+  }
+
+  /** @internal A stored body, from its own row or spliced from its template and part. */
+  bodyOf(stored: BodyColumns, traceId: string): string {
+    if (stored.body !== null) return stored.body;
+    if (
+      stored.template === null ||
+      stored.at === null ||
+      stored.part_key === null ||
+      stored.part_text === null
+    ) {
+      throw new StateWriteError('CORRUPT_BODY', `${this.file} has a queued message without its body`);
+    }
+    const text = stored.part_text;
+    this.#rememberPart(traceId, { key: stored.part_key, text, bytes: -1 });
+    return stored.template === ''
+      ? text
+      : stored.template.slice(0, stored.at) + text + stored.template.slice(stored.at);
+  }
+
+  #rememberPart(traceId: string, part: KnownPart): void {
+    const known = this.#parts.get(traceId);
+    if (known?.key === part.key) return;
+    if (known) this.#partChars -= known.text.length;
+    this.#parts.delete(traceId);
+    if (this.#partChars + part.text.length > PARTS_MAX_CHARS) return;
+    if (part.bytes < 0) part.bytes = Buffer.byteLength(part.text, 'utf8');
+    this.#parts.set(traceId, part);
+    this.#partChars += part.text.length;
+  }
+
   /** @internal queue bookkeeping */
   adjustBacklog(messages: number, bytes: number): void {
     this.#backlog.messages += messages;
@@ -454,9 +611,9 @@ export class SqliteState implements RuntimeState {
   /** Dead letters of every queue, oldest first, bodies included (operator tooling only). */
   deadLetters(): (QueuedMessage & { queue: string })[] {
     const rows = this.stmt(
-      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.dead_at IS NOT NULL ORDER BY m.dead_at, m.seq',
-    ).all() as MessageRow[];
-    return rows.map((r) => ({ ...fromRow(r), queue: r.queue }));
+      `SELECT m.*, ${this.bodySource.columns} FROM messages m ${this.bodySource.joins} WHERE m.dead_at IS NOT NULL ORDER BY m.dead_at, m.seq`,
+    ).all() as (MessageRow & BodyColumns)[];
+    return rows.map((r) => ({ ...fromRow({ ...r, body: this.bodyOf(r, r.trace_id) }), queue: r.queue }));
   }
 
   /**
@@ -506,9 +663,10 @@ export class SqliteQueue implements StageQueue {
     this.#select = this.#state.stmt(
       'SELECT * FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?',
     );
-    this.#body = this.#state.stmt('SELECT body FROM message_bodies WHERE seq = ?');
+    const { columns, joins } = state.bodySource;
+    this.#body = this.#state.stmt(`SELECT ${columns} FROM messages m ${joins} WHERE m.seq = ?`);
     this.#byId = this.#state.stmt(
-      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ? AND m.queue = ?',
+      `SELECT m.*, ${columns} FROM messages m ${joins} WHERE m.id = ? AND m.queue = ?`,
     );
   }
 
@@ -523,13 +681,29 @@ export class SqliteQueue implements StageQueue {
     return messageId;
   }
 
-  sendRecord(body: string, record: PipelineRecord): string {
+  sendRecord(record: PipelineRecord): string {
     const messageId = randomUUID();
     const now = this.#clock.now();
-    this.#store(
-      { messageId, body, attributes: {}, sentAt: now, receiveCount: 0, visibleAt: now },
-      record.traceId,
-    );
+    const message = { messageId, attributes: {}, sentAt: now, receiveCount: 0, visibleAt: now };
+    // The sealed JWE the inbound message stored is not stored again: the body is kept as the record
+    // without it plus a reference to that body part (docs/DURABILITY.md, "Bodies stored once").
+    const shared = record.sealed && 'inline' in record.sealed ? record.sealed.inline : undefined;
+    const part = shared === undefined ? undefined : this.#state.knownPart(record.traceId, shared);
+    const spliced = part && spliceTemplate(record);
+    const body = this.#state.run(() => {
+      if (part && spliced && this.#state.refPart(part.key)) {
+        this.#insertMessage({ ...message, body: '' }, record.traceId, spliced.templateBytes + part.bytes, {
+          template: spliced.template,
+          part: part.key,
+          at: spliced.at,
+        });
+        // A rope of the two pieces, not a copy: only read if someone reads the SQS body.
+        return spliced.template.slice(0, spliced.at) + part.text + spliced.template.slice(spliced.at);
+      }
+      const whole = serialiseRecord(record);
+      this.#insertMessage({ ...message, body: whole }, record.traceId, Buffer.byteLength(whole, 'utf8'));
+      return whole;
+    });
     // After the insert (which may throw): only a stored message is handed over.
     if (this.#state.reserveHandOff(body.length)) this.#handOff.set(messageId, { body, record });
     return messageId;
@@ -539,8 +713,28 @@ export class SqliteQueue implements StageQueue {
     this.#store(m, traceIdOf(m.body, m.messageId));
   }
 
+  /**
+   * Store `m`. A large body becomes a body part of its own (template '' around it), so that the
+   * records of the next hops, which carry it inline, can refer to it instead of storing it again.
+   */
   #store(m: QueuedMessage, traceId: string): void {
     const bytes = Buffer.byteLength(m.body, 'utf8');
+    this.#state.run(() => {
+      if (m.body.length < BODY_PART_MIN_CHARS) {
+        this.#insertMessage(m, traceId, bytes);
+        return;
+      }
+      const key = this.#state.storePart(traceId, m.body, bytes);
+      this.#insertMessage({ ...m, body: '' }, traceId, bytes, { template: '', part: key, at: 0 });
+    });
+  }
+
+  #insertMessage(
+    m: QueuedMessage,
+    traceId: string,
+    bytes: number,
+    splice?: { template: string; part: string; at: number },
+  ): void {
     this.#state.run(() => {
       const { lastInsertRowid } = this.#insert.run({
         id: m.messageId,
@@ -556,14 +750,24 @@ export class SqliteQueue implements StageQueue {
         dead_reason: m.deadLetter?.reason ?? null,
         dead_at: m.deadLetter?.at ?? null,
       });
-      this.#state.stmt('INSERT INTO message_bodies (seq, body) VALUES (?, ?)').run(lastInsertRowid, m.body);
+      if (splice) {
+        this.#state
+          .stmt('INSERT INTO message_splices (seq, template, part, at) VALUES (?, ?, ?, ?)')
+          .run(lastInsertRowid, splice.template, splice.part, splice.at);
+      } else {
+        this.#state.stmt('INSERT INTO message_bodies (seq, body) VALUES (?, ?)').run(lastInsertRowid, m.body);
+      }
     });
     if (!m.deadLetter) this.#state.adjustBacklog(1, bytes);
   }
 
-  #remove(seq: number): void {
+  /** Delete a message's body (its own row, or its splice and its reference to the body part). */
+  #removeBody(seq: number, traceId: string): void {
     this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(seq);
-    this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(seq);
+    const splice = this.#state.stmt('DELETE FROM message_splices WHERE seq = ? RETURNING part').get(seq) as
+      | { part: string }
+      | undefined;
+    if (splice) this.#state.unrefPart(splice.part, traceId);
   }
 
   /** Forget a handed-over record (its message was received, deleted or moved). */
@@ -576,7 +780,8 @@ export class SqliteQueue implements StageQueue {
   }
 
   #withBody(row: MessageRow): MessageRow {
-    row.body = (this.#body.get(row.seq) as { body: string }).body;
+    const stored = this.#body.get(row.seq) as BodyColumns;
+    row.body = this.#state.bodyOf(stored, row.trace_id);
     return row;
   }
 
@@ -641,13 +846,13 @@ export class SqliteQueue implements StageQueue {
     return this.#state.run(() => {
       const row = this.#state
         .stmt(
-          'DELETE FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ? RETURNING seq, bytes, dead_at',
+          'DELETE FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ? RETURNING seq, trace_id, bytes, dead_at',
         )
         .get(messageId, this.name, receiptHandle) as
-        | { seq: number; bytes: number; dead_at: number | null }
+        | { seq: number; trace_id: string; bytes: number; dead_at: number | null }
         | undefined;
       if (!row) return false;
-      this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(row.seq);
+      this.#removeBody(row.seq, row.trace_id);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return true;
     });
@@ -664,9 +869,11 @@ export class SqliteQueue implements StageQueue {
   take(messageId: string): QueuedMessage | undefined {
     this.#dropHandOff(messageId);
     return this.#state.run(() => {
-      const row = this.#byId.get(messageId, this.name) as MessageRow | undefined;
+      const row = this.#byId.get(messageId, this.name) as (MessageRow & BodyColumns) | undefined;
       if (!row) return undefined;
-      this.#remove(row.seq);
+      row.body = this.#state.bodyOf(row, row.trace_id);
+      this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(row.seq);
+      this.#removeBody(row.seq, row.trace_id);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return fromRow(row);
     });
@@ -675,10 +882,10 @@ export class SqliteQueue implements StageQueue {
   peekAll(): QueuedMessage[] {
     const rows = this.#state
       .stmt(
-        'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? ORDER BY m.seq',
+        `SELECT m.*, ${this.#state.bodySource.columns} FROM messages m ${this.#state.bodySource.joins} WHERE m.queue = ? ORDER BY m.seq`,
       )
-      .all(this.name) as MessageRow[];
-    return rows.map(fromRow);
+      .all(this.name) as (MessageRow & BodyColumns)[];
+    return rows.map((r) => fromRow({ ...r, body: this.#state.bodyOf(r, r.trace_id) }));
   }
 
   get depth(): number {
