@@ -30,7 +30,7 @@ import type {
 } from '../ports/index.js';
 import { handOverRecord, type PipelineRecord } from '../record.js';
 import { lambdaContext } from './lambda-context.js';
-import type { QueuedMessage } from './memory-queue.js';
+import { lazyBody, type QueuedMessage } from './memory-queue.js';
 import type { BindingProvider } from './ports-middleware.js';
 import { composeStageHandler, type StageHandler } from './stage-handler.js';
 import {
@@ -631,10 +631,10 @@ function traceIdOf(m: QueuedMessage): string {
 
 /** The SQS record Lambda would build for `m` on `stage`'s queue. */
 export function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQSRecord {
-  return {
+  const record: SQSRecord = {
     messageId: m.messageId,
     receiptHandle: m.receiptHandle!,
-    body: m.body,
+    body: '',
     attributes: {
       ApproximateReceiveCount: String(m.receiveCount),
       SentTimestamp: String(m.sentAt),
@@ -652,6 +652,10 @@ export function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQ
     eventSourceARN: `arn:aws:sqs:local:000000000000:${STAGE_DEFINITIONS[stage].queue}`,
     awsRegion: 'local',
   };
+  // A handed-over record's body is read only if someone asks (the stage reads the record).
+  if (m.record) lazyBody(record, () => m.body);
+  else record.body = m.body;
+  return record;
 }
 
 /**

@@ -26,6 +26,22 @@ export interface QueuedMessage {
   record?: PipelineRecord;
 }
 
+/**
+ * Give `message` a body built on first read: a handed-over record (lib/record.ts, hand-off)'s stage reads the record, so
+ * the body (identical to the stored one) is usually never built.
+ */
+export function lazyBody(message: { body: string }, build: () => string): void {
+  let body: string | undefined;
+  Object.defineProperty(message, 'body', {
+    enumerable: true,
+    configurable: true,
+    get: () => {
+      body ??= build();
+      return body;
+    },
+  });
+}
+
 export interface QueueSettings {
   name: string;
   visibilityTimeoutSeconds: number;

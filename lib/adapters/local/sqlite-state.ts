@@ -39,7 +39,7 @@ import {
   safeAuditEntry,
 } from '../../ports/index.js';
 import { type PipelineRecord, serialiseRecord } from '../../record.js';
-import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
+import { lazyBody, type QueuedMessage, type QueueSettings } from '../../runtime/memory-queue.js';
 import type {
   Backlog,
   InspectableAuditLog,
@@ -94,13 +94,15 @@ CREATE TABLE IF NOT EXISTS submissions (key TEXT PRIMARY KEY, trace_id TEXT NOT 
 CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
 CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 -- Bodies stored once (format 1): a large body (the sealed JWE of an inbound message) is a body part,
--- referenced by the messages whose bodies contain it: the inbound message (template '') and the
+-- referred to by the messages whose bodies contain it: the inbound message (template '') and the
 -- records of the next hops, which carry it inline. A spliced message's body is its template with
--- the part's text inserted at \`at\` (UTF-16 code units); it has no message_bodies row. The key is
--- random, never reused, so a part id remembered across a rolled-back unit of work cannot point
--- at another body.
-CREATE TABLE IF NOT EXISTS body_parts (key TEXT PRIMARY KEY, text TEXT NOT NULL, refs INTEGER NOT NULL) WITHOUT ROWID;
+-- the part's text inserted at \`at\` (UTF-16 code units); it has no message_bodies row. A part goes
+-- with the last splice that refers to it (no reference count: an UPDATE would rewrite the text).
+-- The key is random, never reused, so a key remembered across a rolled-back unit of work cannot
+-- point at another body.
+CREATE TABLE IF NOT EXISTS body_parts (key TEXT PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS message_splices (seq INTEGER PRIMARY KEY, template TEXT NOT NULL, part TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS message_splices_by_part ON message_splices (part);
 `;
 
 /**
@@ -133,6 +135,14 @@ interface BodyColumns {
   at: number | null;
   part_key: string | null;
   part_text: string | null;
+}
+
+/** A record on its way to the next stage's first receive, and how to rebuild its stored body. */
+interface HandOff {
+  record: PipelineRecord;
+  /** Roughly what it holds in memory (for the bound). */
+  chars: number;
+  body: () => string;
 }
 
 /** A body part this process knows the text of. */
@@ -454,10 +464,10 @@ export class SqliteState implements RuntimeState {
 
   // ---- body parts (bodies stored once) --------------------------------------------------------
 
-  /** @internal Store `text` as a new body part with one reference; call inside a unit of work. */
+  /** @internal Store `text` as a new body part; call inside a unit of work, then splice it. */
   storePart(traceId: string, text: string, bytes: number): string {
     const key = randomUUID();
-    this.stmt('INSERT INTO body_parts (key, text, refs) VALUES (?, ?, 1)').run(key, text);
+    this.stmt('INSERT INTO body_parts (key, text) VALUES (?, ?)').run(key, text);
     this.#rememberPart(traceId, { key, text, bytes });
     return key;
   }
@@ -474,18 +484,18 @@ export class SqliteState implements RuntimeState {
     return part.plain ? part : undefined;
   }
 
-  /** @internal One more message refers to part `key`; false when it is gone (then store the body). */
+  /** @internal Whether part `key` is still stored (a message may refer to it; else store the body). */
   refPart(key: string): boolean {
-    return this.stmt('UPDATE body_parts SET refs = refs + 1 WHERE key = ?').run(key).changes === 1;
+    // Answered from the key's index: the text is not read.
+    return this.stmt('SELECT 1 FROM body_parts WHERE key = ?').get(key) !== undefined;
   }
 
-  /** @internal One message fewer refers to part `key`: the last one takes the part with it. */
+  /** @internal A splice of part `key` went: with the last one, the part goes too. */
   unrefPart(key: string, traceId: string): void {
-    const row = this.stmt('UPDATE body_parts SET refs = refs - 1 WHERE key = ? RETURNING refs').get(key) as
-      | { refs: number }
-      | undefined;
-    if (!row || row.refs > 0) return;
-    this.stmt('DELETE FROM body_parts WHERE key = ?').run(key);
+    const gone = this.stmt(
+      'DELETE FROM body_parts WHERE key = ? AND NOT EXISTS (SELECT 1 FROM message_splices WHERE part = ?)',
+    ).run(key, key).changes;
+    if (gone === 0) return;
     const known = this.#parts.get(traceId);
     if (known?.key === key) {
       this.#parts.delete(traceId);
@@ -642,11 +652,12 @@ export class SqliteQueue implements StageQueue {
   readonly #byId: Database.Statement;
   readonly #body: Database.Statement;
   /**
-   * Records sent with `sendRecord` and not yet received, with their bodies: the first receive in
-   * this process takes them from here instead of reading and parsing the stored body. Memory only,
-   * bounded by {@link SqliteState.reserveHandOff}; the stored body is the truth.
+   * Records sent with `sendRecord` and not yet received: the first receive in this process takes
+   * the record from here instead of reading and parsing the stored body. Memory only, bounded by
+   * {@link SqliteState.reserveHandOff}; the stored body is the truth. The body itself is not kept
+   * (the stages read the record): it is rebuilt only if someone reads it.
    */
-  readonly #handOff = new Map<string, { body: string; record: PipelineRecord }>();
+  readonly #handOff = new Map<string, HandOff>();
 
   constructor(state: SqliteState, settings: QueueSettings, clock: Clock) {
     this.name = settings.name;
@@ -690,22 +701,27 @@ export class SqliteQueue implements StageQueue {
     const shared = record.sealed && 'inline' in record.sealed ? record.sealed.inline : undefined;
     const part = shared === undefined ? undefined : this.#state.knownPart(record.traceId, shared);
     const spliced = part && spliceTemplate(record);
-    const body = this.#state.run(() => {
+    const handOff = this.#state.run((): HandOff => {
       if (part && spliced && this.#state.refPart(part.key)) {
+        const { template, at } = spliced;
         this.#insertMessage({ ...message, body: '' }, record.traceId, spliced.templateBytes + part.bytes, {
-          template: spliced.template,
+          template,
           part: part.key,
-          at: spliced.at,
+          at,
         });
-        // A rope of the two pieces, not a copy: only read if someone reads the SQS body.
-        return spliced.template.slice(0, spliced.at) + part.text + spliced.template.slice(spliced.at);
+        const text = part.text;
+        return {
+          record,
+          chars: template.length + text.length,
+          body: () => template.slice(0, at) + text + template.slice(at),
+        };
       }
       const whole = serialiseRecord(record);
       this.#insertMessage({ ...message, body: whole }, record.traceId, Buffer.byteLength(whole, 'utf8'));
-      return whole;
+      return { record, chars: whole.length, body: () => serialiseRecord(record) };
     });
     // After the insert (which may throw): only a stored message is handed over.
-    if (this.#state.reserveHandOff(body.length)) this.#handOff.set(messageId, { body, record });
+    if (this.#state.reserveHandOff(handOff.chars)) this.#handOff.set(messageId, handOff);
     return messageId;
   }
 
@@ -771,11 +787,11 @@ export class SqliteQueue implements StageQueue {
   }
 
   /** Forget a handed-over record (its message was received, deleted or moved). */
-  #dropHandOff(messageId: string): { body: string; record: PipelineRecord } | undefined {
+  #dropHandOff(messageId: string): HandOff | undefined {
     const entry = this.#handOff.get(messageId);
     if (!entry) return undefined;
     this.#handOff.delete(messageId);
-    this.#state.releaseHandOff(entry.body.length);
+    this.#state.releaseHandOff(entry.chars);
     return entry;
   }
 
@@ -825,16 +841,19 @@ export class SqliteQueue implements StageQueue {
             )
             .run(now, visibleAt, receiptHandle, row.id);
           const handedOver = this.#dropHandOff(row.id);
-          if (handedOver) row.body = handedOver.body;
-          else this.#withBody(row);
-          out.push({
+          if (!handedOver) this.#withBody(row);
+          const received: QueuedMessage = {
             ...fromRow(row),
             receiveCount: row.receive_count + 1,
             firstReceivedAt: row.first_received_at ?? now,
             visibleAt,
             receiptHandle,
-            ...(handedOver ? { record: handedOver.record } : {}),
-          });
+          };
+          if (handedOver) {
+            received.record = handedOver.record;
+            lazyBody(received, handedOver.body);
+          }
+          out.push(received);
         }
         if (moved === 0 || out.length >= max) return out;
       }
