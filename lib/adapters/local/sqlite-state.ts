@@ -523,7 +523,12 @@ export class SqliteState implements RuntimeState {
 
   #rememberPart(traceId: string, part: KnownPart): void {
     const known = this.#parts.get(traceId);
-    if (known?.key === part.key) return;
+    if (known?.key === part.key) {
+      // The string just read is the one the stage will carry on: keep it, so the next hop finds
+      // the very same string (no comparison of content).
+      known.text = part.text;
+      return;
+    }
     if (known) this.#partChars -= known.text.length;
     this.#parts.delete(traceId);
     if (this.#partChars + part.text.length > PARTS_MAX_CHARS) return;
@@ -779,11 +784,11 @@ export class SqliteQueue implements StageQueue {
 
   /** Delete a message's body (its own row, or its splice and its reference to the body part). */
   #removeBody(seq: number, traceId: string): void {
-    this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(seq);
     const splice = this.#state.stmt('DELETE FROM message_splices WHERE seq = ? RETURNING part').get(seq) as
       | { part: string }
       | undefined;
     if (splice) this.#state.unrefPart(splice.part, traceId);
+    else this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(seq);
   }
 
   /** Forget a handed-over record (its message was received, deleted or moved). */
