@@ -252,6 +252,12 @@ describe('the decode path', () => {
   });
 });
 
+function deepFreeze(value: unknown): void {
+  if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return;
+  Object.freeze(value);
+  for (const inner of Object.values(value)) deepFreeze(inner);
+}
+
 /**
  * Watch every stage queue: each record handed over must be exactly what its body parses to, and
  * that body exactly what the queue holds (for the SQLite state: read back from the file, where a
@@ -271,6 +277,8 @@ function checkEveryHandOff(pipeline: EmbeddedPipeline): { handedOver: number; re
         if (!m.record) continue;
         counts.handedOver += 1;
         expect(m.record).toStrictEqual(parseRecord(m.body));
+        // The object is shared with the stage that forwarded it: no stage may change it.
+        deepFreeze(m.record);
       }
       return batch;
     };
