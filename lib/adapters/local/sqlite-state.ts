@@ -175,8 +175,8 @@ function spliceTemplate(
 }
 
 /**
- * At most this many characters of bodies (each with its decoded record, about as large) are kept in
- * memory for the hand-off between stages; a backlog beyond it is read back from the file.
+ * At most this much (in characters of their serialisation) of handed-over records is kept in memory
+ * between stages; beyond it, records are read back from the file and parsed.
  */
 const HAND_OFF_MAX_CHARS = 32 * 1024 * 1024;
 
