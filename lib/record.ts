@@ -135,3 +135,24 @@ export function parseRecord(body: string): PipelineRecord {
 export function serialiseRecord(record: PipelineRecord): string {
   return JSON.stringify(record);
 }
+
+/**
+ * In-process hand-off (the embedded runtime): records a stage produced in this process travel to
+ * the next stage as objects beside their stored body, so the receiving stage skips the JSON parse
+ * and schema check of a body this process serialised itself. Keyed by the SQS record object the
+ * runtime builds for the invocation; a body received after a restart (or from SQS) has no entry
+ * and is parsed and validated as always.
+ */
+const handedOver = new WeakMap<object, PipelineRecord>();
+
+/** `carrier`'s body is `serialiseRecord(record)`, produced in this process: hand `record` over. */
+export function handOverRecord(carrier: object, record: PipelineRecord): void {
+  handedOver.set(carrier, record);
+}
+
+/** The record handed over with `carrier`, once (a second decode of the same carrier parses). */
+export function takeHandedOverRecord(carrier: object): PipelineRecord | undefined {
+  const record = handedOver.get(carrier);
+  if (record) handedOver.delete(carrier);
+  return record;
+}

@@ -6,6 +6,8 @@
 import type { VerifiedCredential } from '../envelope/token.js';
 import type { BundleFormat, Itk3Message } from '../itk3/parse.js';
 import type { QueueName, StageName } from '../pipeline/topology.js';
+
+import type { PipelineRecord } from '../record.js';
 import type { ResponseSpec } from '../stages/deliver.js';
 import type { BundleContent, SignedContentInput } from '../stages/verify.js';
 
@@ -55,6 +57,12 @@ export interface QueueSender {
    * entries that failed (the caller reports their source records as batch item failures).
    */
   sendBatch(queue: QueueName, bodies: readonly string[]): Promise<{ failed: number[] }>;
+  /**
+   * In-process transports only (the embedded runtime): send pipeline records as they are; the
+   * transport stores their serialisation and hands the records themselves to the next stage.
+   * When absent, the stages serialise and use {@link sendBatch}. Same result contract.
+   */
+  sendRecords?(queue: QueueName, records: readonly PipelineRecord[]): Promise<{ failed: number[] }>;
   /**
    * Put one submission on the inbound (authenticate) queue with its message attributes, as a
    * sender using direct SQS ingestion would. Returns the transport's message id, which becomes the

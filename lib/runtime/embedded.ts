@@ -28,8 +28,9 @@ import type {
   Ports,
   QueueSender,
 } from '../ports/index.js';
+import { handOverRecord, type PipelineRecord } from '../record.js';
 import { lambdaContext } from './lambda-context.js';
-import type { QueuedMessage } from './memory-queue.js';
+import { lazyBody, type QueuedMessage } from './memory-queue.js';
 import type { BindingProvider } from './ports-middleware.js';
 import { composeStageHandler, type StageHandler } from './stage-handler.js';
 import {
@@ -218,6 +219,14 @@ export class EmbeddedPipeline {
         // Joins the handler's unit of work: forwarded with the deletion of its source, or not at all.
         this.state.run(() => {
           for (const body of bodies) this.queues[queue].send(body);
+        });
+        return { failed: [] };
+      },
+      // The stages' forwards: stored like sendBatch's bodies, and the records themselves ride along
+      // in memory to the next stage (lib/record.ts, "hand-off").
+      sendRecords: async (queue: QueueName, records: readonly PipelineRecord[]) => {
+        this.state.run(() => {
+          for (const record of records) this.queues[queue].sendRecord(record);
         });
         return { failed: [] };
       },
@@ -434,7 +443,14 @@ export class EmbeddedPipeline {
     opts: { sharedUnit?: boolean } = {},
   ): Promise<void> {
     this.invocations[stage] += 1;
-    const event: SQSEvent = { Records: batch.map((m) => toSqsRecord(stage, m, this.clock.now())) };
+    const now = this.clock.now();
+    const event: SQSEvent = {
+      Records: batch.map((m) => {
+        const sqsRecord = toSqsRecord(stage, m, now);
+        if (m.record) handOverRecord(sqsRecord, m.record);
+        return sqsRecord;
+      }),
+    };
     const context = lambdaContext(stage);
     let failed: Set<string>;
     let handlerError: string | undefined;
@@ -601,6 +617,7 @@ function claimCheckKey(body: string): string | undefined {
 }
 
 function traceIdOf(m: QueuedMessage): string {
+  if (m.record) return m.record.traceId;
   if (m.body.startsWith('{')) {
     try {
       const parsed = JSON.parse(m.body) as { traceId?: unknown };
@@ -614,10 +631,10 @@ function traceIdOf(m: QueuedMessage): string {
 
 /** The SQS record Lambda would build for `m` on `stage`'s queue. */
 export function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQSRecord {
-  return {
+  const record: SQSRecord = {
     messageId: m.messageId,
     receiptHandle: m.receiptHandle!,
-    body: m.body,
+    body: '',
     attributes: {
       ApproximateReceiveCount: String(m.receiveCount),
       SentTimestamp: String(m.sentAt),
@@ -635,6 +652,10 @@ export function toSqsRecord(stage: StageName, m: QueuedMessage, now: number): SQ
     eventSourceARN: `arn:aws:sqs:local:000000000000:${STAGE_DEFINITIONS[stage].queue}`,
     awsRegion: 'local',
   };
+  // A handed-over record's body is read only if someone asks (the stage reads the record).
+  if (m.record) lazyBody(record, () => m.body);
+  else record.body = m.body;
+  return record;
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../ports/index.js';
+import { type PipelineRecord, serialiseRecord } from '../record.js';
 import type { StageQueue } from './state.js';
 
 export interface QueuedMessage {
@@ -18,6 +19,27 @@ export interface QueuedMessage {
   receiptHandle?: string;
   /** Set when redriven to a DLQ: the source queue and the last failure reason known. */
   deadLetter?: { sourceQueue: string; reason: string; at: number };
+  /**
+   * On the first receive in the process that sent it with `sendRecord`: the record `body`
+   * serialises (in memory only, never stored; a later receive parses the body).
+   */
+  record?: PipelineRecord;
+}
+
+/**
+ * Give `message` a body built on first read: a handed-over record (lib/record.ts, hand-off)'s stage reads the record, so
+ * the body (identical to the stored one) is usually never built.
+ */
+export function lazyBody(message: { body: string }, build: () => string): void {
+  let body: string | undefined;
+  Object.defineProperty(message, 'body', {
+    enumerable: true,
+    configurable: true,
+    get: () => {
+      body ??= build();
+      return body;
+    },
+  });
 }
 
 export interface QueueSettings {
@@ -37,6 +59,8 @@ export class MemoryQueue implements StageQueue {
   readonly #messages = new Map<string, QueuedMessage>();
   /** Last failure reason per message id, carried into the DLQ. */
   readonly #reasons = new Map<string, string>();
+  /** Records sent with `sendRecord` and not yet received: handed over on the first receive. */
+  readonly #handOff = new Map<string, PipelineRecord>();
 
   constructor(settings: QueueSettings, clock: Clock) {
     this.name = settings.name;
@@ -59,6 +83,12 @@ export class MemoryQueue implements StageQueue {
       receiveCount: 0,
       visibleAt: now,
     });
+    return messageId;
+  }
+
+  sendRecord(record: PipelineRecord): string {
+    const messageId = this.send(serialiseRecord(record));
+    this.#handOff.set(messageId, record);
     return messageId;
   }
 
@@ -94,13 +124,18 @@ export class MemoryQueue implements StageQueue {
         dlq.enqueue(dead);
         onDeadLetter?.(dead);
         this.#reasons.delete(message.messageId);
+        this.#handOff.delete(message.messageId);
         continue;
       }
       message.receiveCount += 1;
       message.firstReceivedAt ??= now;
       message.visibleAt = now + this.settings.visibilityTimeoutSeconds * 1000;
       message.receiptHandle = randomUUID();
-      out.push(message);
+      const record = this.#handOff.get(message.messageId);
+      if (record) {
+        this.#handOff.delete(message.messageId);
+        out.push({ ...message, record });
+      } else out.push(message);
     }
     return out;
   }
@@ -111,6 +146,7 @@ export class MemoryQueue implements StageQueue {
     if (!message || message.receiptHandle !== receiptHandle) return false;
     this.#messages.delete(messageId);
     this.#reasons.delete(messageId);
+    this.#handOff.delete(messageId);
     return true;
   }
 
@@ -123,6 +159,7 @@ export class MemoryQueue implements StageQueue {
   take(messageId: string): QueuedMessage | undefined {
     const message = this.#messages.get(messageId);
     if (message) this.#messages.delete(messageId);
+    this.#handOff.delete(messageId);
     return message;
   }
 

@@ -15,12 +15,19 @@
 import { MemoryAuditLog, MemoryBlobStore, MemoryOnceStore } from '../adapters/local/memory-stores.js';
 import type { CheckpointSigner } from '../audit/chain.js';
 import type { AuditEntry, AuditLog, BlobStore, Clock, OnceStore } from '../ports/index.js';
+import type { PipelineRecord } from '../record.js';
 import { MemoryQueue, type QueuedMessage, type QueueSettings } from './memory-queue.js';
 
 /** The event-source view of one queue (SQS semantics; see lib/runtime/memory-queue.ts). */
 export interface StageQueue {
   readonly name: string;
   send(body: string, attributes?: Record<string, string>, messageId?: string, sentAt?: number): string;
+  /**
+   * Send a pipeline record this process produced: its serialisation is stored as the body, as by
+   * {@link send}, and the record itself rides along in memory to the message's first receive in
+   * this process ({@link QueuedMessage.record}), so the next stage need not parse the body again.
+   */
+  sendRecord(record: PipelineRecord): string;
   /** Put a message back exactly as it was (used when moving between a queue and its DLQ). */
   enqueue(message: QueuedMessage): void;
   receive(max: number): QueuedMessage[];

@@ -13,7 +13,13 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { classify, RejectionError, TransientError } from '../errors.js';
 import { NEXT_STAGE, type QueueName, REJECTIONS_TO, type StageName } from '../pipeline/topology.js';
 import type { AuditEntry } from '../ports/index.js';
-import { type PipelineRecord, parseRecord, RECORD_VERSION, serialiseRecord } from '../record.js';
+import {
+  type PipelineRecord,
+  parseRecord,
+  RECORD_VERSION,
+  serialiseRecord,
+  takeHandedOverRecord,
+} from '../record.js';
 import { claimCheckKeys, removeClaimChecks } from './claim-check.js';
 import type { BatchPortName, PortName, Stage, StageContext } from './stage.js';
 
@@ -33,7 +39,7 @@ export interface StageObserver {
 
 interface Output {
   queue: QueueName;
-  body: string;
+  record: PipelineRecord;
   /** Runs once the forward succeeded (a rejection is audited and counted once, not per attempt). */
   afterForward?: () => Promise<void>;
 }
@@ -66,16 +72,20 @@ export async function processStageBatch<P extends PortName>(
   }
 
   // One batched send per destination queue.
-  const byQueue = new Map<QueueName, { ids: string[]; bodies: string[] }>();
+  const byQueue = new Map<QueueName, { ids: string[]; records: PipelineRecord[] }>();
   for (const [messageId, output] of outputs) {
-    const group = byQueue.get(output.queue) ?? { ids: [], bodies: [] };
+    const group = byQueue.get(output.queue) ?? { ids: [], records: [] };
     group.ids.push(messageId);
-    group.bodies.push(output.body);
+    group.records.push(output.record);
     byQueue.set(output.queue, group);
   }
+  const queues = ctx.ports.queues;
   for (const [queue, group] of byQueue) {
     try {
-      const { failed: failedIndexes } = await ctx.ports.queues.sendBatch(queue, group.bodies);
+      // An in-process transport takes the records as they are (it stores their serialisation).
+      const { failed: failedIndexes } = queues.sendRecords
+        ? await queues.sendRecords(queue, group.records)
+        : await queues.sendBatch(queue, group.records.map(serialiseRecord));
       for (const i of failedIndexes) failed.add(group.ids[i]!);
     } catch {
       for (const id of group.ids) failed.add(id);
@@ -105,13 +115,17 @@ async function processRecord<P extends PortName>(
   const name = stage.name;
   let record: PipelineRecord | undefined;
   try {
-    record = stage.decode ? stage.decode(sqsRecord) : parseRecord(sqsRecord.body);
+    // A record this process forwarded comes as an object beside its body (the embedded runtime's
+    // hand-off); anything else, e.g. a body read back after a restart, is parsed and validated.
+    record = stage.decode
+      ? stage.decode(sqsRecord)
+      : (takeHandedOverRecord(sqsRecord) ?? parseRecord(sqsRecord.body));
     const result = await stage.run(record, ctx, sqsRecord.messageId);
     // An authenticated submission's `received` entry is written with its first outcome (auditOnce),
     // not here: one write per trace fewer. Anonymous traffic gets one entry in all, its rejection.
     if (result.kind === 'forward') {
       observer.record({ stage: name, traceId: record.traceId, result: 'forwarded', receiveCount });
-      return { queue: NEXT_STAGE[name]!, body: serialiseRecord(result.record) };
+      return { queue: NEXT_STAGE[name]!, record: result.record };
     }
     let outcome: RecordResult | 'reprocessed' = 'reprocessed';
     if (result.kind === 'end') {
@@ -184,7 +198,7 @@ async function processRecord<P extends PortName>(
           receiveCount,
         });
       };
-      return { queue: REJECTIONS_TO, body: serialiseRecord(rejected), afterForward };
+      return { queue: REJECTIONS_TO, record: rejected, afterForward };
     }
     // Transient (or a permanent failure inside deliver, which has nowhere else to go): retry, then DLQ.
     observer.record({ stage: name, traceId, result: 'transient', code: classified.code, receiveCount });

@@ -20,6 +20,7 @@ import type { WorkerPool } from '../../lib/adapters/local/worker-pool.js';
 import type { QueueName, StageName } from '../../lib/pipeline/topology.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
 import type { KeyService } from '../../lib/ports/index.js';
+import { type PipelineRecord, serialiseRecord } from '../../lib/record.js';
 import { EmbeddedPipeline, VirtualClock } from '../../lib/runtime/embedded.js';
 import type { StageHandler } from '../../lib/runtime/stage-handler.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
@@ -132,6 +133,7 @@ function instrumentedPipeline(
     ) as Record<StageName, StageHandler>;
   const folder = new FolderDeliverer(baseDir);
   let pipeline: EmbeddedPipeline | undefined;
+  const forwarded: [QueueName, PipelineRecord][] = [];
   const note = (queue: QueueName, body: string) => {
     bodyBytes[queue].n += 1;
     bodyBytes[queue].bytes += Buffer.byteLength(body, 'utf8');
@@ -183,6 +185,16 @@ function instrumentedPipeline(
           for (const body of bodies) {
             note(queue, body);
             pipeline?.queues[queue].send(body);
+          }
+          return { failed: [] };
+        },
+        // As the runtime's own sender: the queue stores the records' serialisation and hands the
+        // records to the next stage; the body sizes are noted after the run, outside its CPU.
+        sendRecords: async (queue, records) => {
+          portCalls.sendBatch += Math.ceil(records.length / 10);
+          for (const record of records) {
+            if (timed) forwarded.push([queue, record]);
+            pipeline?.queues[queue].sendRecord(record);
           }
           return { failed: [] };
         },
@@ -238,7 +250,11 @@ function instrumentedPipeline(
     wall,
     delivered,
     counters,
-    bodyBytes,
+    /** Body sizes per queue (timed runs): the forwarded records are serialised here, after the run. */
+    get bodyBytes() {
+      for (const [queue, record] of forwarded.splice(0)) note(queue, serialiseRecord(record));
+      return bodyBytes;
+    },
     cleanup: () => rmSync(baseDir, { recursive: true, force: true }),
   };
 }

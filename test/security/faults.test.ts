@@ -19,9 +19,10 @@ import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SoftwareKeyService } from '../../lib/adapters/local/software-keys.js';
 import { TransientError } from '../../lib/errors.js';
-import type { StageName } from '../../lib/pipeline/topology.js';
+import type { QueueName, StageName } from '../../lib/pipeline/topology.js';
 import { STAGES } from '../../lib/pipeline/topology.js';
-import type { OnceStore, QueueSender } from '../../lib/ports/index.js';
+import type { OnceStore } from '../../lib/ports/index.js';
+import type { PipelineRecord } from '../../lib/record.js';
 import { EmbeddedPipeline, toSqsRecord, VirtualClock } from '../../lib/runtime/embedded.js';
 import type { QueuedMessage } from '../../lib/runtime/memory-queue.js';
 import type { StageHandler } from '../../lib/runtime/stage-handler.js';
@@ -37,6 +38,9 @@ import {
   testWorld,
 } from '../support/world.js';
 import { Results, responseFilesFor } from './support.js';
+
+/** A stage-to-stage batch send, of bodies (`sendBatch`) or records (`sendRecords`): one contract. */
+type BatchSend = (queue: QueueName, entries: readonly unknown[]) => Promise<{ failed: number[] }>;
 
 interface FaultRow {
   fault: string;
@@ -71,8 +75,11 @@ afterAll(() => {
 
 interface FaultOptions {
   beforeKeyCall?: (operation: string, kid: string) => void;
-  /** Wraps the runtime's own stage-to-stage `sendBatch` (the front door's `sendInbound` is left alone). */
-  sendBatch?: (real: QueueSender['sendBatch']) => QueueSender['sendBatch'];
+  /**
+   * Wraps the runtime's own stage-to-stage sends, `sendBatch` and `sendRecords` alike (the front
+   * door's `sendInbound` is left alone).
+   */
+  sendBatch?: (real: BatchSend) => BatchSend;
   /** Wraps the runtime's own once-store. */
   once?: (real: OnceStore) => OnceStore;
   handlers?: (real: Record<StageName, StageHandler>, run: FaultRun) => Record<StageName, StageHandler>;
@@ -100,7 +107,17 @@ class FaultRun {
     const ports = this.pipeline.ports;
     if (opts.sendBatch) {
       const real = ports.queues;
-      ports.queues = { ...real, sendBatch: opts.sendBatch((queue, bodies) => real.sendBatch(queue, bodies)) };
+      const wrap = opts.sendBatch;
+      const sendRecords = real.sendRecords?.bind(real);
+      ports.queues = {
+        ...real,
+        sendBatch: wrap((queue, bodies) => real.sendBatch(queue, bodies as readonly string[])),
+        ...(sendRecords
+          ? {
+              sendRecords: wrap((queue, records) => sendRecords(queue, records as readonly PipelineRecord[])),
+            }
+          : {}),
+      };
     }
     if (opts.once) ports.once = opts.once(ports.once);
   }

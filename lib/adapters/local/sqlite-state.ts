@@ -38,7 +38,8 @@ import {
   onceMarker,
   safeAuditEntry,
 } from '../../ports/index.js';
-import type { QueuedMessage, QueueSettings } from '../../runtime/memory-queue.js';
+import { type PipelineRecord, serialiseRecord } from '../../record.js';
+import { lazyBody, type QueuedMessage, type QueueSettings } from '../../runtime/memory-queue.js';
 import type {
   Backlog,
   InspectableAuditLog,
@@ -92,10 +93,97 @@ CREATE TABLE IF NOT EXISTS outcomes (trace_id TEXT PRIMARY KEY, outcome TEXT NOT
 CREATE TABLE IF NOT EXISTS submissions (key TEXT PRIMARY KEY, trace_id TEXT NOT NULL, file TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
 CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+-- Bodies stored once (format 1): a large body (the sealed JWE of an inbound message) is a body part,
+-- referred to by the messages whose bodies contain it: the inbound message (template '') and the
+-- records of the next hops, which carry it inline. A spliced message's body is its template with
+-- the part's text inserted at \`at\` (UTF-16 code units); it has no message_bodies row. A part goes
+-- with the last splice that refers to it (no reference count: an UPDATE would rewrite the text).
+-- The key is random, never reused, so a key remembered across a rolled-back unit of work cannot
+-- point at another body.
+CREATE TABLE IF NOT EXISTS body_parts (key TEXT PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS message_splices (seq INTEGER PRIMARY KEY, template TEXT NOT NULL, part TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS message_splices_by_part ON message_splices (part);
 `;
 
+/**
+ * The layout of the state file (PRAGMA user_version). 0: before bodies were stored once; it opens
+ * as is (its messages all have message_bodies rows) and is marked 1. A file marked higher was
+ * written by a newer version, whose messages this one might not read: it is refused.
+ */
+const STATE_FORMAT = 1;
+
+/** A body at least this long is stored as a body part, so the next hops can refer to it. */
+const BODY_PART_MIN_CHARS = 8 * 1024;
+
+/** At most this many characters of body parts are remembered in memory for reuse by later hops. */
+const PARTS_MAX_CHARS = 64 * 1024 * 1024;
+
+/** What a body is read from: its own row, or a template and a body part. */
+const BODY_SOURCE = {
+  columns: 'b.body AS body, s.template AS template, s.at AS at, p.key AS part_key, p.text AS part_text',
+  joins:
+    'LEFT JOIN message_bodies b ON b.seq = m.seq LEFT JOIN message_splices s ON s.seq = m.seq LEFT JOIN body_parts p ON p.key = s.part',
+};
+/** A file of format 0 opened read-only (so without the tables of format 1). */
+const LEGACY_BODY_SOURCE = {
+  columns: 'b.body AS body, NULL AS template, NULL AS at, NULL AS part_key, NULL AS part_text',
+  joins: 'LEFT JOIN message_bodies b ON b.seq = m.seq',
+};
+interface BodyColumns {
+  body: string | null;
+  template: string | null;
+  at: number | null;
+  part_key: string | null;
+  part_text: string | null;
+}
+
+/** A record on its way to the next stage's first receive, and how to rebuild its stored body. */
+interface HandOff {
+  record: PipelineRecord;
+  /** Roughly what it holds in memory (for the bound). */
+  chars: number;
+  body: () => string;
+}
+
+/** A body part this process knows the text of. */
+interface KnownPart {
+  key: string;
+  text: string;
+  bytes: number;
+  /** Whether JSON.stringify leaves the text as it is (checked once, when first spliced). */
+  plain?: boolean;
+}
+
+/** Marks where the shared part goes in a record's serialisation; random per process. */
+const PART_MARK = `part-${randomUUID()}-part`;
+/** A character JSON.stringify would escape (or a lone surrogate, which it writes as \u escape). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what JSON escapes
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * The record's serialisation without its sealed JWE, and where the JWE goes: the record with a
+ * mark in place of `sealed.inline`, serialised, and the mark cut out (it occurs exactly once).
+ */
+function spliceTemplate(
+  record: PipelineRecord,
+): { template: string; at: number; templateBytes: number } | undefined {
+  const marked = serialiseRecord({ ...record, sealed: { inline: PART_MARK } });
+  const at = marked.indexOf(PART_MARK);
+  if (at < 0 || marked.indexOf(PART_MARK, at + 1) >= 0) return undefined;
+  const template = marked.slice(0, at) + marked.slice(at + PART_MARK.length);
+  return { template, at, templateBytes: Buffer.byteLength(template, 'utf8') };
+}
+
+/**
+ * At most this much (in characters of their serialisation) of handed-over records is kept in memory
+ * between stages; beyond it, records are read back from the file and parsed.
+ */
+const HAND_OFF_MAX_CHARS = 32 * 1024 * 1024;
+
 interface MessageRow {
+  seq: number;
   id: string;
+  trace_id: string;
   queue: string;
   body: string;
   attributes: string;
@@ -134,6 +222,13 @@ export class SqliteState implements RuntimeState {
   #waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   #failed: StateWriteError | undefined;
   #synchronous: 'NORMAL' | 'FULL' = 'FULL';
+  /** Characters of bodies the queues hold in memory for the in-process hand-off. */
+  #handOffChars = 0;
+  /** Body parts whose text this process knows, by trace: what a later hop may refer to. */
+  readonly #parts = new Map<string, KnownPart>();
+  #partChars = 0;
+  /** @internal How this file's message bodies are selected (`m` is the messages table). */
+  readonly bodySource: { columns: string; joins: string };
 
   constructor(file: string, opts: SqliteStateOptions) {
     this.file = file;
@@ -142,12 +237,23 @@ export class SqliteState implements RuntimeState {
       if (!opts.readonly) mkdirSync(dirname(file), { recursive: true });
       const fresh = !existsSync(file);
       this.db = new Database(file, opts.readonly ? { readonly: true, fileMustExist: true } : {});
+      const format = this.db.pragma('user_version', { simple: true }) as number;
+      if (format > STATE_FORMAT) {
+        this.db.close();
+        throw new StateWriteError(
+          'STATE_FORMAT',
+          `the state file ${file} was written by a newer version of itk3 (format ${format}; this version reads up to ${STATE_FORMAT}): finish its work with that version, or use another --out folder`,
+        );
+      }
+      // Read-only, a file of the previous layout is read as it is (every body in message_bodies).
+      this.bodySource = opts.readonly && format < STATE_FORMAT ? LEGACY_BODY_SOURCE : BODY_SOURCE;
       if (!opts.readonly) {
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = FULL');
         this.db.pragma('foreign_keys = ON');
         this.db.exec(SCHEMA);
         migrateAuditChain(this.db);
+        if (format < STATE_FORMAT) this.db.pragma(`user_version = ${STATE_FORMAT}`);
         // The file holds credentials and message content, like an SQS queue at rest.
         if (fresh) chmodSync(file, 0o600);
       }
@@ -156,6 +262,7 @@ export class SqliteState implements RuntimeState {
       // read-only folder): read once now, so that surfaces here with a clear message.
       this.db.prepare('SELECT count(*) FROM sqlite_master').get();
     } catch (cause) {
+      if (cause instanceof StateWriteError) throw cause;
       throw stateError(cause, `cannot open the state file ${file}`);
     }
     this.audit = new SqliteAuditLog(this, this.#clock);
@@ -340,6 +447,96 @@ export class SqliteState implements RuntimeState {
     return { ...this.#backlog };
   }
 
+  /**
+   * @internal A queue may keep `chars` more of a record's body in memory for the hand-off to the
+   * next stage, unless that would pass {@link HAND_OFF_MAX_CHARS} (then the body is read back).
+   */
+  reserveHandOff(chars: number): boolean {
+    if (this.#handOffChars + chars > HAND_OFF_MAX_CHARS) return false;
+    this.#handOffChars += chars;
+    return true;
+  }
+
+  /** @internal */
+  releaseHandOff(chars: number): void {
+    this.#handOffChars -= chars;
+  }
+
+  // ---- body parts (bodies stored once) --------------------------------------------------------
+
+  /** @internal Store `text` as a new body part; call inside a unit of work, then splice it. */
+  storePart(traceId: string, text: string, bytes: number): string {
+    const key = randomUUID();
+    this.stmt('INSERT INTO body_parts (key, text) VALUES (?, ?)').run(key, text);
+    this.#rememberPart(traceId, { key, text, bytes });
+    return key;
+  }
+
+  /**
+   * @internal The body part of trace `traceId` whose text is `text`, if this process knows it and
+   * it can be spliced into a serialisation as it is (no character JSON would escape).
+   */
+  knownPart(traceId: string, text: string): KnownPart | undefined {
+    const part = this.#parts.get(traceId);
+    // Usually the very same string (the inbound body, read back once): no comparison of content.
+    if (!part || part.text !== text) return undefined;
+    part.plain ??= !NEEDS_ESCAPE.test(text);
+    return part.plain ? part : undefined;
+  }
+
+  /** @internal Whether part `key` is still stored (a message may refer to it; else store the body). */
+  refPart(key: string): boolean {
+    // Answered from the key's index: the text is not read.
+    return this.stmt('SELECT 1 FROM body_parts WHERE key = ?').get(key) !== undefined;
+  }
+
+  /** @internal A splice of part `key` went: with the last one, the part goes too. */
+  unrefPart(key: string, traceId: string): void {
+    const gone = this.stmt(
+      'DELETE FROM body_parts WHERE key = ? AND NOT EXISTS (SELECT 1 FROM message_splices WHERE part = ?)',
+    ).run(key, key).changes;
+    if (gone === 0) return;
+    const known = this.#parts.get(traceId);
+    if (known?.key === key) {
+      this.#parts.delete(traceId);
+      this.#partChars -= known.text.length;
+    }
+  }
+
+  /** @internal A stored body, from its own row or spliced from its template and part. */
+  bodyOf(stored: BodyColumns, traceId: string): string {
+    if (stored.body !== null) return stored.body;
+    if (
+      stored.template === null ||
+      stored.at === null ||
+      stored.part_key === null ||
+      stored.part_text === null
+    ) {
+      throw new StateWriteError('CORRUPT_BODY', `${this.file} has a queued message without its body`);
+    }
+    const text = stored.part_text;
+    this.#rememberPart(traceId, { key: stored.part_key, text, bytes: -1 });
+    return stored.template === ''
+      ? text
+      : stored.template.slice(0, stored.at) + text + stored.template.slice(stored.at);
+  }
+
+  #rememberPart(traceId: string, part: KnownPart): void {
+    const known = this.#parts.get(traceId);
+    if (known?.key === part.key) {
+      // The string just read is the one the stage will carry on: keep it, so the next hop finds
+      // the very same string (no comparison of content).
+      known.text = part.text;
+      return;
+    }
+    if (known) this.#partChars -= known.text.length;
+    this.#parts.delete(traceId);
+    if (this.#partChars + part.text.length > PARTS_MAX_CHARS) return;
+    if (part.bytes < 0) part.bytes = Buffer.byteLength(part.text, 'utf8');
+    this.#parts.set(traceId, part);
+    this.#partChars += part.text.length;
+  }
+
   /** @internal queue bookkeeping */
   adjustBacklog(messages: number, bytes: number): void {
     this.#backlog.messages += messages;
@@ -429,9 +626,9 @@ export class SqliteState implements RuntimeState {
   /** Dead letters of every queue, oldest first, bodies included (operator tooling only). */
   deadLetters(): (QueuedMessage & { queue: string })[] {
     const rows = this.stmt(
-      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.dead_at IS NOT NULL ORDER BY m.dead_at, m.seq',
-    ).all() as MessageRow[];
-    return rows.map((r) => ({ ...fromRow(r), queue: r.queue }));
+      `SELECT m.*, ${this.bodySource.columns} FROM messages m ${this.bodySource.joins} WHERE m.dead_at IS NOT NULL ORDER BY m.dead_at, m.seq`,
+    ).all() as (MessageRow & BodyColumns)[];
+    return rows.map((r) => ({ ...fromRow({ ...r, body: this.bodyOf(r, r.trace_id) }), queue: r.queue }));
   }
 
   /**
@@ -458,6 +655,14 @@ export class SqliteQueue implements StageQueue {
   readonly #insert: Database.Statement;
   readonly #select: Database.Statement;
   readonly #byId: Database.Statement;
+  readonly #body: Database.Statement;
+  /**
+   * Records sent with `sendRecord` and not yet received: the first receive in this process takes
+   * the record from here instead of reading and parsing the stored body. Memory only, bounded by
+   * {@link SqliteState.reserveHandOff}; the stored body is the truth. The body itself is not kept
+   * (the stages read the record): it is rebuilt only if someone reads it.
+   */
+  readonly #handOff = new Map<string, HandOff>();
 
   constructor(state: SqliteState, settings: QueueSettings, clock: Clock) {
     this.name = settings.name;
@@ -470,11 +675,14 @@ export class SqliteQueue implements StageQueue {
        VALUES (@id, @queue, @trace_id, @attributes, @bytes, @sent_at, @receive_count,
          @first_received_at, @visible_at, NULL, @dead_source, @dead_reason, @dead_at)`,
     );
+    // Bookkeeping only: a body is read for the messages received, unless it was handed over.
     this.#select = this.#state.stmt(
-      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? AND m.visible_at <= ? ORDER BY m.seq LIMIT ?',
+      'SELECT * FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?',
     );
+    const { columns, joins } = state.bodySource;
+    this.#body = this.#state.stmt(`SELECT ${columns} FROM messages m ${joins} WHERE m.seq = ?`);
     this.#byId = this.#state.stmt(
-      'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ? AND m.queue = ?',
+      `SELECT m.*, ${columns} FROM messages m ${joins} WHERE m.id = ? AND m.queue = ?`,
     );
   }
 
@@ -489,13 +697,70 @@ export class SqliteQueue implements StageQueue {
     return messageId;
   }
 
+  sendRecord(record: PipelineRecord): string {
+    const messageId = randomUUID();
+    const now = this.#clock.now();
+    const message = { messageId, attributes: {}, sentAt: now, receiveCount: 0, visibleAt: now };
+    // The sealed JWE the inbound message stored is not stored again: the body is kept as the record
+    // without it plus a reference to that body part (docs/DURABILITY.md, "Bodies stored once").
+    const shared = record.sealed && 'inline' in record.sealed ? record.sealed.inline : undefined;
+    const part = shared === undefined ? undefined : this.#state.knownPart(record.traceId, shared);
+    const spliced = part && spliceTemplate(record);
+    const handOff = this.#state.run((): HandOff => {
+      if (part && spliced && this.#state.refPart(part.key)) {
+        const { template, at } = spliced;
+        this.#insertMessage({ ...message, body: '' }, record.traceId, spliced.templateBytes + part.bytes, {
+          template,
+          part: part.key,
+          at,
+        });
+        const text = part.text;
+        return {
+          record,
+          chars: template.length + text.length,
+          body: () => template.slice(0, at) + text + template.slice(at),
+        };
+      }
+      const whole = serialiseRecord(record);
+      this.#insertMessage({ ...message, body: whole }, record.traceId, Buffer.byteLength(whole, 'utf8'));
+      return { record, chars: whole.length, body: () => serialiseRecord(record) };
+    });
+    // After the insert (which may throw): only a stored message is handed over.
+    if (this.#state.reserveHandOff(handOff.chars)) this.#handOff.set(messageId, handOff);
+    return messageId;
+  }
+
   enqueue(m: QueuedMessage): void {
+    this.#store(m, traceIdOf(m.body, m.messageId));
+  }
+
+  /**
+   * Store `m`. A large body becomes a body part of its own (template '' around it), so that the
+   * records of the next hops, which carry it inline, can refer to it instead of storing it again.
+   */
+  #store(m: QueuedMessage, traceId: string): void {
     const bytes = Buffer.byteLength(m.body, 'utf8');
+    this.#state.run(() => {
+      if (m.body.length < BODY_PART_MIN_CHARS) {
+        this.#insertMessage(m, traceId, bytes);
+        return;
+      }
+      const key = this.#state.storePart(traceId, m.body, bytes);
+      this.#insertMessage({ ...m, body: '' }, traceId, bytes, { template: '', part: key, at: 0 });
+    });
+  }
+
+  #insertMessage(
+    m: QueuedMessage,
+    traceId: string,
+    bytes: number,
+    splice?: { template: string; part: string; at: number },
+  ): void {
     this.#state.run(() => {
       const { lastInsertRowid } = this.#insert.run({
         id: m.messageId,
         queue: this.name,
-        trace_id: traceIdOf(m.body, m.messageId),
+        trace_id: traceId,
         attributes: JSON.stringify(m.attributes),
         bytes,
         sent_at: m.sentAt,
@@ -506,18 +771,39 @@ export class SqliteQueue implements StageQueue {
         dead_reason: m.deadLetter?.reason ?? null,
         dead_at: m.deadLetter?.at ?? null,
       });
-      this.#state.stmt('INSERT INTO message_bodies (seq, body) VALUES (?, ?)').run(lastInsertRowid, m.body);
+      if (splice) {
+        this.#state
+          .stmt('INSERT INTO message_splices (seq, template, part, at) VALUES (?, ?, ?, ?)')
+          .run(lastInsertRowid, splice.template, splice.part, splice.at);
+      } else {
+        this.#state.stmt('INSERT INTO message_bodies (seq, body) VALUES (?, ?)').run(lastInsertRowid, m.body);
+      }
     });
     if (!m.deadLetter) this.#state.adjustBacklog(1, bytes);
   }
 
-  #remove(messageId: string): void {
-    const row = this.#state.stmt('SELECT seq FROM messages WHERE id = ?').get(messageId) as
-      | { seq: number }
+  /** Delete a message's body (its own row, or its splice and its reference to the body part). */
+  #removeBody(seq: number, traceId: string): void {
+    const splice = this.#state.stmt('DELETE FROM message_splices WHERE seq = ? RETURNING part').get(seq) as
+      | { part: string }
       | undefined;
-    if (!row) return;
-    this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(row.seq);
-    this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(row.seq);
+    if (splice) this.#state.unrefPart(splice.part, traceId);
+    else this.#state.stmt('DELETE FROM message_bodies WHERE seq = ?').run(seq);
+  }
+
+  /** Forget a handed-over record (its message was received, deleted or moved). */
+  #dropHandOff(messageId: string): HandOff | undefined {
+    const entry = this.#handOff.get(messageId);
+    if (!entry) return undefined;
+    this.#handOff.delete(messageId);
+    this.#state.releaseHandOff(entry.chars);
+    return entry;
+  }
+
+  #withBody(row: MessageRow): MessageRow {
+    const stored = this.#body.get(row.seq) as BodyColumns;
+    row.body = this.#state.bodyOf(stored, row.trace_id);
+    return row;
   }
 
   receive(max: number): QueuedMessage[] {
@@ -531,6 +817,8 @@ export class SqliteQueue implements StageQueue {
         let moved = 0;
         for (const row of rows) {
           if (dlq && maxReceiveCount !== undefined && row.receive_count >= maxReceiveCount) {
+            this.#dropHandOff(row.id);
+            this.#withBody(row);
             const reason = row.last_failure ?? 'unknown';
             this.#state
               .stmt(
@@ -557,13 +845,20 @@ export class SqliteQueue implements StageQueue {
                WHERE id = ?`,
             )
             .run(now, visibleAt, receiptHandle, row.id);
-          out.push({
+          const handedOver = this.#dropHandOff(row.id);
+          if (!handedOver) this.#withBody(row);
+          const received: QueuedMessage = {
             ...fromRow(row),
             receiveCount: row.receive_count + 1,
             firstReceivedAt: row.first_received_at ?? now,
             visibleAt,
             receiptHandle,
-          });
+          };
+          if (handedOver) {
+            received.record = handedOver.record;
+            lazyBody(received, handedOver.body);
+          }
+          out.push(received);
         }
         if (moved === 0 || out.length >= max) return out;
       }
@@ -571,12 +866,17 @@ export class SqliteQueue implements StageQueue {
   }
 
   delete(messageId: string, receiptHandle: string): boolean {
+    this.#dropHandOff(messageId);
     return this.#state.run(() => {
       const row = this.#state
-        .stmt('SELECT bytes, dead_at FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ?')
-        .get(messageId, this.name, receiptHandle) as { bytes: number; dead_at: number | null } | undefined;
+        .stmt(
+          'DELETE FROM messages WHERE id = ? AND queue = ? AND receipt_handle = ? RETURNING seq, trace_id, bytes, dead_at',
+        )
+        .get(messageId, this.name, receiptHandle) as
+        | { seq: number; trace_id: string; bytes: number; dead_at: number | null }
+        | undefined;
       if (!row) return false;
-      this.#remove(messageId);
+      this.#removeBody(row.seq, row.trace_id);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return true;
     });
@@ -591,10 +891,13 @@ export class SqliteQueue implements StageQueue {
   }
 
   take(messageId: string): QueuedMessage | undefined {
+    this.#dropHandOff(messageId);
     return this.#state.run(() => {
-      const row = this.#byId.get(messageId, this.name) as MessageRow | undefined;
+      const row = this.#byId.get(messageId, this.name) as (MessageRow & BodyColumns) | undefined;
       if (!row) return undefined;
-      this.#remove(messageId);
+      row.body = this.#state.bodyOf(row, row.trace_id);
+      this.#state.stmt('DELETE FROM messages WHERE seq = ?').run(row.seq);
+      this.#removeBody(row.seq, row.trace_id);
       if (row.dead_at === null) this.#state.adjustBacklog(-1, -row.bytes);
       return fromRow(row);
     });
@@ -603,10 +906,10 @@ export class SqliteQueue implements StageQueue {
   peekAll(): QueuedMessage[] {
     const rows = this.#state
       .stmt(
-        'SELECT m.*, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.queue = ? ORDER BY m.seq',
+        `SELECT m.*, ${this.#state.bodySource.columns} FROM messages m ${this.#state.bodySource.joins} WHERE m.queue = ? ORDER BY m.seq`,
       )
-      .all(this.name) as MessageRow[];
-    return rows.map(fromRow);
+      .all(this.name) as (MessageRow & BodyColumns)[];
+    return rows.map((r) => fromRow({ ...r, body: this.#state.bodyOf(r, r.trace_id) }));
   }
 
   get depth(): number {

@@ -10,9 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FolderDeliverer } from '../../../lib/adapters/local/folder-deliverer.js';
 import { submitScenarioMessage } from '../../../lib/cli/demo.js';
 import { TransientError } from '../../../lib/errors.js';
-import type { StageName } from '../../../lib/pipeline/topology.js';
+import type { QueueName, StageName } from '../../../lib/pipeline/topology.js';
 import { STAGES } from '../../../lib/pipeline/topology.js';
-import type { AuditEntry, Deliverer, DeliveryTarget, QueueSender } from '../../../lib/ports/index.js';
+import type { AuditEntry, Deliverer, DeliveryTarget } from '../../../lib/ports/index.js';
+import type { PipelineRecord } from '../../../lib/record.js';
 import type { EmbeddedPipeline } from '../../../lib/runtime/embedded.js';
 import type { StageHandler } from '../../../lib/runtime/stage-handler.js';
 import { hostileMessages, type ScenarioMessage, tokenFor } from '../../../lib/testkit/scenario.js';
@@ -92,15 +93,23 @@ function recordingHandlers(overrides: Partial<Record<StageName, Override>> = {})
 /**
  * Wrap the runtime's own queue sender (the real local adapter over its in-memory queues). The
  * runtime builds that sender around its queues, so it exists only once the pipeline does; the
- * wrapper replaces `sendBatch` on the very ports object the handlers and the front door use.
+ * wrapper replaces `sendBatch` and `sendRecords` on the very ports object the handlers and the front
+ * door use.
  */
-function wrapQueueSender(
-  pipeline: EmbeddedPipeline,
-  wrap: (real: QueueSender['sendBatch']) => QueueSender['sendBatch'],
-): void {
+function wrapQueueSender(pipeline: EmbeddedPipeline, wrap: (real: BatchSend) => BatchSend): void {
   const real = pipeline.ports.queues;
-  pipeline.ports.queues = { ...real, sendBatch: wrap((queue, bodies) => real.sendBatch(queue, bodies)) };
+  const sendRecords = real.sendRecords?.bind(real);
+  pipeline.ports.queues = {
+    ...real,
+    sendBatch: wrap((queue, bodies) => real.sendBatch(queue, bodies as readonly string[])),
+    ...(sendRecords
+      ? { sendRecords: wrap((queue, records) => sendRecords(queue, records as readonly PipelineRecord[])) }
+      : {}),
+  };
 }
+
+/** A stage-to-stage batch send, of bodies (`sendBatch`) or records (`sendRecords`): one contract. */
+type BatchSend = (queue: QueueName, entries: readonly unknown[]) => Promise<{ failed: number[] }>;
 
 async function entries(pipeline: EmbeddedPipeline, traceId: string): Promise<AuditEntry[]> {
   return pipeline.audit.byTrace(traceId);
