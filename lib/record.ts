@@ -145,6 +145,23 @@ export function serialiseRecord(record: PipelineRecord): string {
  */
 const handedOver = new WeakMap<object, PipelineRecord>();
 
+/**
+ * Freeze `record` and everything in it, for the hand-off: the object a queue hands to the next
+ * stage must stay what its stored body says, so neither the stage that sent it nor the one that
+ * receives it may change it afterwards (a change throws instead of making the two views differ).
+ */
+export function freezeRecord(record: PipelineRecord): PipelineRecord {
+  return deepFreeze(record);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const member of Object.values(value)) deepFreeze(member);
+  }
+  return value;
+}
+
 /** `carrier`'s body is `serialiseRecord(record)`, produced in this process: hand `record` over. */
 export function handOverRecord(carrier: object, record: PipelineRecord): void {
   handedOver.set(carrier, record);

@@ -94,11 +94,3 @@ export class PublicKeyObjects {
 export function signingInput(compact: string): Buffer {
   return Buffer.from(compact.slice(0, compact.lastIndexOf('.')), 'latin1');
 }
-
-/** `header.payload` of a compact JWS (already guarded) as bytes, and its decoded signature. */
-export function signedParts(compact: string): { signingInput: Buffer; signature: Buffer } {
-  return {
-    signingInput: signingInput(compact),
-    signature: Buffer.from(compact.slice(compact.lastIndexOf('.') + 1), 'base64url'),
-  };
-}

@@ -24,7 +24,7 @@ import {
   type SigningAlg,
   toJoseKey,
 } from './contract.js';
-import { PublicKeyObjects, SignatureKeyError, signedParts, verifyJwsSignature } from './signature.js';
+import { PublicKeyObjects, SignatureKeyError, signingInput, verifyJwsSignature } from './signature.js';
 
 /** Default credential lifetime when neither `exp` nor `lifetimeSeconds` is given. */
 export const DEFAULT_TOKEN_LIFETIME_SECONDS = 300;
@@ -169,10 +169,12 @@ export async function verifyCredential(
   if (typeof token !== 'string' || token.length === 0) reject('TOKEN_MISSING', 'no credential');
   onPass('present');
 
-  const { segments, header } = parseCompact(token, {
+  // The signature comes back decoded by its canonical check (as in parseSigned): decoded once.
+  const { segments, header, bytes } = parseCompact(token, {
     maxBytes: limits.maxTokenBytes,
     segments: 3,
     fail: tokenGuardError,
+    decode: [2],
   });
 
   if (hasAnyMember(header, FORBIDDEN_JWS_HEADERS)) {
@@ -208,10 +210,9 @@ export async function verifyCredential(
   // Signature with node:crypto on the guarded segments, then the claim checks jose's jwtVerify made
   // with these options, in its order and with its codes (checkStandardClaims).
   const key = issuerKey(issuer, jwk);
-  const { signingInput, signature } = signedParts(token);
   let valid: boolean;
   try {
-    valid = verifyJwsSignature(jwk.alg, key, signingInput, signature);
+    valid = verifyJwsSignature(jwk.alg, key, signingInput(token), bytes[2] ?? Buffer.alloc(0));
   } catch (error) {
     if (!(error instanceof SignatureKeyError)) throw error;
     throw new AuthenticationError('TOKEN_MALFORMED', 'credential could not be verified', {

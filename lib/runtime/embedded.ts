@@ -236,7 +236,7 @@ export class EmbeddedPipeline {
     };
     this.#sideBySide = opts.pool !== undefined && opts.sideBySide !== false;
     this.ports = {
-      keys: opts.pool ? opts.pool.keyService(opts.keys) : opts.keys,
+      keys: opts.keys,
       ...(opts.pool ? { cpu: opts.pool.cpu } : {}),
       queues: sender,
       once: this.once,

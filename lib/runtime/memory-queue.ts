@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../ports/index.js';
-import { type PipelineRecord, serialiseRecord } from '../record.js';
+import { freezeRecord, type PipelineRecord, serialiseRecord } from '../record.js';
 import type { StageQueue } from './state.js';
 
 export interface QueuedMessage {
@@ -88,7 +88,7 @@ export class MemoryQueue implements StageQueue {
 
   sendRecord(record: PipelineRecord): string {
     const messageId = this.send(serialiseRecord(record));
-    this.#handOff.set(messageId, record);
+    this.#handOff.set(messageId, freezeRecord(record));
     return messageId;
   }
 

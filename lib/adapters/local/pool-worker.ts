@@ -14,24 +14,16 @@ import { ConfigError, PipelineError, RejectionError } from '../../errors.js';
 import { inThreadCpuWork } from './cpu-work.js';
 import { readKeystore } from './keystore.js';
 import { SoftwareKeyService } from './software-keys.js';
-import {
-  type PoolReply,
-  type PoolTask,
-  type PoolWorkerData,
-  type SerializedError,
-  type TaskReply,
-  transferableCopy,
-} from './worker-pool.js';
+import type { PoolReply, PoolTask, PoolWorkerData, SerializedError, TaskReply } from './worker-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('pool-worker runs only as a worker thread');
 const data = workerData as PoolWorkerData;
 
-let keys: SoftwareKeyService;
 let cpu: ReturnType<typeof inThreadCpuWork>;
 try {
-  keys = new SoftwareKeyService(readKeystore(data.keystoreFile));
-  cpu = inThreadCpuWork(loadConfig(data.configDoc), keys);
+  // The worker's own key handles: the recipient key (openSealed) and the response key (signResponse).
+  cpu = inThreadCpuWork(loadConfig(data.configDoc), new SoftwareKeyService(readKeystore(data.keystoreFile)));
   port.postMessage({ ready: true } satisfies PoolReply);
 } catch (error) {
   // readKeystore and loadConfig list their problems as ConfigError issues that name files and
@@ -48,10 +40,10 @@ try {
 }
 
 /**
- * Tasks that take milliseconds (a private-key RSA operation: 1 ms at 2048 bits, 5 at 4096; an ECDH
- * recipient key is quicker but goes the same way); the others take tenths of one.
+ * Tasks that take milliseconds (the recipient key's private-key RSA operation: 1 ms at 2048 bits,
+ * 5 at 4096; an ECDH recipient key is quicker but goes the same way); the others take tenths of one.
  */
-const SLOW_OPS: ReadonlySet<PoolTask['op']> = new Set(['openSealed', 'unwrapKey']);
+const SLOW_OPS: ReadonlySet<PoolTask['op']> = new Set(['openSealed']);
 /** Slow answers that end within this long of the last one sent share one message back (one wake-up). */
 const SLOW_REPLY_GATHER_MS = 1;
 
@@ -106,20 +98,6 @@ function send(answers: Answer[]): void {
 
 async function run(task: PoolTask): Promise<{ value: unknown; transfer: ArrayBuffer[] }> {
   switch (task.op) {
-    case 'unwrapKey': {
-      const result = await keys.unwrapKey(task.kid, task.encryptedKey);
-      if (!result.ok) return { value: result, transfer: [] };
-      const cek = transferableCopy(result.cek);
-      result.cek.fill(0);
-      return { value: { ok: true, cek }, transfer: [cek.buffer as ArrayBuffer] };
-    }
-    case 'deriveSharedSecret': {
-      const result = await keys.deriveSharedSecret(task.kid, task.ephemeralPublicKey);
-      if (!result.ok) return { value: result, transfer: [] };
-      const sharedSecret = transferableCopy(result.sharedSecret);
-      result.sharedSecret.fill(0);
-      return { value: { ok: true, sharedSecret }, transfer: [sharedSecret.buffer as ArrayBuffer] };
-    }
     case 'verifyCredential':
       return { value: await cpu.verifyCredential(task.token, task.receivedAtMs), transfer: [] };
     case 'openSealed':

@@ -38,7 +38,7 @@ import {
   onceMarker,
   safeAuditEntry,
 } from '../../ports/index.js';
-import { type PipelineRecord, serialiseRecord } from '../../record.js';
+import { freezeRecord, type PipelineRecord, serialiseRecord } from '../../record.js';
 import { lazyBody, type QueuedMessage, type QueueSettings } from '../../runtime/memory-queue.js';
 import type {
   Backlog,
@@ -697,7 +697,9 @@ export class SqliteQueue implements StageQueue {
     return messageId;
   }
 
-  sendRecord(record: PipelineRecord): string {
+  sendRecord(sent: PipelineRecord): string {
+    // Frozen: the handed-over record and the body rebuilt from it stay what is stored.
+    const record = freezeRecord(sent);
     const messageId = randomUUID();
     const now = this.#clock.now();
     const message = { messageId, attributes: {}, sentAt: now, receiveCount: 0, visibleAt: now };

@@ -8,10 +8,9 @@
  * - **Keys**: each worker reads the keystore file itself and holds its own key handles (one per
  *   worker: one shared handle would serialise the RSA operations). Only what the stages need comes
  *   back (the inner JWS text, the verified Bundle's facts, the signed response), never a key.
- * - **Ports**: {@link WorkerPool.cpu} is the stages' {@link CpuWork} port;
- *   {@link WorkerPool.keyService} wraps a local key service with the recipient-key steps on the
- *   workers (signing and public keys stay on it). Results and errors are those of the in-process
- *   path (same classes, codes, messages and response hints).
+ * - **Ports**: {@link WorkerPool.cpu} is the stages' {@link CpuWork} port: the stages' own
+ *   functions (cpu-work.ts), so results and errors are those of the in-process path (same
+ *   classes, codes, messages and response hints). The key-service port itself stays in-process.
  * - **Hand-off**: the tasks of one turn of the event loop go to a worker as one message; it
  *   answers the quick ones together, then each slow key operation as it ends (pool-worker.ts).
  * - **Crash**: a worker that dies fails its tasks in flight with a {@link TransientError} (the
@@ -38,7 +37,7 @@ import {
   TransientError,
 } from '../../errors.js';
 import type { BundleFormat, Itk3Message } from '../../itk3/parse.js';
-import type { CpuWork, EcPublicJwk, KeyService } from '../../ports/index.js';
+import type { CpuWork } from '../../ports/index.js';
 import type { ResponseSpec } from '../../stages/deliver.js';
 import type { BundleContent, SignedContentInput } from '../../stages/verify.js';
 
@@ -50,8 +49,6 @@ export interface PoolWorkerData {
 
 /** A task for a worker; `id` pairs it with its reply. */
 export type PoolTask = { id: number } & (
-  | { op: 'unwrapKey'; kid: string; encryptedKey: Uint8Array }
-  | { op: 'deriveSharedSecret'; kid: string; ephemeralPublicKey: EcPublicJwk }
   | { op: 'verifyCredential'; token: string; receivedAtMs: number }
   | { op: 'openSealed'; compact: string; authorisedKid: string }
   | { op: 'verifySignedContent'; input: SignedContentInput }
@@ -172,25 +169,6 @@ export class WorkerPool {
       throw (failure as PromiseRejectedResult).reason;
     }
     return pool;
-  }
-
-  /**
-   * The key-service port with the recipient-key steps (unwrap, ECDH) on the workers; signing and
-   * public keys stay with `local` (the same keystore, in this thread).
-   */
-  keyService(local: KeyService): KeyService {
-    return {
-      unwrapKey: async (kid, encryptedKey) =>
-        (await this.#run({ op: 'unwrapKey', kid, encryptedKey: transferableCopy(encryptedKey) })) as
-          | { ok: true; cek: Uint8Array }
-          | { ok: false },
-      deriveSharedSecret: async (kid, ephemeralPublicKey) =>
-        (await this.#run({ op: 'deriveSharedSecret', kid, ephemeralPublicKey: { ...ephemeralPublicKey } })) as
-          | { ok: true; sharedSecret: Uint8Array }
-          | { ok: false },
-      signEs256: (kid, signingInput) => local.signEs256(kid, signingInput),
-      publicKeySpki: (kid) => local.publicKeySpki(kid),
-    };
   }
 
   /** The stages' CPU-heavy pure steps, on the workers. */
@@ -326,9 +304,7 @@ export class WorkerPool {
 /** The failure a task gets when its worker is gone: transient, so the record is retried. */
 function unavailable(op: PoolTask['op'], message: string): TransientError {
   const code: TransientCode =
-    op === 'unwrapKey' || op === 'deriveSharedSecret' || op === 'openSealed' || op === 'signResponse'
-      ? 'KEY_SERVICE_UNAVAILABLE'
-      : 'UNEXPECTED';
+    op === 'openSealed' || op === 'signResponse' ? 'KEY_SERVICE_UNAVAILABLE' : 'UNEXPECTED';
   return new TransientError(code, message);
 }
 
@@ -366,14 +342,13 @@ function rebuild(e: SerializedError): Error {
 
 /**
  * An exactly-sized copy whose buffer can be transferred: posting it moves only its own bytes and
- * leaves the caller's (possibly a pooled Buffer's) alone. Both sides of the pool use it.
+ * leaves the caller's (possibly a pooled Buffer's) alone.
  */
-export function transferableCopy(bytes: Uint8Array): Uint8Array {
+function transferableCopy(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes);
 }
 
 function taskTransfer(task: TaskInput): ArrayBuffer[] {
-  if (task.op === 'unwrapKey') return [task.encryptedKey.buffer as ArrayBuffer];
   if (task.op === 'parseBundle') return [task.payload.buffer as ArrayBuffer];
   return [];
 }

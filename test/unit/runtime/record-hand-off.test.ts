@@ -340,3 +340,36 @@ describe('the demo scenario with the hand-off', () => {
     },
   );
 });
+
+describe('a handed-over record cannot be changed after it was sent', () => {
+  it.each([
+    ['SQLite', true],
+    ['memory', false],
+  ])('%s queue: the sender and the receiver both hold the stored view', (_, sqlite) => {
+    const clock = new VirtualClock(1_000_000);
+    const state = sqlite ? new SqliteState(join(makeTempDir(), 'state.db'), { clock }) : undefined;
+    const q: StageQueue = state
+      ? stageQueue(state)
+      : new MemoryQueue({ name: 'q', visibilityTimeoutSeconds: 10 }, clock);
+    const r: PipelineRecord = {
+      ...record('t-frozen'),
+      decision: { ruleId: 'rule-1', recipient: 'RCPT1', kid: 'kid-1' },
+    };
+    const body = serialiseRecord(r);
+    const run = <T>(fn: () => T): T => (state ? state.transact(fn) : fn());
+    run(() => q.sendRecord(r));
+    // The stage that sent it changes its own object afterwards: refused, not silently diverging.
+    expect(() => {
+      r.decision!.kid = 'kid-other';
+    }).toThrow(TypeError);
+    const [first] = run(() => q.receive(10));
+    expect(first?.record).toBeDefined();
+    // The next stage changing what it was handed: refused too.
+    expect(() => {
+      (first!.record as { receivedAt: number }).receivedAt = 0;
+    }).toThrow(TypeError);
+    expect(serialiseRecord(first!.record!)).toBe(body);
+    expect(first?.body).toBe(body);
+    state?.close();
+  });
+});

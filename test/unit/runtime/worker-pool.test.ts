@@ -21,7 +21,7 @@ import { parseSealed } from '../../../lib/envelope/jwe.js';
 import { TransientError } from '../../../lib/errors.js';
 import { fixturesDir } from '../../../lib/itk3/index.js';
 import { authorise } from '../../../lib/policy/index.js';
-import type { CpuWork, KeyService } from '../../../lib/ports/index.js';
+import type { CpuWork } from '../../../lib/ports/index.js';
 import { createWorld, type DemoWorld } from '../../../lib/testkit/world.js';
 import {
   buildMessage,
@@ -39,7 +39,6 @@ let world: DemoWorld;
 let keystoreFile: string;
 let pool: WorkerPool;
 let local: SoftwareKeyService;
-let pooledKeys: KeyService;
 let inThread: CpuWork;
 
 beforeAll(async () => {
@@ -48,7 +47,6 @@ beforeAll(async () => {
   writeKeystore(keystoreFile, world.keystore);
   pool = await WorkerPool.start({ size: 2, keystoreFile, config: world.config });
   local = new SoftwareKeyService(world.keystore);
-  pooledKeys = pool.keyService(local);
   inThread = inThreadCpuWork(world.config, local);
 });
 
@@ -117,32 +115,6 @@ describe('worker pool: the same results as the in-process path', () => {
     expect(workerCount(3)).toBe(3);
     expect(workerCount()).toBe(availableParallelism() > 1 ? availableParallelism() : 0);
     expect(() => workerCount(-1)).toThrow(RangeError);
-  });
-
-  it('RSA-OAEP unwrap: the same CEK on every worker, { ok: false } for a wrong key or garbage', async () => {
-    const sealed = parseSealed(
-      await sealAs(world, 'GP0001', buildMessage('GP0001')),
-      world.config.doc.limits,
-    );
-    for (let i = 0; i < 4; i += 1) {
-      const pooled = await pooledKeys.unwrapKey(sealed.kid, sealed.encryptedKey);
-      const here = await local.unwrapKey(sealed.kid, sealed.encryptedKey);
-      expect(pooled.ok && here.ok).toBe(true);
-      expect(comparable(pooled)).toEqual(comparable(here));
-    }
-    const garbage = new Uint8Array(sealed.encryptedKey.length).fill(7);
-    expect(await pooledKeys.unwrapKey(sealed.kid, garbage)).toEqual({ ok: false });
-    expect(await pooledKeys.unwrapKey('no-such-kid', sealed.encryptedKey)).toEqual({ ok: false });
-    // The caller's buffer is neither moved nor changed by posting it.
-    expect(sealed.encryptedKey.byteLength).toBeGreaterThan(0);
-  });
-
-  it('signing and public keys stay on the local key service', async () => {
-    const kid = world.config.doc.responseSigning.kid;
-    expect(Buffer.from(await pooledKeys.publicKeySpki(kid))).toEqual(
-      Buffer.from(await local.publicKeySpki(kid)),
-    );
-    expect((await pooledKeys.signEs256(kid, new TextEncoder().encode('a.b'))).byteLength).toBe(64);
   });
 
   it('credential verify: the same principal, and the same error for expired, foreign and broken tokens', async () => {
@@ -307,23 +279,19 @@ describe('worker pool: answers', () => {
 });
 
 describe('worker pool: ECDH-ES recipient keys', () => {
-  it('derives the same shared secret as the local key, and { ok: false } for a foreign kid', async () => {
+  it('opens a message sealed to an EC recipient key as the stage does in-thread', async () => {
     const ecWorld = await createWorld({ recipientAlg: 'ECDH-ES+A256KW' });
     const file = join(makeTempDir('itk3-pool-ec-'), 'keystore.json');
     writeKeystore(file, ecWorld.keystore);
     const ecPool = await WorkerPool.start({ size: 1, keystoreFile: file, config: ecWorld.config });
     try {
-      const ecLocal = new SoftwareKeyService(ecWorld.keystore);
-      const keys = ecPool.keyService(ecLocal);
-      const sealed = parseSealed(
-        await sealAs(ecWorld, 'GP0001', buildMessage('GP0001')),
-        ecWorld.config.doc.limits,
-      );
-      const epk = sealed.epk as { kty: 'EC'; crv: 'P-256'; x: string; y: string };
-      const pooled = await keys.deriveSharedSecret(sealed.kid, epk);
-      expect(pooled.ok).toBe(true);
-      expect(comparable(pooled)).toEqual(comparable(await ecLocal.deriveSharedSecret(sealed.kid, epk)));
-      expect(await keys.deriveSharedSecret('no-such-kid', epk)).toEqual({ ok: false });
+      const ecInThread = inThreadCpuWork(ecWorld.config, new SoftwareKeyService(ecWorld.keystore));
+      const compact = await sealAs(ecWorld, 'GP0001', buildMessage('GP0001'));
+      const sealed = parseSealed(compact, ecWorld.config.doc.limits);
+      expect(sealed.epk).toBeDefined();
+      const pooled = await ecPool.cpu.openSealed(compact, sealed.kid);
+      expect(pooled).toMatch(/^eyJ/);
+      expect(pooled).toBe(await ecInThread.openSealed(compact, sealed.kid));
     } finally {
       await ecPool.close();
     }
@@ -338,7 +306,8 @@ describe('worker pool: a worker that dies', () => {
       const exited = new Promise((resolve) => first.once('exit', resolve));
       const big = buildMessage('GP0001', { targetBytes: 2_000_000 }).bytes;
       const running = solo.cpu.parseBundle(big, 'xml');
-      const keyTask = solo.keyService(local).unwrapKey('any', new Uint8Array(512));
+      const sealed = await sealAs(world, 'GP0001', buildMessage('GP0001'));
+      const keyTask = solo.cpu.openSealed(sealed, parseSealed(sealed, world.config.doc.limits).kid);
       expect(solo.inFlight).toBe(2);
       await first.terminate();
       await exited;
