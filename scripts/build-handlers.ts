@@ -46,10 +46,6 @@ export async function buildHandlerBundles(
     const file = join(outRoot, name, HANDLER_BUNDLE_FILE);
     const result = await build({
       ...bundleOptions,
-      // esbuild's types want mutable arrays; the shared options are read-only.
-      mainFields: [...bundleOptions.mainFields],
-      external: [...bundleOptions.external],
-      inject: [...bundleOptions.inject],
       entryPoints: [entry],
       outfile: file,
       absWorkingDir: root,

@@ -70,11 +70,13 @@ function runtimeSdkFile(name: string): string {
  */
 export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }) {
   const sdkFromRuntime = !options.bundleAwsSdk;
+  // Literal types field by field (not `as const` on the whole): esbuild's option types want mutable
+  // arrays, so every caller can spread these as they are.
   return {
     bundle: true,
-    platform: 'node',
+    platform: 'node' as const,
     target: 'node22',
-    format: 'esm',
+    format: 'esm' as const,
     mainFields: ['module', 'main'],
     minify: true,
     // Source maps without the sources: stack traces keep file and line, the asset stays small.
@@ -87,8 +89,8 @@ export function handlerBundleOptions(options: { readonly bundleAwsSdk: boolean }
         )
       : {},
     inject: sdkFromRuntime ? [runtimeSdkFile('runtime-require.mjs')] : [],
-    logLevel: 'warning',
-  } as const;
+    logLevel: 'warning' as const,
+  };
 }
 
 /**

@@ -222,7 +222,10 @@ export class CachedKeyService implements KeyService {
     }
     if (!plaintext) throw new TransientError('KEY_SERVICE_UNAVAILABLE', 'KMS Decrypt returned no key');
     try {
-      const key = createPrivateKey({ key: Buffer.from(plaintext), format: 'der', type: 'pkcs8' });
+      // A view of KMS's buffer, not a copy: the copy would keep the DER (often in Node's shared
+      // Buffer pool) after the `fill(0)` below.
+      const der = Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+      const key = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
       if (signing ? !isP256(key) : !isUsableRecipientKey(key)) {
         throw new Error(
           signing

@@ -102,18 +102,9 @@ export class SqsDeadLetters implements DeadLetters {
   ): Promise<DeadLetter[]> {
     const moved: DeadLetter[] = [];
     for (let i = 0; i < MAX_RECEIVES; i += 1) {
-      const { Messages = [] } = await this.#sqs.send(
-        new ReceiveMessageCommand({
-          QueueUrl: dlqUrl,
-          MaxNumberOfMessages: 10,
-          VisibilityTimeout: HOLD_SECONDS,
-          WaitTimeSeconds: WAIT_SECONDS,
-          MessageSystemAttributeNames: ['All'],
-          MessageAttributeNames: ['All'],
-        }),
-      );
-      if (Messages.length === 0) break;
-      for (const m of Messages) {
+      const messages = await this.#receiveHeld(dlqUrl);
+      if (messages.length === 0) break;
+      for (const m of messages) {
         if (messageId !== undefined && m.MessageId !== messageId) {
           passedOver.push(m.ReceiptHandle!);
           continue;
@@ -169,17 +160,9 @@ export class SqsDeadLetters implements DeadLetters {
     const seen = new Map<string, Message>();
     try {
       for (let i = 0; i < MAX_RECEIVES; i += 1) {
-        const { Messages = [] } = await this.#sqs.send(
-          new ReceiveMessageCommand({
-            QueueUrl: url,
-            MaxNumberOfMessages: 10,
-            VisibilityTimeout: HOLD_SECONDS,
-            WaitTimeSeconds: WAIT_SECONDS,
-            MessageSystemAttributeNames: ['All'],
-          }),
-        );
-        if (Messages.length === 0) break;
-        for (const m of Messages) if (m.MessageId) seen.set(m.MessageId, m);
+        const messages = await this.#receiveHeld(url);
+        if (messages.length === 0) break;
+        for (const m of messages) if (m.MessageId) seen.set(m.MessageId, m);
       }
       return [...seen.values()];
     } finally {
@@ -188,6 +171,24 @@ export class SqsDeadLetters implements DeadLetters {
         [...seen.values()].map((m) => m.ReceiptHandle!),
       );
     }
+  }
+
+  /**
+   * One batch of a DLQ, hidden for {@link HOLD_SECONDS} so the next receive reaches further in (the
+   * listing and the redrive walk the queue alike), with every attribute a redrive sends back on.
+   */
+  async #receiveHeld(url: string): Promise<Message[]> {
+    const { Messages = [] } = await this.#sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: url,
+        MaxNumberOfMessages: 10,
+        VisibilityTimeout: HOLD_SECONDS,
+        WaitTimeSeconds: WAIT_SECONDS,
+        MessageSystemAttributeNames: ['All'],
+        MessageAttributeNames: ['All'],
+      }),
+    );
+    return Messages;
   }
 
   /** Make received messages visible again at once (ten per request). */

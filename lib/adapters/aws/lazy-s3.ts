@@ -16,10 +16,23 @@ export type S3ClientSource = S3Client | (() => Promise<S3Client>);
  * called; `import('./sdk-s3.js')` is what keeps the SDK out of module initialisation.
  */
 export function lazyS3Client(opts: AwsClientOptions = {}): () => Promise<S3Client> {
-  let client: Promise<S3Client> | undefined;
+  return loadOnce(() => import('./sdk-s3.js').then((sdk) => sdk.createS3Client(opts)));
+}
+
+/**
+ * `load`, run at the first call and its promise shared by every caller until it settles: callers
+ * that arrive together get one result. A rejection is not kept: blob failures are transient to the
+ * pipeline (retried from the queue), so the next call loads again rather than failing for the rest
+ * of the container's life.
+ */
+export function loadOnce<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
   return () => {
-    client ??= import('./sdk-s3.js').then((sdk) => sdk.createS3Client(opts));
-    return client;
+    loaded ??= load().catch((error: unknown) => {
+      loaded = undefined;
+      throw error;
+    });
+    return loaded;
   };
 }
 

@@ -19,7 +19,7 @@ import {
   SignCommand,
 } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   CachedKeyService,
   generateWrappedRecipientKey,
@@ -176,6 +176,21 @@ describe('CachedKeyService.unwrapKey', () => {
     kms.on(DecryptCommand).resolves({ Plaintext: plaintext });
     await service().unwrapKey('rx', wrapCek(randomBytes(32)));
     expect(plaintext.every((b) => b === 0)).toBe(true);
+  });
+
+  it('leaves no copy of the private key DER in a Buffer it made from the plaintext', async () => {
+    kms.on(DecryptCommand).resolves({ Plaintext: Buffer.from(pkcs8) });
+    const wrapped = wrapCek(randomBytes(32));
+    const made = vi.spyOn(Buffer, 'from');
+    try {
+      await service().unwrapKey('rx', wrapped);
+      const stillHoldingDer = made.mock.results
+        .map((r) => r.value as unknown)
+        .filter((b): b is Buffer => Buffer.isBuffer(b) && b.equals(pkcs8));
+      expect(stillHoldingDer).toEqual([]);
+    } finally {
+      made.mockRestore();
+    }
   });
 
   it('keeps a kid without a wrapped key on direct KMS (RSAES_OAEP_SHA_256)', async () => {

@@ -4,7 +4,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { AwsDeliverer, sqsSafeText } from '../../../lib/adapters/aws/aws-deliverer.js';
 import { folderKey } from '../../../lib/adapters/aws/deployment-names.js';
-import { lazyS3Client } from '../../../lib/adapters/aws/lazy-s3.js';
+import { lazyS3Client, loadOnce } from '../../../lib/adapters/aws/lazy-s3.js';
 import { S3BlobStore } from '../../../lib/adapters/aws/s3-blob-store.js';
 import { TransientError } from '../../../lib/errors.js';
 import { serviceError } from './faults.js';
@@ -199,6 +199,40 @@ describe('S3BlobStore', () => {
     expect(built[0]!.config.forcePathStyle).toBe(true);
     expect(s3.commandCalls(PutObjectCommand)[0]?.args[0].input).toMatchObject({ Key: 'claim-check/t/1' });
     expect(s3.commandCalls(DeleteObjectCommand)).toHaveLength(1);
+  });
+
+  it('a lazy client asked for by concurrent first blobs is built once', async () => {
+    const factory = lazyS3Client({ region: 'eu-west-2' });
+    const [a, b, c] = await Promise.all([factory(), factory(), factory()]);
+    expect(a).toBeInstanceOf(S3Client);
+    expect(b).toBe(a);
+    expect(c).toBe(a);
+  });
+
+  it('a client that failed to load is loaded again at the next blob, not failed for good', async () => {
+    s3.on(PutObjectCommand).resolves({});
+    let attempts = 0;
+    const flaky = loadOnce(async () => {
+      attempts += 1;
+      if (attempts === 1) throw new Error('runtime SDK not readable');
+      return new S3Client({ region: 'eu-west-2' });
+    });
+    const blobs = new S3BlobStore(flaky, 'b');
+    const [first, together] = await Promise.allSettled([
+      blobs.put('t/1', new Uint8Array([1])),
+      blobs.put('t/2', new Uint8Array([2])),
+    ]);
+    // Callers that arrive together share the one failed load, and each gets the transient code.
+    expect(attempts).toBe(1);
+    for (const settled of [first, together]) {
+      expect(settled.status).toBe('rejected');
+      expect(((settled as PromiseRejectedResult).reason as TransientError).code).toBe(
+        'BLOB_STORE_UNAVAILABLE',
+      );
+    }
+    await blobs.put('t/1', new Uint8Array([1]));
+    expect(attempts).toBe(2);
+    expect(s3.commandCalls(PutObjectCommand)).toHaveLength(1);
   });
 
   it('a failed delete is BLOB_STORE_UNAVAILABLE', async () => {

@@ -53,6 +53,11 @@ class SqsModel {
     return this.#queue(url).map((h) => h.message.Body!);
   }
 
+  /** The message attributes of the message with `body` in `url`. */
+  attributesOf(url: string, body: string): Message['MessageAttributes'] {
+    return this.#queue(url).find((h) => h.message.Body === body)?.message.MessageAttributes;
+  }
+
   install(): void {
     const sqs = mockClient(SQSClient);
     sqs.on(ReceiveMessageCommand).callsFake((input) => {
@@ -66,7 +71,13 @@ class SqsModel {
         h.visibleAt = now + (input.VisibilityTimeout ?? 30) * 1000;
         h.message = { ...h.message, ReceiptHandle: `r-${++this.#receipts}` };
       }
-      return { Messages: batch.map((h) => h.message) };
+      // As SQS: message attributes come back only when asked for by name (or 'All').
+      const withAttributes = (input.MessageAttributeNames ?? []).length > 0;
+      return {
+        Messages: batch.map((h) =>
+          withAttributes ? h.message : { ...h.message, MessageAttributes: undefined },
+        ),
+      };
     });
     sqs.on(SendMessageCommand).callsFake((input) => {
       this.add(input.QueueUrl, input.MessageBody, Date.now(), input.MessageAttributes);
@@ -182,6 +193,10 @@ describe('SqsDeadLetters', () => {
     expect(moved.map((l) => l.traceId).sort()).toEqual(['t-1', 't-2']);
     expect(model.ids(DLQ)).toEqual([]);
     expect(model.bodies(SOURCE).sort()).toEqual([record('t-1'), record('t-2')].sort());
+    // Back on the source queue with the attributes it was dead-lettered with.
+    expect(model.attributesOf(SOURCE, record('t-1'))).toEqual({
+      kind: { DataType: 'String', StringValue: 'record' },
+    });
     expect((await audit.byTrace('t-2')).at(-1)).toMatchObject({
       event: 'redriven',
       detail: 'back to deliver',

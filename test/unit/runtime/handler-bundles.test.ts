@@ -120,12 +120,8 @@ const HANDLERS: Record<string, Expectation> = {
  * deploy: so the SDK clients a handler pulls in are inputs of its bundle and can be checked.
  */
 function constructOptions(entry: string, bundleAwsSdk = true) {
-  const options = handlerBundleOptions({ bundleAwsSdk });
   return {
-    ...options,
-    mainFields: [...options.mainFields],
-    external: [...options.external],
-    inject: [...options.inject],
+    ...handlerBundleOptions({ bundleAwsSdk }),
     entryPoints: [path.join(ROOT, entry)],
     absWorkingDir: ROOT,
     metafile: true,
