@@ -110,9 +110,14 @@ function recipientKey(
   ks: ReturnType<typeof readKeystore>,
 ) {
   if (jwksFile) {
-    const jwks = JSON.parse(readInput(jwksFile).toString()) as {
-      keys?: { kid?: string; use?: string; kty?: string; crv?: string; alg?: string }[];
-    };
+    let jwks: { keys?: { kid?: string; use?: string; kty?: string; crv?: string; alg?: string }[] };
+    try {
+      jwks = JSON.parse(readInput(jwksFile).toString());
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+      // Not the parser's message: it quotes the file's first characters (the wrong file may be a key).
+      throw new UsageError(`--recipient-jwks ${jwksFile} is not valid JSON (a JWKS: {"keys": [...]})`);
+    }
     // An encryption key: RSA (RSA-OAEP-256) or P-256 (ECDH-ES+A256KW); the JWE alg follows the key.
     const keys = (jwks.keys ?? []).filter(
       (k) =>

@@ -208,6 +208,31 @@ describe('itk3: unreadable files', () => {
     expect(err).toMatch(/is not valid JSON/);
     expect(err).not.toContain('SECRET-PRIVATE-MATERIAL');
   });
+
+  it('a --recipient-jwks that is not JSON is a usage error that does not quote the file', async () => {
+    const { dir, keystore } = worldOnDisk();
+    const signer = world.keystore.keys.find((k) => k.purpose === 'sender-sign')!;
+    const jwks = join(dir, 'jwks.json');
+    // The wrong file given: the parser's own message would quote its first characters.
+    writeFileSync(jwks, 'MIIEvQSECRETKEYBYTES\n');
+    const bundle = join(dir, 'hettie.xml');
+    writeFileSync(bundle, loadSamples().find((s) => s.name === 'engage_hettie_winters_imms.xml')!.bytes);
+    const { code, err } = await cli(
+      'seal',
+      bundle,
+      '--keystore',
+      keystore,
+      '--signer-kid',
+      signer.kid,
+      '--to',
+      'A83627',
+      '--recipient-jwks',
+      jwks,
+    );
+    expect(code).toBe(2);
+    expect(err).toContain(`--recipient-jwks ${jwks} is not valid JSON`);
+    expect(err).not.toContain('MIIEvQ');
+  });
 });
 
 describe('itk3 config', () => {
