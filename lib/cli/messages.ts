@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { basename, join } from 'node:path';
 import { findKey, publicJwk, readKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
+import type { SqliteState } from '../adapters/local/sqlite-state.js';
 import { loadConfigFile } from '../config/load.js';
 import { isSigningAlg } from '../envelope/contract.js';
 import { sealMessage } from '../envelope/seal.js';
@@ -165,7 +166,14 @@ export async function processCommand(
   const sealedFiles = paths.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
   const pool = await commandLinePool(values.workers, values.keystore, config);
-  const state = openRunState(values.out);
+  let state: SqliteState;
+  try {
+    state = openRunState(values.out);
+  } catch (error) {
+    // A state file that will not open (a newer format, unwritable) leaves no worker behind.
+    await pool?.close();
+    throw error;
+  }
   const pipeline = commandLinePipeline(config, keys, state, pool ? { pool } : {});
   const stop = () => pipeline.stop();
   process.on('SIGINT', stop);

@@ -101,6 +101,10 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
     ...(allowedHosts ? { allowedHosts } : {}),
     ...(operator ? { console: { operatorToken: operator.token } } : {}),
     onFatal: (e) => fail(e),
+  }).catch(async (error: unknown) => {
+    // The port taken or the state file refused: no worker is left behind.
+    await pool?.close({ timeoutMs: 0 });
+    throw error;
   });
   // --mesh: also poll the gateway's MESH mailboxes (config "mesh") into the same pipeline.
   const meshPolling = values.mesh

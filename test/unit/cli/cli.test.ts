@@ -6,8 +6,10 @@
 import '../../support/env.js';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
+import { WorkerPool } from '../../../lib/adapters/local/worker-pool.js';
 import { main } from '../../../lib/cli/main.js';
 import { loadSamples } from '../../../lib/itk3/index.js';
 import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
@@ -208,6 +210,40 @@ describe('itk3: unreadable files', () => {
     expect(err).toMatch(/is not valid JSON/);
     expect(err).not.toContain('SECRET-PRIVATE-MATERIAL');
   });
+
+  it.each(['process', 'serve'])(
+    '%s whose state file will not open closes the worker pool it started',
+    async (command) => {
+      const { dir, keystore, config } = worldOnDisk();
+      const out = join(dir, 'out');
+      mkdirSync(out);
+      // Marked as written by a newer itk3: refused after the pool has started.
+      const db = new Database(join(out, 'state.db'));
+      db.pragma('user_version = 99');
+      db.close();
+      writeFileSync(join(dir, 'a.jwe'), 'x.y.z.w.v\n');
+      const close = vi.spyOn(WorkerPool.prototype, 'close');
+      try {
+        const { code, err } = await cli(
+          command,
+          ...(command === 'process' ? [join(dir, 'a.jwe')] : ['--port', '0']),
+          '--config',
+          config,
+          '--keystore',
+          keystore,
+          '--out',
+          out,
+          '--workers',
+          '2',
+        );
+        expect(code).toBe(1);
+        expect(err).toMatch(/written by a newer version of itk3/);
+        expect(close).toHaveBeenCalledTimes(1);
+      } finally {
+        close.mockRestore();
+      }
+    },
+  );
 
   it('a --recipient-jwks that is not JSON is a usage error that does not quote the file', async () => {
     const { dir, keystore } = worldOnDisk();
