@@ -67,15 +67,15 @@ export async function meshPoll(
   const config = loadConfigFile(options.config);
   requireMesh(config);
   const keys = new SoftwareKeyService(readKeystore(options.keystore));
+  // The mailbox passwords and shared key are read first: one that is missing stops the command
+  // before it opens the run's state and resumes work there.
+  const clients = gatewayClients(config, (l) => process.stderr.write(`${l}\n`));
   // The run's durable state (docs/DURABILITY.md): an enqueued MESH message is committed before
   // the poller acknowledges it, and a killed pass resumes on the next run.
   const state = openRunState(options.out);
   const pipeline = commandLinePipeline(config, keys, state, { mesh: true });
   pipeline.resume();
-  const gateway = attachMesh(
-    pipeline,
-    gatewayClients(config, (l) => process.stderr.write(`${l}\n`)),
-  );
+  const gateway = attachMesh(pipeline, clients);
   try {
     const summaries = await gateway.poll();
     await pipeline.drain();

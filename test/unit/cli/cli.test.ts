@@ -4,12 +4,13 @@
  * process flow over a demo world written to disk (the HTTP front door of `serve`: serve.test.ts).
  */
 import '../../support/env.js';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
 import { WorkerPool } from '../../../lib/adapters/local/worker-pool.js';
+import { meshWorldConfig } from '../../../lib/cli/demo-mesh.js';
 import { main } from '../../../lib/cli/main.js';
 import { loadSamples } from '../../../lib/itk3/index.js';
 import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
@@ -244,6 +245,22 @@ describe('itk3: unreadable files', () => {
       }
     },
   );
+
+  it('mesh poll with a MESH secret it cannot read stops before opening or resuming the run', async () => {
+    const { dir, keystore } = worldOnDisk();
+    const config = join(dir, 'mesh-config.json');
+    const doc = meshWorldConfig(world, {
+      url: 'http://127.0.0.1:9',
+      sharedKeyFile: join(dir, 'no-shared-key'),
+      passwordFile: join(dir, 'no-password'),
+    });
+    writeFileSync(config, JSON.stringify(doc));
+    const out = join(dir, 'out');
+    const { code, err } = await cli('mesh', 'poll', '--config', config, '--keystore', keystore, '--out', out);
+    expect(code).not.toBe(0);
+    expect(err).toMatch(/cannot read .*no-(shared-key|password) \(ENOENT\)/);
+    expect(existsSync(join(out, 'state.db'))).toBe(false);
+  });
 
   it('a --recipient-jwks that is not JSON is a usage error that does not quote the file', async () => {
     const { dir, keystore } = worldOnDisk();
