@@ -29,7 +29,12 @@ type Write = (line: string) => void;
  */
 export const HOLD_BEFORE_ACK_ENV = 'ITK3_TEST_MESH_HOLD_BEFORE_ACK';
 
-function gatewayClients(config: LoadedConfig, err: Write): Map<string, MeshClient> {
+/**
+ * The gateway's MESH clients, one per mailbox of config "mesh". Reads every mailbox password and
+ * the shared key now, so a command can stop on a missing one before it opens state or listens.
+ */
+export function gatewayClients(config: LoadedConfig, err: Write): Map<string, MeshClient> {
+  requireMesh(config);
   const clients = meshClientsFromConfig(config);
   const hold = Number(process.env[HOLD_BEFORE_ACK_ENV] ?? '');
   if (!Number.isInteger(hold) || hold < 1) return clients;
@@ -154,10 +159,11 @@ async function report(
 export function startMeshPolling(
   pipeline: EmbeddedPipeline,
   config: LoadedConfig,
+  clients: Map<string, MeshClient>,
   err: Write,
 ): { gateway: MeshGateway; stop: () => Promise<void> } {
   const mesh = requireMesh(config);
-  const gateway = attachMesh(pipeline, gatewayClients(config, err));
+  const gateway = attachMesh(pipeline, clients);
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let pass: Promise<void> = Promise.resolve();

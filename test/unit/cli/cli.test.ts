@@ -246,21 +246,27 @@ describe('itk3: unreadable files', () => {
     },
   );
 
-  it('mesh poll with a MESH secret it cannot read stops before opening or resuming the run', async () => {
-    const { dir, keystore } = worldOnDisk();
-    const config = join(dir, 'mesh-config.json');
-    const doc = meshWorldConfig(world, {
-      url: 'http://127.0.0.1:9',
-      sharedKeyFile: join(dir, 'no-shared-key'),
-      passwordFile: join(dir, 'no-password'),
-    });
-    writeFileSync(config, JSON.stringify(doc));
-    const out = join(dir, 'out');
-    const { code, err } = await cli('mesh', 'poll', '--config', config, '--keystore', keystore, '--out', out);
-    expect(code).not.toBe(0);
-    expect(err).toMatch(/cannot read .*no-(shared-key|password) \(ENOENT\)/);
-    expect(existsSync(join(out, 'state.db'))).toBe(false);
-  });
+  it.each([
+    ['mesh poll', ['mesh', 'poll']],
+    ['serve --mesh', ['serve', '--mesh', '--port', '0', '--workers', '0']],
+  ])(
+    '%s with a MESH secret it cannot read stops before opening the run or listening',
+    async (_name, command) => {
+      const { dir, keystore } = worldOnDisk();
+      const config = join(dir, 'mesh-config.json');
+      const doc = meshWorldConfig(world, {
+        url: 'http://127.0.0.1:9',
+        sharedKeyFile: join(dir, 'no-shared-key'),
+        passwordFile: join(dir, 'no-password'),
+      });
+      writeFileSync(config, JSON.stringify(doc));
+      const out = join(dir, 'out');
+      const { code, err } = await cli(...command, '--config', config, '--keystore', keystore, '--out', out);
+      expect(code).not.toBe(0);
+      expect(err).toMatch(/cannot read .*no-(shared-key|password) \(ENOENT\)/);
+      expect(existsSync(join(out, 'state.db'))).toBe(false);
+    },
+  );
 
   it('a --recipient-jwks that is not JSON is a usage error that does not quote the file', async () => {
     const { dir, keystore } = worldOnDisk();
