@@ -29,7 +29,12 @@ type Write = (line: string) => void;
  */
 export const HOLD_BEFORE_ACK_ENV = 'ITK3_TEST_MESH_HOLD_BEFORE_ACK';
 
-function gatewayClients(config: LoadedConfig, err: Write): Map<string, MeshClient> {
+/**
+ * The gateway's MESH clients, one per mailbox of config "mesh". Reads every mailbox password and
+ * the shared key now, so a command can stop on a missing one before it opens state or listens.
+ */
+export function gatewayClients(config: LoadedConfig, err: Write): Map<string, MeshClient> {
+  requireMesh(config);
   const clients = meshClientsFromConfig(config);
   const hold = Number(process.env[HOLD_BEFORE_ACK_ENV] ?? '');
   if (!Number.isInteger(hold) || hold < 1) return clients;
@@ -67,15 +72,15 @@ export async function meshPoll(
   const config = loadConfigFile(options.config);
   requireMesh(config);
   const keys = new SoftwareKeyService(readKeystore(options.keystore));
+  // The mailbox passwords and shared key are read first: one that is missing stops the command
+  // before it opens the run's state and resumes work there.
+  const clients = gatewayClients(config, (l) => process.stderr.write(`${l}\n`));
   // The run's durable state (docs/DURABILITY.md): an enqueued MESH message is committed before
   // the poller acknowledges it, and a killed pass resumes on the next run.
   const state = openRunState(options.out);
   const pipeline = commandLinePipeline(config, keys, state, { mesh: true });
   pipeline.resume();
-  const gateway = attachMesh(
-    pipeline,
-    gatewayClients(config, (l) => process.stderr.write(`${l}\n`)),
-  );
+  const gateway = attachMesh(pipeline, clients);
   try {
     const summaries = await gateway.poll();
     await pipeline.drain();
@@ -154,10 +159,11 @@ async function report(
 export function startMeshPolling(
   pipeline: EmbeddedPipeline,
   config: LoadedConfig,
+  clients: Map<string, MeshClient>,
   err: Write,
 ): { gateway: MeshGateway; stop: () => Promise<void> } {
   const mesh = requireMesh(config);
-  const gateway = attachMesh(pipeline, gatewayClients(config, err));
+  const gateway = attachMesh(pipeline, clients);
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let pass: Promise<void> = Promise.resolve();

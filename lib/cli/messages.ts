@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { basename, join } from 'node:path';
 import { findKey, publicJwk, readKeystore } from '../adapters/local/keystore.js';
 import { SoftwareKeyService } from '../adapters/local/software-keys.js';
+import type { SqliteState } from '../adapters/local/sqlite-state.js';
 import { loadConfigFile } from '../config/load.js';
 import { isSigningAlg } from '../envelope/contract.js';
 import { sealMessage } from '../envelope/seal.js';
@@ -110,9 +111,14 @@ function recipientKey(
   ks: ReturnType<typeof readKeystore>,
 ) {
   if (jwksFile) {
-    const jwks = JSON.parse(readInput(jwksFile).toString()) as {
-      keys?: { kid?: string; use?: string; kty?: string; crv?: string; alg?: string }[];
-    };
+    let jwks: { keys?: { kid?: string; use?: string; kty?: string; crv?: string; alg?: string }[] };
+    try {
+      jwks = JSON.parse(readInput(jwksFile).toString());
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+      // Not the parser's message: it quotes the file's first characters (the wrong file may be a key).
+      throw new UsageError(`--recipient-jwks ${jwksFile} is not valid JSON (a JWKS: {"keys": [...]})`);
+    }
     // An encryption key: RSA (RSA-OAEP-256) or P-256 (ECDH-ES+A256KW); the JWE alg follows the key.
     const keys = (jwks.keys ?? []).filter(
       (k) =>
@@ -160,7 +166,14 @@ export async function processCommand(
   const sealedFiles = paths.flatMap(listSealed);
   if (sealedFiles.length === 0) throw new UsageError('no .jwe files found');
   const pool = await commandLinePool(values.workers, values.keystore, config);
-  const state = openRunState(values.out);
+  let state: SqliteState;
+  try {
+    state = openRunState(values.out);
+  } catch (error) {
+    // A state file that will not open (a newer format, unwritable) leaves no worker behind.
+    await pool?.close();
+    throw error;
+  }
   const pipeline = commandLinePipeline(config, keys, state, pool ? { pool } : {});
   const stop = () => pipeline.stop();
   process.on('SIGINT', stop);

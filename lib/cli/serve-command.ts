@@ -9,7 +9,7 @@ import { SoftwareKeyService } from '../adapters/local/software-keys.js';
 import { loadConfigFile } from '../config/load.js';
 import { generateOperatorToken, operatorTokenFromFile } from '../console/token.js';
 import { UsageError } from '../errors.js';
-import { startMeshPolling } from './mesh.js';
+import { gatewayClients, startMeshPolling } from './mesh.js';
 import { commandLinePool, warnUnreachableTargets } from './ops.js';
 import { DEFAULT_LISTENER_LIMITS, type ListenerLimits, startServer } from './serve.js';
 
@@ -90,6 +90,9 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
   let fail: (e: Error) => void = () => undefined;
   // The keystore is read here first, so an unreadable one is reported as it always was.
   const keys = new SoftwareKeyService(readKeystore(values.keystore));
+  // --mesh: its secrets read before anything starts, so a missing one leaves no listener behind.
+  const stderr = (l: string) => process.stderr.write(`${l}\n`);
+  const meshClients = values.mesh ? gatewayClients(config, stderr) : undefined;
   const pool = await commandLinePool(values.workers, values.keystore, config);
   const server = await startServer({
     config,
@@ -101,10 +104,14 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
     ...(allowedHosts ? { allowedHosts } : {}),
     ...(operator ? { console: { operatorToken: operator.token } } : {}),
     onFatal: (e) => fail(e),
+  }).catch(async (error: unknown) => {
+    // The port taken or the state file refused: no worker is left behind.
+    await pool?.close({ timeoutMs: 0 });
+    throw error;
   });
   // --mesh: also poll the gateway's MESH mailboxes (config "mesh") into the same pipeline.
-  const meshPolling = values.mesh
-    ? startMeshPolling(server.pipeline, config, (l) => process.stderr.write(`${l}\n`))
+  const meshPolling = meshClients
+    ? startMeshPolling(server.pipeline, config, meshClients, stderr)
     : undefined;
   // Signal handlers first: a process manager may send SIGTERM as soon as it reads the line below.
   const stopped = new Promise<void>((done) => {

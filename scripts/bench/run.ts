@@ -7,7 +7,8 @@
  *   npm run bench                              full run (≈ 5–8 min on 2 cores)
  *   npm run bench -- --quick                   CI-sized run (≈ 1–2 min)
  *   npm run bench -- --emulator http://127.0.0.1:4566   (or ITK3_MINISTACK_ENDPOINT)
- *   npm run bench -- --skip bundles,emulator   leave parts out (floor, embedded, durable, emulator, bundles)
+ *   npm run bench -- --skip bundles,emulator   leave parts out (floor, embedded, recipient-keys, close, pool,
+ *                                              durable, emulator, bundles; any other name is refused)
  *   npm run bench -- --sizes small             only some size classes
  *
  * Every figure is a median over repeated runs with its spread; compare ratios, not absolute times:
@@ -77,6 +78,31 @@ interface Args {
   sizes: Set<string> | undefined;
 }
 
+/** The parts `--skip` leaves out; any other name is refused (a typo would run the part it meant to skip). */
+const PARTS = [
+  'floor',
+  'embedded',
+  'recipient-keys',
+  'close',
+  'pool',
+  'durable',
+  'emulator',
+  'bundles',
+] as const;
+
+/** A comma-separated list of names, each one of `known`; exits 2 naming any other. */
+function namesFrom(option: string, value: string | undefined, known: readonly string[]): Set<string> {
+  const names = (value ?? '').split(',').map((x) => x.trim());
+  const unknown = names.filter((n) => !known.includes(n));
+  if (unknown.length > 0) {
+    console.error(
+      `error: ${option} takes ${known.join(', ')}; not ${unknown.map((n) => `"${n}"`).join(', ')}`,
+    );
+    process.exit(2);
+  }
+  return new Set(names);
+}
+
 function parseArgs(argv: readonly string[]): Args {
   const args: Args = {
     quick: false,
@@ -89,11 +115,16 @@ function parseArgs(argv: readonly string[]): Args {
     if (a === '--quick') args.quick = true;
     else if (a === '--emulator') args.emulator = argv[++i];
     else if (a?.startsWith('--emulator=')) args.emulator = a.slice('--emulator='.length);
-    else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) args.skip.add(s.trim());
-    else if (a === '--sizes') args.sizes = new Set((argv[++i] ?? '').split(',').map((x) => x.trim()));
+    else if (a === '--skip') for (const s of namesFrom('--skip', argv[++i], PARTS)) args.skip.add(s);
+    else if (a === '--sizes')
+      args.sizes = namesFrom(
+        '--sizes',
+        argv[++i],
+        SIZE_CLASSES.map((c) => c.label),
+      );
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -- [--quick] [--emulator URL] [--skip floor,embedded,recipient-keys,close,pool,durable,emulator,bundles] [--sizes small,1MB,5MB]',
+        `usage: npm run bench -- [--quick] [--emulator URL] [--skip ${PARTS.join(',')}] [--sizes ${SIZE_CLASSES.map((c) => c.label).join(',')}]`,
       );
       process.exit(0);
     } else {

@@ -4,10 +4,13 @@
  * process flow over a demo world written to disk (the HTTP front door of `serve`: serve.test.ts).
  */
 import '../../support/env.js';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readKeystore, writeKeystore } from '../../../lib/adapters/local/keystore.js';
+import { WorkerPool } from '../../../lib/adapters/local/worker-pool.js';
+import { meshWorldConfig } from '../../../lib/cli/demo-mesh.js';
 import { main } from '../../../lib/cli/main.js';
 import { loadSamples } from '../../../lib/itk3/index.js';
 import { DEMO_AUDIENCE, type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
@@ -207,6 +210,87 @@ describe('itk3: unreadable files', () => {
     expect(code).not.toBe(0);
     expect(err).toMatch(/is not valid JSON/);
     expect(err).not.toContain('SECRET-PRIVATE-MATERIAL');
+  });
+
+  it.each(['process', 'serve'])(
+    '%s whose state file will not open closes the worker pool it started',
+    async (command) => {
+      const { dir, keystore, config } = worldOnDisk();
+      const out = join(dir, 'out');
+      mkdirSync(out);
+      // Marked as written by a newer itk3: refused after the pool has started.
+      const db = new Database(join(out, 'state.db'));
+      db.pragma('user_version = 99');
+      db.close();
+      writeFileSync(join(dir, 'a.jwe'), 'x.y.z.w.v\n');
+      const close = vi.spyOn(WorkerPool.prototype, 'close');
+      try {
+        const { code, err } = await cli(
+          command,
+          ...(command === 'process' ? [join(dir, 'a.jwe')] : ['--port', '0']),
+          '--config',
+          config,
+          '--keystore',
+          keystore,
+          '--out',
+          out,
+          '--workers',
+          '2',
+        );
+        expect(code).toBe(1);
+        expect(err).toMatch(/written by a newer version of itk3/);
+        expect(close).toHaveBeenCalledTimes(1);
+      } finally {
+        close.mockRestore();
+      }
+    },
+  );
+
+  it.each([
+    ['mesh poll', ['mesh', 'poll']],
+    ['serve --mesh', ['serve', '--mesh', '--port', '0', '--workers', '0']],
+  ])(
+    '%s with a MESH secret it cannot read stops before opening the run or listening',
+    async (_name, command) => {
+      const { dir, keystore } = worldOnDisk();
+      const config = join(dir, 'mesh-config.json');
+      const doc = meshWorldConfig(world, {
+        url: 'http://127.0.0.1:9',
+        sharedKeyFile: join(dir, 'no-shared-key'),
+        passwordFile: join(dir, 'no-password'),
+      });
+      writeFileSync(config, JSON.stringify(doc));
+      const out = join(dir, 'out');
+      const { code, err } = await cli(...command, '--config', config, '--keystore', keystore, '--out', out);
+      expect(code).not.toBe(0);
+      expect(err).toMatch(/cannot read .*no-(shared-key|password) \(ENOENT\)/);
+      expect(existsSync(join(out, 'state.db'))).toBe(false);
+    },
+  );
+
+  it('a --recipient-jwks that is not JSON is a usage error that does not quote the file', async () => {
+    const { dir, keystore } = worldOnDisk();
+    const signer = world.keystore.keys.find((k) => k.purpose === 'sender-sign')!;
+    const jwks = join(dir, 'jwks.json');
+    // The wrong file given: the parser's own message would quote its first characters.
+    writeFileSync(jwks, 'MIIEvQSECRETKEYBYTES\n');
+    const bundle = join(dir, 'hettie.xml');
+    writeFileSync(bundle, loadSamples().find((s) => s.name === 'engage_hettie_winters_imms.xml')!.bytes);
+    const { code, err } = await cli(
+      'seal',
+      bundle,
+      '--keystore',
+      keystore,
+      '--signer-kid',
+      signer.kid,
+      '--to',
+      'A83627',
+      '--recipient-jwks',
+      jwks,
+    );
+    expect(code).toBe(2);
+    expect(err).toContain(`--recipient-jwks ${jwks} is not valid JSON`);
+    expect(err).not.toContain('MIIEvQ');
   });
 });
 
