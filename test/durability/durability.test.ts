@@ -5,7 +5,8 @@
  *   sender resending what it never saw a 202 for: every 202 ends delivered, or rejected as a
  *   duplicate of a message that was delivered; none lost, none delivered twice.
  * - the same for `itk3 process`: the re-run finishes what the killed run left, answers nothing
- *   twice, and prints one line per file.
+ *   twice, and prints one line per file; and with files over 8 KiB, killed once forwarded records
+ *   refer to their trace's stored JWE (a body part): each file delivered once, no part left over.
  * - SIGTERM while deliveries wait for a retry: the server exits within its stop bound and the next
  *   start finishes the parked work.
  * - backpressure: over `--max-backlog-messages` a submission gets 503, and is accepted again later.
@@ -19,6 +20,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
+import { systemClock } from '../../lib/ports/index.js';
 import { type DemoWorld, worldPaths } from '../../lib/testkit/world.js';
 import { deliveredFile, makeTempDir, removeTempDirs, testWorld } from '../support/world.js';
 import {
@@ -180,73 +183,150 @@ describe('kill -9 of itk3 serve, restart on the same --out', () => {
   });
 });
 
+/**
+ * Rows of the state file's body tables (while a process runs or after it died: WAL readers are
+ * fine); none if the process died before it created them.
+ */
+function bodyRows(out: string): { parts: number; splices: number; referring: number } {
+  const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
+  try {
+    const count = (table: string) =>
+      state.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table)
+        ? (state.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
+        : 0;
+    const splices = count('message_splices');
+    // Splices of a forwarded record around its trace's part (the inbound message's own is bare).
+    const referring = splices
+      ? (
+          state.db.prepare("SELECT count(*) AS n FROM message_splices WHERE template <> ''").get() as {
+            n: number;
+          }
+        ).n
+      : 0;
+    return { parts: count('body_parts'), splices, referring };
+  } finally {
+    state.close();
+  }
+}
+
+/**
+ * Kill -9 `itk3 process` over 16 files at a seeded point, run the same command again, and check
+ * each file is answered once and delivered once. Returns the body rows the killed run left behind.
+ * `onceBodyPartReferred`: kill 0–30 ms after the state file first holds a forwarded record that
+ * refers to its trace's body part (a JWE over 8 KiB, stored once), not after some answers.
+ */
+async function killAndRerunProcess(
+  seed: number,
+  { attachmentBytes = 0, onceBodyPartReferred = false } = {},
+): Promise<{ leftByKill: ReturnType<typeof bodyRows> | undefined; out: string }> {
+  const random = prng(seed);
+  const dir = makeTempDir('itk3-process-crash-');
+  const inbox = join(dir, 'inbox');
+  const out = join(dir, 'run');
+  mkdirSync(inbox);
+  const messages = await sealMany(world, 16, attachmentBytes);
+  for (const [i, m] of messages.entries()) {
+    const name = `m${String(i).padStart(2, '0')}`;
+    writeFileSync(join(inbox, `${name}.jwe`), m.sealed);
+    writeFileSync(join(inbox, `${name}.jwt`), await freshCredential(world));
+  }
+  const args = [
+    'process',
+    inbox,
+    '--config',
+    files.config,
+    '--keystore',
+    files.keystore,
+    '--out',
+    out,
+    '--workers',
+    '2',
+  ];
+
+  const seededLines = Math.floor(random() * 10);
+  const killAfterLines = onceBodyPartReferred ? -1 : seededLines;
+  const killDelayMs = Math.floor(random() * (onceBodyPartReferred ? 30 : 50));
+  let first!: ReturnType<typeof spawnItk3>;
+  const killAt = () => setTimeout(() => first.proc.kill('SIGKILL'), killDelayMs);
+  first = spawnItk3(args, () => {
+    if (first.stdout.length === killAfterLines) killAt();
+  });
+  if (onceBodyPartReferred) {
+    let exited = false;
+    void first.exited.then(() => {
+      exited = true;
+    });
+    const partReferred = () => {
+      try {
+        return existsSync(join(out, 'state.db')) && bodyRows(out).referring > 0;
+      } catch {
+        return false; // The file is being created.
+      }
+    };
+    while (!exited && !partReferred()) await sleep(5);
+    killAt();
+  } else if (killAfterLines === 0) {
+    // Kill while the first batch is being processed: once the state file exists.
+    await waitFor(() => existsSync(join(out, 'state.db')), 20_000, 'the state file');
+    killAt();
+  }
+  const firstExit = await first.exited;
+  const leftByKill =
+    firstExit.signal === 'SIGKILL' && existsSync(join(out, 'state.db')) ? bodyRows(out) : undefined;
+  const firstLines = first.stdout.map((l) => JSON.parse(l) as { file: string; trackingId: string });
+
+  const second = spawnItk3(args);
+  const secondExit = await second.exited;
+  expect(secondExit.code, second.stderr.join('')).toBe(0);
+  const secondLines = second.stdout.map(
+    (l) => JSON.parse(l) as { file: string; trackingId: string; status: string },
+  );
+  // One line per file, every one delivered.
+  expect(secondLines.map((l) => l.file).sort()).toEqual(
+    messages.map((_, i) => `m${String(i).padStart(2, '0')}.jwe`),
+  );
+  expect(secondLines.every((l) => l.status === 'delivered')).toBe(true);
+  // What the killed run had reported is reported again with the same trace: not answered anew.
+  for (const l of firstLines) {
+    expect(secondLines.find((x) => x.file === l.file)?.trackingId).toBe(l.trackingId);
+  }
+  const state = readState(out);
+  try {
+    expect(state.audit.filter((e) => e.event === 'rejected')).toEqual([]);
+    for (const m of messages) expect(state.deliveredPerMessage.get(m.msg.messageId)).toBe(1);
+  } finally {
+    state.close();
+  }
+  if (firstExit.signal !== 'SIGKILL') expect(firstExit.code).toBe(0);
+  return { leftByKill, out };
+}
+
 describe('kill -9 of itk3 process, then the same command again', () => {
   for (const seed of [3, 29]) {
     it(`seed ${seed}: the re-run finishes the rest, answers nothing twice and prints each file once`, async () => {
-      const random = prng(seed);
-      const dir = makeTempDir('itk3-process-crash-');
-      const inbox = join(dir, 'inbox');
-      const out = join(dir, 'run');
-      mkdirSync(inbox);
-      const messages = await sealMany(world, 16);
-      for (const [i, m] of messages.entries()) {
-        const name = `m${String(i).padStart(2, '0')}`;
-        writeFileSync(join(inbox, `${name}.jwe`), m.sealed);
-        writeFileSync(join(inbox, `${name}.jwt`), await freshCredential(world));
-      }
-      const args = [
-        'process',
-        inbox,
-        '--config',
-        files.config,
-        '--keystore',
-        files.keystore,
-        '--out',
-        out,
-        '--workers',
-        '2',
-      ];
-
-      const killAfterLines = Math.floor(random() * 10);
-      const killDelayMs = Math.floor(random() * 50);
-      let first!: ReturnType<typeof spawnItk3>;
-      const killAt = () => setTimeout(() => first.proc.kill('SIGKILL'), killDelayMs);
-      first = spawnItk3(args, () => {
-        if (first.stdout.length === killAfterLines) killAt();
-      });
-      if (killAfterLines === 0) {
-        // Kill while the first batch is being processed: once the state file exists.
-        await waitFor(() => existsSync(join(out, 'state.db')), 20_000, 'the state file');
-        killAt();
-      }
-      const firstExit = await first.exited;
-      const firstLines = first.stdout.map((l) => JSON.parse(l) as { file: string; trackingId: string });
-
-      const second = spawnItk3(args);
-      const secondExit = await second.exited;
-      expect(secondExit.code, second.stderr.join('')).toBe(0);
-      const secondLines = second.stdout.map(
-        (l) => JSON.parse(l) as { file: string; trackingId: string; status: string },
-      );
-      // One line per file, every one delivered.
-      expect(secondLines.map((l) => l.file).sort()).toEqual(
-        messages.map((_, i) => `m${String(i).padStart(2, '0')}.jwe`),
-      );
-      expect(secondLines.every((l) => l.status === 'delivered')).toBe(true);
-      // What the killed run had reported is reported again with the same trace: not answered anew.
-      for (const l of firstLines) {
-        expect(secondLines.find((x) => x.file === l.file)?.trackingId).toBe(l.trackingId);
-      }
-      const state = readState(out);
-      try {
-        expect(state.audit.filter((e) => e.event === 'rejected')).toEqual([]);
-        for (const m of messages) expect(state.deliveredPerMessage.get(m.msg.messageId)).toBe(1);
-      } finally {
-        state.close();
-      }
-      if (firstExit.signal !== 'SIGKILL') expect(firstExit.code).toBe(0);
+      await killAndRerunProcess(seed);
     });
   }
+});
+
+describe('kill -9 of itk3 process with spliced bodies in flight', () => {
+  // Files whose JWE is over the 8 KiB body-part bound: the inbound message stores it as a body part
+  // and the records of the next hops refer to it (session 19, "Bodies stored once").
+  const leftByKills: ReturnType<typeof bodyRows>[] = [];
+  for (const seed of [5, 11, 23, 37]) {
+    it(`seed ${seed}: every file is delivered exactly once and no body part is left`, async () => {
+      const { leftByKill, out } = await killAndRerunProcess(seed, {
+        attachmentBytes: 12_000,
+        onceBodyPartReferred: true,
+      });
+      if (leftByKill) leftByKills.push(leftByKill);
+      process.stdout.write(`seed ${seed}: the kill left ${JSON.stringify(leftByKill ?? 'no state file')}\n`);
+      expect(bodyRows(out)).toEqual({ parts: 0, splices: 0, referring: 0 });
+    });
+  }
+  it('the kills above left spliced bodies for the re-run to read back', () => {
+    expect(leftByKills.some((left) => left.parts > 0 && left.referring > 0)).toBe(true);
+  });
 });
 
 describe('SIGTERM while deliveries wait for a retry', () => {

@@ -6,12 +6,13 @@ import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
 import { PutSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { compactVerify, importSPKI } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AwsClients, createAwsClients } from '../../lib/adapters/aws/clients.js';
+import type { AwsClients } from '../../lib/adapters/aws/clients.js';
 import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
 import { consultationReportFrom, MESH_DEMO_MAILBOXES, meshWorldConfig } from '../../lib/cli/demo-mesh.js';
 import { parseBundle } from '../../lib/itk3/index.js';
 import { outcomeFromAudit } from '../../lib/runtime/embedded.js';
 import { createWorld, type DemoWorld } from '../../lib/testkit/world.js';
+import { emulatorClients } from '../integration/support/emulators.js';
 import {
   acquireSandboxLock,
   MAILBOX_PASSWORD,
@@ -80,11 +81,7 @@ if (!enabled || !sandboxUrl) {
       ]);
       deployed = true;
       console.info(`bootstrap + deploy of ${stackName}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      clients = createAwsClients({
-        endpoint: endpoint!,
-        region: 'us-east-1',
-        credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-      });
+      clients = emulatorClients(endpoint!);
       // The sandbox is shared with the other MESH suites: taken once the stack is up (its poller
       // cannot log in before the secret is filled in below), given back after the stack is gone.
       await acquireSandboxLock();

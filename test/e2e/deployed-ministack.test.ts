@@ -6,7 +6,7 @@ import { GetPublicKeyCommand } from '@aws-sdk/client-kms';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { compactVerify, importSPKI, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AwsClients, createAwsClients } from '../../lib/adapters/aws/clients.js';
+import type { AwsClients } from '../../lib/adapters/aws/clients.js';
 import { folderKey } from '../../lib/adapters/aws/deployment-names.js';
 import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
 import { sendDirect } from '../../lib/adapters/aws/sqs-event-source.js';
@@ -14,6 +14,7 @@ import { parseBundle } from '../../lib/itk3/index.js';
 import { type MessageOutcome, outcomeFromAudit } from '../../lib/runtime/embedded.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
 import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';
+import { emulatorClients } from '../integration/support/emulators.js';
 import { cdkOnEmulator } from './support/cdk-on-emulator.js';
 
 const endpoint = process.env.ITK3_MINISTACK_ENDPOINT;
@@ -57,11 +58,7 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
     outputs = emulatorCdk.deploy<Outputs>(configFile, stackName, join(dir, 'outputs.json'));
     deployed = true;
     console.info(`bootstrap + deploy of ${stackName}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    clients = createAwsClients({
-      endpoint: endpoint!,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    });
+    clients = emulatorClients(endpoint!);
 
     // Senders encrypt to the public halves of the stack's KMS recipient keys.
     const keyArns = JSON.parse(outputs.RecipientKeyArns) as Record<string, string>;

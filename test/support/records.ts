@@ -13,6 +13,8 @@ import type { QueueName } from '../../lib/pipeline/topology.js';
 import type { KeyService, Ports, QueueSender } from '../../lib/ports/index.js';
 import { type PipelineRecord, RECORD_VERSION } from '../../lib/record.js';
 import { VirtualClock } from '../../lib/runtime/embedded.js';
+import type { QueuedMessage } from '../../lib/runtime/memory-queue.js';
+import type { RuntimeState, StageQueue } from '../../lib/runtime/state.js';
 import type { StageContext } from '../../lib/stages/stage.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import { keyService } from './world.js';
@@ -120,4 +122,17 @@ export function sqsRecord(
 /** An SQS event of `records`. */
 export function sqsEvent(records: readonly SQSRecord[]): SQSEvent {
   return { Records: [...records] };
+}
+
+/**
+ * Queue `q` on `state` (10 s visibility) that moves a message to `q-dlq` on the receive after its
+ * second, telling `onDeadLetter` of each move: the queue pair the runtime-state tests drive.
+ */
+export function queueWithDlq(
+  state: RuntimeState,
+  onDeadLetter: (message: QueuedMessage) => void,
+): { q: StageQueue; dlq: StageQueue } {
+  const dlq = state.queue({ name: 'q-dlq', visibilityTimeoutSeconds: 30 });
+  const q = state.queue({ name: 'q', visibilityTimeoutSeconds: 10, maxReceiveCount: 2, dlq, onDeadLetter });
+  return { q, dlq };
 }

@@ -20,10 +20,11 @@ import {
   takeHandedOverRecord,
 } from '../../../lib/record.js';
 import { type EmbeddedPipeline, VirtualClock } from '../../../lib/runtime/embedded.js';
-import { MemoryQueue, type QueueSettings } from '../../../lib/runtime/memory-queue.js';
+import { MemoryQueue } from '../../../lib/runtime/memory-queue.js';
 import type { RuntimeState, StageQueue } from '../../../lib/runtime/state.js';
 import { buildScenario } from '../../../lib/testkit/scenario.js';
 import type { DemoWorld } from '../../../lib/testkit/world.js';
+import { queueWithDlq } from '../../support/records.js';
 import { embeddedPipeline, makeTempDir, removeTempDirs, testWorld } from '../../support/world.js';
 
 let world: DemoWorld;
@@ -43,15 +44,7 @@ function record(traceId: string): PipelineRecord {
 }
 
 function stageQueue(state: RuntimeState, dead: string[] = []): StageQueue {
-  const dlq = state.queue({ name: 'q-dlq', visibilityTimeoutSeconds: 30 });
-  const settings: QueueSettings = {
-    name: 'q',
-    visibilityTimeoutSeconds: 10,
-    maxReceiveCount: 2,
-    dlq,
-    onDeadLetter: (m) => dead.push(m.body),
-  };
-  return state.queue(settings);
+  return queueWithDlq(state, (m) => dead.push(m.body)).q;
 }
 
 describe('SQLite queues hand a sent record to its first receive only', () => {

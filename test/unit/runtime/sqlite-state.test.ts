@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteState } from '../../../lib/adapters/local/sqlite-state.js';
 import { TransientError } from '../../../lib/errors.js';
 import { VirtualClock } from '../../../lib/runtime/embedded.js';
-import type { QueueSettings } from '../../../lib/runtime/memory-queue.js';
 import type { DemoWorld } from '../../../lib/testkit/world.js';
+import { queueWithDlq } from '../../support/records.js';
 import {
   buildMessage,
   credentialFor,
@@ -36,15 +36,7 @@ function open(file: string, clock = new VirtualClock(1_000_000)) {
 }
 
 function stageQueue(state: SqliteState, dead: string[] = []) {
-  const dlq = state.queue({ name: 'q-dlq', visibilityTimeoutSeconds: 30 });
-  const settings: QueueSettings = {
-    name: 'q',
-    visibilityTimeoutSeconds: 10,
-    maxReceiveCount: 2,
-    dlq,
-    onDeadLetter: (m) => dead.push(`${m.messageId}:${m.deadLetter?.reason}`),
-  };
-  return { q: state.queue(settings), dlq };
+  return queueWithDlq(state, (m) => dead.push(`${m.messageId}:${m.deadLetter?.reason}`));
 }
 
 describe('SQLite queues', () => {
