@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jwcrypto import jwe, jwk, jws
-from jwcrypto.common import base64url_decode
+from jwcrypto.common import base64url_decode, base64url_encode
 
 FHIR_NS = "{http://hl7.org/fhir}"
 ODS_SYSTEMS = (
@@ -115,15 +115,18 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # --- JSON headers: how a given engineer's library happens to write them ----------------------------
 
 
-def encode_header(header: dict[str, Any], style: str) -> str:
+def encode_header(header: dict[str, Any], style: str, escape_slashes: bool = False) -> str:
     """RFC 7515 §5.1: any valid JSON is a valid header; member order and whitespace carry no meaning."""
     if style == "sorted":
-        return json.dumps(header, sort_keys=True, separators=(",", ":"))
-    if style == "reversed":
-        return json.dumps(dict(reversed(list(header.items()))), separators=(",", ":"))
-    if style == "spaced":
-        return json.dumps(header, indent=1)
-    return json.dumps(header, separators=(",", ":"))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"))
+    elif style == "reversed":
+        text = json.dumps(dict(reversed(list(header.items()))), separators=(",", ":"))
+    elif style == "spaced":
+        text = json.dumps(header, indent=1)
+    else:
+        text = json.dumps(header, separators=(",", ":"))
+    # `\/` is a valid JSON escape of `/` (RFC 8259 §7) that PHP's and some Java encoders always write.
+    return text.replace("/", "\\/") if escape_slashes else text
 
 
 # --- the credential -----------------------------------------------------------------------------------
@@ -154,6 +157,9 @@ def mint_token(args: argparse.Namespace) -> str:
     }
     if args.nbf:
         claims["nbf"] = iat
+    for extra in args.extra_claim or []:
+        name, _, value = extra.partition("=")
+        claims[name] = json.loads(value)
     set_claim_path(claims, args.org_claim, args.org)
     # RFC 8693 act: the outermost actor first, each earlier actor nested inside.
     actor: dict[str, Any] | None = None
@@ -164,8 +170,8 @@ def mint_token(args: argparse.Namespace) -> str:
     header = {"alg": alg, "kid": kid}
     if args.typ != "none":
         header["typ"] = args.typ
-    token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
-    token.add_signature(key, alg=alg, protected=encode_header(header, args.header_style))
+    token = jws.JWS(encode_header(claims, "given", args.escape_slashes).encode())
+    token.add_signature(key, alg=alg, protected=encode_header(header, args.header_style, args.escape_slashes))
     return token.serialize(compact=True)
 
 
@@ -275,7 +281,9 @@ def seal(args: argparse.Namespace) -> str:
     if args.jws_typ:
         jws_header["typ"] = args.jws_typ
     signed = jws.JWS(bundle)
-    signed.add_signature(signer, alg=signer_alg, protected=encode_header(jws_header, args.header_style))
+    signed.add_signature(
+        signer, alg=signer_alg, protected=encode_header(jws_header, args.header_style, args.escape_slashes)
+    )
     inner = signed.serialize(compact=True)
 
     # Outer: JWE to the recipient's published key, with the alg its JWKS entry names.
@@ -284,7 +292,12 @@ def seal(args: argparse.Namespace) -> str:
     jwe_header["itk"] = routing
     if args.jwe_typ:
         jwe_header["typ"] = args.jwe_typ
-    sealed = jwe.JWE(inner.encode(), protected=encode_header(jwe_header, args.header_style))
+    # ECDH-ES PartyUInfo/PartyVInfo (RFC 7518 §4.6.1.2-3): jwcrypto feeds them to the Concat KDF.
+    if args.apu:
+        jwe_header["apu"] = base64url_encode(args.apu.encode())
+    if args.apv:
+        jwe_header["apv"] = base64url_encode(args.apv.encode())
+    sealed = jwe.JWE(inner.encode(), protected=encode_header(jwe_header, args.header_style, args.escape_slashes))
     sealed.add_recipient(recipient)
     return sealed.serialize(compact=True)
 
@@ -442,6 +455,7 @@ def token_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nbf", action="store_true", help="also send nbf = iat")
     group.add_argument("--fractional-times", action="store_true", help="NumericDates with milliseconds")
     group.add_argument("--iat-offset", type=float, default=0, help="shift iat/exp by S seconds (tests)")
+    group.add_argument("--extra-claim", action="append", help="NAME=JSON, another claim a token service adds")
 
 
 def seal_options(parser: argparse.ArgumentParser) -> None:
@@ -455,11 +469,14 @@ def seal_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jws-typ", help="a typ member in the JWS header")
     group.add_argument("--jwe-typ", help="a typ member in the JWE header")
     group.add_argument("--jwe-cty", default="JOSE", help="JWE cty (default JOSE)")
+    group.add_argument("--apu", help="ECDH-ES+A256KW: PartyUInfo (text, sent base64url)")
+    group.add_argument("--apv", help="ECDH-ES+A256KW: PartyVInfo (text, sent base64url)")
 
 
 def header_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--header-style", default="given", choices=["given", "sorted", "reversed", "spaced"],
                         help="JSON member order and whitespace of the protected headers")
+    parser.add_argument("--escape-slashes", action="store_true", help="write / as \\/ in headers and claims")
 
 
 def http_options(parser: argparse.ArgumentParser) -> None:
