@@ -8,9 +8,10 @@
  * `\/` escapes, `cty` spellings the docs allow, `typ` members, RSA-OAEP-256 and ECDH-ES+A256KW
  * recipients, apu/apv, key ids, PS256/RS512/ES256 keys the sender made itself, extra claims, `aud`
  * as an array, `nbf`, fractional NumericDates, the Bearer scheme in any case, Content-Type, chunked
- * bodies, a trailing newline, a JSON Bundle). Refused with the documented answer: an expired
- * credential, a wrong audience, a credential without `typ`, a replayed credential, tampered
- * ciphertext, a JWE `cty` in another case, a duplicate MessageHeader id.
+ * bodies, a trailing newline, a JSON Bundle, RFC 8693 delegation). Refused with the documented
+ * answer: an expired credential, a wrong audience, a credential without `typ`, a replayed
+ * credential, tampered ciphertext, a JWE `cty` in another case, an actor without a grant, a
+ * duplicate MessageHeader id.
  *
  * Needs the venv of `bash scripts/interop.sh` (ITK3_INTEROP_PYTHON, or .interop/venv/bin/python).
  */
@@ -208,6 +209,17 @@ if (!python) {
         '--out',
         'py-signer.jwk',
       );
+      const pythonPssSignerJwk = await sender(
+        'keygen',
+        '--alg',
+        'PS256',
+        '--modulus',
+        '3072',
+        '--kid',
+        'x26-sign-ps256',
+        '--out',
+        'py-pss-signer.jwk',
+      );
       const publicKey = (text: string) => {
         const { kty, kid, alg, crv, x, y, n, e } = JSON.parse(text) as Record<string, string | undefined>;
         return Object.fromEntries(Object.entries({ kty, kid, alg, crv, x, y, n, e }).filter(([, v]) => v));
@@ -241,7 +253,7 @@ if (!python) {
               { issuer: 'py-federation', sub: 'x26-python-pms' },
             ],
             meshMailbox: 'NOROT003',
-            signingKeys: [publicKey(signerJwk), publicKey(pythonSignerJwk)],
+            signingKeys: [publicKey(signerJwk), publicKey(pythonSignerJwk), publicKey(pythonPssSignerJwk)],
             responseTarget: { type: 'folder', path: 'responses/X26' },
           },
         ],
@@ -260,6 +272,16 @@ if (!python) {
             messageDefinition: ['ITK-DM-Immunization-MessageDefinition-1'],
             recipientType: ['FA'],
             recipients: ['A83627'],
+          },
+        ],
+        delegations: [
+          {
+            id: 'hub7-for-x26',
+            actor: 'pharmacy-hub-7',
+            issuers: ['py-federation'],
+            onBehalfOf: ['X26'],
+            events: ['ITK009D'],
+            expires: '2099-12-31',
           },
         ],
       };
@@ -446,6 +468,31 @@ if (!python) {
         'a trailing newline after the JWE (a file written with a line end)',
         () => [...cliIssuer, ...cliSigner, ...rsaRecipient, '--body-suffix', '\\r\\n'],
       ],
+      [
+        'a PS256 message signature by a Python-made RSA-3072 key',
+        () => [...pythonIssuer(), '--signer-key', 'py-pss-signer.jwk', ...rsaRecipient],
+      ],
+      [
+        'delegation: an RFC 8693 act for a granted hub',
+        () => [
+          ...pythonIssuer(),
+          '--act',
+          'pharmacy-hub-7',
+          '--signer-key',
+          'py-pss-signer.jwk',
+          ...ecRecipient,
+        ],
+      ],
+      [
+        'delegation: act.iss naming the credential issuer',
+        () => [
+          ...pythonIssuer(),
+          '--extra-claim',
+          'act={"sub": "pharmacy-hub-7", "iss": "https://auth.py-federation.example"}',
+          ...cliSigner,
+          ...rsaRecipient,
+        ],
+      ],
     ];
     it.each(legitimate)('accepts %s', async (_, options) => {
       const answer = await send(freshSample(), ...options());
@@ -559,7 +606,7 @@ if (!python) {
       expect(response).toMatchObject({ itk3Code: '10009', diagnostics: 'DECRYPT_FAILED' });
     });
 
-    it('refuses what the docs refuse: a JWE cty in another case (10009), a reused MessageHeader id (20007)', async () => {
+    it('refuses what the docs refuse: a JWE cty in another case (10009), an actor without a grant (20012), a reused MessageHeader id (20007)', async () => {
       const lowerCase = await send(
         freshSample(),
         ...cliIssuer,
@@ -572,6 +619,19 @@ if (!python) {
         status: 'rejected',
         itk3Code: '10009',
         error: 'ENVELOPE_HEADER_NOT_ALLOWED',
+      });
+      const ungranted = await send(
+        freshSample(),
+        ...pythonIssuer(),
+        '--act',
+        'pharmacy-hub-9',
+        ...cliSigner,
+        ...rsaRecipient,
+      );
+      expect(ungranted.outcome).toMatchObject({
+        status: 'rejected',
+        itk3Code: '20012',
+        error: 'DELEGATION_NOT_GRANTED',
       });
       const bundle = freshSample();
       const first = await send(bundle, ...cliIssuer, ...cliSigner, ...rsaRecipient);
