@@ -500,10 +500,8 @@ if (!python) {
       expect(answer.outcome).toMatchObject({ status: 'delivered', itk3Code: '20013' });
     });
 
-    it('accepts a JSON Bundle signed with cty fhir+json', async () => {
-      const bundle = at('message.json');
-      writeFileSync(
-        bundle,
+    const jsonBundle = (): string =>
+      Buffer.from(
         buildItk3Message({
           format: 'json',
           event: 'ITK009D',
@@ -518,9 +516,37 @@ if (!python) {
           messageDefinition: 'ITK-DM-Immunization-MessageDefinition-1',
           timestamp: new Date().toISOString(),
         }),
-      );
+      ).toString('utf8');
+
+    // The signed bytes are the sender's own: other serialisers write the same Bundle differently.
+    const bundleSpellings: [string, () => string][] = [
+      ['a JSON Bundle (cty fhir+json)', jsonBundle],
+      [
+        'a JSON Bundle as other encoders write it: `\\/` escapes, a non-ASCII name as `\\u00eb`',
+        () => {
+          const escaped = JSON.stringify(JSON.parse(jsonBundle()))
+            .replaceAll('/', '\\/')
+            .replace(/"family":"/, '"family":"Zo\\u00eb-');
+          if (!escaped.includes('Zo\\u00eb-'))
+            throw new Error('the built Bundle has no family name to escape');
+          return escaped;
+        },
+      ],
+      [
+        'the sample with an XML declaration and CRLF line ends (a Windows-made file)',
+        () =>
+          `<?xml version="1.0" encoding="UTF-8"?>\r\n${readFileSync(freshSample(), 'utf8').replace(/\r?\n/g, '\r\n')}`,
+      ],
+    ];
+    it.each(bundleSpellings)('accepts %s', async (_, text) => {
+      const bundle = at(`spelling-${randomUUID()}`);
+      const bytes = text();
+      writeFileSync(bundle, bytes);
       const answer = await send(bundle, ...pythonIssuer(), '--signer-key', 'py-signer.jwk', ...rsaRecipient);
       expect(answer.outcome).toMatchObject({ status: 'delivered', itk3Code: '20013' });
+      const trackingId = answer.body!.trackingId!;
+      const delivered = filesIn(at('run/delivered/A83627')).find((name) => name.includes(trackingId));
+      expect(readFileSync(at(`run/delivered/A83627/${delivered}`), 'utf8')).toBe(bytes);
       expect(pythonIssuerKid).toMatch(/^[A-Za-z0-9_-]{43}$/);
     });
 
