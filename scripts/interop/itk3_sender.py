@@ -170,6 +170,9 @@ def mint_token(args: argparse.Namespace) -> str:
     header = {"alg": alg, "kid": kid}
     if args.typ != "none":
         header["typ"] = args.typ
+    for extra in args.extra_header or []:
+        name, _, value = extra.partition("=")
+        header[name] = json.loads(value)
     token = jws.JWS(encode_header(claims, "given", args.escape_slashes).encode())
     token.add_signature(key, alg=alg, protected=encode_header(header, args.header_style, args.escape_slashes))
     return token.serialize(compact=True)
@@ -456,6 +459,7 @@ def token_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fractional-times", action="store_true", help="NumericDates with milliseconds")
     group.add_argument("--iat-offset", type=float, default=0, help="shift iat/exp by S seconds (tests)")
     group.add_argument("--extra-claim", action="append", help="NAME=JSON, another claim a token service adds")
+    group.add_argument("--extra-header", action="append", help="NAME=JSON, another credential header member")
 
 
 def seal_options(parser: argparse.ArgumentParser) -> None:

@@ -469,6 +469,18 @@ if (!python) {
         () => [...cliIssuer, ...cliSigner, ...rsaRecipient, '--body-suffix', '\\r\\n'],
       ],
       [
+        'a credential header with x5t and cty members (token services that sign with a certificate)',
+        () => [
+          ...cliIssuer,
+          '--extra-header',
+          'x5t="Q2VydGlmaWNhdGVUaHVtYnByaW50"',
+          '--extra-header',
+          'cty="JWT"',
+          ...cliSigner,
+          ...rsaRecipient,
+        ],
+      ],
+      [
         'a PS256 message signature by a Python-made RSA-3072 key',
         () => [...pythonIssuer(), '--signer-key', 'py-pss-signer.jwk', ...rsaRecipient],
       ],
