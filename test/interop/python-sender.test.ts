@@ -562,6 +562,30 @@ if (!python) {
       expect(pythonIssuerKid).toMatch(/^[A-Za-z0-9_-]{43}$/);
     });
 
+    it('itk3 explain, the operator’s diagnosis, passes a message the Python sender made', async () => {
+      await sender('token', ...pythonIssuer(), '--escape-slashes', '--out', 'explained.jwt');
+      await sender(
+        'seal',
+        freshSample(),
+        '--signer-key',
+        'py-signer.jwk',
+        ...ecRecipient,
+        '--header-style',
+        'sorted',
+        '--out',
+        'explained.jwe',
+      );
+      const report = itk3(
+        'explain',
+        'explained.jwe',
+        '--config',
+        'config.json',
+        '--keystore',
+        'gateway-keystore.json',
+      );
+      expect(report).toMatch(/result: every check passed/);
+    });
+
     it('refuses at the door with one 401: an expired credential, a wrong audience, a credential without typ', async () => {
       const audience = cliIssuer.indexOf('--aud') + 1;
       const otherAudience = cliIssuer.map((value, i) =>
