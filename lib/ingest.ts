@@ -37,13 +37,22 @@ const COMPACT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 // The auth-scheme is case-insensitive (RFC 7235 §2.1): `bearer` and `BEARER` are `Bearer`.
 const BEARER = /^Bearer +([A-Za-z0-9._-]+)$/i;
 
+/**
+ * The credential of an `Authorization` header value, or undefined when it is not `Bearer <jwt>`.
+ * The one parser of every HTTP front door (the ingest function and `itk3 serve`), so a header one
+ * door accepts is never refused by the other.
+ */
+export function bearerCredential(authorization: string | undefined): string | undefined {
+  return BEARER.exec(authorization ?? '')?.[1];
+}
+
 export async function ingest(
   submission: Submission,
   ports: Pick<Ports, 'queues' | 'blobs'>,
   config: LoadedConfig,
 ): Promise<IngestResult> {
   const { limits } = config.doc;
-  const token = BEARER.exec(submission.authorization ?? '')?.[1];
+  const token = bearerCredential(submission.authorization);
   if (!token) {
     return {
       status: 401,

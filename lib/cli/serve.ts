@@ -25,7 +25,7 @@ import type { LoadedConfig } from '../config/load.js';
 import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
 import type { StageSettings } from '../infra/definitions.js';
-import { ingest } from '../ingest.js';
+import { bearerCredential, ingest } from '../ingest.js';
 import { LocalDeadLetters } from '../ops/dead-letters.js';
 import type { StageName } from '../pipeline/topology.js';
 import type { KeyService } from '../ports/index.js';
@@ -115,7 +115,6 @@ const UNAUTHENTICATED = {
 } as const;
 const NOT_FOUND = { error: 'NOT_FOUND', message: 'unknown tracking id' } as const;
 const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' } as const;
-const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
 
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
@@ -204,7 +203,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   /** The credential's principal, or undefined for any refusal (reasons are not told apart). */
   async function authenticated(req: IncomingMessage, at: number): Promise<VerifiedCredential | undefined> {
-    const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
+    const token = bearerCredential(req.headers.authorization);
     if (!token) return undefined;
     try {
       return await verifyCredential(token, opts.config, at);

@@ -37,6 +37,17 @@ const MAX_ENCRYPTED_KEY_BYTES = 1024;
 
 /** Header members the contract defines; `typ` is tolerated because some JOSE libraries add it. */
 const KNOWN_JWE_HEADERS = new Set(['alg', 'enc', 'kid', 'cty', 'itk', 'typ']);
+/**
+ * `cty` spellings of the nested JWS. RFC 7515 §4.1.10 (via RFC 7516 §4.1.12): a value without `/`
+ * means the same as with `application/` in front, so `JOSE` is also written `application/JOSE`, or
+ * as the media type is registered, `application/jose` (RFC 7515 §9.2.1) — what a sender writing the
+ * prefixed form with another JOSE library sends. No other case or parameter (A29).
+ */
+const JWE_CTY_SPELLINGS: ReadonlySet<unknown> = new Set([
+  JWE_CTY,
+  `application/${JWE_CTY}`,
+  'application/jose',
+]);
 /** Members only `ECDH-ES+A256KW` defines (RFC 7518 §4.6.1); refused with any other `alg`. */
 const KEY_AGREEMENT_HEADERS = new Set(['epk', 'apu', 'apv']);
 /** `apu`/`apv` name the parties; nothing legitimate needs more than this. */
@@ -56,7 +67,8 @@ interface SealedHeader {
   alg: JweAlg;
   enc: typeof JWE_ENC;
   kid: string;
-  cty: typeof JWE_CTY;
+  /** One of {@link JWE_CTY_SPELLINGS}. */
+  cty: string;
   itk: ItkRouting;
   typ?: string;
   /** `ECDH-ES+A256KW` only: the sender's ephemeral public key, checked when decrypting. */
@@ -160,7 +172,9 @@ function checkHeader(header: JsonObject): SealedHeader {
   if (!isJweAlg(alg)) notAllowed('sealed message alg is not allowed');
   if (enc !== JWE_ENC) notAllowed('sealed message enc is not allowed');
   if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) malformed('kid is missing or not a valid key id');
-  if (cty !== JWE_CTY) notAllowed('sealed message cty must be JOSE');
+  if (typeof cty !== 'string' || !JWE_CTY_SPELLINGS.has(cty)) {
+    notAllowed('sealed message cty must be JOSE (application/ prefix optional)');
+  }
   if (typ !== undefined && typeof typ !== 'string') malformed('typ must be a string');
   const routing = ItkRoutingSchema.safeParse(itk);
   if (!routing.success) malformed('itk routing header is missing or invalid');

@@ -92,7 +92,15 @@ describe('parseSealed — header allow-list', () => {
     await malformed(withHeader({ ...goodHeader(), enc: ['A256GCM'] }));
   });
 
+  it('accepts cty JOSE with the application/ prefix, as written or as registered (RFC 7515 §4.1.10, §9.2.1)', () => {
+    for (const cty of ['application/JOSE', 'application/jose']) {
+      expect(parseSealed(withHeader({ ...goodHeader(), cty }), limits).header.cty).toBe(cty);
+    }
+  });
+
   it('requires cty JOSE, a valid kid and a valid itk routing header', async () => {
+    await notAllowed(withHeader({ ...goodHeader(), cty: 'Application/jose' }));
+    await notAllowed(withHeader({ ...goodHeader(), cty: 'application/jose; charset=utf-8' }));
     await notAllowed(withHeader({ ...goodHeader(), cty: 'jose' }));
     await notAllowed(withHeader({ ...goodHeader(), cty: undefined }));
     await malformed(withHeader({ ...goodHeader(), kid: undefined }));
