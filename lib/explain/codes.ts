@@ -147,8 +147,9 @@ export const REJECTION_CODES: Readonly<Record<string, CodeDescription>> = {
   ENVELOPE_HEADER_NOT_ALLOWED: {
     stages: ['authorise'],
     meaning:
-      'the JWE header has a parameter or value outside the allow-list (`alg` RSA-OAEP-256, `enc` A256GCM, `cty` JOSE, no `zip`/`crit`/key headers)',
-    toPass: 'encrypt with exactly the contract header: `{alg, enc, kid, cty: "JOSE", itk}`',
+      'the JWE header has a parameter or value outside the allow-list (`alg` RSA-OAEP-256 or ECDH-ES+A256KW as the recipient key says, `enc` A256GCM, `cty` JOSE or application/jose, `typ` ignored, `epk`/`apu`/`apv` only with ECDH-ES+A256KW; no `zip`, `crit`, `jku`, `jwk`, `x5u`, `x5c` or other members)',
+    toPass:
+      'encrypt with exactly the contract header: `{alg, enc, kid, cty: "JOSE", itk}` (plus `epk`, and optionally `apu`/`apv`, for ECDH-ES+A256KW); see docs/WIRE-FORMAT.md §2',
   },
   ENVELOPE_KEY_UNKNOWN: {
     stages: ['authorise', 'decrypt'],
