@@ -31,6 +31,12 @@ import type { PreparedMessage } from './workload.js';
 export interface PoolPlan {
   messages: number;
   rounds: number;
+  /**
+   * Messages each variant runs before the timed rounds (whole passes over the set). Fresh workers
+   * compile the hot code again in their own isolates: a cost per worker that a short run would
+   * charge to the pool's throughput (docs/PERFORMANCE.md, issue 14 item 1).
+   */
+  warmMessages: number;
 }
 
 export interface PoolRow {
@@ -56,6 +62,11 @@ export interface PoolRow {
    * so CPU/msg no pool ÷ (main-thread CPU/msg + the rest ÷ cores).
    */
   cpuBoundOneAtATime?: number;
+  /**
+   * CPU ms per message of the first warm-up pass without and with the pool (fresh workers): against
+   * {@link cpuWithout} / {@link cpuWith}, the one-off cost of warming up each worker.
+   */
+  firstPassCpu?: { without: number; with: number };
   /** 1-minute load average before and after the rows were measured. */
   load: [number, number];
   target?: number;
@@ -105,9 +116,15 @@ export async function benchPoolEmbedded(
         mainMs: t0 === undefined || t1 === undefined ? undefined : (t1 - t0) / messages.length,
       };
     };
-    const warm = messages.slice(0, Math.min(20, messages.length));
-    await backlogThroughput(world, keys, warm, now);
-    await backlogThroughput(world, keys, warm, now, pool);
+    // The same number of warm-up messages for both variants, the first pass's CPU kept as the
+    // one-off cost of fresh workers.
+    const passes = Math.max(1, Math.ceil(plan.warmMessages / messages.length));
+    let firstPassCpu: PoolRow['firstPassCpu'];
+    for (let p = 0; p < passes; p += 1) {
+      const a = await backlogThroughput(world, keys, messages, now);
+      const b = await backlogThroughput(world, keys, messages, now, pool);
+      firstPassCpu ??= { without: a.cpuMsPerMessage, with: b.cpuMsPerMessage };
+    }
     const figures = { without: [] as number[], with: [] as number[], side: [] as number[] };
     const cpu = { without: [] as number[], with: [] as number[], main: [] as number[] };
     const ratios = { with: [] as number[], side: [] as number[] };
@@ -145,6 +162,7 @@ export async function benchPoolEmbedded(
       oneAtATimeRatio: summarise(ratios.side),
       cpuWithout,
       cpuWith,
+      ...(firstPassCpu ? { firstPassCpu } : {}),
       ...(mainThreadCpuWith ? { mainThreadCpuWith } : {}),
       ...(mainThreadCpuWith
         ? {
