@@ -6,8 +6,10 @@
 //   java Itk3Sender.java token  --key F [--kid K] --iss I --sub S --aud A --org ODS [--org-claim ods] [--lifetime 300]
 //   java Itk3Sender.java seal   BUNDLE --key F [--kid K] --recipient-jwks J [--recipient-kid K] [--to ODS]
 //                               [--apu B64URL] [--apv B64URL] [--out F]
-//   java Itk3Sender.java post   --url U --token F --body F
-//   java Itk3Sender.java status --url U --token F --tracking-id T [--timeout-seconds 30]
+//   java Itk3Sender.java post   --url U --token F --body F [--http-version HTTP_1_1]
+//   java Itk3Sender.java status --url U --token F --tracking-id T [--wait 30]
+//   java Itk3Sender.java send   BUNDLE --url U --issuer-key F [--issuer-kid K] --signer-key F [--signer-kid K]
+//                               (and the token and seal options): token, seal, post, then status
 //   java Itk3Sender.java verify-response JWS_FILE --jwks J
 //
 // keygen writes the private JWK (0600) and prints the public JWK to give the gateway's operator
@@ -15,8 +17,9 @@
 // ({"version": 1, "keys": [{"kid", "privateJwk", ...}]}) with --kid. Output goes to stdout as JSON
 // or compact serialisations; errors go to stderr with exit code 2. Nothing secret is printed.
 //
-// --insecure-oaep-mgf1-sha1 (seal, tests only) reproduces the classic Java mistake
-// ("OAEPWithSHA-256AndMGF1Padding" keeps MGF1 on SHA-1); the gateway must refuse it.
+// Two flags, for tests only, reproduce the classic Java mistakes the gateway must refuse:
+// --insecure-oaep-mgf1-sha1 (seal: "OAEPWithSHA-256AndMGF1Padding" keeps MGF1 on SHA-1) and
+// --insecure-der-ecdsa (token, seal: "SHA256withECDSA" gives a DER signature, not R || S).
 
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
@@ -85,14 +88,16 @@ public final class Itk3Sender {
 
   public static void main(String[] argv) {
     try {
-      if (argv.length == 0) throw new UsageError("usage: Itk3Sender keygen|token|seal|post|status|verify-response …");
+      if (argv.length == 0) throw new UsageError("usage: Itk3Sender keygen|token|seal|post|status|send|verify-response …");
       Args args = new Args(argv, 1);
+      derEcdsa = args.flag("insecure-der-ecdsa");
       switch (argv[0]) {
         case "keygen" -> keygen(args);
         case "token" -> System.out.println(token(args));
         case "seal" -> seal(args);
         case "post" -> post(args);
         case "status" -> status(args);
+        case "send" -> send(args);
         case "verify-response" -> verifyResponse(args);
         default -> throw new UsageError("unknown command: " + argv[0]);
       }
@@ -114,7 +119,7 @@ public final class Itk3Sender {
     Args(String[] argv, int from) {
       for (int i = from; i < argv.length; i++) {
         String a = argv[i];
-        if (a.equals("--insecure-oaep-mgf1-sha1")) {
+        if (a.equals("--insecure-oaep-mgf1-sha1") || a.equals("--insecure-der-ecdsa")) {
           options.put(a.substring(2), "true");
         } else if (a.startsWith("--")) {
           if (i + 1 >= argv.length) throw new UsageError(a + " needs a value");
@@ -137,6 +142,17 @@ public final class Itk3Sender {
 
     boolean flag(String name) {
       return options.containsKey(name);
+    }
+
+    /** The same arguments with --key/--kid set to one party's key (send uses two). */
+    Args withKey(String key, String kid) {
+      Args copy = new Args(new String[0], 0);
+      copy.positional.addAll(positional);
+      copy.options.putAll(options);
+      copy.options.put("key", key);
+      if (kid == null) copy.options.remove("kid");
+      else copy.options.put("kid", kid);
+      return copy;
     }
   }
 
@@ -508,11 +524,13 @@ public final class Itk3Sender {
 
   // ---------------------------------------------------------------- JWS (RFC 7515)
 
+  static boolean derEcdsa = false; // --insecure-der-ecdsa
+
   static byte[] sign(String alg, PrivateKey key, byte[] signingInput) throws Exception {
     Signature signer;
     switch (alg) {
       // JWS wants R || S, 32 bytes each (RFC 7518 §3.4), not the DER that "SHA256withECDSA" gives.
-      case "ES256" -> signer = Signature.getInstance("SHA256withECDSAinP1363Format");
+      case "ES256" -> signer = Signature.getInstance(derEcdsa ? "SHA256withECDSA" : "SHA256withECDSAinP1363Format");
       case "PS256" -> {
         signer = Signature.getInstance("RSASSA-PSS");
         // RFC 7518 §3.5: SHA-256, MGF1 with SHA-256, salt as long as the hash.
@@ -817,7 +835,8 @@ public final class Itk3Sender {
     return String.join(".", protectedHeader, b64u(encryptedKey), b64u(iv), b64u(ciphertext), b64u(tag));
   }
 
-  static void seal(Args args) throws Exception {
+  /** Sign, then encrypt (WIRE-FORMAT.md §2): the compact JWE of a compact JWS over the Bundle's bytes. */
+  static String sealBundle(Args args) throws Exception {
     if (args.positional.size() != 1) throw new UsageError("seal needs one BUNDLE file");
     byte[] bundle = Files.readAllBytes(Path.of(args.positional.get(0)));
     boolean isXml = firstNonSpace(bundle) == '<';
@@ -830,8 +849,11 @@ public final class Itk3Sender {
     jwsHeader.put("cty", isXml ? "fhir+xml" : "fhir+json");
     jwsHeader.put("itk", itk);
     String jws = compactJws(jwsHeader, bundle, signer); // the exact Bundle bytes, unchanged
+    return encrypt(jws.getBytes(StandardCharsets.US_ASCII), recipientJwk(args), itk, args);
+  }
 
-    String jwe = encrypt(jws.getBytes(StandardCharsets.US_ASCII), recipientJwk(args), itk, args);
+  static void seal(Args args) throws Exception {
+    String jwe = sealBundle(args);
     String out = args.options.get("out");
     if (out == null) System.out.println(jwe);
     else Files.writeString(Path.of(out), jwe);
@@ -844,62 +866,81 @@ public final class Itk3Sender {
 
   // ---------------------------------------------------------------- HTTP (itk3 serve)
 
-  // The JDK's default client (HTTP/2, which over http:// offers an h2c upgrade the gateway
-  // declines, so the exchange stays HTTP/1.1); -Ditk3.http=HTTP_1_1 pins HTTP/1.1 from the start.
-  static final HttpClient HTTP = httpClient();
-
-  static HttpClient httpClient() {
+  // The JDK's default client speaks HTTP/2, which over http:// offers an h2c upgrade the gateway
+  // declines, so the exchange stays HTTP/1.1; --http-version HTTP_1_1 pins HTTP/1.1 from the start.
+  static HttpClient httpClient(Args args) {
     HttpClient.Builder builder = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5));
-    String version = System.getProperty("itk3.http");
+    String version = args.options.get("http-version");
     if (version != null) builder.version(HttpClient.Version.valueOf(version));
     return builder.build();
   }
 
-  static String bearer(Args args) throws Exception {
-    return "Bearer " + Files.readString(Path.of(args.required("token"))).trim();
+  static String baseUrl(Args args) {
+    return args.required("url").replaceAll("/+$", "");
   }
 
-  static void post(Args args) throws Exception {
-    String body = Files.readString(Path.of(args.required("body")), StandardCharsets.US_ASCII).trim();
-    HttpRequest request = HttpRequest.newBuilder(URI.create(args.required("url").replaceAll("/+$", "") + "/messages"))
+  /** POST /messages: the credential as a Bearer token, the compact JWE as the text/plain body. */
+  static Map<String, Object> postMessage(HttpClient http, Args args, String jwt, String jwe) throws Exception {
+    HttpRequest request = HttpRequest.newBuilder(URI.create(baseUrl(args) + "/messages"))
         .timeout(Duration.ofSeconds(30))
-        .header("Authorization", bearer(args))
+        .header("Authorization", "Bearer " + jwt)
         .header("Content-Type", "text/plain")
-        .POST(HttpRequest.BodyPublishers.ofString(body, StandardCharsets.US_ASCII))
+        .POST(HttpRequest.BodyPublishers.ofString(jwe, StandardCharsets.US_ASCII))
         .build();
-    HttpResponse<String> response = HTTP.send(request, HttpResponse.BodyHandlers.ofString());
+    HttpResponse<String> response = http.send(request, HttpResponse.BodyHandlers.ofString());
     Map<String, Object> out = new LinkedHashMap<>();
-    out.put("status", response.statusCode());
+    out.put("http", response.statusCode());
     out.put("body", response.body().isEmpty() ? null : JsonReader.parse(response.body()));
-    System.out.println(json(out));
+    return out;
   }
 
-  /** GET /messages/<trackingId> until the outcome is no longer in-flight (bounded). */
-  static void status(Args args) throws Exception {
-    String trackingId = args.required("tracking-id");
-    if (!trackingId.matches("[A-Za-z0-9._-]{1,128}")) throw new UsageError("--tracking-id is not a tracking id");
-    long deadline = System.nanoTime() + Duration.ofSeconds(Long.parseLong(args.optional("timeout-seconds", "30"))).toNanos();
-    HttpRequest request = HttpRequest.newBuilder(URI.create(args.required("url").replaceAll("/+$", "") + "/messages/" + trackingId))
+  /** GET /messages/<trackingId> until the outcome is no longer in-flight (bounded by --wait seconds). */
+  static Map<String, Object> pollOutcome(HttpClient http, Args args, String jwt, String trackingId) throws Exception {
+    if (!trackingId.matches("[A-Za-z0-9._-]{1,128}")) throw new UsageError("not a tracking id: " + abbreviate(trackingId));
+    long deadline = System.nanoTime() + Duration.ofSeconds(Long.parseLong(args.optional("wait", "30"))).toNanos();
+    HttpRequest request = HttpRequest.newBuilder(URI.create(baseUrl(args) + "/messages/" + trackingId))
         .timeout(Duration.ofSeconds(10))
-        .header("Authorization", bearer(args))
+        .header("Authorization", "Bearer " + jwt)
         .GET()
         .build();
     while (true) {
-      HttpResponse<String> response = HTTP.send(request, HttpResponse.BodyHandlers.ofString());
+      HttpResponse<String> response = http.send(request, HttpResponse.BodyHandlers.ofString());
       if (response.statusCode() != 200) {
         Map<String, Object> out = new LinkedHashMap<>();
-        out.put("httpStatus", response.statusCode());
+        out.put("http", response.statusCode());
         out.put("body", response.body());
-        System.out.println(json(out));
-        return;
+        return out;
       }
       Map<String, Object> outcome = obj(JsonReader.parse(response.body()), "the outcome");
-      if (!"in-flight".equals(outcome.get("status")) || System.nanoTime() > deadline) {
-        System.out.println(json(outcome));
-        return;
-      }
+      if (!"in-flight".equals(outcome.get("status")) || System.nanoTime() > deadline) return outcome;
       Thread.sleep(100);
     }
+  }
+
+  static String readToken(Args args) throws Exception {
+    return Files.readString(Path.of(args.required("token")), StandardCharsets.US_ASCII).trim();
+  }
+
+  static void post(Args args) throws Exception {
+    String jwe = Files.readString(Path.of(args.required("body")), StandardCharsets.US_ASCII).trim();
+    System.out.println(json(postMessage(httpClient(args), args, readToken(args), jwe)));
+  }
+
+  static void status(Args args) throws Exception {
+    System.out.println(json(pollOutcome(httpClient(args), args, readToken(args), args.required("tracking-id"))));
+  }
+
+  /** token + seal + post + status in one run: the credential from --issuer-key, the JWS by --signer-key. */
+  static void send(Args args) throws Exception {
+    String jwt = token(args.withKey(args.required("issuer-key"), args.options.get("issuer-kid")));
+    String jwe = sealBundle(args.withKey(args.required("signer-key"), args.options.get("signer-kid")));
+    HttpClient http = httpClient(args);
+    Map<String, Object> answer = postMessage(http, args, jwt, jwe);
+    if (Integer.valueOf(202).equals(answer.get("http"))) {
+      String trackingId = str(obj(answer.get("body"), "the 202 body"), "trackingId");
+      answer.put("outcome", pollOutcome(http, args, jwt, trackingId));
+    }
+    System.out.println(json(answer));
   }
 
   // ---------------------------------------------------------------- responses (WIRE-FORMAT.md §5)
@@ -923,11 +964,14 @@ public final class Itk3Sender {
     byte[] signingInput = (parts[0] + "." + parts[1]).getBytes(StandardCharsets.US_ASCII);
     if (!verify(alg, publicKey(key), signingInput, unb64u(parts[2]))) throw new UsageError("the response signature does not verify");
     byte[] payload = unb64u(parts[1]);
-    String code = firstNonSpace(payload) == '<' ? xmlResponseCode(payload) : jsonResponseCode(JsonReader.parse(new String(payload, StandardCharsets.UTF_8)));
+    boolean isXml = firstNonSpace(payload) == '<';
+    Object json = isXml ? null : JsonReader.parse(new String(payload, StandardCharsets.UTF_8));
     Map<String, Object> out = new LinkedHashMap<>();
     out.put("verified", true);
     out.put("header", header);
-    out.put("itk3Code", code);
+    out.put("itk3Code", isXml ? xmlResponseCode(payload) : jsonResponseCode(json));
+    // A rejection names the failed check's stable code in OperationOutcome.issue.diagnostics.
+    out.put("diagnostics", isXml ? xmlDiagnostics(payload) : jsonDiagnostics(json));
     System.out.println(json(out));
   }
 
@@ -936,6 +980,27 @@ public final class Itk3Sender {
     for (int i = 0; i < codings.getLength(); i++) {
       Element coding = (Element) codings.item(i);
       if (RESPONSE_CODES.equals(xmlValue(coding, "system"))) return xmlValue(coding, "code");
+    }
+    return null;
+  }
+
+  static String xmlDiagnostics(byte[] payload) throws Exception {
+    org.w3c.dom.NodeList found = parseXml(payload).getElementsByTagNameNS(FHIR_NS, "diagnostics");
+    return found.getLength() == 0 ? null : ((Element) found.item(0)).getAttribute("value");
+  }
+
+  static String jsonDiagnostics(Object node) {
+    if (node instanceof Map<?, ?> m) {
+      if (m.get("diagnostics") instanceof String d) return d;
+      for (Object v : m.values()) {
+        String found = jsonDiagnostics(v);
+        if (found != null) return found;
+      }
+    } else if (node instanceof List<?> l) {
+      for (Object v : l) {
+        String found = jsonDiagnostics(v);
+        if (found != null) return found;
+      }
     }
     return null;
   }
