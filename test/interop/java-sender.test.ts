@@ -6,9 +6,10 @@
  * Accepted: a real ITK3 sample delivered byte-identical with an ITK008M 20013 the Java sender
  * verifies; RSA-OAEP-256 and ECDH-ES+A256KW (with and without apu/apv) recipients; ES256 and PS256
  * credentials and ES256, PS256 and RS512 message signatures by keys the JDK made; the CLI keystore's
- * keys read by Java; a JSON Bundle; the JDK's default HTTP/2 client and one pinned to HTTP/1.1.
+ * keys read by Java; a JSON Bundle; JOSE JSON with every punctuation character escaped and
+ * NumericDates as doubles; the JDK's default HTTP/2 client and one pinned to HTTP/1.1.
  * Refused with the documented answer: a wrong audience, an unknown key and a DER-encoded ES256
- * credential (401); the classic Java mistake of OAEP with MGF1-SHA-1 (10009 DECRYPT_FAILED, signed
+ * credential (401); padded base64url (401, 400 ENVELOPE_MALFORMED); the classic Java mistake of OAEP with MGF1-SHA-1 (10009 DECRYPT_FAILED, signed
  * response); a DER-encoded ES256 message signature (20012 SIGNATURE_INVALID); an event no rule
  * allows (20012 POLICY_DENIED); a replayed credential (20012 TOKEN_REPLAYED, no response); a
  * reused MessageHeader id (20007).
@@ -138,7 +139,7 @@ if (missing) {
         keygen('PS256', 'thumbprint', 'java-issuer-ps256.jwk'),
         keygen('ES256', 'java-federation-es256-1', 'java-issuer-es256.jwk'),
         keygen('ES256', 'x26-java-es256', 'java-signer-es256.jwk'),
-        keygen('PS256', 'x26.java.ps256', 'java-signer-ps256.jwk', '--bits', '3072'),
+        keygen('PS256', 'x26.java.ps256', 'java-signer-ps256.jwk'),
         keygen('RS512', 'x26-java-rs512', 'java-signer-rs512.jwk'),
       ]);
       // A key the gateway was never given, for the unknown-key refusal.
@@ -198,7 +199,7 @@ if (missing) {
         ],
       ],
       [
-        'ECDH-ES+A256KW with apu/apv, PS256 credential, PS256 signature (RSA-3072)',
+        'ECDH-ES+A256KW with apu/apv, PS256 credential, PS256 signature',
         () => [
           ...javaIssuer('java-issuer-ps256.jwk'),
           '--signer-key',
@@ -228,6 +229,19 @@ if (missing) {
           '--signer-kid',
           'x26-sign-1',
           ...ecRecipient,
+        ],
+      ],
+      [
+        'JOSE JSON as some Java encoders write it: every non-alphanumeric character \\u-escaped, NumericDates as doubles (1.7648E9)',
+        () => [
+          ...javaIssuer('java-issuer-ps256.jwk'),
+          '--signer-key',
+          'java-signer-es256.jwk',
+          ...ecRecipient,
+          '--apu',
+          'WDI2',
+          '--json-escape-all',
+          '--numeric-dates-as-double',
         ],
       ],
       [
@@ -317,6 +331,44 @@ if (missing) {
         expect(answer.http).toBe(401);
         expect(answer.body?.error).toBe('UNAUTHENTICATED');
       }
+    });
+
+    it('refuses padded base64url (Base64.getUrlEncoder() without withoutPadding()): 401 for the credential, 400 ENVELOPE_MALFORMED for the JWE', async () => {
+      const credential = javaIssuer('java-issuer-es256.jwk').slice(2);
+      for (const name of ['padded-token', 'padded-body']) {
+        writeFileSync(
+          at(`${name}.jwt`),
+          await sender('token', '--key', 'java-issuer-es256.jwk', ...credential),
+        );
+        await sender(
+          'seal',
+          world.freshSample(),
+          '--key',
+          'java-signer-rs512.jwk',
+          ...rsaRecipient,
+          '--out',
+          `${name}.jwe`,
+        );
+      }
+      // An ES256 signature (64 bytes) and an RSA-2048 encrypted key (256 bytes) both need padding.
+      const pad = (file: string, segment: number) => {
+        const segments = readFileSync(at(file), 'ascii').trim().split('.');
+        segments[segment] += '=='.slice(0, (4 - (segments[segment]!.length % 4)) % 4);
+        expect(segments[segment]).toMatch(/=$/);
+        writeFileSync(at(file), segments.join('.'));
+      };
+      pad('padded-token.jwt', 2);
+      pad('padded-body.jwe', 1);
+      const post = async (token: string, body: string) =>
+        JSON.parse(await sender('post', '--url', url, '--token', token, '--body', body)) as Answer;
+      expect(await post('padded-token.jwt', 'padded-token.jwe')).toMatchObject({
+        http: 401,
+        body: { error: 'UNAUTHENTICATED' },
+      });
+      expect(await post('padded-body.jwt', 'padded-body.jwe')).toMatchObject({
+        http: 400,
+        body: { error: 'ENVELOPE_MALFORMED' },
+      });
     });
 
     it('refuses the classic Java mistake, RSA-OAEP-256 with MGF1-SHA-1, at decrypt (10009 DECRYPT_FAILED) with a signed response', async () => {

@@ -25,7 +25,7 @@ export const SAMPLE = 'engage_hettie_winters_imms.xml';
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
 
 /** What the gateway's configuration adds for the sender under test. */
-export interface SenderParty {
+interface SenderParty {
   issuers?: Record<string, unknown>[];
   clients?: { issuer: string; sub: string }[];
   signingKeys?: Record<string, unknown>[];

@@ -10,6 +10,8 @@
 //   java Itk3Sender.java status --url U --token F --tracking-id T [--wait 30]
 //   java Itk3Sender.java send   BUNDLE --url U --issuer-key F [--issuer-kid K] --signer-key F [--signer-kid K]
 //                               (and the token and seal options): token, seal, post, then status
+//   token, seal, send: [--json-escape-all] [--numeric-dates-as-double] spell the JOSE JSON as some
+//   Java encoders do (every non-alphanumeric character escaped; numbers as doubles, 1.7648E9)
 //   java Itk3Sender.java verify-response JWS_FILE --jwks J
 //
 // keygen writes the private JWK (0600) and prints the public JWK to give the gateway's operator
@@ -91,6 +93,7 @@ public final class Itk3Sender {
       if (argv.length == 0) throw new UsageError("usage: Itk3Sender keygen|token|seal|post|status|send|verify-response …");
       Args args = new Args(argv, 1);
       derEcdsa = args.flag("insecure-der-ecdsa");
+      joseStyle = new JsonStyle(args.flag("json-escape-all"), args.flag("numeric-dates-as-double"));
       switch (argv[0]) {
         case "keygen" -> keygen(args);
         case "token" -> System.out.println(token(args));
@@ -112,6 +115,9 @@ public final class Itk3Sender {
 
   // ---------------------------------------------------------------- command line
 
+  static final List<String> FLAGS = List.of(
+      "--insecure-oaep-mgf1-sha1", "--insecure-der-ecdsa", "--json-escape-all", "--numeric-dates-as-double");
+
   static final class Args {
     final List<String> positional = new ArrayList<>();
     final Map<String, String> options = new LinkedHashMap<>();
@@ -119,7 +125,7 @@ public final class Itk3Sender {
     Args(String[] argv, int from) {
       for (int i = from; i < argv.length; i++) {
         String a = argv[i];
-        if (a.equals("--insecure-oaep-mgf1-sha1") || a.equals("--insecure-der-ecdsa")) {
+        if (FLAGS.contains(a)) {
           options.put(a.substring(2), "true");
         } else if (a.startsWith("--")) {
           if (i + 1 >= argv.length) throw new UsageError(a + " needs a value");
@@ -203,14 +209,30 @@ public final class Itk3Sender {
     return (Map<String, Object>) v;
   }
 
+  /** How JOSE headers and claims are spelled; any JSON is valid (WIRE-FORMAT.md §2). */
+  record JsonStyle(boolean escapeAll, boolean doubles) {
+    static final JsonStyle PLAIN = new JsonStyle(false, false);
+  }
+
+  // --json-escape-all: every character but letters and digits as a backslash-u escape (encoders such as
+  // Gson escape some by default); --numeric-dates-as-double: numbers as Java doubles (1.7648E9).
+  static JsonStyle joseStyle = JsonStyle.PLAIN;
+
   /** JSON written by hand: strings escaped per RFC 8259 §7, members in insertion order. */
   static String json(Object value) {
     StringBuilder out = new StringBuilder();
-    writeJson(value, out);
+    writeJson(value, out, JsonStyle.PLAIN);
     return out.toString();
   }
 
-  private static void writeJson(Object value, StringBuilder out) {
+  /** A JOSE header or claims set, in the style the command line chose. */
+  static String joseJson(Object value) {
+    StringBuilder out = new StringBuilder();
+    writeJson(value, out, joseStyle);
+    return out.toString();
+  }
+
+  private static void writeJson(Object value, StringBuilder out, JsonStyle style) {
     if (value == null) {
       out.append("null");
     } else if (value instanceof String s) {
@@ -224,12 +246,14 @@ public final class Itk3Sender {
           case '\r' -> out.append("\\r");
           case '\t' -> out.append("\\t");
           default -> {
-            if (c < 0x20) out.append(String.format("\\u%04x", (int) c));
+            if (c < 0x20 || (style.escapeAll() && !Character.isLetterOrDigit(c))) out.append(String.format("\\u%04x", (int) c));
             else out.append(c);
           }
         }
       }
       out.append('"');
+    } else if (value instanceof Number n && style.doubles()) {
+      out.append(Double.toString(n.doubleValue()));
     } else if (value instanceof Number || value instanceof Boolean) {
       out.append(value);
     } else if (value instanceof Map<?, ?> map) {
@@ -238,16 +262,16 @@ public final class Itk3Sender {
       for (Map.Entry<?, ?> e : map.entrySet()) {
         if (!first) out.append(',');
         first = false;
-        writeJson(String.valueOf(e.getKey()), out);
+        writeJson(String.valueOf(e.getKey()), out, style);
         out.append(':');
-        writeJson(e.getValue(), out);
+        writeJson(e.getValue(), out, style);
       }
       out.append('}');
     } else if (value instanceof List<?> list) {
       out.append('[');
       for (int i = 0; i < list.size(); i++) {
         if (i > 0) out.append(',');
-        writeJson(list.get(i), out);
+        writeJson(list.get(i), out, style);
       }
       out.append(']');
     } else {
@@ -562,7 +586,7 @@ public final class Itk3Sender {
 
   /** A compact JWS: BASE64URL(header) '.' BASE64URL(payload) '.' BASE64URL(signature). */
   static String compactJws(Map<String, Object> header, byte[] payload, Map<String, Object> jwk) throws Exception {
-    String signingInput = b64u(json(header).getBytes(StandardCharsets.UTF_8)) + "." + b64u(payload);
+    String signingInput = b64u(joseJson(header).getBytes(StandardCharsets.UTF_8)) + "." + b64u(payload);
     byte[] signature = sign(str(header, "alg"), privateKey(jwk), signingInput.getBytes(StandardCharsets.US_ASCII));
     return signingInput + "." + b64u(signature);
   }
@@ -597,7 +621,7 @@ public final class Itk3Sender {
       at = next;
     }
     at.put(path[path.length - 1], args.required("org"));
-    return compactJws(header, json(claims).getBytes(StandardCharsets.UTF_8), jwk);
+    return compactJws(header, joseJson(claims).getBytes(StandardCharsets.UTF_8), jwk);
   }
 
   // ---------------------------------------------------------------- the routing header from the Bundle
@@ -822,7 +846,7 @@ public final class Itk3Sender {
       }
       default -> throw new UsageError("the recipient key's alg must be RSA-OAEP-256 or ECDH-ES+A256KW, not " + alg);
     }
-    String protectedHeader = b64u(json(header).getBytes(StandardCharsets.UTF_8));
+    String protectedHeader = b64u(joseJson(header).getBytes(StandardCharsets.UTF_8));
     byte[] iv = new byte[12];
     RANDOM.nextBytes(iv);
     Cipher gcm = Cipher.getInstance("AES/GCM/NoPadding");
