@@ -22,7 +22,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { filesIn } from '../support/world.js';
+import { filesIn, makeTempDir } from '../support/world.js';
 import {
   AUDIENCE,
   createInteropWorld,
@@ -129,9 +129,11 @@ if (missing) {
     const ecRecipient = ['--recipient-jwks', 'gateway.jwks', '--recipient-kid', 'a83627-enc-ec-1'];
 
     beforeAll(async () => {
+      // Compiled once (a source-launched run costs seconds), while the CLI makes the world.
+      classes = makeTempDir('itk3-interop-java-classes-');
+      const compiled = run('javac', ['-d', classes, SOURCE], { timeout: 60_000 });
       world = createInteropWorld('itk3-interop-java-');
-      classes = at('classes');
-      await run('javac', ['-d', classes, SOURCE], { timeout: 60_000 });
+      await compiled;
       // The keys a Java engineer makes with the JDK, each printed as the public JWK for the operator.
       const keygen = (alg: string, kid: string, out: string, ...extra: string[]) =>
         sender('keygen', '--alg', alg, '--kid', kid, '--private-out', out, ...extra);
@@ -141,9 +143,9 @@ if (missing) {
         keygen('ES256', 'x26-java-es256', 'java-signer-es256.jwk'),
         keygen('PS256', 'x26.java.ps256', 'java-signer-ps256.jwk'),
         keygen('RS512', 'x26-java-rs512', 'java-signer-rs512.jwk'),
+        // A key the gateway is never given, for the unknown-key refusal.
+        keygen('ES256', 'java-federation-es256-2', 'java-issuer-unknown.jwk'),
       ]);
-      // A key the gateway was never given, for the unknown-key refusal.
-      await keygen('ES256', 'java-federation-es256-2', 'java-issuer-unknown.jwk');
       expect(JSON.parse(issuerPs256).kid).toMatch(/^[A-Za-z0-9_-]{43}$/); // an RFC 7638 thumbprint
       expect(JSON.parse(issuerPs256)).not.toHaveProperty('d');
       url = await world.start({
@@ -313,21 +315,20 @@ if (missing) {
     it('refuses at the door with one 401: a wrong audience, a key the gateway lacks, a DER-encoded ES256 credential', async () => {
       const es256 = javaIssuer('java-issuer-es256.jwk');
       const audience = es256.indexOf('--aud') + 1;
-      for (const credential of [
+      const credentials = [
         es256.map((value, i) => (i === audience ? 'https://other-gateway.example/messages' : value)),
         javaIssuer('java-issuer-es256.jwk').map((v) =>
           v === 'java-issuer-es256.jwk' ? 'java-issuer-unknown.jwk' : v,
         ),
         // "SHA256withECDSA" gives ASN.1 DER; JWS wants R || S (RFC 7518 §3.4).
         [...es256, '--insecure-der-ecdsa'],
-      ]) {
-        const answer = await send(
-          world.freshSample(),
-          ...credential,
-          '--signer-key',
-          'java-signer-rs512.jwk',
-          ...rsaRecipient,
-        );
+      ];
+      const answers = await Promise.all(
+        credentials.map((credential) =>
+          send(world.freshSample(), ...credential, '--signer-key', 'java-signer-rs512.jwk', ...rsaRecipient),
+        ),
+      );
+      for (const answer of answers) {
         expect(answer.http).toBe(401);
         expect(answer.body?.error).toBe('UNAUTHENTICATED');
       }
@@ -335,21 +336,23 @@ if (missing) {
 
     it('refuses padded base64url (Base64.getUrlEncoder() without withoutPadding()): 401 for the credential, 400 ENVELOPE_MALFORMED for the JWE', async () => {
       const credential = javaIssuer('java-issuer-es256.jwk').slice(2);
-      for (const name of ['padded-token', 'padded-body']) {
-        writeFileSync(
-          at(`${name}.jwt`),
-          await sender('token', '--key', 'java-issuer-es256.jwk', ...credential),
-        );
-        await sender(
-          'seal',
-          world.freshSample(),
-          '--key',
-          'java-signer-rs512.jwk',
-          ...rsaRecipient,
-          '--out',
-          `${name}.jwe`,
-        );
-      }
+      await Promise.all(
+        ['padded-token', 'padded-body'].map(async (name) => {
+          writeFileSync(
+            at(`${name}.jwt`),
+            await sender('token', '--key', 'java-issuer-es256.jwk', ...credential),
+          );
+          await sender(
+            'seal',
+            world.freshSample(),
+            '--key',
+            'java-signer-rs512.jwk',
+            ...rsaRecipient,
+            '--out',
+            `${name}.jwe`,
+          );
+        }),
+      );
       // An ES256 signature (64 bytes) and an RSA-2048 encrypted key (256 bytes) both need padding.
       const pad = (file: string, segment: number) => {
         const segments = readFileSync(at(file), 'ascii').trim().split('.');
@@ -433,17 +436,19 @@ if (missing) {
           ...javaIssuer('java-issuer-es256.jwk').slice(2),
         ),
       );
-      for (const name of ['first', 'second']) {
-        await sender(
-          'seal',
-          world.freshSample(),
-          '--key',
-          'java-signer-es256.jwk',
-          ...rsaRecipient,
-          '--out',
-          `${name}.jwe`,
-        );
-      }
+      await Promise.all(
+        ['first', 'second'].map((name) =>
+          sender(
+            'seal',
+            world.freshSample(),
+            '--key',
+            'java-signer-es256.jwk',
+            ...rsaRecipient,
+            '--out',
+            `${name}.jwe`,
+          ),
+        ),
+      );
       const post = async (jwe: string) =>
         JSON.parse(await sender('post', '--url', url, '--token', 'once.jwt', '--body', jwe)) as Answer;
       const first = await post('first.jwe');
