@@ -1,6 +1,8 @@
 // An ITK3 sender written from the gateway's docs alone (README.md, docs/WIRE-FORMAT.md,
 // docs/REJECTION-CODES.md, docs/SECURITY.md, docs/config.example.json) and RFCs 7515-7518, 7638,
 // in Java with the JDK only: no JOSE library, so every byte of the JWT, JWS and JWE is made here.
+// (The ODS identifier systems' full URIs came from the ITK3 samples: the docs then named only their
+// last segment. docs/WIRE-FORMAT.md now spells them out, with the other gaps this sender found.)
 //
 //   java Itk3Sender.java keygen --alg ES256|PS256|RS512 --kid K|thumbprint --private-out F [--bits 2048]
 //   java Itk3Sender.java token  --key F [--kid K] --iss I --sub S --aud A --org ODS [--org-claim ods] [--lifetime 300]
@@ -17,7 +19,8 @@
 // keygen writes the private JWK (0600) and prints the public JWK to give the gateway's operator
 // (issuers[].keys or senders[].signingKeys). --key reads a private JWK file, or an itk3 keystore
 // ({"version": 1, "keys": [{"kid", "privateJwk", ...}]}) with --kid. Output goes to stdout as JSON
-// or compact serialisations; errors go to stderr with exit code 2. Nothing secret is printed.
+// or compact serialisations (token prints the credential itself); bad input is one line on stderr
+// with exit code 2, any other failure exit code 1. No private key is ever printed.
 //
 // Two flags, for tests only, reproduce the classic Java mistakes the gateway must refuse:
 // --insecure-oaep-mgf1-sha1 (seal: "OAEPWithSHA-256AndMGF1Padding" keeps MGF1 on SHA-1) and
