@@ -15,22 +15,25 @@
  *
  * Needs the venv of `bash scripts/interop.sh` (ITK3_INTEROP_PYTHON, or .interop/venv/bin/python).
  */
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildItk3Message } from '../../lib/itk3/builder.js';
-import { loadSamples } from '../../lib/itk3/samples.js';
-import { filesIn, makeTempDir, removeTempDirs } from '../support/world.js';
+import { filesIn } from '../support/world.js';
+import {
+  AUDIENCE,
+  createInteropWorld,
+  type InteropWorld,
+  jsonBundle,
+  publicKey,
+  ROOT,
+  SAMPLE,
+} from './support.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const SENDER = join(ROOT, 'scripts/interop/itk3_sender.py');
 const SUITE = 'a Python sender written from the docs (jwcrypto) against itk3 serve';
-const AUDIENCE = 'https://itk3-gateway.example.nhs.uk/messages';
-const SAMPLE = 'engage_hettie_winters_imms.xml'; // ITK009D, X26 → A83627, mailbox NOROT003
-const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
 const run = promisify(execFile);
 
 const python = interopPython();
@@ -57,26 +60,15 @@ if (!python) {
   });
 } else {
   describe(SUITE, () => {
-    const work = makeTempDir('itk3-interop-');
-    const at = (name: string) => join(work, name);
-    const sample = loadSamples().find((s) => s.name === SAMPLE);
-    if (!sample) throw new Error(`sample ${SAMPLE} missing from loadSamples()`);
-    let server: ChildProcess | undefined;
+    let world: InteropWorld;
+    const at = (name: string) => world.at(name);
+    const itk3 = (...args: string[]) => world.itk3(...args);
     let url = '';
     let pythonIssuerKid = '';
 
-    const itk3 = (...args: string[]) => {
-      const done = spawnSync(process.execPath, [join(ROOT, 'bin/itk3.js'), ...args], {
-        cwd: work,
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      if (done.status !== 0) throw new Error(`itk3 ${args.join(' ')}: ${done.stderr}`);
-      return done.stdout;
-    };
     const sender = async (...args: string[]): Promise<string> => {
       try {
-        return (await run(python, [SENDER, ...args], { cwd: work, timeout: 60_000 })).stdout;
+        return (await run(python, [SENDER, ...args], { cwd: world.work, timeout: 60_000 })).stdout;
       } catch (error) {
         const failed = error as { code?: number; stdout?: string; stderr?: string };
         // `post` and `send` exit 1 for an answer other than 202: still an answer to look at.
@@ -116,80 +108,13 @@ if (!python) {
     const ecRecipient = ['--recipient-jwks', 'gateway.jwks', '--recipient-kid', 'a83627-enc-ec-1'];
     const cliSigner = ['--signer-key', 'sender-keystore.json#x26-sign-1'];
 
-    /** The sample with every UUID replaced consistently: a new message and document, same content. */
-    const freshSample = (): string => {
-      const fresh = new Map<string, string>();
-      const text = Buffer.from(sample.bytes).toString('utf8');
-      const file = at(`bundle-${randomUUID()}.xml`);
-      writeFileSync(
-        file,
-        text.replace(UUID, (id) => fresh.get(id) ?? fresh.set(id, randomUUID()).get(id)!),
-      );
-      return file;
-    };
+    const freshSample = (): string => world.freshSample();
     const send = async (bundle: string, ...options: string[]): Promise<Answer> =>
       JSON.parse(await sender('send', bundle, ...options, '--url', url, '--wait', '20')) as Answer;
 
     beforeAll(async () => {
-      // The gateway: an RSA and a P-256 key for A83627 (both published), a response-signing key.
-      itk3(
-        'keys',
-        'init',
-        '--keystore',
-        'gateway-keystore.json',
-        '--recipient',
-        'A83627',
-        '--kid',
-        'A83627=a83627-enc-1',
-        '--kid',
-        'ITK3GW=itk3gw-response-1',
-        '--modulus',
-        '2048',
-      );
-      itk3(
-        'keys',
-        'add',
-        '--keystore',
-        'gateway-keystore.json',
-        '--purpose',
-        'recipient-decrypt',
-        '--alg',
-        'ECDH-ES+A256KW',
-        '--owner',
-        'A83627',
-        '--kid',
-        'a83627-enc-ec-1',
-      );
-      writeFileSync(at('gateway.jwks'), itk3('keys', 'public', '--keystore', 'gateway-keystore.json'));
-      // The sender's keys made with the CLI, as in the worked example...
-      const issuerJwk = itk3(
-        'keys',
-        'add',
-        '--keystore',
-        'sender-keystore.json',
-        '--purpose',
-        'issuer-sign',
-        '--alg',
-        'ES256',
-        '--owner',
-        'x26-idp',
-        '--kid',
-        'x26-idp-1',
-      );
-      const signerJwk = itk3(
-        'keys',
-        'add',
-        '--keystore',
-        'sender-keystore.json',
-        '--purpose',
-        'sender-sign',
-        '--alg',
-        'ES256',
-        '--owner',
-        'X26',
-        '--kid',
-        'x26-sign-1',
-      );
+      // The gateway and X26's CLI-made keys (test/interop/support.ts)...
+      world = createInteropWorld('itk3-interop-');
       // ...and keys the Python engineer made with jwcrypto: a PS256 token-service key whose kid is
       // its RFC 7638 thumbprint, an RS512 signing key with a dotted kid.
       const pythonIssuerJwk = await sender(
@@ -220,23 +145,9 @@ if (!python) {
         '--out',
         'py-pss-signer.jwk',
       );
-      const publicKey = (text: string) => {
-        const { kty, kid, alg, crv, x, y, n, e } = JSON.parse(text) as Record<string, string | undefined>;
-        return Object.fromEntries(Object.entries({ kty, kid, alg, crv, x, y, n, e }).filter(([, v]) => v));
-      };
       pythonIssuerKid = JSON.parse(pythonIssuerJwk).kid as string;
-      const config = {
-        audience: AUDIENCE,
-        gatewayOds: 'ITK3GW',
-        responseSigning: { kid: 'itk3gw-response-1' },
-        unauthenticatedResponseTarget: { type: 'folder', path: 'responses/_unauthenticated' },
+      url = await world.start({
         issuers: [
-          {
-            id: 'x26-idp',
-            issuer: 'https://idp.x26.example',
-            organisations: ['X26'],
-            keys: [publicKey(issuerJwk)],
-          },
           {
             id: 'py-federation',
             issuer: 'https://auth.py-federation.example',
@@ -245,35 +156,8 @@ if (!python) {
             keys: [publicKey(pythonIssuerJwk)],
           },
         ],
-        senders: [
-          {
-            ods: 'X26',
-            clients: [
-              { issuer: 'x26-idp', sub: 'x26-pharmacy-system' },
-              { issuer: 'py-federation', sub: 'x26-python-pms' },
-            ],
-            meshMailbox: 'NOROT003',
-            signingKeys: [publicKey(signerJwk), publicKey(pythonSignerJwk), publicKey(pythonPssSignerJwk)],
-            responseTarget: { type: 'folder', path: 'responses/X26' },
-          },
-        ],
-        recipients: [
-          {
-            ods: 'A83627',
-            keys: [{ kid: 'a83627-enc-1' }, { kid: 'a83627-enc-ec-1' }],
-            target: { type: 'folder', path: 'delivered/A83627' },
-          },
-        ],
-        rules: [
-          {
-            id: 'x26-immunisation-to-a83627',
-            sender: { ods: 'X26' },
-            event: 'ITK009D',
-            messageDefinition: ['ITK-DM-Immunization-MessageDefinition-1'],
-            recipientType: ['FA'],
-            recipients: ['A83627'],
-          },
-        ],
+        clients: [{ issuer: 'py-federation', sub: 'x26-python-pms' }],
+        signingKeys: [publicKey(pythonSignerJwk), publicKey(pythonPssSignerJwk)],
         delegations: [
           {
             id: 'hub7-for-x26',
@@ -284,78 +168,23 @@ if (!python) {
             expires: '2099-12-31',
           },
         ],
-      };
-      writeFileSync(at('config.json'), JSON.stringify(config, null, 2));
-      expect(itk3('config', 'validate', 'config.json', '--keystore', 'gateway-keystore.json')).toMatch(
-        /^valid:/,
-      );
-
-      const serve = spawn(
-        process.execPath,
-        [
-          join(ROOT, 'bin/itk3.js'),
-          'serve',
-          '--config',
-          'config.json',
-          '--keystore',
-          'gateway-keystore.json',
-          '--port',
-          '0',
-          '--out',
-          'run',
-          '--workers',
-          '0',
-        ],
-        { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      server = serve;
-      url = await new Promise<string>((ready, fail) => {
-        let output = '';
-        const timer = setTimeout(
-          () => fail(new Error(`serve did not listen within 30 s: ${output}`)),
-          30_000,
-        );
-        const read = (chunk: Buffer) => {
-          output += chunk.toString('utf8');
-          const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1];
-          if (port) {
-            clearTimeout(timer);
-            ready(`http://127.0.0.1:${port}`);
-          }
-        };
-        serve.stdout.on('data', read);
-        serve.stderr.on('data', read);
-        serve.once('exit', (code) => {
-          clearTimeout(timer);
-          fail(new Error(`serve exited (${code}) before listening: ${output}`));
-        });
       });
     }, 90_000);
 
-    afterAll(async () => {
-      const running = server;
-      if (running && running.exitCode === null && running.signalCode === null) {
-        const exited = new Promise((done) => running.once('exit', done));
-        running.kill('SIGTERM');
-        const timer = setTimeout(() => running.kill('SIGKILL'), 15_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      removeTempDirs();
-    }, 30_000);
+    afterAll(() => world?.stop(), 30_000);
 
     it('delivers a real ITK3 sample byte-identical and answers a signed ITK008M 20013 the sender verifies', async () => {
       const bundle = at(SAMPLE);
-      writeFileSync(bundle, sample.bytes);
+      writeFileSync(bundle, world.sample.bytes);
       const answer = await send(bundle, ...cliIssuer, ...cliSigner, ...rsaRecipient);
       expect(answer.http).toBe(202);
       expect(answer.outcome).toMatchObject({ status: 'delivered', stage: 'deliver', itk3Code: '20013' });
       const trackingId = answer.body?.trackingId;
       const delivered = filesIn(at('run/delivered/A83627')).filter((name) => name.includes(trackingId!));
       expect(delivered).toHaveLength(1);
-      expect(readFileSync(at(`run/delivered/A83627/${delivered[0]}`)).equals(Buffer.from(sample.bytes))).toBe(
-        true,
-      );
+      expect(
+        readFileSync(at(`run/delivered/A83627/${delivered[0]}`)).equals(Buffer.from(world.sample.bytes)),
+      ).toBe(true);
       const response = JSON.parse(
         await sender(
           'verify-response',
@@ -511,24 +340,6 @@ if (!python) {
       expect(answer.http, JSON.stringify(answer.body)).toBe(202);
       expect(answer.outcome).toMatchObject({ status: 'delivered', itk3Code: '20013' });
     });
-
-    const jsonBundle = (): string =>
-      Buffer.from(
-        buildItk3Message({
-          format: 'json',
-          event: 'ITK009D',
-          senderOds: 'X26',
-          receiverOds: 'A83627',
-          meshMailbox: 'NOROT003',
-          messageId: randomUUID(),
-          bundleId: randomUUID(),
-          documentId: randomUUID(),
-          acks: { inf: true, bus: true },
-          recipientType: 'FA',
-          messageDefinition: 'ITK-DM-Immunization-MessageDefinition-1',
-          timestamp: new Date().toISOString(),
-        }),
-      ).toString('utf8');
 
     // The signed bytes are the sender's own: other serialisers write the same Bundle differently.
     const bundleSpellings: [string, () => string][] = [
