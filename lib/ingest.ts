@@ -37,13 +37,18 @@ const COMPACT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 // The auth-scheme is case-insensitive (RFC 7235 §2.1): `bearer` and `BEARER` are `Bearer`.
 const BEARER = /^Bearer +([A-Za-z0-9._-]+)$/i;
 
+/** The credential in an `Authorization` header value: the one reading the door and serve share. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  return BEARER.exec(authorization ?? '')?.[1];
+}
+
 export async function ingest(
   submission: Submission,
   ports: Pick<Ports, 'queues' | 'blobs'>,
   config: LoadedConfig,
 ): Promise<IngestResult> {
   const { limits } = config.doc;
-  const token = BEARER.exec(submission.authorization ?? '')?.[1];
+  const token = bearerToken(submission.authorization);
   if (!token) {
     return {
       status: 401,
@@ -54,7 +59,7 @@ export async function ingest(
   if (token.length > limits.maxTokenBytes) {
     return { status: 401, error: 'TOKEN_TOO_LARGE', message: 'credential exceeds the size limit' };
   }
-  const body = submission.body.trim();
+  const body = trimAsciiWhitespace(submission.body);
   if (Buffer.byteLength(body, 'utf8') > limits.maxSealedBytes) {
     return { status: 413, error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' };
   }
@@ -64,6 +69,13 @@ export async function ingest(
       status: 400,
       error: 'ENVELOPE_MALFORMED',
       message: 'send the compact serialisation (five base64url segments joined by dots), not JSON',
+    };
+  }
+  if (body.startsWith('\uFEFF')) {
+    return {
+      status: 400,
+      error: 'ENVELOPE_MALFORMED',
+      message: 'body starts with a byte-order mark; send the compact JWE bytes alone',
     };
   }
   if (!COMPACT.test(body)) {
@@ -112,4 +124,18 @@ export async function ingest(
     return { status: 503, error: 'QUEUE_UNAVAILABLE', message: 'try again later' };
   }
   return { status: 202, trackingId };
+}
+
+/**
+ * The body without surrounding ASCII whitespace (a file's trailing newline), nothing else:
+ * `String.trim` would also remove a byte-order mark, NBSP or U+2028 — content another reader keeps.
+ * A loop, not a regex: `[ \t\r\n]+$` backtracks quadratically over a long inner run of spaces.
+ */
+function trimAsciiWhitespace(text: string): string {
+  const isSpace = (code: number) => code === 0x20 || code === 0x09 || code === 0x0d || code === 0x0a;
+  let start = 0;
+  let end = text.length;
+  while (start < end && isSpace(text.charCodeAt(start))) start += 1;
+  while (end > start && isSpace(text.charCodeAt(end - 1))) end -= 1;
+  return text.slice(start, end);
 }

@@ -25,7 +25,7 @@ import type { LoadedConfig } from '../config/load.js';
 import { createConsole } from '../console/server.js';
 import { type VerifiedCredential, verifyCredential } from '../envelope/token.js';
 import type { StageSettings } from '../infra/definitions.js';
-import { ingest } from '../ingest.js';
+import { bearerToken, ingest } from '../ingest.js';
 import { LocalDeadLetters } from '../ops/dead-letters.js';
 import type { StageName } from '../pipeline/topology.js';
 import type { KeyService } from '../ports/index.js';
@@ -115,7 +115,57 @@ const UNAUTHENTICATED = {
 } as const;
 const NOT_FOUND = { error: 'NOT_FOUND', message: 'unknown tracking id' } as const;
 const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' } as const;
-const BEARER = /^Bearer ([A-Za-z0-9._-]+)$/;
+const BACKLOG_FULL = { error: 'BACKLOG_FULL', message: 'the pipeline is busy; try again later' } as const;
+
+/**
+ * Headers a request may carry once. Node keeps the first of a repeated `Host`, `Authorization`,
+ * `Content-Type`… and drops the rest, while a proxy or another server may take the last: the
+ * credential checked (or the Host allowed) would not be the one everyone else read.
+ */
+const SINGLE_HEADERS = [
+  'host',
+  'authorization',
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'transfer-encoding',
+] as const;
+
+interface Refusal {
+  status: number;
+  body: { error: string; message: string };
+}
+
+/**
+ * A request every reader would take the same way, or why not (SECURITY.md, "The HTTP listener"):
+ * origin-form target only (an absolute-form target names an authority the Host check never saw),
+ * no repeated single-use header, and no content coding (serve reads the bytes as sent; a reader
+ * honouring `Content-Encoding: gzip` would see other bytes, or inflate a bomb).
+ */
+function ambiguousRequest(req: IncomingMessage): Refusal | undefined {
+  if (!(req.url ?? '').startsWith('/')) {
+    return {
+      status: 400,
+      body: { error: 'REQUEST_TARGET_NOT_ORIGIN_FORM', message: 'send the request target as a path' },
+    };
+  }
+  for (const name of SINGLE_HEADERS) {
+    if ((req.headersDistinct[name]?.length ?? 0) > 1) {
+      return {
+        status: 400,
+        body: { error: 'HEADER_REPEATED', message: `the ${name} header may appear once` },
+      };
+    }
+  }
+  const coding = req.headers['content-encoding'];
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'identity') {
+    return {
+      status: 415,
+      body: { error: 'CONTENT_ENCODING_NOT_ACCEPTED', message: 'send the body without a content coding' },
+    };
+  }
+  return undefined;
+}
 
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
@@ -177,6 +227,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     : undefined;
 
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
+  /** Authenticated submissions whose body is being read or ingested: not yet in the queues. */
+  const inFlight = { messages: 0, bytes: 0 };
   let allowedHosts = new Set<string>();
 
   const server = createServer(
@@ -204,7 +256,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   /** The credential's principal, or undefined for any refusal (reasons are not told apart). */
   async function authenticated(req: IncomingMessage, at: number): Promise<VerifiedCredential | undefined> {
-    const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
+    const token = bearerToken(req.headers.authorization);
     if (!token) return undefined;
     try {
       return await verifyCredential(token, opts.config, at);
@@ -214,6 +266,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const ambiguous = ambiguousRequest(req);
+    if (ambiguous) return drop(res, ambiguous.status, ambiguous.body);
     if (!allowedHosts.has((req.headers.host ?? '').toLowerCase())) {
       return drop(res, 421, { error: 'MISDIRECTED', message: 'Host is not served here' });
     }
@@ -234,22 +288,37 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const receivedAt = Date.now();
     const principal = await authenticated(req, receivedAt);
     if (!principal) return drop(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
+    // Bodies being read count as backlog already: concurrent uploads that each passed the check
+    // would otherwise hold up to maxConnections × maxSealedBytes in memory before any is queued.
+    // A chunked body is reserved at the size limit, its only bound.
+    const reservedBytes = req.headers['transfer-encoding'] === undefined ? declared : maxSealedBytes;
     const backlog = pipeline.backlog();
-    if (backlog.messages >= limits.maxBacklogMessages || backlog.bytes >= limits.maxBacklogBytes) {
-      return drop(
-        res,
-        503,
-        { error: 'BACKLOG_FULL', message: 'the pipeline is busy; try again later' },
-        { 'retry-after': String(limits.retryAfterSeconds) },
-      );
+    if (
+      backlog.messages + inFlight.messages >= limits.maxBacklogMessages ||
+      backlog.bytes + inFlight.bytes >= limits.maxBacklogBytes
+    ) {
+      return drop(res, 503, BACKLOG_FULL, { 'retry-after': String(limits.retryAfterSeconds) });
     }
-    const body = await readBodyWithin(req, maxSealedBytes);
-    if (body === undefined) return drop(res, 413, TOO_LARGE);
-    const result = await ingest(
-      { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
-      pipeline.ports,
-      opts.config,
-    );
+    inFlight.messages += 1;
+    inFlight.bytes += reservedBytes;
+    let result: Awaited<ReturnType<typeof ingest>>;
+    try {
+      const body = await readBodyWithin(req, maxSealedBytes);
+      if (body === undefined) return drop(res, 413, TOO_LARGE);
+      if (Object.keys(req.trailers).length > 0) {
+        // Fields after the body were never checked with the headers: refused, not dropped unseen.
+        return send(res, 400, { error: 'TRAILERS_NOT_ACCEPTED', message: 'send every field as a header' });
+      }
+      result = await ingest(
+        { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
+        pipeline.ports,
+        opts.config,
+      );
+    } finally {
+      // Released once ingest has answered: an accepted body is counted by the queues from then on.
+      inFlight.messages -= 1;
+      inFlight.bytes -= reservedBytes;
+    }
     if (result.status === 202) {
       // The trace's owner, for GET: the organisation this credential authenticated.
       await pipeline.audit.append({
