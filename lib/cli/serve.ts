@@ -327,6 +327,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         stage: 'ingest',
         event: 'received',
         sender: principal.organisation,
+        // A delegated submission also records who acted, for GET: a hub reads its own only.
+        ...(principal.actors.length > 0 ? { detail: actorsDetail(principal.actors) } : {}),
       });
       kick();
       return send(res, 202, { trackingId: result.trackingId });
@@ -345,15 +347,22 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   /**
    * An outcome, only to the organisation recorded as the trace's sender (every sender the audit
-   * names must be it). Anything else — no or a bad credential, another organisation, an unknown
-   * id — is the same 404, so whether a tracking id exists cannot be probed.
+   * names must be it). A delegated credential (a hub acting for the organisation) is trusted for
+   * what it sent, not for the organisation's other traffic: it sees a trace only when the same
+   * actor chain submitted it. Anything else — no or a bad credential, another organisation, another
+   * hub, an unknown id — is the same 404, so whether a tracking id exists cannot be probed.
    */
   async function report(req: IncomingMessage, res: ServerResponse, traceId: string): Promise<void> {
     const principal = await authenticated(req, Date.now());
     if (!principal) return send(res, 404, NOT_FOUND);
-    const senders = (await pipeline.audit.byTrace(traceId)).flatMap((e) => (e.sender ? [e.sender] : []));
+    const entries = await pipeline.audit.byTrace(traceId);
+    const senders = entries.flatMap((e) => (e.sender ? [e.sender] : []));
     if (senders.length === 0 || senders.some((s) => s !== principal.organisation)) {
       return send(res, 404, NOT_FOUND);
+    }
+    if (principal.actors.length > 0) {
+      const submitted = entries.find((e) => e.stage === 'ingest' && e.event === 'received');
+      if (submitted?.detail !== actorsDetail(principal.actors)) return send(res, 404, NOT_FOUND);
     }
     return send(res, 200, outcomeView(await pipeline.outcome(traceId)), { 'cache-control': 'no-store' });
   }
@@ -390,6 +399,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+/** How the ingest audit entry names a delegated submission's actor chain (outermost first). */
+function actorsDetail(actors: readonly string[]): string {
+  return `actors:${JSON.stringify(actors)}`;
 }
 
 function checkLimits(limits: ListenerLimits): void {
