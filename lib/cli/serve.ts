@@ -231,6 +231,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const inFlight = { messages: 0, bytes: 0 };
   let allowedHosts = new Set<string>();
 
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    handle(req, res).catch(() => {
+      if (!res.headersSent) drop(res, 500, { error: 'INTERNAL', message: 'unexpected error' });
+      else res.destroy();
+    });
+  };
   const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -243,13 +249,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         Math.min(1_000, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 4)),
       ),
     },
-    (req, res) => {
-      handle(req, res).catch(() => {
-        if (!res.headersSent) drop(res, 500, { error: 'INTERNAL', message: 'unexpected error' });
-        else res.destroy();
-      });
-    },
+    onRequest,
   );
+  // `Expect: 100-continue`: left to itself Node answers 100 Continue before any handler runs,
+  // inviting the body of a request nobody has authenticated. Here it is sent by submit, once the
+  // credential and the backlog bound have passed.
+  server.on('checkContinue', onRequest);
   server.maxConnections = limits.maxConnections;
   // With no 'timeout' listener, Node destroys a socket idle for this long.
   server.setTimeout(limits.idleTimeoutMs);
@@ -301,6 +306,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
     inFlight.messages += 1;
     inFlight.bytes += reservedBytes;
+    if ((req.headers.expect ?? '').toLowerCase() === '100-continue') res.writeContinue();
     let result: Awaited<ReturnType<typeof ingest>>;
     try {
       const body = await readBodyWithin(req, maxSealedBytes);

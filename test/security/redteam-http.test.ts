@@ -383,6 +383,42 @@ describe('red team: one view of the HTTP request', () => {
   });
 });
 
+describe('red team: Expect: 100-continue', () => {
+  it('an unauthenticated request is not invited to send its body: 401 and no 100 Continue', async () => {
+    const server = await serve();
+    const answer = await rawExchange(
+      server,
+      `POST /messages HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nAuthorization: Bearer a.b.c\r\n` +
+        `Expect: 100-continue\r\nContent-Length: ${64 * 1024}\r\n\r\n`,
+    );
+    expect(answer.status).toBe('401');
+    expect(answer.text).not.toContain('100 Continue');
+  });
+
+  it('an authenticated one gets 100 Continue, sends its body and is accepted', async () => {
+    const server = await serve();
+    const credential = await credentialFor(world, 'X26', Date.now());
+    const sealed = await sealAs(world, 'X26', buildMessage('X26'));
+    const text = await new Promise<string>((resolve) => {
+      let received = '';
+      const socket = connect(server.port, '127.0.0.1', () =>
+        socket.write(
+          `POST /messages HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nAuthorization: Bearer ${credential}\r\n` +
+            `Expect: 100-continue\r\nConnection: close\r\nContent-Length: ${sealed.length}\r\n\r\n`,
+        ),
+      );
+      socket.on('data', (c: Buffer) => {
+        received += c.toString('latin1');
+        // The body goes only once the server asked for it.
+        if (received.startsWith('HTTP/1.1 100') && !socket.writableEnded) socket.end(sealed);
+      });
+      socket.on('close', () => resolve(received));
+    });
+    expect(text).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
+    await server.idle();
+  });
+});
+
 /** Open a connection, send the headers and part of a declared body, and keep it open. */
 function holdUpload(server: RunningServer, head: string, firstBodyBytes: Buffer): Promise<Socket> {
   return new Promise((resolve) => {
