@@ -80,7 +80,7 @@ export const REJECTION_CODES: Readonly<Record<string, CodeDescription>> = {
   },
   TOKEN_REPLAYED: {
     stages: ['authenticate'],
-    meaning: 'the credential (`iss`, `jti`) was already used with another submission',
+    meaning: 'the credential (`iss`, organisation, `jti`) was already used with another submission',
     toPass: 'mint a new credential (a new `jti`) for every message',
   },
   TOKEN_ORGANISATION_MISSING: {
