@@ -31,6 +31,7 @@ import type { StageName } from '../pipeline/topology.js';
 import type { KeyService } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
 import { EmbeddedPipeline, outcomeView } from '../runtime/embedded.js';
+import { credentialOnceKey } from '../stages/authenticate.js';
 import { reconcileDeliveryFolders } from './ops.js';
 
 /** What the listener holds open and queues, at most. Times in milliseconds. */
@@ -229,6 +230,16 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
   /** Authenticated submissions whose body is being read or ingested: not yet in the queues. */
   const inFlight = { messages: 0, bytes: 0 };
+  /**
+   * Credentials a submission was accepted (or is being read) for, by their once-store key, until
+   * they expire. Another POST with a spent credential — a captured one replayed with any body — is
+   * the 401 of any refusal, before its body is read or stored, instead of a 202 and a stored body
+   * that authenticate then refuses as TOKEN_REPLAYED. This process only, best effort: the
+   * once-store at authenticate stays the authority.
+   */
+  const spentCredentials = new Map<string, number>();
+  let spentSweptAt = 0;
+  const skewMs = opts.config.doc.limits.clockSkewSeconds * 1000;
   let allowedHosts = new Set<string>();
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
@@ -293,6 +304,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const receivedAt = Date.now();
     const principal = await authenticated(req, receivedAt);
     if (!principal) return drop(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
+    const onceKey = credentialOnceKey(principal);
+    if (receivedAt - spentSweptAt > 1_000) {
+      for (const [key, until] of spentCredentials) if (until <= receivedAt) spentCredentials.delete(key);
+      spentSweptAt = receivedAt;
+    }
+    if ((spentCredentials.get(onceKey) ?? 0) > receivedAt) {
+      return drop(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
+    }
     // Bodies being read count as backlog already: concurrent uploads that each passed the check
     // would otherwise hold up to maxConnections × maxSealedBytes in memory before any is queued.
     // A chunked body is reserved at the size limit, its only bound.
@@ -306,8 +325,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
     inFlight.messages += 1;
     inFlight.bytes += reservedBytes;
+    spentCredentials.set(onceKey, principal.exp * 1000 + skewMs);
     if ((req.headers.expect ?? '').toLowerCase() === '100-continue') res.writeContinue();
-    let result: Awaited<ReturnType<typeof ingest>>;
+    let result: Awaited<ReturnType<typeof ingest>> | undefined;
     try {
       const body = await readBodyWithin(req, maxSealedBytes);
       if (body === undefined) return drop(res, 413, TOO_LARGE);
@@ -324,6 +344,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       // Released once ingest has answered: an accepted body is counted by the queues from then on.
       inFlight.messages -= 1;
       inFlight.bytes -= reservedBytes;
+      // Not accepted: the credential is not spent, the sender may present it again.
+      if (result?.status !== 202) spentCredentials.delete(onceKey);
     }
     if (result.status === 202) {
       // The trace's owner, for GET: the organisation this credential authenticated.

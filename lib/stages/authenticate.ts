@@ -56,7 +56,7 @@ export async function authenticateRecord(
   );
   let result: Awaited<ReturnType<typeof ctx.ports.once.putIfAbsent>>;
   try {
-    result = await ctx.ports.once.putIfAbsent(jtiKey(credential), record.traceId, ttlSeconds);
+    result = await ctx.ports.once.putIfAbsent(credentialOnceKey(credential), record.traceId, ttlSeconds);
   } catch (cause) {
     throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
   }
@@ -86,7 +86,7 @@ export async function authenticateRecord(
  * predictable one) so that the other's genuine credential is refused as replayed. The issuer is
  * URI-encoded so that a `#` in it cannot make two issuers' keys meet; the jti comes last.
  */
-function jtiKey(credential: { iss: string; organisation: string; jti: string }): string {
+export function credentialOnceKey(credential: { iss: string; organisation: string; jti: string }): string {
   return `jti#${credential.organisation}#${encodeURIComponent(credential.iss)}#${credential.jti}`;
 }
 

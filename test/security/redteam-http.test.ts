@@ -383,6 +383,51 @@ describe('red team: one view of the HTTP request', () => {
   });
 });
 
+describe('red team: a spent credential at the door', () => {
+  /** Shaped like a compact JWE (passes the door's shape check), meaningless inside. */
+  const garbage = `eyJhbGciOiJ4In0.${'A'.repeat(64 * 1024)}.AAAA.AAAA.AAAA`;
+
+  async function postWith(server: RunningServer, credential: string, body: string) {
+    return rawExchange(
+      server,
+      `POST /messages HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nAuthorization: Bearer ${credential}\r\n` +
+        `Content-Length: ${body.length}\r\n\r\n${body}`,
+    );
+  }
+
+  it('a captured credential replayed with another body is the 401 of any refusal, and nothing is stored', async () => {
+    const server = await serve();
+    const credential = await credentialFor(world, 'X26', Date.now());
+    const sealed = await sealAs(world, 'X26', buildMessage('X26'));
+    expect((await postWith(server, credential, sealed)).status).toBe('202');
+    await server.idle();
+    const backlogAfterFirst = server.pipeline.backlog();
+    const tracesAfterFirst = server.pipeline.audit.traces().length;
+    const unauthenticated = await postWith(server, 'a.b.c', sealed);
+
+    for (const body of [garbage, sealed]) {
+      const replay = await postWith(server, credential, body);
+      expect(replay.status).toBe('401');
+      expect(replay.text.replace(/^Date: .*$/im, '')).toBe(unauthenticated.text.replace(/^Date: .*$/im, ''));
+    }
+    // Neither replay was queued or audited: no body stored for authenticate to refuse later.
+    expect(server.pipeline.backlog()).toEqual(backlogAfterFirst);
+    expect(server.pipeline.audit.traces()).toHaveLength(tracesAfterFirst);
+  });
+
+  it('a credential whose submission was not accepted (503, 400) is not spent', async () => {
+    const server = await serve({ limits: { maxBacklogMessages: 1 } });
+    server.pipeline.submitRaw('a.b.c.d.e');
+    const credential = await credentialFor(world, 'X26', Date.now());
+    const sealed = await sealAs(world, 'X26', buildMessage('X26'));
+    expect((await postWith(server, credential, sealed)).status).toBe('503');
+    await server.pipeline.drain();
+    expect((await postWith(server, credential, 'not a jwe')).status).toBe('400');
+    expect((await postWith(server, credential, sealed)).status).toBe('202');
+    await server.idle();
+  });
+});
+
 describe('red team: Expect: 100-continue', () => {
   it('an unauthenticated request is not invited to send its body: 401 and no 100 Continue', async () => {
     const server = await serve();
@@ -438,12 +483,17 @@ describe('red team: bodies being read count against the backlog bound', () => {
       limits: { maxBacklogBytes: 300 * 1024, maxBacklogMessages: 100, requestTimeoutMs: 20_000 },
     });
     const host = `127.0.0.1:${server.port}`;
-    const credential = await credentialFor(world, 'X26', Date.now());
-    const authorised = `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${credential}\r\n`;
+    // Each upload with its own credential (a spent one would be refused at the door).
+    const authorised = async () =>
+      `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${await credentialFor(world, 'X26', Date.now())}\r\n`;
     // One upload declaring 100 KB and one chunked (reserved at the 256 KB size limit), both stalled.
     const held = await Promise.all([
-      holdUpload(server, `${authorised}Content-Length: ${100 * 1024}\r\n\r\n`, Buffer.from('eyJ')),
-      holdUpload(server, `${authorised}Transfer-Encoding: chunked\r\n\r\n`, Buffer.from('3\r\neyJ\r\n')),
+      holdUpload(server, `${await authorised()}Content-Length: ${100 * 1024}\r\n\r\n`, Buffer.from('eyJ')),
+      holdUpload(
+        server,
+        `${await authorised()}Transfer-Encoding: chunked\r\n\r\n`,
+        Buffer.from('3\r\neyJ\r\n'),
+      ),
     ]);
     await sleep(100); // both authenticated and reading
     expect(server.pipeline.backlog()).toEqual({ messages: 0, bytes: 0 });
@@ -471,17 +521,17 @@ describe('red team: bodies being read count against the backlog bound', () => {
   it('counts uploads in progress against the message bound too', async () => {
     const server = await serve({ limits: { maxBacklogMessages: 2, requestTimeoutMs: 20_000 } });
     const host = `127.0.0.1:${server.port}`;
-    const credential = await credentialFor(world, 'X26', Date.now());
-    const head = `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${credential}\r\nContent-Length: 1000\r\n\r\n`;
+    const head = async () =>
+      `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${await credentialFor(world, 'X26', Date.now())}\r\nContent-Length: 1000\r\n\r\n`;
     const held = await Promise.all([
-      holdUpload(server, head, Buffer.from('eyJ')),
-      holdUpload(server, head, Buffer.from('eyJ')),
+      holdUpload(server, await head(), Buffer.from('eyJ')),
+      holdUpload(server, await head(), Buffer.from('eyJ')),
     ]);
     await sleep(100);
     const sealed = await sealAs(world, 'X26', buildMessage('X26'));
     const busy = await rawExchange(
       server,
-      `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${credential}\r\nContent-Length: ${sealed.length}\r\n\r\n${sealed}`,
+      `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${await credentialFor(world, 'X26', Date.now())}\r\nContent-Length: ${sealed.length}\r\n\r\n${sealed}`,
     );
     expect(busy.status).toBe('503');
     for (const socket of held) socket.destroy();
