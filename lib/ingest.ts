@@ -21,12 +21,17 @@ export interface Submission {
   body: string;
   receivedAt: number;
   source: PipelineRecord['source'];
+  /**
+   * The request's `Content-Encoding`, when the transport has one (HTTP). The body is read as sent,
+   * so any coding but `identity` is refused: a reader that decodes would see other bytes.
+   */
+  contentEncoding?: string;
 }
 
 export type IngestResult =
   | { status: 202; trackingId: string }
   | {
-      status: 400 | 401 | 413 | 503;
+      status: 400 | 401 | 413 | 415 | 503;
       error: string;
       message: string;
       /** For the operator's log only, never the client: which credential check failed. */
@@ -48,6 +53,14 @@ export async function ingest(
   config: LoadedConfig,
 ): Promise<IngestResult> {
   const { limits } = config.doc;
+  const coding = submission.contentEncoding?.trim().toLowerCase();
+  if (coding !== undefined && coding !== 'identity') {
+    return {
+      status: 415,
+      error: 'CONTENT_ENCODING_NOT_ACCEPTED',
+      message: 'send the body without a content coding',
+    };
+  }
   const token = bearerToken(submission.authorization);
   if (!token) {
     return {

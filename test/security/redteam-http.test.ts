@@ -20,6 +20,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, type ServeOptions, startServer } from '../../lib/cli/serve.js';
 import { mintToken } from '../../lib/envelope/token.js';
+import { ingest } from '../../lib/ingest.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
@@ -380,6 +381,36 @@ describe('red team: one view of the HTTP request', () => {
     expect(statuses).toEqual(['202', '401']);
     await server.idle();
     expect(server.pipeline.audit.traces()).toHaveLength(1);
+  });
+});
+
+describe('red team: the ingest function (AWS HTTP API) reads the body as sent too', () => {
+  it.each([
+    ['gzip', 415],
+    ['GZIP', 415],
+    ['br', 415],
+    ['', 415],
+    ['identity', 202],
+    [undefined, 202],
+  ] as const)('Content-Encoding %j → %i', async (contentEncoding, status) => {
+    const server = await serve();
+    const config = configWithLimits(world, { maxSealedBytes: MAX_SEALED });
+    const result = await ingest(
+      {
+        authorization: `Bearer ${await credentialFor(world, 'X26', Date.now())}`,
+        body: await sealAs(world, 'X26', buildMessage('X26')),
+        receivedAt: Date.now(),
+        source: 'http',
+        ...(contentEncoding === undefined ? {} : { contentEncoding }),
+      },
+      server.pipeline.ports,
+      config,
+    );
+    expect(result.status).toBe(status);
+    if (status === 415) {
+      expect(result).toMatchObject({ error: 'CONTENT_ENCODING_NOT_ACCEPTED' });
+      expect(server.pipeline.backlog().messages).toBe(0);
+    }
   });
 });
 
