@@ -144,10 +144,24 @@ interface Refusal {
  * honouring `Content-Encoding: gzip` would see other bytes, or inflate a bomb).
  */
 function ambiguousRequest(req: IncomingMessage): Refusal | undefined {
-  if (!(req.url ?? '').startsWith('/')) {
+  const target = req.url ?? '';
+  if (!target.startsWith('/')) {
     return {
       status: 400,
       body: { error: 'REQUEST_TARGET_NOT_ORIGIN_FORM', message: 'send the request target as a path' },
+    };
+  }
+  // The path routed on is the URL parser's: dot segments removed, `\` taken as `/`, `//x` an
+  // authority. A proxy in front may route the raw text instead, so only a path that is already
+  // what the parser makes of it is served (`/console/../messages` is not `/messages` to everyone).
+  const path = target.split('?', 1)[0] ?? '';
+  if (path.startsWith('//') || new URL(path, 'http://127.0.0.1').pathname !== path) {
+    return {
+      status: 400,
+      body: {
+        error: 'REQUEST_TARGET_NOT_NORMALISED',
+        message: 'send the path without dot segments or backslashes',
+      },
     };
   }
   for (const name of SINGLE_HEADERS) {

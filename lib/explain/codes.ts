@@ -445,6 +445,11 @@ const INGEST_RESPONSES: readonly [string, string, string][] = [
     '`itk3 serve`: the request target is not a path (absolute-form `http://host/…`)',
   ],
   ['400', 'TRAILERS_NOT_ACCEPTED', '`itk3 serve`: a chunked body ends with trailer fields'],
+  [
+    '400',
+    'REQUEST_TARGET_NOT_NORMALISED',
+    '`itk3 serve`: the path has dot segments (`..`, `%2e%2e`), backslashes or a leading `//`',
+  ],
   ['503', 'QUEUE_UNAVAILABLE', 'the inbound queue could not be written: retry later'],
 ];
 

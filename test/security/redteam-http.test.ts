@@ -269,6 +269,70 @@ const SHAPES: ShapeCase[] = [
     error: 'NOT_FOUND',
   },
   {
+    id: 'path.dot-segment',
+    what: 'POST /console/../messages (the URL parser makes it /messages; a proxy may not)',
+    request: (p) => withBody(post(p).replace('/messages ', '/console/../messages '), Buffer.from(p.sealed)),
+    status: '400',
+    error: 'REQUEST_TARGET_NOT_NORMALISED',
+  },
+  {
+    id: 'path.encoded-dot-segment',
+    what: 'POST /x/%2e%2e/messages',
+    request: (p) => withBody(post(p).replace('/messages ', '/x/%2e%2e/messages '), Buffer.from(p.sealed)),
+    status: '400',
+    error: 'REQUEST_TARGET_NOT_NORMALISED',
+  },
+  {
+    id: 'path.backslash',
+    what: 'POST /x\\..\\messages (backslashes are slashes to the URL parser)',
+    request: (p) => withBody(post(p).replace('/messages ', '/x\\..\\messages '), Buffer.from(p.sealed)),
+    status: '400',
+    error: 'REQUEST_TARGET_NOT_NORMALISED',
+  },
+  {
+    id: 'path.double-slash',
+    what: 'POST //messages (an authority to the URL parser)',
+    request: (p) => withBody(post(p).replace('/messages ', '//messages '), Buffer.from(p.sealed)),
+    status: '400',
+    error: 'REQUEST_TARGET_NOT_NORMALISED',
+  },
+  {
+    id: 'path.percent-encoded-letter',
+    what: 'POST /%6Dessages (not decoded: another path)',
+    request: (p) => withBody(post(p).replace('/messages ', '/%6Dessages '), Buffer.from(p.sealed)),
+    status: '404',
+    error: 'NOT_FOUND',
+  },
+  {
+    id: 'method.trace',
+    what: 'TRACE /messages with a marker header (nothing reflected)',
+    request: (p) => `TRACE /messages HTTP/1.1\r\nHost: ${p.host}\r\nX-Probe: ${MARKER}\r\n\r\n`,
+    status: '404',
+    error: 'NOT_FOUND',
+  },
+  {
+    id: 'header.latin1-credential',
+    what: 'a credential followed by a byte that is not ASCII',
+    request: (p) =>
+      withBody(
+        `POST /messages HTTP/1.1\r\nHost: ${p.host}\r\nAuthorization: Bearer ${p.credential}\xff\r\n`,
+        Buffer.from(p.sealed),
+      ),
+    status: '401',
+    error: 'UNAUTHENTICATED',
+  },
+  {
+    id: 'host.not-ascii',
+    what: 'the allowed Host with a byte that is not ASCII',
+    request: (p) =>
+      withBody(
+        `POST /messages HTTP/1.1\r\nHost: ${p.host}\xe9\r\nAuthorization: Bearer ${p.credential}\r\n`,
+        Buffer.from(p.sealed),
+      ),
+    status: '421',
+    error: 'MISDIRECTED',
+  },
+  {
     id: 'smuggle.cl-and-te',
     what: 'Content-Length and Transfer-Encoding: chunked together',
     request: (p) =>
