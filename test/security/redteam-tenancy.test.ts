@@ -19,7 +19,7 @@
 import '../support/env.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningServer, startServer } from '../../lib/cli/serve.js';
-import { mintToken } from '../../lib/envelope/token.js';
+import { mintToken, verifyCredential } from '../../lib/envelope/token.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
@@ -113,6 +113,88 @@ async function lookup(server: RunningServer, trackingId: string, authorization?:
 }
 
 const OPERATOR_TOKEN = 'redteam-operator-token-0123456789abcdef';
+
+describe('red team: acting as another organisation at the door', () => {
+  it('each attempt is the one 401 before the body is read; nothing is queued, audited or signed', async () => {
+    const server = await serve();
+    const now = Date.now();
+    const federation = world.issuers.federation;
+    const nhs = world.issuers.nhs;
+    const mint = (issuer: typeof federation | typeof nhs, claims: { sub: string; organisation: string }) =>
+      mintToken({
+        key: issuer.key.privateJwk,
+        kid: issuer.key.kid,
+        alg: issuer.key.alg as 'PS256',
+        iss: issuer.iss,
+        aud: world.config.doc.audience,
+        organisationClaim: issuer.organisationClaim,
+        nowMs: now,
+        ...claims,
+      });
+    // [what, credential, the reason (operator log only; the sender sees one 401)]
+    const attempts: [string, string, string][] = [
+      [
+        'X26’s client claiming FQ123 (same issuer)',
+        await mint(federation, { sub: world.senders.X26.client, organisation: 'FQ123' }),
+        'TOKEN_CLIENT_NOT_REGISTERED',
+      ],
+      [
+        'the federation minting for GP0001 with GP0001’s client',
+        await mint(federation, { sub: world.senders.GP0001.client, organisation: 'GP0001' }),
+        'TOKEN_ORGANISATION_OUT_OF_SCOPE',
+      ],
+      [
+        'the NHS issuer minting for X26 with X26’s client',
+        await mint(nhs, { sub: world.senders.X26.client, organisation: 'X26' }),
+        'TOKEN_ORGANISATION_OUT_OF_SCOPE',
+      ],
+      [
+        'an act naming another issuer',
+        await credentialFor(world, 'X26', now, {
+          claims: { act: { sub: world.hubs.granted, iss: nhs.iss } },
+        }),
+        'TOKEN_CLAIM_INVALID',
+      ],
+      [
+        'a delegation chain deeper than allowed',
+        await credentialFor(world, 'X26', now, {
+          actors: [world.hubs.granted, world.hubs.expired, world.hubs.ungranted],
+        }),
+        'DELEGATION_CHAIN_TOO_DEEP',
+      ],
+      [
+        'another audience (the gateway’s with a path)',
+        await mintToken({
+          key: federation.key.privateJwk,
+          kid: federation.key.kid,
+          alg: federation.key.alg as 'PS256',
+          iss: federation.iss,
+          sub: world.senders.X26.client,
+          aud: `${world.config.doc.audience}/X26`,
+          organisation: 'X26',
+          organisationClaim: federation.organisationClaim,
+          nowMs: now,
+        }),
+        'TOKEN_CLAIM_INVALID',
+      ],
+    ];
+    const sealed = await sealAs(world, 'X26', buildMessage('X26'));
+    for (const [what, credential, reason] of attempts) {
+      await expect(verifyCredential(credential, world.config, now), what).rejects.toMatchObject({
+        code: reason,
+      });
+      const response = await fetch(`http://127.0.0.1:${server.port}/messages`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${credential}` },
+        body: sealed,
+      });
+      expect(response.status, what).toBe(401);
+      expect(await response.json(), what).toMatchObject({ error: 'UNAUTHENTICATED' });
+    }
+    expect(server.pipeline.backlog()).toEqual({ messages: 0, bytes: 0 });
+    expect(server.pipeline.audit.all()).toEqual([]);
+  });
+});
 
 describe('red team: outcome lookups across organisations and hubs', () => {
   it('an outcome is shown to its organisation and to the hub that sent it, and to no one else', async () => {
