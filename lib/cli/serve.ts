@@ -139,9 +139,10 @@ interface Refusal {
 
 /**
  * A request every reader would take the same way, or why not (SECURITY.md, "The HTTP listener"):
- * origin-form target only (an absolute-form target names an authority the Host check never saw),
- * no repeated single-use header, and no content coding (serve reads the bytes as sent; a reader
- * honouring `Content-Encoding: gzip` would see other bytes, or inflate a bomb).
+ * an origin-form target (an absolute-form one names an authority the Host check never saw) whose
+ * path the URL parser leaves as it is, no repeated single-use header, and no content coding (serve
+ * reads the bytes as sent; a reader honouring `Content-Encoding: gzip` would see other bytes, or
+ * inflate a bomb). Trailers are refused once the body has been read (submit).
  */
 function ambiguousRequest(req: IncomingMessage): Refusal | undefined {
   const target = req.url ?? '';
