@@ -38,6 +38,7 @@ const lambdaHandler = async (
   const result = await ingest(
     {
       authorization: event.headers.authorization ?? event.headers.Authorization,
+      contentEncoding: event.headers['content-encoding'] ?? event.headers['Content-Encoding'],
       body,
       receivedAt: event.requestContext.timeEpoch,
       source: 'http',

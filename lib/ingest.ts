@@ -21,12 +21,17 @@ export interface Submission {
   body: string;
   receivedAt: number;
   source: PipelineRecord['source'];
+  /**
+   * The request's `Content-Encoding`, when the transport has one (HTTP). The body is read as sent,
+   * so any coding but `identity` is refused: a reader that decodes would see other bytes.
+   */
+  contentEncoding?: string;
 }
 
 export type IngestResult =
   | { status: 202; trackingId: string }
   | {
-      status: 400 | 401 | 413 | 503;
+      status: 400 | 401 | 413 | 415 | 503;
       error: string;
       message: string;
       /** For the operator's log only, never the client: which credential check failed. */
@@ -52,6 +57,14 @@ export async function ingest(
   config: LoadedConfig,
 ): Promise<IngestResult> {
   const { limits } = config.doc;
+  const coding = submission.contentEncoding?.trim().toLowerCase();
+  if (coding !== undefined && coding !== 'identity') {
+    return {
+      status: 415,
+      error: 'CONTENT_ENCODING_NOT_ACCEPTED',
+      message: 'send the body without a content coding',
+    };
+  }
   const token = bearerCredential(submission.authorization);
   if (!token) {
     return {
@@ -63,7 +76,7 @@ export async function ingest(
   if (token.length > limits.maxTokenBytes) {
     return { status: 401, error: 'TOKEN_TOO_LARGE', message: 'credential exceeds the size limit' };
   }
-  const body = submission.body.trim();
+  const body = trimAsciiWhitespace(submission.body);
   if (Buffer.byteLength(body, 'utf8') > limits.maxSealedBytes) {
     return { status: 413, error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' };
   }
@@ -73,6 +86,13 @@ export async function ingest(
       status: 400,
       error: 'ENVELOPE_MALFORMED',
       message: 'send the compact serialisation (five base64url segments joined by dots), not JSON',
+    };
+  }
+  if (body.startsWith('\uFEFF')) {
+    return {
+      status: 400,
+      error: 'ENVELOPE_MALFORMED',
+      message: 'body starts with a byte-order mark; send the compact JWE bytes alone',
     };
   }
   if (!COMPACT.test(body)) {
@@ -121,4 +141,18 @@ export async function ingest(
     return { status: 503, error: 'QUEUE_UNAVAILABLE', message: 'try again later' };
   }
   return { status: 202, trackingId };
+}
+
+/**
+ * The body without surrounding ASCII whitespace (a file's trailing newline), nothing else:
+ * `String.trim` would also remove a byte-order mark, NBSP or U+2028 — content another reader keeps.
+ * A loop, not a regex: `[ \t\r\n]+$` backtracks quadratically over a long inner run of spaces.
+ */
+function trimAsciiWhitespace(text: string): string {
+  const isSpace = (code: number) => code === 0x20 || code === 0x09 || code === 0x0d || code === 0x0a;
+  let start = 0;
+  let end = text.length;
+  while (start < end && isSpace(text.charCodeAt(start))) start += 1;
+  while (end > start && isSpace(text.charCodeAt(end - 1))) end -= 1;
+  return text.slice(start, end);
 }

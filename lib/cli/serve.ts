@@ -31,6 +31,7 @@ import type { StageName } from '../pipeline/topology.js';
 import type { KeyService } from '../ports/index.js';
 import { systemClock } from '../ports/index.js';
 import { EmbeddedPipeline, outcomeView } from '../runtime/embedded.js';
+import { credentialOnceKey } from '../stages/authenticate.js';
 import { reconcileDeliveryFolders } from './ops.js';
 
 /** What the listener holds open and queues, at most. Times in milliseconds. */
@@ -115,6 +116,72 @@ const UNAUTHENTICATED = {
 } as const;
 const NOT_FOUND = { error: 'NOT_FOUND', message: 'unknown tracking id' } as const;
 const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' } as const;
+const BACKLOG_FULL = { error: 'BACKLOG_FULL', message: 'the pipeline is busy; try again later' } as const;
+
+/**
+ * Headers a request may carry once. Node keeps the first of a repeated `Host`, `Authorization`,
+ * `Content-Type`… and drops the rest, while a proxy or another server may take the last: the
+ * credential checked (or the Host allowed) would not be the one everyone else read.
+ */
+const SINGLE_HEADERS = [
+  'host',
+  'authorization',
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'transfer-encoding',
+] as const;
+
+interface Refusal {
+  status: number;
+  body: { error: string; message: string };
+}
+
+/**
+ * A request every reader would take the same way, or why not (SECURITY.md, "The HTTP listener"):
+ * an origin-form target (an absolute-form one names an authority the Host check never saw) whose
+ * path the URL parser leaves as it is, no repeated single-use header, and no content coding (serve
+ * reads the bytes as sent; a reader honouring `Content-Encoding: gzip` would see other bytes, or
+ * inflate a bomb). Trailers are refused once the body has been read (submit).
+ */
+function ambiguousRequest(req: IncomingMessage): Refusal | undefined {
+  const target = req.url ?? '';
+  if (!target.startsWith('/')) {
+    return {
+      status: 400,
+      body: { error: 'REQUEST_TARGET_NOT_ORIGIN_FORM', message: 'send the request target as a path' },
+    };
+  }
+  // The path routed on is the URL parser's: dot segments removed, `\` taken as `/`, `//x` an
+  // authority. A proxy in front may route the raw text instead, so only a path that is already
+  // what the parser makes of it is served (`/console/../messages` is not `/messages` to everyone).
+  const path = target.split('?', 1)[0] ?? '';
+  if (path.startsWith('//') || new URL(path, 'http://127.0.0.1').pathname !== path) {
+    return {
+      status: 400,
+      body: {
+        error: 'REQUEST_TARGET_NOT_NORMALISED',
+        message: 'send the path without dot segments or backslashes',
+      },
+    };
+  }
+  for (const name of SINGLE_HEADERS) {
+    if ((req.headersDistinct[name]?.length ?? 0) > 1) {
+      return {
+        status: 400,
+        body: { error: 'HEADER_REPEATED', message: `the ${name} header may appear once` },
+      };
+    }
+  }
+  const coding = req.headers['content-encoding'];
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'identity') {
+    return {
+      status: 415,
+      body: { error: 'CONTENT_ENCODING_NOT_ACCEPTED', message: 'send the body without a content coding' },
+    };
+  }
+  return undefined;
+}
 
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
@@ -176,8 +243,26 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     : undefined;
 
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
+  /** Authenticated submissions whose body is being read or ingested: not yet in the queues. */
+  const inFlight = { messages: 0, bytes: 0 };
+  /**
+   * Credentials a submission was accepted (or is being read) for, by their once-store key, until
+   * they expire. Another POST with a spent credential — a captured one replayed with any body — is
+   * the 401 of any refusal, before its body is read or stored, instead of a 202 and a stored body
+   * that authenticate then refuses as TOKEN_REPLAYED. This process only, best effort: the
+   * once-store at authenticate stays the authority.
+   */
+  const spentCredentials = new Map<string, number>();
+  let spentSweptAt = 0;
+  const skewMs = opts.config.doc.limits.clockSkewSeconds * 1000;
   let allowedHosts = new Set<string>();
 
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    handle(req, res).catch(() => {
+      if (!res.headersSent) drop(res, 500, { error: 'INTERNAL', message: 'unexpected error' });
+      else res.destroy();
+    });
+  };
   const server = createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -190,13 +275,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         Math.min(1_000, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 4)),
       ),
     },
-    (req, res) => {
-      handle(req, res).catch(() => {
-        if (!res.headersSent) drop(res, 500, { error: 'INTERNAL', message: 'unexpected error' });
-        else res.destroy();
-      });
-    },
+    onRequest,
   );
+  // `Expect: 100-continue`: left to itself Node answers 100 Continue before any handler runs,
+  // inviting the body of a request nobody has authenticated. Here it is sent by submit, once the
+  // credential and the backlog bound have passed.
+  server.on('checkContinue', onRequest);
   server.maxConnections = limits.maxConnections;
   // With no 'timeout' listener, Node destroys a socket idle for this long.
   server.setTimeout(limits.idleTimeoutMs);
@@ -213,6 +297,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const ambiguous = ambiguousRequest(req);
+    if (ambiguous) return drop(res, ambiguous.status, ambiguous.body);
     if (!allowedHosts.has((req.headers.host ?? '').toLowerCase())) {
       return drop(res, 421, { error: 'MISDIRECTED', message: 'Host is not served here' });
     }
@@ -233,22 +319,49 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const receivedAt = Date.now();
     const principal = await authenticated(req, receivedAt);
     if (!principal) return drop(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
-    const backlog = pipeline.backlog();
-    if (backlog.messages >= limits.maxBacklogMessages || backlog.bytes >= limits.maxBacklogBytes) {
-      return drop(
-        res,
-        503,
-        { error: 'BACKLOG_FULL', message: 'the pipeline is busy; try again later' },
-        { 'retry-after': String(limits.retryAfterSeconds) },
-      );
+    const onceKey = credentialOnceKey(principal);
+    if (receivedAt - spentSweptAt > 1_000) {
+      for (const [key, until] of spentCredentials) if (until <= receivedAt) spentCredentials.delete(key);
+      spentSweptAt = receivedAt;
     }
-    const body = await readBodyWithin(req, maxSealedBytes);
-    if (body === undefined) return drop(res, 413, TOO_LARGE);
-    const result = await ingest(
-      { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
-      pipeline.ports,
-      opts.config,
-    );
+    if ((spentCredentials.get(onceKey) ?? 0) > receivedAt) {
+      return drop(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
+    }
+    // Bodies being read count as backlog already: concurrent uploads that each passed the check
+    // would otherwise hold up to maxConnections × maxSealedBytes in memory before any is queued.
+    // A chunked body is reserved at the size limit, its only bound.
+    const reservedBytes = req.headers['transfer-encoding'] === undefined ? declared : maxSealedBytes;
+    const backlog = pipeline.backlog();
+    if (
+      backlog.messages + inFlight.messages >= limits.maxBacklogMessages ||
+      backlog.bytes + inFlight.bytes >= limits.maxBacklogBytes
+    ) {
+      return drop(res, 503, BACKLOG_FULL, { 'retry-after': String(limits.retryAfterSeconds) });
+    }
+    inFlight.messages += 1;
+    inFlight.bytes += reservedBytes;
+    spentCredentials.set(onceKey, principal.exp * 1000 + skewMs);
+    if ((req.headers.expect ?? '').toLowerCase() === '100-continue') res.writeContinue();
+    let result: Awaited<ReturnType<typeof ingest>> | undefined;
+    try {
+      const body = await readBodyWithin(req, maxSealedBytes);
+      if (body === undefined) return drop(res, 413, TOO_LARGE);
+      if (Object.keys(req.trailers).length > 0) {
+        // Fields after the body were never checked with the headers: refused, not dropped unseen.
+        return send(res, 400, { error: 'TRAILERS_NOT_ACCEPTED', message: 'send every field as a header' });
+      }
+      result = await ingest(
+        { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
+        pipeline.ports,
+        opts.config,
+      );
+    } finally {
+      // Released once ingest has answered: an accepted body is counted by the queues from then on.
+      inFlight.messages -= 1;
+      inFlight.bytes -= reservedBytes;
+      // Not accepted: the credential is not spent, the sender may present it again.
+      if (result?.status !== 202) spentCredentials.delete(onceKey);
+    }
     if (result.status === 202) {
       // The trace's owner, for GET: the organisation this credential authenticated.
       await pipeline.audit.append({
@@ -257,6 +370,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         stage: 'ingest',
         event: 'received',
         sender: principal.organisation,
+        // A delegated submission also records who acted, for GET: a hub reads its own only.
+        ...(principal.actors.length > 0 ? { detail: actorsDetail(principal.actors) } : {}),
       });
       kick();
       return send(res, 202, { trackingId: result.trackingId });
@@ -275,15 +390,22 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   /**
    * An outcome, only to the organisation recorded as the trace's sender (every sender the audit
-   * names must be it). Anything else — no or a bad credential, another organisation, an unknown
-   * id — is the same 404, so whether a tracking id exists cannot be probed.
+   * names must be it). A delegated credential (a hub acting for the organisation) is trusted for
+   * what it sent, not for the organisation's other traffic: it sees a trace only when the same
+   * actor chain submitted it. Anything else — no or a bad credential, another organisation, another
+   * hub, an unknown id — is the same 404, so whether a tracking id exists cannot be probed.
    */
   async function report(req: IncomingMessage, res: ServerResponse, traceId: string): Promise<void> {
     const principal = await authenticated(req, Date.now());
     if (!principal) return send(res, 404, NOT_FOUND);
-    const senders = (await pipeline.audit.byTrace(traceId)).flatMap((e) => (e.sender ? [e.sender] : []));
+    const entries = await pipeline.audit.byTrace(traceId);
+    const senders = entries.flatMap((e) => (e.sender ? [e.sender] : []));
     if (senders.length === 0 || senders.some((s) => s !== principal.organisation)) {
       return send(res, 404, NOT_FOUND);
+    }
+    if (principal.actors.length > 0) {
+      const submitted = entries.find((e) => e.stage === 'ingest' && e.event === 'received');
+      if (submitted?.detail !== actorsDetail(principal.actors)) return send(res, 404, NOT_FOUND);
     }
     return send(res, 200, outcomeView(await pipeline.outcome(traceId)), { 'cache-control': 'no-store' });
   }
@@ -320,6 +442,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+/** How the ingest audit entry names a delegated submission's actor chain (outermost first). */
+function actorsDetail(actors: readonly string[]): string {
+  return `actors:${JSON.stringify(actors)}`;
 }
 
 function checkLimits(limits: ListenerLimits): void {

@@ -80,7 +80,7 @@ export const REJECTION_CODES: Readonly<Record<string, CodeDescription>> = {
   },
   TOKEN_REPLAYED: {
     stages: ['authenticate'],
-    meaning: 'the credential (`iss`, `jti`) was already used with another submission',
+    meaning: 'the credential (`iss`, organisation, `jti`) was already used with another submission',
     toPass: 'mint a new credential (a new `jti`) for every message',
   },
   TOKEN_ORGANISATION_MISSING: {
@@ -416,7 +416,7 @@ const INGEST_RESPONSES: readonly [string, string, string][] = [
   [
     '401',
     'UNAUTHENTICATED',
-    '`itk3 serve`: the same front-door credential check, made before the body is read (also for a missing or oversized credential)',
+    '`itk3 serve`: the same front-door credential check, made before the body is read (also for a missing or oversized credential, and for a credential serve already accepted a submission for)',
   ],
   ['421', 'MISDIRECTED', '`itk3 serve`: the `Host` header is not on the allow-list (`--allowed-host`)'],
   [
@@ -428,7 +428,28 @@ const INGEST_RESPONSES: readonly [string, string, string][] = [
   [
     '400',
     'ENVELOPE_MALFORMED',
-    'body is a JSON-serialised JWE ("send the compact serialisation") or not five base64url segments',
+    'body is a JSON-serialised JWE ("send the compact serialisation"), starts with a byte-order mark, or is not five base64url segments (only ASCII whitespace around them is ignored)',
+  ],
+  [
+    '415',
+    'CONTENT_ENCODING_NOT_ACCEPTED',
+    'a `Content-Encoding` other than `identity`: the body is read as sent, never decoded',
+  ],
+  [
+    '400',
+    'HEADER_REPEATED',
+    '`itk3 serve`: `Host`, `Authorization`, `Content-Length`, `Content-Type`, `Content-Encoding` or `Transfer-Encoding` appears more than once',
+  ],
+  [
+    '400',
+    'REQUEST_TARGET_NOT_ORIGIN_FORM',
+    '`itk3 serve`: the request target is not a path (absolute-form `http://host/…`)',
+  ],
+  ['400', 'TRAILERS_NOT_ACCEPTED', '`itk3 serve`: a chunked body ends with trailer fields'],
+  [
+    '400',
+    'REQUEST_TARGET_NOT_NORMALISED',
+    '`itk3 serve`: the path has dot segments (`..`, `%2e%2e`), backslashes or a leading `//`',
   ],
   ['503', 'QUEUE_UNAVAILABLE', 'the inbound queue could not be written: retry later'],
 ];

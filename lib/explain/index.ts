@@ -387,7 +387,9 @@ class Walk {
     const passed = new Set<string>();
     const ids = [...CREDENTIAL_CHECKS, 'replay'] as const;
     const text = (id: (typeof ids)[number]) =>
-      id === 'replay' ? '(iss, jti) not used before with another submission' : CREDENTIAL_TEXT[id];
+      id === 'replay'
+        ? '(iss, organisation, jti) not used before with another submission'
+        : CREDENTIAL_TEXT[id];
     let result: PipelineRecord | undefined;
     let error: unknown;
     try {

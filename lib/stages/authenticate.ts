@@ -1,6 +1,6 @@
 /**
  * Stage 1 — authenticate the sender credential (federation over the configured issuers).
- * Times are judged at receipt time. `(iss, jti)` is single use across new submissions: the
+ * Times are judged at receipt time. `(iss, organisation, jti)` is single use across new submissions: the
  * once-store gives the jti to the first trace that presents it — the trace id is the inbound queue's
  * message id, which the queue assigns — so an SQS redelivery or an operator redrive of that same
  * queue message passes, while any new submission presenting the jti, even a byte-identical replay
@@ -56,11 +56,7 @@ export async function authenticateRecord(
   );
   let result: Awaited<ReturnType<typeof ctx.ports.once.putIfAbsent>>;
   try {
-    result = await ctx.ports.once.putIfAbsent(
-      `jti#${credential.iss}#${credential.jti}`,
-      record.traceId,
-      ttlSeconds,
-    );
+    result = await ctx.ports.once.putIfAbsent(credentialOnceKey(credential), record.traceId, ttlSeconds);
   } catch (cause) {
     throw new TransientError('STORE_UNAVAILABLE', 'once-store unavailable', { cause });
   }
@@ -81,6 +77,17 @@ export async function authenticateRecord(
       jti: credential.jti,
     },
   };
+}
+
+/**
+ * The once-store key of a credential's jti: per issuer **and organisation**. A replay carries the
+ * same issuer, organisation and jti, so nothing is lost; but one organisation can no longer burn
+ * another's jti under an issuer both use (an issuer that takes a client's proposed jti, or a
+ * predictable one) so that the other's genuine credential is refused as replayed. The issuer is
+ * URI-encoded so that a `#` in it cannot make two issuers' keys meet; the jti comes last.
+ */
+export function credentialOnceKey(credential: { iss: string; organisation: string; jti: string }): string {
+  return `jti#${credential.organisation}#${encodeURIComponent(credential.iss)}#${credential.jti}`;
 }
 
 /**
