@@ -49,6 +49,13 @@ export interface ListenerLimits {
   maxBacklogMessages: number;
   /** Queued body bytes above which POST answers 503. */
   maxBacklogBytes: number;
+  /**
+   * Bytes of request bodies being read and ingested at once (a body counts at its Content-Length,
+   * or at the size limit when chunked, from before it is read until it is answered); a POST that
+   * would pass it answers 503 unread. Bodies are held in memory while read, so this bounds what
+   * concurrent senders can make the process hold, whatever `maxConnections` allows.
+   */
+  maxInflightBytes: number;
   /** `Retry-After` of a 503, in seconds. */
   retryAfterSeconds: number;
 }
@@ -61,6 +68,7 @@ export const DEFAULT_LISTENER_LIMITS: Readonly<ListenerLimits> = {
   maxConnections: 256,
   maxBacklogMessages: 1_000,
   maxBacklogBytes: 256 * 1024 * 1024,
+  maxInflightBytes: 64 * 1024 * 1024,
   retryAfterSeconds: 5,
 };
 
@@ -177,6 +185,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     : undefined;
 
   const maxSealedBytes = opts.config.doc.limits.maxSealedBytes;
+  /** Bytes of the request bodies being read or ingested now ({@link ListenerLimits.maxInflightBytes}). */
+  let inflightBytes = 0;
   let allowedHosts = new Set<string>();
 
   const server = createServer(
@@ -235,7 +245,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const principal = await authenticated(req, receivedAt);
     if (!principal) return drop(res, 401, UNAUTHENTICATED, { 'www-authenticate': 'Bearer' });
     const backlog = pipeline.backlog();
-    if (backlog.messages >= limits.maxBacklogMessages || backlog.bytes >= limits.maxBacklogBytes) {
+    // A body counts from before it is read until it is answered: the bodies being read are what
+    // the backlog grows by next, and until then they are held here, in memory.
+    const reserved = declared > 0 ? declared : maxSealedBytes;
+    if (
+      backlog.messages >= limits.maxBacklogMessages ||
+      backlog.bytes + inflightBytes >= limits.maxBacklogBytes ||
+      (inflightBytes > 0 && inflightBytes + reserved > limits.maxInflightBytes)
+    ) {
       return drop(
         res,
         503,
@@ -243,13 +260,19 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         { 'retry-after': String(limits.retryAfterSeconds) },
       );
     }
-    const body = await readBodyWithin(req, maxSealedBytes);
-    if (body === undefined) return drop(res, 413, TOO_LARGE);
-    const result = await ingest(
-      { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
-      pipeline.ports,
-      opts.config,
-    );
+    inflightBytes += reserved;
+    let result: Awaited<ReturnType<typeof ingest>>;
+    try {
+      const body = await readBodyWithin(req, maxSealedBytes);
+      if (body === undefined) return drop(res, 413, TOO_LARGE);
+      result = await ingest(
+        { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
+        pipeline.ports,
+        opts.config,
+      );
+    } finally {
+      inflightBytes -= reserved;
+    }
     if (result.status === 202) {
       // The trace's owner, for GET: the organisation this credential authenticated.
       await pipeline.audit.append({

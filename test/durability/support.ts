@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { writeKeystore } from '../../lib/adapters/local/keystore.js';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
@@ -219,4 +220,64 @@ export async function waitFor(check: () => boolean, ms: number, what: string): P
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * POST `sealed` in `chunks` pieces, calling `onProgress` with the fraction sent after each one, as
+ * a sender on a slow link would. Rejects if the connection dies (the server was killed).
+ */
+export function postInChunks(
+  port: number,
+  credential: string,
+  sealed: string,
+  chunks: number,
+  onProgress: (sent: number) => void,
+): Promise<{ status: number; trackingId?: string }> {
+  const body = Buffer.from(sealed, 'utf8');
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/messages',
+        headers: { authorization: `Bearer ${credential}`, 'content-length': body.length },
+      },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as { trackingId?: string };
+          resolve({
+            status: res.statusCode ?? 0,
+            ...(parsed.trackingId ? { trackingId: parsed.trackingId } : {}),
+          });
+        });
+      },
+    );
+    req.on('error', reject);
+    const size = Math.ceil(body.length / chunks);
+    let offset = 0;
+    const next = () => {
+      if (offset >= body.length) {
+        req.end();
+        return;
+      }
+      const piece = body.subarray(offset, offset + size);
+      offset += piece.length;
+      req.write(piece, () => {
+        onProgress(offset / body.length);
+        setTimeout(next, 5);
+      });
+    };
+    next();
+  });
+}
+
+/** Peak resident set size of a running process, in bytes (Linux `/proc/<pid>/status` VmHWM). */
+export function peakRss(pid: number): number {
+  const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  if (!kib) throw new Error(`no VmHWM for process ${pid}`);
+  return Number(kib) * 1024;
 }

@@ -1,0 +1,438 @@
+/**
+ * Crash and load tests of `itk3 serve` with large messages, run as an outside reviewer would: real
+ * processes on loopback, Bundles of 1 MiB and just under the 5 MiB ITK3 cap (sealed ≈ 1.9 MB and
+ * 9.3 MB, so every one travels by claim check: the JWE a blob, the inner JWS and the Bundle too).
+ *
+ * - `kill -9` at four kinds of point (seeded): while a body is being uploaded, just after some
+ *   202s, while the stages work on large bodies, while a delivery file is being written. Restart on
+ *   the same `--out`, the senders resend what they never saw a 202 for, drain, and account for
+ *   everything: each message delivered exactly once with identical bytes (or its resend refused
+ *   20007 because the first copy was), no trace in the file that no one can explain, nothing
+ *   half-delivered, no blob, body part or queued body left, the file intact and its audit chain
+ *   proven.
+ * - Overload: many concurrent maximum-size POSTs. The server answers 503 with `Retry-After`
+ *   rather than reading every body at once; its peak memory stays within a bound set by its limits;
+ *   every 202 is delivered.
+ *
+ * Sizes and counts are chosen to fit CI on two cores (about a minute for the whole file).
+ */
+import '../support/env.js';
+import { createPublicKey } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
+import { systemClock } from '../../lib/ports/index.js';
+import { type DemoWorld, worldPaths } from '../../lib/testkit/world.js';
+import { buildMessage, filesIn, makeTempDir, removeTempDirs, sealAs, testWorld } from '../support/world.js';
+import {
+  freshCredential,
+  peakRss,
+  post,
+  postInChunks,
+  prng,
+  readState,
+  type Sealed,
+  type Server,
+  sleep,
+  startServe,
+  type WorldFiles,
+  waitFor,
+  writeWorld,
+} from './support.js';
+
+const MIB = 1024 * 1024;
+/** A Bundle just under the ITK3 recommended maximum (limits.maxBundleBytes, 5 MiB). */
+const NEAR_CAP = 5 * MIB - 64;
+
+let world: DemoWorld;
+let files: WorldFiles;
+/** Four 1 MiB and two near-cap messages, sealed once: each run has its own state file. */
+let mixed: Sealed[];
+
+function sealLarge(bundleBytes: number): Promise<Sealed> {
+  const msg = buildMessage('X26', { targetBytes: bundleBytes });
+  return sealAs(world, 'X26', msg).then((sealed) => ({ msg, sealed }));
+}
+
+beforeAll(async () => {
+  world = await testWorld();
+  files = writeWorld(world, makeTempDir('itk3-large-world-'));
+  mixed = [];
+  for (const bytes of [MIB, NEAR_CAP, MIB, MIB, NEAR_CAP, MIB]) mixed.push(await sealLarge(bytes));
+});
+afterAll(removeTempDirs);
+
+async function waitUntilFinished(out: string, traces: Iterable<string>, ms = 60_000): Promise<void> {
+  const wanted = [...traces];
+  await waitFor(
+    () => {
+      const state = readState(out);
+      try {
+        return state.queued === 0 && wanted.every((t) => state.outcome(t) !== undefined);
+      } finally {
+        state.close();
+      }
+    },
+    ms,
+    'every accepted message to finish',
+  );
+}
+
+/** The trusted checkpoint keys: the world's response-signing public keys, from the keystore. */
+function checkpointKeys(): Map<string, Uint8Array> {
+  const keys = new Map<string, Uint8Array>();
+  for (const entry of world.keystore.keys) {
+    if (entry.purpose !== 'response-sign') continue;
+    const spki = createPublicKey({ key: { ...entry.privateJwk }, format: 'jwk' }).export({
+      format: 'der',
+      type: 'spki',
+    });
+    keys.set(entry.kid, new Uint8Array(spki));
+  }
+  return keys;
+}
+
+/**
+ * What a drained state file still holds besides terminal records: it must be nothing, except the
+ * blobs of dead-lettered traces (kept for their redrive).
+ */
+function leftovers(out: string): Record<string, unknown> {
+  const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
+  try {
+    const all = (sql: string) => state.db.prepare(sql).all();
+    const integrity = state.db.pragma('integrity_check', { simple: true });
+    const deadTraces = new Set(
+      (
+        all('SELECT trace_id FROM outcomes WHERE outcome LIKE \'%"dead-lettered"%\'') as {
+          trace_id: string;
+        }[]
+      ).map((r) => r.trace_id),
+    );
+    const blobs = (
+      all('SELECT key, trace_id FROM blobs') as { key: string; trace_id: string | null }[]
+    ).filter(
+      (b) =>
+        !(b.trace_id && deadTraces.has(b.trace_id)) && ![...deadTraces].some((t) => b.key.includes(`/${t}/`)),
+    );
+    const audit = state.audit.verify(checkpointKeys());
+    return {
+      integrity,
+      queued: all('SELECT id, queue FROM messages WHERE dead_at IS NULL'),
+      blobs: blobs.map((b) => b.key),
+      bodyParts: all('SELECT key FROM body_parts WHERE key NOT IN (SELECT part FROM message_splices)'),
+      orphanBodies: all('SELECT seq FROM message_bodies WHERE seq NOT IN (SELECT seq FROM messages)'),
+      orphanSplices: all('SELECT seq FROM message_splices WHERE seq NOT IN (SELECT seq FROM messages)'),
+      auditBreak: audit.break ?? null,
+    };
+  } finally {
+    state.close();
+  }
+}
+
+const CLEAN = {
+  integrity: 'ok',
+  queued: [],
+  blobs: [],
+  bodyParts: [],
+  orphanBodies: [],
+  orphanSplices: [],
+  auditBreak: null,
+};
+
+/**
+ * Every message delivered exactly once, byte-identical; every trace in the file is a 202 the
+ * senders hold or the first copy of a message whose resend was refused as its duplicate; no
+ * temporary or unexplained file in the delivery and response folders.
+ */
+function accountFor(out: string, accepted: Map<string, Sealed>, messages: readonly Sealed[]): void {
+  const state = readState(out);
+  try {
+    const byMessageId = new Map(messages.map((m) => [m.msg.messageId, m]));
+    const refusedAsDuplicate = new Set<string>();
+    for (const [traceId, m] of accepted) {
+      const outcome = state.outcome(traceId);
+      expect(outcome, `202 ${traceId} has no outcome`).toBeDefined();
+      if (outcome!.status === 'rejected') {
+        // Only the resend of a message whose first, unanswered submission was stored.
+        expect(outcome).toMatchObject({ itk3Code: '20007', code: 'DUPLICATE_MESSAGE' });
+        refusedAsDuplicate.add(m.msg.messageId);
+      } else {
+        expect(outcome!.status).toBe('delivered');
+      }
+    }
+    // A trace no sender holds a 202 for is the first copy of a message refused as its duplicate:
+    // stored before the kill, its 202 never reached the sender.
+    const unanswered = new Set(state.audit.map((e) => e.traceId).filter((t) => !accepted.has(t)));
+    for (const traceId of unanswered) {
+      const outcome = state.outcome(traceId);
+      expect(outcome?.status, `unanswered trace ${traceId}`).toBe('delivered');
+      expect(refusedAsDuplicate.has(outcome!.messageId!), `unanswered trace ${traceId} was resent`).toBe(
+        true,
+      );
+    }
+    expect(unanswered.size).toBe(refusedAsDuplicate.size);
+
+    const delivered = worldPaths(out).delivered('A83627');
+    const names = filesIn(delivered);
+    expect(names.length).toBe(messages.length);
+    for (const name of names) {
+      const messageId = name.split('_')[1]!;
+      const m = byMessageId.get(messageId);
+      expect(m, `delivered file ${name} is one of the messages`).toBeDefined();
+      expect(Buffer.compare(readFileSync(join(delivered, name)), Buffer.from(m!.msg.bytes))).toBe(0);
+    }
+    for (const m of messages) {
+      expect(state.deliveredPerMessage.get(m.msg.messageId), `${m.msg.messageId} delivered`).toBe(1);
+    }
+    // One response per answered trace (20013 for a delivery, 20007 for a duplicate), no temporaries.
+    const responses = filesIn(worldPaths(out).responses('X26'));
+    expect(responses.filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect(responses.length).toBe(messages.length + refusedAsDuplicate.size);
+  } finally {
+    state.close();
+  }
+}
+
+type KillPoint = 'upload' | 'after-202' | 'stages' | 'delivery';
+
+/** Whether a stage other than deliver holds a large record in flight (received, not finished). */
+function stagesInFlight(out: string): boolean {
+  if (!existsSync(join(out, 'state.db'))) return false;
+  const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
+  try {
+    const row = state.db
+      .prepare(
+        "SELECT count(*) AS n FROM messages WHERE queue IN ('itk3-decrypt', 'itk3-verify') AND receipt_handle IS NOT NULL",
+      )
+      .get() as { n: number };
+    return row.n > 0;
+  } catch {
+    return false; // being created
+  } finally {
+    state.close();
+  }
+}
+
+describe('kill -9 of itk3 serve with large (claim-check) messages, restart on the same --out', () => {
+  const caught: Record<KillPoint, boolean> = {
+    upload: false,
+    'after-202': false,
+    stages: false,
+    delivery: false,
+  };
+  const runs: { seed: number; point: KillPoint }[] = [
+    { seed: 101, point: 'upload' },
+    { seed: 202, point: 'after-202' },
+    { seed: 303, point: 'stages' },
+    { seed: 404, point: 'delivery' },
+  ];
+  for (const { seed, point } of runs) {
+    it(`seed ${seed}, killed ${point}: every 202 delivered once with its bytes, nothing left over`, async () => {
+      const random = prng(seed);
+      const out = makeTempDir('itk3-large-crash-');
+      const accepted = new Map<string, Sealed>();
+      const answered = new Set<number>();
+      let server: Server = await startServe(files, out, ['--workers', '2']);
+      let killed = false;
+      const kill = () => {
+        if (killed) return;
+        killed = true;
+        server.proc.kill('SIGKILL');
+      };
+      const killAfterAnswers = 1 + Math.floor(random() * 3);
+      const killDelayMs = Math.floor(random() * 30);
+      const uploadFraction = 0.2 + random() * 0.7;
+
+      // Watchers for the kill points that are not about answers.
+      let watching = true;
+      const watcher = (async () => {
+        const deliveredDir = worldPaths(out).delivered('A83627');
+        while (watching && !killed) {
+          if (point === 'stages' && stagesInFlight(out)) {
+            await sleep(killDelayMs);
+            caught.stages = stagesInFlight(out) || caught.stages;
+            kill();
+          } else if (point === 'delivery' && filesIn(deliveredDir).length > 0) {
+            // The first delivery file (or its temporary) exists: others are being written.
+            caught.delivery = filesIn(deliveredDir).length < mixed.length;
+            kill();
+          }
+          await sleep(2);
+        }
+      })();
+
+      let next = 0;
+      const sender = async () => {
+        while (next < mixed.length && !killed) {
+          const i = next;
+          next += 1;
+          const m = mixed[i]!;
+          const credential = await freshCredential(world);
+          try {
+            // The upload kill: one near-cap body sent in pieces, the server killed part-way through.
+            const r =
+              point === 'upload' && i === 1
+                ? await postInChunks(server.port, credential, m.sealed, 20, (sent) => {
+                    if (sent >= uploadFraction && !killed) {
+                      caught.upload = true;
+                      kill();
+                    }
+                  })
+                : await post(server.port, credential, m.sealed);
+            if (r.status !== 202) continue;
+            accepted.set(r.trackingId!, m);
+            answered.add(i);
+            if (point === 'after-202' && answered.size === killAfterAnswers) {
+              caught['after-202'] = true;
+              setTimeout(kill, killDelayMs);
+            }
+          } catch {
+            // The connection died with the server: as far as the sender knows, not accepted.
+          }
+        }
+      };
+      await Promise.all([sender(), sender(), sender()]);
+      // A kill point the run went past (everything finished first): kill now.
+      if (!killed) await sleep(200);
+      kill();
+      watching = false;
+      await watcher;
+      expect((await server.exited).signal).toBe('SIGKILL');
+
+      server = await startServe(files, out, ['--workers', '2']);
+      for (const [i, m] of mixed.entries()) {
+        if (answered.has(i)) continue;
+        const r = await post(server.port, await freshCredential(world), m.sealed);
+        expect(r.status).toBe(202);
+        accepted.set(r.trackingId!, m);
+      }
+      await waitUntilFinished(out, accepted.keys());
+      server.proc.kill('SIGTERM');
+      expect((await server.exited).code).toBe(0);
+      const resumed = /resumed (\d+)/.exec(server.stdout.join('\n'))?.[1] ?? '0';
+      process.stdout.write(
+        `seed ${seed} (${point}): ${answered.size} answered before the kill, ${accepted.size} accepted in all, ${resumed} queued at restart\n`,
+      );
+      accountFor(out, accepted, mixed);
+      expect(leftovers(out)).toEqual(CLEAN);
+    });
+  }
+  it('each kill landed where it was aimed', () => {
+    expect(caught).toEqual({ upload: true, 'after-202': true, stages: true, delivery: true });
+  });
+});
+
+describe('overload with near-cap messages', () => {
+  it('a body that would pass --max-inflight-bytes is answered 503 with Retry-After, unread', async () => {
+    const out = makeTempDir('itk3-inflight-');
+    const [first, second] = [mixed[1]!, mixed[4]!]; // near-cap: 9.3 MB sealed each
+    // Room for one near-cap body being read, not two.
+    const server = await startServe(files, out, ['--max-inflight-bytes', String(12 * MIB)]);
+    try {
+      let halfSent: () => void = () => undefined;
+      const reading = new Promise<void>((done) => {
+        halfSent = done;
+      });
+      const slow = postInChunks(server.port, await freshCredential(world), first.sealed, 40, (sent) => {
+        if (sent >= 0.5) halfSent();
+      });
+      await reading;
+      const refused = await post(server.port, await freshCredential(world), second.sealed);
+      expect(refused).toMatchObject({ status: 503, retryAfter: '5' });
+      const accepted = await slow;
+      expect(accepted.status).toBe(202);
+      // Once the first is answered there is room again.
+      const later = await post(server.port, await freshCredential(world), second.sealed);
+      expect(later.status).toBe(202);
+      await waitUntilFinished(out, [accepted.trackingId!, later.trackingId!]);
+      const state = readState(out);
+      try {
+        // The refused body left nothing: two traces, both delivered.
+        expect(new Set(state.audit.map((e) => e.traceId)).size).toBe(2);
+        expect(state.deliveredPerMessage.get(first.msg.messageId)).toBe(1);
+        expect(state.deliveredPerMessage.get(second.msg.messageId)).toBe(1);
+      } finally {
+        state.close();
+      }
+    } finally {
+      server.proc.kill('SIGTERM');
+      await server.exited;
+    }
+  });
+
+  it('64 concurrent near-cap POSTs: 202 or 503 + Retry-After, memory bounded by the limits, every 202 answered for', async () => {
+    const out = makeTempDir('itk3-overload-');
+    // Six distinct near-cap messages, each posted about 11 times at once: a 202'd copy after the first is
+    // refused 20007 as its duplicate (with a response), so every 202 is still accounted for.
+    const distinct = [mixed[1]!, mixed[4]!];
+    while (distinct.length < 6) distinct.push(await sealLarge(NEAR_CAP));
+    const inflightBound = 32 * MIB;
+    const backlogBound = 32 * MIB;
+    const server = await startServe(files, out, [
+      '--workers',
+      '2',
+      '--max-inflight-bytes',
+      String(inflightBound),
+      '--max-backlog-bytes',
+      String(backlogBound),
+    ]);
+    const pid = server.proc.pid!;
+    try {
+      const base = peakRss(pid);
+      const posts = await Promise.all(
+        Array.from({ length: 64 }, async (_, i) => {
+          const m = distinct[i % distinct.length]!;
+          const r = await post(server.port, await freshCredential(world), m.sealed);
+          return { ...r, m };
+        }),
+      );
+      expect(posts.every((p) => p.status === 202 || p.status === 503)).toBe(true);
+      const refused = posts.filter((p) => p.status === 503);
+      expect(refused.length).toBeGreaterThan(0);
+      expect(refused.every((p) => p.retryAfter === '5')).toBe(true);
+      const accepted = new Map(posts.filter((p) => p.status === 202).map((p) => [p.trackingId!, p.m]));
+      expect(accepted.size).toBeGreaterThan(0);
+      await waitUntilFinished(out, accepted.keys());
+      const peak = peakRss(pid);
+      process.stdout.write(
+        `overload: ${accepted.size} accepted, ${refused.length} refused 503; peak RSS ${Math.round(peak / MIB)} MiB, ${Math.round((peak - base) / MIB)} MiB over the idle server\n`,
+      );
+      // A byte being read is held about three times (socket chunks, the joined body, its text); an
+      // accepted one a few times more, briefly, by the stages (blob, text, worker copy, decrypted
+      // JWS, Bundle). What the server holds is bounded by the bytes it may read and queue, not by
+      // how many senders post at once (64 near-cap bodies are 600 MB).
+      expect(peak - base).toBeLessThan(8 * (inflightBound + backlogBound));
+
+      const state = readState(out);
+      try {
+        expect(state.queued).toBe(0);
+        // A refused body left nothing: the traces in the file are exactly the 202s.
+        expect(new Set(state.audit.map((e) => e.traceId))).toEqual(new Set(accepted.keys()));
+        const deliveredOnce = new Set<string>();
+        for (const [traceId, m] of accepted) {
+          const outcome = state.outcome(traceId)!;
+          if (outcome.status === 'delivered') {
+            expect(deliveredOnce.has(m.msg.messageId)).toBe(false);
+            deliveredOnce.add(m.msg.messageId);
+          } else {
+            expect(outcome).toMatchObject({
+              status: 'rejected',
+              itk3Code: '20007',
+              code: 'DUPLICATE_MESSAGE',
+            });
+          }
+        }
+        for (const id of new Set([...accepted.values()].map((m) => m.msg.messageId))) {
+          expect(state.deliveredPerMessage.get(id)).toBe(1);
+        }
+      } finally {
+        state.close();
+      }
+      expect(leftovers(out)).toEqual(CLEAN);
+    } finally {
+      server.proc.kill('SIGTERM');
+      await server.exited;
+    }
+  });
+});
