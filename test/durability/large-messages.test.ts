@@ -22,9 +22,19 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
+import { ingest } from '../../lib/ingest.js';
 import { systemClock } from '../../lib/ports/index.js';
+import { EmbeddedPipeline } from '../../lib/runtime/embedded.js';
 import { type DemoWorld, worldPaths } from '../../lib/testkit/world.js';
-import { buildMessage, filesIn, makeTempDir, removeTempDirs, sealAs, testWorld } from '../support/world.js';
+import {
+  buildMessage,
+  filesIn,
+  keyService,
+  makeTempDir,
+  removeTempDirs,
+  sealAs,
+  testWorld,
+} from '../support/world.js';
 import {
   freshCredential,
   peakRss,
@@ -433,6 +443,77 @@ describe('overload with near-cap messages', () => {
     } finally {
       server.proc.kill('SIGTERM');
       await server.exited;
+    }
+  });
+});
+
+describe('a crash between storing a claim-check blob and committing its inbound message', () => {
+  it('the next start drops the blob no message owns, so it no longer counts against the backlog', async () => {
+    const out = makeTempDir('itk3-unowned-blob-');
+    const file = join(out, 'state.db');
+    const m = mixed[0]!; // 1 MiB Bundle: its 1.9 MB JWE goes to the blob store
+    const first = new SqliteState(file, { clock: systemClock });
+    const pipeline = new EmbeddedPipeline({
+      config: world.config,
+      keys: keyService(world),
+      baseDir: out,
+      clock: systemClock,
+      state: first,
+    });
+    // The front door stores the JWE, then commits the inbound message. Anything else committing in
+    // between (a receive, a handler's unit of work, the group commit: one turn of the event loop)
+    // makes the blob durable on its own; the process dies right then.
+    let died: () => void = () => undefined;
+    const dead = new Promise<void>((done) => {
+      died = done;
+    });
+    void ingest(
+      {
+        authorization: `Bearer ${await freshCredential(world)}`,
+        body: m.sealed,
+        receivedAt: Date.now(),
+        source: 'http',
+      },
+      {
+        blobs: pipeline.blobs,
+        queues: {
+          ...pipeline.ports.queues,
+          sendInbound: async () => {
+            await new Promise((turn) => setImmediate(turn));
+            died();
+            return new Promise<string>(() => undefined); // no 202: the process is gone
+          },
+        },
+      },
+      world.config,
+    );
+    await dead;
+    first.db.close(); // kill -9: nothing more is written, nothing is rolled forward
+
+    const state = new SqliteState(file, { clock: systemClock });
+    try {
+      expect(state.blobs.size).toBe(1); // what the crash left
+      const restarted = new EmbeddedPipeline({
+        config: world.config,
+        keys: keyService(world),
+        baseDir: out,
+        clock: systemClock,
+        state,
+      });
+      expect(restarted.resume()).toBe(0);
+      expect(state.blobs.size).toBe(0);
+      expect(restarted.backlog()).toEqual({ messages: 0, bytes: 0 });
+      // The sender never saw a 202 and sends again: delivered once, nothing left.
+      const again = await restarted.submit(await freshCredential(world), m.sealed);
+      expect(again.status).toBe(202);
+      await restarted.drain();
+      expect((await restarted.outcome((again as { trackingId: string }).trackingId)).status).toBe(
+        'delivered',
+      );
+      expect(state.blobs.size).toBe(0);
+      expect(restarted.backlog()).toEqual({ messages: 0, bytes: 0 });
+    } finally {
+      state.close();
     }
   });
 });
