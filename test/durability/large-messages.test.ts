@@ -59,6 +59,8 @@ let world: DemoWorld;
 let files: WorldFiles;
 /** Four 1 MiB and two near-cap messages, sealed once: each run has its own state file. */
 let mixed: Sealed[];
+/** A Bundle 4 KiB over the cap (sealed still under maxSealedBytes): verify refuses it 20015. */
+let overCap: Sealed;
 
 function sealLarge(bundleBytes: number): Promise<Sealed> {
   const msg = buildMessage('X26', { targetBytes: bundleBytes });
@@ -70,6 +72,7 @@ beforeAll(async () => {
   files = writeWorld(world, makeTempDir('itk3-large-world-'));
   mixed = [];
   for (const bytes of [MIB, NEAR_CAP, MIB, MIB, NEAR_CAP, MIB]) mixed.push(await sealLarge(bytes));
+  overCap = await sealLarge(5 * MIB + 4096);
 });
 afterAll(removeTempDirs);
 
@@ -151,11 +154,18 @@ const CLEAN = {
 };
 
 /**
- * Every message delivered exactly once, byte-identical; every trace in the file is a 202 the
- * senders hold or the first copy of a message whose resend was refused as its duplicate; no
- * temporary or unexplained file in the delivery and response folders.
+ * Every deliverable message delivered exactly once, byte-identical; the over-cap one rejected 20015
+ * on every trace that carried it; every trace in the file is a 202 the senders hold or the first
+ * copy of a message whose resend was refused 20007 as its duplicate; exactly one signed response
+ * per trace (20013 or its rejection code); no temporary or unexplained file in the delivery and
+ * response folders.
  */
-function accountFor(out: string, accepted: Map<string, Sealed>, messages: readonly Sealed[]): void {
+function accountFor(
+  out: string,
+  accepted: Map<string, Sealed>,
+  messages: readonly Sealed[],
+  tooLarge?: Sealed,
+): void {
   const state = readState(out);
   try {
     const byMessageId = new Map(messages.map((m) => [m.msg.messageId, m]));
@@ -163,7 +173,9 @@ function accountFor(out: string, accepted: Map<string, Sealed>, messages: readon
     for (const [traceId, m] of accepted) {
       const outcome = state.outcome(traceId);
       expect(outcome, `202 ${traceId} has no outcome`).toBeDefined();
-      if (outcome!.status === 'rejected') {
+      if (m === tooLarge) {
+        expect(outcome).toMatchObject({ status: 'rejected', itk3Code: '20015', code: 'MESSAGE_TOO_LARGE' });
+      } else if (outcome!.status === 'rejected') {
         // Only the resend of a message whose first, unanswered submission was stored.
         expect(outcome).toMatchObject({ itk3Code: '20007', code: 'DUPLICATE_MESSAGE' });
         refusedAsDuplicate.add(m.msg.messageId);
@@ -171,17 +183,21 @@ function accountFor(out: string, accepted: Map<string, Sealed>, messages: readon
         expect(outcome!.status).toBe('delivered');
       }
     }
-    // A trace no sender holds a 202 for is the first copy of a message refused as its duplicate:
-    // stored before the kill, its 202 never reached the sender.
-    const unanswered = new Set(state.audit.map((e) => e.traceId).filter((t) => !accepted.has(t)));
+    // A trace no sender holds a 202 for was stored before the kill, its 202 never sent: the first
+    // copy of a message whose resend was refused as its duplicate (or the over-cap one, refused).
+    const traces = new Set(state.audit.map((e) => e.traceId));
+    const unanswered = [...traces].filter((t) => !accepted.has(t));
+    let unansweredDelivered = 0;
     for (const traceId of unanswered) {
       const outcome = state.outcome(traceId);
+      if (outcome?.code === 'MESSAGE_TOO_LARGE' && tooLarge) continue;
       expect(outcome?.status, `unanswered trace ${traceId}`).toBe('delivered');
       expect(refusedAsDuplicate.has(outcome!.messageId!), `unanswered trace ${traceId} was resent`).toBe(
         true,
       );
+      unansweredDelivered += 1;
     }
-    expect(unanswered.size).toBe(refusedAsDuplicate.size);
+    expect(unansweredDelivered).toBe(refusedAsDuplicate.size);
 
     const delivered = worldPaths(out).delivered('A83627');
     const names = filesIn(delivered);
@@ -195,10 +211,13 @@ function accountFor(out: string, accepted: Map<string, Sealed>, messages: readon
     for (const m of messages) {
       expect(state.deliveredPerMessage.get(m.msg.messageId), `${m.msg.messageId} delivered`).toBe(1);
     }
-    // One response per answered trace (20013 for a delivery, 20007 for a duplicate), no temporaries.
-    const responses = filesIn(worldPaths(out).responses('X26'));
-    expect(responses.filter((f) => f.endsWith('.tmp'))).toEqual([]);
-    expect(responses.length).toBe(messages.length + refusedAsDuplicate.size);
+    if (tooLarge) expect(state.deliveredPerMessage.get(tooLarge.msg.messageId)).toBeUndefined();
+    // One response per trace, named by the trace and its code; no temporaries.
+    const expected = [...traces].map((t) => {
+      const outcome = state.outcome(t)!;
+      return `${t}-${outcome.status === 'delivered' ? '20013' : outcome.itk3Code}.jws`;
+    });
+    expect(filesIn(worldPaths(out).responses('X26'))).toEqual(expected.sort());
   } finally {
     state.close();
   }
@@ -238,11 +257,13 @@ describe('kill -9 of itk3 serve with large (claim-check) messages, restart on th
     { seed: 404, point: 'delivery' },
   ];
   for (const { seed, point } of runs) {
-    it(`seed ${seed}, killed ${point}: every 202 delivered once with its bytes, nothing left over`, async () => {
+    it(`seed ${seed}, killed ${point}: every 202 delivered once with its bytes or refused with a response, nothing left over`, async () => {
       const random = prng(seed);
       const out = makeTempDir('itk3-large-crash-');
       const accepted = new Map<string, Sealed>();
       const answered = new Set<number>();
+      // The over-cap message among them: a large rejection goes through the same crash points.
+      const sent = [...mixed.slice(0, 3), overCap, ...mixed.slice(3)];
       let server: Server = await startServe(files, out, ['--workers', '2']);
       let killed = false;
       const kill = () => {
@@ -274,10 +295,10 @@ describe('kill -9 of itk3 serve with large (claim-check) messages, restart on th
 
       let next = 0;
       const sender = async () => {
-        while (next < mixed.length && !killed) {
+        while (next < sent.length && !killed) {
           const i = next;
           next += 1;
-          const m = mixed[i]!;
+          const m = sent[i]!;
           const credential = await freshCredential(world);
           try {
             // The upload kill: one near-cap body sent in pieces, the server killed part-way through.
@@ -311,7 +332,7 @@ describe('kill -9 of itk3 serve with large (claim-check) messages, restart on th
       expect((await server.exited).signal).toBe('SIGKILL');
 
       server = await startServe(files, out, ['--workers', '2']);
-      for (const [i, m] of mixed.entries()) {
+      for (const [i, m] of sent.entries()) {
         if (answered.has(i)) continue;
         const r = await post(server.port, await freshCredential(world), m.sealed);
         expect(r.status).toBe(202);
@@ -324,7 +345,7 @@ describe('kill -9 of itk3 serve with large (claim-check) messages, restart on th
       process.stdout.write(
         `seed ${seed} (${point}): ${answered.size} answered before the kill, ${accepted.size} accepted in all, ${resumed} queued at restart\n`,
       );
-      accountFor(out, accepted, mixed);
+      accountFor(out, accepted, mixed, overCap);
       expect(leftovers(out)).toEqual(CLEAN);
     });
   }
