@@ -281,3 +281,59 @@ export function peakRss(pid: number): number {
   if (!kib) throw new Error(`no VmHWM for process ${pid}`);
   return Number(kib) * 1024;
 }
+
+/**
+ * POST `sealed`, sending the headers and the first `headBytes` of the body, then waiting up to
+ * `pauseMs` for an answer before sending the rest. `early` says the answer came before the body
+ * was sent whole: the server answered without reading it. A connection the server closed before
+ * the body was sent whole resolves as status 0, early (a server that answers early and closes can
+ * reset the connection before this side has read the answer); after that, it rejects.
+ */
+export function postWithPause(
+  port: number,
+  credential: string,
+  sealed: string,
+  headBytes: number,
+  pauseMs: number,
+): Promise<{ status: number; trackingId?: string; retryAfter?: string; early: boolean }> {
+  const body = Buffer.from(sealed, 'utf8');
+  return new Promise((resolve, reject) => {
+    let sentWhole = false;
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/messages',
+        headers: { authorization: `Bearer ${credential}`, 'content-length': body.length },
+      },
+      (res) => {
+        const early = !sentWhole;
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as { trackingId?: string };
+          const retryAfter = res.headers['retry-after'];
+          resolve({
+            status: res.statusCode ?? 0,
+            ...(parsed.trackingId ? { trackingId: parsed.trackingId } : {}),
+            ...(typeof retryAfter === 'string' ? { retryAfter } : {}),
+            early,
+          });
+          if (early) req.destroy(); // the rest is not wanted
+        });
+      },
+    );
+    req.on('error', (error) => {
+      if (sentWhole) reject(error);
+      else resolve({ status: 0, early: true }); // after an early answer, settled already
+    });
+    req.write(body.subarray(0, headBytes));
+    setTimeout(() => {
+      if (req.destroyed) return;
+      sentWhole = true;
+      req.end(body.subarray(headBytes));
+    }, pauseMs);
+  });
+}
