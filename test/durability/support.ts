@@ -176,6 +176,22 @@ export function readState(out: string): {
   };
 }
 
+/** What a drained state file still stores of claim checks and shared bodies, and its integrity. */
+export function storedLeftovers(out: string): { integrity: unknown; blobs: number; bodyParts: number } {
+  const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
+  try {
+    const count = (table: string) =>
+      (state.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    return {
+      integrity: state.db.pragma('integrity_check', { simple: true }),
+      blobs: count('blobs'),
+      bodyParts: count('body_parts'),
+    };
+  } finally {
+    state.close();
+  }
+}
+
 /**
  * How many worker threads a running `itk3 serve` has, read from a Node diagnostic report: start it
  * with {@link reportOnSignalEnv}'s environment, and this asks for the report with SIGUSR2.
