@@ -16,13 +16,15 @@
  *   by its limits; every 202 is answered for.
  * - The one crash window a kill cannot aim at: between the commit of a submission's claim-check
  *   blob and its inbound message's. Reproduced in process; the next start drops the blob.
+ * - Dead letters: `itk3 process` killed while large deliveries fail; the re-run dead-letters them
+ *   with their reason and keeps their blobs; `itk3 dlq redrive` delivers each once, nothing left.
  *
  * Sizes and counts are chosen to fit CI on two cores (about a minute for the whole file).
  */
 import '../support/env.js';
 import { createPublicKey } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
 import { ingest } from '../../lib/ingest.js';
@@ -49,7 +51,9 @@ import {
   type Sealed,
   type Server,
   sleep,
+  spawnItk3,
   startServe,
+  storedLeftovers,
   type WorldFiles,
   waitFor,
   writeWorld,
@@ -548,5 +552,68 @@ describe('a crash between storing a claim-check blob and committing its inbound 
     } finally {
       state.close();
     }
+  });
+});
+
+describe('large messages dead-lettered across a crash, then redriven', () => {
+  it('kill -9 while their deliveries fail; the re-run dead-letters them with the reason and keeps their blobs; a redrive delivers each once', async () => {
+    const dir = makeTempDir('itk3-large-dlq-');
+    const inbox = join(dir, 'inbox');
+    const out = join(dir, 'run');
+    mkdirSync(inbox);
+    const messages = [mixed[0]!, mixed[1]!]; // 1 MiB and near-cap
+    for (const [i, m] of messages.entries()) {
+      writeFileSync(join(inbox, `m${i}.jwe`), m.sealed);
+      writeFileSync(join(inbox, `m${i}.jwt`), await freshCredential(world));
+    }
+    // A file where the recipient's folder should be: every delivery fails (retried each second).
+    const blocked = worldPaths(out).delivered('A83627');
+    mkdirSync(dirname(blocked), { recursive: true });
+    writeFileSync(blocked, 'not a folder');
+    const args = ['--config', files.config, '--keystore', files.keystore, '--out', out];
+    const deliveryFailures = () => {
+      const state = readState(out);
+      try {
+        return state.audit.filter((e) => e.event === 'transient-failure' && e.stage === 'deliver').length;
+      } finally {
+        state.close();
+      }
+    };
+
+    const first = spawnItk3(['process', inbox, ...args, '--workers', '2']);
+    await waitFor(
+      () => existsSync(join(out, 'state.db')) && deliveryFailures() > 0,
+      30_000,
+      'a failed delivery',
+    );
+    first.proc.kill('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+
+    const second = spawnItk3(['process', inbox, ...args, '--workers', '2']);
+    expect((await second.exited).code).toBe(1); // not delivered
+    const lines = second.stdout.map((l) => JSON.parse(l) as { status: string; error: string | null });
+    expect(lines).toHaveLength(messages.length);
+    for (const l of lines)
+      expect(l).toMatchObject({ status: 'dead-lettered', error: 'DELIVERY_UNAVAILABLE' });
+    // Kept for the redrive: what the start's sweep of unowned blobs must not take.
+    expect(storedLeftovers(out).blobs).toBeGreaterThanOrEqual(messages.length);
+
+    rmSync(blocked);
+    const redrive = spawnItk3(['dlq', 'redrive', 'all', ...args]);
+    expect((await redrive.exited).code, redrive.stderr.join('')).toBe(0);
+    const redriven = redrive.stdout.map((l) => JSON.parse(l) as { status: string });
+    expect(redriven.map((r) => r.status)).toEqual(messages.map(() => 'delivered'));
+    const delivered = worldPaths(out).delivered('A83627');
+    const state = readState(out);
+    try {
+      for (const m of messages) {
+        expect(state.deliveredPerMessage.get(m.msg.messageId)).toBe(1);
+        const name = filesIn(delivered).find((f) => f.split('_')[1] === m.msg.messageId)!;
+        expect(Buffer.compare(readFileSync(join(delivered, name)), Buffer.from(m.msg.bytes))).toBe(0);
+      }
+    } finally {
+      state.close();
+    }
+    expect(leftovers(out)).toEqual(CLEAN);
   });
 });
