@@ -247,7 +247,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const backlog = pipeline.backlog();
     // A body counts from before it is read until it is answered: the bodies being read are what
     // the backlog grows by next, and until then they are held here, in memory.
-    const reserved = declared > 0 ? declared : maxSealedBytes;
+    const reserved = req.headers['transfer-encoding'] === undefined ? declared : maxSealedBytes;
     if (
       backlog.messages >= limits.maxBacklogMessages ||
       backlog.bytes + inflightBytes >= limits.maxBacklogBytes ||
