@@ -208,6 +208,17 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       });
     },
   );
+  // `Expect: 100-continue` (curl sends it with a large body): a submission's body is asked for
+  // only once it is admitted (submit), so a refusal reaches the sender before it sends a byte of
+  // it, not as a reset in the middle of an upload the server will not read. Anything else continues.
+  const continueOnAdmission = new WeakSet<IncomingMessage>();
+  server.on('checkContinue', (req, res) => {
+    const submission =
+      req.method === 'POST' && new URL(req.url ?? '/', 'http://127.0.0.1').pathname === '/messages';
+    if (submission) continueOnAdmission.add(req);
+    else res.writeContinue();
+    server.emit('request', req, res);
+  });
   server.maxConnections = limits.maxConnections;
   // With no 'timeout' listener, Node destroys a socket idle for this long.
   server.setTimeout(limits.idleTimeoutMs);
@@ -261,6 +272,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       );
     }
     inflightBytes += reserved;
+    if (continueOnAdmission.has(req)) res.writeContinue();
     let result: Awaited<ReturnType<typeof ingest>>;
     try {
       const body = await readBodyWithin(req, maxSealedBytes);

@@ -44,6 +44,7 @@ import {
   freshCredential,
   peakRss,
   post,
+  postExpectingContinue,
   postInChunks,
   postWithPause,
   prng,
@@ -363,7 +364,7 @@ describe('kill -9 of itk3 serve with large (claim-check) messages, restart on th
 });
 
 describe('overload with near-cap messages', () => {
-  it('a body that would pass --max-inflight-bytes is answered 503 with Retry-After, unread', async () => {
+  it('a body that would pass --max-inflight-bytes is answered 503 with Retry-After, unread (before it is sent, when the sender expects 100-continue)', async () => {
     const out = makeTempDir('itk3-inflight-');
     const [first, second] = [mixed[1]!, mixed[4]!]; // near-cap: 9.3 MB sealed each
     // Room for one near-cap body being read, not two.
@@ -377,13 +378,23 @@ describe('overload with near-cap messages', () => {
         if (sent >= 0.5) halfSent();
       });
       await reading;
-      const refused = await post(server.port, await freshCredential(world), second.sealed);
-      expect(refused).toMatchObject({ status: 503, retryAfter: '5' });
+      // A sender that sends headers and its first MiB, then reads: answered before the rest.
+      const refused = await postWithPause(
+        server.port,
+        await freshCredential(world),
+        second.sealed,
+        MIB,
+        3_000,
+      );
+      expect(refused).toEqual({ status: 503, retryAfter: '5', early: true });
+      // A sender that asks first (`Expect: 100-continue`, as curl does) is told before it sends.
+      const asked = await postExpectingContinue(server.port, await freshCredential(world), second.sealed);
+      expect(asked).toEqual({ status: 503, retryAfter: '5', bodySent: false });
       const accepted = await slow;
       expect(accepted.status).toBe(202);
-      // Once the first is answered there is room again.
-      const later = await post(server.port, await freshCredential(world), second.sealed);
-      expect(later.status).toBe(202);
+      // Once the first is answered there is room again: 100 Continue, then the 202.
+      const later = await postExpectingContinue(server.port, await freshCredential(world), second.sealed);
+      expect(later).toMatchObject({ status: 202, bodySent: true });
       await waitUntilFinished(out, [accepted.trackingId!, later.trackingId!]);
       const state = readState(out);
       try {

@@ -353,3 +353,51 @@ export function postWithPause(
     }, pauseMs);
   });
 }
+
+/**
+ * POST `sealed` with `Expect: 100-continue`, as curl does with a large body: the body is sent only
+ * once the server answers 100 Continue. `bodySent` says whether it was.
+ */
+export function postExpectingContinue(
+  port: number,
+  credential: string,
+  sealed: string,
+): Promise<{ status: number; trackingId?: string; retryAfter?: string; bodySent: boolean }> {
+  const body = Buffer.from(sealed, 'utf8');
+  return new Promise((resolve, reject) => {
+    let bodySent = false;
+    const req = request({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: '/messages',
+      headers: {
+        authorization: `Bearer ${credential}`,
+        'content-length': body.length,
+        expect: '100-continue',
+      },
+    });
+    req.on('continue', () => {
+      bodySent = true;
+      req.end(body);
+    });
+    req.on('response', (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as { trackingId?: string };
+        const retryAfter = res.headers['retry-after'];
+        resolve({
+          status: res.statusCode ?? 0,
+          ...(parsed.trackingId ? { trackingId: parsed.trackingId } : {}),
+          ...(typeof retryAfter === 'string' ? { retryAfter } : {}),
+          bodySent,
+        });
+        if (!bodySent) req.destroy();
+      });
+    });
+    req.on('error', reject);
+    req.flushHeaders();
+  });
+}
