@@ -264,6 +264,7 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--max-connections <N>', 'open connections at most (default 256)')
     .option('--max-backlog-messages <N>', 'queued messages before 503 (default 1000)')
     .option('--max-backlog-bytes <N>', 'queued bytes before 503 (default 256 MiB)')
+    .option('--max-inflight-bytes <N>', 'body bytes being read at once before 503 (default 64 MiB)')
     .option('--console', 'the operator console at /console/')
     .option(
       '--operator-token-file <F>',

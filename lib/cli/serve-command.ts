@@ -28,6 +28,7 @@ export interface ServeOptions {
   maxConnections?: string;
   maxBacklogMessages?: string;
   maxBacklogBytes?: string;
+  maxInflightBytes?: string;
   stopTimeout: string;
   /** Worker threads for the CPU-heavy steps (default: one per core; 0 = none). */
   workers?: string;
@@ -62,6 +63,7 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
   count('max-connections', values.maxConnections, 'maxConnections');
   count('max-backlog-messages', values.maxBacklogMessages, 'maxBacklogMessages');
   count('max-backlog-bytes', values.maxBacklogBytes, 'maxBacklogBytes');
+  count('max-inflight-bytes', values.maxInflightBytes, 'maxInflightBytes');
   if (
     (limits.headersTimeoutMs ?? DEFAULT_LISTENER_LIMITS.headersTimeoutMs) >
     (limits.requestTimeoutMs ?? DEFAULT_LISTENER_LIMITS.requestTimeoutMs)

@@ -50,6 +50,13 @@ export interface ListenerLimits {
   maxBacklogMessages: number;
   /** Queued body bytes above which POST answers 503. */
   maxBacklogBytes: number;
+  /**
+   * Bytes of request bodies being read and ingested at once (a body counts at its Content-Length,
+   * or at the size limit when chunked, from before it is read until it is answered); a POST that
+   * would pass it answers 503 unread. Bodies are held in memory while read, so this bounds what
+   * concurrent senders can make the process hold, whatever `maxConnections` allows.
+   */
+  maxInflightBytes: number;
   /** `Retry-After` of a 503, in seconds. */
   retryAfterSeconds: number;
 }
@@ -62,6 +69,7 @@ export const DEFAULT_LISTENER_LIMITS: Readonly<ListenerLimits> = {
   maxConnections: 256,
   maxBacklogMessages: 1_000,
   maxBacklogBytes: 256 * 1024 * 1024,
+  maxInflightBytes: 64 * 1024 * 1024,
   retryAfterSeconds: 5,
 };
 
@@ -278,9 +286,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     onRequest,
   );
   // `Expect: 100-continue`: left to itself Node answers 100 Continue before any handler runs,
-  // inviting the body of a request nobody has authenticated. Here it is sent by submit, once the
-  // credential and the backlog bound have passed.
-  server.on('checkContinue', onRequest);
+  // inviting the body of a request nobody has authenticated. A submission's body is asked for by
+  // submit, once the credential and the backlog bounds have passed, so a refusal reaches the sender
+  // before it sends a byte of it; anything else continues at once.
+  server.on('checkContinue', (req, res) => {
+    const submission =
+      req.method === 'POST' && new URL(req.url ?? '/', 'http://127.0.0.1').pathname === '/messages';
+    if (!submission) res.writeContinue();
+    onRequest(req, res);
+  });
   server.maxConnections = limits.maxConnections;
   // With no 'timeout' listener, Node destroys a socket idle for this long.
   server.setTimeout(limits.idleTimeoutMs);
@@ -334,7 +348,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const backlog = pipeline.backlog();
     if (
       backlog.messages + inFlight.messages >= limits.maxBacklogMessages ||
-      backlog.bytes + inFlight.bytes >= limits.maxBacklogBytes
+      backlog.bytes + inFlight.bytes >= limits.maxBacklogBytes ||
+      // Bodies held in memory while read: one is always let in, more only within the bound.
+      (inFlight.bytes > 0 && inFlight.bytes + reservedBytes > limits.maxInflightBytes)
     ) {
       return drop(res, 503, BACKLOG_FULL, { 'retry-after': String(limits.retryAfterSeconds) });
     }
@@ -476,9 +492,19 @@ function jsonHeaders(text: string, headers: Record<string, string>): Record<stri
 }
 
 /**
- * Answer and drop the connection once the answer is written, unless the request was read to its
- * end: whatever the client is still sending is never read (Node would otherwise drain it to keep
- * the connection alive).
+ * How much of a refused request's unsent body is read and thrown away after the answer, and for how
+ * long. Closing a socket with bytes still arriving makes the kernel reset it, and a client that
+ * sends its whole body before reading (most HTTP libraries without `Expect: 100-continue`) then sees
+ * ECONNRESET instead of the 401/413/503 already written. A small body is drained so the answer is
+ * read; past either bound the connection is cut (nothing is stored or parsed either way).
+ */
+const LINGER_BYTES = 256 * 1024;
+const LINGER_MS = 2_000;
+
+/**
+ * Answer a request whose body was not (all) read, then close its connection. The rest of the body
+ * is discarded as it arrives, within {@link LINGER_BYTES} and {@link LINGER_MS}, and the
+ * connection ends cleanly once it is all in; past either bound it is destroyed.
  */
 function drop(
   res: ServerResponse,
@@ -493,11 +519,49 @@ function drop(
     send(res, status, body, headers);
     return;
   }
-  req.pause();
-  res.shouldKeepAlive = false;
+  const socket = req.socket;
+  const declared = Number(req.headers['content-length'] ?? Number.NaN);
   const text = JSON.stringify(body);
-  res.writeHead(status, jsonHeaders(text, { connection: 'close', ...headers }));
-  res.end(text, () => res.socket?.destroy());
+  if (declared > LINGER_BYTES) {
+    // Too much to drain: answer and cut (a sender of a large body should use 100-continue).
+    req.pause();
+    res.shouldKeepAlive = false;
+    res.writeHead(status, jsonHeaders(text, { connection: 'close', ...headers }));
+    res.end(text, () => socket.destroy());
+    return;
+  }
+  let discarded = 0;
+  let bodyIn = false;
+  let timer: NodeJS.Timeout | undefined;
+  const cut = () => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > LINGER_BYTES) cut();
+  });
+  // Once the answer is out and the whole body in, nothing is left to reset the connection: it ends
+  // with a FIN. The linger clock starts at the answer (a pipelined request before it may still be
+  // answering: its response is written first).
+  req.on('end', () => {
+    bodyIn = true;
+    if (res.writableFinished) {
+      clearTimeout(timer);
+      socket.end();
+    }
+  });
+  res.on('finish', () => {
+    if (bodyIn) {
+      socket.end();
+      return;
+    }
+    timer = setTimeout(cut, LINGER_MS);
+    timer.unref();
+  });
+  req.resume();
+  res.writeHead(status, jsonHeaders(text, headers));
+  res.end(text);
 }
 
 /** Read a body of at most `max` bytes; undefined as soon as it is larger (the rest is not read). */

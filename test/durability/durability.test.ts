@@ -6,7 +6,8 @@
  *   duplicate of a message that was delivered; none lost, none delivered twice.
  * - the same for `itk3 process`: the re-run finishes what the killed run left, answers nothing
  *   twice, and prints one line per file; and with files over 8 KiB, killed once forwarded records
- *   refer to their trace's stored JWE (a body part): each file delivered once, no part left over.
+ *   refer to their trace's stored JWE (a body part): each file delivered once, no part left over;
+ *   and with files over claimCheckBytes (claim-check blobs): no blob left over.
  * - SIGTERM while deliveries wait for a retry: the server exits within its stop bound and the next
  *   start finishes the parked work.
  * - backpressure: over `--max-backlog-messages` a submission gets 503, and is accepted again later.
@@ -35,6 +36,7 @@ import {
   sleep,
   spawnItk3,
   startServe,
+  storedLeftovers,
   type WorldFiles,
   waitFor,
   workerThreadsOf,
@@ -326,6 +328,17 @@ describe('kill -9 of itk3 process with spliced bodies in flight', () => {
   }
   it('the kills above left spliced bodies for the re-run to read back', () => {
     expect(leftByKills.some((left) => left.parts > 0 && left.referring > 0)).toBe(true);
+  });
+});
+
+describe('kill -9 of itk3 process with claim-check bodies in flight', () => {
+  // Bundles with a 600 KB attachment: each sealed file (≈1.1 MB) is over claimCheckBytes, so the
+  // JWE, the inner JWS and the Bundle all travel as claim-check blobs.
+  it('seed 13: every file is delivered exactly once and no blob is left', async () => {
+    const { leftByKill, out } = await killAndRerunProcess(13, { attachmentBytes: 600_000 });
+    // The kill came while the run was under way (its state file held work), not after it ended.
+    expect(leftByKill).toBeDefined();
+    expect(storedLeftovers(out)).toEqual({ integrity: 'ok', blobs: 0, bodyParts: 0 });
   });
 });
 

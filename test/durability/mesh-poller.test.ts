@@ -4,7 +4,9 @@
  * exactly there by the test-only hook ITK3_TEST_MESH_HOLD_BEFORE_ACK=N (lib/cli/mesh.ts: it stops
  * before its Nth acknowledgement and says so on stderr), killed, and the same command started again
  * on the same --out: nothing is lost, nothing is delivered or answered twice, and each MESH message
- * is taken from the inbox (received) once and acknowledged.
+ * is taken from the inbox (received) once and acknowledged. `mesh poll` runs a second time with
+ * 1 MiB Bundles sent in 256 KiB chunks (half of them gzip-compressed), so the held message is a
+ * claim-check blob at the kill: none is left once the re-run is done, and the file is intact.
  *
  * Runs against NHS England's MESH sandbox with NHS England's mesh-client as the GP system; skipped
  * with the reason when ITK3_MESH_SANDBOX is not set.
@@ -24,7 +26,7 @@ import {
   writeMeshWorld,
 } from '../integration/support/mesh.js';
 import { buildMessage, makeTempDir, removeTempDirs, testWorld, verifyResponse } from '../support/world.js';
-import { type Child, readState, spawnItk3, startServe, waitFor } from './support.js';
+import { type Child, readState, spawnItk3, startServe, storedLeftovers, waitFor } from './support.js';
 
 const MESSAGES = 3;
 /** Hold before the second acknowledgement: one message done, one in the window, one untouched. */
@@ -125,14 +127,31 @@ describeWithMeshSandbox('kill -9 of a MESH poller process between enqueue and ac
     return held;
   };
 
-  for (const command of ['mesh poll', 'serve --mesh'] as const) {
-    it(`${command}: killed in the window and restarted — nothing lost, nothing twice, acknowledged once`, async () => {
-      const files = writeMeshWorld(world, join(dir, command.replace(/\W+/g, '-')), url);
+  const runs = [
+    { command: 'mesh poll', large: false },
+    { command: 'serve --mesh', large: false },
+    { command: 'mesh poll', large: true },
+  ] as const;
+  for (const { command, large } of runs) {
+    const sizes = large ? ' with 1 MiB messages sent in 256 KiB chunks (claim check)' : '';
+    it(`${command}${sizes}: killed in the window and restarted — nothing lost, nothing twice, acknowledged once`, async () => {
+      const name = `${command}${large ? '-large' : ''}`.replace(/\W+/g, '-');
+      const files = writeMeshWorld(world, join(dir, name), url);
       const { gp, gateway, recipient } = files.mailboxes;
-      const out = join(dir, `run-${command.replace(/\W+/g, '-')}`);
-      const sent = Array.from({ length: MESSAGES }, () => buildMessage('GP0001', { meshMailbox: gp }));
-      const meshIds = sent.map((m) =>
-        partnerSend({ mailbox: gp, to: gateway, body: m.bytes, workflowId: 'GPFED_CONSULT_REPORT' }),
+      const out = join(dir, `run-${name}`);
+      // Large: over claimCheckBytes, so each is stored as a claim-check blob before its enqueue;
+      // chunked by NHS England's mesh-client, every other one gzip-compressed too.
+      const sent = Array.from({ length: MESSAGES }, () =>
+        buildMessage('GP0001', { meshMailbox: gp, ...(large ? { targetBytes: 1024 * 1024 } : {}) }),
+      );
+      const meshIds = sent.map((m, i) =>
+        partnerSend({
+          mailbox: gp,
+          to: gateway,
+          body: m.bytes,
+          workflowId: 'GPFED_CONSULT_REPORT',
+          ...(large ? { maxChunkSize: 256 * 1024, compress: i % 2 === 0 } : {}),
+        }),
       );
 
       const hold = { [HOLD_BEFORE_ACK_ENV]: String(HOLD_AT) };
@@ -166,6 +185,8 @@ describeWithMeshSandbox('kill -9 of a MESH poller process between enqueue and ac
       const receivedAtKill = killed.audit.filter((e) => e.stage === 'mesh' && e.event === 'received');
       killed.close();
       expect(receivedAtKill).toHaveLength(HOLD_AT);
+      // Large: the held message's body is in the file as its claim-check blob.
+      if (large) expect(storedLeftovers(out).blobs).toBeGreaterThan(0);
       // The held message is committed to the queue and still in MESH, unacknowledged.
       expect(receivedAtKill.some((e) => e.detail?.includes(held))).toBe(true);
       const waiting = await gatewayInbox(gateway);
@@ -210,6 +231,8 @@ describeWithMeshSandbox('kill -9 of a MESH poller process between enqueue and ac
       } finally {
         state.close();
       }
+      // Nothing left of the claim checks and bodies, and the file intact.
+      expect(storedLeftovers(out)).toEqual({ integrity: 'ok', blobs: 0, bodyParts: 0 });
       const delivered = partnerReceive(recipient);
       expect(delivered).toHaveLength(MESSAGES);
       for (const m of sent)

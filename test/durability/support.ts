@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { writeKeystore } from '../../lib/adapters/local/keystore.js';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
@@ -175,6 +176,22 @@ export function readState(out: string): {
   };
 }
 
+/** What a drained state file still stores of claim checks and shared bodies, and its integrity. */
+export function storedLeftovers(out: string): { integrity: unknown; blobs: number; bodyParts: number } {
+  const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
+  try {
+    const count = (table: string) =>
+      (state.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    return {
+      integrity: state.db.pragma('integrity_check', { simple: true }),
+      blobs: count('blobs'),
+      bodyParts: count('body_parts'),
+    };
+  } finally {
+    state.close();
+  }
+}
+
 /**
  * How many worker threads a running `itk3 serve` has, read from a Node diagnostic report: start it
  * with {@link reportOnSignalEnv}'s environment, and this asks for the report with SIGUSR2.
@@ -219,4 +236,168 @@ export async function waitFor(check: () => boolean, ms: number, what: string): P
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * POST `sealed` in `chunks` pieces, calling `onProgress` with the fraction sent after each one, as
+ * a sender on a slow link would. Rejects if the connection dies (the server was killed).
+ */
+export function postInChunks(
+  port: number,
+  credential: string,
+  sealed: string,
+  chunks: number,
+  onProgress: (sent: number) => void,
+): Promise<{ status: number; trackingId?: string }> {
+  const body = Buffer.from(sealed, 'utf8');
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/messages',
+        headers: { authorization: `Bearer ${credential}`, 'content-length': body.length },
+      },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as { trackingId?: string };
+          resolve({
+            status: res.statusCode ?? 0,
+            ...(parsed.trackingId ? { trackingId: parsed.trackingId } : {}),
+          });
+        });
+      },
+    );
+    req.on('error', reject);
+    const size = Math.ceil(body.length / chunks);
+    let offset = 0;
+    const next = () => {
+      if (offset >= body.length) {
+        req.end();
+        return;
+      }
+      const piece = body.subarray(offset, offset + size);
+      offset += piece.length;
+      req.write(piece, () => {
+        onProgress(offset / body.length);
+        setTimeout(next, 5);
+      });
+    };
+    next();
+  });
+}
+
+/** Peak resident set size of a running process, in bytes (Linux `/proc/<pid>/status` VmHWM). */
+export function peakRss(pid: number): number {
+  const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  if (!kib) throw new Error(`no VmHWM for process ${pid}`);
+  return Number(kib) * 1024;
+}
+
+/**
+ * POST `sealed`, sending the headers and the first `headBytes` of the body, then waiting up to
+ * `pauseMs` for an answer before sending the rest. `early` says the answer came before the body
+ * was sent whole: the server answered without reading it. A connection the server closed before
+ * the body was sent whole resolves as status 0, early (a server that answers early and closes can
+ * reset the connection before this side has read the answer); after that, it rejects.
+ */
+export function postWithPause(
+  port: number,
+  credential: string,
+  sealed: string,
+  headBytes: number,
+  pauseMs: number,
+): Promise<{ status: number; trackingId?: string; retryAfter?: string; early: boolean }> {
+  const body = Buffer.from(sealed, 'utf8');
+  return new Promise((resolve, reject) => {
+    let sentWhole = false;
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/messages',
+        headers: { authorization: `Bearer ${credential}`, 'content-length': body.length },
+      },
+      (res) => {
+        const early = !sentWhole;
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as { trackingId?: string };
+          const retryAfter = res.headers['retry-after'];
+          resolve({
+            status: res.statusCode ?? 0,
+            ...(parsed.trackingId ? { trackingId: parsed.trackingId } : {}),
+            ...(typeof retryAfter === 'string' ? { retryAfter } : {}),
+            early,
+          });
+          if (early) req.destroy(); // the rest is not wanted
+        });
+      },
+    );
+    req.on('error', (error) => {
+      if (sentWhole) reject(error);
+      else resolve({ status: 0, early: true }); // after an early answer, settled already
+    });
+    req.write(body.subarray(0, headBytes));
+    setTimeout(() => {
+      if (req.destroyed) return;
+      sentWhole = true;
+      req.end(body.subarray(headBytes));
+    }, pauseMs);
+  });
+}
+
+/**
+ * POST `sealed` with `Expect: 100-continue`, as curl does with a large body: the body is sent only
+ * once the server answers 100 Continue. `bodySent` says whether it was.
+ */
+export function postExpectingContinue(
+  port: number,
+  credential: string,
+  sealed: string,
+): Promise<{ status: number; trackingId?: string; retryAfter?: string; bodySent: boolean }> {
+  const body = Buffer.from(sealed, 'utf8');
+  return new Promise((resolve, reject) => {
+    let bodySent = false;
+    const req = request({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: '/messages',
+      headers: {
+        authorization: `Bearer ${credential}`,
+        'content-length': body.length,
+        expect: '100-continue',
+      },
+    });
+    req.on('continue', () => {
+      bodySent = true;
+      req.end(body);
+    });
+    req.on('response', (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as { trackingId?: string };
+        const retryAfter = res.headers['retry-after'];
+        resolve({
+          status: res.statusCode ?? 0,
+          ...(parsed.trackingId ? { trackingId: parsed.trackingId } : {}),
+          ...(typeof retryAfter === 'string' ? { retryAfter } : {}),
+          bodySent,
+        });
+        if (!bodySent) req.destroy();
+      });
+    });
+    req.on('error', reject);
+    req.flushHeaders();
+  });
 }

@@ -707,3 +707,81 @@ describe('red team: nothing for free before authentication', () => {
     expect(elapsed).toBeLessThan(30_000);
   });
 });
+
+/**
+ * Send the headers, then the body in small writes spaced out (so the answer comes while the body
+ * is still going out), reading nothing until the server closes. Returns what came back and the
+ * socket error, if any (ECONNRESET/EPIPE when the server cut the upload).
+ */
+function uploadWithoutReading(
+  server: RunningServer,
+  head: string,
+  body: Buffer,
+  opts: { chunk?: number; gapMs?: number; endless?: boolean } = {},
+): Promise<{ text: string; error: string | undefined; ms: number }> {
+  const chunk = opts.chunk ?? 16 * 1024;
+  const gapMs = opts.gapMs ?? 20;
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let error: string | undefined;
+    let stopped = false;
+    const socket = connect(server.port, '127.0.0.1', async () => {
+      // Like most HTTP clients without 100-continue: nothing is read until the body is sent.
+      socket.pause();
+      socket.write(head);
+      for (let at = 0; !stopped && (opts.endless || at < body.length); at += chunk) {
+        const piece = opts.endless ? body.subarray(0, chunk) : body.subarray(at, at + chunk);
+        socket.write(
+          opts.endless ? `${piece.length.toString(16)}\r\n${piece.toString('latin1')}\r\n` : piece,
+        );
+        await sleep(gapMs);
+        if (Date.now() - started > 8_000) break; // bounded: the server must have cut it long before
+      }
+      socket.resume();
+    });
+    const timer = setTimeout(() => socket.destroy(), 10_000);
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      error ??= e.code ?? e.message;
+    });
+    socket.on('close', () => {
+      stopped = true;
+      clearTimeout(timer);
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), error, ms: Date.now() - started });
+    });
+  });
+}
+
+describe('red team: a refusal reaches a sender that uploads before it reads', () => {
+  it('a bad credential with a 200 KB body sent in full: the 401 is read, the connection ends without a reset', async () => {
+    const server = await serve();
+    const host = `127.0.0.1:${server.port}`;
+    const body = Buffer.alloc(200 * 1024, 'e');
+    for (let i = 0; i < 3; i++) {
+      const answer = await uploadWithoutReading(
+        server,
+        `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer not.a.credential\r\nContent-Length: ${body.length}\r\n\r\n`,
+        body,
+      );
+      expect(answer.error).toBeUndefined();
+      expect(answer.text).toMatch(/^HTTP\/1\.1 401 /);
+      expect(errorOf(answer.text)).toBe('UNAUTHENTICATED');
+    }
+    expect(server.pipeline.audit.traces()).toHaveLength(0);
+  });
+
+  it('an endless chunked body after the refusal is cut within the linger bounds (256 KiB, 2 s)', async () => {
+    const server = await serve();
+    const host = `127.0.0.1:${server.port}`;
+    const answer = await uploadWithoutReading(
+      server,
+      `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer not.a.credential\r\nTransfer-Encoding: chunked\r\n\r\n`,
+      Buffer.alloc(8 * 1024, 'e'),
+      { chunk: 8 * 1024, gapMs: 2, endless: true },
+    );
+    // Cut, not drained for ever: the sender sees the reset (it never read the 401 it was sent).
+    expect(answer.error).toBeDefined();
+    expect(answer.ms).toBeLessThan(6_000);
+  });
+});

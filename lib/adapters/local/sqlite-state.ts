@@ -554,11 +554,38 @@ export class SqliteState implements RuntimeState {
 
   resume(now: number): number {
     return this.transact(() => {
+      this.#dropUnownedInboundBlobs();
       this.stmt(
         'UPDATE messages SET visible_at = ?, receipt_handle = NULL WHERE dead_at IS NULL AND visible_at > ?',
       ).run(now, now);
       return (this.stmt('SELECT count(*) AS n FROM messages WHERE dead_at IS NULL').get() as { n: number }).n;
     });
+  }
+
+  /**
+   * An inbound claim-check blob (`claim-check/ingest-…` from the front door, `claim-check/mesh-…`
+   * from the MESH poller) gets its owner in the commit that stores its inbound message. One still
+   * without an owner at start was stored by a submission the process died before committing: no 202
+   * was sent (the sender sends again, under a new key) or the MESH message was not acknowledged (the
+   * next pass stores it again). Nothing refers to it, and it would count against the backlog bound
+   * forever. Returns how many went.
+   */
+  #dropUnownedInboundBlobs(): number {
+    const unowned = this.stmt(
+      "SELECT key, size FROM blobs WHERE trace_id IS NULL AND (key LIKE 'claim-check/ingest-%' OR key LIKE 'claim-check/mesh-%')",
+    ).all() as { key: string; size: number }[];
+    let dropped = 0;
+    for (const blob of unowned) {
+      // A file written before blobs had owners: a stored message may still refer to it.
+      const referred = this.stmt(
+        'SELECT 1 FROM message_bodies WHERE instr(body, ?) > 0 UNION ALL SELECT 1 FROM message_splices WHERE instr(template, ?) > 0 LIMIT 1',
+      ).get(blob.key, blob.key);
+      if (referred) continue;
+      this.stmt('DELETE FROM blobs WHERE key = ?').run(blob.key);
+      this.adjustBacklog(0, -blob.size);
+      dropped += 1;
+    }
+    return dropped;
   }
 
   recordOutcome(outcome: StoredOutcome): void {
