@@ -148,7 +148,7 @@ export async function ingest(
  * `String.trim` would also remove a byte-order mark, NBSP or U+2028 — content another reader keeps.
  * A loop, not a regex: `[ \t\r\n]+$` backtracks quadratically over a long inner run of spaces.
  */
-function trimAsciiWhitespace(text: string): string {
+export function trimAsciiWhitespace(text: string): string {
   const isSpace = (code: number) => code === 0x20 || code === 0x09 || code === 0x0d || code === 0x0a;
   let start = 0;
   let end = text.length;

@@ -14,6 +14,7 @@ import { sealMessage } from '../envelope/seal.js';
 import { mintToken } from '../envelope/token.js';
 import { UsageError } from '../errors.js';
 import { sha256Hex } from '../hashing.js';
+import { trimAsciiWhitespace } from '../ingest.js';
 import { parseBundle } from '../itk3/index.js';
 import { type MessageOutcome, type OutcomeView, outcomeView } from '../runtime/embedded.js';
 import {
@@ -231,9 +232,13 @@ export async function processCommand(
     };
     for (const file of sealedFiles) {
       if (pipeline.stopping) break;
-      const sealed = readInput(file).toString('utf8').trim();
+      // Only ASCII whitespace (a line end) is taken off, as at serve's door: a byte-order mark or a
+      // Unicode space is content another reader keeps, so ingest refuses it instead of it vanishing.
+      const sealed = trimAsciiWhitespace(readInput(file).toString('utf8'));
       const tokenFile = file.replace(/\.jwe$/, '.jwt');
-      const credential = existsSync(tokenFile) ? readInput(tokenFile).toString('utf8').trim() : '';
+      const credential = existsSync(tokenFile)
+        ? trimAsciiWhitespace(readInput(tokenFile).toString('utf8'))
+        : '';
       // A file is known by its content: a re-run neither resubmits it (its credential is spent and
       // its message id taken) nor answers the sender again; it reports the outcome it already has.
       const key = sha256Hex(`${credential}\n${sealed}`);

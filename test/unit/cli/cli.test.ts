@@ -510,6 +510,34 @@ describe('itk3 token → seal → process', () => {
       error: 'TOKEN_MISSING',
     });
   });
+
+  it('process takes only ASCII whitespace off a file: a byte-order mark is refused at ingest, as at serve', async () => {
+    const { dir, keystore, config } = worldOnDisk();
+    const messages = join(dir, 'messages');
+    mkdirSync(messages);
+    const sealed = await sealAs(world, 'X26', buildMessage('X26'));
+    writeFileSync(join(messages, 'bom.jwe'), `\uFEFF${sealed}\n`);
+    writeFileSync(join(messages, 'bom.jwt'), `${await credentialFor(world, 'X26', Date.now())}\r\n`);
+    const processed = await cli(
+      'process',
+      messages,
+      '--config',
+      config,
+      '--keystore',
+      keystore,
+      '--out',
+      join(dir, 'run'),
+      '--workers',
+      '0',
+    );
+    expect(processed.code).toBe(1);
+    expect(JSON.parse(processed.out[0]!)).toMatchObject({
+      file: 'bom.jwe',
+      status: 'refused',
+      stage: 'ingest',
+      error: 'ENVELOPE_MALFORMED',
+    });
+  });
 });
 
 describe('itk3 dlq', () => {
