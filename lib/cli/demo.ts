@@ -2,6 +2,7 @@
  * `itk3 demo` (what `npm start` runs): a throw-away keystore and configuration, the ITK3 samples
  * sealed by their senders, the hostile set, all through the embedded pipeline, then a table.
  */
+
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,6 +12,7 @@ import { SqliteState } from '../adapters/local/sqlite-state.js';
 import { fixturesDir } from '../itk3/index.js';
 import { EmbeddedPipeline, type MessageOutcome, VirtualClock } from '../runtime/embedded.js';
 import type { PipelineRuntime } from '../runtime/runtime.js';
+import { rejectionAnswered } from '../stages/batch.js';
 import { buildScenario, type ScenarioMessage } from '../testkit/scenario.js';
 import { createWorld, publishRecipientKeys } from '../testkit/world.js';
 import { renderTable } from './table.js';
@@ -144,9 +146,10 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const allAsExpected = rows.every((r) => r.asExpected);
   write('');
   write(
-    // A rejection at authenticate has no authenticated sender to answer (issue 9, class 4).
+    // A rejection at authenticate has no authenticated sender to answer (issue 9, class 4), nor
+    // one of an ungranted delegate an organisation to answer in its name.
     `${rows.length} messages: ${count('delivered')} delivered, ${count('rejected')} rejected ` +
-      `(${rows.filter((r) => r.outcome.status === 'rejected' && r.outcome.stage !== 'authenticate').length} answered with an ITK3 response), ` +
+      `(${rows.filter((r) => r.outcome.status === 'rejected' && rejectionAnswered(r.outcome.stage ?? '', r.outcome.code ?? '')).length} answered with an ITK3 response), ` +
       `${count('dead-lettered')} dead-lettered, ${count('in-flight')} in flight.`,
   );
   if (opts.emulator) {

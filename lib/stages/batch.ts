@@ -258,6 +258,21 @@ async function auditOnce(
   }
 }
 
+/** Refusals of an actor acting for an organisation without a current grant from it. */
+const UNGRANTED_DELEGATE: ReadonlySet<string> = new Set([
+  'DELEGATION_NOT_GRANTED',
+  'DELEGATION_GRANT_EXPIRED',
+]);
+
+/**
+ * Whether a rejection is answered with a signed ITK3 response: not before the sender is
+ * authenticated (nothing for free to the unauthenticated), and not in the name of an organisation
+ * whose delegate it has not granted (its responses carry only what it or its granted delegates sent).
+ */
+export function rejectionAnswered(stage: string, code: string): boolean {
+  return stage !== 'authenticate' && !UNGRANTED_DELEGATE.has(code);
+}
+
 function rejectionRecord(
   stage: StageName,
   record: PipelineRecord | undefined,
@@ -271,7 +286,9 @@ function rejectionRecord(
     source: 'sqs',
   };
   // Only an authenticated sender gets a response addressed to it; detail never leaves the audit.
-  const respondTo = base.principal?.organisation;
+  // A delegate the organisation has not (or no longer) granted is not answered in its name: the
+  // organisation's responses carry only what it or its granted delegates sent.
+  const respondTo = UNGRANTED_DELEGATE.has(error.code) ? undefined : base.principal?.organisation;
   const hints = error.responseHints ?? {};
   const claimChecks = claimCheckKeys(record);
   // The claimed itk.id is never echoed: before the sender's signature is verified nothing in the

@@ -16,6 +16,7 @@ import { WorkerPool } from '../../lib/adapters/local/worker-pool.js';
 import { submitScenarioMessage } from '../../lib/cli/demo.js';
 import { fixturesDir, loadSamples, parseBundle, type Sample } from '../../lib/itk3/index.js';
 import type { EmbeddedPipeline, MessageOutcome } from '../../lib/runtime/embedded.js';
+import { rejectionAnswered } from '../../lib/stages/batch.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
 import { type DemoWorld, worldPaths } from '../../lib/testkit/world.js';
 import {
@@ -127,10 +128,11 @@ async function expectEveryResponseVerifies(run: Run): Promise<void> {
   const sent = run.pipeline.audit.all().filter((e) => e.event === 'response-sent');
   expect(files).toHaveLength(sent.length);
   // Authenticated rejections and acknowledged deliveries are answered; a rejection at authenticate
-  // (no authenticated sender) is audited and nothing more (issue 9, class 4).
+  // (no authenticated sender) or of an ungranted delegate is audited and nothing more.
   expect(files.length).toBe(
     run.outcomes.filter(
-      (o) => (o.status === 'rejected' && o.stage !== 'authenticate') || o.itk3Code === '20013',
+      (o) =>
+        (o.status === 'rejected' && rejectionAnswered(o.stage ?? '', o.code ?? '')) || o.itk3Code === '20013',
     ).length,
   );
   for (const file of files) {

@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ItkRouting } from '../../lib/envelope/routing.js';
 import { encryptSigned, signBundle } from '../../lib/envelope/seal.js';
 import { ERROR_CATALOGUE, type RejectionCode } from '../../lib/errors.js';
+import { rejectionAnswered } from '../../lib/stages/batch.js';
 import { tokenFor } from '../../lib/testkit/scenario.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
@@ -152,8 +153,9 @@ async function check(
     code: expected.code,
     itk3Code: ERROR_CATALOGUE[expected.code],
   });
-  if (expected.stage === 'authenticate') {
-    // No authenticated sender: nothing is signed or written for it (issue 9, class 4).
+  if (!rejectionAnswered(expected.stage, expected.code)) {
+    // No authenticated sender (issue 9, class 4), or a delegate the organisation has not granted:
+    // nothing is signed or written, and nothing lands among the organisation's responses.
     expect(r.responseFiles, `${id}: response file`).toEqual([]);
     expect(harness.keys.signs - signsBefore, `${id}: signatures`).toBe(0);
   } else {
