@@ -12,6 +12,7 @@ import { DynamoAuditLog } from '../../lib/adapters/aws/dynamo-audit-log.js';
 import { sendDirect } from '../../lib/adapters/aws/sqs-event-source.js';
 import { parseBundle } from '../../lib/itk3/index.js';
 import { type MessageOutcome, outcomeFromAudit } from '../../lib/runtime/embedded.js';
+import { rejectionAnswered } from '../../lib/stages/batch.js';
 import { buildScenario, type ScenarioMessage } from '../../lib/testkit/scenario.js';
 import { createWorld, type DemoWorld, publishRecipientKeys } from '../../lib/testkit/world.js';
 import { emulatorClients } from '../integration/support/emulators.js';
@@ -111,11 +112,13 @@ describe.skipIf(!enabled)('deployed stack on ministack', () => {
       for (const i of pending()) {
         const entries = await audit.byTrace(traces[i]!);
         const o = outcomeFromAudit(traces[i]!, entries);
-        // An unauthenticated rejection is never answered (issue 9 class 4): its rejection entry ends it.
+        // An unauthenticated rejection (issue 9 class 4) or an ungranted delegate's is never
+        // answered: its rejection entry ends it.
         const finished =
           o.status === 'delivered' ||
           (o.status === 'rejected' &&
-            (o.stage === 'authenticate' || entries.some((e) => e.event === 'response-sent')));
+            (!rejectionAnswered(o.stage ?? '', o.code ?? '') ||
+              entries.some((e) => e.event === 'response-sent')));
         if (finished) outcomes[i] = o;
       }
       if (pending().length > 0) await new Promise((r) => setTimeout(r, 1000));
