@@ -171,6 +171,8 @@ export class EmbeddedPipeline {
   readonly invocations: Record<StageName, number>;
   /** Told about every trace that reaches a terminal outcome, once it is committed. */
   onOutcome: ((outcome: StoredOutcome) => void) | undefined;
+  /** Told about every trace a redrive brought back from a DLQ, once it is committed. */
+  onRedriven: ((traceId: string) => void) | undefined;
   readonly #handlers: Record<StageName, StageHandler>;
   readonly #pendingAudits: Promise<void>[] = [];
   #finished: StoredOutcome[] = [];
@@ -258,21 +260,27 @@ export class EmbeddedPipeline {
    * the inbound record (the `process` command ties its input file to the trace there).
    */
   submit(credential: string, sealed: string, onAccepted?: (traceId: string) => void): Promise<IngestResult> {
-    const ports = onAccepted
-      ? {
-          ...this.ports,
-          queues: {
-            ...this.ports.queues,
-            sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
-              this.#sendInbound(body, attributes, onAccepted),
-          },
-        }
-      : this.ports;
+    const ports = onAccepted ? this.portsAccepting(onAccepted) : this.ports;
     return ingest(
       { authorization: `Bearer ${credential}`, body: sealed, receivedAt: this.clock.now(), source: 'cli' },
       ports,
       this.config,
     );
+  }
+
+  /**
+   * This runtime's ports, with `onAccepted` run in the commit that stores an accepted inbound
+   * record (serve charges the submission to its sender there).
+   */
+  portsAccepting(onAccepted: (traceId: string) => void): Ports {
+    return {
+      ...this.ports,
+      queues: {
+        ...this.ports.queues,
+        sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
+          this.#sendInbound(body, attributes, onAccepted),
+      },
+    };
   }
 
   /** Direct SQS ingestion: the JWE as the body, the credential as the `Authorization` attribute. */
@@ -431,6 +439,7 @@ export class EmbeddedPipeline {
           detail: by ? `back to ${stage} by ${by}` : `back to ${stage}`,
         });
       });
+      this.onRedriven?.(traceIdOf(m));
       moved += 1;
     }
     return moved;
