@@ -150,7 +150,9 @@ const SENDER_BACKLOG_FULL = {
  * the bounds for everyone; charged to itself it holds one, and its traffic never uses up the share
  * of an organisation's own system.
  */
-export function backlogParty(principal: Pick<VerifiedCredential, 'organisation' | 'actors' | 'issuer'>): string {
+export function backlogParty(
+  principal: Pick<VerifiedCredential, 'organisation' | 'actors' | 'issuer'>,
+): string {
   const actor = principal.actors[0];
   return actor === undefined ? principal.organisation : `actor:${principal.issuer}:${actor}`;
 }
