@@ -14,6 +14,7 @@ import { type RunningServer, type ServeOptions, startServer } from '../../lib/cl
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
+  configWith,
   configWithLimits,
   credentialFor,
   keyService,
@@ -246,5 +247,47 @@ describe('red team: one organisation cannot fill the front door for another', ()
     const third = await serve({ baseDir, limits });
     expect(third.senderBacklog('X26')).toEqual(ZERO);
     expect(third.senderBacklog('FQ123')).toEqual(ZERO);
+  });
+
+  it('a dead letter is charged to no one; a redrive charges it again, after a restart too', async () => {
+    // FQ123's recipient behind an S3 bucket nobody can reach: its message ends in deliver's DLQ.
+    const doc = structuredClone(world.configDoc);
+    doc.recipients.find((r) => r.ods === 'A8797979')!.target = {
+      type: 's3',
+      bucket: 'itk3-unreachable-bucket',
+      prefix: '',
+    };
+    const baseDir = makeTempDir('itk3-fairshare-');
+    const options = {
+      config: configWith(world, doc),
+      baseDir,
+      stages: { deliver: { visibilityTimeoutSeconds: 0.2, maxReceiveCount: 2 } },
+    };
+    const first = await serve(options);
+    const [sealed] = await sealedFrom('FQ123', 1);
+    const accepted = await submit(first, 'FQ123', sealed!);
+    expect(accepted.status).toBe(202);
+    await first.idle();
+    expect((await first.pipeline.outcome(accepted.trackingId!)).status).toBe('dead-lettered');
+    expect(first.senderBacklog('FQ123')).toEqual(ZERO);
+
+    // Redriven (the console's call, without its drain): queued again, so charged again.
+    expect(await first.pipeline.redrive('deliver')).toBe(1);
+    expect(first.senderBacklog('FQ123')).toMatchObject({
+      queuedMessages: 1,
+      queuedBytes: Buffer.byteLength(sealed!),
+    });
+    await first.pipeline.drain();
+    expect((await first.pipeline.outcome(accepted.trackingId!)).status).toBe('dead-lettered');
+    expect(first.senderBacklog('FQ123')).toEqual(ZERO);
+    await first.close();
+
+    // The next start does not charge the dead letter, but keeps what a redrive needs to.
+    const second = await serve(options);
+    expect(second.senderBacklog('FQ123')).toEqual(ZERO);
+    expect(await second.pipeline.redrive('deliver')).toBe(1);
+    expect(second.senderBacklog('FQ123').queuedMessages).toBe(1);
+    await second.pipeline.drain();
+    expect(second.senderBacklog('FQ123')).toEqual(ZERO);
   });
 });
