@@ -176,6 +176,8 @@ export class EmbeddedPipeline {
   readonly #handlers: Record<StageName, StageHandler>;
   readonly #pendingAudits: Promise<void>[] = [];
   #finished: StoredOutcome[] = [];
+  /** Traces a running invocation forwarded to the next queue (a trace is at one stage at a time). */
+  readonly #forwarded = new Set<string>();
   #stopping = false;
   #wake: (() => void) | undefined;
   /** With a worker pool (unless `sideBySide: false`): one drain round invokes the stages concurrently. */
@@ -230,6 +232,7 @@ export class EmbeddedPipeline {
         this.state.run(() => {
           for (const record of records) this.queues[queue].sendRecord(record);
         });
+        for (const record of records) this.#forwarded.add(record.traceId);
         return { failed: [] };
       },
       // Accept means stored: resolves only once the record is committed.
@@ -476,12 +479,16 @@ export class EmbeddedPipeline {
         handlerError = `handler error: ${(error as Error).name}`;
       }
       for (const m of batch) {
+        const forwarded = stage !== 'deliver' && this.#forwarded.delete(traceIdOf(m));
         if (failed.has(m.messageId)) {
           this.queues[stage].noteFailure(m.messageId, handlerError ?? (await this.#lastFailure(m, stage)));
         } else {
           this.queues[stage].delete(m.messageId, m.receiptHandle!);
           if (stage === 'deliver') await this.#finish(traceIdOf(m));
-          else if (stage === 'authenticate') await this.#finishIfUnanswered(traceIdOf(m));
+          // Not forwarded: the trace may have ended here, refused without an answer.
+          else if (!forwarded && (stage === 'authenticate' || stage === 'authorise')) {
+            await this.#finishIfUnanswered(traceIdOf(m), stage);
+          }
         }
       }
     } finally {
@@ -503,13 +510,14 @@ export class EmbeddedPipeline {
   }
 
   /**
-   * A rejection of a sender that was never authenticated ends at authenticate: no response job
-   * goes to deliver (nothing is signed or stored for it), so its outcome is terminal here. Only
-   * authenticate can reject without a principal; its audit entry is the one without a sender.
+   * A rejection that is not answered ends at the stage that made it: no response job goes to
+   * deliver (nothing is signed or stored), so its outcome is terminal here. Such are authenticate's
+   * refusals of a sender never authenticated and authorise's of a delegate the organisation has not
+   * granted (lib/stages/batch.ts, `rejectionAnswered`); their audit entry is the one without a sender.
    */
-  async #finishIfUnanswered(traceId: string): Promise<void> {
+  async #finishIfUnanswered(traceId: string, stage: StageName): Promise<void> {
     const entries = await this.audit.byTrace(traceId);
-    if (entries.some((e) => e.event === 'rejected' && e.stage === 'authenticate' && !e.sender)) {
+    if (entries.some((e) => e.event === 'rejected' && e.stage === stage && !e.sender)) {
       await this.#finish(traceId);
     }
   }

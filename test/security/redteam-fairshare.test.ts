@@ -10,7 +10,7 @@
 import '../support/env.js';
 import { connect, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type RunningServer, type ServeOptions, startServer } from '../../lib/cli/serve.js';
+import { backlogParty, type RunningServer, type ServeOptions, startServer } from '../../lib/cli/serve.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
@@ -204,6 +204,26 @@ describe('red team: one organisation cannot fill the front door for another', ()
     expect(server.senderBacklog('X26')).toEqual(ZERO);
     expect((await submit(server, 'X26', fromX26[3]!)).status).toBe(202);
     expect(server.senderBacklog('X26').queuedMessages).toBe(1);
+    const hubParty = backlogParty({ organisation: 'X26', actors: hub, issuer: world.senders.X26.issuer.id });
+    expect(server.senderBacklog(hubParty).queuedMessages).toBe(2);
+  });
+
+  it("a hub's submission that ends in a refusal (an ungranted delegate) releases the hub's share", async () => {
+    const server = await serve({ limits: { maxBacklogMessages: 8 } });
+    const hubParty = backlogParty({
+      organisation: 'X26',
+      actors: ['hub-7'],
+      issuer: world.senders.X26.issuer.id,
+    });
+    const [sealed] = await sealedFrom('X26', 1);
+    const accepted = await submit(server, 'X26', sealed!, ['hub-7']);
+    expect(accepted.status).toBe(202);
+    await server.idle();
+    expect(await server.pipeline.outcome(accepted.trackingId!)).toMatchObject({
+      status: 'rejected',
+      code: 'DELEGATION_NOT_GRANTED',
+    });
+    expect(server.senderBacklog(hubParty)).toEqual(ZERO);
   });
 
   it('a restart on the same state counts the queued work against its sender again', async () => {
