@@ -322,15 +322,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // state file), is released when its trace finishes, and counts again when a redrive brings it back.
   const shares = new SenderShares();
   for (const a of state.queuedAdmissions()) shares.charge(a.traceId, a.party, a.bytes);
-  pipeline.onOutcome = (outcome) => {
-    shares.release(outcome.traceId);
-    if (outcome.status === 'dead-lettered') return;
-    try {
-      state.forgetAdmission(outcome.traceId);
-    } catch {
-      // Stopping (or the state failed): the next start drops the admission of a finished trace.
-    }
-  };
+  // (The state drops a finished trace's admission in the commit of its outcome.)
+  pipeline.onOutcome = (outcome) => shares.release(outcome.traceId);
   pipeline.onRedriven = (traceId) => {
     const admission = state.admission(traceId);
     if (admission) shares.charge(traceId, admission.party, admission.bytes);

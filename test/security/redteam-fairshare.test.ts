@@ -9,8 +9,11 @@
  */
 import '../support/env.js';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
 import { backlogParty, type RunningServer, type ServeOptions, startServer } from '../../lib/cli/serve.js';
+import { systemClock } from '../../lib/ports/index.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
 import {
   buildMessage,
@@ -262,6 +265,13 @@ describe('red team: one organisation cannot fill the front door for another', ()
     expect((await submit(second, 'X26', fromA[2]!)).status).toBe(202);
     await second.idle();
     await second.close();
+    // Each outcome dropped its admission in its own commit: nothing is left to charge.
+    const file = new SqliteState(join(baseDir, 'state.db'), { clock: systemClock, readonly: true });
+    try {
+      expect(file.db.prepare('SELECT count(*) AS n FROM admissions').get()).toEqual({ n: 0 });
+    } finally {
+      file.close();
+    }
 
     // Finished work is charged to no one at the next start either.
     const third = await serve({ baseDir, limits });

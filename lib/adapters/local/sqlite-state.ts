@@ -593,12 +593,17 @@ export class SqliteState implements RuntimeState {
   }
 
   recordOutcome(outcome: StoredOutcome): void {
-    this.run(() =>
+    this.run(() => {
       this.stmt('INSERT OR REPLACE INTO outcomes (trace_id, outcome) VALUES (?, ?)').run(
         outcome.traceId,
         JSON.stringify(outcome),
-      ),
-    );
+      );
+      // Finished: charged to no sender any more, in the same commit (a dead letter keeps its
+      // admission for a redrive).
+      if (outcome.status !== 'dead-lettered') {
+        this.stmt('DELETE FROM admissions WHERE trace_id = ?').run(outcome.traceId);
+      }
+    });
   }
 
   storedOutcome(traceId: string): StoredOutcome | undefined {
@@ -667,23 +672,21 @@ export class SqliteState implements RuntimeState {
     );
   }
 
-  /** Who trace `traceId` is charged to, if it was admitted by serve and is not finished. */
+  /**
+   * Who trace `traceId` is charged to, if serve admitted it and it is not finished (its terminal
+   * outcome drops the admission: {@link recordOutcome}).
+   */
   admission(traceId: string): { party: string; bytes: number } | undefined {
     return this.stmt('SELECT party, bytes FROM admissions WHERE trace_id = ?').get(traceId) as
       | { party: string; bytes: number }
       | undefined;
   }
 
-  /** Trace `traceId` is finished for good: it is charged to no one any more. */
-  forgetAdmission(traceId: string): void {
-    this.run(() => this.stmt('DELETE FROM admissions WHERE trace_id = ?').run(traceId));
-  }
-
   /**
    * At start: the admissions whose trace still has a message in a stage queue (what counts against
-   * its sender's share again). Those of finished traces (a stop between the outcome and its
-   * forgetting, or work finished by another command on this file) are dropped; those of
-   * dead-lettered traces stay for a redrive. One pass over each table, whatever the backlog.
+   * its sender's share again). Those of traces no longer queued anywhere (a purged DLQ, a
+   * trace that left without an outcome) are dropped; those of dead-lettered traces stay for a
+   * redrive. One pass over each table, whatever the backlog.
    */
   queuedAdmissions(): { traceId: string; party: string; bytes: number }[] {
     return this.transact(() => {
