@@ -161,7 +161,11 @@ describe('red team: one organisation cannot fill the front door for another', ()
         ),
       );
     }
-    await sleep(200); // every upload authenticated and either reading or refused
+    // Every upload authenticated and either reading or refused (bounded wait on a busy machine).
+    for (let waited = 0; waited < 5_000 && uploads.slice(1).some((u) => u.received() === ''); waited += 50) {
+      await sleep(50);
+    }
+    await sleep(50);
     const answered = uploads.map((u) => u.received());
     // The first is being read; every further one of A's is refused with its own code, unread.
     expect(answered[0]).toBe('');
@@ -179,7 +183,9 @@ describe('red team: one organisation cannot fill the front door for another', ()
 
     // A gives up: its reservation goes, and it is taken again.
     for (const u of uploads) u.socket.destroy();
-    await sleep(100);
+    for (let waited = 0; waited < 5_000 && server.senderBacklog('X26').readingMessages > 0; waited += 50) {
+      await sleep(50);
+    }
     expect(server.senderBacklog('X26')).toEqual(ZERO);
     const [forA] = await sealedFrom('X26', 1);
     expect((await submit(server, 'X26', forA!)).status).toBe(202);
