@@ -265,6 +265,10 @@ Environment: ITK3_LOG_LEVEL (Powertools log level for the stage handlers, defaul
     .option('--max-backlog-messages <N>', 'queued messages before 503 (default 1000)')
     .option('--max-backlog-bytes <N>', 'queued bytes before 503 (default 256 MiB)')
     .option('--max-inflight-bytes <N>', 'body bytes being read at once before 503 (default 64 MiB)')
+    .option(
+      '--max-backlog-share <F>',
+      'the fraction of each backlog bound one sender may hold before its own 503 (default 0.25; 1 = off)',
+    )
     .option('--console', 'the operator console at /console/')
     .option(
       '--operator-token-file <F>',

@@ -29,6 +29,7 @@ export interface ServeOptions {
   maxBacklogMessages?: string;
   maxBacklogBytes?: string;
   maxInflightBytes?: string;
+  maxBacklogShare?: string;
   stopTimeout: string;
   /** Worker threads for the CPU-heavy steps (default: one per core; 0 = none). */
   workers?: string;
@@ -64,6 +65,13 @@ export async function serveCommand(values: ServeOptions, write: Write): Promise<
   count('max-backlog-messages', values.maxBacklogMessages, 'maxBacklogMessages');
   count('max-backlog-bytes', values.maxBacklogBytes, 'maxBacklogBytes');
   count('max-inflight-bytes', values.maxInflightBytes, 'maxInflightBytes');
+  if (values.maxBacklogShare !== undefined) {
+    const share = Number(values.maxBacklogShare);
+    if (!Number.isFinite(share) || share <= 0 || share > 1) {
+      throw new UsageError('--max-backlog-share must be a fraction above 0 and at most 1 (1 turns it off)');
+    }
+    limits.backlogShare = share;
+  }
   if (
     (limits.headersTimeoutMs ?? DEFAULT_LISTENER_LIMITS.headersTimeoutMs) >
     (limits.requestTimeoutMs ?? DEFAULT_LISTENER_LIMITS.requestTimeoutMs)

@@ -9,7 +9,9 @@
  * the issuers' public keys, no jti consumed) before any body is read, and every refusal of it is
  * the same 401; a body over the size limit is answered 413 and its connection dropped, unread;
  * header, request, keep-alive and idle timeouts and a connection cap bound what slow clients hold;
- * over a backlog bound new submissions get 503 with `Retry-After`. An outcome is shown only to the
+ * over a backlog bound new submissions get 503 with `Retry-After`, and a sender over its own share
+ * of those bounds gets its own 503 (SENDER_BACKLOG_FULL), so one cannot fill them for everyone else.
+ * An outcome is shown only to the
  * organisation recorded as the trace's sender; anyone else gets the 404 of an unknown id.
  *
  * State lives in `<out>/state.db` (docs/DURABILITY.md): a 202 is sent only once the submission is
@@ -57,6 +59,13 @@ export interface ListenerLimits {
    * concurrent senders can make the process hold, whatever `maxConnections` allows.
    */
   maxInflightBytes: number;
+  /**
+   * The fraction (0 < F ≤ 1) of each of the three bounds above that one sender (see
+   * {@link backlogParty}) may hold: its queued messages and bytes with its bodies being read, and
+   * its bodies being read alone (one is always let in). Over it its submissions answer 503
+   * SENDER_BACKLOG_FULL while others' are still taken; 1 turns the shares off.
+   */
+  backlogShare: number;
   /** `Retry-After` of a 503, in seconds. */
   retryAfterSeconds: number;
 }
@@ -70,6 +79,7 @@ export const DEFAULT_LISTENER_LIMITS: Readonly<ListenerLimits> = {
   maxBacklogMessages: 1_000,
   maxBacklogBytes: 256 * 1024 * 1024,
   maxInflightBytes: 64 * 1024 * 1024,
+  backlogShare: 0.25,
   retryAfterSeconds: 5,
 };
 
@@ -106,6 +116,8 @@ export interface RunningServer {
   limits: Readonly<ListenerLimits>;
   /** How many queued messages the previous process left unfinished, resumed at start. */
   resumed: number;
+  /** What `party` ({@link backlogParty}) holds now against its share of the backlog bounds. */
+  senderBacklog(party: string): Readonly<SenderUsage>;
   /** Resolves once every accepted message has finished (delivered, rejected or dead-lettered). */
   idle(): Promise<void>;
   /**
@@ -125,6 +137,101 @@ const UNAUTHENTICATED = {
 const NOT_FOUND = { error: 'NOT_FOUND', message: 'unknown tracking id' } as const;
 const TOO_LARGE = { error: 'MESSAGE_TOO_LARGE', message: 'sealed message exceeds the size limit' } as const;
 const BACKLOG_FULL = { error: 'BACKLOG_FULL', message: 'the pipeline is busy; try again later' } as const;
+const SENDER_BACKLOG_FULL = {
+  error: 'SENDER_BACKLOG_FULL',
+  message: 'your submissions hold your share of the pipeline; try again once some have finished',
+} as const;
+
+/**
+ * Who a submission is charged to against the per-sender share: the party holding the credential.
+ * An organisation's own credential is charged to the organisation; a delegated one to the hub
+ * acting (the outermost actor, under its issuer), whichever organisation it acts for. Charged to
+ * each organisation instead, a hub granted by k organisations would hold k shares and could fill
+ * the bounds for everyone; charged to itself it holds one, and its traffic never uses up the share
+ * of an organisation's own system.
+ */
+export function backlogParty(
+  principal: Pick<VerifiedCredential, 'organisation' | 'actors' | 'issuer'>,
+): string {
+  const actor = principal.actors[0];
+  return actor === undefined ? principal.organisation : `actor:${principal.issuer}:${actor}`;
+}
+
+/** What one sender holds against its share: queued work it submitted, and bodies being read. */
+export interface SenderUsage {
+  queuedMessages: number;
+  queuedBytes: number;
+  readingMessages: number;
+  readingBytes: number;
+}
+
+const NO_USAGE: Readonly<SenderUsage> = Object.freeze({
+  queuedMessages: 0,
+  queuedBytes: 0,
+  readingMessages: 0,
+  readingBytes: 0,
+});
+
+/**
+ * Each sender's usage, kept as submissions are read, accepted and finished (O(1) per request,
+ * whatever the backlog). A queued submission counts once, at its sealed body's size, from the
+ * commit that accepts it until its trace is finished or dead-lettered (a redrive counts it again).
+ */
+class SenderShares {
+  readonly #usage = new Map<string, SenderUsage>();
+  readonly #charges = new Map<string, { party: string; bytes: number }>();
+
+  of(party: string): Readonly<SenderUsage> {
+    return this.#usage.get(party) ?? NO_USAGE;
+  }
+
+  reading(party: string, messages: number, bytes: number): void {
+    const usage = this.#entry(party);
+    usage.readingMessages += messages;
+    usage.readingBytes += bytes;
+    this.#tidy(party, usage);
+  }
+
+  charge(traceId: string, party: string, bytes: number): void {
+    if (this.#charges.has(traceId)) return;
+    this.#charges.set(traceId, { party, bytes });
+    const usage = this.#entry(party);
+    usage.queuedMessages += 1;
+    usage.queuedBytes += bytes;
+  }
+
+  release(traceId: string): void {
+    const charge = this.#charges.get(traceId);
+    if (!charge) return;
+    this.#charges.delete(traceId);
+    const usage = this.#entry(charge.party);
+    usage.queuedMessages -= 1;
+    usage.queuedBytes -= charge.bytes;
+    this.#tidy(charge.party, usage);
+  }
+
+  /** Nothing is queued: no charge can be right any more (a trace that left without an outcome). */
+  releaseAll(): void {
+    for (const traceId of [...this.#charges.keys()]) this.release(traceId);
+  }
+
+  get charged(): number {
+    return this.#charges.size;
+  }
+
+  #entry(party: string): SenderUsage {
+    let usage = this.#usage.get(party);
+    if (!usage) {
+      usage = { ...NO_USAGE };
+      this.#usage.set(party, usage);
+    }
+    return usage;
+  }
+
+  #tidy(party: string, usage: SenderUsage): void {
+    if (usage.queuedMessages === 0 && usage.readingMessages === 0) this.#usage.delete(party);
+  }
+}
 
 /**
  * Headers a request may carry once. Node keeps the first of a repeated `Host`, `Authorization`,
@@ -211,6 +318,22 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   state.once.sweep();
   reconcileDeliveryFolders(opts.config, opts.baseDir);
   const resumed = pipeline.resume();
+  // Each sender's share: what it has queued counts again after a restart (its admissions are in the
+  // state file), is released when its trace finishes, and counts again when a redrive brings it back.
+  const shares = new SenderShares();
+  for (const a of state.queuedAdmissions()) shares.charge(a.traceId, a.party, a.bytes);
+  // (The state drops a finished trace's admission in the commit of its outcome.)
+  pipeline.onOutcome = (outcome) => shares.release(outcome.traceId);
+  pipeline.onRedriven = (traceId) => {
+    const admission = state.admission(traceId);
+    if (admission) shares.charge(traceId, admission.party, admission.bytes);
+  };
+  const share = (bound: number) => Math.max(1, Math.floor(bound * limits.backlogShare));
+  const senderBounds = {
+    messages: share(limits.maxBacklogMessages),
+    bytes: share(limits.maxBacklogBytes),
+    inflightBytes: share(limits.maxInflightBytes),
+  };
   let fatal: Error | undefined;
   // One drain at a time; a submission during a drain schedules another.
   let draining: Promise<void> = Promise.resolve();
@@ -346,6 +469,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // A chunked body is reserved at the size limit, its only bound.
     const reservedBytes = req.headers['transfer-encoding'] === undefined ? declared : maxSealedBytes;
     const backlog = pipeline.backlog();
+    if (backlog.messages === 0 && shares.charged > 0) shares.releaseAll();
+    // The sender's own share first: over it, the answer tells it that it is its own doing.
+    const party = backlogParty(principal);
+    const own = shares.of(party);
+    if (
+      limits.backlogShare < 1 &&
+      (own.queuedMessages + own.readingMessages >= senderBounds.messages ||
+        own.queuedBytes + own.readingBytes >= senderBounds.bytes ||
+        (own.readingBytes > 0 && own.readingBytes + reservedBytes > senderBounds.inflightBytes))
+    ) {
+      return drop(res, 503, SENDER_BACKLOG_FULL, { 'retry-after': String(limits.retryAfterSeconds) });
+    }
     if (
       backlog.messages + inFlight.messages >= limits.maxBacklogMessages ||
       backlog.bytes + inFlight.bytes >= limits.maxBacklogBytes ||
@@ -356,6 +491,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     }
     inFlight.messages += 1;
     inFlight.bytes += reservedBytes;
+    shares.reading(party, 1, reservedBytes);
     spentCredentials.set(onceKey, principal.exp * 1000 + skewMs);
     if ((req.headers.expect ?? '').toLowerCase() === '100-continue') res.writeContinue();
     let result: Awaited<ReturnType<typeof ingest>> | undefined;
@@ -366,15 +502,21 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         // Fields after the body were never checked with the headers: refused, not dropped unseen.
         return send(res, 400, { error: 'TRAILERS_NOT_ACCEPTED', message: 'send every field as a header' });
       }
+      const bodyBytes = Buffer.byteLength(body, 'utf8');
       result = await ingest(
         { authorization: req.headers.authorization, body, receivedAt, source: 'http' },
-        pipeline.ports,
+        // Charged to its sender in the commit that accepts it: a restart finds the charge there.
+        pipeline.portsAccepting((traceId) => {
+          state.recordAdmission(traceId, party, bodyBytes);
+          shares.charge(traceId, party, bodyBytes);
+        }),
         opts.config,
       );
     } finally {
       // Released once ingest has answered: an accepted body is counted by the queues from then on.
       inFlight.messages -= 1;
       inFlight.bytes -= reservedBytes;
+      shares.reading(party, -1, -reservedBytes);
       // Not accepted: the credential is not spent, the sender may present it again.
       if (result?.status !== 202) spentCredentials.delete(onceKey);
     }
@@ -439,6 +581,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     pipeline,
     limits,
     resumed,
+    senderBacklog: (party) => ({ ...shares.of(party) }),
     idle: async () => {
       do await draining;
       while (running);
@@ -467,9 +610,13 @@ function actorsDetail(actors: readonly string[]): string {
 
 function checkLimits(limits: ListenerLimits): void {
   for (const [name, value] of Object.entries(limits)) {
+    if (name === 'backlogShare') continue;
     if (!Number.isInteger(value) || value < 1) {
       throw new RangeError(`serve: ${name} must be a positive integer, got ${value}`);
     }
+  }
+  if (!(limits.backlogShare > 0 && limits.backlogShare <= 1)) {
+    throw new RangeError(`serve: backlogShare must be above 0 and at most 1, got ${limits.backlogShare}`);
   }
   if (limits.headersTimeoutMs > limits.requestTimeoutMs) {
     throw new RangeError('serve: headersTimeoutMs must not exceed requestTimeoutMs');

@@ -424,6 +424,11 @@ const INGEST_RESPONSES: readonly [string, string, string][] = [
     'BACKLOG_FULL',
     '`itk3 serve`: the pipeline backlog is over its bound; retry after `Retry-After` seconds',
   ],
+  [
+    '503',
+    'SENDER_BACKLOG_FULL',
+    "`itk3 serve`: this sender's own submissions (queued or being read) hold its share of the backlog bounds (`--max-backlog-share`); others are still taken. Retry after `Retry-After` seconds, once some have finished",
+  ],
   ['413', 'MESSAGE_TOO_LARGE', 'body over `limits.maxSealedBytes`'],
   [
     '400',

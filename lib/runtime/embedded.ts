@@ -171,9 +171,13 @@ export class EmbeddedPipeline {
   readonly invocations: Record<StageName, number>;
   /** Told about every trace that reaches a terminal outcome, once it is committed. */
   onOutcome: ((outcome: StoredOutcome) => void) | undefined;
+  /** Told about every trace a redrive brought back from a DLQ, once it is committed. */
+  onRedriven: ((traceId: string) => void) | undefined;
   readonly #handlers: Record<StageName, StageHandler>;
   readonly #pendingAudits: Promise<void>[] = [];
   #finished: StoredOutcome[] = [];
+  /** Traces a running invocation forwarded to the next queue (a trace is at one stage at a time). */
+  readonly #forwarded = new Set<string>();
   #stopping = false;
   #wake: (() => void) | undefined;
   /** With a worker pool (unless `sideBySide: false`): one drain round invokes the stages concurrently. */
@@ -228,6 +232,7 @@ export class EmbeddedPipeline {
         this.state.run(() => {
           for (const record of records) this.queues[queue].sendRecord(record);
         });
+        for (const record of records) this.#forwarded.add(record.traceId);
         return { failed: [] };
       },
       // Accept means stored: resolves only once the record is committed.
@@ -258,21 +263,27 @@ export class EmbeddedPipeline {
    * the inbound record (the `process` command ties its input file to the trace there).
    */
   submit(credential: string, sealed: string, onAccepted?: (traceId: string) => void): Promise<IngestResult> {
-    const ports = onAccepted
-      ? {
-          ...this.ports,
-          queues: {
-            ...this.ports.queues,
-            sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
-              this.#sendInbound(body, attributes, onAccepted),
-          },
-        }
-      : this.ports;
+    const ports = onAccepted ? this.portsAccepting(onAccepted) : this.ports;
     return ingest(
       { authorization: `Bearer ${credential}`, body: sealed, receivedAt: this.clock.now(), source: 'cli' },
       ports,
       this.config,
     );
+  }
+
+  /**
+   * This runtime's ports, with `onAccepted` run in the commit that stores an accepted inbound
+   * record (serve charges the submission to its sender there).
+   */
+  portsAccepting(onAccepted: (traceId: string) => void): Ports {
+    return {
+      ...this.ports,
+      queues: {
+        ...this.ports.queues,
+        sendInbound: (body: string, attributes: Readonly<Record<string, string>>) =>
+          this.#sendInbound(body, attributes, onAccepted),
+      },
+    };
   }
 
   /** Direct SQS ingestion: the JWE as the body, the credential as the `Authorization` attribute. */
@@ -431,6 +442,7 @@ export class EmbeddedPipeline {
           detail: by ? `back to ${stage} by ${by}` : `back to ${stage}`,
         });
       });
+      this.onRedriven?.(traceIdOf(m));
       moved += 1;
     }
     return moved;
@@ -467,12 +479,16 @@ export class EmbeddedPipeline {
         handlerError = `handler error: ${(error as Error).name}`;
       }
       for (const m of batch) {
+        const forwarded = stage !== 'deliver' && this.#forwarded.delete(traceIdOf(m));
         if (failed.has(m.messageId)) {
           this.queues[stage].noteFailure(m.messageId, handlerError ?? (await this.#lastFailure(m, stage)));
         } else {
           this.queues[stage].delete(m.messageId, m.receiptHandle!);
           if (stage === 'deliver') await this.#finish(traceIdOf(m));
-          else if (stage === 'authenticate') await this.#finishIfUnanswered(traceIdOf(m));
+          // Not forwarded: the trace may have ended here, refused without an answer.
+          else if (!forwarded && (stage === 'authenticate' || stage === 'authorise')) {
+            await this.#finishIfUnanswered(traceIdOf(m), stage);
+          }
         }
       }
     } finally {
@@ -494,13 +510,14 @@ export class EmbeddedPipeline {
   }
 
   /**
-   * A rejection of a sender that was never authenticated ends at authenticate: no response job
-   * goes to deliver (nothing is signed or stored for it), so its outcome is terminal here. Only
-   * authenticate can reject without a principal; its audit entry is the one without a sender.
+   * A rejection that is not answered ends at the stage that made it: no response job goes to
+   * deliver (nothing is signed or stored), so its outcome is terminal here. Such are authenticate's
+   * refusals of a sender never authenticated and authorise's of a delegate the organisation has not
+   * granted (lib/stages/batch.ts, `rejectionAnswered`); their audit entry is the one without a sender.
    */
-  async #finishIfUnanswered(traceId: string): Promise<void> {
+  async #finishIfUnanswered(traceId: string, stage: StageName): Promise<void> {
     const entries = await this.audit.byTrace(traceId);
-    if (entries.some((e) => e.event === 'rejected' && e.stage === 'authenticate' && !e.sender)) {
+    if (entries.some((e) => e.event === 'rejected' && e.stage === stage && !e.sender)) {
       await this.#finish(traceId);
     }
   }

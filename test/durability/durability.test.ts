@@ -390,7 +390,15 @@ describe('backpressure', () => {
     mkdirSync(join(blocked, '..'), { recursive: true });
     writeFileSync(blocked, 'not a folder');
     const messages = await sealMany(world, 4);
-    let server = await startServe(files, out, ['--max-backlog-messages', '2', '--stop-timeout', '3']);
+    // The global bound (one sender's share of it: test/security/redteam-fairshare.test.ts).
+    let server = await startServe(files, out, [
+      '--max-backlog-messages',
+      '2',
+      '--max-backlog-share',
+      '1',
+      '--stop-timeout',
+      '3',
+    ]);
     const first = await post(server.port, await freshCredential(world), messages[0]!.sealed);
     const second = await post(server.port, await freshCredential(world), messages[1]!.sealed);
     expect([first.status, second.status]).toEqual([202, 202]);
@@ -401,7 +409,7 @@ describe('backpressure', () => {
     expect((await server.exited).code).toBe(0);
 
     rmSync(blocked);
-    server = await startServe(files, out, ['--max-backlog-messages', '2']);
+    server = await startServe(files, out, ['--max-backlog-messages', '2', '--max-backlog-share', '1']);
     await waitUntilFinished(out, [first.trackingId!, second.trackingId!]);
     const later = await post(server.port, await freshCredential(world), messages[2]!.sealed);
     expect(later.status).toBe(202);

@@ -371,8 +371,13 @@ describe('overload with near-cap messages', () => {
   it('a body that would pass --max-inflight-bytes is answered 503 with Retry-After, unread (before it is sent, when the sender expects 100-continue)', async () => {
     const out = makeTempDir('itk3-inflight-');
     const [first, second] = [mixed[1]!, mixed[4]!]; // near-cap: 9.3 MB sealed each
-    // Room for one near-cap body being read, not two.
-    const server = await startServe(files, out, ['--max-inflight-bytes', String(12 * MIB)]);
+    // Room for one near-cap body being read, not two (the global bound: no per-sender share).
+    const server = await startServe(files, out, [
+      '--max-inflight-bytes',
+      String(12 * MIB),
+      '--max-backlog-share',
+      '1',
+    ]);
     try {
       let halfSent: () => void = () => undefined;
       const reading = new Promise<void>((done) => {

@@ -575,7 +575,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe('red team: bodies being read count against the backlog bound', () => {
   it('concurrent slow uploads cannot each pass the check: the next one is 503 before any is queued', async () => {
     const server = await serve({
-      limits: { maxBacklogBytes: 300 * 1024, maxBacklogMessages: 100, requestTimeoutMs: 20_000 },
+      // The global bound (one sender's share of it: test/security/redteam-fairshare.test.ts).
+      limits: {
+        maxBacklogBytes: 300 * 1024,
+        maxBacklogMessages: 100,
+        requestTimeoutMs: 20_000,
+        backlogShare: 1,
+      },
     });
     const host = `127.0.0.1:${server.port}`;
     // Each upload with its own credential (a spent one would be refused at the door).
@@ -614,7 +620,9 @@ describe('red team: bodies being read count against the backlog bound', () => {
   });
 
   it('counts uploads in progress against the message bound too', async () => {
-    const server = await serve({ limits: { maxBacklogMessages: 2, requestTimeoutMs: 20_000 } });
+    const server = await serve({
+      limits: { maxBacklogMessages: 2, requestTimeoutMs: 20_000, backlogShare: 1 },
+    });
     const host = `127.0.0.1:${server.port}`;
     const head = async () =>
       `POST /messages HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${await credentialFor(world, 'X26', Date.now())}\r\nContent-Length: 1000\r\n\r\n`;

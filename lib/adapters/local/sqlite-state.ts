@@ -93,6 +93,10 @@ CREATE TABLE IF NOT EXISTS outcomes (trace_id TEXT PRIMARY KEY, outcome TEXT NOT
 CREATE TABLE IF NOT EXISTS submissions (key TEXT PRIMARY KEY, trace_id TEXT NOT NULL, file TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS submissions_by_trace ON submissions (trace_id);
 CREATE TABLE IF NOT EXISTS sync_marker (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+-- serve's per-sender share of the backlog (docs/SECURITY.md, "The HTTP listener"): who a submission
+-- is charged to and for how many bytes, written in the commit that accepts it, kept until its trace
+-- is finished (through a dead letter, which a redrive may bring back), so a start counts it again.
+CREATE TABLE IF NOT EXISTS admissions (trace_id TEXT PRIMARY KEY, party TEXT NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
 -- Bodies stored once (format 1): a large body (the sealed JWE of an inbound message) is a body part,
 -- referred to by the messages whose bodies contain it: the inbound message (template '') and the
 -- records of the next hops, which carry it inline. A spliced message's body is its template with
@@ -589,12 +593,17 @@ export class SqliteState implements RuntimeState {
   }
 
   recordOutcome(outcome: StoredOutcome): void {
-    this.run(() =>
+    this.run(() => {
       this.stmt('INSERT OR REPLACE INTO outcomes (trace_id, outcome) VALUES (?, ?)').run(
         outcome.traceId,
         JSON.stringify(outcome),
-      ),
-    );
+      );
+      // Finished: charged to no sender any more, in the same commit (a dead letter keeps its
+      // admission for a redrive).
+      if (outcome.status !== 'dead-lettered') {
+        this.stmt('DELETE FROM admissions WHERE trace_id = ?').run(outcome.traceId);
+      }
+    });
   }
 
   storedOutcome(traceId: string): StoredOutcome | undefined {
@@ -648,6 +657,59 @@ export class SqliteState implements RuntimeState {
         file,
       ),
     );
+  }
+
+  // ---- serve's per-sender admissions ---------------------------------------------------------
+
+  /** Charge trace `traceId` to `party`; call inside the unit of work that accepts it. */
+  recordAdmission(traceId: string, party: string, bytes: number): void {
+    this.run(() =>
+      this.stmt('INSERT OR REPLACE INTO admissions (trace_id, party, bytes) VALUES (?, ?, ?)').run(
+        traceId,
+        party,
+        bytes,
+      ),
+    );
+  }
+
+  /**
+   * Who trace `traceId` is charged to, if serve admitted it and it is not finished (its terminal
+   * outcome drops the admission: {@link recordOutcome}).
+   */
+  admission(traceId: string): { party: string; bytes: number } | undefined {
+    return this.stmt('SELECT party, bytes FROM admissions WHERE trace_id = ?').get(traceId) as
+      | { party: string; bytes: number }
+      | undefined;
+  }
+
+  /**
+   * At start: the admissions whose trace still has a message in a stage queue (what counts against
+   * its sender's share again). Those of traces no longer queued anywhere (a purged DLQ, a
+   * trace that left without an outcome) are dropped; those of dead-lettered traces stay for a
+   * redrive. One pass over each table, whatever the backlog.
+   */
+  queuedAdmissions(): { traceId: string; party: string; bytes: number }[] {
+    return this.transact(() => {
+      const live = new Set<string>();
+      const parked = new Set<string>();
+      const rows = this.stmt('SELECT DISTINCT trace_id, dead_at IS NULL AS live FROM messages').all() as {
+        trace_id: string;
+        live: number;
+      }[];
+      for (const row of rows) (row.live ? live : parked).add(row.trace_id);
+      const admissions = this.stmt('SELECT trace_id, party, bytes FROM admissions').all() as {
+        trace_id: string;
+        party: string;
+        bytes: number;
+      }[];
+      const queued: { traceId: string; party: string; bytes: number }[] = [];
+      const drop = this.stmt('DELETE FROM admissions WHERE trace_id = ?');
+      for (const a of admissions) {
+        if (live.has(a.trace_id)) queued.push({ traceId: a.trace_id, party: a.party, bytes: a.bytes });
+        else if (!parked.has(a.trace_id)) drop.run(a.trace_id);
+      }
+      return queued;
+    });
   }
 
   /** Dead letters of every queue, oldest first, bodies included (operator tooling only). */

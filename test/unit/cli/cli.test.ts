@@ -90,6 +90,10 @@ describe('itk3: help and usage errors', () => {
     ],
     [['serve', '--config', 'c.json', '--idle-timeout', 'soon'], /--idle-timeout must be a number of seconds/],
     [
+      ['serve', '--config', 'c.json', '--max-backlog-share', '1.5'],
+      /--max-backlog-share must be a fraction above 0 and at most 1/,
+    ],
+    [
       ['serve', '--config', 'c.json', '--headers-timeout', '90', '--request-timeout', '30'],
       /--headers-timeout must not exceed --request-timeout/,
     ],

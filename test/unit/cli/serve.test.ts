@@ -395,5 +395,8 @@ describe('itk3 serve: backlog bound', () => {
     await expect(serve({ limits: { headersTimeoutMs: 2_000, requestTimeoutMs: 1_000 } })).rejects.toThrow(
       /headersTimeoutMs/,
     );
+    for (const backlogShare of [0, -0.5, 1.5, Number.NaN]) {
+      await expect(serve({ limits: { backlogShare } })).rejects.toThrow(/backlogShare/);
+    }
   });
 });
