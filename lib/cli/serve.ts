@@ -158,7 +158,7 @@ export function backlogParty(
 }
 
 /** What one sender holds against its share: queued work it submitted, and bodies being read. */
-export interface SenderUsage {
+interface SenderUsage {
   queuedMessages: number;
   queuedBytes: number;
   readingMessages: number;
