@@ -10,48 +10,30 @@
 import '../support/env.js';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SqliteState } from '../../lib/adapters/local/sqlite-state.js';
-import { backlogParty, type RunningServer, type ServeOptions, startServer } from '../../lib/cli/serve.js';
+import { backlogParty, type RunningServer } from '../../lib/cli/serve.js';
 import { systemClock } from '../../lib/ports/index.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
+import { listenersPerTest } from '../support/listeners.js';
 import {
   buildMessage,
   configWith,
-  configWithLimits,
   credentialFor,
-  keyService,
   makeTempDir,
-  removeTempDirs,
   type SenderOds,
   sealAs,
-  testWorld,
 } from '../support/world.js';
 
 const MAX_SEALED = 256 * 1024;
 
 let world: DemoWorld;
-const servers: RunningServer[] = [];
-
-beforeAll(async () => {
-  world = await testWorld();
-});
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.close();
-});
-afterAll(removeTempDirs);
-
-async function serve(overrides: Partial<ServeOptions> = {}): Promise<RunningServer> {
-  const server = await startServer({
-    config: configWithLimits(world, { maxSealedBytes: MAX_SEALED }),
-    keys: keyService(world),
-    baseDir: makeTempDir('itk3-fairshare-'),
-    port: 0,
-    ...overrides,
-  });
-  servers.push(server);
-  return server;
-}
+const serve = listenersPerTest(
+  (w) => {
+    world = w;
+  },
+  { dirPrefix: 'itk3-fairshare-', maxSealedBytes: MAX_SEALED },
+);
 
 interface Answer {
   status: number;

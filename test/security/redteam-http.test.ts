@@ -17,47 +17,24 @@ import { existsSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type RunningServer, type ServeOptions, startServer } from '../../lib/cli/serve.js';
+import { describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../lib/cli/serve.js';
 import { mintToken } from '../../lib/envelope/token.js';
 import { ingest } from '../../lib/ingest.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
-import {
-  buildMessage,
-  configWithLimits,
-  credentialFor,
-  keyService,
-  makeTempDir,
-  removeTempDirs,
-  sealAs,
-  testWorld,
-} from '../support/world.js';
+import { listenersPerTest } from '../support/listeners.js';
+import { buildMessage, configWithLimits, credentialFor, makeTempDir, sealAs } from '../support/world.js';
 import { CountingKeys } from './support.js';
 
 const MAX_SEALED = 256 * 1024;
 
 let world: DemoWorld;
-const servers: RunningServer[] = [];
-
-beforeAll(async () => {
-  world = await testWorld();
-});
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.close();
-});
-afterAll(removeTempDirs);
-
-async function serve(overrides: Partial<ServeOptions> = {}): Promise<RunningServer> {
-  const server = await startServer({
-    config: configWithLimits(world, { maxSealedBytes: MAX_SEALED }),
-    keys: keyService(world),
-    baseDir: makeTempDir('itk3-redteam-'),
-    port: 0,
-    ...overrides,
-  });
-  servers.push(server);
-  return server;
-}
+const serve = listenersPerTest(
+  (w) => {
+    world = w;
+  },
+  { dirPrefix: 'itk3-redteam-', maxSealedBytes: MAX_SEALED },
+);
 
 interface RawAnswer {
   /** Status of the first response, or undefined when the server closed without one. */

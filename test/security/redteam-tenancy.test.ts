@@ -17,31 +17,21 @@
  * it is presented.
  */
 import '../support/env.js';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type RunningServer, startServer } from '../../lib/cli/serve.js';
+import { describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../lib/cli/serve.js';
 import { mintToken, verifyCredential } from '../../lib/envelope/token.js';
 import type { DemoWorld } from '../../lib/testkit/world.js';
-import {
-  buildMessage,
-  credentialFor,
-  keyService,
-  makeTempDir,
-  removeTempDirs,
-  sealAs,
-  testWorld,
-} from '../support/world.js';
+import { listenersPerTest } from '../support/listeners.js';
+import { buildMessage, credentialFor, makeTempDir, sealAs } from '../support/world.js';
 import { Harness } from './support.js';
 
 let world: DemoWorld;
-const servers: RunningServer[] = [];
-
-beforeAll(async () => {
-  world = await testWorld();
-});
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.close();
-});
-afterAll(removeTempDirs);
+const serve = listenersPerTest(
+  (w) => {
+    world = w;
+  },
+  { dirPrefix: 'itk3-redteam-' },
+);
 
 describe('red team: duplicate keys are per organisation (jti)', () => {
   it('FQ123 spends the jti X26 is about to use under the shared federation issuer: X26 is still delivered', async () => {
@@ -82,18 +72,6 @@ describe('red team: duplicate keys are per organisation (jti)', () => {
     expect(again.unwraps).toBe(0);
   });
 });
-
-async function serve(opts: { console?: { operatorToken: string } } = {}): Promise<RunningServer> {
-  const server = await startServer({
-    config: world.config,
-    keys: keyService(world),
-    baseDir: makeTempDir('itk3-redteam-'),
-    port: 0,
-    ...opts,
-  });
-  servers.push(server);
-  return server;
-}
 
 async function submit(server: RunningServer, credential: string, sealed: string): Promise<string> {
   const response = await fetch(`http://127.0.0.1:${server.port}/messages`, {

@@ -7,46 +7,22 @@
 import '../../support/env.js';
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type RunningServer, type ServeOptions, startServer } from '../../../lib/cli/serve.js';
+import { describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../../lib/cli/serve.js';
 import { mintToken } from '../../../lib/envelope/token.js';
 import { type DemoWorld, worldPaths } from '../../../lib/testkit/world.js';
-import {
-  buildMessage,
-  configWithLimits,
-  credentialFor,
-  filesIn,
-  keyService,
-  makeTempDir,
-  removeTempDirs,
-  sealAs,
-  testWorld,
-} from '../../support/world.js';
+import { listenersPerTest } from '../../support/listeners.js';
+import { buildMessage, credentialFor, filesIn, makeTempDir, sealAs } from '../../support/world.js';
 
 const MAX_SEALED = 256 * 1024;
 
 let world: DemoWorld;
-const servers: RunningServer[] = [];
-
-beforeAll(async () => {
-  world = await testWorld();
-});
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.close();
-});
-afterAll(removeTempDirs);
-
-async function serve(overrides: Partial<ServeOptions> = {}): Promise<RunningServer> {
-  const server = await startServer({
-    config: configWithLimits(world, { maxSealedBytes: MAX_SEALED }),
-    keys: keyService(world),
-    baseDir: makeTempDir('itk3-serve-'),
-    port: 0,
-    ...overrides,
-  });
-  servers.push(server);
-  return server;
-}
+const serve = listenersPerTest(
+  (w) => {
+    world = w;
+  },
+  { dirPrefix: 'itk3-serve-', maxSealedBytes: MAX_SEALED },
+);
 
 const url = (server: RunningServer, path: string) => `http://127.0.0.1:${server.port}${path}`;
 
