@@ -450,7 +450,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
 
   async function submit(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    // Refusals before the body is read drop the connection: reading the rest is what they avoid.
+    // Refusals before the body is read are answered without reading it (drop: at most a short
+    // drain of a small body, so the answer is not lost to a reset).
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxSealedBytes) return drop(res, 413, TOO_LARGE);
     const receivedAt = Date.now();

@@ -117,7 +117,7 @@ function checkpointKeys(): Map<string, Uint8Array> {
 
 /**
  * What a drained state file still holds besides terminal records: it must be nothing, except the
- * blobs of dead-lettered traces (kept for their redrive).
+ * blobs and sender-share charges of dead-lettered traces (kept for their redrive).
  */
 function leftovers(out: string): Record<string, unknown> {
   const state = new SqliteState(join(out, 'state.db'), { clock: systemClock, readonly: true });
@@ -145,6 +145,11 @@ function leftovers(out: string): Record<string, unknown> {
       bodyParts: all('SELECT key FROM body_parts WHERE key NOT IN (SELECT part FROM message_splices)'),
       orphanBodies: all('SELECT seq FROM message_bodies WHERE seq NOT IN (SELECT seq FROM messages)'),
       orphanSplices: all('SELECT seq FROM message_splices WHERE seq NOT IN (SELECT seq FROM messages)'),
+      // A sender's share is charged in the commit that accepts its message and released in the one
+      // that ends its trace; a dead letter keeps its row for the redrive.
+      admissions: (all('SELECT trace_id FROM admissions') as { trace_id: string }[])
+        .map((a) => a.trace_id)
+        .filter((t) => !deadTraces.has(t)),
       auditBreak: audit.break ?? null,
     };
   } finally {
@@ -159,6 +164,7 @@ const CLEAN = {
   bodyParts: [],
   orphanBodies: [],
   orphanSplices: [],
+  admissions: [],
   auditBreak: null,
 };
 

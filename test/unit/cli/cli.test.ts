@@ -485,14 +485,15 @@ describe('itk3 token → seal → process', () => {
     expect(filesIn(out)).toContain('state.db');
   });
 
-  it('process reports a rejection as a JSON line and exits 1', async () => {
+  /**
+   * `process` over a folder holding `files` (name → content), without the worker pool (the test
+   * above runs with the default one on a multi-core machine): its exit code and first JSON line.
+   */
+  async function processOnly(files: Record<string, string>): Promise<{ code: number; line: unknown }> {
     const { dir, keystore, config } = worldOnDisk();
     const messages = join(dir, 'messages');
     mkdirSync(messages);
-    // A sealed message with no credential file beside it goes straight onto the inbound queue.
-    writeFileSync(join(messages, 'anonymous.jwe'), await sealAs(world, 'X26', buildMessage('X26')));
-
-    // Without the worker pool (the test above runs with the default one on a multi-core machine).
+    for (const [name, content] of Object.entries(files)) writeFileSync(join(messages, name), content);
     const processed = await cli(
       'process',
       messages,
@@ -505,8 +506,16 @@ describe('itk3 token → seal → process', () => {
       '--workers',
       '0',
     );
-    expect(processed.code).toBe(1);
-    expect(JSON.parse(processed.out[0]!)).toMatchObject({
+    return { code: processed.code, line: JSON.parse(processed.out[0]!) };
+  }
+
+  it('process reports a rejection as a JSON line and exits 1', async () => {
+    // A sealed message with no credential file beside it goes straight onto the inbound queue.
+    const { code, line } = await processOnly({
+      'anonymous.jwe': await sealAs(world, 'X26', buildMessage('X26')),
+    });
+    expect(code).toBe(1);
+    expect(line).toMatchObject({
       file: 'anonymous.jwe',
       status: 'rejected',
       stage: 'authenticate',
@@ -516,26 +525,13 @@ describe('itk3 token → seal → process', () => {
   });
 
   it('process takes only ASCII whitespace off a file: a byte-order mark is refused at ingest, as at serve', async () => {
-    const { dir, keystore, config } = worldOnDisk();
-    const messages = join(dir, 'messages');
-    mkdirSync(messages);
     const sealed = await sealAs(world, 'X26', buildMessage('X26'));
-    writeFileSync(join(messages, 'bom.jwe'), `\uFEFF${sealed}\n`);
-    writeFileSync(join(messages, 'bom.jwt'), `${await credentialFor(world, 'X26', Date.now())}\r\n`);
-    const processed = await cli(
-      'process',
-      messages,
-      '--config',
-      config,
-      '--keystore',
-      keystore,
-      '--out',
-      join(dir, 'run'),
-      '--workers',
-      '0',
-    );
-    expect(processed.code).toBe(1);
-    expect(JSON.parse(processed.out[0]!)).toMatchObject({
+    const { code, line } = await processOnly({
+      'bom.jwe': `\uFEFF${sealed}\n`,
+      'bom.jwt': `${await credentialFor(world, 'X26', Date.now())}\r\n`,
+    });
+    expect(code).toBe(1);
+    expect(line).toMatchObject({
       file: 'bom.jwe',
       status: 'refused',
       stage: 'ingest',
